@@ -1,0 +1,54 @@
+# Heddle — the two commands that matter are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint fmt protos check-protos up down bench infra clean console
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Start the whole stack embedded (SQLite, in-process bus); gateway on http://127.0.0.1:8080
+run: $(STAMP)
+	$(BIN)/heddle serve
+
+## Start local PostgreSQL/Redis/RabbitMQ if down, then run the whole suite
+test: $(STAMP) infra
+	$(BIN)/python -m pytest -q
+
+infra:
+	@scripts/ensure_infra.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## Regenerate the checked-in gRPC/protobuf modules from protos/
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+## Production topology as local processes against local PostgreSQL/Redis/RabbitMQ
+up: $(STAMP) infra
+	$(BIN)/heddle up
+
+down: $(STAMP)
+	$(BIN)/heddle down
+
+bench: $(STAMP)
+	$(BIN)/python bench/plan_10k.py
+	$(BIN)/python bench/engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,216 @@
+"""The event bus: topic exchanges with durable named queues (competing consumers).
+
+`InProcessBus` is the embedded implementation; the RabbitMQ one has the same interface. A
+handler that returns acknowledges its message; one that raises has it redelivered (up to
+`max_deliveries`, then dead-lettered), so handlers must be idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+EVENTS_EXCHANGE = "heddle.events"
+TRIGGERS_EXCHANGE = "heddle.triggers"
+LOGS_EXCHANGE = "heddle.logs"
+
+
+@dataclass(frozen=True)
+class Message:
+    """A delivered message."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    delivery: int = 1  # 1 on first delivery, more on redelivery
+
+
+Handler = Callable[[Message], Awaitable[None]]
+
+
+class Subscription(Protocol):
+    async def cancel(self) -> None: ...
+
+
+class EventBus(Protocol):
+    """Publish/subscribe over topic exchanges."""
+
+    async def connect(self) -> None: ...
+
+    async def publish(
+        self, exchange: str, routing_key: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        """Publish; returns once the broker has the message (publisher confirm)."""
+        ...
+
+    async def subscribe(
+        self,
+        exchange: str,
+        binding_keys: list[str],
+        handler: Handler,
+        *,
+        queue: str | None = None,
+        prefetch: int = 64,
+    ) -> Subscription:
+        """Consume messages whose routing key matches a binding key (`*` one word, `#` any).
+
+        Subscribers of the same named `queue` compete; `queue=None` gives this subscriber its
+        own transient queue (fan-out to every such subscriber).
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+
+@lru_cache(maxsize=256)
+def _pattern(binding_key: str) -> re.Pattern[str]:
+    words = []
+    for word in binding_key.split("."):
+        words.append({"*": r"[^.]+", "#": r".*"}.get(word, re.escape(word)))
+    return re.compile("^" + r"\.".join(words).replace(r".*\.", r"(?:.*\.)?") + "$")
+
+
+def topic_matches(binding_key: str, routing_key: str) -> bool:
+    """AMQP topic matching: `*` is exactly one word, `#` zero or more words."""
+    return _pattern(binding_key).match(routing_key) is not None
+
+
+class _Queue:
+    def __init__(self, name: str, prefetch: int, max_deliveries: int) -> None:
+        self.name = name
+        self.items: asyncio.Queue[Message] = asyncio.Queue()
+        self.bindings: list[tuple[str, str]] = []
+        self.consumers: dict[int, asyncio.Task[None]] = {}
+        self.prefetch = prefetch
+        self.max_deliveries = max_deliveries
+        self.dead_letters: list[Message] = []
+
+
+class InProcessBus:
+    """An in-memory broker with the semantics the services rely on."""
+
+    def __init__(self, max_deliveries: int = 5) -> None:
+        self._queues: dict[str, _Queue] = {}
+        self._ids = itertools.count(1)
+        self._max_deliveries = max_deliveries
+
+    async def connect(self) -> None:
+        return None
+
+    async def publish(
+        self, exchange: str, routing_key: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        message = Message(exchange, routing_key, body, dict(headers or {}))
+        for queue in self._queues.values():
+            if any(ex == exchange and topic_matches(key, routing_key) for ex, key in queue.bindings):
+                queue.items.put_nowait(message)
+
+    async def subscribe(
+        self,
+        exchange: str,
+        binding_keys: list[str],
+        handler: Handler,
+        *,
+        queue: str | None = None,
+        prefetch: int = 64,
+    ) -> _InProcessSubscription:
+        name = queue or f"anon.{next(self._ids)}"
+        target = self._queues.get(name)
+        if target is None:
+            target = self._queues[name] = _Queue(name, prefetch, self._max_deliveries)
+        for key in binding_keys:
+            if (exchange, key) not in target.bindings:
+                target.bindings.append((exchange, key))
+        consumer_id = next(self._ids)
+        task = asyncio.create_task(self._consume(target, handler), name=f"bus-consumer-{name}")
+        target.consumers[consumer_id] = task
+        return _InProcessSubscription(self, name, consumer_id, anonymous=queue is None)
+
+    async def _consume(self, queue: _Queue, handler: Handler) -> None:
+        limit = asyncio.Semaphore(queue.prefetch)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                message = await queue.items.get()
+                await limit.acquire()
+                task = asyncio.create_task(self._deliver(queue, handler, message, limit))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _deliver(
+        self, queue: _Queue, handler: Handler, message: Message, limit: asyncio.Semaphore
+    ) -> None:
+        try:
+            await handler(message)
+        except asyncio.CancelledError:
+            queue.items.put_nowait(message)
+            raise
+        except Exception:
+            log.exception("bus handler failed", extra={"queue": queue.name})
+            if message.delivery >= queue.max_deliveries:
+                queue.dead_letters.append(message)
+            else:
+                redelivered = Message(
+                    message.exchange,
+                    message.routing_key,
+                    message.body,
+                    message.headers,
+                    message.delivery + 1,
+                )
+                queue.items.put_nowait(redelivered)
+        finally:
+            limit.release()
+
+    def dead_letters(self, queue: str) -> list[Message]:
+        """Messages that failed every delivery on queue."""
+        return list(self._queues[queue].dead_letters) if queue in self._queues else []
+
+    async def _cancel(self, queue_name: str, consumer_id: int, anonymous: bool) -> None:
+        queue = self._queues.get(queue_name)
+        if queue is None:
+            return
+        task = queue.consumers.pop(consumer_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if anonymous:
+            self._queues.pop(queue_name, None)
+
+    async def close(self) -> None:
+        for queue in list(self._queues.values()):
+            for consumer_id in list(queue.consumers):
+                await self._cancel(queue.name, consumer_id, anonymous=False)
+
+
+@dataclass
+class _InProcessSubscription:
+    bus: InProcessBus
+    queue: str
+    consumer_id: int
+    anonymous: bool
+
+    async def cancel(self) -> None:
+        await self.bus._cancel(self.queue, self.consumer_id, self.anonymous)
+
+
+def create_bus(url: str) -> EventBus:
+    """The bus for a broker URL: memory:// (in-process) or amqp:// (RabbitMQ)."""
+    if url.startswith("memory:"):
+        return InProcessBus()
+    if url.startswith(("amqp:", "amqps:")):
+        from libs.common.rabbitmq import RabbitBus
+
+        return RabbitBus(url)
+    raise ValueError(f"HEDDLE_BROKER_URL: unsupported scheme in {url!r} (memory:// or amqp://)")

@@ -1,0 +1,88 @@
+"""Settings shared by every service, read from `HEDDLE_*` environment variables.
+
+The defaults give the embedded mode (SQLite, in-process bus and cache) so that `make run`
+needs no servers. Each service extends `CommonSettings` with its own options.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Loopback gRPC ports of the services (the gateway serves HTTP on http_port).
+DEFAULT_PORTS = {
+    "workflow": 50051,
+    "node": 50052,
+    "ai": 50053,
+    "tool": 50054,
+    "scheduler": 50055,
+    "log": 50056,
+}
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class CommonSettings(BaseSettings):
+    """Options every service understands."""
+
+    model_config = SettingsConfigDict(env_prefix="HEDDLE_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./var/heddle.db",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or "
+        "postgresql+asyncpg://user@host/db.",
+    )
+    broker_url: str = Field(
+        default="memory://",
+        description="memory:// for the in-process bus, amqp://user:pass@host:5672/ for RabbitMQ.",
+    )
+    redis_url: str = Field(
+        default="memory://", description="memory:// for in-process, redis://host:6379/0 for Redis."
+    )
+    log_level: str = Field(default="INFO", description="Root log level.")
+    log_format: str = Field(default="json", description="json or console.")
+    bind_host: str = Field(default="127.0.0.1", description="Host the gRPC servers bind to.")
+    grpc_port: int | None = Field(
+        default=None, description="gRPC port of this service; the service default when unset."
+    )
+    metrics_port: int | None = Field(
+        default=None, description="Port of the Prometheus /metrics endpoint; off when unset."
+    )
+    workflow_address: str = Field(
+        default=f"127.0.0.1:{DEFAULT_PORTS['workflow']}", description="gRPC address of workflow."
+    )
+    node_addresses: Annotated[list[str], NoDecode] = Field(
+        default=[f"127.0.0.1:{DEFAULT_PORTS['node']}"],
+        description="Comma-separated node replica addresses, or one dns:///name:port resolving "
+        "to several.",
+    )
+    ai_address: str = Field(
+        default=f"127.0.0.1:{DEFAULT_PORTS['ai']}", description="gRPC address of ai."
+    )
+    tool_address: str = Field(
+        default=f"127.0.0.1:{DEFAULT_PORTS['tool']}", description="gRPC address of tool."
+    )
+    scheduler_address: str = Field(
+        default=f"127.0.0.1:{DEFAULT_PORTS['scheduler']}", description="gRPC address of scheduler."
+    )
+    log_address: str = Field(
+        default=f"127.0.0.1:{DEFAULT_PORTS['log']}", description="gRPC address of log."
+    )
+    grpc_deadline_s: float = Field(
+        default=30.0, gt=0, description="Default deadline of an outgoing gRPC call."
+    )
+    service_token: str = Field(
+        default="", description="Shared credential services present to each other; off if empty."
+    )
+
+    _split_node_addresses = field_validator("node_addresses", mode="before")(_split)
+
+    def port_for(self, service: str) -> int:
+        """The gRPC port this service listens on."""
+        return self.grpc_port if self.grpc_port is not None else DEFAULT_PORTS[service]

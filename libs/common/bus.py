@@ -111,7 +111,9 @@ class InProcessBus:
     ) -> None:
         message = Message(exchange, routing_key, body, dict(headers or {}))
         for queue in self._queues.values():
-            if any(ex == exchange and topic_matches(key, routing_key) for ex, key in queue.bindings):
+            if any(
+                ex == exchange and topic_matches(key, routing_key) for ex, key in queue.bindings
+            ):
                 queue.items.put_nowait(message)
 
     async def subscribe(

@@ -149,7 +149,9 @@ class _ServerInterceptor(grpc.aio.ServerInterceptor):
 async def _abort_for(error: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
     if isinstance(error, HeddleError):
         GRPC_SERVER_HANDLED.labels(method, error.grpc_status.name).inc()
-        await context.abort(error.grpc_status, error.message, trailing_metadata=error_trailer(error))
+        await context.abort(
+            error.grpc_status, error.message, trailing_metadata=error_trailer(error)
+        )
     log.exception("unhandled error in %s", method, exc_info=error)
     GRPC_SERVER_HANDLED.labels(method, "INTERNAL").inc()
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
@@ -192,18 +194,24 @@ def _wrap_stream(
 def _refuse(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
         error = Unauthenticated("missing or invalid service credential")
-        await context.abort(error.grpc_status, error.message, trailing_metadata=error_trailer(error))
+        await context.abort(
+            error.grpc_status, error.message, trailing_metadata=error_trailer(error)
+        )
 
     if handler.unary_stream is not None:
 
-        async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def deny_stream(
+            request: Any, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
             await deny(request, context)
             yield  # pragma: no cover - abort raised
 
         return grpc.unary_stream_rpc_method_handler(
             deny_stream, request_deserializer=handler.request_deserializer
         )
-    return grpc.unary_unary_rpc_method_handler(deny, request_deserializer=handler.request_deserializer)
+    return grpc.unary_unary_rpc_method_handler(
+        deny, request_deserializer=handler.request_deserializer
+    )
 
 
 @dataclass
@@ -259,7 +267,9 @@ async def check_health(address: str, timeout: float = 1.0, service: str = "") ->
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
         except grpc.RpcError:
             return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,273 @@
+"""Key-value store, locks, leases and rate limits: Redis in production, in-process embedded.
+
+`create_kv("memory://")` gives `MemoryKV`, `create_kv("redis://host:6379/0")` gives `RedisKV`.
+Both implement the `KV` protocol with the same semantics:
+
+- `get/set/delete` of bytes, with an optional TTL;
+- `acquire_lock(name, ttl_s)` returns a token-fenced `Lock` or None; only its holder's token
+  releases or extends it;
+- `lease(name, owner, ttl_s)` is compare-and-set ownership (execution ownership, scheduler
+  leadership): it succeeds when the lease is free or already `owner`'s (and extends it);
+  `renew_lease` extends only an owned lease, `release_lease` frees only an owned lease;
+- `rate_limit(key, rate_per_s, burst)` is a token bucket, atomic in Redis (one Lua script).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+_RELEASE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+_EXTEND_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_LEASE = """
+local current = redis.call('GET', KEYS[1])
+if current == false then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 1
+end
+if current == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return 1
+end
+return 0
+"""
+
+# Token bucket in one round trip, on the server's clock (clients' clocks may disagree).
+_TOKEN_BUCKET = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil then
+    tokens = burst
+    ts = now
+end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+local retry_after = 0
+if tokens >= 1 then
+    tokens = tokens - 1
+    allowed = 1
+else
+    retry_after = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, tostring(retry_after)}
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+class KV(Protocol):
+    """What the services need from Redis."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None: ...
+
+    async def delete(self, key: str) -> bool: ...
+
+    async def acquire_lock(self, name: str, ttl_s: float) -> Lock | None: ...
+
+    async def lease(self, name: str, owner: str, ttl_s: float) -> bool: ...
+
+    async def renew_lease(self, name: str, owner: str, ttl_s: float) -> bool: ...
+
+    async def release_lease(self, name: str, owner: str) -> bool: ...
+
+    async def lease_owner(self, name: str) -> str | None: ...
+
+    async def rate_limit(self, key: str, rate_per_s: float, burst: int) -> tuple[bool, float]: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Lock:
+    """A held lock; the random token fences it against a holder whose TTL ran out."""
+
+    kv: _LockStore
+    name: str
+    token: str
+
+    async def release(self) -> bool:
+        """Release if still held by this token; False when it had expired or was taken."""
+        return await self.kv.release_lease(self.name, self.token)
+
+    async def extend(self, ttl_s: float) -> bool:
+        """Reset the TTL if still held by this token."""
+        return await self.kv.renew_lease(self.name, self.token, ttl_s)
+
+
+class _LockStore(Protocol):
+    async def renew_lease(self, name: str, owner: str, ttl_s: float) -> bool: ...
+
+    async def release_lease(self, name: str, owner: str) -> bool: ...
+
+
+def _check_rate(rate_per_s: float, burst: int) -> None:
+    if rate_per_s <= 0 or burst < 1:
+        raise ValueError("rate_limit needs rate_per_s > 0 and burst >= 1")
+
+
+class MemoryKV:
+    """In-process implementation (embedded mode, one process)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[bytes | str, float | None]] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def _live(self, key: str) -> bytes | str | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if expires is not None and time.monotonic() >= expires:
+            del self._data[key]
+            return None
+        return value
+
+    def _put(self, key: str, value: bytes | str, ttl_s: float | None) -> None:
+        expires = None if ttl_s is None else time.monotonic() + ttl_s
+        self._data[key] = (value, expires)
+
+    async def get(self, key: str) -> bytes | None:
+        value = self._live(key)
+        return value if isinstance(value, bytes) else None
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        self._put(key, value, ttl_s)
+
+    async def delete(self, key: str) -> bool:
+        present = self._live(key) is not None
+        self._data.pop(key, None)
+        return present
+
+    async def acquire_lock(self, name: str, ttl_s: float) -> Lock | None:
+        if self._live(f"lock:{name}") is not None:
+            return None
+        token = secrets.token_hex(16)
+        self._put(f"lock:{name}", token, ttl_s)
+        return Lock(self, f"lock:{name}", token)
+
+    async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        current = self._live(name)
+        if current is None or current == owner:
+            self._put(name, owner, ttl_s)
+            return True
+        return False
+
+    async def renew_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        if self._live(name) == owner:
+            self._put(name, owner, ttl_s)
+            return True
+        return False
+
+    async def release_lease(self, name: str, owner: str) -> bool:
+        if self._live(name) == owner:
+            del self._data[name]
+            return True
+        return False
+
+    async def lease_owner(self, name: str) -> str | None:
+        value = self._live(name)
+        return value if isinstance(value, str) else None
+
+    async def rate_limit(self, key: str, rate_per_s: float, burst: int) -> tuple[bool, float]:
+        _check_rate(rate_per_s, burst)
+        now = time.monotonic()
+        tokens, ts = self._buckets.get(key, (float(burst), now))
+        tokens = min(float(burst), tokens + max(0.0, now - ts) * rate_per_s)
+        if tokens >= 1:
+            self._buckets[key] = (tokens - 1, now)
+            return True, 0.0
+        self._buckets[key] = (tokens, now)
+        return False, (1 - tokens) / rate_per_s
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisKV:
+    """Redis implementation (redis.asyncio); keys are prefixed with `prefix`."""
+
+    def __init__(self, url: str, *, prefix: str = "heddle:") -> None:
+        from redis.asyncio import Redis
+
+        self._redis: Any = Redis.from_url(url)
+        self._prefix = prefix
+        self._release = self._redis.register_script(_RELEASE_IF_OWNER)
+        self._extend = self._redis.register_script(_EXTEND_IF_OWNER)
+        self._lease = self._redis.register_script(_LEASE)
+        self._bucket = self._redis.register_script(_TOKEN_BUCKET)
+
+    def _key(self, key: str) -> str:
+        return self._prefix + key
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._redis.get(self._key(key))
+        return bytes(value) if value is not None else None
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        await self._redis.set(self._key(key), value, px=_ms(ttl_s) if ttl_s is not None else None)
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self._redis.delete(self._key(key)))
+
+    async def acquire_lock(self, name: str, ttl_s: float) -> Lock | None:
+        token = secrets.token_hex(16)
+        acquired = await self._redis.set(self._key(f"lock:{name}"), token, nx=True, px=_ms(ttl_s))
+        return Lock(self, f"lock:{name}", token) if acquired else None
+
+    async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        return bool(await self._lease(keys=[self._key(name)], args=[owner, _ms(ttl_s)]))
+
+    async def renew_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        return bool(await self._extend(keys=[self._key(name)], args=[owner, _ms(ttl_s)]))
+
+    async def release_lease(self, name: str, owner: str) -> bool:
+        return bool(await self._release(keys=[self._key(name)], args=[owner]))
+
+    async def lease_owner(self, name: str) -> str | None:
+        value = await self._redis.get(self._key(name))
+        return value.decode() if value is not None else None
+
+    async def rate_limit(self, key: str, rate_per_s: float, burst: int) -> tuple[bool, float]:
+        _check_rate(rate_per_s, burst)
+        allowed, retry_after = await self._bucket(
+            keys=[self._key(f"rate:{key}")], args=[repr(float(rate_per_s)), burst]
+        )
+        return bool(allowed), float(retry_after)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def create_kv(url: str) -> KV:
+    """The store for HEDDLE_REDIS_URL: memory:// (in-process) or redis:// / rediss://."""
+    if url.startswith("memory:"):
+        return MemoryKV()
+    if url.startswith(("redis:", "rediss:", "unix:")):
+        return RedisKV(url)
+    raise ValueError(f"HEDDLE_REDIS_URL: unsupported scheme in {url!r} (memory:// or redis://)")

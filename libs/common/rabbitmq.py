@@ -1,0 +1,363 @@
+"""The RabbitMQ event bus (aio-pika): the production implementation of `EventBus`.
+
+Topology, declared in `_declare_topology` and nowhere else:
+
+- durable topic exchanges `heddle.events`, `heddle.triggers`, `heddle.logs` (and any other
+  exchange a caller names, declared the same way on first use);
+- a durable direct dead-letter exchange `heddle.dlx`;
+- each named queue is a durable *quorum* queue (competing consumers) with
+  `x-delivery-limit` and at-least-once dead-lettering to `heddle.dlx`, routing key = the
+  queue's name, where the durable queue `<queue>.dlq` collects what failed every delivery;
+- `queue=None` gives an exclusive, auto-delete classic queue (fan-out to each subscriber).
+
+Messages are persistent and published on one long-lived channel with publisher confirms;
+any number of publishes may await their confirms concurrently. Consumers ack after the
+handler returns; a handler that raises has its message requeued until `max_deliveries`,
+then dead-lettered. The delivery number comes from the quorum queue's `x-delivery-count`
+header (so a message that crashes its consumer process is counted too); exclusive queues
+have a single consumer, which counts failures in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError
+
+from libs.common.bus import (
+    EVENTS_EXCHANGE,
+    LOGS_EXCHANGE,
+    TRIGGERS_EXCHANGE,
+    Handler,
+    Message,
+)
+from libs.common.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_EXCHANGE = "heddle.dlx"
+TOPIC_EXCHANGES = (EVENTS_EXCHANGE, TRIGGERS_EXCHANGE, LOGS_EXCHANGE)
+
+_RETRYABLE = (*CONNECTION_EXCEPTIONS, DeliveryError, asyncio.TimeoutError)
+
+
+def dead_letter_queue(queue: str) -> str:
+    """The name of the queue collecting the messages `queue` dead-lettered."""
+    return f"{queue}.dlq"
+
+
+def _headers_of(incoming: AbstractIncomingMessage) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for key, value in (incoming.headers or {}).items():
+        if isinstance(value, str):
+            headers[key] = value
+        elif isinstance(value, bytes):
+            headers[key] = value.decode("utf-8", "replace")
+        elif isinstance(value, int | float | bool):
+            headers[key] = str(value)
+    return headers
+
+
+class RabbitBus:
+    """`EventBus` over RabbitMQ; see the module docstring for the topology and semantics."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_deliveries: int = 5,
+        connect_timeout_s: float = 30.0,
+        publish_timeout_s: float = 30.0,
+        reconnect_interval_s: float = 1.0,
+        connection_name: str = "heddle",
+    ) -> None:
+        if max_deliveries < 1:
+            raise ValueError("max_deliveries must be at least 1")
+        self.url = url
+        self.max_deliveries = max_deliveries
+        self._connect_timeout_s = connect_timeout_s
+        self._publish_timeout_s = publish_timeout_s
+        self._reconnect_interval_s = reconnect_interval_s
+        self._connection_name = connection_name
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._connect_lock = asyncio.Lock()
+        self._declare_lock = asyncio.Lock()
+        self._subscriptions: set[RabbitSubscription] = set()
+
+    # -- connection ------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect (retrying with exponential backoff up to connect_timeout_s) and declare."""
+        if self._channel is not None:
+            return
+        async with self._connect_lock:
+            if self._channel is not None:
+                return
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._connect_timeout_s
+            delay = 0.1
+            while True:
+                try:
+                    connection = await aio_pika.connect_robust(
+                        self.url,
+                        reconnect_interval=self._reconnect_interval_s,
+                        client_properties={"connection_name": self._connection_name},
+                    )
+                    break
+                except CONNECTION_EXCEPTIONS as error:
+                    if loop.time() + delay > deadline:
+                        raise Unavailable(f"RabbitMQ unreachable: {error}") from error
+                    log.warning("RabbitMQ connect failed, retrying in %.1fs: %s", delay, error)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            channel = await connection.channel(publisher_confirms=True)
+            self._connection = connection
+            await self._declare_topology(channel)
+            self._channel = channel
+
+    async def _declare_topology(self, channel: AbstractChannel) -> None:
+        for name in TOPIC_EXCHANGES:
+            self._exchanges[name] = await channel.declare_exchange(
+                name, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+        self._exchanges[DEAD_LETTER_EXCHANGE] = await channel.declare_exchange(
+            DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+
+    async def _exchange(self, name: str) -> AbstractExchange:
+        exchange = self._exchanges.get(name)
+        if exchange is not None:
+            return exchange
+        await self.connect()
+        async with self._declare_lock:
+            if name not in self._exchanges:
+                assert self._channel is not None
+                self._exchanges[name] = await self._channel.declare_exchange(
+                    name, aio_pika.ExchangeType.TOPIC, durable=True
+                )
+        return self._exchanges[name]
+
+    async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.cancel()
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = None
+        self._channel = None
+        self._exchanges.clear()
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def publish(
+        self, exchange: str, routing_key: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        """Publish a persistent message; returns once the broker confirmed it.
+
+        While the connection is down the publish is retried (the robust connection restores
+        the channel in the background) until publish_timeout_s; a retry after a lost confirm
+        may duplicate the message, which consumers tolerate.
+        """
+        message = aio_pika.Message(
+            body,
+            headers=dict(headers) if headers else None,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=uuid.uuid4().hex,
+        )
+        target = await self._exchange(exchange)
+        try:
+            await target.publish(message, routing_key, mandatory=False)
+            return
+        except _RETRYABLE as error:
+            await self._republish(target, message, routing_key, error)
+
+    async def _republish(
+        self,
+        target: AbstractExchange,
+        message: aio_pika.Message,
+        routing_key: str,
+        first_error: BaseException,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._publish_timeout_s
+        delay = 0.05
+        error: BaseException = first_error
+        while loop.time() + delay < deadline:
+            log.warning("publish failed, retrying in %.2fs: %r", delay, error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            try:
+                await target.publish(
+                    message, routing_key, mandatory=False, timeout=self._publish_timeout_s
+                )
+                return
+            except _RETRYABLE as retry_error:
+                error = retry_error
+        raise Unavailable(f"RabbitMQ publish to {target.name!r} failed: {error!r}") from error
+
+    # -- consuming -------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        exchange: str,
+        binding_keys: list[str],
+        handler: Handler,
+        *,
+        queue: str | None = None,
+        prefetch: int = 64,
+    ) -> RabbitSubscription:
+        """Consume on a channel of its own with basic_qos(prefetch); see the module docs."""
+        await self._exchange(exchange)
+        assert self._connection is not None
+        channel = await self._connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=prefetch)
+        if queue is None:
+            declared = await channel.declare_queue(
+                f"{exchange}.anon.{uuid.uuid4().hex}",
+                durable=False,
+                exclusive=True,
+                auto_delete=True,
+            )
+        else:
+            declared = await self._declare_named_queue(channel, queue)
+        for key in binding_keys:
+            await declared.bind(exchange, key)
+        subscription = RabbitSubscription(
+            bus=self,
+            channel=channel,
+            queue=declared,
+            handler=handler,
+            exchange=exchange,
+            anonymous=queue is None,
+        )
+        subscription.consumer_tag = await declared.consume(subscription.on_message, no_ack=False)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    async def _declare_named_queue(self, channel: AbstractChannel, name: str) -> AbstractQueue:
+        dead_letters = await channel.declare_queue(dead_letter_queue(name), durable=True)
+        await dead_letters.bind(DEAD_LETTER_EXCHANGE, name)
+        return await channel.declare_queue(
+            name,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                # The broker's own limit also catches messages whose consumer crashed.
+                "x-delivery-limit": self.max_deliveries - 1,
+                "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+                "x-dead-letter-routing-key": name,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            },
+        )
+
+
+@dataclass(eq=False)
+class RabbitSubscription:
+    """One consumer; `cancel()` stops it and requeues what it had not acknowledged."""
+
+    bus: RabbitBus
+    channel: AbstractChannel
+    queue: AbstractQueue
+    handler: Handler
+    exchange: str
+    anonymous: bool
+    consumer_tag: str | None = None
+    _failures: dict[str, int] = field(default_factory=dict)
+    _running: set[asyncio.Task[Any]] = field(default_factory=set)
+    _cancelled: bool = False
+
+    def _delivery_number(self, incoming: AbstractIncomingMessage) -> int:
+        count = (incoming.headers or {}).get("x-delivery-count")
+        if isinstance(count, int) and not self.anonymous:
+            return count + 1
+        key = incoming.message_id or ""
+        if key:
+            return self._failures.get(key, 0) + 1
+        return 2 if incoming.redelivered else 1
+
+    async def on_message(self, incoming: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            await self._handle(incoming)
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
+    async def _handle(self, incoming: AbstractIncomingMessage) -> None:
+        delivery = self._delivery_number(incoming)
+        message = Message(
+            exchange=incoming.exchange or self.exchange,
+            routing_key=incoming.routing_key or "",
+            body=incoming.body,
+            headers=_headers_of(incoming),
+            delivery=delivery,
+        )
+        key = incoming.message_id or ""
+        try:
+            await self.handler(message)
+        except asyncio.CancelledError:
+            with contextlib.suppress(*CONNECTION_EXCEPTIONS):
+                await incoming.nack(requeue=True)
+            raise
+        except Exception:
+            log.exception(
+                "bus handler failed",
+                extra={"queue": self.queue.name, "delivery": delivery},
+            )
+            with contextlib.suppress(*CONNECTION_EXCEPTIONS):
+                if delivery >= self.bus.max_deliveries:
+                    self._failures.pop(key, None)
+                    log.warning(
+                        "dead-lettering message after %d deliveries",
+                        delivery,
+                        extra={"queue": self.queue.name},
+                    )
+                    await incoming.reject(requeue=False)
+                else:
+                    if self.anonymous and key:
+                        self._failures[key] = delivery
+                    await incoming.nack(requeue=True)
+            return
+        self._failures.pop(key, None)
+        try:
+            await incoming.ack()
+        except CONNECTION_EXCEPTIONS:
+            # The channel dropped: the broker redelivers, handlers are idempotent.
+            log.warning("ack lost with the channel", extra={"queue": self.queue.name})
+
+    async def cancel(self) -> None:
+        if self._cancelled:
+            return
+        self._cancelled = True
+        self.bus._subscriptions.discard(self)
+        try:
+            if self.consumer_tag is not None and not self.channel.is_closed:
+                await self.queue.cancel(self.consumer_tag)
+            for task in list(self._running):
+                task.cancel()
+            if self._running:
+                await asyncio.gather(*self._running, return_exceptions=True)
+            if self.anonymous and not self.channel.is_closed:
+                await self.queue.delete(if_unused=False, if_empty=False)
+        except CONNECTION_EXCEPTIONS as error:
+            log.warning("cancelling a subscription: %r", error)
+        finally:
+            with contextlib.suppress(*CONNECTION_EXCEPTIONS):
+                await self.channel.close()

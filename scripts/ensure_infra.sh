@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Start the local PostgreSQL, Redis and RabbitMQ that the tests use, if they are not running.
+set -u
+
+wait_for() {  # name, command, tries
+  local name=$1 cmd=$2 tries=${3:-60}
+  for _ in $(seq "$tries"); do
+    if eval "$cmd" >/dev/null 2>&1; then return 0; fi
+    sleep 1
+  done
+  echo "ensure_infra: $name did not come up" >&2
+  return 1
+}
+
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  echo "ensure_infra: starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  wait_for PostgreSQL "pg_isready -h 127.0.0.1 -p 5432 -q" || exit 1
+fi
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
+  echo "ensure_infra: starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+  wait_for Redis "redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG" || exit 1
+fi
+
+rabbit_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+if ! rabbit_up; then
+  echo "ensure_infra: starting RabbitMQ"
+  rabbitmq-server -detached || true
+  wait_for RabbitMQ rabbit_up 90 || exit 1
+fi
+echo "ensure_infra: PostgreSQL, Redis and RabbitMQ are up"

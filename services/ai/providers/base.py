@@ -1,0 +1,291 @@
+"""The provider interface, the internal chat form, and the HTTP plumbing providers share.
+
+Internal forms (what the AI service accepts and returns, whatever the provider):
+- message: ``{"role": "system"|"user"|"assistant"|"tool", "content": str,
+  "tool_calls"?: [tool call], "tool_call_id"?: str}``
+- tool schema: ``{"name", "description", "input_schema"}``
+- tool call: ``{"id", "name", "arguments": dict}``
+
+A provider only translates between these and its wire format. Retries, the circuit breaker
+and fallback chains live in ``router.py`` so every provider gets the same behaviour.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class ChatRequest:
+    """One call to one provider: the upstream model id plus the conversation."""
+
+    model: str
+    messages: list[dict[str, Any]]  # internal form; system prompts included as messages
+    temperature: float | None = None
+    max_tokens: int | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class ChatResult:
+    text: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str = "stop"
+
+
+class ProviderError(Exception):
+    """A provider call failed.
+
+    ``retryable`` marks failures that say nothing about the request (rate limits, 5xx,
+    timeouts, refused connections): they are retried, count against the circuit breaker
+    and move on to the next model of a fallback chain.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+class Provider(ABC):
+    """One configured LLM endpoint."""
+
+    kind: str = ""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @abstractmethod
+    async def complete(self, request: ChatRequest) -> ChatResult: ...
+
+    @abstractmethod
+    def stream(self, request: ChatRequest) -> AsyncGenerator[str | ChatResult, None]:
+        """Yield text deltas as they come, then exactly one ChatResult (the whole answer)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Public facts for ListModels; never credentials."""
+        return {"type": self.kind}
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def parse_arguments(raw: Any) -> dict[str, Any]:
+    """Tool-call arguments as a dict, whether they came as a JSON string or an object."""
+    if isinstance(raw, dict):
+        return raw
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        return {"_raw": raw}
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    return str(body)[:500]
+
+
+def is_retryable_status(status: int) -> bool:
+    return status in (408, 409, 429) or status >= 500
+
+
+class HttpProvider(Provider):
+    """A provider over HTTP+JSON with SSE streaming; subclasses only map formats.
+
+    Subclasses implement ``path``, ``auth_headers``, ``build_body``, ``parse_response`` and
+    ``new_stream`` (a per-stream accumulator of SSE events).
+    """
+
+    path: str = ""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str,
+        api_key: str | None,
+        timeout_s: float,
+        connect_timeout_s: float,
+        headers: dict[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            headers={**(headers or {}), **self.auth_headers(api_key)},
+            transport=transport,
+        )
+
+    @abstractmethod
+    def auth_headers(self, api_key: str | None) -> dict[str, str]: ...
+
+    @abstractmethod
+    def build_body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def parse_response(self, body: dict[str, Any]) -> ChatResult: ...
+
+    @abstractmethod
+    def new_stream(self) -> StreamAccumulator: ...
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": self.kind, "base_url": self.base_url}
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        body = self.build_body(request, stream=False)
+        try:
+            response = await self._client.post(self.path, json=body)
+        except httpx.HTTPError as error:
+            raise self._transport_error(error) from error
+        if response.status_code >= 400:
+            raise self._status_error(response)
+        try:
+            data = response.json()
+        except ValueError as error:
+            raise ProviderError(
+                f"{self.name}: response is not JSON", retryable=True, status=response.status_code
+            ) from error
+        return self.parse_response(data)
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[str | ChatResult, None]:
+        body = self.build_body(request, stream=True)
+        accumulator = self.new_stream()
+        try:
+            async with self._client.stream("POST", self.path, json=body) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise self._status_error(response)
+                async for event, data in iter_sse(response.aiter_lines()):
+                    delta = accumulator.feed(event, data)
+                    if delta:
+                        yield delta
+                    if accumulator.done:
+                        break
+        except httpx.HTTPError as error:
+            raise self._transport_error(error) from error
+        yield accumulator.result()
+
+    def _transport_error(self, error: httpx.HTTPError) -> ProviderError:
+        if isinstance(error, httpx.TimeoutException):
+            return ProviderError(f"{self.name}: timed out ({type(error).__name__})", retryable=True)
+        return ProviderError(f"{self.name}: {type(error).__name__}: {error}", retryable=True)
+
+    def _status_error(self, response: httpx.Response) -> ProviderError:
+        status = response.status_code
+        return ProviderError(
+            f"{self.name}: HTTP {status}: {_error_message(response)}",
+            retryable=is_retryable_status(status),
+            status=status,
+            retry_after=parse_retry_after(response.headers),
+        )
+
+
+class StreamAccumulator(ABC):
+    """Folds one provider's SSE events into deltas and a final ChatResult."""
+
+    done: bool = False
+
+    @abstractmethod
+    def feed(self, event: str, data: str) -> str | None:
+        """Take one SSE event; return the text delta it carries, if any."""
+
+    @abstractmethod
+    def result(self) -> ChatResult: ...
+
+
+async def iter_sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
+    """(event, data) pairs of a text/event-stream body."""
+    event = ""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield event or "message", "\n".join(data)
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        key, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if key == "event":
+            event = value
+        elif key == "data":
+            data.append(value)
+    if data:
+        yield event or "message", "\n".join(data)
+
+
+def whitespace_tokens(texts: Sequence[str]) -> int:
+    return sum(len(text.split()) for text in texts)

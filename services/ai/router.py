@@ -1,0 +1,484 @@
+"""Routes a completion through its fallback chain, with retries and a breaker per provider.
+
+For each model of the chain, in order: skip it when its provider's breaker is open; else
+call it, retrying 429/5xx/timeouts (tenacity, exponential backoff with jitter, or the
+provider's Retry-After when it sends one); the first model that answers serves the call
+and the answer names it, with the models tried before it. Streams fall back the same way
+until the first token has been sent; after that a failure ends the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+from prometheus_client import Counter, Histogram
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    wait_exponential,
+    wait_random,
+)
+
+from libs.common.errors import (
+    FailedPrecondition,
+    HeddleError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from services.ai.breaker import BreakerState, CircuitBreaker
+from services.ai.providers.base import ROLES, ChatRequest, ChatResult, Provider, ProviderError
+from services.ai.settings import AiCatalog, ProviderConfig
+
+log = logging.getLogger(__name__)
+
+LLM_TOKENS = Counter(
+    "heddle_llm_tokens_total",
+    "LLM tokens used, by model and kind (prompt/completion).",
+    ["model", "kind"],
+)
+LLM_REQUESTS = Counter(
+    "heddle_llm_requests_total",
+    "LLM calls per model of a chain and their outcome (success, error, breaker_open).",
+    ["model", "provider", "outcome"],
+)
+LLM_RETRIES = Counter("heddle_llm_retries_total", "Retried LLM calls.", ["model", "provider"])
+LLM_LATENCY = Histogram(
+    "heddle_llm_request_seconds", "Time to a complete LLM answer.", ["model", "provider"]
+)
+
+T = TypeVar("T")
+
+
+@dataclass
+class CompletionCall:
+    """What the caller asks for, in the internal form."""
+
+    models: list[str] = field(default_factory=list)  # empty: the default model
+    prompt: str = ""
+    system: str = ""
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    provider: str = ""  # serve the named models from this provider, configured or not
+    deadline: float | None = None  # time.monotonic() value after which nobody listens
+    tags: dict[str, str] = field(default_factory=dict)  # execution_id, node_id, tenant_id
+
+
+@dataclass
+class Completion:
+    text: str
+    tool_calls: list[dict[str, Any]]
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+    provider: str
+    fallbacks_tried: list[str]
+    finish_reason: str
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class ProviderSlot:
+    name: str
+    provider: Provider
+    config: ProviderConfig
+    breaker: CircuitBreaker
+
+
+@dataclass
+class Route:
+    model: str  # the name the caller used
+    upstream: str  # the provider's id of it
+    slot: ProviderSlot
+
+
+@dataclass
+class _Failure:
+    route: Route
+    message: str
+    status: int | None = None
+    retryable: bool = True
+
+
+def normalize_messages(call: CompletionCall) -> list[dict[str, Any]]:
+    """system + history + prompt as one validated list of internal messages."""
+    messages: list[dict[str, Any]] = []
+    if call.system:
+        messages.append({"role": "system", "content": call.system})
+    for index, raw in enumerate(call.messages):
+        if not isinstance(raw, dict) or raw.get("role") not in ROLES:
+            raise InvalidArgument(
+                f"messages[{index}]: role must be one of {list(ROLES)}",
+                details=[{"path": f"messages[{index}].role", "message": "invalid role"}],
+            )
+        content = raw.get("content")
+        message: dict[str, Any] = {
+            "role": raw["role"],
+            "content": content if isinstance(content, str) else _as_text(content),
+        }
+        if raw.get("tool_calls"):
+            message["tool_calls"] = _check_tool_calls(index, raw["tool_calls"])
+        if raw["role"] == "tool":
+            if not raw.get("tool_call_id"):
+                raise InvalidArgument(
+                    f"messages[{index}]: a tool message needs tool_call_id",
+                    details=[{"path": f"messages[{index}].tool_call_id", "message": "required"}],
+                )
+            message["tool_call_id"] = str(raw["tool_call_id"])
+        messages.append(message)
+    if call.prompt:
+        messages.append({"role": "user", "content": call.prompt})
+    if not any(m["role"] != "system" for m in messages):
+        raise InvalidArgument("a completion needs a prompt or at least one non-system message")
+    return messages
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _check_tool_calls(index: int, calls: Any) -> list[dict[str, Any]]:
+    if not isinstance(calls, list) or not all(
+        isinstance(c, dict) and c.get("id") and c.get("name") for c in calls
+    ):
+        raise InvalidArgument(
+            f"messages[{index}].tool_calls: each needs id, name and arguments",
+            details=[{"path": f"messages[{index}].tool_calls", "message": "invalid tool call"}],
+        )
+    return [
+        {"id": str(c["id"]), "name": str(c["name"]), "arguments": c.get("arguments") or {}}
+        for c in calls
+    ]
+
+
+def _check_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    if tools is None:
+        return None
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise InvalidArgument(
+                f"tools[{index}]: a tool needs a name",
+                details=[{"path": f"tools[{index}].name", "message": "required"}],
+            )
+    return tools
+
+
+class Router:
+    def __init__(
+        self,
+        catalog: AiCatalog,
+        providers: dict[str, Provider],
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.catalog = catalog
+        self._sleep = sleep
+        self._clock = clock
+        self.slots = {
+            name: ProviderSlot(
+                name=name,
+                provider=provider,
+                config=catalog.providers[name],
+                breaker=CircuitBreaker(
+                    catalog.providers[name].breaker_failure_threshold,
+                    catalog.providers[name].breaker_cooldown_s,
+                    clock,
+                ),
+            )
+            for name, provider in providers.items()
+        }
+
+    async def aclose(self) -> None:
+        for slot in self.slots.values():
+            await slot.provider.aclose()
+
+    # ------------------------------------------------------------------ catalog
+
+    def routes(self, call: CompletionCall) -> list[Route]:
+        names = list(dict.fromkeys(call.models)) or [self.catalog.default_model]
+        if len(names) == 1 and not call.provider:
+            config = self.catalog.model(names[0])
+            if config is not None:
+                names += [f for f in config.fallbacks if f not in names]
+        return [self._route(name, call.provider) for name in names]
+
+    def _route(self, name: str, provider: str) -> Route:
+        config = self.catalog.model(name)
+        if provider:
+            slot = self.slots.get(provider)
+            if slot is None:
+                raise NotFound(
+                    f"unknown provider {provider!r}; configured: {sorted(self.slots)}",
+                    details={"provider": provider, "known": sorted(self.slots)},
+                )
+            same = config is not None and config.provider == provider
+            return Route(name, config.upstream if config and same else name, slot)
+        if config is None:
+            known = [m.name for m in self.catalog.models]
+            raise NotFound(
+                f"unknown model {name!r}; configured models: {known}",
+                details={"model": name, "known": known},
+            )
+        return Route(name, config.upstream, self.slots[config.provider])
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every configured model with its provider's health."""
+        listed = []
+        for model in self.catalog.models:
+            slot = self.slots[model.provider]
+            state = slot.breaker.state
+            listed.append(
+                {
+                    "name": model.name,
+                    "provider": slot.name,
+                    "healthy": state is not BreakerState.OPEN,
+                    "breaker_state": state.value,
+                    "info": {
+                        **slot.provider.describe(),
+                        "upstream_model": model.upstream,
+                        "description": model.description,
+                        "fallbacks": model.fallbacks,
+                        "consecutive_failures": slot.breaker.consecutive_failures,
+                    },
+                }
+            )
+        return listed
+
+    # ------------------------------------------------------------------ calls
+
+    def _request(
+        self, call: CompletionCall, route: Route, messages: list[dict[str, Any]]
+    ) -> ChatRequest:
+        return ChatRequest(
+            model=route.upstream,
+            messages=messages,
+            temperature=call.temperature,
+            max_tokens=call.max_tokens,
+            tools=call.tools,
+        )
+
+    async def complete(self, call: CompletionCall) -> Completion:
+        messages = normalize_messages(call)
+        call.tools = _check_tools(call.tools)
+        routes = self.routes(call)
+        tried: list[str] = []
+        failures: list[_Failure] = []
+        for route in routes:
+            if not route.slot.breaker.allow():
+                self._skip(route, tried, failures)
+                continue
+            started = self._clock()
+            request = self._request(call, route, messages)
+            try:
+                result = await self._with_retries(
+                    route, call, partial(route.slot.provider.complete, request)
+                )
+            except ProviderError as error:
+                self._failed(route, error, tried, failures)
+                continue
+            except BaseException:
+                route.slot.breaker.release()
+                raise
+            return self._succeeded(route, call, result, tried, started)
+        raise _exhausted(failures)
+
+    async def stream(self, call: CompletionCall) -> AsyncIterator[str | Completion]:
+        """Text deltas, then one Completion."""
+        messages = normalize_messages(call)
+        call.tools = _check_tools(call.tools)
+        routes = self.routes(call)
+        tried: list[str] = []
+        failures: list[_Failure] = []
+        for route in routes:
+            if not route.slot.breaker.allow():
+                self._skip(route, tried, failures)
+                continue
+            started = self._clock()
+            request = self._request(call, route, messages)
+            try:
+                first, pieces = await self._with_retries(
+                    route, call, partial(_open_stream, route.slot.provider, request)
+                )
+            except ProviderError as error:
+                self._failed(route, error, tried, failures)
+                continue
+            except BaseException:
+                route.slot.breaker.release()
+                raise
+            try:
+                piece = first
+                while not isinstance(piece, ChatResult):
+                    yield piece
+                    piece = await anext(pieces)
+            except ProviderError as error:
+                self._failed(route, error, [], [])
+                raise Unavailable(
+                    f"stream from {route.model} broke off: {error.message}",
+                    details={"model": route.model, "provider": route.slot.name},
+                ) from error
+            except BaseException:
+                route.slot.breaker.release()
+                raise
+            finally:
+                await pieces.aclose()
+            yield self._succeeded(route, call, piece, tried, started)
+            return
+        raise _exhausted(failures)
+
+    async def _with_retries(
+        self, route: Route, call: CompletionCall, operation: Callable[[], Awaitable[T]]
+    ) -> T:
+        config = route.slot.config
+        # A half-open breaker lets one probe through: one attempt, no retries.
+        attempts = 1 if route.slot.breaker.state is BreakerState.HALF_OPEN else config.max_attempts
+        # Exponential backoff with jitter, so that replicas don't retry in lock-step.
+        backoff = wait_exponential(
+            multiplier=config.backoff_initial_s, max=config.backoff_max_s
+        ) + wait_random(0, config.backoff_initial_s)
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, ProviderError) and error.retry_after is not None:
+                return error.retry_after
+            return float(backoff(state))
+
+        def stop(state: RetryCallState) -> bool:
+            if state.attempt_number >= attempts:
+                return True
+            error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, ProviderError) and error.retry_after is not None:
+                if error.retry_after > config.retry_after_max_s:
+                    return True  # not worth the wait: the fallback may answer now
+                return self._past_deadline(call, error.retry_after)
+            return self._past_deadline(call, 0.0)
+
+        def before_sleep(state: RetryCallState) -> None:
+            LLM_RETRIES.labels(route.model, route.slot.name).inc()
+            error = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "retrying LLM call",
+                extra={"model": route.model, "provider": route.slot.name, "error": str(error)},
+            )
+
+        retrying = AsyncRetrying(
+            stop=stop,
+            wait=wait,
+            retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and e.retryable),
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return await retrying(operation)
+
+    def _past_deadline(self, call: CompletionCall, wait: float) -> bool:
+        return call.deadline is not None and self._clock() + wait >= call.deadline
+
+    def _skip(self, route: Route, tried: list[str], failures: list[_Failure]) -> None:
+        LLM_REQUESTS.labels(route.model, route.slot.name, "breaker_open").inc()
+        tried.append(route.model)
+        failures.append(_Failure(route, f"circuit breaker of {route.slot.name} is open"))
+
+    def _failed(
+        self, route: Route, error: ProviderError, tried: list[str], failures: list[_Failure]
+    ) -> None:
+        LLM_REQUESTS.labels(route.model, route.slot.name, "error").inc()
+        if error.retryable:
+            route.slot.breaker.record_failure()
+        else:
+            route.slot.breaker.record_success()  # it answered: the provider is up
+        tried.append(route.model)
+        failures.append(_Failure(route, error.message, error.status, error.retryable))
+        log.warning(
+            "LLM call failed",
+            extra={"model": route.model, "provider": route.slot.name, "error": error.message},
+        )
+
+    def _succeeded(
+        self,
+        route: Route,
+        call: CompletionCall,
+        result: ChatResult,
+        tried: list[str],
+        started: float,
+    ) -> Completion:
+        route.slot.breaker.record_success()
+        usage = result.usage
+        LLM_REQUESTS.labels(route.model, route.slot.name, "success").inc()
+        LLM_TOKENS.labels(route.model, "prompt").inc(usage.prompt_tokens)
+        LLM_TOKENS.labels(route.model, "completion").inc(usage.completion_tokens)
+        LLM_LATENCY.labels(route.model, route.slot.name).observe(self._clock() - started)
+        log.info(
+            "LLM call",
+            extra={
+                "model": route.model,
+                "provider": route.slot.name,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "fallbacks_tried": tried,
+                **call.tags,
+            },
+        )
+        return Completion(
+            text=result.text,
+            tool_calls=result.tool_calls,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            model=route.model,
+            provider=route.slot.name,
+            fallbacks_tried=list(tried),
+            finish_reason=result.finish_reason,
+        )
+
+
+async def _open_stream(
+    provider: Provider, request: ChatRequest
+) -> tuple[str | ChatResult, AsyncGenerator[str | ChatResult, None]]:
+    # Retries and fallbacks stay possible until the first piece has arrived.
+    pieces = provider.stream(request)
+    try:
+        first = await anext(pieces)
+    except BaseException:
+        await pieces.aclose()
+        raise
+    return first, pieces
+
+
+def _exhausted(failures: list[_Failure]) -> HeddleError:
+    details = {
+        "attempts": [
+            {
+                "model": f.route.model,
+                "provider": f.route.slot.name,
+                "error": f.message,
+                "status": f.status,
+            }
+            for f in failures
+        ]
+    }
+    summary = "; ".join(f"{f.route.model}: {f.message}" for f in failures)
+    message = f"no model of the chain could answer ({summary})"
+    answered = [f for f in failures if not f.retryable]
+    if answered and len(answered) == len(failures):
+        if all(f.status in (401, 403) for f in answered):
+            return FailedPrecondition(message, details)
+        return InvalidArgument(message, details)
+    if failures and all(f.status == 429 for f in failures):
+        return ResourceExhausted(message, details)
+    return Unavailable(message, details)

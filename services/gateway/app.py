@@ -1,0 +1,60 @@
+"""The gateway's FastAPI application: routes, the error layer and the middlewares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from services.gateway.clients import ServiceClients
+from services.gateway.errors import CatchAllMiddleware, install_error_handlers
+from services.gateway.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from services.gateway.routes import catalog, executions, health, schedules, workflows
+from services.gateway.schemas import WorkflowDefinition
+from services.gateway.settings import GatewaySettings
+
+
+def create_app(settings: GatewaySettings, clients: ServiceClients) -> FastAPI:
+    """The HTTP API over the given gRPC clients (the caller owns and closes them)."""
+    app = FastAPI(
+        title="Heddle",
+        version="1",
+        summary="Distributed engine for AI and data workflows: the HTTP API.",
+    )
+    app.state.settings = settings
+    app.state.clients = clients
+    for router in (
+        health.router,
+        workflows.router,
+        executions.router,
+        executions.ws_router,
+        schedules.router,
+        catalog.router,
+    ):
+        app.include_router(router)
+    install_error_handlers(app)
+    # Added innermost first: request ids wrap everything, so even a 413 carries one.
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    # Definition bodies are read by hand (JSON or YAML), so FastAPI does not see their model:
+    # register it for the `$ref`s of those request bodies and of WorkflowOut.definition.
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        definition = WorkflowDefinition.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        components.update(definition.pop("$defs", {}))
+        components["WorkflowDefinition"] = definition
+        app.openapi_schema = schema
+    return app.openapi_schema

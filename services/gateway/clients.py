@@ -1,0 +1,120 @@
+"""gRPC clients of the services behind the gateway: one channel and stub per service.
+
+Every unary call goes through `ServiceClients.call`, which applies the deadline and turns a
+failed call back into the HeddleError the server raised, so routes never see grpc.RpcError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from heddle.v1 import (
+    ai_pb2_grpc,
+    events_pb2,
+    log_pb2_grpc,
+    scheduler_pb2_grpc,
+    tool_pb2_grpc,
+    workflow_pb2,
+    workflow_pb2_grpc,
+)
+
+from libs.common.errors import from_rpc_error
+from libs.common.grpcutil import check_health, create_channel
+from services.gateway.settings import DEPENDENCIES, GatewaySettings
+
+Response = TypeVar("Response")
+
+
+@dataclass
+class ServiceClients:
+    """Channels and stubs of workflow, scheduler, log, ai and tool (node: readiness only)."""
+
+    settings: GatewaySettings
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+    workflow: Any = None
+    scheduler: Any = None
+    log: Any = None
+    ai: Any = None
+    tool: Any = None
+
+    @classmethod
+    def connect(cls, settings: GatewaySettings) -> ServiceClients:
+        """Open one channel per service (lazily connected: nothing needs to be up yet)."""
+        clients = cls(settings)
+        clients.workflow = workflow_pb2_grpc.WorkflowServiceStub(
+            clients._channel(settings.workflow_address)
+        )
+        clients.scheduler = scheduler_pb2_grpc.SchedulerServiceStub(
+            clients._channel(settings.scheduler_address)
+        )
+        clients.log = log_pb2_grpc.LogServiceStub(clients._channel(settings.log_address))
+        clients.ai = ai_pb2_grpc.AiServiceStub(clients._channel(settings.ai_address))
+        clients.tool = tool_pb2_grpc.ToolServiceStub(clients._channel(settings.tool_address))
+        return clients
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = create_channel(address, service_token=self.settings.service_token)
+        self.channels.append(channel)
+        return channel
+
+    async def close(self) -> None:
+        await asyncio.gather(*(channel.close() for channel in self.channels))
+        self.channels.clear()
+
+    async def call(self, method: Callable[..., Awaitable[Response]], request: Any) -> Response:
+        """Make a unary call with the default deadline; failures raise HeddleError."""
+        try:
+            return await method(request, timeout=self.settings.grpc_deadline_s)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    async def stream_events(
+        self, execution_id: str, after_seq: int, tenant_id: str = ""
+    ) -> AsyncGenerator[events_pb2.Event, None]:
+        """Events of an execution after `after_seq`, until the workflow service ends the stream.
+
+        The call's deadline is `event_stream_max_s`, not the unary one: a stream lives as long
+        as the execution. Closing the iterator cancels the call.
+        """
+        request = workflow_pb2.StreamEventsRequest(
+            execution_id=execution_id, after_seq=after_seq, tenant_id=tenant_id
+        )
+        call = self.workflow.StreamEvents(request, timeout=self.settings.event_stream_max_s)
+        try:
+            while True:
+                event = await call.read()
+                if event is grpc.aio.EOF:
+                    return
+                yield event
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        finally:
+            call.cancel()
+
+    async def health(self) -> dict[str, bool]:
+        """Whether each dependency answers the standard gRPC health check with SERVING.
+
+        Node counts as up when any of its replicas does.
+        """
+        settings = self.settings
+        addresses: dict[str, list[str]] = {
+            "workflow": [settings.workflow_address],
+            "node": list(settings.node_addresses),
+            "ai": [settings.ai_address],
+            "tool": [settings.tool_address],
+            "scheduler": [settings.scheduler_address],
+            "log": [settings.log_address],
+        }
+
+        async def any_serving(targets: list[str]) -> bool:
+            results = await asyncio.gather(
+                *(check_health(target, timeout=settings.readiness_timeout_s) for target in targets)
+            )
+            return any(results)
+
+        statuses = await asyncio.gather(*(any_serving(addresses[name]) for name in DEPENDENCIES))
+        return dict(zip(DEPENDENCIES, statuses, strict=True))

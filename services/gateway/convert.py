@@ -1,0 +1,245 @@
+"""Protobuf messages -> API models (and the few API models -> protobuf), one function each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from heddle.v1 import common_pb2, scheduler_pb2
+
+from libs.common import jsonutil
+from services.gateway.schemas import (
+    ErrorInfoOut,
+    ExecutionOut,
+    LogRecordOut,
+    ModelOut,
+    NodeAttemptOut,
+    NodeRunOut,
+    Page,
+    ScheduleIn,
+    ScheduleOut,
+    ToolOut,
+    ValidationIssueOut,
+    ValidationReport,
+    WorkflowOut,
+)
+
+T = TypeVar("T")
+
+
+def from_timestamp(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def time_of(message: Message, field: str) -> datetime | None:
+    """A Timestamp field as an aware UTC datetime, None when unset."""
+    if not message.HasField(field):
+        return None
+    return from_timestamp(getattr(message, field))
+
+
+def to_timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return stamp
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _duration_ms(started: datetime | None, finished: datetime | None) -> float | None:
+    if started is None or finished is None:
+        return None
+    return round((finished - started).total_seconds() * 1000, 3)
+
+
+def _or_none(value: str) -> str | None:
+    return value or None
+
+
+def error_info(message: Message) -> ErrorInfoOut | None:
+    """The `error` (ErrorInfo) field of a message, None when unset."""
+    if not message.HasField("error"):
+        return None
+    error = message.error  # type: ignore[attr-defined]
+    return ErrorInfoOut(
+        type=error.type,
+        message=error.message,
+        retryable=error.retryable,
+        details=jsonutil.loads(error.details_json),
+    )
+
+
+def paginate(items: Sequence[T], info: common_pb2.PageInfo) -> Page[T]:
+    """A page of a list response."""
+    return Page[T](items=list(items), page=info.page, page_size=info.page_size, total=info.total)
+
+
+def workflow_out(workflow: Any) -> WorkflowOut:
+    return WorkflowOut(
+        id=workflow.id,
+        name=workflow.name,
+        version=workflow.version,
+        description=workflow.description,
+        definition=jsonutil.loads(workflow.definition_json),
+        created_at=time_of(workflow, "created_at"),
+        updated_at=time_of(workflow, "updated_at"),
+    )
+
+
+def validation_report(response: Any) -> ValidationReport:
+    return ValidationReport(
+        valid=response.valid,
+        issues=[
+            ValidationIssueOut(
+                code=issue.code,
+                message=issue.message,
+                node_id=_or_none(issue.node_id),
+                edge=issue.edge if issue.edge >= 0 else None,
+                field=_or_none(issue.field),
+                severity=issue.severity or "error",
+            )
+            for issue in response.issues
+        ],
+    )
+
+
+def _node_run_out(node: Any) -> NodeRunOut:
+    started, finished = time_of(node, "started_at"), time_of(node, "finished_at")
+    return NodeRunOut(
+        node_id=node.node_id,
+        type=node.node_type,
+        status=node.status,
+        attempts=node.attempts,
+        output=jsonutil.loads(node.output_json),
+        error=error_info(node),
+        started_at=started,
+        finished_at=finished,
+        duration_ms=_duration_ms(started, finished),
+        attempt_history=[
+            NodeAttemptOut(
+                attempt=attempt.attempt,
+                status=attempt.status,
+                started_at=time_of(attempt, "started_at"),
+                finished_at=time_of(attempt, "finished_at"),
+                error=error_info(attempt),
+            )
+            for attempt in node.attempt_history
+        ],
+        waiting=jsonutil.loads(node.waiting_json),
+        inputs=jsonutil.loads(node.inputs_json),
+    )
+
+
+def execution_out(execution: Any) -> ExecutionOut:
+    """The one conversion of an Execution (list responses simply carry no nodes)."""
+    started, finished = time_of(execution, "started_at"), time_of(execution, "finished_at")
+    return ExecutionOut(
+        id=execution.id,
+        workflow_id=execution.workflow_id,
+        workflow_version=execution.workflow_version,
+        status=execution.status,
+        inputs=jsonutil.loads(execution.inputs_json),
+        outputs=jsonutil.loads(execution.outputs_json),
+        error=error_info(execution),
+        created_at=time_of(execution, "created_at"),
+        started_at=started,
+        finished_at=finished,
+        duration_ms=_duration_ms(started, finished),
+        trigger=execution.trigger,
+        parent_execution_id=_or_none(execution.parent_execution_id),
+        retry_of=_or_none(execution.retry_of),
+        idempotency_key=_or_none(execution.idempotency_key),
+        trace_id=_or_none(execution.trace_id),
+        last_seq=execution.last_seq,
+        nodes=[_node_run_out(node) for node in execution.nodes],
+    )
+
+
+def event_json(event: Any) -> dict[str, Any]:
+    """An Event as the JSON object SSE and WebSocket clients receive."""
+    return {
+        "execution_id": event.execution_id,
+        "seq": event.seq,
+        "type": event.type,
+        "node_id": _or_none(event.node_id),
+        "ts": iso(time_of(event, "ts")),
+        "data": jsonutil.loads(event.data_json),
+        "trace_id": _or_none(event.trace_id),
+    }
+
+
+def log_record_out(record: Any) -> LogRecordOut:
+    return LogRecordOut(
+        ts=time_of(record, "ts"),
+        level=record.level,
+        message=record.message,
+        node_id=_or_none(record.node_id),
+        attempt=record.attempt or None,
+        logger=_or_none(record.logger),
+        service=_or_none(record.service),
+        trace_id=_or_none(record.trace_id),
+        fields=jsonutil.loads(record.fields_json),
+    )
+
+
+def schedule_spec(body: ScheduleIn) -> scheduler_pb2.ScheduleSpec:
+    return scheduler_pb2.ScheduleSpec(
+        workflow_id=body.workflow_id,
+        cron=body.cron,
+        timezone=body.timezone,
+        inputs_json=jsonutil.dumps(body.inputs),
+        enabled=body.enabled,
+        misfire_policy=body.misfire_policy,
+        misfire_limit=body.misfire_limit,
+        start_at=to_timestamp(body.start_at),
+        end_at=to_timestamp(body.end_at),
+        name=body.name,
+    )
+
+
+def schedule_out(schedule: Any) -> ScheduleOut:
+    spec = schedule.spec
+    return ScheduleOut(
+        id=schedule.id,
+        name=spec.name,
+        workflow_id=spec.workflow_id,
+        cron=spec.cron,
+        timezone=spec.timezone or "UTC",
+        inputs=jsonutil.loads(spec.inputs_json),
+        enabled=spec.enabled,
+        misfire_policy=spec.misfire_policy,
+        misfire_limit=spec.misfire_limit,
+        start_at=time_of(spec, "start_at"),
+        end_at=time_of(spec, "end_at"),
+        next_fire_at=time_of(schedule, "next_fire_at"),
+        last_fire_at=time_of(schedule, "last_fire_at"),
+        created_at=time_of(schedule, "created_at"),
+        updated_at=time_of(schedule, "updated_at"),
+    )
+
+
+def tool_out(tool: Any) -> ToolOut:
+    return ToolOut(
+        name=tool.name,
+        description=tool.description,
+        source=tool.source,
+        input_schema=jsonutil.loads(tool.input_schema_json),
+        output_schema=jsonutil.loads(tool.output_schema_json),
+    )
+
+
+def model_out(model: Any) -> ModelOut:
+    return ModelOut(
+        name=model.name,
+        provider=model.provider,
+        healthy=model.healthy,
+        breaker_state=model.breaker_state,
+        info=jsonutil.loads(model.info_json),
+    )

@@ -1,0 +1,64 @@
+"""What the tool and AI services offer, and webhook triggers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Request, status
+from heddle.v1 import ai_pb2, events_pb2, tool_pb2, workflow_pb2
+
+from libs.common import jsonutil
+from services.gateway.convert import model_out, tool_out
+from services.gateway.routes.common import ERROR_RESPONSES, Clients, Tenant, read_object
+from services.gateway.schemas import ModelList, ToolList, TriggerFired
+
+router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
+
+
+@router.get("/tools", tags=["catalog"], summary="Tools the tool service offers")
+async def list_tools(clients: Clients) -> ToolList:
+    reply = await clients.call(clients.tool.ListTools, tool_pb2.ListToolsRequest())
+    return ToolList(tools=[tool_out(tool) for tool in reply.tools])
+
+
+@router.get("/ai/models", tags=["catalog"], summary="Models the AI service offers")
+async def list_models(clients: Clients) -> ModelList:
+    reply = await clients.call(clients.ai.ListModels, ai_pb2.ListModelsRequest())
+    return ModelList(models=[model_out(model) for model in reply.models])
+
+
+@router.post(
+    "/triggers/{name}",
+    tags=["triggers"],
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Webhook: start the workflows bound to this trigger, the body as their inputs",
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}
+    },
+)
+async def fire_trigger(
+    request: Request,
+    clients: Clients,
+    tenant: Tenant,
+    name: Annotated[str, Path(pattern=r"^[A-Za-z0-9._\-]{1,128}$")],
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", max_length=256)
+    ] = None,
+) -> TriggerFired:
+    inputs = await read_object(request, "The inputs", required=False)
+    source = f"webhook:{name}"
+    # Namespaced by trigger: the same client key sent to two triggers means two fires.
+    dedupe_key = f"{source}:{idempotency_key or uuid.uuid4().hex}"
+    reply = await clients.call(
+        clients.workflow.FireTrigger,
+        workflow_pb2.FireTriggerRequest(
+            fire=events_pb2.TriggerFire(
+                dedupe_key=dedupe_key,
+                source=source,
+                inputs_json=jsonutil.dumps(inputs),
+                tenant_id=tenant,
+            )
+        ),
+    )
+    return TriggerFired(execution_ids=list(reply.execution_ids))

@@ -1,0 +1,184 @@
+"""What every route shares: dependencies (clients, tenant, pagination) and body parsing."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import orjson
+import yaml
+from fastapi import Depends, Query, Request
+from heddle.v1 import common_pb2
+from starlette.requests import HTTPConnection
+
+from libs.common import jsonutil
+from libs.common.errors import NotFound
+from services.gateway.clients import ServiceClients
+from services.gateway.errors import InvalidYaml, invalid_request, malformed_json
+from services.gateway.schemas import ErrorResponse
+from services.gateway.settings import GatewaySettings
+
+YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
+# A YAML body of a few KB can alias its way to billions of values; cap the expansion.
+MAX_DOCUMENT_VALUES = 1_000_000
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Malformed JSON or YAML body (details: line, column)",
+        404: "Unknown id or route",
+        409: "Conflict with the current state",
+        413: "Body larger than the limit",
+        422: "The request fails validation (details: every located field error)",
+        503: "A service behind the gateway is unavailable",
+        504: "A service behind the gateway did not answer in time",
+    }.items()
+}
+
+
+def get_clients(connection: HTTPConnection) -> ServiceClients:
+    clients: ServiceClients = connection.app.state.clients
+    return clients
+
+
+def get_settings(connection: HTTPConnection) -> GatewaySettings:
+    settings: GatewaySettings = connection.app.state.settings
+    return settings
+
+
+def get_tenant(connection: HTTPConnection) -> str:
+    """The caller's tenant, set by authentication; empty (the default tenant) until then."""
+    return str(getattr(connection.state, "tenant_id", ""))
+
+
+Clients = Annotated[ServiceClients, Depends(get_clients)]
+Tenant = Annotated[str, Depends(get_tenant)]
+
+
+def checked_id(value: str, kind: str) -> str:
+    """A path id, or NotFound when it is not even a UUID (the services would not know it)."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise NotFound(f"{kind} {value!r} not found") from None
+    return value
+
+
+def bounded_page_size(connection: HTTPConnection, page_size: int | None) -> int:
+    """page_size or the default, refused (422) above max_page_size."""
+    settings = get_settings(connection)
+    if page_size is None:
+        return settings.default_page_size
+    if page_size > settings.max_page_size:
+        raise invalid_request(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": ("query", "page_size"),
+                    "msg": f"Input should be less than or equal to {settings.max_page_size}",
+                    "input": page_size,
+                }
+            ]
+        )
+    return page_size
+
+
+@dataclass(frozen=True)
+class Pagination:
+    page: int
+    page_size: int
+
+    def proto(self) -> common_pb2.PageRequest:
+        return common_pb2.PageRequest(page=self.page, page_size=self.page_size)
+
+
+def get_pagination(
+    connection: HTTPConnection,
+    page: Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number.")] = 1,
+    page_size: Annotated[
+        int | None, Query(ge=1, description="Items per page (default 50, at most max_page_size).")
+    ] = None,
+) -> Pagination:
+    return Pagination(page=page, page_size=bounded_page_size(connection, page_size))
+
+
+Paging = Annotated[Pagination, Depends(get_pagination)]
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def parse_document(body: bytes, media_type: str) -> Any:
+    """Parse a JSON (or, for a YAML media type, YAML) body; syntax errors are 400s."""
+    if media_type in YAML_MEDIA_TYPES:
+        try:
+            value = yaml.safe_load(body)
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark or error.context_mark
+            line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+            raise InvalidYaml(
+                f"malformed YAML at line {line} column {column}: {error.problem or error}",
+                {"line": line, "column": column},
+            ) from None
+        except (yaml.YAMLError, RecursionError, UnicodeDecodeError) as error:
+            raise InvalidYaml(f"malformed YAML: {error}", None) from None
+        _check_expansion(value)
+        return value
+    try:
+        return jsonutil.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise malformed_json(body.decode("utf-8", "replace"), error.pos, error.msg) from None
+
+
+def _body_error(error_type: str, message: str) -> Exception:
+    return invalid_request([{"type": error_type, "loc": ("body",), "msg": message, "input": None}])
+
+
+def _check_expansion(value: Any) -> None:
+    seen = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > MAX_DOCUMENT_VALUES:
+            raise _body_error("too_large", f"expands to more than {MAX_DOCUMENT_VALUES} values")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+async def read_object(request: Request, what: str, *, required: bool) -> dict[str, Any]:
+    """The body as a JSON object (YAML too, with a YAML media type); an empty body is {}
+    unless required."""
+    body = await request.body()
+    if not body.strip():
+        if required:
+            raise _body_error("missing", "Field required")
+        return {}
+    value = parse_document(body, _media_type(request))
+    if not isinstance(value, dict):
+        raise _body_error("dict_type", f"{what} must be an object")
+    return value
+
+
+async def read_definition(request: Request) -> bytes:
+    """The workflow definition in the body (JSON or YAML) as JSON bytes for the services."""
+    definition = await read_object(request, "A workflow definition", required=True)
+    try:
+        return jsonutil.dumps(definition)
+    except orjson.JSONEncodeError as error:
+        raise _body_error("value_error", str(error)) from None
+
+
+DEFINITION_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/WorkflowDefinition"}},
+            "application/yaml": {"schema": {"$ref": "#/components/schemas/WorkflowDefinition"}},
+        },
+    }
+}

@@ -1,0 +1,249 @@
+"""Executions: list, read, control, human input, retry, logs and live event streams."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, WebSocket, status
+from fastapi.responses import StreamingResponse
+from heddle.v1 import log_pb2, workflow_pb2
+
+from libs.common import jsonutil
+from libs.common.errors import HeddleError
+from services.gateway.convert import execution_out, log_record_out, paginate, to_timestamp
+from services.gateway.errors import error_body, invalid_request
+from services.gateway.routes.common import (
+    ERROR_RESPONSES,
+    Clients,
+    Paging,
+    Tenant,
+    bounded_page_size,
+    checked_id,
+    get_clients,
+    get_settings,
+    get_tenant,
+)
+from services.gateway.schemas import (
+    TERMINAL_STATUSES,
+    ExecutionOut,
+    ExecutionStarted,
+    ExecutionStatus,
+    LogLevel,
+    LogPage,
+    Page,
+    SubmitInputRequest,
+)
+from services.gateway.streams import forward_to_websocket, sse_body, ws_close_code
+
+router = APIRouter(prefix="/api/v1", tags=["executions"], responses=ERROR_RESPONSES)
+ws_router = APIRouter(tags=["executions"])
+
+_Control = workflow_pb2.ControlExecutionRequest
+
+
+@router.get("/executions", summary="List executions, newest first")
+async def list_executions(
+    clients: Clients,
+    tenant: Tenant,
+    paging: Paging,
+    workflow_id: Annotated[str | None, Query(description="Only this workflow's.")] = None,
+    execution_status: Annotated[ExecutionStatus | None, Query(alias="status")] = None,
+) -> Page[ExecutionOut]:
+    reply = await clients.call(
+        clients.workflow.ListExecutions,
+        workflow_pb2.ListExecutionsRequest(
+            page=paging.proto(),
+            workflow_id=workflow_id or "",
+            status=execution_status or "",
+            tenant_id=tenant,
+        ),
+    )
+    return paginate([execution_out(e) for e in reply.executions], reply.page)
+
+
+async def _get_execution(clients: Clients, execution_id: str, tenant: str) -> ExecutionOut:
+    reply = await clients.call(
+        clients.workflow.GetExecution,
+        workflow_pb2.GetExecutionRequest(
+            id=checked_id(execution_id, "execution"), tenant_id=tenant
+        ),
+    )
+    return execution_out(reply)
+
+
+@router.get(
+    "/executions/{execution_id}",
+    summary="An execution with every node's status, attempts, output, error and timings",
+)
+async def get_execution(execution_id: str, clients: Clients, tenant: Tenant) -> ExecutionOut:
+    return await _get_execution(clients, execution_id, tenant)
+
+
+def _add_control_route(name: str, action: int, summary: str) -> None:
+    async def control(execution_id: str, clients: Clients, tenant: Tenant) -> ExecutionOut:
+        reply = await clients.call(
+            clients.workflow.ControlExecution,
+            _Control(id=checked_id(execution_id, "execution"), action=action, tenant_id=tenant),
+        )
+        return execution_out(reply)
+
+    control.__name__ = f"{name}_execution"
+    router.add_api_route(
+        f"/executions/{{execution_id}}/{name}",
+        control,
+        methods=["POST"],
+        response_model=ExecutionOut,
+        summary=summary,
+    )
+
+
+_add_control_route("cancel", _Control.CANCEL, "Cancel: stop what runs, dispatch nothing more")
+_add_control_route("pause", _Control.PAUSE, "Pause: let running nodes finish, dispatch nothing")
+_add_control_route("resume", _Control.RESUME, "Resume a paused execution")
+
+
+@router.post(
+    "/executions/{execution_id}/input", summary="Answer a waiting human_input node"
+)
+async def submit_input(
+    execution_id: str, body: SubmitInputRequest, clients: Clients, tenant: Tenant
+) -> ExecutionOut:
+    reply = await clients.call(
+        clients.workflow.SubmitInput,
+        workflow_pb2.SubmitInputRequest(
+            id=checked_id(execution_id, "execution"),
+            node_id=body.node_id,
+            data_json=jsonutil.dumps(body.data),
+            tenant_id=tenant,
+        ),
+    )
+    return execution_out(reply)
+
+
+@router.post(
+    "/executions/{execution_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Re-run a failed execution, reusing the outputs of the nodes that succeeded",
+)
+async def retry_execution(
+    execution_id: str, response: Response, clients: Clients, tenant: Tenant
+) -> ExecutionStarted:
+    reply = await clients.call(
+        clients.workflow.RetryExecution,
+        workflow_pb2.RetryExecutionRequest(
+            id=checked_id(execution_id, "execution"), tenant_id=tenant
+        ),
+    )
+    response.headers["Location"] = f"/api/v1/executions/{reply.execution_id}"
+    return ExecutionStarted(
+        execution_id=reply.execution_id, status=reply.status, created=reply.created
+    )
+
+
+@router.get("/executions/{execution_id}/logs", summary="Logs of an execution", tags=["logs"])
+async def query_logs(
+    execution_id: str,
+    request: Request,
+    clients: Clients,
+    tenant: Tenant,
+    node_id: Annotated[str | None, Query(description="Only this node's.")] = None,
+    level: Annotated[LogLevel | None, Query(description="Minimum level.")] = None,
+    text: Annotated[str | None, Query(max_length=500, description="Substring to find.")] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    page_size: Annotated[int | None, Query(ge=1, description="Records per page.")] = None,
+    page_token: Annotated[str | None, Query(max_length=1000)] = None,
+) -> LogPage:
+    reply = await clients.call(
+        clients.log.QueryLogs,
+        log_pb2.QueryLogsRequest(
+            execution_id=checked_id(execution_id, "execution"),
+            node_id=node_id or "",
+            level=level or "",
+            text=text or "",
+            since=to_timestamp(since),
+            until=to_timestamp(until),
+            page_size=bounded_page_size(request, page_size),
+            page_token=page_token or "",
+            tenant_id=tenant,
+        ),
+    )
+    return LogPage(
+        records=[log_record_out(record) for record in reply.records],
+        next_page_token=reply.next_page_token or None,
+    )
+
+
+def _resume_point(after: int | None, last_event_id: str | None) -> int:
+    """Last-Event-ID (sent by a reconnecting browser) wins over ?after=; neither: from 1."""
+    if last_event_id is not None and last_event_id.strip():
+        value = last_event_id.strip()
+        if not value.isdigit():
+            raise invalid_request(
+                [
+                    {
+                        "type": "int_parsing",
+                        "loc": ("header", "last-event-id"),
+                        "msg": "Input should be a valid integer",
+                        "input": value,
+                    }
+                ]
+            )
+        return int(value)
+    return after or 0
+
+
+AfterSeq = Annotated[
+    int | None,
+    Query(ge=0, description="Resume after this sequence number; replay from the first if unset."),
+]
+
+
+@router.get(
+    "/executions/{execution_id}/events",
+    summary="Live events as Server-Sent Events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "`id`/`event`/`data` frames"},
+        204: {"description": "Nothing after the resume point and the execution has ended"},
+    },
+)
+async def stream_events(
+    execution_id: str,
+    request: Request,
+    clients: Clients,
+    tenant: Tenant,
+    after: AfterSeq = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> Response:
+    after_seq = _resume_point(after, last_event_id)
+    # Read first, so that an unknown id is a 404 rather than an error inside a 200 stream.
+    execution = await _get_execution(clients, execution_id, tenant)
+    if execution.status in TERMINAL_STATUSES and 0 < execution.last_seq <= after_seq:
+        # 204 tells a browser's EventSource to stop reconnecting: there is nothing more.
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    events = clients.stream_events(execution.id, after_seq, tenant)
+    return StreamingResponse(
+        sse_body(events, get_settings(request).sse_heartbeat_s),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+@ws_router.websocket("/ws/v1/executions/{execution_id}")
+async def execution_websocket(websocket: WebSocket, execution_id: str, after: AfterSeq = None) -> None:
+    """The same events as the SSE route, one JSON text frame each.
+
+    An error (unknown id, service down) is sent as an `{"error": ...}` frame, then the socket
+    closes with 4000 + the HTTP status (4404, 4503...).
+    """
+    clients, tenant = get_clients(websocket), get_tenant(websocket)
+    await websocket.accept()
+    try:
+        execution = await _get_execution(clients, execution_id, tenant)
+    except HeddleError as error:
+        await websocket.send_text(jsonutil.dumps_str(error_body(**error.to_dict())))
+        await websocket.close(code=ws_close_code(error))
+        return
+    await forward_to_websocket(websocket, clients.stream_events(execution.id, after or 0, tenant))

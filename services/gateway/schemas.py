@@ -1,0 +1,302 @@
+"""Request and response models of the HTTP API (they are what /docs shows)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from libs.common.node_types import NodeTypeSpec
+
+ExecutionStatus = Literal["pending", "running", "paused", "succeeded", "failed", "cancelled"]
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+T = TypeVar("T")
+
+
+class _Request(BaseModel):
+    # A misspelt field is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. not_found, invalid_json.")
+    message: str
+    details: Any = Field(
+        default=None,
+        description="Located field errors, a validation report, the parse position...",
+    )
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+# --- workflows ----------------------------------------------------------------------------
+
+
+class NodeDefinition(BaseModel):
+    """One node of a definition (only the common fields are listed; params are per type)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    retry: dict[str, Any] | None = None
+    timeout_s: float | None = None
+    on_error: str | None = Field(default=None, description="fail, continue, skip, fail_branch")
+    default_output: Any = None
+    cache: dict[str, Any] | None = None
+    when: str | None = None
+
+
+class EdgeDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    source: str
+    target: str
+    source_port: str | None = None
+    target_port: str | None = None
+
+
+class WorkflowDefinition(BaseModel):
+    """A workflow definition, sent as the request body (JSON, or YAML with a YAML media type)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    description: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    nodes: list[NodeDefinition] = Field(default_factory=list)
+    edges: list[EdgeDefinition] = Field(default_factory=list)
+    outputs: dict[str, Any] | None = None
+
+
+DEFINITION_REF = {"$ref": "#/components/schemas/WorkflowDefinition"}
+
+
+class WorkflowOut(BaseModel):
+    id: str
+    name: str
+    version: int
+    description: str = ""
+    # Passed through as stored: the workflow service owns the definition's shape.
+    definition: Annotated[
+        dict[str, Any] | None, WithJsonSchema({"anyOf": [DEFINITION_REF, {"type": "null"}]})
+    ] = Field(default=None, description="Omitted in list responses.")
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class ValidationIssueOut(BaseModel):
+    code: str
+    message: str
+    node_id: str | None = None
+    edge: int | None = Field(default=None, description="Index in edges when about an edge.")
+    field: str | None = None
+    severity: str = "error"
+
+
+class ValidationReport(BaseModel):
+    valid: bool
+    issues: list[ValidationIssueOut]
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    page: int
+    page_size: int
+    total: int
+
+
+# --- executions ---------------------------------------------------------------------------
+
+
+class ExecuteRequest(_Request):
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Same key, same execution. The Idempotency-Key header works as well.",
+    )
+    version: int | None = Field(default=None, ge=1, description="Workflow version; latest if unset.")
+
+
+class ExecutionStarted(BaseModel):
+    execution_id: str
+    status: str
+    created: bool = Field(
+        default=True, description="False when the idempotency key matched an existing execution."
+    )
+
+
+class ErrorInfoOut(BaseModel):
+    type: str
+    message: str
+    retryable: bool = False
+    details: Any = None
+
+
+class NodeAttemptOut(BaseModel):
+    attempt: int
+    status: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: ErrorInfoOut | None = None
+
+
+class NodeRunOut(BaseModel):
+    node_id: str
+    type: str
+    status: str
+    attempts: int
+    output: Any = None
+    error: ErrorInfoOut | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: float | None = None
+    attempt_history: list[NodeAttemptOut] = Field(default_factory=list)
+    waiting: Any = Field(default=None, description="What a waiting human_input node asks for.")
+    inputs: Any = Field(default=None, description="The referenced values the node ran with.")
+
+
+class ExecutionOut(BaseModel):
+    id: str
+    workflow_id: str
+    workflow_version: int
+    status: str
+    inputs: Any = None
+    outputs: Any = None
+    error: ErrorInfoOut | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: float | None = None
+    trigger: str = ""
+    parent_execution_id: str | None = None
+    retry_of: str | None = None
+    idempotency_key: str | None = None
+    trace_id: str | None = None
+    last_seq: int = Field(default=0, description="Sequence number of the latest event.")
+    nodes: list[NodeRunOut] = Field(
+        default_factory=list, description="Every node's run; empty in list responses."
+    )
+
+
+class SubmitInputRequest(_Request):
+    node_id: str = Field(min_length=1)
+    data: Any = Field(description="The answer, checked against the node's schema.")
+
+
+class LogRecordOut(BaseModel):
+    ts: datetime | None = None
+    level: str
+    message: str
+    node_id: str | None = None
+    attempt: int | None = None
+    logger: str | None = None
+    service: str | None = None
+    trace_id: str | None = None
+    fields: Any = None
+
+
+class LogPage(BaseModel):
+    records: list[LogRecordOut]
+    next_page_token: str | None = Field(default=None, description="Pass as page_token for more.")
+
+
+# --- schedules ----------------------------------------------------------------------------
+
+
+class ScheduleIn(_Request):
+    workflow_id: str = Field(min_length=1)
+    cron: str = Field(min_length=1, description="5 fields, or 6 with seconds first.")
+    timezone: str = Field(default="UTC", description="IANA time zone name.")
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    enabled: bool = True
+    misfire_policy: Literal["skip", "run_once", "run_all"] = "skip"
+    misfire_limit: int = Field(default=0, ge=0, description="Cap on fires replayed by run_all.")
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    name: str = ""
+
+
+class ScheduleOut(BaseModel):
+    id: str
+    name: str
+    workflow_id: str
+    cron: str
+    timezone: str
+    inputs: Any = None
+    enabled: bool
+    misfire_policy: str
+    misfire_limit: int
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    next_fire_at: datetime | None = None
+    last_fire_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class ScheduleTriggered(BaseModel):
+    dedupe_key: str
+
+
+class SchedulePreview(BaseModel):
+    fire_times: list[datetime]
+
+
+# --- catalog, triggers, health ------------------------------------------------------------
+
+
+class NodeTypeList(BaseModel):
+    node_types: list[NodeTypeSpec]
+
+
+class ToolOut(BaseModel):
+    name: str
+    description: str
+    source: str
+    input_schema: Any = None
+    output_schema: Any = None
+
+
+class ToolList(BaseModel):
+    tools: list[ToolOut]
+
+
+class ModelOut(BaseModel):
+    name: str
+    provider: str
+    healthy: bool
+    breaker_state: str = ""
+    info: Any = None
+
+
+class ModelList(BaseModel):
+    models: list[ModelOut]
+
+
+class TriggerFired(BaseModel):
+    execution_ids: list[str]
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class DependencyStatus(BaseModel):
+    status: Literal["up", "down"]
+    required: bool
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    dependencies: dict[str, DependencyStatus]

@@ -1,0 +1,105 @@
+"""Runs the gateway: settings -> gRPC clients -> FastAPI app -> uvicorn in this event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from libs.common.logging import configure_logging
+from services.gateway.app import create_app
+from services.gateway.clients import ServiceClients
+from services.gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    # Signals belong to whoever runs the event loop (main() here, or an embedded stack).
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class GatewayServer:
+    """The gateway's HTTP server inside the current event loop.
+
+    `start()` returns once the socket listens, with the bound port (useful with port 0);
+    `stop()` drains connections (within shutdown_grace_s) and closes the gRPC channels.
+    """
+
+    def __init__(self, settings: GatewaySettings, clients: ServiceClients | None = None) -> None:
+        self.settings = settings
+        self._owns_clients = clients is None
+        self.clients = clients or ServiceClients.connect(settings)
+        self.app = create_app(settings, self.clients)
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        config = uvicorn.Config(
+            self.app,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_config=None,
+            lifespan="on",
+            access_log=False,
+            timeout_graceful_shutdown=self.settings.shutdown_grace_s or None,
+        )
+        server = _EmbeddedServer(config)
+        self._server = server
+        self._task = asyncio.create_task(server.serve(), name="gateway-http")
+        while not server.started:
+            if self._task.done():
+                # serve() returned (or raised) before listening: e.g. the port is taken.
+                await self._task
+                raise OSError(
+                    f"gateway: cannot listen on {self.settings.http_host}:{self.settings.http_port}"
+                )
+            await asyncio.sleep(0.01)
+        sockets: list[socket.socket] = [s for srv in server.servers for s in (srv.sockets or ())]
+        self.port = int(sockets[0].getsockname()[1])
+        log.info("gateway listening", extra={"host": self.settings.http_host, "port": self.port})
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._server = self._task = None
+        if self._owns_clients:
+            await self.clients.close()
+
+
+async def serve(settings: GatewaySettings, *, ready: asyncio.Event | None = None) -> None:
+    """Serve until cancelled; `ready` is set once the HTTP socket listens."""
+    server = GatewayServer(settings)
+    try:
+        await server.start()
+        if ready is not None:
+            ready.set()
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+
+
+async def _serve_until_signal(settings: GatewaySettings) -> None:
+    task = asyncio.create_task(serve(settings))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    configure_logging("gateway", settings.log_level, settings.log_format)
+    asyncio.run(_serve_until_signal(settings))

@@ -1,0 +1,3 @@
+from services.node.server import main
+
+main()

@@ -1,0 +1,339 @@
+"""The executor protocol of the node service: what a node attempt receives, what it returns,
+how it fails, and the clients of other services it may use.
+
+Executors are pure domain code: they never touch gRPC; the servicer translates
+NodeRequest/NodeResult/NodeError to and from protobuf and ``Services`` is wired in server.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import jsonschema
+from pydantic import BaseModel, Field, field_validator
+
+from libs.common import expressions
+from libs.common.node_types import NodeTypeSpec
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class NodeRequest:
+    """One attempt of one node."""
+
+    execution_id: str
+    node_id: str
+    node_type: str
+    attempt: int
+    idempotency_key: str  # "execution_id/node_id/attempt"
+    params: dict[str, Any]  # raw, still templated: each executor decides what to render
+    # {"inputs": {...}, "system": {...}, "<upstream_node_id>": output, ...}
+    context: dict[str, Any]
+    # Live incoming edges in edge order: (source_node_id, source_port, target_port).
+    inputs: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    timeout_s: float | None = None
+
+
+@dataclass
+class NodeResult:
+    output: Any = None
+    # None: every normal port fires. Otherwise only these ports do (branching nodes).
+    active_ports: list[str] | None = None
+    # Set by human_input: {"prompt", "schema", "timeout_s"}; the node becomes 'waiting'.
+    waiting: dict[str, Any] | None = None
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+
+class NodeError(Exception):
+    """A node attempt failed in a way the workflow service records and may retry."""
+
+    def __init__(
+        self,
+        type: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+        self.retryable = retryable
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "message": self.message,
+            "retryable": self.retryable,
+            "details": self.details,
+        }
+
+
+# ---------------------------------------------------------------------------- other services
+
+
+class AiClient(Protocol):
+    async def complete(
+        self,
+        model: str | list[str],
+        prompt: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        provider: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        messages: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Return {"text", "usage", "model", "tool_calls"}; raise NodeError on failure."""
+        ...
+
+
+class ToolClient(Protocol):
+    async def call(self, name: str, arguments: dict[str, Any]) -> Any: ...
+
+    async def list(self) -> list[dict[str, Any]]:
+        """Every tool as {"name", "description", "input_schema"}."""
+        ...
+
+
+class WorkflowClient(Protocol):
+    async def run_child(
+        self,
+        workflow_id: str,
+        inputs: dict[str, Any],
+        idempotency_key: str,
+        parent_execution_id: str,
+        parent_node_id: str,
+    ) -> dict[str, Any]:
+        """Run a child execution to completion and return its outputs.
+
+        Raise NodeError carrying the child's error when it fails.
+        """
+        ...
+
+
+class NodeSettings(BaseModel):
+    """Limits and policies of the executors (built from HEDDLE_* settings in server.py)."""
+
+    http_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names, '*.suffix' wildcards, IPs and CIDRs that http_request may "
+        "reach even though they are private, loopback or link-local.",
+    )
+    http_max_response_bytes: int = Field(
+        default=10 * MIB, gt=0, description="Largest response body http_request accepts."
+    )
+    http_default_timeout_s: float = Field(
+        default=30.0, gt=0, description="http_request timeout when the node sets none."
+    )
+    http_max_redirects: int = Field(
+        default=5, ge=0, description="Redirects http_request follows, each one re-checked."
+    )
+    code_timeout_s: float = Field(default=10.0, gt=0, description="Wall-clock limit of code.")
+    code_memory_mb: int = Field(default=256, gt=16, description="Address-space limit of code.")
+    code_max_output_bytes: int = Field(
+        default=4 * MIB, gt=0, description="Largest result plus printed output of code."
+    )
+    code_max_log_chars: int = Field(
+        default=64 * 1024, gt=0, description="Printed output of code kept as logs."
+    )
+    map_max_concurrency: int = Field(
+        default=64, gt=0, description="Upper bound of a map node's concurrency param."
+    )
+    agent_max_steps: int = Field(default=50, gt=0, description="Upper bound of max_steps.")
+
+    @field_validator("http_allow_hosts", mode="before")
+    @classmethod
+    def _split_comma_separated(cls, value: Any) -> Any:
+        # HEDDLE_HTTP_ALLOW_HOSTS arrives as "a.example,10.0.0.0/8".
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+@dataclass
+class Services:
+    ai: AiClient
+    tools: ToolClient
+    workflows: WorkflowClient
+    http: httpx.AsyncClient
+    settings: NodeSettings = field(default_factory=NodeSettings)
+
+
+# ---------------------------------------------------------------------------- executors
+
+
+class NodeExecutor(Protocol):
+    spec: NodeTypeSpec
+
+    async def execute(self, request: NodeRequest, services: Services) -> NodeResult: ...
+
+
+class ExecutorLookup(Protocol):
+    """What an executor that runs other nodes (map) needs from the registry."""
+
+    def get(self, node_type: str) -> NodeExecutor: ...
+
+
+class Executor(ABC):
+    """Base of the built-in executors: prepares the context and params, then calls ``run``.
+
+    Subclasses set ``spec`` and, for params that must reach ``run`` unrendered (expressions,
+    code, inline nodes rendered per item), list them in ``raw_params``.
+    """
+
+    spec: NodeTypeSpec
+    raw_params: tuple[str, ...] = ()
+
+    async def execute(self, request: NodeRequest, services: Services) -> NodeResult:
+        request = with_port_lists(request, self.spec)
+        params = render_params(request, exclude=self.raw_params)
+        params = normalize_params(self.spec.params_schema, params)
+        validate_params(self.spec, params)
+        return await self.run(request, params, services)
+
+    @abstractmethod
+    async def run(
+        self, request: NodeRequest, params: dict[str, Any], services: Services
+    ) -> NodeResult: ...
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def live_sources(request: NodeRequest) -> list[str]:
+    """The distinct source nodes of the live incoming edges, in edge order."""
+    return list(dict.fromkeys(source for source, _, _ in request.inputs))
+
+
+def with_port_lists(request: NodeRequest, spec: NodeTypeSpec) -> NodeRequest:
+    """Expose ``ports: {port: [outputs in edge order]}`` for the spec's list input ports."""
+    if not spec.list_input_ports:
+        return request
+    default_port = spec.input_ports[0] if spec.input_ports else "in"
+    ports: dict[str, list[Any]] = {port: [] for port in spec.list_input_ports}
+    for source, _, target_port in request.inputs:
+        port = target_port or default_port
+        if port in ports:
+            ports[port].append(request.context.get(source))
+    return dataclasses.replace(request, context={**request.context, "ports": ports})
+
+
+def _expression_error(param: str, error: expressions.ExpressionError) -> NodeError:
+    return NodeError(
+        "ExpressionError",
+        f"param '{param}': {error.message}",
+        retryable=False,
+        details={"param": param},
+    )
+
+
+def render_params(request: NodeRequest, exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """Render every param but ``exclude`` against the request's context.
+
+    A broken template fails the node with a non-retryable ExpressionError naming the param.
+    """
+    skipped = set(exclude)
+    rendered: dict[str, Any] = {}
+    for name, value in request.params.items():
+        if name in skipped:
+            rendered[name] = value
+            continue
+        try:
+            rendered[name] = expressions.render(value, request.context)
+        except expressions.ExpressionError as exc:
+            raise _expression_error(name, exc) from exc
+    return rendered
+
+
+def evaluate_param(param: str, expression: Any, context: dict[str, Any]) -> Any:
+    """Evaluate an expression param ("{{ expr }}" or bare "expr")."""
+    if not isinstance(expression, str):
+        return expression  # a literal (true, 3) typed straight into the field
+    try:
+        return expressions.evaluate(expression, context)
+    except expressions.ExpressionError as exc:
+        raise _expression_error(param, exc) from exc
+
+
+def _coerce(expected: Any, value: Any) -> Any:
+    # A whole-string template renders to the native value; bridge the common mismatches
+    # (a dict into a prompt, "5" into a number) rather than failing the node.
+    if expected == "string" and value is not None and not isinstance(value, str):
+        return as_text(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if expected == "integer":
+                return int(text)
+            if expected == "number":
+                return float(text) if any(c in text for c in ".eE") else int(text)
+        except ValueError:
+            return value
+        if expected == "boolean" and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+    return value
+
+
+def as_text(value: Any) -> str:
+    """Text for a value bound into a string field: JSON for structures, str() for scalars."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list | bool) or value is None:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def normalize_params(schema: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Fill absent top-level params from the schema's defaults (one source of truth) and
+    coerce rendered values to the declared scalar type where that is unambiguous."""
+    normalized = dict(params)
+    for name, prop in schema.get("properties", {}).items():
+        if normalized.get(name) is None and "type" in prop and "null" not in prop["type"]:
+            # "{{ inputs.system }}" with no such input renders to None: treat as not given.
+            normalized.pop(name, None)
+        if name not in normalized:
+            if "default" in prop:
+                normalized[name] = prop["default"]
+            continue
+        normalized[name] = _coerce(prop.get("type"), normalized[name])
+    return normalized
+
+
+def validate_params(spec: NodeTypeSpec, params: dict[str, Any]) -> None:
+    """Check rendered params against the spec: templates may have produced the wrong type."""
+    validator = jsonschema.Draft202012Validator(spec.params_schema)
+    problems = [
+        f"{'/'.join(str(p) for p in error.absolute_path) or '(params)'}: {error.message}"
+        for error in sorted(validator.iter_errors(params), key=lambda e: str(e.absolute_path))
+    ]
+    if problems:
+        raise NodeError(
+            "ValidationError",
+            f"invalid params for {spec.type}: " + "; ".join(problems),
+            retryable=False,
+            details={"problems": problems},
+        )
+
+
+def object_schema(
+    properties: dict[str, Any] | None = None, required: Iterable[str] = (), **extra: Any
+) -> dict[str, Any]:
+    """A closed object JSON Schema; the shorthand every spec below uses."""
+    result: dict[str, Any] = {
+        "type": "object",
+        "properties": properties or {},
+        "additionalProperties": False,
+    }
+    if required:
+        result["required"] = list(required)
+    result.update(extra)
+    return result

@@ -1,0 +1,84 @@
+"""Wires a node replica: the executor registry, clients of ai/tool/workflow, the gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import httpx
+from heddle.v1 import node_pb2, node_pb2_grpc
+
+from libs.common.grpcutil import GrpcServer, create_channel, start_grpc_server
+from libs.common.logging import configure_logging
+from libs.common.runtime import run_until_signalled
+from services.node.executors.base import Services
+from services.node.grpc_clients import GrpcAiClient, GrpcToolClient
+from services.node.registry import default_registry
+from services.node.servicer import NodeRunner, NodeServicer
+from services.node.settings import NodeServiceSettings
+from services.node.workflow_client import GrpcWorkflowClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeService:
+    settings: NodeServiceSettings
+    grpc: GrpcServer
+    servicer: NodeServicer
+    http: httpx.AsyncClient
+    channels: list[object]
+
+    @property
+    def port(self) -> int:
+        return self.grpc.port
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self.grpc.stop(grace=grace)
+        await self.http.aclose()
+        for channel in self.channels:
+            await channel.close()  # type: ignore[attr-defined]
+
+
+async def start(settings: NodeServiceSettings) -> NodeService:
+    token = settings.service_token
+    ai_channel = create_channel(settings.ai_address, service_token=token)
+    tool_channel = create_channel(settings.tool_address, service_token=token)
+    workflow_channel = create_channel(settings.workflow_address, service_token=token)
+    # Redirects are followed by the executor itself so each hop passes the address guard.
+    http = httpx.AsyncClient(follow_redirects=False)
+    services = Services(
+        ai=GrpcAiClient(ai_channel, settings.grpc_deadline_s),
+        tools=GrpcToolClient(tool_channel, settings.grpc_deadline_s),
+        workflows=GrpcWorkflowClient(
+            workflow_channel, settings.grpc_deadline_s, settings.child_deadline_s
+        ),
+        http=http,
+        settings=settings.executor_settings(),
+    )
+    servicer = NodeServicer(NodeRunner(default_registry(), services), settings.max_concurrent_nodes)
+    server = await start_grpc_server(
+        "node",
+        [node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name],
+        lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
+        host=settings.bind_host,
+        port=settings.port_for("node"),
+        service_token=token,
+    )
+    return NodeService(
+        settings, server, servicer, http, [ai_channel, tool_channel, workflow_channel]
+    )
+
+
+async def _serve() -> None:
+    settings = NodeServiceSettings()
+    configure_logging("node", settings.log_level, settings.log_format)
+    service = await start(settings)
+    log.info("node service ready", extra={"port": service.port})
+    await run_until_signalled()
+    await service.stop()
+
+
+def main() -> None:
+    asyncio.run(_serve())

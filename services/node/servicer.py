@@ -1,0 +1,167 @@
+"""NodeService over gRPC: runs batches of node attempts and streams their outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from heddle.v1 import common_pb2, node_pb2, node_pb2_grpc
+
+from libs.common import jsonutil
+from libs.common.expressions import ExpressionError, evaluate
+from libs.common.logging import attempt_var, execution_id_var, node_id_var
+from services.node.executors.base import NodeError, NodeRequest, NodeResult, Services
+from services.node.registry import NodeTypeRegistry, UnknownNodeTypeError
+
+log = logging.getLogger(__name__)
+
+Outcome = node_pb2.NodeOutcome
+
+
+def _failed(task: node_pb2.NodeTask, error: NodeError, started: float) -> Outcome:
+    return Outcome(
+        execution_id=task.execution_id,
+        node_id=task.node_id,
+        attempt=task.attempt,
+        kind=Outcome.FAILED,
+        error=common_pb2.ErrorInfo(
+            type=error.type,
+            message=error.message,
+            retryable=error.retryable,
+            details_json=jsonutil.dumps(error.details or None),
+        ),
+        started_at=started,
+        finished_at=time.time(),
+    )
+
+
+def _done(task: node_pb2.NodeTask, result: NodeResult, started: float) -> Outcome:
+    outcome = Outcome(
+        execution_id=task.execution_id,
+        node_id=task.node_id,
+        attempt=task.attempt,
+        started_at=started,
+        finished_at=time.time(),
+        logs_json=jsonutil.dumps(result.logs or None),
+    )
+    if result.waiting is not None:
+        outcome.kind = Outcome.WAITING
+        outcome.waiting_json = jsonutil.dumps(result.waiting)
+        return outcome
+    outcome.kind = Outcome.SUCCEEDED
+    outcome.output_json = jsonutil.dumps(result.output)
+    if result.active_ports is None:
+        outcome.all_ports = True
+    else:
+        outcome.active_ports.extend(result.active_ports)
+    return outcome
+
+
+class NodeRunner:
+    """Runs one node attempt: gate, executor, timeout, and error classification."""
+
+    def __init__(self, registry: NodeTypeRegistry, services: Services) -> None:
+        self.registry = registry
+        self.services = services
+
+    async def run(self, task: node_pb2.NodeTask) -> Outcome:
+        started = time.time()
+        execution_id_var.set(task.execution_id)
+        node_id_var.set(task.node_id)
+        attempt_var.set(task.attempt)
+        try:
+            context = jsonutil.loads(task.context_json) or {}
+            if task.when:
+                try:
+                    gate = evaluate(task.when, context)
+                except ExpressionError as error:
+                    raise NodeError("ExpressionError", f"when: {error.message}") from error
+                if not gate:
+                    return Outcome(
+                        execution_id=task.execution_id,
+                        node_id=task.node_id,
+                        attempt=task.attempt,
+                        kind=Outcome.SKIPPED,
+                        started_at=started,
+                        finished_at=time.time(),
+                    )
+            try:
+                executor = self.registry.get(task.node_type)
+            except UnknownNodeTypeError as error:
+                raise NodeError("UnknownNodeType", str(error)) from error
+            request = NodeRequest(
+                execution_id=task.execution_id,
+                node_id=task.node_id,
+                node_type=task.node_type,
+                attempt=task.attempt,
+                idempotency_key=task.idempotency_key,
+                params=jsonutil.loads(task.params_json) or {},
+                context=context,
+                inputs=[
+                    (i.source, i.source_port or None, i.target_port or None) for i in task.inputs
+                ],
+                timeout_s=task.timeout_s or None,
+            )
+            if task.timeout_s > 0:
+                try:
+                    async with asyncio.timeout(task.timeout_s):
+                        result = await executor.execute(request, self.services)
+                except TimeoutError as error:
+                    raise NodeError(
+                        "Timeout",
+                        f"node did not finish within timeout_s={task.timeout_s:g}",
+                        retryable=True,
+                    ) from error
+            else:
+                result = await executor.execute(request, self.services)
+            return _done(task, result, started)
+        except NodeError as error:
+            return _failed(task, error, started)
+        except Exception as error:
+            log.exception("node executor crashed")
+            crash = NodeError("InternalError", f"{type(error).__name__}: {error}")
+            return _failed(task, crash, started)
+
+
+class NodeServicer(node_pb2_grpc.NodeServiceServicer):
+    def __init__(self, runner: NodeRunner, max_concurrent: int) -> None:
+        self.runner = runner
+        self.types_json = jsonutil.dumps(
+            [spec.model_dump(mode="json") for spec in runner.registry.specs()]
+        )
+        self.slots = asyncio.Semaphore(max_concurrent)
+        self.in_flight = 0
+
+    async def ListNodeTypes(
+        self, request: node_pb2.ListNodeTypesRequest, context: grpc.aio.ServicerContext
+    ) -> node_pb2.ListNodeTypesResponse:
+        return node_pb2.ListNodeTypesResponse(node_types_json=self.types_json)
+
+    async def _run(self, task: node_pb2.NodeTask, done: asyncio.Queue[Outcome]) -> None:
+        async with self.slots:
+            self.in_flight += 1
+            try:
+                done.put_nowait(await self.runner.run(task))
+            finally:
+                self.in_flight -= 1
+
+    async def ExecuteNodes(
+        self, request: node_pb2.ExecuteNodesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[node_pb2.ExecuteNodesResponse]:
+        done: asyncio.Queue[Outcome] = asyncio.Queue()
+        tasks = [asyncio.create_task(self._run(task, done)) for task in request.tasks]
+        remaining = len(tasks)
+        try:
+            while remaining:
+                batch = [await done.get()]
+                while not done.empty():
+                    batch.append(done.get_nowait())
+                remaining -= len(batch)
+                yield node_pb2.ExecuteNodesResponse(outcomes=batch)
+        finally:
+            # The caller cancelled (execution cancelled, deadline): stop the attempts too.
+            for task in tasks:
+                task.cancel()

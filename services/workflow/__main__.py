@@ -1,0 +1,3 @@
+from services.workflow.server import main
+
+main()

@@ -1,0 +1,159 @@
+"""Pydantic models of a workflow definition: what editors send and what is versioned.
+
+The models check shapes and local rules only (types, ranges, id syntax). Rules that need the
+whole graph or the node-type catalog (duplicate ids, cycles, ports, params schemas,
+references) live in ``validation.py`` so that every problem is reported, located, at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "BARE_EXPRESSION_PARAMS",
+    "NODE_ID_PATTERN",
+    "RESERVED_NAMES",
+    "CachePolicy",
+    "EdgeSpec",
+    "InputSpec",
+    "NodeSpec",
+    "RetryPolicy",
+    "WorkflowDefinition",
+    "WorkflowSettings",
+    "expression_sources",
+]
+
+#: Node ids are referenced as ``{{ node_id.field }}``, so they must be template identifiers.
+NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+#: Names a node id may not take: the roots of the template context, Jinja's globals, loop
+#: variables and keywords (a node called ``range`` would shadow ``range()``; one called
+#: ``none`` could never be referenced).
+RESERVED_NAMES: frozenset[str] = frozenset(
+    {"inputs", "system", "secrets", "item", "index", "env"}
+    | {"loop", "range", "dict", "namespace", "cycler", "joiner", "lipsum"}
+    | {"caller", "varargs", "kwargs", "self", "super"}
+    | {"true", "false", "none", "True", "False", "None"}
+    | {"and", "or", "not", "in", "is", "if", "else", "elif"}
+)
+
+#: Params that hold a bare expression (``"fetch.status == 200"``) rather than a template,
+#: per node type. ``when`` is always an expression.
+BARE_EXPRESSION_PARAMS: dict[str, frozenset[str]] = {
+    "condition": frozenset({"expression"}),
+    "switch": frozenset({"expression"}),
+    "transform": frozenset({"expression"}),
+}
+
+_NODE_ID_RE = re.compile(NODE_ID_PATTERN)
+
+OnError = Literal["fail", "continue", "skip", "fail_branch"]
+InputType = Literal["string", "number", "integer", "boolean", "object", "array", "any"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Model):
+    """One declared input of the workflow (``{{ inputs.<name> }}``)."""
+
+    type: InputType = "any"
+    required: bool = False
+    default: Any = None
+    description: str = ""
+
+
+class RetryPolicy(_Model):
+    """``max_attempts`` counts every attempt: 1 means no retry."""
+
+    max_attempts: int = Field(default=1, ge=1, le=100)
+    backoff: Literal["exponential", "fixed"] = "exponential"
+    initial_delay_s: float = Field(default=0.5, ge=0, le=3600)
+    max_delay_s: float = Field(default=30.0, ge=0, le=86400)
+    jitter: bool = True
+
+
+class CachePolicy(_Model):
+    """Opt-in result cache; ``ttl_s=None`` keeps entries until evicted."""
+
+    ttl_s: float | None = Field(default=None, gt=0)
+
+
+class NodeSpec(_Model):
+    id: str = Field(pattern=NODE_ID_PATTERN)
+    type: str = Field(min_length=1, max_length=100)
+    params: dict[str, Any] = Field(default_factory=dict)
+    when: str | None = None
+    retry: RetryPolicy | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    on_error: OnError = "fail"
+    default_output: Any = None
+    cache: CachePolicy | None = None
+    label: str | None = None
+    description: str = ""
+    #: Editor metadata, kept as given: ``{"x": 120, "y": 40}``.
+    position: dict[str, Any] | None = None
+    ui: dict[str, Any] | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_NAMES:
+            raise ValueError(f"'{value}' is a reserved name and cannot be a node id")
+        return value
+
+
+class EdgeSpec(_Model):
+    source: str = Field(min_length=1)
+    target: str = Field(min_length=1)
+    # React Flow calls ports "handles"; accept its spelling too.
+    source_port: str | None = Field(
+        default=None, validation_alias=AliasChoices("source_port", "sourceHandle")
+    )
+    target_port: str | None = Field(
+        default=None, validation_alias=AliasChoices("target_port", "targetHandle")
+    )
+    id: str | None = None
+    label: str | None = None
+    ui: dict[str, Any] | None = None
+
+
+class WorkflowSettings(_Model):
+    max_concurrency: int | None = Field(default=None, ge=1, le=10_000)
+
+
+class WorkflowDefinition(_Model):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    nodes: list[NodeSpec]
+    edges: list[EdgeSpec] = Field(default_factory=list)
+    outputs: dict[str, Any] | None = None
+    settings: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    metadata: dict[str, Any] | None = None
+    ui: dict[str, Any] | None = None
+
+
+def expression_sources(node: NodeSpec) -> Iterator[tuple[str, Any, bool]]:
+    """The parts of a node that may hold templates, as ``(field path, value, is_expression)``.
+
+    ``is_expression`` marks values where a string without template syntax is a bare
+    expression (``when`` and the params in ``BARE_EXPRESSION_PARAMS``). Shared by the
+    validator (to check and locate) and the planner (to know what a node reads).
+    """
+    bare = BARE_EXPRESSION_PARAMS.get(node.type, frozenset())
+    for key, value in node.params.items():
+        yield f"params.{key}", value, key in bare
+    if node.when is not None:
+        yield "when", node.when, True
+    if node.default_output is not None:
+        yield "default_output", node.default_output, False
+
+
+def is_valid_node_id(value: str) -> bool:
+    return bool(_NODE_ID_RE.match(value)) and value not in RESERVED_NAMES

@@ -1,0 +1,511 @@
+"""The engine of a workflow replica: starts executions, owns their runners, persists their
+batches, takes over executions whose owner died, and bounds concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from libs.common import jsonutil
+from libs.common.db import utcnow
+from libs.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.workflow import repository as repo
+from services.workflow.catalog import NodeCatalog
+from services.workflow.definition import NodeSpec, WorkflowDefinition
+from services.workflow.dispatcher import NodeDispatcher
+from services.workflow.events import EventNotifier
+from services.workflow.inputs import validate_inputs
+from services.workflow.models import ExecutionRow, NodeRunRow
+from services.workflow.planner import ExecutionPlan
+from services.workflow.runner import ExecutionRunner, LostOwnership, NodeState, _Batch
+from services.workflow.settings import WorkflowSettings
+from services.workflow.status import ACTIVE_EXECUTION_STATUSES, FINAL_EXECUTION_STATUSES
+
+if TYPE_CHECKING:
+    from services.workflow.relay import OutboxRelay
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_TRANSIENT_DB_ERRORS = (OperationalError, DBAPIError, OSError, ConnectionError)
+
+
+class ResultCache:
+    """The node result cache: an in-process TTL map unless a shared store is given."""
+
+    def __init__(self, store: Any = None) -> None:
+        self._store = store
+        self._local: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
+
+    async def get(self, key: str) -> bytes | None:
+        if self._store is not None:
+            value: bytes | None = await self._store.get(f"cache:{key}")
+            return value
+        entry = self._local.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if expires is not None and expires < asyncio.get_running_loop().time():
+            self._local.pop(key, None)
+            return None
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None) -> None:
+        if self._store is not None:
+            await self._store.set(f"cache:{key}", value, ttl_s=ttl_s)
+            return
+        expires = asyncio.get_running_loop().time() + ttl_s if ttl_s else None
+        self._local[key] = (value, expires)
+        while len(self._local) > 10_000:
+            self._local.popitem(last=False)
+
+
+@dataclass
+class CompiledWorkflow:
+    """A validated definition version with its plan and pre-encoded params."""
+
+    workflow_id: str
+    version: int
+    definition: WorkflowDefinition
+    plan: ExecutionPlan
+    params_json: dict[str, bytes]
+
+
+class Engine:
+    """Runs the executions this replica owns."""
+
+    def __init__(
+        self,
+        settings: WorkflowSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        dispatcher: NodeDispatcher,
+        catalog: NodeCatalog,
+        cache: ResultCache,
+        notifier: EventNotifier,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.dispatcher = dispatcher
+        self.catalog = catalog
+        self.cache = cache
+        self.notifier = notifier
+        self.relay: OutboxRelay | None = None
+        self.runners: dict[str, ExecutionRunner] = {}
+        self._compiled: OrderedDict[tuple[str, int], CompiledWorkflow] = OrderedDict()
+        self._free_slots = settings.max_concurrency_global
+        self._starved: deque[ExecutionRunner] = deque()
+        self._background: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._background = [
+            asyncio.create_task(self._recovery_loop(), name="engine-recovery"),
+            asyncio.create_task(self._lease_loop(), name="engine-leases"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop driving executions; their leases lapse and another replica takes over."""
+        self._closing = True
+        for task in self._background:
+            task.cancel()
+        runners = list(self.runners.values())
+        for runner in runners:
+            if runner.task is not None:
+                runner.task.cancel()
+        await asyncio.gather(
+            *self._background, *(r.task for r in runners if r.task), return_exceptions=True
+        )
+
+    # ---- compiled definitions -----------------------------------------------------------
+
+    async def compiled(
+        self, workflow_id: str, version: int, raw: dict[str, Any]
+    ) -> CompiledWorkflow:
+        key = (workflow_id, version)
+        found = self._compiled.get(key)
+        if found is not None:
+            self._compiled.move_to_end(key)
+            return found
+        definition = WorkflowDefinition.model_validate(raw)
+        node_types = await self.catalog.get()
+        plan = ExecutionPlan.build(definition, node_types)
+        compiled = CompiledWorkflow(
+            workflow_id,
+            version,
+            definition,
+            plan,
+            {node.id: jsonutil.dumps(node.params) or b"{}" for node in definition.nodes},
+        )
+        self._compiled[key] = compiled
+        while len(self._compiled) > 256:
+            self._compiled.popitem(last=False)
+        return compiled
+
+    def params_json(self, plan: ExecutionPlan, spec: NodeSpec) -> bytes:
+        for compiled in reversed(self._compiled.values()):
+            if compiled.plan is plan:
+                return compiled.params_json[spec.id]
+        return jsonutil.dumps(spec.params) or b"{}"
+
+    def type_version(self, node_type: str) -> int:
+        spec = self.catalog.cached().get(node_type)
+        return spec.version if spec is not None else 1
+
+    # ---- starting executions ------------------------------------------------------------
+
+    async def start_execution(
+        self,
+        *,
+        tenant_id: str,
+        workflow_id: str,
+        version: int,
+        inputs: Any,
+        idempotency_key: str | None,
+        parent_execution_id: str | None = None,
+        parent_node_id: str | None = None,
+        trigger: str = "api",
+        depth: int = 0,
+        retry_of: str | None = None,
+        reused: dict[str, NodeRunRow] | None = None,
+        trace_id: str = "",
+    ) -> tuple[ExecutionRow, bool]:
+        """Persist a new execution with every node pending, then start running it.
+
+        With an idempotency key that was seen before, returns that execution instead.
+        """
+        async with self.sessions() as session:
+            if parent_execution_id:
+                parent = await repo.get_execution(session, tenant_id, parent_execution_id)
+                if parent is None:
+                    raise NotFound(f"parent execution {parent_execution_id!r} not found")
+                depth = max(depth, parent.depth + 1)
+            if depth > self.settings.max_call_depth:
+                raise FailedPrecondition(
+                    f"sub-workflow call depth {depth} exceeds the limit of "
+                    f"{self.settings.max_call_depth}"
+                )
+            if idempotency_key:
+                existing = await repo.find_execution_by_key(session, tenant_id, idempotency_key)
+                if existing is not None:
+                    return existing, False
+            workflow = await repo.get_workflow(session, tenant_id, workflow_id)
+            if workflow is None:
+                raise NotFound(f"workflow {workflow_id!r} not found")
+            version = version or workflow.latest_version
+            version_row = await repo.get_version(session, workflow_id, version)
+            if version_row is None:
+                raise NotFound(f"workflow {workflow_id!r} has no version {version}")
+        compiled = await self.compiled(workflow_id, version, version_row.definition)
+        resolved_inputs = validate_inputs(compiled.definition, inputs)
+        now = utcnow()
+        row = ExecutionRow(
+            id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            workflow_id=workflow_id,
+            workflow_version=version,
+            status="pending",
+            inputs=resolved_inputs,
+            idempotency_key=idempotency_key,
+            parent_execution_id=parent_execution_id,
+            parent_node_id=parent_node_id,
+            depth=depth,
+            trigger=trigger,
+            retry_of=retry_of,
+            trace_id=trace_id,
+            created_at=now,
+            owner=self.settings.replica_id,
+            lease_expires_at=self._lease_until(),
+            last_seq=0,
+        )
+        node_rows = []
+        for node in compiled.definition.nodes:
+            previous = (reused or {}).get(node.id)
+            entry: dict[str, Any] = {
+                "execution_id": row.id,
+                "node_id": node.id,
+                "node_type": node.type,
+                "status": "pending",
+                "attempt": 0,
+                "attempts": [],
+            }
+            if previous is not None:
+                entry.update(
+                    status=previous.status,
+                    attempt=previous.attempt,
+                    output=previous.output,
+                    active_ports=previous.active_ports,
+                    attempts=previous.attempts,
+                    inputs=previous.inputs,
+                    started_at=previous.started_at,
+                    finished_at=previous.finished_at,
+                )
+            node_rows.append(entry)
+        try:
+            async with self.sessions() as session, session.begin():
+                session.add(row)
+                await session.flush()
+                await repo.insert_node_runs(session, node_rows)
+        except IntegrityError:
+            # Two requests with one idempotency key raced: the other one won.
+            async with self.sessions() as session:
+                existing = await repo.find_execution_by_key(
+                    session, tenant_id, idempotency_key or ""
+                )
+            if existing is None:
+                raise
+            return existing, False
+        nodes = {
+            entry["node_id"]: NodeState(
+                node_id=entry["node_id"],
+                node_type=entry["node_type"],
+                status=entry["status"],
+                attempt=entry["attempt"],
+                output=entry.get("output"),
+                active_ports=entry.get("active_ports"),
+                attempts=list(entry.get("attempts") or []),
+                inputs=entry.get("inputs"),
+                started_at=entry.get("started_at"),
+                finished_at=entry.get("finished_at"),
+            )
+            for entry in node_rows
+        }
+        self._launch(row, compiled, nodes)
+        return row, True
+
+    def _launch(
+        self, row: ExecutionRow, compiled: CompiledWorkflow, nodes: dict[str, NodeState]
+    ) -> ExecutionRunner:
+        runner = ExecutionRunner(self, row, compiled.definition, compiled.plan, nodes)
+        self.runners[row.id] = runner
+        runner.start()
+        return runner
+
+    async def retry_execution(self, tenant_id: str, execution_id: str) -> tuple[ExecutionRow, bool]:
+        """Re-run a failed (or cancelled) execution, reusing the outputs of succeeded nodes."""
+        async with self.sessions() as session:
+            row = await repo.get_execution(session, tenant_id, execution_id)
+            if row is None:
+                raise NotFound(f"execution {execution_id!r} not found")
+            if row.status not in ("failed", "cancelled"):
+                raise FailedPrecondition(
+                    f"execution {execution_id!r} is {row.status}; only failed or cancelled "
+                    "executions can be retried"
+                )
+            previous = {
+                node.node_id: node
+                for node in await repo.node_runs(session, execution_id)
+                if node.status in ("succeeded", "cached")
+            }
+        return await self.start_execution(
+            tenant_id=tenant_id,
+            workflow_id=row.workflow_id,
+            version=row.workflow_version,
+            inputs=row.inputs,
+            idempotency_key=None,
+            parent_execution_id=row.parent_execution_id,
+            parent_node_id=row.parent_node_id,
+            trigger="retry",
+            depth=row.depth,
+            retry_of=row.id,
+            reused=previous,
+            trace_id=row.trace_id,
+        )
+
+    # ---- control ------------------------------------------------------------------------
+
+    async def control(
+        self, tenant_id: str, execution_id: str, action: Literal["cancel", "pause", "resume"]
+    ) -> None:
+        runner = await self._runner_for(tenant_id, execution_id)
+        if runner is None:
+            async with self.sessions() as session:
+                row = await repo.get_execution(session, tenant_id, execution_id)
+            status = row.status if row else "unknown"
+            raise FailedPrecondition(f"execution {execution_id!r} is {status}; cannot {action}")
+        await runner.control(action)
+
+    async def submit_input(
+        self, tenant_id: str, execution_id: str, node_id: str, data: Any
+    ) -> None:
+        from services.workflow.inputs import validate_human_input
+
+        runner = await self._runner_for(tenant_id, execution_id)
+        if runner is None:
+            raise FailedPrecondition(f"execution {execution_id!r} is not running")
+        node = runner.nodes.get(node_id)
+        if node is None:
+            raise NotFound(f"execution {execution_id!r} has no node {node_id!r}")
+        if node.status != "waiting":
+            raise FailedPrecondition(f"node {node_id!r} is {node.status}, not waiting for input")
+        problems = validate_human_input((node.waiting or {}).get("schema"), data)
+        if problems:
+            raise InvalidArgument(
+                f"input for node {node_id!r} does not match its schema", details=problems
+            )
+        await runner.submit_input(node_id, data)
+
+    async def _runner_for(self, tenant_id: str, execution_id: str) -> ExecutionRunner | None:
+        runner = self.runners.get(execution_id)
+        if runner is not None:
+            if runner.row.tenant_id != tenant_id:
+                raise NotFound(f"execution {execution_id!r} not found")
+            return runner
+        async with self.sessions() as session:
+            row = await repo.get_execution(session, tenant_id, execution_id)
+        if row is None:
+            raise NotFound(f"execution {execution_id!r} not found")
+        if row.status in FINAL_EXECUTION_STATUSES:
+            return None
+        # Owned elsewhere with a live lease, or orphaned: try to take it (harmless if owned).
+        return await self.take_over(execution_id)
+
+    # ---- persistence --------------------------------------------------------------------
+
+    async def persist(self, runner: ExecutionRunner, batch: _Batch) -> None:
+        """Write one batch in one transaction, fenced on ownership; retried through outages."""
+        execution_values = dict(batch.execution)
+        execution_values.setdefault("lease_expires_at", self._lease_until())
+        if "owner" in execution_values:
+            # Releasing ownership: the fence must still match on the current owner.
+            execution_values["owner"] = None
+
+        async def write() -> None:
+            async with self.sessions() as session, session.begin():
+                owned = await repo.update_owned_execution(
+                    session, runner.id, self.settings.replica_id, execution_values
+                )
+                if not owned:
+                    raise LostOwnership(runner.id)
+                await repo.update_node_runs(session, batch.nodes.values())
+                await repo.insert_events(session, batch.events)
+
+        await self.with_db_retries(write)
+        if batch.events:
+            self.notifier.notify(runner.id)
+            if self.relay is not None:
+                self.relay.wake()
+
+    async def with_db_retries(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run operation, retrying transient database errors with backoff for up to a minute."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(_TRANSIENT_DB_ERRORS),
+            wait=wait_exponential(multiplier=0.05, max=2.0),
+            stop=stop_after_delay(60),
+            reraise=True,
+        ):
+            with attempt:
+                return await operation()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ---- concurrency --------------------------------------------------------------------
+
+    def reserve_slots(self, wanted: int, runner: ExecutionRunner) -> int:
+        granted = min(wanted, self._free_slots)
+        self._free_slots -= granted
+        if granted < wanted and runner not in self._starved:
+            self._starved.append(runner)
+        return granted
+
+    def release_slots(self, count: int) -> None:
+        if count <= 0:
+            return
+        self._free_slots += count
+        while self._starved and self._free_slots > 0:
+            self._starved.popleft().wake()
+
+    # ---- cache --------------------------------------------------------------------------
+
+    async def cache_get(self, key: str) -> bytes | None:
+        return await self.cache.get(key)
+
+    async def cache_set(self, key: str, value: bytes, ttl_s: float | None) -> None:
+        await self.cache.set(key, value, ttl_s)
+
+    # ---- ownership ----------------------------------------------------------------------
+
+    def _lease_until(self) -> dt.datetime:
+        return utcnow() + dt.timedelta(seconds=self.settings.lease_ttl_s)
+
+    def runner_finished(self, runner: ExecutionRunner) -> None:
+        if self.runners.get(runner.id) is runner:
+            del self.runners[runner.id]
+        if runner in self._starved:
+            self._starved.remove(runner)
+        self.notifier.notify(runner.id)
+
+    async def take_over(self, execution_id: str) -> ExecutionRunner | None:
+        """Claim an execution whose lease lapsed and resume it from the database."""
+        if execution_id in self.runners:
+            return self.runners[execution_id]
+        async with self.sessions() as session, session.begin():
+            claimed = await repo.claim_execution(
+                session, execution_id, self.settings.replica_id, self._lease_until()
+            )
+        if not claimed or execution_id in self.runners:
+            return self.runners.get(execution_id)
+        async with self.sessions() as session:
+            row = await session.get(ExecutionRow, execution_id)
+            if row is None or row.status not in ACTIVE_EXECUTION_STATUSES:
+                return None
+            version = await repo.get_version(session, row.workflow_id, row.workflow_version)
+            node_rows = await repo.node_runs(session, execution_id)
+        if version is None:
+            return None
+        compiled = await self.compiled(row.workflow_id, row.workflow_version, version.definition)
+        nodes = {node.node_id: NodeState.from_row(node) for node in node_rows}
+        log.info("took over execution", extra={"execution_id": execution_id})
+        return self._launch(row, compiled, nodes)
+
+    async def _recovery_loop(self) -> None:
+        while not self._closing:
+            try:
+                async with self.sessions() as session:
+                    orphaned = await repo.orphaned_executions(session)
+                for execution_id in orphaned:
+                    if execution_id not in self.runners:
+                        await self.take_over(execution_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("recovery scan failed; will retry", exc_info=True)
+            await asyncio.sleep(self.settings.recovery_interval_s)
+
+    async def _lease_loop(self) -> None:
+        interval = self.settings.lease_ttl_s / 3
+        while not self._closing:
+            await asyncio.sleep(interval)
+            owned = list(self.runners)
+            if not owned:
+                continue
+            try:
+                async with self.sessions() as session, session.begin():
+                    held = await repo.renew_leases(
+                        session, self.settings.replica_id, owned, self._lease_until()
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("lease renewal failed; will retry", exc_info=True)
+                continue
+            for execution_id in set(owned) - held:
+                runner = self.runners.get(execution_id)
+                if (
+                    runner is not None
+                    and runner.task is not None
+                    and runner.status not in (FINAL_EXECUTION_STATUSES)
+                ):
+                    log.warning("lost lease", extra={"execution_id": execution_id})
+                    runner.task.cancel()

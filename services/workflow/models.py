@@ -1,0 +1,115 @@
+"""Tables the workflow service owns: definitions and versions, executions, node runs, and the
+execution events (which are both the event history and the outbox of the relay)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from libs.common.db import Base, utcnow
+
+DEFAULT_TENANT = "default"
+
+
+class WorkflowRow(Base):
+    __tablename__ = "workflows"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    latest_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_workflows_tenant_created", "tenant_id", "created_at"),)
+
+
+class WorkflowVersionRow(Base):
+    __tablename__ = "workflow_versions"
+
+    workflow_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition: Mapped[dict[str, Any]]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ExecutionRow(Base):
+    __tablename__ = "executions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    workflow_id: Mapped[str] = mapped_column(String(36))
+    workflow_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    inputs: Mapped[Any] = mapped_column(default=None)
+    outputs: Mapped[Any] = mapped_column(default=None, nullable=True)
+    error: Mapped[Any] = mapped_column(default=None, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(300), default=None)
+    parent_execution_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    parent_node_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    depth: Mapped[int] = mapped_column(Integer, default=0)
+    trigger: Mapped[str] = mapped_column(String(100), default="api")
+    retry_of: Mapped[str | None] = mapped_column(String(36), default=None)
+    trace_id: Mapped[str] = mapped_column(String(32), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Ownership: the replica running it renews the lease; an expired lease is taken over.
+    owner: Mapped[str | None] = mapped_column(String(100), default=None)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_executions_idempotency"),
+        Index("ix_executions_tenant_created", "tenant_id", "created_at"),
+        Index("ix_executions_workflow", "workflow_id", "created_at"),
+        Index("ix_executions_status_lease", "status", "lease_expires_at"),
+    )
+
+
+class NodeRunRow(Base):
+    __tablename__ = "node_runs"
+
+    execution_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node_type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    output: Mapped[Any] = mapped_column(default=None, nullable=True)
+    error: Mapped[Any] = mapped_column(default=None, nullable=True)
+    # None = every normal port was active; otherwise the list that was.
+    active_ports: Mapped[Any] = mapped_column(default=None, nullable=True)
+    attempts: Mapped[Any] = mapped_column(default=list)
+    waiting: Mapped[Any] = mapped_column(default=None, nullable=True)
+    inputs: Mapped[Any] = mapped_column(default=None, nullable=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # When a retry or a human-input timeout is due (re-armed after a crash).
+    due_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class EventRow(Base):
+    __tablename__ = "execution_events"
+
+    execution_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(40))
+    node_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    ts: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    data: Mapped[Any] = mapped_column(default=None, nullable=True)
+    trace_id: Mapped[str] = mapped_column(String(32), default="")
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
+    workflow_id: Mapped[str] = mapped_column(String(36), default="")
+    # Outbox flag: false until the relay has the broker's confirm.
+    published: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (Index("ix_events_unpublished", "published", "execution_id"),)

@@ -1,0 +1,221 @@
+"""Database access of the workflow service: async functions taking an AsyncSession; the caller
+owns the transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from libs.common.db import utcnow
+from services.workflow.models import (
+    EventRow,
+    ExecutionRow,
+    NodeRunRow,
+    WorkflowRow,
+    WorkflowVersionRow,
+)
+
+ACTIVE_STATUSES = ("pending", "running", "paused")
+
+
+async def get_workflow(
+    session: AsyncSession, tenant_id: str, workflow_id: str
+) -> WorkflowRow | None:
+    row = await session.get(WorkflowRow, workflow_id)
+    if row is None or row.tenant_id != tenant_id or row.deleted_at is not None:
+        return None
+    return row
+
+
+async def get_version(
+    session: AsyncSession, workflow_id: str, version: int
+) -> WorkflowVersionRow | None:
+    return await session.get(WorkflowVersionRow, (workflow_id, version))
+
+
+async def list_workflows(
+    session: AsyncSession, tenant_id: str, offset: int, limit: int
+) -> tuple[Sequence[WorkflowRow], int]:
+    where = and_(WorkflowRow.tenant_id == tenant_id, WorkflowRow.deleted_at.is_(None))
+    total = await session.scalar(select(func.count()).select_from(WorkflowRow).where(where))
+    rows = await session.scalars(
+        select(WorkflowRow)
+        .where(where)
+        .order_by(WorkflowRow.created_at.desc(), WorkflowRow.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return rows.all(), int(total or 0)
+
+
+async def get_execution(
+    session: AsyncSession, tenant_id: str, execution_id: str
+) -> ExecutionRow | None:
+    row = await session.get(ExecutionRow, execution_id)
+    if row is None or row.tenant_id != tenant_id:
+        return None
+    return row
+
+
+async def find_execution_by_key(
+    session: AsyncSession, tenant_id: str, idempotency_key: str
+) -> ExecutionRow | None:
+    return await session.scalar(
+        select(ExecutionRow).where(
+            ExecutionRow.tenant_id == tenant_id, ExecutionRow.idempotency_key == idempotency_key
+        )
+    )
+
+
+async def list_executions(
+    session: AsyncSession,
+    tenant_id: str,
+    offset: int,
+    limit: int,
+    workflow_id: str | None = None,
+    status: str | None = None,
+) -> tuple[Sequence[ExecutionRow], int]:
+    conditions = [ExecutionRow.tenant_id == tenant_id]
+    if workflow_id:
+        conditions.append(ExecutionRow.workflow_id == workflow_id)
+    if status:
+        conditions.append(ExecutionRow.status == status)
+    where = and_(*conditions)
+    total = await session.scalar(select(func.count()).select_from(ExecutionRow).where(where))
+    rows = await session.scalars(
+        select(ExecutionRow)
+        .where(where)
+        .order_by(ExecutionRow.created_at.desc(), ExecutionRow.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return rows.all(), int(total or 0)
+
+
+async def node_runs(session: AsyncSession, execution_id: str) -> Sequence[NodeRunRow]:
+    rows = await session.scalars(select(NodeRunRow).where(NodeRunRow.execution_id == execution_id))
+    return rows.all()
+
+
+async def insert_node_runs(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(NodeRunRow), rows)
+
+
+async def update_node_runs(session: AsyncSession, changes: Iterable[dict[str, Any]]) -> None:
+    """Bulk UPDATE by primary key; each dict has execution_id, node_id and the changed columns."""
+    by_shape: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for change in changes:
+        by_shape.setdefault(frozenset(change), []).append(change)
+    for group in by_shape.values():
+        await session.execute(update(NodeRunRow), group)
+
+
+async def insert_events(session: AsyncSession, events: list[dict[str, Any]]) -> None:
+    if events:
+        await session.execute(insert(EventRow), events)
+
+
+async def events_after(
+    session: AsyncSession, execution_id: str, after_seq: int, limit: int = 1000
+) -> Sequence[EventRow]:
+    rows = await session.scalars(
+        select(EventRow)
+        .where(EventRow.execution_id == execution_id, EventRow.seq > after_seq)
+        .order_by(EventRow.seq)
+        .limit(limit)
+    )
+    return rows.all()
+
+
+async def unpublished_events(session: AsyncSession, limit: int) -> Sequence[EventRow]:
+    rows = await session.scalars(
+        select(EventRow)
+        .where(EventRow.published.is_(False))
+        .order_by(EventRow.ts, EventRow.execution_id, EventRow.seq)
+        .limit(limit)
+    )
+    return rows.all()
+
+
+async def mark_published(session: AsyncSession, keys: list[tuple[str, int]]) -> None:
+    by_execution: dict[str, list[int]] = {}
+    for execution_id, seq in keys:
+        by_execution.setdefault(execution_id, []).append(seq)
+    for execution_id, seqs in by_execution.items():
+        await session.execute(
+            update(EventRow)
+            .where(EventRow.execution_id == execution_id, EventRow.seq.in_(seqs))
+            .values(published=True)
+        )
+
+
+async def update_owned_execution(
+    session: AsyncSession, execution_id: str, owner: str, values: dict[str, Any]
+) -> bool:
+    """Update an execution only while owner holds it: the fence against a replica that lost
+    its lease and does not know it yet."""
+    result = await session.execute(
+        update(ExecutionRow)
+        .where(ExecutionRow.id == execution_id, ExecutionRow.owner == owner)
+        .values(**values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def claim_execution(
+    session: AsyncSession, execution_id: str, owner: str, lease_until: dt.datetime
+) -> bool:
+    """Take an execution whose lease is free or expired (compare-and-set)."""
+    now = utcnow()
+    result = await session.execute(
+        update(ExecutionRow)
+        .where(
+            ExecutionRow.id == execution_id,
+            ExecutionRow.status.in_(ACTIVE_STATUSES),
+            or_(
+                ExecutionRow.owner.is_(None),
+                ExecutionRow.owner == owner,
+                ExecutionRow.lease_expires_at < now,
+            ),
+        )
+        .values(owner=owner, lease_expires_at=lease_until)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def orphaned_executions(session: AsyncSession, limit: int = 100) -> Sequence[str]:
+    now = utcnow()
+    rows = await session.scalars(
+        select(ExecutionRow.id)
+        .where(
+            ExecutionRow.status.in_(ACTIVE_STATUSES),
+            or_(ExecutionRow.owner.is_(None), ExecutionRow.lease_expires_at < now),
+        )
+        .order_by(ExecutionRow.created_at)
+        .limit(limit)
+    )
+    return rows.all()
+
+
+async def renew_leases(
+    session: AsyncSession, owner: str, execution_ids: list[str], lease_until: dt.datetime
+) -> set[str]:
+    """Extend the leases this owner still holds; returns the ids it still owns."""
+    if not execution_ids:
+        return set()
+    await session.execute(
+        update(ExecutionRow)
+        .where(ExecutionRow.id.in_(execution_ids), ExecutionRow.owner == owner)
+        .values(lease_expires_at=lease_until)
+    )
+    held = await session.scalars(
+        select(ExecutionRow.id).where(
+            ExecutionRow.id.in_(execution_ids), ExecutionRow.owner == owner
+        )
+    )
+    return set(held.all())

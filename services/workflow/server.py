@@ -1,0 +1,116 @@
+"""Wires the workflow service: database, node dispatcher, engine, relay, trigger consumer,
+and the gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from heddle.v1 import events_pb2, workflow_pb2, workflow_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from libs.common.bus import TRIGGERS_EXCHANGE, EventBus, Message, Subscription, create_bus
+from libs.common.db import create_engine, create_schema, session_factory
+from libs.common.grpcutil import GrpcServer, start_grpc_server
+from libs.common.logging import configure_logging
+from libs.common.runtime import run_until_signalled
+from services.workflow import models  # noqa: F401  (registers the tables)
+from services.workflow.catalog import NodeCatalog
+from services.workflow.dispatcher import NodeDispatcher
+from services.workflow.engine import Engine, ResultCache
+from services.workflow.events import EventNotifier
+from services.workflow.relay import OutboxRelay
+from services.workflow.servicer import WorkflowServicer, start_from_trigger
+from services.workflow.settings import WorkflowSettings
+from services.workflow.workflows import WorkflowStore
+
+log = logging.getLogger(__name__)
+
+TRIGGERS_QUEUE = "workflow.triggers"
+
+
+@dataclass
+class WorkflowService:
+    """A running workflow service and everything it owns."""
+
+    settings: WorkflowSettings
+    engine: Engine
+    relay: OutboxRelay
+    grpc: GrpcServer
+    bus: EventBus
+    own_bus: bool
+    subscription: Subscription
+    dispatcher: NodeDispatcher
+    db: AsyncEngine
+
+    @property
+    def port(self) -> int:
+        return self.grpc.port
+
+    async def stop(self) -> None:
+        await self.subscription.cancel()
+        await self.grpc.stop(grace=1.0)
+        await self.engine.stop()
+        await self.relay.stop()
+        await self.dispatcher.close()
+        if self.own_bus:
+            await self.bus.close()
+        await self.db.dispose()
+
+
+async def start(settings: WorkflowSettings, bus: EventBus | None = None) -> WorkflowService:
+    """Start the workflow service; pass `bus` to share an in-process bus (embedded mode)."""
+    db = create_engine(settings.database_url)
+    await create_schema(db)
+    sessions = session_factory(db)
+    own_bus = bus is None
+    if bus is None:
+        bus = create_bus(settings.broker_url)
+        await bus.connect()
+    dispatcher = NodeDispatcher(
+        settings.node_addresses,
+        batch_size=settings.dispatch_batch_size,
+        default_timeout_s=settings.node_default_timeout_s,
+        service_token=settings.service_token,
+    )
+    catalog = NodeCatalog(dispatcher)
+    engine = Engine(settings, sessions, dispatcher, catalog, ResultCache(), EventNotifier())
+    relay = OutboxRelay(sessions, bus)
+    engine.relay = relay
+    store = WorkflowStore(settings, sessions, catalog)
+    servicer = WorkflowServicer(engine, store)
+    server = await start_grpc_server(
+        "workflow",
+        [workflow_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
+        lambda s: workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(servicer, s),
+        host=settings.bind_host,
+        port=settings.port_for("workflow"),
+        service_token=settings.service_token,
+    )
+
+    async def on_trigger(message: Message) -> None:
+        fire = events_pb2.TriggerFire.FromString(message.body)
+        await start_from_trigger(engine, fire)
+
+    subscription = await bus.subscribe(
+        TRIGGERS_EXCHANGE, ["trigger.#"], on_trigger, queue=TRIGGERS_QUEUE, prefetch=16
+    )
+    relay.start()
+    await engine.start()
+    return WorkflowService(
+        settings, engine, relay, server, bus, own_bus, subscription, dispatcher, db
+    )
+
+
+async def _serve() -> None:
+    settings = WorkflowSettings()
+    configure_logging("workflow", settings.log_level, settings.log_format)
+    service = await start(settings)
+    log.info("workflow service ready", extra={"port": service.port})
+    await run_until_signalled()
+    await service.stop()
+
+
+def main() -> None:
+    asyncio.run(_serve())

@@ -1,0 +1,352 @@
+"""WorkflowService over gRPC: protobuf <-> domain, nothing else."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from heddle.v1 import common_pb2, events_pb2, node_pb2, workflow_pb2, workflow_pb2_grpc
+
+from libs.common import jsonutil
+from libs.common.errors import InvalidArgument, NotFound
+from services.workflow import repository as repo
+from services.workflow.engine import Engine
+from services.workflow.models import DEFAULT_TENANT, ExecutionRow, NodeRunRow, WorkflowRow
+from services.workflow.models import WorkflowVersionRow as VersionRow
+from services.workflow.relay import event_to_proto
+from services.workflow.status import FINAL_EXECUTION_STATUSES
+from services.workflow.workflows import WorkflowStore
+
+_ACTIONS = {
+    workflow_pb2.ControlExecutionRequest.CANCEL: "cancel",
+    workflow_pb2.ControlExecutionRequest.PAUSE: "pause",
+    workflow_pb2.ControlExecutionRequest.RESUME: "resume",
+}
+_POLL_S = 1.0
+
+
+def _ts(value: dt.datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _iso_ts(value: str | None) -> Timestamp | None:
+    return _ts(dt.datetime.fromisoformat(value)) if value else None
+
+
+def _error(error: dict[str, Any] | None) -> common_pb2.ErrorInfo | None:
+    if not error:
+        return None
+    return common_pb2.ErrorInfo(
+        type=str(error.get("type", "")),
+        message=str(error.get("message", "")),
+        retryable=bool(error.get("retryable", False)),
+        details_json=jsonutil.dumps(
+            {k: v for k, v in error.items() if k not in ("type", "message", "retryable")} or None
+        ),
+    )
+
+
+def _tenant(value: str) -> str:
+    return value or DEFAULT_TENANT
+
+
+def _loads_field(data: bytes, field: str) -> Any:
+    try:
+        return jsonutil.loads(data)
+    except ValueError as error:
+        raise InvalidArgument(f"{field} is not valid JSON: {error}") from error
+
+
+def workflow_to_proto(workflow: WorkflowRow, version: VersionRow | None) -> workflow_pb2.Workflow:
+    return workflow_pb2.Workflow(
+        id=workflow.id,
+        name=workflow.name,
+        version=version.version if version else workflow.latest_version,
+        description=workflow.description,
+        definition_json=jsonutil.dumps(version.definition) if version else b"",
+        created_at=_ts(workflow.created_at),
+        updated_at=_ts(workflow.updated_at),
+        tenant_id=workflow.tenant_id,
+    )
+
+
+def node_to_proto(node: NodeRunRow) -> workflow_pb2.NodeRun:
+    return workflow_pb2.NodeRun(
+        node_id=node.node_id,
+        node_type=node.node_type,
+        status=node.status,
+        attempts=node.attempt,
+        output_json=jsonutil.dumps(node.output),
+        error=_error(node.error),
+        started_at=_ts(node.started_at),
+        finished_at=_ts(node.finished_at),
+        attempt_history=[
+            workflow_pb2.NodeAttempt(
+                attempt=item.get("attempt", 0),
+                status=item.get("status", ""),
+                started_at=_iso_ts(item.get("started_at")),
+                finished_at=_iso_ts(item.get("finished_at")),
+                error=_error(item.get("error")),
+            )
+            for item in node.attempts or []
+        ],
+        waiting_json=jsonutil.dumps(node.waiting),
+        inputs_json=jsonutil.dumps(node.inputs),
+    )
+
+
+def execution_to_proto(
+    row: ExecutionRow, nodes: Sequence[NodeRunRow] = (), order: dict[str, int] | None = None
+) -> workflow_pb2.Execution:
+    ordered = sorted(nodes, key=lambda n: (order or {}).get(n.node_id, 1 << 30))
+    return workflow_pb2.Execution(
+        id=row.id,
+        workflow_id=row.workflow_id,
+        workflow_version=row.workflow_version,
+        status=row.status,
+        inputs_json=jsonutil.dumps(row.inputs),
+        outputs_json=jsonutil.dumps(row.outputs),
+        error=_error(row.error),
+        created_at=_ts(row.created_at),
+        started_at=_ts(row.started_at),
+        finished_at=_ts(row.finished_at),
+        nodes=[node_to_proto(node) for node in ordered],
+        parent_execution_id=row.parent_execution_id or "",
+        trigger=row.trigger,
+        idempotency_key=row.idempotency_key or "",
+        tenant_id=row.tenant_id,
+        trace_id=row.trace_id,
+        last_seq=row.last_seq,
+        retry_of=row.retry_of or "",
+    )
+
+
+def _page(request_page: common_pb2.PageRequest, max_size: int) -> tuple[int, int]:
+    page = request_page.page or 1
+    size = request_page.page_size or 50
+    if page < 1 or size < 1 or size > max_size:
+        raise InvalidArgument(f"page must be >= 1 and page_size between 1 and {max_size}")
+    return page, size
+
+
+class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
+    def __init__(self, engine: Engine, store: WorkflowStore) -> None:
+        self.engine = engine
+        self.store = store
+        self.sessions = engine.sessions
+        self.max_page = engine.settings.max_page_size
+
+    # ---- definitions --------------------------------------------------------------------
+
+    async def ValidateWorkflow(
+        self, request: workflow_pb2.ValidateWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.ValidateWorkflowResponse:
+        report = await self.store.validate(_loads_field(request.definition_json, "definition"))
+        return workflow_pb2.ValidateWorkflowResponse(
+            valid=report.valid,
+            issues=[
+                workflow_pb2.ValidationIssue(
+                    code=issue.code,
+                    message=issue.message,
+                    node_id=issue.node_id or "",
+                    edge=-1 if issue.edge is None else issue.edge,
+                    field=issue.field or "",
+                    severity=issue.severity,
+                )
+                for issue in report.errors
+            ],
+        )
+
+    async def CreateWorkflow(
+        self, request: workflow_pb2.CreateWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.Workflow:
+        raw = _loads_field(request.definition_json, "definition")
+        workflow, version = await self.store.create(_tenant(request.tenant_id), raw)
+        return workflow_to_proto(workflow, version)
+
+    async def UpdateWorkflow(
+        self, request: workflow_pb2.UpdateWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.Workflow:
+        raw = _loads_field(request.definition_json, "definition")
+        workflow, version = await self.store.update(_tenant(request.tenant_id), request.id, raw)
+        return workflow_to_proto(workflow, version)
+
+    async def GetWorkflow(
+        self, request: workflow_pb2.GetWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.Workflow:
+        workflow, version = await self.store.get(
+            _tenant(request.tenant_id), request.id, request.version
+        )
+        return workflow_to_proto(workflow, version)
+
+    async def ListWorkflows(
+        self, request: workflow_pb2.ListWorkflowsRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.ListWorkflowsResponse:
+        page, size = _page(request.page, self.max_page)
+        rows, total = await self.store.list(_tenant(request.tenant_id), page, size)
+        return workflow_pb2.ListWorkflowsResponse(
+            workflows=[workflow_to_proto(row, None) for row in rows],
+            page=common_pb2.PageInfo(page=page, page_size=size, total=total),
+        )
+
+    async def DeleteWorkflow(
+        self, request: workflow_pb2.DeleteWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.DeleteWorkflowResponse:
+        await self.store.delete(_tenant(request.tenant_id), request.id)
+        return workflow_pb2.DeleteWorkflowResponse()
+
+    async def ListNodeTypes(
+        self, request: node_pb2.ListNodeTypesRequest, context: grpc.aio.ServicerContext
+    ) -> node_pb2.ListNodeTypesResponse:
+        return node_pb2.ListNodeTypesResponse(node_types_json=await self.engine.catalog.raw())
+
+    # ---- executions ---------------------------------------------------------------------
+
+    async def StartExecution(
+        self, request: workflow_pb2.StartExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.StartExecutionResponse:
+        row, created = await self.engine.start_execution(
+            tenant_id=_tenant(request.tenant_id),
+            workflow_id=request.workflow_id,
+            version=request.version,
+            inputs=_loads_field(request.inputs_json, "inputs"),
+            idempotency_key=request.idempotency_key or None,
+            parent_execution_id=request.parent_execution_id or None,
+            parent_node_id=request.parent_node_id or None,
+            trigger=request.trigger or "api",
+            depth=request.depth,
+        )
+        return workflow_pb2.StartExecutionResponse(
+            execution_id=row.id, status=row.status, created=created
+        )
+
+    async def _load_execution(self, tenant_id: str, execution_id: str) -> workflow_pb2.Execution:
+        async with self.sessions() as session:
+            row = await repo.get_execution(session, tenant_id, execution_id)
+            if row is None:
+                raise NotFound(f"execution {execution_id!r} not found")
+            nodes = await repo.node_runs(session, execution_id)
+            version = await repo.get_version(session, row.workflow_id, row.workflow_version)
+        order = {
+            node["id"]: index
+            for index, node in enumerate((version.definition if version else {}).get("nodes", []))
+        }
+        return execution_to_proto(row, nodes, order)
+
+    async def GetExecution(
+        self, request: workflow_pb2.GetExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.Execution:
+        return await self._load_execution(_tenant(request.tenant_id), request.id)
+
+    async def ListExecutions(
+        self, request: workflow_pb2.ListExecutionsRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.ListExecutionsResponse:
+        page, size = _page(request.page, self.max_page)
+        async with self.sessions() as session:
+            rows, total = await repo.list_executions(
+                session,
+                _tenant(request.tenant_id),
+                (page - 1) * size,
+                size,
+                workflow_id=request.workflow_id or None,
+                status=request.status or None,
+            )
+        return workflow_pb2.ListExecutionsResponse(
+            executions=[execution_to_proto(row) for row in rows],
+            page=common_pb2.PageInfo(page=page, page_size=size, total=total),
+        )
+
+    async def ControlExecution(
+        self, request: workflow_pb2.ControlExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.Execution:
+        action = _ACTIONS.get(request.action)
+        if action is None:
+            raise InvalidArgument("action must be CANCEL, PAUSE or RESUME")
+        tenant = _tenant(request.tenant_id)
+        await self.engine.control(tenant, request.id, action)  # type: ignore[arg-type]
+        return await self._load_execution(tenant, request.id)
+
+    async def SubmitInput(
+        self, request: workflow_pb2.SubmitInputRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.Execution:
+        tenant = _tenant(request.tenant_id)
+        data = _loads_field(request.data_json, "data")
+        await self.engine.submit_input(tenant, request.id, request.node_id, data)
+        return await self._load_execution(tenant, request.id)
+
+    async def RetryExecution(
+        self, request: workflow_pb2.RetryExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.StartExecutionResponse:
+        row, created = await self.engine.retry_execution(_tenant(request.tenant_id), request.id)
+        return workflow_pb2.StartExecutionResponse(
+            execution_id=row.id, status=row.status, created=created
+        )
+
+    async def WaitExecution(
+        self, request: workflow_pb2.WaitExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.Execution:
+        tenant = _tenant(request.tenant_id)
+        while True:
+            async with self.sessions() as session:
+                row = await repo.get_execution(session, tenant, request.id)
+            if row is None:
+                raise NotFound(f"execution {request.id!r} not found")
+            if row.status in FINAL_EXECUTION_STATUSES:
+                return await self._load_execution(tenant, request.id)
+            await self.engine.notifier.wait(request.id, _POLL_S)
+
+    async def StreamEvents(
+        self, request: workflow_pb2.StreamEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[events_pb2.Event]:
+        tenant = _tenant(request.tenant_id)
+        execution_id = request.execution_id
+        async with self.sessions() as session:
+            if await repo.get_execution(session, tenant, execution_id) is None:
+                raise NotFound(f"execution {execution_id!r} not found")
+        after = max(0, request.after_seq)
+        while True:
+            async with self.sessions() as session:
+                rows = await repo.events_after(session, execution_id, after)
+                status = None
+                if not rows:
+                    row = await repo.get_execution(session, tenant, execution_id)
+                    status = row.status if row else None
+            for event in rows:
+                after = event.seq
+                yield event_to_proto(event)
+            if rows:
+                continue
+            if status is None or status in FINAL_EXECUTION_STATUSES:
+                return
+            await self.engine.notifier.wait(execution_id, _POLL_S)
+
+    async def FireTrigger(
+        self, request: workflow_pb2.FireTriggerRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.FireTriggerResponse:
+        return workflow_pb2.FireTriggerResponse(
+            execution_ids=await start_from_trigger(self.engine, request.fire)
+        )
+
+
+async def start_from_trigger(engine: Engine, fire: events_pb2.TriggerFire) -> list[str]:
+    """Start the execution a fire asks for; its dedupe key makes a repeated fire a no-op."""
+    if not fire.workflow_id:
+        raise InvalidArgument("trigger fire names no workflow_id")
+    if not fire.dedupe_key:
+        raise InvalidArgument("trigger fire has no dedupe_key")
+    row, _ = await engine.start_execution(
+        tenant_id=_tenant(fire.tenant_id),
+        workflow_id=fire.workflow_id,
+        version=0,
+        inputs=_loads_field(fire.inputs_json, "inputs"),
+        idempotency_key=f"trigger:{fire.dedupe_key}",
+        trigger=fire.source or "trigger",
+    )
+    return [row.id]

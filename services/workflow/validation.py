@@ -1,0 +1,870 @@
+"""Validation of workflow definitions against the node-type catalog.
+
+``validate_definition`` lists every problem it finds, each located by node id, edge index and
+a field path such as ``nodes[2].params.url``, rather than stopping at the first one: editors
+show them all at once. Warnings do not make a definition invalid.
+
+It is on the save path and the gateway's validate endpoint, and must stay fast for large
+graphs (10,000 nodes well under 0.1 s): integer indices, one jsonschema validator per node
+type plus a fast pre-check for the common simple schemas, template parsing cached per
+distinct string, and ancestor sets computed only for nodes that reference non-parents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError as SchemaError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from libs.common.expressions import inspect_templates, is_templated
+from libs.common.node_types import ERROR_PORT, NodeTypeSpec
+from services.workflow.definition import (
+    EdgeSpec,
+    InputSpec,
+    NodeSpec,
+    WorkflowDefinition,
+    expression_sources,
+)
+
+__all__ = [
+    "CONTEXT_ROOTS",
+    "DEFAULT_MAX_EDGES",
+    "DEFAULT_MAX_NODES",
+    "ValidationIssue",
+    "ValidationReport",
+    "validate_definition",
+]
+
+DEFAULT_MAX_NODES = 10_000
+DEFAULT_MAX_EDGES = 50_000
+
+#: Names a template may read besides node ids. ``item``/``index`` exist inside ``map``.
+CONTEXT_ROOTS: frozenset[str] = frozenset({"inputs", "system", "secrets", "env", "item", "index"})
+
+#: Node types whose ``expression`` param is mandatory.
+_EXPRESSION_REQUIRED = frozenset({"condition", "switch", "transform"})
+_INPUT_TYPE = "input"
+
+
+class ValidationIssue(BaseModel):
+    """One problem, located as precisely as possible."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+    severity: Literal["error", "warning"] = "error"
+    node_id: str | None = None
+    #: Index of the edge in the definition's ``edges``.
+    edge: int | None = None
+    #: Path of the offending value, e.g. ``nodes[2].params.url``.
+    field: str | None = None
+
+
+class ValidationReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    valid: bool
+    errors: list[ValidationIssue]
+    warnings: list[ValidationIssue]
+    #: The parsed definition when it is valid, else None.
+    definition: WorkflowDefinition | None = None
+
+
+# --------------------------------------------------------------------------------------
+# Params schemas: one compiled validator per node type, and a fast path.
+
+_Check = Callable[[Any], bool]
+_ANNOTATIONS = frozenset(
+    {"title", "description", "default", "examples", "$comment", "format", "deprecated"}
+    | {"readOnly", "writeOnly", "$schema", "$id", "$defs", "definitions", "contentMediaType"}
+)
+_TYPE_CHECKS: dict[str, _Check] = {
+    "string": lambda v: isinstance(v, str),
+    # 1.0 counts as an integer for jsonschema; leave such cases to it (False = unsure)
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "null": lambda v: v is None,
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _same_scalar(value: Any, options: Sequence[Any]) -> bool:
+    if isinstance(value, dict | list):
+        return False  # structural equality rules differ in jsonschema: let it decide
+    return any(type(option) is type(value) and option == value for option in options)
+
+
+def _compile_fast(schema: Any) -> _Check | None:
+    """A predicate that returns True only where relaxed jsonschema validation would report
+    nothing (False means "ask jsonschema"), or None for schemas outside the subset."""
+    if schema is True or schema == {}:
+        return lambda value: True
+    if not isinstance(schema, dict):
+        return None
+    checks: list[_Check] = []
+    for key, arg in schema.items():
+        if key in _ANNOTATIONS or key.startswith("x-"):
+            continue
+        check = _compile_keyword(key, arg, schema)
+        if check is None:
+            return None
+        checks.append(check)
+
+    def run(value: Any) -> bool:
+        if isinstance(value, str) and is_templated(value):
+            return True  # a template may become anything at run time
+        return all(check(value) for check in checks)
+
+    return run
+
+
+def _compile_keyword(key: str, arg: Any, schema: dict[str, Any]) -> _Check | None:
+    if key == "type":
+        names = [arg] if isinstance(arg, str) else arg
+        if not isinstance(names, list) or any(n not in _TYPE_CHECKS for n in names):
+            return None
+        tests = [_TYPE_CHECKS[n] for n in names]
+        return lambda v: any(test(v) for test in tests)
+    if key == "properties":
+        if not isinstance(arg, dict):
+            return None
+        subs: dict[str, _Check] = {}
+        for name, sub in arg.items():
+            compiled = _compile_fast(sub)
+            if compiled is None:
+                return None
+            subs[name] = compiled
+        return lambda v: (
+            not isinstance(v, dict) or all(subs[k](item) for k, item in v.items() if k in subs)
+        )
+    if key == "additionalProperties":
+        if "patternProperties" in schema:
+            return None
+        known = frozenset(schema.get("properties", {}))
+        if arg is False:
+            return lambda v: not isinstance(v, dict) or all(k in known for k in v)
+        extra = _compile_fast(arg)
+        if extra is None:
+            return None
+        return lambda v: (
+            not isinstance(v, dict) or all(extra(item) for k, item in v.items() if k not in known)
+        )
+    if key == "required":
+        if not isinstance(arg, list):
+            return None
+        needed = tuple(arg)
+        return lambda v: not isinstance(v, dict) or all(k in v for k in needed)
+    if key == "items":
+        each = _compile_fast(arg)
+        if each is None:
+            return None
+        return lambda v: not isinstance(v, list) or all(each(item) for item in v)
+    if key in ("enum", "const"):
+        options = list(arg) if key == "enum" else [arg]
+        return lambda v: _same_scalar(v, options)
+    if key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        if not _is_number(arg):
+            return None
+        bound = arg
+        compare: dict[str, Callable[[Any], bool]] = {
+            "minimum": lambda v: v >= bound,
+            "maximum": lambda v: v <= bound,
+            "exclusiveMinimum": lambda v: v > bound,
+            "exclusiveMaximum": lambda v: v < bound,
+        }
+        test = compare[key]
+        return lambda v: not _is_number(v) or test(v)
+    if key in ("minLength", "maxLength", "minItems", "maxItems"):
+        if not isinstance(arg, int):
+            return None
+        limit = arg
+        kind: type[str] | type[list[Any]] = str if key.endswith("Length") else list
+        if key.startswith("min"):
+            return lambda v: not isinstance(v, kind) or len(v) >= limit
+        return lambda v: not isinstance(v, kind) or len(v) <= limit
+    if key == "pattern":
+        if not isinstance(arg, str):
+            return None
+        try:
+            regex = re.compile(arg)
+        except re.error:
+            return None
+        return lambda v: not isinstance(v, str) or regex.search(v) is not None
+    if key in ("anyOf", "allOf"):
+        if not isinstance(arg, list) or not arg:
+            return None
+        branches = [_compile_fast(sub) for sub in arg]
+        if any(branch is None for branch in branches):
+            return None
+        ready = [b for b in branches if b is not None]
+        if key == "anyOf":
+            return lambda v: any(branch(v) for branch in ready)
+        return lambda v: all(branch(v) for branch in ready)
+    return None
+
+
+class _SchemaChecker:
+    __slots__ = ("fast", "full", "schema")
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
+        self.full = Draft202012Validator(schema)
+        self.fast = _compile_fast(schema)
+
+    def errors(self, params: dict[str, Any]) -> list[SchemaError]:
+        if self.fast is not None and self.fast(params):
+            return []
+        return [e for e in self.full.iter_errors(params) if not _is_templated_instance(e)]
+
+
+def _is_templated_instance(error: SchemaError) -> bool:
+    return isinstance(error.instance, str) and is_templated(error.instance)
+
+
+# Keyed by the schema object's id, with the schema kept alive in the entry so the id cannot
+# be reused by another dict while cached. Node-type catalogs are small and long-lived.
+_CHECKERS: dict[int, _SchemaChecker] = {}
+
+
+def _checker_for(spec: NodeTypeSpec) -> _SchemaChecker | None:
+    schema = spec.params_schema
+    checker = _CHECKERS.get(id(schema))
+    if checker is None or checker.schema is not schema:
+        try:
+            Draft202012Validator.check_schema(schema)
+        except Exception:
+            return None  # a broken catalog entry must not make every definition invalid
+        if len(_CHECKERS) > 4096:
+            _CHECKERS.clear()
+        checker = _CHECKERS[id(schema)] = _SchemaChecker(schema)
+    return checker
+
+
+# --------------------------------------------------------------------------------------
+# Locations.
+
+
+def _pointer(prefix: str, parts: Sequence[Any]) -> str:
+    out = prefix
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(part)):
+            out += f".{part}" if out else str(part)
+        else:
+            out += f"[{str(part)!r}]"
+    return out
+
+
+class _Issues:
+    def __init__(self) -> None:
+        self.errors: list[ValidationIssue] = []
+        self.warnings: list[ValidationIssue] = []
+
+    def add(
+        self,
+        code: str,
+        message: str,
+        *,
+        node_id: str | None = None,
+        edge: int | None = None,
+        field: str | None = None,
+        warning: bool = False,
+    ) -> None:
+        issue = ValidationIssue(
+            code=code,
+            message=message,
+            severity="warning" if warning else "error",
+            node_id=node_id,
+            edge=edge,
+            field=field,
+        )
+        (self.warnings if warning else self.errors).append(issue)
+
+
+# --------------------------------------------------------------------------------------
+# Entry point.
+
+
+def validate_definition(
+    raw: Any,
+    node_types: Mapping[str, NodeTypeSpec],
+    *,
+    max_nodes: int = DEFAULT_MAX_NODES,
+    max_edges: int = DEFAULT_MAX_EDGES,
+) -> ValidationReport:
+    """Check a definition (a parsed JSON/YAML document or a ``WorkflowDefinition``).
+
+    Every problem is listed: shape errors from the models, then graph and catalog rules on
+    whatever parts of the document could be parsed. ``definition`` is set only when there
+    is no error (warnings allowed).
+    """
+    issues = _Issues()
+    if isinstance(raw, WorkflowDefinition):
+        definition: WorkflowDefinition | None = raw
+        nodes = list(enumerate(raw.nodes))
+        edges = list(enumerate(raw.edges))
+        inputs = raw.inputs
+        outputs = raw.outputs
+        broken_ids: set[str] = set()
+    else:
+        if not isinstance(raw, dict):
+            issues.add("invalid_definition", "a workflow definition must be a JSON object")
+            return _report(issues, None)
+        raw_nodes, raw_edges = raw.get("nodes"), raw.get("edges")
+        if isinstance(raw_nodes, list) and len(raw_nodes) > max_nodes:
+            issues.add(
+                "too_many_nodes",
+                f"{len(raw_nodes)} nodes; at most {max_nodes} allowed",
+                field="nodes",
+            )
+        if isinstance(raw_edges, list) and len(raw_edges) > max_edges:
+            issues.add(
+                "too_many_edges",
+                f"{len(raw_edges)} edges; at most {max_edges} allowed",
+                field="edges",
+            )
+        if issues.errors:
+            return _report(issues, None)
+        try:
+            definition = WorkflowDefinition.model_validate(raw)
+        except ValidationError as exc:
+            definition = None
+            _add_model_errors(issues, exc, raw)
+        if definition is not None:
+            nodes = list(enumerate(definition.nodes))
+            edges = list(enumerate(definition.edges))
+            inputs, outputs, broken_ids = definition.inputs, definition.outputs, set()
+        else:
+            nodes, edges, inputs, outputs, broken_ids = _salvage(raw)
+
+    _Checker(issues, node_types, nodes, edges, inputs, outputs, broken_ids).run()
+    return _report(issues, definition)
+
+
+def _report(issues: _Issues, definition: WorkflowDefinition | None) -> ValidationReport:
+    valid = not issues.errors
+    return ValidationReport(
+        valid=valid,
+        errors=issues.errors,
+        warnings=issues.warnings,
+        definition=definition if valid else None,
+    )
+
+
+def _add_model_errors(issues: _Issues, exc: ValidationError, raw: dict[str, Any]) -> None:
+    found = raw.get("nodes")
+    raw_nodes: list[Any] = found if isinstance(found, list) else []
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        node_id: str | None = None
+        edge: int | None = None
+        if len(loc) >= 2 and loc[0] == "nodes" and isinstance(loc[1], int):
+            item = raw_nodes[loc[1]] if loc[1] < len(raw_nodes) else None
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                node_id = item["id"]
+        elif len(loc) >= 2 and loc[0] == "edges" and isinstance(loc[1], int):
+            edge = loc[1]
+        field = _pointer("", loc)
+        message = error["msg"]
+        if error["type"] == "string_pattern_mismatch" and loc[-1] == "id":
+            message = (
+                "node ids must start with a letter or '_' and contain only letters, digits "
+                "and '_' (at most 64), because templates reference them as {{ id.field }}"
+            )
+        elif error["type"] == "extra_forbidden":
+            message = f"unknown field '{loc[-1]}'"
+        issues.add("invalid_field", f"{field}: {message}", node_id=node_id, edge=edge, field=field)
+
+
+def _salvage(
+    raw: dict[str, Any],
+) -> tuple[
+    list[tuple[int, NodeSpec]],
+    list[tuple[int, EdgeSpec]],
+    dict[str, InputSpec],
+    dict[str, Any] | None,
+    set[str],
+]:
+    """The parts of an invalid document that parse, so graph rules can still be checked."""
+    nodes: list[tuple[int, NodeSpec]] = []
+    broken: set[str] = set()
+    raw_nodes = raw.get("nodes")
+    for index, item in enumerate(raw_nodes if isinstance(raw_nodes, list) else []):
+        try:
+            nodes.append((index, NodeSpec.model_validate(item)))
+        except ValidationError:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                broken.add(item["id"])
+    edges: list[tuple[int, EdgeSpec]] = []
+    raw_edges = raw.get("edges")
+    for index, item in enumerate(raw_edges if isinstance(raw_edges, list) else []):
+        with contextlib.suppress(ValidationError):
+            edges.append((index, EdgeSpec.model_validate(item)))
+    inputs: dict[str, InputSpec] = {}
+    raw_inputs = raw.get("inputs")
+    for name, item in (raw_inputs if isinstance(raw_inputs, dict) else {}).items():
+        try:
+            inputs[str(name)] = InputSpec.model_validate(item)
+        except ValidationError:
+            inputs[str(name)] = InputSpec()  # declared, even if badly: don't cascade
+    raw_outputs = raw.get("outputs")
+    outputs = raw_outputs if isinstance(raw_outputs, dict) else None
+    return nodes, edges, inputs, outputs, broken
+
+
+# --------------------------------------------------------------------------------------
+# Graph and catalog rules.
+
+
+class _Checker:
+    def __init__(
+        self,
+        issues: _Issues,
+        node_types: Mapping[str, NodeTypeSpec],
+        nodes: list[tuple[int, NodeSpec]],
+        edges: list[tuple[int, EdgeSpec]],
+        inputs: Mapping[str, InputSpec],
+        outputs: dict[str, Any] | None,
+        broken_ids: set[str],
+    ) -> None:
+        self.issues = issues
+        self.node_types = node_types
+        self.nodes = nodes
+        self.edges = edges
+        self.inputs = inputs
+        self.outputs = outputs
+        self.broken_ids = broken_ids
+        self.index: dict[str, int] = {}  # node id -> position in self.nodes (first wins)
+        self.preds: list[list[int]] = [[] for _ in nodes]
+        self.succs: list[list[int]] = [[] for _ in nodes]
+
+    def run(self) -> None:
+        if not self.nodes and not self.issues.errors:
+            self.issues.add("empty_workflow", "a workflow needs at least one node", field="nodes")
+        specs = self._check_nodes()
+        self._check_edges(specs)
+        order, components = self._check_cycles()
+        self._check_references(_Ancestors(self.preds, order, components))
+        self._check_outputs()
+
+    def _field(self, position: int, rest: str) -> str:
+        return f"nodes[{self.nodes[position][0]}].{rest}"
+
+    def _check_nodes(self) -> list[NodeTypeSpec | None]:
+        issues = self.issues
+        specs: list[NodeTypeSpec | None] = []
+        input_nodes: list[int] = []
+        for position, (raw_index, node) in enumerate(self.nodes):
+            first = self.index.setdefault(node.id, position)
+            if first != position:
+                issues.add(
+                    "duplicate_node_id",
+                    f"duplicate node id '{node.id}' "
+                    f"(first defined at nodes[{self.nodes[first][0]}])",
+                    node_id=node.id,
+                    field=f"nodes[{raw_index}].id",
+                )
+            spec = self.node_types.get(node.type)
+            specs.append(spec)
+            if spec is None:
+                issues.add(
+                    "unknown_node_type",
+                    f"node '{node.id}' has unknown type '{node.type}'",
+                    node_id=node.id,
+                    field=f"nodes[{raw_index}].type",
+                )
+            else:
+                self._check_params(position, node, spec)
+            if node.type == _INPUT_TYPE:
+                input_nodes.append(position)
+            if node.type in _EXPRESSION_REQUIRED:
+                expression = node.params.get("expression")
+                if not isinstance(expression, str) or not expression.strip():
+                    issues.add(
+                        "missing_expression",
+                        f"{node.type} node '{node.id}' needs a non-empty 'expression' param",
+                        node_id=node.id,
+                        field=f"nodes[{raw_index}].params.expression",
+                    )
+        for position in input_nodes[1:]:
+            node = self.nodes[position][1]
+            issues.add(
+                "multiple_input_nodes",
+                f"node '{node.id}' is a second 'input' node; a workflow has at most one",
+                node_id=node.id,
+                field=self._field(position, "type"),
+            )
+        return specs
+
+    def _check_params(self, position: int, node: NodeSpec, spec: NodeTypeSpec) -> None:
+        checker = _checker_for(spec)
+        if checker is None:
+            return
+        for error in checker.errors(node.params):
+            where = _pointer(self._field(position, "params"), list(error.absolute_path))
+            self.issues.add(
+                "invalid_params",
+                f"{where}: {error.message}",
+                node_id=node.id,
+                field=where,
+            )
+
+    def _check_edges(self, specs: list[NodeTypeSpec | None]) -> None:
+        issues = self.issues
+        seen: dict[tuple[str, str | None, str, str | None], int] = {}
+        error_edges: set[int] = set()
+        for raw_index, edge in self.edges:
+            ends: list[int] = []
+            for end, node_id in (("source", edge.source), ("target", edge.target)):
+                position = self.index.get(node_id)
+                if position is None:
+                    if node_id not in self.broken_ids:
+                        issues.add(
+                            "dangling_edge",
+                            f"edges[{raw_index}].{end} '{node_id}' is not a node",
+                            edge=raw_index,
+                            field=f"edges[{raw_index}].{end}",
+                        )
+                else:
+                    ends.append(position)
+            if len(ends) != 2:
+                continue
+            source, target = ends
+            key = (edge.source, edge.source_port, edge.target, edge.target_port)
+            if key in seen:
+                issues.add(
+                    "duplicate_edge",
+                    f"edges[{raw_index}] repeats edges[{seen[key]}]",
+                    edge=raw_index,
+                    warning=True,
+                )
+            else:
+                seen[key] = raw_index
+            self.succs[source].append(target)
+            self.preds[target].append(source)
+            self._check_ports(raw_index, edge, source, target, specs, error_edges)
+        for position, (raw_index, node) in enumerate(self.nodes):
+            if node.on_error == "fail_branch" and position not in error_edges:
+                issues.add(
+                    "unrouted_error_port",
+                    f"node '{node.id}' has on_error 'fail_branch' but no edge leaves its "
+                    "'error' port, so its failures are silently dropped",
+                    node_id=node.id,
+                    field=f"nodes[{raw_index}].on_error",
+                    warning=True,
+                )
+
+    def _check_ports(
+        self,
+        raw_index: int,
+        edge: EdgeSpec,
+        source: int,
+        target: int,
+        specs: list[NodeTypeSpec | None],
+        error_edges: set[int],
+    ) -> None:
+        source_node = self.nodes[source][1]
+        source_spec, target_spec = specs[source], specs[target]
+        port = edge.source_port
+        if port == ERROR_PORT:
+            if source_node.on_error == "fail_branch":
+                error_edges.add(source)
+            else:
+                self.issues.add(
+                    "unknown_port",
+                    f"edges[{raw_index}] leaves the 'error' port of '{edge.source}', which "
+                    f"only exists with on_error 'fail_branch' (it is '{source_node.on_error}')",
+                    node_id=edge.source,
+                    edge=raw_index,
+                    field=f"edges[{raw_index}].source_port",
+                )
+        elif port is not None and source_spec is not None:
+            ports = source_spec.ports_for(source_node.params)
+            if port not in ports:
+                self.issues.add(
+                    "unknown_port",
+                    f"edges[{raw_index}]: '{edge.source}' ({source_node.type}) has no output port "
+                    f"'{port}'; it has {', '.join(repr(p) for p in ports) or 'none'}",
+                    node_id=edge.source,
+                    edge=raw_index,
+                    field=f"edges[{raw_index}].source_port",
+                )
+        if edge.target_port is not None and target_spec is not None:
+            target_ports = [*target_spec.input_ports, *target_spec.list_input_ports]
+            if edge.target_port not in target_ports:
+                target_node = self.nodes[target][1]
+                self.issues.add(
+                    "unknown_port",
+                    f"edges[{raw_index}]: '{edge.target}' ({target_node.type}) has no input port "
+                    f"'{edge.target_port}'; it has "
+                    f"{', '.join(repr(p) for p in target_ports) or 'none'}",
+                    node_id=edge.target,
+                    edge=raw_index,
+                    field=f"edges[{raw_index}].target_port",
+                )
+
+    def _check_cycles(self) -> tuple[list[int], list[list[int]]]:
+        """Kahn's order of the acyclic part, and the strongly connected components of the
+        rest (in reverse topological order); each cyclic component is reported once."""
+        count = len(self.nodes)
+        indegree = [len(p) for p in self.preds]
+        order = [v for v in range(count) if indegree[v] == 0]
+        succs = self.succs
+        head = 0
+        while head < len(order):
+            for w in succs[order[head]]:
+                indegree[w] -= 1
+                if indegree[w] == 0:
+                    order.append(w)
+            head += 1
+        components: list[list[int]] = []
+        if len(order) < count:
+            stuck = [v for v in range(count) if indegree[v] > 0]
+            components = _strongly_connected(stuck, succs)
+            for component in components:
+                cycle = _cycle_in(component, succs)
+                if not cycle:
+                    continue
+                ids = [self.nodes[v][1].id for v in cycle]
+                self.issues.add(
+                    "cycle",
+                    "cycle: " + " -> ".join([*ids, ids[0]]),
+                    node_id=ids[0],
+                    field=self._field(cycle[0], "id"),
+                )
+        return order, components
+
+    def _check_references(self, ancestors: _Ancestors) -> None:
+        issues = self.issues
+        index = self.index
+        declared = self.inputs
+        for position, (raw_index, node) in enumerate(self.nodes):
+            if index.get(node.id) != position:
+                continue  # a duplicate: its references would be reported twice
+            for field, value, bare in expression_sources(node):
+                info = inspect_templates(value, expression=bare)
+                if not info.names and not info.errors:
+                    continue
+                where = f"nodes[{raw_index}].{field}"
+                for message in info.errors:
+                    issues.add("invalid_expression", message, node_id=node.id, field=where)
+                for name in sorted(info.names):
+                    if name in CONTEXT_ROOTS:
+                        continue
+                    target = index.get(name)
+                    if target is None:
+                        if name not in self.broken_ids:
+                            issues.add(
+                                "unknown_reference",
+                                f"node '{node.id}' references '{name}', which is neither a "
+                                "node nor one of inputs, system, secrets",
+                                node_id=node.id,
+                                field=where,
+                            )
+                    elif target == position:
+                        issues.add(
+                            "self_reference",
+                            f"node '{node.id}' references its own output",
+                            node_id=node.id,
+                            field=where,
+                        )
+                    elif not ancestors.is_ancestor(target, position):
+                        issues.add(
+                            "reference_not_upstream",
+                            f"node '{node.id}' references '{name}', which is not upstream of "
+                            f"it; add an edge path from '{name}' to '{node.id}'",
+                            node_id=node.id,
+                            field=where,
+                        )
+                self._check_input_paths(info.paths, declared, node.id, where)
+
+    def _check_input_paths(
+        self,
+        paths: frozenset[tuple[str, ...]],
+        declared: Mapping[str, InputSpec],
+        node_id: str | None,
+        where: str,
+    ) -> None:
+        for path in paths:
+            if len(path) < 2 or path[0] != "inputs" or path[1] in declared:
+                continue
+            if declared:
+                self.issues.add(
+                    "undeclared_input",
+                    f"'inputs.{path[1]}' is not a declared input "
+                    f"(declared: {', '.join(sorted(declared))})",
+                    node_id=node_id,
+                    field=where,
+                )
+            else:
+                self.issues.add(
+                    "undeclared_input",
+                    f"'inputs.{path[1]}' is used but the workflow declares no inputs",
+                    node_id=node_id,
+                    field=where,
+                    warning=True,
+                )
+
+    def _check_outputs(self) -> None:
+        if not self.outputs:
+            return
+        for key, value in self.outputs.items():
+            where = _pointer("outputs", [key])
+            info = inspect_templates(value)
+            for message in info.errors:
+                self.issues.add("invalid_expression", message, field=where)
+            for name in sorted(info.names):
+                if name not in CONTEXT_ROOTS and name not in self.index:
+                    self.issues.add(
+                        "unknown_reference",
+                        f"output '{key}' references '{name}', which is not a node",
+                        field=where,
+                    )
+            self._check_input_paths(info.paths, self.inputs, None, where)
+
+
+class _Ancestors:
+    """Answers "is u upstream of v" with ancestor bitsets (Python ints). In a DAG they are
+    built lazily, only for the nodes asked about, and a direct-parent shortcut settles most
+    template references without any. A cyclic graph (already reported) gets them eagerly
+    over its condensation so that the cost stays linear in the number of edges."""
+
+    def __init__(
+        self, preds: list[list[int]], order: list[int], components: list[list[int]]
+    ) -> None:
+        self.preds = preds
+        self.memo: dict[int, int] = {}
+        if components:
+            self._condensed(order, components)
+
+    def is_ancestor(self, u: int, v: int) -> bool:
+        if u in self.preds[v]:
+            return True
+        return bool(self._bits(v) >> u & 1)
+
+    def _bits(self, v: int) -> int:
+        memo, preds = self.memo, self.preds
+        if v in memo:
+            return memo[v]
+        stack = [v]
+        while stack:
+            w = stack[-1]
+            if w in memo:
+                stack.pop()
+                continue
+            missing = [p for p in preds[w] if p not in memo]
+            if missing:
+                stack.extend(missing)
+                continue
+            bits = 0
+            for p in preds[w]:
+                bits |= memo[p] | (1 << p)
+            memo[w] = bits
+            stack.pop()
+        return memo[v]
+
+    def _condensed(self, order: list[int], components: list[list[int]]) -> None:
+        memo, preds = self.memo, self.preds
+        for v in order:
+            bits = 0
+            for p in preds[v]:
+                bits |= memo[p] | (1 << p)
+            memo[v] = bits
+        # Tarjan emits components after everything they reach: reversed is topological
+        for component in reversed(components):
+            members = set(component)
+            bits = 0
+            for w in component:
+                for p in preds[w]:
+                    bits |= 1 << p
+                    if p not in members:
+                        bits |= memo[p]
+            for w in component:
+                memo[w] = bits
+
+
+def _strongly_connected(vertices: list[int], succs: list[list[int]]) -> list[list[int]]:
+    """Tarjan's algorithm, iterative, restricted to ``vertices``."""
+    allowed = set(vertices)
+    index_of: dict[int, int] = {}
+    low: dict[int, int] = {}
+    on_stack: set[int] = set()
+    stack: list[int] = []
+    components: list[list[int]] = []
+    counter = 0
+    for root in vertices:
+        if root in index_of:
+            continue
+        work = [(root, 0)]
+        while work:
+            v, i = work[-1]
+            if i == 0:
+                index_of[v] = low[v] = counter
+                counter += 1
+                stack.append(v)
+                on_stack.add(v)
+            targets = succs[v]
+            while i < len(targets) and (targets[i] not in allowed):
+                i += 1
+            if i < len(targets):
+                w = targets[i]
+                work[-1] = (v, i + 1)
+                if w not in index_of:
+                    work.append((w, 0))
+                elif w in on_stack:
+                    low[v] = min(low[v], index_of[w])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[v])
+            if low[v] == index_of[v]:
+                component: list[int] = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    component.append(w)
+                    if w == v:
+                        break
+                components.append(component)
+    return components
+
+
+def _cycle_in(component: list[int], succs: list[list[int]]) -> list[int]:
+    """One elementary cycle through a strongly connected component, in edge order."""
+    members = set(component)
+    start = min(component)
+    if len(component) == 1:
+        return [start] if start in succs[start] else []
+    # BFS inside the component from start back to start gives a shortest cycle
+    parent: dict[int, int] = {}
+    frontier = [start]
+    while frontier:
+        following: list[int] = []
+        for v in frontier:
+            for w in succs[v]:
+                if w not in members:
+                    continue
+                if w == start:
+                    cycle = [v]
+                    while cycle[-1] != start:
+                        cycle.append(parent[cycle[-1]])
+                    return list(reversed(cycle))
+                if w not in parent:
+                    parent[w] = v
+                    following.append(w)
+        frontier = following
+    return []

@@ -1,0 +1,122 @@
+"""Workflow definitions: validation, creation, versioning, listing, deletion."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from libs.common.db import utcnow
+from libs.common.errors import InvalidArgument, NotFound
+from services.workflow import repository as repo
+from services.workflow.catalog import NodeCatalog
+from services.workflow.models import WorkflowRow, WorkflowVersionRow
+from services.workflow.settings import WorkflowSettings
+from services.workflow.validation import ValidationReport, validate_definition
+
+
+def report_details(report: ValidationReport) -> list[dict[str, Any]]:
+    return [issue.model_dump() for issue in report.errors]
+
+
+class WorkflowStore:
+    """Definitions and their versions; every write validates first."""
+
+    def __init__(
+        self,
+        settings: WorkflowSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        catalog: NodeCatalog,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.catalog = catalog
+
+    async def validate(self, raw: Any) -> ValidationReport:
+        return validate_definition(
+            raw,
+            await self.catalog.get(),
+            max_nodes=self.settings.max_definition_nodes,
+            max_edges=self.settings.max_definition_edges,
+        )
+
+    async def _checked(self, raw: Any) -> dict[str, Any]:
+        report = await self.validate(raw)
+        if not report.valid or report.definition is None:
+            count = sum(1 for issue in report.errors if issue.severity == "error")
+            raise InvalidArgument(
+                f"the workflow definition has {count} problem(s)", details=report_details(report)
+            )
+        return report.definition.model_dump(mode="json", exclude_none=True)
+
+    async def create(self, tenant_id: str, raw: Any) -> tuple[WorkflowRow, WorkflowVersionRow]:
+        definition = await self._checked(raw)
+        now = utcnow()
+        workflow = WorkflowRow(
+            id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            name=definition["name"],
+            description=definition.get("description", ""),
+            latest_version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        version = WorkflowVersionRow(
+            workflow_id=workflow.id, version=1, definition=definition, created_at=now
+        )
+        async with self.sessions() as session, session.begin():
+            session.add(workflow)
+            await session.flush()
+            session.add(version)
+        return workflow, version
+
+    async def update(
+        self, tenant_id: str, workflow_id: str, raw: Any
+    ) -> tuple[WorkflowRow, WorkflowVersionRow]:
+        """Save raw as the next version; executions keep running the version they started."""
+        definition = await self._checked(raw)
+        now = utcnow()
+        async with self.sessions() as session, session.begin():
+            workflow = await repo.get_workflow(session, tenant_id, workflow_id)
+            if workflow is None:
+                raise NotFound(f"workflow {workflow_id!r} not found")
+            workflow.latest_version += 1
+            workflow.name = definition["name"]
+            workflow.description = definition.get("description", "")
+            workflow.updated_at = now
+            version = WorkflowVersionRow(
+                workflow_id=workflow.id,
+                version=workflow.latest_version,
+                definition=definition,
+                created_at=now,
+            )
+            session.add(version)
+        return workflow, version
+
+    async def get(
+        self, tenant_id: str, workflow_id: str, version: int = 0
+    ) -> tuple[WorkflowRow, WorkflowVersionRow]:
+        async with self.sessions() as session:
+            workflow = await repo.get_workflow(session, tenant_id, workflow_id)
+            if workflow is None:
+                raise NotFound(f"workflow {workflow_id!r} not found")
+            row = await repo.get_version(session, workflow_id, version or workflow.latest_version)
+            if row is None:
+                raise NotFound(f"workflow {workflow_id!r} has no version {version}")
+        return workflow, row
+
+    async def list(
+        self, tenant_id: str, page: int, page_size: int
+    ) -> tuple[Sequence[WorkflowRow], int]:
+        async with self.sessions() as session:
+            return await repo.list_workflows(session, tenant_id, (page - 1) * page_size, page_size)
+
+    async def delete(self, tenant_id: str, workflow_id: str) -> None:
+        """Soft delete: executions keep their history; the workflow disappears from the API."""
+        async with self.sessions() as session, session.begin():
+            workflow = await repo.get_workflow(session, tenant_id, workflow_id)
+            if workflow is None:
+                raise NotFound(f"workflow {workflow_id!r} not found")
+            workflow.deleted_at = utcnow()

@@ -437,6 +437,20 @@ _SPECIAL_LOCALS: Final = frozenset({"loop", "caller", "varargs", "kwargs", "self
 # --------------------------------------------------------------------------------------
 # Analysis (parse once per distinct source) and compilation (once per distinct source).
 
+
+@dataclass(frozen=True, slots=True)
+class TemplateInfo:
+    """What the templates inside a value read, and what is wrong with them."""
+
+    names: frozenset[str]
+    paths: frozenset[tuple[str, ...]]
+    #: One message per problem, each naming the offending source (as ``check`` returns).
+    errors: tuple[str, ...]
+
+
+_NO_TEMPLATES: Final = TemplateInfo(frozenset(), frozenset(), ())
+
+
 #: A path segment: an attribute/key name, or an integer index.
 _Segment = str | int
 
@@ -452,6 +466,11 @@ class _Analysis:
     simple: tuple[str | tuple[_Segment, ...], ...] | None
     #: Whether the source is exactly one expression, i.e. renders to a native value.
     native: bool
+    info: TemplateInfo = _NO_TEMPLATES
+
+    def __post_init__(self) -> None:
+        errors = tuple(str(ExpressionError(error, self.source)) for error in self.errors)
+        object.__setattr__(self, "info", TemplateInfo(self.names, self.paths, errors))
 
 
 def _split_path(path: str) -> tuple[_Segment, ...]:
@@ -912,30 +931,21 @@ def check(value: Any, *, expression: bool = False) -> list[str]:
     return problems
 
 
-@dataclass(frozen=True, slots=True)
-class TemplateInfo:
-    """What the templates inside a value read, and what is wrong with them."""
-
-    names: frozenset[str]
-    paths: frozenset[tuple[str, ...]]
-    #: One message per problem, each naming the offending source (as ``check`` returns).
-    errors: tuple[str, ...]
-
-
-_NO_TEMPLATES: Final = TemplateInfo(frozenset(), frozenset(), ())
-
-
 def inspect_templates(value: Any, *, expression: bool = False) -> TemplateInfo:
     """``references``, ``reference_paths`` and ``check`` in one walk over ``value``."""
-    analyses = [_analyze(source, bare) for source, bare in _sources(value, expression)]
-    if not analyses:
+    if type(value) is str:  # the common case, kept to one cached lookup
+        if "{" in value and is_templated(value):
+            return _analyze(value, False).info
+        if expression and value.strip():
+            return _analyze(value, True).info
         return _NO_TEMPLATES
-    if len(analyses) == 1:
-        only = analyses[0]
-        errors = tuple(str(ExpressionError(e, only.source)) for e in only.errors)
-        return TemplateInfo(only.names, only.paths, errors)
+    infos = [_analyze(source, bare).info for source, bare in _sources(value, expression)]
+    if not infos:
+        return _NO_TEMPLATES
+    if len(infos) == 1:
+        return infos[0]
     return TemplateInfo(
-        frozenset().union(*(a.names for a in analyses)),
-        frozenset().union(*(a.paths for a in analyses)),
-        tuple(str(ExpressionError(e, a.source)) for a in analyses for e in a.errors),
+        frozenset().union(*(i.names for i in infos)),
+        frozenset().union(*(i.paths for i in infos)),
+        tuple(error for i in infos for error in i.errors),
     )

@@ -225,6 +225,7 @@ class RabbitBus:
         assert self._connection is not None
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=prefetch)
+        declared: AbstractQueue
         if queue is None:
             declared = await channel.declare_queue(
                 f"{exchange}.anon.{uuid.uuid4().hex}",

@@ -125,7 +125,9 @@ class ExecuteRequest(_Request):
         max_length=256,
         description="Same key, same execution. The Idempotency-Key header works as well.",
     )
-    version: int | None = Field(default=None, ge=1, description="Workflow version; latest if unset.")
+    version: int | None = Field(
+        default=None, ge=1, description="Workflow version; latest if unset."
+    )
 
 
 class ExecutionStarted(BaseModel):

@@ -52,19 +52,20 @@ class GatewayServer:
             access_log=False,
             timeout_graceful_shutdown=self.settings.shutdown_grace_s or None,
         )
+        # Bound here rather than by uvicorn, which calls sys.exit() when the port is taken.
+        host = self.settings.http_host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server((host, self.settings.http_port), family=family)
+        self.port = int(listener.getsockname()[1])
         server = _EmbeddedServer(config)
         self._server = server
-        self._task = asyncio.create_task(server.serve(), name="gateway-http")
-        while not server.started:
-            if self._task.done():
-                # serve() returned (or raised) before listening: e.g. the port is taken.
-                await self._task
-                raise OSError(
-                    f"gateway: cannot listen on {self.settings.http_host}:{self.settings.http_port}"
-                )
-            await asyncio.sleep(0.01)
-        sockets: list[socket.socket] = [s for srv in server.servers for s in (srv.sockets or ())]
-        self.port = int(sockets[0].getsockname()[1])
+        self._task = asyncio.create_task(server.serve(sockets=[listener]), name="gateway-http")
+        while not server.started and not self._task.done():
+            await asyncio.sleep(0.005)
+        if self._task.done():
+            listener.close()
+            await self._task
+            raise RuntimeError("gateway: the HTTP server stopped while starting")
         log.info("gateway listening", extra={"host": self.settings.http_host, "port": self.port})
         return self.port
 

@@ -42,13 +42,6 @@ def node_error(error: grpc.RpcError, service: str) -> NodeError:
     )
 
 
-def _context_ids() -> dict[str, str]:
-    return {
-        "execution_id": execution_id_var.get() or "",
-        "node_id": node_id_var.get() or "",
-    }
-
-
 def _completion(response: ai_pb2.CompleteResponse) -> dict[str, Any]:
     return {
         "text": response.text,
@@ -90,7 +83,8 @@ class GrpcAiClient:
             provider=provider or "",
             messages_json=jsonutil.dumps(messages) if messages else b"",
             tools_json=jsonutil.dumps(tools) if tools is not None else b"",
-            **_context_ids(),
+            execution_id=execution_id_var.get() or "",
+            node_id=node_id_var.get() or "",
         )
         if temperature is not None:
             request.temperature = temperature
@@ -170,7 +164,10 @@ class GrpcToolClient:
 
     async def call(self, name: str, arguments: dict[str, Any]) -> Any:
         request = tool_pb2.CallToolRequest(
-            name=name, arguments_json=jsonutil.dumps(arguments or {}), **_context_ids()
+            name=name,
+            arguments_json=jsonutil.dumps(arguments or {}),
+            execution_id=execution_id_var.get() or "",
+            node_id=node_id_var.get() or "",
         )
         try:
             response = await self._stub.CallTool(request, timeout=self._deadline_s)

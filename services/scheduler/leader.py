@@ -9,7 +9,6 @@ pace and takes the lease once it has expired.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -21,8 +20,11 @@ log = logging.getLogger(__name__)
 class LeaderElector:
     """Acquire and keep a lease; `is_leader` says whether this instance may act now."""
 
-    def __init__(self, kv: KV, *, name: str, owner: str, ttl_s: float) -> None:
+    def __init__(
+        self, kv: KV, *, name: str, owner: str, ttl_s: float, release_on_stop: bool = True
+    ) -> None:
         self._kv = kv
+        self._release_on_stop = release_on_stop
         self.name = name
         self.owner = owner
         self.ttl_s = ttl_s
@@ -58,13 +60,26 @@ class LeaderElector:
         return held
 
     async def run(self) -> None:
-        """Campaign until cancelled; then hand the lease back so a standby takes over now."""
+        """Campaign until cancelled; then resign (unless release_on_stop is off, which tests
+        use to act as a killed process)."""
         try:
             while True:
                 await self.try_acquire()
                 await asyncio.sleep(self.ttl_s / 3)
         finally:
-            if self.is_leader:
+            if self._release_on_stop:
+                await asyncio.shield(self.resign())
+            else:
                 self._valid_until = 0.0
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._kv.release_lease(self.name, self.owner))
+                self.elected.clear()
+
+    async def resign(self) -> None:
+        """Stop acting as leader and hand the lease back, so a standby takes over now."""
+        was_leader = self.is_leader
+        self._valid_until = 0.0
+        self.elected.clear()
+        if was_leader:
+            try:
+                await self._kv.release_lease(self.name, self.owner)
+            except Exception:
+                log.warning("could not release the leader lease; it will expire", exc_info=True)

@@ -172,7 +172,7 @@ class ScheduleManager:
             raise NotFound(f"schedule {schedule_id} not found")
         return schedule
 
-    async def list(
+    async def list_schedules(
         self, tenant_id: str = "", *, workflow_id: str = "", page: int = 1, page_size: int = 50
     ) -> tuple[Sequence[Schedule], int]:
         if page < 1 or page_size < 1:

@@ -118,7 +118,9 @@ class Ticker:
             )
         except Exception:
             # Validated on write, so only a hand-edited row gets here: stop it, loudly.
-            log.exception("schedule cannot be planned; ending it", extra={"schedule_id": schedule.id})
+            log.exception(
+                "schedule cannot be planned; ending it", extra={"schedule_id": schedule.id}
+            )
             return [], None
         if plan.missed:
             FIRES_MISSED.inc(plan.missed)

@@ -7,11 +7,13 @@ references) live in ``validation.py`` so that every problem is reported, located
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "BARE_EXPRESSION_PARAMS",
@@ -24,7 +26,9 @@ __all__ = [
     "RetryPolicy",
     "WorkflowDefinition",
     "WorkflowSettings",
+    "allocation_burst",
     "expression_sources",
+    "node_id_problem",
 ]
 
 #: Node ids are referenced as ``{{ node_id.field }}``, so they must be template identifiers.
@@ -85,7 +89,10 @@ class CachePolicy(_Model):
 
 
 class NodeSpec(_Model):
-    id: str = Field(pattern=NODE_ID_PATTERN)
+    # The id's syntax (NODE_ID_PATTERN, not a RESERVED_NAME) is checked by validation.py
+    # rather than here: per-field Python validators cost more than everything else in
+    # validating a 10,000-node definition, and validation reports it with better context.
+    id: str = Field(min_length=1, max_length=64)
     type: str = Field(min_length=1, max_length=100)
     params: dict[str, Any] = Field(default_factory=dict)
     when: str | None = None
@@ -100,24 +107,12 @@ class NodeSpec(_Model):
     position: dict[str, Any] | None = None
     ui: dict[str, Any] | None = None
 
-    @field_validator("id")
-    @classmethod
-    def _not_reserved(cls, value: str) -> str:
-        if value in RESERVED_NAMES:
-            raise ValueError(f"'{value}' is a reserved name and cannot be a node id")
-        return value
-
 
 class EdgeSpec(_Model):
     source: str = Field(min_length=1)
     target: str = Field(min_length=1)
-    # React Flow calls ports "handles"; accept its spelling too.
-    source_port: str | None = Field(
-        default=None, validation_alias=AliasChoices("source_port", "sourceHandle")
-    )
-    target_port: str | None = Field(
-        default=None, validation_alias=AliasChoices("target_port", "targetHandle")
-    )
+    source_port: str | None = None
+    target_port: str | None = None
     id: str | None = None
     label: str | None = None
     ui: dict[str, Any] | None = None
@@ -155,5 +150,31 @@ def expression_sources(node: NodeSpec) -> Iterator[tuple[str, Any, bool]]:
         yield "default_output", node.default_output, False
 
 
-def is_valid_node_id(value: str) -> bool:
-    return bool(_NODE_ID_RE.match(value)) and value not in RESERVED_NAMES
+def node_id_problem(value: str) -> str | None:
+    """Why a string cannot be a node id, or None if it can."""
+    if not _NODE_ID_RE.fullmatch(value):
+        return (
+            "node ids must start with a letter or '_' and contain only letters, digits and '_'"
+            " (at most 64), because templates reference them as {{ id.field }}"
+        )
+    if value in RESERVED_NAMES:
+        return f"'{value}' is a reserved name and cannot be a node id"
+    return None
+
+
+@contextmanager
+def allocation_burst() -> Iterator[None]:
+    """Pause the cyclic garbage collector while validating or planning a definition.
+
+    Parsing a large definition allocates hundreds of thousands of small, acyclic objects;
+    each allocation threshold crossed triggers a collection that walks the whole (large)
+    heap of a long-running service: measured 2-3x the work itself for 10,000 nodes. Nothing
+    here creates reference cycles, so nothing is lost by collecting later.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from libs.common import jsonutil
@@ -96,6 +96,7 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.sessions = sessions
+        self.db: AsyncEngine = sessions.kw["bind"]
         self.dispatcher = dispatcher
         self.catalog = catalog
         self.cache = cache
@@ -383,20 +384,20 @@ class Engine:
             execution_values["owner"] = None
 
         async def write() -> None:
-            async with self.sessions() as session, session.begin():
-                owned = await repo.update_owned_execution(
-                    session, runner.id, self.settings.replica_id, execution_values
+            async with self.db.begin() as connection:
+                owned = await repo.fence_execution(
+                    connection, runner.id, self.settings.replica_id, execution_values
                 )
                 if not owned:
                     raise LostOwnership(runner.id)
-                await repo.update_node_runs(session, batch.nodes.values())
-                await repo.insert_events(session, batch.events)
+                await repo.update_node_runs(connection, batch.nodes.values())
+                await repo.insert_event_rows(connection, batch.events)
 
         await self.with_db_retries(write)
         if batch.events:
             self.notifier.notify(runner.id)
             if self.relay is not None:
-                self.relay.wake()
+                self.relay.enqueue(batch.events)
 
     async def with_db_retries(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run operation, retrying transient database errors with backoff for up to a minute."""

@@ -48,7 +48,11 @@ from typing import Final, Literal
 
 from libs.common.expressions import inspect_templates
 from libs.common.node_types import DEFAULT_PORT, ERROR_PORT, NodeTypeSpec
-from services.workflow.definition import WorkflowDefinition, expression_sources
+from services.workflow.definition import (
+    WorkflowDefinition,
+    allocation_burst,
+    expression_sources,
+)
 
 __all__ = [
     "ExecutionPlan",
@@ -151,6 +155,16 @@ class ExecutionPlan:
     node_ids: list[str]
     #: Node indices in a topological order (definition order among independent nodes).
     order: list[int]
+    _index: dict[str, int]
+    _position: list[int]
+    _edge_source: list[int]
+    _edge_target: list[int]
+    _edge_port: list[str | None]
+    _edge_port_kind: list[int]
+    _out_edges: list[tuple[int, ...]]
+    _in_edges: list[tuple[int, ...]]
+    _referenced: list[frozenset[str] | None]
+    _any_merge: list[bool]
 
     def __init__(self) -> None:
         raise TypeError("use ExecutionPlan.build(definition, node_types)")
@@ -165,6 +179,13 @@ class ExecutionPlan:
             PlanError: on a duplicate node id, an edge to an unknown node, an unknown node
                 type or a cycle.
         """
+        with allocation_burst():
+            return cls._build(definition, node_types)
+
+    @classmethod
+    def _build(
+        cls, definition: WorkflowDefinition, node_types: Mapping[str, NodeTypeSpec]
+    ) -> ExecutionPlan:
         plan = object.__new__(cls)
         nodes = definition.nodes
         count = len(nodes)
@@ -176,28 +197,26 @@ class ExecutionPlan:
             if node.type not in node_types:
                 raise PlanError(f"unknown node type {node.type!r} of node {node.id!r}")
 
-        edge_source: list[int] = []
-        edge_target: list[int] = []
-        edge_port: list[str | None] = []
-        edge_port_kind: list[int] = []
+        edges = definition.edges
+        try:
+            edge_source = [index[edge.source] for edge in edges]
+            edge_target = [index[edge.target] for edge in edges]
+        except KeyError as exc:
+            raise PlanError(f"an edge names the unknown node {exc.args[0]!r}") from None
+        edge_port = [edge.source_port for edge in edges]
+        edge_port_kind = [
+            _PORT_DEFAULT
+            if port is None or port == DEFAULT_PORT
+            else _PORT_ERROR
+            if port == ERROR_PORT
+            else _PORT_NAMED
+            for port in edge_port
+        ]
         out_edges: list[list[int]] = [[] for _ in range(count)]
         in_edges: list[list[int]] = [[] for _ in range(count)]
-        for e, edge in enumerate(definition.edges):
-            source = index.get(edge.source)
-            target = index.get(edge.target)
-            if source is None or target is None:
-                raise PlanError(f"edge {e} joins unknown nodes {edge.source!r} -> {edge.target!r}")
-            port = edge.source_port
-            edge_source.append(source)
-            edge_target.append(target)
-            edge_port.append(port)
-            if port is None or port == DEFAULT_PORT:
-                edge_port_kind.append(_PORT_DEFAULT)
-            elif port == ERROR_PORT:
-                edge_port_kind.append(_PORT_ERROR)
-            else:
-                edge_port_kind.append(_PORT_NAMED)
+        for e, source in enumerate(edge_source):
             out_edges[source].append(e)
+        for e, target in enumerate(edge_target):
             in_edges[target].append(e)
 
         indegree = [len(edges) for edges in in_edges]
@@ -217,14 +236,6 @@ class ExecutionPlan:
         for rank, i in enumerate(order):
             position[i] = rank
 
-        referenced: list[frozenset[str]] = []
-        for i, node in enumerate(nodes):
-            names: set[str] = set()
-            for _, value, bare in expression_sources(node):
-                names.update(inspect_templates(value, expression=bare).names)
-            names.discard(node.id)
-            referenced.append(frozenset(name for name in names if name in index))
-
         plan.definition = definition
         plan.node_ids = node_ids
         plan.order = order
@@ -236,7 +247,7 @@ class ExecutionPlan:
         plan._edge_port_kind = edge_port_kind
         plan._out_edges = [tuple(edges) for edges in out_edges]
         plan._in_edges = [tuple(edges) for edges in in_edges]
-        plan._referenced = referenced
+        plan._referenced = [None] * count
         plan._any_merge = [
             node.type == "merge" and node.params.get("mode") == "any" for node in nodes
         ]
@@ -274,15 +285,24 @@ class ExecutionPlan:
 
     def upstream(self, node_id: str) -> list[str]:
         """Distinct direct predecessors, in edge order."""
-        seen = dict.fromkeys(self.node_ids[self._edge_source[e]] for e in self._in_edges[
-            self.index_of(node_id)
-        ])
+        seen = dict.fromkeys(
+            self.node_ids[self._edge_source[e]] for e in self._in_edges[self.index_of(node_id)]
+        )
         return list(seen)
 
     def referenced_nodes(self, node_id: str) -> frozenset[str]:
         """The nodes whose outputs this node's params, ``when`` and ``default_output`` read:
         the engine ships only those outputs to the node service."""
-        return self._referenced[self.index_of(node_id)]
+        i = self.index_of(node_id)
+        found = self._referenced[i]
+        if found is None:  # computed on first dispatch: most of a plan's cost otherwise
+            node = self.definition.nodes[i]
+            names: set[str] = set()
+            for _, value, bare in expression_sources(node):
+                names.update(inspect_templates(value, expression=bare).names)
+            names.discard(node.id)
+            found = self._referenced[i] = frozenset(n for n in names if n in self._index)
+        return found
 
     def is_any_merge(self, node_id: str) -> bool:
         return self._any_merge[self.index_of(node_id)]
@@ -351,7 +371,7 @@ class PlanState:
         state = self._state[i]
         new_state = _KIND_STATE[outcome.kind]
         if state != _READY:
-            if state == _CANCELLED or state == new_state:
+            if state in (_CANCELLED, new_state):
                 return Transition()
             raise PlanStateError(
                 f"cannot complete node {node_id!r} ({outcome.kind}): it is {_STATE_NAMES[state]}"
@@ -463,7 +483,9 @@ class PlanState:
                         transition.skipped.append(plan.node_ids[t])
                         work.append((t, _SKIPPED, None))
 
-    def _restore(self, statuses: Mapping[str, str], ports: Mapping[str, Collection[str] | None]) -> None:
+    def _restore(
+        self, statuses: Mapping[str, str], ports: Mapping[str, Collection[str] | None]
+    ) -> None:
         plan = self._plan
         nodes = plan.definition.nodes
         terminal: list[tuple[int, int, frozenset[str] | None]] = []
@@ -529,7 +551,9 @@ class PlanState:
         for i in plan.order:
             if self._state[i] != _PENDING:
                 continue
-            if (self._live[i] and (plan._any_merge[i] or self._undecided[i] == 0)) or (self._undecided[i] == 0 and not plan._in_edges[i]):
+            if (self._live[i] and (plan._any_merge[i] or self._undecided[i] == 0)) or (
+                self._undecided[i] == 0 and not plan._in_edges[i]
+            ):
                 self._state[i] = _READY
                 transition.ready.append(plan.node_ids[i])
             elif self._undecided[i] == 0:

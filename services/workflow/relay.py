@@ -1,15 +1,22 @@
 """The outbox relay: publishes committed events to the broker, then marks them published.
 
-Events are written in the same transaction as the state change that causes them; the relay
-publishes with confirms and only then flips `published`. A crash in between publishes some
-events twice, which consumers tolerate (every event has its execution's sequence number).
+Events are written in the same transaction as the state change that causes them. Right after
+the commit the runner hands the same rows to the relay, which publishes them with confirms
+at once (no read-back on the hot path) and marks them published in coalesced batches. A
+sweep of the table catches whatever a crash left behind: at start-up everything unpublished,
+then periodically what is older than a few seconds. A crash between publish and mark
+publishes an event twice, which consumers tolerate (each carries its execution's sequence
+number).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from heddle.v1 import events_pb2
@@ -17,90 +24,149 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import jsonutil
 from libs.common.bus import EVENTS_EXCHANGE, EventBus
+from libs.common.db import utcnow
+from libs.common.metrics import EVENTS_PUBLISHED
 from services.workflow import repository as repo
-from services.workflow.models import EventRow
 
 log = logging.getLogger(__name__)
 
 
-def event_to_proto(row: EventRow) -> events_pb2.Event:
+def event_to_proto(row: Any) -> events_pb2.Event:
+    """An Event message from an EventRow or the dict the runner wrote."""
+    get = row.get if isinstance(row, dict) else lambda key: getattr(row, key)
     ts = Timestamp()
-    ts.FromDatetime(row.ts)
+    ts.FromDatetime(get("ts"))
     return events_pb2.Event(
-        execution_id=row.execution_id,
-        seq=row.seq,
-        type=row.type,
-        node_id=row.node_id or "",
+        execution_id=get("execution_id"),
+        seq=get("seq"),
+        type=get("type"),
+        node_id=get("node_id") or "",
         ts=ts,
-        data_json=jsonutil.dumps(row.data),
-        trace_id=row.trace_id,
-        workflow_id=row.workflow_id,
-        tenant_id=row.tenant_id,
+        data_json=jsonutil.dumps(get("data")),
+        trace_id=get("trace_id") or "",
+        workflow_id=get("workflow_id") or "",
+        tenant_id=get("tenant_id") or "",
     )
 
 
 class OutboxRelay:
-    """Moves unpublished events from the database to the broker."""
+    """Moves events from the outbox table to the broker."""
 
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         bus: EventBus,
+        *,
+        sweep_interval_s: float = 5.0,
+        mark_interval_s: float = 0.2,
         batch_size: int = 500,
-        idle_poll_s: float = 1.0,
     ) -> None:
         self._sessions = sessions
         self._bus = bus
+        self._sweep_interval_s = sweep_interval_s
+        self._mark_interval_s = mark_interval_s
         self._batch_size = batch_size
-        self._idle_poll_s = idle_poll_s
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[Sequence[Any]] = asyncio.Queue()
+        self._to_mark: list[tuple[str, int]] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self.published = 0
 
-    def wake(self) -> None:
-        self._wake.set()
+    def enqueue(self, events: Sequence[dict[str, Any]]) -> None:
+        """Hand over committed events for publishing."""
+        if events:
+            self._queue.put_nowait(events)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        self._tasks = [
+            asyncio.create_task(self._publish_loop(), name="outbox-publish"),
+            asyncio.create_task(self._mark_loop(), name="outbox-mark"),
+            asyncio.create_task(self._sweep_loop(), name="outbox-sweep"),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        with contextlib.suppress(Exception):
+            await self._mark()
 
-    async def relay_once(self) -> int:
-        """Publish one batch; returns how many events went out."""
-        async with self._sessions() as session:
-            rows = await repo.unpublished_events(session, self._batch_size)
-        if not rows:
-            return 0
+    async def _publish(self, events: Sequence[Any]) -> None:
+        protos = [event_to_proto(event) for event in events]
         await asyncio.gather(
             *(
                 self._bus.publish(
                     EVENTS_EXCHANGE,
-                    row.type,
-                    event_to_proto(row).SerializeToString(),
-                    {"execution_id": row.execution_id, "seq": str(row.seq)},
+                    proto.type,
+                    proto.SerializeToString(),
+                    {"execution_id": proto.execution_id, "seq": str(proto.seq)},
                 )
-                for row in rows
+                for proto in protos
             )
         )
-        async with self._sessions() as session, session.begin():
-            await repo.mark_published(session, [(row.execution_id, row.seq) for row in rows])
-        self.published += len(rows)
-        return len(rows)
+        self._to_mark.extend((proto.execution_id, proto.seq) for proto in protos)
+        self.published += len(protos)
+        EVENTS_PUBLISHED.inc(len(protos))
 
-    async def _run(self) -> None:
+    async def _publish_loop(self) -> None:
         while True:
+            events = list(await self._queue.get())
+            while not self._queue.empty():
+                events.extend(self._queue.get_nowait())
             try:
-                while await self.relay_once() >= self._batch_size:
-                    pass
+                await self._publish(events)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.warning("outbox relay failed; will retry", exc_info=True)
-                await asyncio.sleep(0.5)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
-            self._wake.clear()
+                # Left unpublished in the table: the sweep will retry them.
+                log.warning("publishing events failed; the sweep will retry", exc_info=True)
+
+    async def _mark(self) -> None:
+        keys, self._to_mark = self._to_mark, []
+        if not keys:
+            return
+        try:
+            async with self._sessions() as session, session.begin():
+                await repo.mark_published(session, keys)
+        except Exception:
+            self._to_mark.extend(keys)
+            raise
+
+    async def _mark_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._mark_interval_s)
+            try:
+                await self._mark()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("marking events published failed; will retry", exc_info=True)
+
+    async def sweep(self, older_than: dt.datetime | None) -> int:
+        """Publish events a crash left unpublished; returns how many."""
+        total = 0
+        while True:
+            async with self._sessions() as session:
+                rows = await repo.unpublished_events(session, self._batch_size, older_than)
+            if not rows:
+                return total
+            await self._publish(rows)
+            await self._mark()
+            total += len(rows)
+            if len(rows) < self._batch_size:
+                return total
+
+    async def _sweep_loop(self) -> None:
+        older_than: dt.datetime | None = None  # at start-up: everything
+        while True:
+            try:
+                swept = await self.sweep(older_than)
+                if swept:
+                    log.info("relayed events left unpublished", extra={"count": swept})
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("outbox sweep failed; will retry", exc_info=True)
+            await asyncio.sleep(self._sweep_interval_s)
+            older_than = utcnow() - dt.timedelta(seconds=self._sweep_interval_s)

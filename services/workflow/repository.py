@@ -7,8 +7,8 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from libs.common.db import utcnow
 from services.workflow.models import (
@@ -103,21 +103,60 @@ async def node_runs(session: AsyncSession, execution_id: str) -> Sequence[NodeRu
 
 async def insert_node_runs(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     if rows:
-        await session.execute(insert(NodeRunRow), rows)
+        await session.execute(insert(_NODE_RUNS), rows)
 
 
-async def update_node_runs(session: AsyncSession, changes: Iterable[dict[str, Any]]) -> None:
-    """Bulk UPDATE by primary key; each dict has execution_id, node_id and the changed columns."""
+_NODE_RUNS = NodeRunRow.__table__
+_EVENTS = EventRow.__table__
+_EXECUTIONS = ExecutionRow.__table__
+
+
+async def update_node_runs(connection: AsyncConnection, changes: Iterable[dict[str, Any]]) -> None:
+    """Bulk UPDATE by primary key (Core executemany: the ORM's bulk path costs several times
+    more CPU on the engine's hot path). Each dict has execution_id, node_id and the changed
+    columns; dicts are grouped by the set of columns they change."""
     by_shape: dict[frozenset[str], list[dict[str, Any]]] = {}
     for change in changes:
         by_shape.setdefault(frozenset(change), []).append(change)
-    for group in by_shape.values():
-        await session.execute(update(NodeRunRow), group)
+    for shape, group in by_shape.items():
+        columns = sorted(shape - {"execution_id", "node_id"})
+        statement = (
+            update(_NODE_RUNS)
+            .where(
+                _NODE_RUNS.c.execution_id == bindparam("k_execution_id"),
+                _NODE_RUNS.c.node_id == bindparam("k_node_id"),
+            )
+            .values({column: bindparam(f"v_{column}") for column in columns})
+        )
+        await connection.execute(
+            statement,
+            [
+                {
+                    "k_execution_id": change["execution_id"],
+                    "k_node_id": change["node_id"],
+                    **{f"v_{column}": change[column] for column in columns},
+                }
+                for change in group
+            ],
+        )
 
 
-async def insert_events(session: AsyncSession, events: list[dict[str, Any]]) -> None:
+async def insert_event_rows(connection: AsyncConnection, events: list[dict[str, Any]]) -> None:
     if events:
-        await session.execute(insert(EventRow), events)
+        await connection.execute(insert(_EVENTS), events)
+
+
+async def fence_execution(
+    connection: AsyncConnection, execution_id: str, owner: str, values: dict[str, Any]
+) -> bool:
+    """Update an execution only while owner holds it: the fence against a replica that lost
+    its lease and does not know it yet."""
+    result = await connection.execute(
+        update(_EXECUTIONS)
+        .where(_EXECUTIONS.c.id == execution_id, _EXECUTIONS.c.owner == owner)
+        .values(**values)
+    )
+    return bool(result.rowcount)
 
 
 async def events_after(
@@ -132,39 +171,34 @@ async def events_after(
     return rows.all()
 
 
-async def unpublished_events(session: AsyncSession, limit: int) -> Sequence[EventRow]:
+async def unpublished_events(
+    session: AsyncSession, limit: int, older_than: dt.datetime | None = None
+) -> Sequence[EventRow]:
+    query = select(EventRow).where(EventRow.published.is_(False))
+    if older_than is not None:
+        query = query.where(EventRow.ts < older_than)
     rows = await session.scalars(
-        select(EventRow)
-        .where(EventRow.published.is_(False))
-        .order_by(EventRow.ts, EventRow.execution_id, EventRow.seq)
-        .limit(limit)
+        query.order_by(EventRow.ts, EventRow.execution_id, EventRow.seq).limit(limit)
     )
     return rows.all()
 
 
 async def mark_published(session: AsyncSession, keys: list[tuple[str, int]]) -> None:
+    """Flag events as relayed; one statement per execution over its range of sequence numbers
+    (what one relay batch holds of an execution is contiguous or nearly so)."""
     by_execution: dict[str, list[int]] = {}
     for execution_id, seq in keys:
         by_execution.setdefault(execution_id, []).append(seq)
     for execution_id, seqs in by_execution.items():
         await session.execute(
             update(EventRow)
-            .where(EventRow.execution_id == execution_id, EventRow.seq.in_(seqs))
+            .where(
+                EventRow.execution_id == execution_id,
+                EventRow.seq.between(min(seqs), max(seqs)),
+                EventRow.seq.in_(seqs) if len(seqs) != max(seqs) - min(seqs) + 1 else True,
+            )
             .values(published=True)
         )
-
-
-async def update_owned_execution(
-    session: AsyncSession, execution_id: str, owner: str, values: dict[str, Any]
-) -> bool:
-    """Update an execution only while owner holds it: the fence against a replica that lost
-    its lease and does not know it yet."""
-    result = await session.execute(
-        update(ExecutionRow)
-        .where(ExecutionRow.id == execution_id, ExecutionRow.owner == owner)
-        .values(**values)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def claim_execution(

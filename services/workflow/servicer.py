@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -294,6 +295,10 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
     ) -> workflow_pb2.Execution:
         tenant = _tenant(request.tenant_id)
         while True:
+            runner = self.engine.runners.get(request.id)
+            if runner is not None and runner.row.tenant_id == tenant:
+                # Driven here: its end is an in-memory event, no need to poll the database.
+                await asyncio.shield(runner.finished)
             async with self.sessions() as session:
                 row = await repo.get_execution(session, tenant, request.id)
             if row is None:

@@ -28,7 +28,9 @@ from services.workflow.definition import (
     InputSpec,
     NodeSpec,
     WorkflowDefinition,
+    allocation_burst,
     expression_sources,
+    node_id_problem,
 )
 
 __all__ = [
@@ -106,24 +108,83 @@ def _same_scalar(value: Any, options: Sequence[Any]) -> bool:
     return any(type(option) is type(value) and option == value for option in options)
 
 
+def _always(value: Any) -> bool:
+    return True
+
+
+def _leaf_type(name: str) -> _Check | None:
+    # exact type() tests: subclasses and 1.0-as-integer are left to jsonschema (False)
+    if name == "string":
+        return lambda v: type(v) is str
+    exact = {
+        "integer": (int,),
+        "number": (int, float),
+        "boolean": (bool,),
+        "array": (list,),
+        "object": (dict,),
+        "null": (type(None),),
+    }.get(name)
+    if exact is None:
+        return None
+    return lambda v: type(v) in exact or (type(v) is str and is_templated(v))
+
+
+def _object_check(schema: dict[str, Any]) -> _Check | None:
+    """The commonest params schema: typed object, properties, required, closed or open."""
+    closed = schema.get("additionalProperties", True) is False
+    subs: dict[str, _Check] = {}
+    for name, sub in schema.get("properties", {}).items():
+        compiled = _compile_fast(sub)
+        if compiled is None:
+            return None
+        subs[name] = compiled
+    required = tuple(schema.get("required", ()))
+    typed = "type" in schema
+
+    def check(value: Any) -> bool:
+        if type(value) is not dict:
+            return not typed or (type(value) is str and is_templated(value))
+        for key, item in value.items():
+            sub = subs.get(key)
+            if sub is None:
+                if closed:
+                    return False
+            elif not sub(item):
+                return False
+        return all(key in value for key in required)
+
+    return check
+
+
 def _compile_fast(schema: Any) -> _Check | None:
     """A predicate that returns True only where relaxed jsonschema validation would report
     nothing (False means "ask jsonschema"), or None for schemas outside the subset."""
     if schema is True or schema == {}:
-        return lambda value: True
+        return _always
     if not isinstance(schema, dict):
         return None
+    keys = {k for k in schema if k not in _ANNOTATIONS and not k.startswith("x-")}
+    if not keys:
+        return _always
+    if keys == {"type"} and isinstance(schema["type"], str):
+        return _leaf_type(schema["type"])
+    if (
+        keys <= {"type", "properties", "required", "additionalProperties"}
+        and schema.get("type", "object") == "object"
+        and schema.get("additionalProperties", True) in (True, False)
+        and isinstance(schema.get("properties", {}), dict)
+        and isinstance(schema.get("required", []), list)
+    ):
+        return _object_check(schema)
     checks: list[_Check] = []
-    for key, arg in schema.items():
-        if key in _ANNOTATIONS or key.startswith("x-"):
-            continue
-        check = _compile_keyword(key, arg, schema)
+    for key in keys:
+        check = _compile_keyword(key, schema[key], schema)
         if check is None:
             return None
         checks.append(check)
 
     def run(value: Any) -> bool:
-        if isinstance(value, str) and is_templated(value):
+        if type(value) is str and is_templated(value):
             return True  # a template may become anything at run time
         return all(check(value) for check in checks)
 
@@ -311,6 +372,13 @@ def validate_definition(
     whatever parts of the document could be parsed. ``definition`` is set only when there
     is no error (warnings allowed).
     """
+    with allocation_burst():
+        return _validate(raw, node_types, max_nodes, max_edges)
+
+
+def _validate(
+    raw: Any, node_types: Mapping[str, NodeTypeSpec], max_nodes: int, max_edges: int
+) -> ValidationReport:
     issues = _Issues()
     if isinstance(raw, WorkflowDefinition):
         definition: WorkflowDefinition | None = raw
@@ -379,12 +447,7 @@ def _add_model_errors(issues: _Issues, exc: ValidationError, raw: dict[str, Any]
             edge = loc[1]
         field = _pointer("", loc)
         message = error["msg"]
-        if error["type"] == "string_pattern_mismatch" and loc[-1] == "id":
-            message = (
-                "node ids must start with a letter or '_' and contain only letters, digits "
-                "and '_' (at most 64), because templates reference them as {{ id.field }}"
-            )
-        elif error["type"] == "extra_forbidden":
+        if error["type"] == "extra_forbidden":
             message = f"unknown field '{loc[-1]}'"
         issues.add("invalid_field", f"{field}: {message}", node_id=node_id, edge=edge, field=field)
 
@@ -468,6 +531,11 @@ class _Checker:
         specs: list[NodeTypeSpec | None] = []
         input_nodes: list[int] = []
         for position, (raw_index, node) in enumerate(self.nodes):
+            problem = node_id_problem(node.id)
+            if problem is not None:
+                issues.add(
+                    "invalid_node_id", problem, node_id=node.id, field=f"nodes[{raw_index}].id"
+                )
             first = self.index.setdefault(node.id, position)
             if first != position:
                 issues.add(
@@ -524,38 +592,29 @@ class _Checker:
 
     def _check_edges(self, specs: list[NodeTypeSpec | None]) -> None:
         issues = self.issues
+        index = self.index
+        succs, preds = self.succs, self.preds
         seen: dict[tuple[str, str | None, str, str | None], int] = {}
         error_edges: set[int] = set()
         for raw_index, edge in self.edges:
-            ends: list[int] = []
-            for end, node_id in (("source", edge.source), ("target", edge.target)):
-                position = self.index.get(node_id)
-                if position is None:
-                    if node_id not in self.broken_ids:
-                        issues.add(
-                            "dangling_edge",
-                            f"edges[{raw_index}].{end} '{node_id}' is not a node",
-                            edge=raw_index,
-                            field=f"edges[{raw_index}].{end}",
-                        )
-                else:
-                    ends.append(position)
-            if len(ends) != 2:
+            source = index.get(edge.source)
+            target = index.get(edge.target)
+            if source is None or target is None:
+                self._dangling(raw_index, edge)
                 continue
-            source, target = ends
             key = (edge.source, edge.source_port, edge.target, edge.target_port)
-            if key in seen:
+            first = seen.setdefault(key, raw_index)
+            if first != raw_index:
                 issues.add(
                     "duplicate_edge",
-                    f"edges[{raw_index}] repeats edges[{seen[key]}]",
+                    f"edges[{raw_index}] repeats edges[{first}]",
                     edge=raw_index,
                     warning=True,
                 )
-            else:
-                seen[key] = raw_index
-            self.succs[source].append(target)
-            self.preds[target].append(source)
-            self._check_ports(raw_index, edge, source, target, specs, error_edges)
+            succs[source].append(target)
+            preds[target].append(source)
+            if edge.source_port is not None or edge.target_port is not None:
+                self._check_ports(raw_index, edge, source, target, specs, error_edges)
         for position, (raw_index, node) in enumerate(self.nodes):
             if node.on_error == "fail_branch" and position not in error_edges:
                 issues.add(
@@ -565,6 +624,16 @@ class _Checker:
                     node_id=node.id,
                     field=f"nodes[{raw_index}].on_error",
                     warning=True,
+                )
+
+    def _dangling(self, raw_index: int, edge: EdgeSpec) -> None:
+        for end, node_id in (("source", edge.source), ("target", edge.target)):
+            if node_id not in self.index and node_id not in self.broken_ids:
+                self.issues.add(
+                    "dangling_edge",
+                    f"edges[{raw_index}].{end} '{node_id}' is not a node",
+                    edge=raw_index,
+                    field=f"edges[{raw_index}].{end}",
                 )
 
     def _check_ports(
@@ -661,7 +730,7 @@ class _Checker:
                 where = f"nodes[{raw_index}].{field}"
                 for message in info.errors:
                     issues.add("invalid_expression", message, node_id=node.id, field=where)
-                for name in sorted(info.names):
+                for name in sorted(info.names) if len(info.names) > 1 else info.names:
                     if name in CONTEXT_ROOTS:
                         continue
                     target = index.get(name)
@@ -689,7 +758,8 @@ class _Checker:
                             node_id=node.id,
                             field=where,
                         )
-                self._check_input_paths(info.paths, declared, node.id, where)
+                if "inputs" in info.names:
+                    self._check_input_paths(info.paths, declared, node.id, where)
 
     def _check_input_paths(
         self,

@@ -244,7 +244,9 @@ class RunningServer:
 
     async def __aenter__(self) -> FakeLLM:
         self.task = asyncio.create_task(self.server.serve())
-        while not self.server.started:
+        for _ in range(1000):
+            if self.server.started:
+                break
             await asyncio.sleep(0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.fake.url = f"http://127.0.0.1:{port}"

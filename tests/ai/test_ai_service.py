@@ -80,6 +80,7 @@ def chain_catalog(fake: FakeLLM, threshold: int = 5, cooldown: float = 30.0) -> 
         "providers": {
             "primary": {"type": "openai", "base_url": fake.openai_url("primary"), **FAST, **flaky},
             "backup": {"type": "anthropic", "base_url": fake.anthropic_url("backup"), **FAST},
+            "echo": {"type": "echo", **FAST},
         },
         "models": [
             {"name": "main", "provider": "primary"},

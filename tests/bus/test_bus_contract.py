@@ -112,8 +112,12 @@ async def test_competing_consumers_each_message_to_exactly_one(
 
         return handler
 
-    await bus.subscribe(EVENTS_EXCHANGE, [f"{prefix}.job"], handler_for("a"), queue=queue_name, prefetch=2)
-    await bus.subscribe(EVENTS_EXCHANGE, [f"{prefix}.job"], handler_for("b"), queue=queue_name, prefetch=2)
+    await bus.subscribe(
+        EVENTS_EXCHANGE, [f"{prefix}.job"], handler_for("a"), queue=queue_name, prefetch=2
+    )
+    await bus.subscribe(
+        EVENTS_EXCHANGE, [f"{prefix}.job"], handler_for("b"), queue=queue_name, prefetch=2
+    )
     bodies = [str(i).encode() for i in range(40)]
     await asyncio.gather(*(bus.publish(EVENTS_EXCHANGE, f"{prefix}.job", body) for body in bodies))
 

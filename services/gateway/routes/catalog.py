@@ -42,9 +42,7 @@ async def fire_trigger(
     clients: Clients,
     tenant: Tenant,
     name: Annotated[str, Path(pattern=r"^[A-Za-z0-9._\-]{1,128}$")],
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", max_length=256)
-    ] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)] = None,
 ) -> TriggerFired:
     inputs = await read_object(request, "The inputs", required=False)
     source = f"webhook:{name}"

@@ -103,9 +103,7 @@ _add_control_route("pause", _Control.PAUSE, "Pause: let running nodes finish, di
 _add_control_route("resume", _Control.RESUME, "Resume a paused execution")
 
 
-@router.post(
-    "/executions/{execution_id}/input", summary="Answer a waiting human_input node"
-)
+@router.post("/executions/{execution_id}/input", summary="Answer a waiting human_input node")
 async def submit_input(
     execution_id: str, body: SubmitInputRequest, clients: Clients, tenant: Tenant
 ) -> ExecutionOut:
@@ -232,7 +230,9 @@ async def stream_events(
 
 
 @ws_router.websocket("/ws/v1/executions/{execution_id}")
-async def execution_websocket(websocket: WebSocket, execution_id: str, after: AfterSeq = None) -> None:
+async def execution_websocket(
+    websocket: WebSocket, execution_id: str, after: AfterSeq = None
+) -> None:
     """The same events as the SSE route, one JSON text frame each.
 
     An error (unknown id, service down) is sent as an `{"error": ...}` frame, then the socket

@@ -35,9 +35,7 @@ async def readyz(request: Request) -> JSONResponse:
             for name, up in health.items()
         },
     )
-    return JSONResponse(
-        report.model_dump(), status_code=200 if report.status == "ready" else 503
-    )
+    return JSONResponse(report.model_dump(), status_code=200 if report.status == "ready" else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

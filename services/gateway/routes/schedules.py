@@ -112,9 +112,7 @@ async def delete_schedule(schedule_id: str, clients: Clients, tenant: Tenant) ->
     status_code=status.HTTP_202_ACCEPTED,
     summary="Fire a schedule now",
 )
-async def trigger_schedule(
-    schedule_id: str, clients: Clients, tenant: Tenant
-) -> ScheduleTriggered:
+async def trigger_schedule(schedule_id: str, clients: Clients, tenant: Tenant) -> ScheduleTriggered:
     reply = await clients.call(
         clients.scheduler.TriggerSchedule,
         scheduler_pb2.TriggerScheduleRequest(

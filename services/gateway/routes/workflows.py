@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
-from heddle.v1 import workflow_pb2
+from heddle.v1 import node_pb2, workflow_pb2
 
 from libs.common import jsonutil
 from services.gateway.convert import paginate, validation_report, workflow_out
@@ -37,14 +37,10 @@ router = APIRouter(prefix="/api/v1", tags=["workflows"], responses=ERROR_RESPONS
     summary="Node types with their input, output and param schemas",
 )
 async def list_node_types(clients: Clients) -> Response:
-    reply = await clients.call(
-        clients.workflow.ListNodeTypes, workflow_pb2.ListNodeTypesRequest()
-    )
+    reply = await clients.call(clients.workflow.ListNodeTypes, node_pb2.ListNodeTypesRequest())
     # Already JSON from the node registry: pass it through rather than re-encode it.
     node_types = jsonutil.loads(reply.node_types_json) or []
-    return Response(
-        jsonutil.dumps({"node_types": node_types}), media_type="application/json"
-    )
+    return Response(jsonutil.dumps({"node_types": node_types}), media_type="application/json")
 
 
 @router.post(
@@ -90,7 +86,9 @@ async def get_workflow(
     workflow_id: str,
     clients: Clients,
     tenant: Tenant,
-    version: Annotated[int | None, Query(ge=1, description="A past version; latest if unset.")] = None,
+    version: Annotated[
+        int | None, Query(ge=1, description="A past version; latest if unset.")
+    ] = None,
 ) -> WorkflowOut:
     reply = await clients.call(
         clients.workflow.GetWorkflow,
@@ -129,7 +127,9 @@ async def update_workflow(
 async def delete_workflow(workflow_id: str, clients: Clients, tenant: Tenant) -> None:
     await clients.call(
         clients.workflow.DeleteWorkflow,
-        workflow_pb2.DeleteWorkflowRequest(id=checked_id(workflow_id, "workflow"), tenant_id=tenant),
+        workflow_pb2.DeleteWorkflowRequest(
+            id=checked_id(workflow_id, "workflow"), tenant_id=tenant
+        ),
     )
 
 
@@ -145,9 +145,7 @@ async def execute_workflow(
     clients: Clients,
     tenant: Tenant,
     body: Annotated[ExecuteRequest | None, Body()] = None,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", max_length=256)
-    ] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)] = None,
 ) -> ExecutionStarted:
     body = body or ExecuteRequest()
     reply = await clients.call(

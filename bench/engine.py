@@ -1,0 +1,170 @@
+"""Engine benchmarks on the multi-process stack: a 1000-node fan-out/fan-in and a chain of 100.
+
+    python bench/engine.py [--database postgres|sqlite] [--runs 5] [--node-replicas 2]
+
+Starts a workflow service and node replicas as separate processes (plus the ai and tool
+services they are wired to), creates the two workflows over gRPC, and times each execution
+from StartExecution to the end of WaitExecution. Prints medians with min and max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import grpc
+from heddle.v1 import workflow_pb2, workflow_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from libs.cli.stack import free_port  # noqa: E402
+from libs.common import jsonutil  # noqa: E402
+from libs.common.grpcutil import check_health, create_channel  # noqa: E402
+
+
+def fan_out(width: int) -> dict:
+    nodes = [{"id": "start", "type": "input"}]
+    nodes += [{"id": f"n{i}", "type": "noop"} for i in range(width)]
+    nodes.append({"id": "join", "type": "merge", "params": {"mode": "all"}})
+    edges = [{"source": "start", "target": f"n{i}"} for i in range(width)]
+    edges += [{"source": f"n{i}", "target": "join"} for i in range(width)]
+    return {"name": f"fan-out-{width}", "nodes": nodes, "edges": edges}
+
+
+def chain(length: int) -> dict:
+    nodes = [{"id": f"n{i}", "type": "noop"} for i in range(length)]
+    edges = [{"source": f"n{i}", "target": f"n{i + 1}"} for i in range(length - 1)]
+    return {"name": f"chain-{length}", "nodes": nodes, "edges": edges}
+
+
+async def _database(kind: str, tmp: str) -> tuple[str, str | None]:
+    if kind == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp}/bench.db", None
+    name = f"heddle_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", name
+
+
+async def _drop(name: str | None) -> None:
+    if name:
+        admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def _spawn(service: str, env: dict[str, str], log_dir: str) -> subprocess.Popen[bytes]:
+    log = open(f"{log_dir}/{service}-{env['HEDDLE_GRPC_PORT']}.log", "wb")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", f"services.{service}"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def _wait_healthy(addresses: list[str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    for address in addresses:
+        while not await check_health(address):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"service at {address} did not become healthy")
+            await asyncio.sleep(0.1)
+
+
+async def _time_runs(stub: workflow_pb2_grpc.WorkflowServiceStub, workflow_id: str, runs: int) -> list[float]:
+    times = []
+    for index in range(runs + 1):  # the first run warms caches and connections
+        start = time.perf_counter()
+        started = await stub.StartExecution(
+            workflow_pb2.StartExecutionRequest(workflow_id=workflow_id), timeout=60
+        )
+        done = await stub.WaitExecution(
+            workflow_pb2.WaitExecutionRequest(id=started.execution_id), timeout=120
+        )
+        elapsed = time.perf_counter() - start
+        if done.status != "succeeded":
+            raise SystemExit(f"execution {done.id} ended {done.status}: {done.error.message}")
+        if index:
+            times.append(elapsed)
+    return times
+
+
+def _report(label: str, times: list[float], target: float) -> None:
+    median = statistics.median(times)
+    verdict = "meets" if median < target else "MISSES"
+    print(
+        f"{label:<28} median {median * 1000:8.1f} ms   min {min(times) * 1000:8.1f}   "
+        f"max {max(times) * 1000:8.1f}   ({verdict} target {target * 1000:.0f} ms)",
+        flush=True,
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="postgres")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--node-replicas", type=int, default=2)
+    parser.add_argument("--fan-out", type=int, default=1000)
+    parser.add_argument("--chain", type=int, default=100)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        database_url, pg_name = await _database(args.database, tmp)
+        ports = {name: free_port() for name in ("workflow", "ai", "tool")}
+        node_ports = [free_port() for _ in range(args.node_replicas)]
+        common = {
+            "HEDDLE_DATABASE_URL": database_url,
+            "HEDDLE_LOG_LEVEL": "WARNING",
+            "HEDDLE_WORKFLOW_ADDRESS": f"127.0.0.1:{ports['workflow']}",
+            "HEDDLE_AI_ADDRESS": f"127.0.0.1:{ports['ai']}",
+            "HEDDLE_TOOL_ADDRESS": f"127.0.0.1:{ports['tool']}",
+            "HEDDLE_NODE_ADDRESSES": ",".join(f"127.0.0.1:{p}" for p in node_ports),
+        }
+        processes = [
+            _spawn("node", {**common, "HEDDLE_GRPC_PORT": str(port)}, tmp) for port in node_ports
+        ]
+        processes.append(_spawn("workflow", {**common, "HEDDLE_GRPC_PORT": str(ports["workflow"])}, tmp))
+        try:
+            await _wait_healthy(
+                [f"127.0.0.1:{p}" for p in node_ports] + [f"127.0.0.1:{ports['workflow']}"]
+            )
+            channel = create_channel(f"127.0.0.1:{ports['workflow']}")
+            stub = workflow_pb2_grpc.WorkflowServiceStub(channel)
+            print(
+                f"engine benchmark: grpcio {grpc.__version__}, {args.database}, "
+                f"{args.node_replicas} node replicas, {args.runs} runs each (after 1 warm-up)",
+                flush=True,
+            )
+            for label, definition, target in (
+                (f"fan-out/fan-in {args.fan_out} noop", fan_out(args.fan_out), 0.5),
+                (f"chain of {args.chain} noop", chain(args.chain), 0.15),
+            ):
+                created = await stub.CreateWorkflow(
+                    workflow_pb2.CreateWorkflowRequest(definition_json=jsonutil.dumps(definition)),
+                    timeout=60,
+                )
+                _report(label, await _time_runs(stub, created.id, args.runs), target)
+            await channel.close()
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=10)
+            await _drop(pg_name)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,3 @@
+from services.tool.server import main
+
+main()

@@ -1,0 +1,93 @@
+"""Wires the tool service: settings → registry (built-ins, MCP servers) → gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+
+import httpx
+from heddle.v1 import tool_pb2, tool_pb2_grpc
+from prometheus_client import start_http_server
+
+from libs.common.grpcutil import GrpcServer, start_grpc_server
+from libs.common.logging import configure_logging
+from services.tool.builtins import register_builtins
+from services.tool.mcp import McpTools
+from services.tool.registry import ToolRegistry
+from services.tool.servicer import ToolServicer
+from services.tool.settings import ToolSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = tool_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name
+
+
+@dataclass
+class ToolServer(GrpcServer):
+    """The running server plus what it closes on stop (HTTP client, MCP sessions)."""
+
+    http: httpx.AsyncClient | None = field(default=None)
+    mcp: McpTools | None = field(default=None)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await super().stop(grace)
+        if self.mcp is not None:
+            await self.mcp.close()
+        if self.http is not None:
+            await self.http.aclose()
+
+
+async def serve(settings: ToolSettings) -> GrpcServer:
+    """Start the tool service; stop it with ``await server.stop()``."""
+    registry = ToolRegistry(call_timeout_s=settings.tool_call_timeout_s)
+    # Redirects are followed by the tool itself so that each hop is checked by netguard.
+    http = httpx.AsyncClient(follow_redirects=False, timeout=settings.http_timeout_s)
+    register_builtins(registry, settings, http)
+    mcp = McpTools(registry, settings.mcp_servers)
+    try:
+        await mcp.refresh_missing()
+        server = await start_grpc_server(
+            "tool",
+            [SERVICE_NAME],
+            lambda s: tool_pb2_grpc.add_ToolServiceServicer_to_server(
+                ToolServicer(registry, mcp), s
+            ),
+            host=settings.bind_host,
+            port=settings.port_for("tool"),
+            service_token=settings.service_token,
+        )
+    except BaseException:
+        await mcp.close()
+        await http.aclose()
+        raise
+    log.info("tool service ready", extra={"tools": [t.name for t in registry.list()]})
+    return ToolServer(
+        name=server.name,
+        server=server.server,
+        port=server.port,
+        health=server.health,
+        http=http,
+        mcp=mcp,
+    )
+
+
+async def run_until_signalled(settings: ToolSettings) -> None:
+    server = await serve(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def main() -> None:
+    settings = ToolSettings()
+    configure_logging("tool", settings.log_level, settings.log_format)
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, addr=settings.bind_host)
+    asyncio.run(run_until_signalled(settings))

@@ -1,0 +1,37 @@
+"""A small stdio MCP server for the tool service tests (run as a subprocess)."""
+
+from __future__ import annotations
+
+import os
+
+from mcp.server.mcpserver import MCPServer
+
+app = MCPServer("testkit")
+
+
+@app.tool()
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@app.tool()
+def shout(text: str) -> str:
+    """Upper-case the text."""
+    return text.upper()
+
+
+@app.tool()
+def fail(reason: str) -> str:
+    """Always fails with the reason."""
+    raise ValueError(reason)
+
+
+@app.tool()
+def crash() -> str:
+    """Kill the server process (to test reconnection)."""
+    os._exit(3)
+
+
+if __name__ == "__main__":
+    app.run()

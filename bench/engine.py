@@ -92,7 +92,7 @@ async def _time_runs(stub: workflow_pb2_grpc.WorkflowServiceStub, workflow_id: s
             workflow_pb2.StartExecutionRequest(workflow_id=workflow_id), timeout=60
         )
         done = await stub.WaitExecution(
-            workflow_pb2.WaitExecutionRequest(id=started.execution_id), timeout=120
+            workflow_pb2.WaitExecutionRequest(id=started.execution_id, summary=True), timeout=120
         )
         elapsed = time.perf_counter() - start
         if done.status != "succeeded":

@@ -20,10 +20,18 @@ log = logging.getLogger(__name__)
 
 
 class _EmbeddedServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
     # Signals belong to whoever runs the event loop (main() here, or an embedded stack).
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.listening.set()
 
 
 class GatewayServer:
@@ -60,9 +68,10 @@ class GatewayServer:
         server = _EmbeddedServer(config)
         self._server = server
         self._task = asyncio.create_task(server.serve(sockets=[listener]), name="gateway-http")
-        while not server.started and not self._task.done():
-            await asyncio.sleep(0.005)
-        if self._task.done():
+        listening = asyncio.ensure_future(server.listening.wait())
+        await asyncio.wait({listening, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        listening.cancel()
+        if not server.started:
             listener.close()
             await self._task
             raise RuntimeError("gateway: the HTTP server stopped while starting")

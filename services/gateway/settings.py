@@ -46,8 +46,8 @@ class GatewaySettings(CommonSettings):
         description="Comma-separated dependencies whose outage makes /readyz answer 503 "
         "(the others are reported only). Default: all, so that 200 means the stack is up.",
     )
-    shutdown_grace_s: float = Field(
-        default=5.0, ge=0, description="Seconds open connections get to finish on shutdown."
+    shutdown_grace_s: int = Field(
+        default=5, ge=0, description="Seconds open connections get to finish on shutdown."
     )
 
     _split_ready_required = field_validator("ready_required", mode="before")(_split)

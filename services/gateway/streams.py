@@ -67,7 +67,8 @@ async def sse_body(events: AsyncGenerator[Any, None], heartbeat_s: float) -> Asy
         return  # the stream's own deadline: the client resumes where it was
     except HeddleError as error:
         log.warning("event stream ended with %s", error.code)
-        yield f"event: error\ndata: {jsonutil.dumps_str(error_body(**error.to_dict()))}\n\n".encode()
+        data = jsonutil.dumps_str(error_body(**error.to_dict()))
+        yield f"event: error\ndata: {data}\n\n".encode()
 
 
 async def forward_to_websocket(websocket: WebSocket, events: AsyncGenerator[Any, None]) -> None:

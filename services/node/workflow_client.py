@@ -43,7 +43,7 @@ class GrpcWorkflowClient:
                 timeout=self._deadline_s,
             )
             child = await self._stub.WaitExecution(
-                workflow_pb2.WaitExecutionRequest(id=started.execution_id),
+                workflow_pb2.WaitExecutionRequest(id=started.execution_id, summary=True),
                 timeout=self._wait_deadline_s,
             )
         except grpc.RpcError as rpc_error:

@@ -304,6 +304,8 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
             if row is None:
                 raise NotFound(f"execution {request.id!r} not found")
             if row.status in FINAL_EXECUTION_STATUSES:
+                if request.summary:
+                    return execution_to_proto(row)
                 return await self._load_execution(tenant, request.id)
             await self.engine.notifier.wait(request.id, _POLL_S)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 app = MCPServer("testkit")
 
@@ -24,7 +25,7 @@ def shout(text: str) -> str:
 @app.tool()
 def fail(reason: str) -> str:
     """Always fails with the reason."""
-    raise ValueError(reason)
+    raise ToolError(reason)
 
 
 @app.tool()

@@ -308,9 +308,20 @@ def normalize_params(schema: dict[str, Any], params: dict[str, Any]) -> dict[str
     return normalized
 
 
+_VALIDATORS: dict[int, jsonschema.protocols.Validator] = {}
+
+
+def _validator_for(spec: NodeTypeSpec) -> jsonschema.protocols.Validator:
+    # Building a validator costs far more than running it; specs live as long as the process.
+    validator = _VALIDATORS.get(id(spec))
+    if validator is None:
+        validator = _VALIDATORS[id(spec)] = jsonschema.Draft202012Validator(spec.params_schema)
+    return validator
+
+
 def validate_params(spec: NodeTypeSpec, params: dict[str, Any]) -> None:
     """Check rendered params against the spec: templates may have produced the wrong type."""
-    validator = jsonschema.Draft202012Validator(spec.params_schema)
+    validator = _validator_for(spec)
     problems = [
         f"{'/'.join(str(p) for p in error.absolute_path) or '(params)'}: {error.message}"
         for error in sorted(validator.iter_errors(params), key=lambda e: str(e.absolute_path))

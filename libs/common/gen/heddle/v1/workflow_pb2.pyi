@@ -302,12 +302,14 @@ class RetryExecutionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
 
 class WaitExecutionRequest(_message.Message):
-    __slots__ = ("id", "tenant_id")
+    __slots__ = ("id", "tenant_id", "summary")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant_id: str
-    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    summary: bool
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., summary: bool = ...) -> None: ...
 
 class StreamEventsRequest(_message.Message):
     __slots__ = ("execution_id", "after_seq", "tenant_id")

@@ -1,0 +1,3 @@
+from services.log.server import main
+
+main()

@@ -1,0 +1,134 @@
+"""Wires the log service: settings → database, broker → consumer, retention, gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import signal
+from dataclasses import dataclass, field
+
+from heddle.v1 import log_pb2, log_pb2_grpc
+from prometheus_client import start_http_server
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from libs.common.bus import EventBus, create_bus
+from libs.common.db import create_engine, create_schema, session_factory
+from libs.common.grpcutil import GrpcServer, start_grpc_server
+from libs.common.logging import configure_logging
+from services.log import models  # noqa: F401  (registers the table)
+from services.log.consumer import LogConsumer
+from services.log.retention import run_retention
+from services.log.servicer import LogServicer
+from services.log.settings import LogSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name
+
+
+@dataclass
+class LogServer(GrpcServer):
+    """The running server plus the consumer and sweep it stops, and what it owns."""
+
+    consumer: LogConsumer | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    engine: AsyncEngine | None = None
+    owned_bus: EventBus | None = None
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await super().stop(grace)
+        if self.consumer is not None:
+            await self.consumer.stop()
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.owned_bus is not None:
+            await self.owned_bus.close()
+        if self.engine is not None:
+            await self.engine.dispose()
+
+
+async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogServer:
+    """Start the log service; pass bus to share one (embedded mode)."""
+    engine = create_engine(settings.database_url)
+    owned_bus = None
+    consumer = None
+    try:
+        await create_schema(engine)
+        if bus is None:
+            bus = owned_bus = create_bus(settings.broker_url)
+        await bus.connect()
+        sessions = session_factory(engine)
+        consumer = LogConsumer(
+            sessions,
+            bus,
+            batch_size=settings.batch_size,
+            flush_interval_s=settings.flush_interval_s,
+            records_queue=settings.records_queue,
+            events_queue=settings.events_queue,
+        )
+        await consumer.start()
+        servicer = LogServicer(
+            sessions,
+            default_page_size=settings.default_page_size,
+            max_page_size=settings.max_page_size,
+        )
+        server = await start_grpc_server(
+            "log",
+            [SERVICE_NAME],
+            lambda s: log_pb2_grpc.add_LogServiceServicer_to_server(servicer, s),
+            host=settings.bind_host,
+            port=settings.port_for("log"),
+            service_token=settings.service_token,
+        )
+    except BaseException:
+        if consumer is not None:
+            await consumer.stop()
+        if owned_bus is not None:
+            await owned_bus.close()
+        await engine.dispose()
+        raise
+    retention = asyncio.create_task(
+        run_retention(
+            sessions,
+            dt.timedelta(days=settings.retention_days),
+            settings.retention_batch_rows,
+            settings.retention_interval_s,
+        ),
+        name="log-retention",
+    )
+    log.info("log service ready")
+    return LogServer(
+        name=server.name,
+        server=server.server,
+        port=server.port,
+        health=server.health,
+        consumer=consumer,
+        tasks=[retention],
+        engine=engine,
+        owned_bus=owned_bus,
+    )
+
+
+async def run_until_signalled(settings: LogSettings) -> None:
+    server = await serve(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def main() -> None:
+    settings = LogSettings()
+    configure_logging("log", settings.log_level, settings.log_format)
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, addr=settings.bind_host)
+    asyncio.run(run_until_signalled(settings))

@@ -1,0 +1,198 @@
+"""Property tests: PlanState, driven in random completion orders, agrees with the sequential
+reference interpreter, and never makes a node ready too early or twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.workflow.definition import WorkflowDefinition
+from services.workflow.planner import ExecutionPlan, Outcome, OutcomeKind, PlanState
+from services.workflow.reference import Behaviour, run_reference
+from services.workflow.validation import validate_definition
+from tests.unit.catalog import core_catalog
+
+CATALOG = core_catalog()
+ON_ERROR = ["fail", "continue", "skip", "fail_branch"]
+CASES = ["a", "b"]
+
+
+@dataclass
+class Scenario:
+    definition: WorkflowDefinition
+    behaviours: dict[str, Behaviour]
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    count = draw(st.integers(min_value=1, max_value=40))
+    kinds = draw(
+        st.lists(
+            st.sampled_from(["noop", "noop", "condition", "switch", "merge"]),
+            min_size=count,
+            max_size=count,
+        )
+    )
+    nodes: list[dict[str, Any]] = []
+    edges: list[dict[str, Any]] = []
+    behaviours: dict[str, Behaviour] = {}
+    for i, kind in enumerate(kinds):
+        node_id = f"n{i}"
+        on_error = draw(st.sampled_from(ON_ERROR))
+        params: dict[str, Any] = {}
+        if kind in ("condition", "switch"):
+            params["expression"] = "{{ 1 }}"
+        if kind == "switch":
+            params["cases"] = CASES
+        if kind == "merge":
+            params["mode"] = draw(st.sampled_from(["all", "any"]))
+        nodes.append({"id": node_id, "type": kind, "params": params, "on_error": on_error})
+        if i:
+            for parent in draw(st.lists(st.integers(0, i - 1), max_size=3)):
+                ports: list[str | None] = [None]
+                parent_kind = kinds[parent]
+                if parent_kind == "condition":
+                    ports += ["true", "false"]
+                elif parent_kind == "switch":
+                    ports += [*CASES, "default"]
+                if nodes[parent]["on_error"] == "fail_branch":
+                    ports.append("error")
+                edge: dict[str, Any] = {"source": f"n{parent}", "target": node_id}
+                port = draw(st.sampled_from(ports))
+                if port is not None:
+                    edge["source_port"] = port
+                edges.append(edge)
+        result = draw(st.sampled_from(["succeed"] * 6 + ["fail", "fail", "when_false"]))
+        taken: frozenset[str] | None = None
+        if kind == "condition":
+            taken = frozenset({draw(st.sampled_from(["true", "false"]))})
+        elif kind == "switch":
+            taken = frozenset({draw(st.sampled_from([*CASES, "default"]))})
+        behaviours[node_id] = Behaviour(result, taken, output={"from": node_id})
+    order = draw(st.permutations(range(count)))
+    raw = {"name": "random", "nodes": [nodes[i] for i in order], "edges": edges}
+    report = validate_definition(raw, CATALOG)
+    assert not report.errors, report.errors
+    assert report.definition is not None
+    return Scenario(report.definition, behaviours)
+
+
+def outcome_of(scenario: Scenario, node_id: str) -> Outcome:
+    behaviour = scenario.behaviours[node_id]
+    if behaviour.result == "succeed":
+        return Outcome("succeeded", behaviour.ports)
+    if behaviour.result == "when_false":
+        return Outcome("skipped")
+    on_error = next(n.on_error for n in scenario.definition.nodes if n.id == node_id)
+    kind: OutcomeKind = {
+        "fail": "failed",
+        "continue": "failed_continue",
+        "fail_branch": "failed_branch",
+        "skip": "skipped",
+    }[on_error]  # type: ignore[assignment]
+    return Outcome(kind)
+
+
+PERSISTED = {
+    "succeeded": "succeeded",
+    "failed_continue": "failed",
+    "failed_branch": "failed",
+    "failed": "failed",
+    "skipped": "skipped",
+    "ready": "running",
+    "pending": "pending",
+    "cancelled": "cancelled",
+}
+
+
+@settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=scenarios(), data=st.data())
+def test_random_completion_orders_match_the_reference(scenario: Scenario, data: st.DataObject) -> None:
+    definition = scenario.definition
+    plan = ExecutionPlan.build(definition, CATALOG)
+    reference = run_reference(definition, lambda node_id, _inputs: scenario.behaviours[node_id])
+    preds: dict[str, list[str]] = {n.id: [] for n in definition.nodes}
+    for edge in definition.edges:
+        preds[edge.target].append(edge.source)
+
+    state = PlanState(plan)
+    terminal: dict[str, str] = {}
+    ever_ready: set[str] = set()
+    ready_inputs: dict[str, list[tuple[str, str | None, str | None]]] = {}
+    ports: dict[str, frozenset[str] | None] = {}
+
+    def take(transition_ready: list[str], transition_skipped: list[str]) -> None:
+        for node_id in transition_ready:
+            assert node_id not in ever_ready, f"{node_id} made ready twice"
+            assert node_id not in terminal
+            ever_ready.add(node_id)
+            inputs = state.live_inputs(node_id)
+            if plan.is_any_merge(node_id):
+                assert inputs or not preds[node_id], f"any-merge {node_id} ready without input"
+            else:
+                undecided = [p for p in preds[node_id] if p not in terminal]
+                assert not undecided, f"{node_id} ready before {undecided} finished"
+                assert not preds[node_id] or inputs
+            ready_inputs[node_id] = inputs
+        for node_id in transition_skipped:
+            assert node_id not in ever_ready and node_id not in terminal
+            undecided = [p for p in preds[node_id] if p not in terminal]
+            assert not undecided, f"{node_id} skipped before {undecided} finished"
+            terminal[node_id] = "skipped"
+
+    first = state.start()
+    take(first.ready, first.skipped)
+    assert state.start().ready == []  # start() reports once
+    restart_at = data.draw(st.integers(0, len(definition.nodes)), label="restart_at")
+    steps = 0
+    while not state.failed:
+        pool = state.ready()
+        if not pool:
+            break
+        node_id = pool[data.draw(st.integers(0, len(pool) - 1), label="pick")]
+        outcome = outcome_of(scenario, node_id)
+        transition = state.complete(node_id, outcome)
+        terminal[node_id] = outcome.kind
+        ports[node_id] = outcome.active_ports
+        take(transition.ready, transition.skipped)
+        steps += 1
+        if steps == restart_at:
+            # a crash: rebuild from what the engine would have persisted
+            persisted = {n: PERSISTED[state.status(n)] for n in plan.node_ids}
+            rebuilt = PlanState(plan, persisted, ports)
+            assert rebuilt.start().ready == []
+            assert rebuilt.ready() == state.ready()
+            assert rebuilt.statuses() == state.statuses()
+            for n in state.ready():
+                assert rebuilt.live_inputs(n) == state.live_inputs(n)
+            state = rebuilt
+
+    if state.failed:
+        for node_id in state.cancel_remaining():
+            terminal[node_id] = "cancelled"
+    assert state.is_finished()
+    assert set(terminal) == set(plan.node_ids)
+    assert all(state.status(n) == terminal[n] for n in plan.node_ids)
+
+    assert state.failed == reference.failed
+    if reference.failed:
+        for node_id, status in terminal.items():
+            assert status in (reference.statuses[node_id], "cancelled"), node_id
+    else:
+        assert terminal == reference.statuses
+        for node_id, inputs in ready_inputs.items():
+            if not plan.is_any_merge(node_id):
+                assert inputs == reference.live_inputs[node_id], node_id
+
+
+@settings(deadline=None, max_examples=50)
+@given(scenario=scenarios())
+def test_topological_order_respects_every_edge(scenario: Scenario) -> None:
+    plan = ExecutionPlan.build(scenario.definition, CATALOG)
+    rank = {node_id: i for i, node_id in enumerate(plan.topological_order())}
+    assert sorted(rank) == sorted(plan.node_ids)
+    for edge in scenario.definition.edges:
+        assert rank[edge.source] < rank[edge.target]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from libs.common.bus import EventBus, InProcessBus, create_bus
+from libs.common.kv import KV, create_kv
 from libs.common.logging import configure_logging
 from libs.common.runtime import run_until_signalled
 from libs.common.settings import DEFAULT_PORTS
@@ -43,6 +44,7 @@ class Stack:
     gateway_url: str
     settings: dict[str, Any]
     bus: EventBus
+    kv: KV
     services: dict[str, Any] = field(default_factory=dict)
     _stop_order: list[_Stoppable] = field(default_factory=list)
 
@@ -51,6 +53,7 @@ class Stack:
             with contextlib.suppress(Exception):
                 await service.stop()
         await self.bus.close()
+        await self.kv.close()
 
 
 async def start_stack(
@@ -60,20 +63,20 @@ async def start_stack(
     http_port: int | None = None,
 ) -> Stack:
     """Start every service; `overrides` are settings fields applied to all of them."""
-    from services.gateway.server import GatewayServer
-    from services.log.server import start as start_log
-    from services.log.settings import LogSettings
-    from services.scheduler.server import start as start_scheduler
-    from services.tool.server import start as start_tool
-    from services.tool.settings import ToolSettings
-
-    from services.ai.server import serve as start_ai
+    # Imported here: the CLI's other commands must not pay for loading every service.
+    from services.ai.server import serve as serve_ai
     from services.ai.settings import AiSettings
+    from services.gateway.server import GatewayServer
     from services.gateway.settings import GatewaySettings
-    from services.node.server import start as start_node
+    from services.log.server import serve as serve_log
+    from services.log.settings import LogSettings
+    from services.node.server import serve as serve_node
     from services.node.settings import NodeServiceSettings
+    from services.scheduler.server import serve as serve_scheduler
     from services.scheduler.settings import SchedulerSettings
-    from services.workflow.server import start as start_workflow
+    from services.tool.server import serve as serve_tool
+    from services.tool.settings import ToolSettings
+    from services.workflow.server import serve as serve_workflow
     from services.workflow.settings import WorkflowSettings
 
     common = dict(overrides or {})
@@ -91,18 +94,22 @@ async def start_stack(
     broker_url = base.get("broker_url", "memory://")
     bus: EventBus = InProcessBus() if broker_url.startswith("memory:") else create_bus(broker_url)
     await bus.connect()
-    stack = Stack(ports=ports, gateway_url="", settings=base, bus=bus)
+    kv = create_kv(base.get("redis_url", "memory://"))
+    stack = Stack(ports=ports, gateway_url="", settings=base, bus=bus, kv=kv)
 
     def opts(name: str) -> dict[str, Any]:
         return {**base, "grpc_port": ports[name]}
 
     starters: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-        ("ai", lambda: start_ai(AiSettings(**opts("ai")))),
-        ("tool", lambda: start_tool(ToolSettings(**opts("tool")))),
-        ("log", lambda: start_log(LogSettings(**opts("log")), bus=bus)),
-        ("node", lambda: start_node(NodeServiceSettings(**opts("node")))),
-        ("workflow", lambda: start_workflow(WorkflowSettings(**opts("workflow")), bus=bus)),
-        ("scheduler", lambda: start_scheduler(SchedulerSettings(**opts("scheduler")), bus=bus)),
+        ("ai", lambda: serve_ai(AiSettings(**opts("ai")))),
+        ("tool", lambda: serve_tool(ToolSettings(**opts("tool")))),
+        ("log", lambda: serve_log(LogSettings(**opts("log")), bus=bus)),
+        ("node", lambda: serve_node(NodeServiceSettings(**opts("node")))),
+        ("workflow", lambda: serve_workflow(WorkflowSettings(**opts("workflow")), bus=bus, kv=kv)),
+        (
+            "scheduler",
+            lambda: serve_scheduler(SchedulerSettings(**opts("scheduler")), bus=bus, kv=kv),
+        ),
     ]
     try:
         for name, starter in starters:
@@ -124,18 +131,14 @@ async def start_stack(
 
 
 def _print_banner(stack: Stack) -> None:
+    host = stack.settings.get("bind_host", "127.0.0.1")
     lines = [
         "Heddle is running (embedded: SQLite, in-process bus).",
         f"  gateway    {stack.gateway_url}   (API docs: {stack.gateway_url}/docs)",
+        *(f"  {name:<10} grpc {host}:{stack.ports[name]}" for name in SERVICES),
+        f"  database   {stack.settings.get('database_url', 'sqlite+aiosqlite:///./var/heddle.db')}",
+        "Try: heddle run examples/hello.yaml --input name=world    (Ctrl-C stops)",
     ]
-    for name in SERVICES:
-        lines.append(
-            f"  {name:<10} grpc {stack.settings['bind_host'] if 'bind_host' in stack.settings else '127.0.0.1'}:{stack.ports[name]}"
-        )
-    lines.append(
-        f"  database   {stack.settings.get('database_url', 'sqlite+aiosqlite:///./var/heddle.db')}"
-    )
-    lines.append("Try: heddle run examples/hello.yaml --input name=world    (Ctrl-C stops)")
     print("\n".join(lines), flush=True)
 
 

@@ -58,21 +58,11 @@ _SERVER_OPTIONS: list[tuple[str, Any]] = [
 
 
 def _service_config(round_robin: bool) -> str:
-    config: dict[str, Any] = {
-        "methodConfig": [
-            {
-                "name": [{}],
-                # Only UNAVAILABLE: the call never reached a handler, so a replay is safe.
-                "retryPolicy": {
-                    "maxAttempts": 4,
-                    "initialBackoff": "0.05s",
-                    "maxBackoff": "1s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ]
-    }
+    # No retryPolicy: UNAVAILABLE raised by a handler (an AI provider down, a tool's server
+    # gone) must not be replayed behind the caller's back — a tool may have side effects.
+    # gRPC still retries transparently what never left this process; callers that know an
+    # operation is idempotent retry themselves (the dispatcher on another replica).
+    config: dict[str, Any] = {"methodConfig": [{"name": [{}], "waitForReady": False}]}
     if round_robin:
         config["loadBalancingConfig"] = [{"round_robin": {}}]
     return json.dumps(config)

@@ -37,7 +37,7 @@ RECORDS_REJECTED = Counter(
 
 def _timestamp(stamp: Any) -> dt.datetime:
     if stamp.seconds or stamp.nanos:
-        return stamp.ToDatetime(tzinfo=dt.UTC)  # type: ignore[no-any-return]
+        return stamp.ToDatetime(tzinfo=dt.UTC)
     return utcnow()
 
 

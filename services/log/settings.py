@@ -23,8 +23,9 @@ class LogSettings(CommonSettings):
         default=500, ge=1, description="Records inserted per batch (one INSERT) at most."
     )
     flush_interval_s: float = Field(
-        default=0.25, gt=0, description="Longest a consumed record waits before its batch is "
-        "written."
+        default=0.25,
+        gt=0,
+        description="Longest a consumed record waits before its batch is written.",
     )
     records_queue: str = Field(
         default="log.records", description="Durable queue consuming exchange heddle.logs."

@@ -41,7 +41,7 @@ class NodeService:
             await channel.close()  # type: ignore[attr-defined]
 
 
-async def start(settings: NodeServiceSettings) -> NodeService:
+async def serve(settings: NodeServiceSettings) -> NodeService:
     token = settings.service_token
     ai_channel = create_channel(settings.ai_address, service_token=token)
     tool_channel = create_channel(settings.tool_address, service_token=token)
@@ -74,7 +74,7 @@ async def start(settings: NodeServiceSettings) -> NodeService:
 async def _serve() -> None:
     settings = NodeServiceSettings()
     configure_logging("node", settings.log_level, settings.log_format)
-    service = await start(settings)
+    service = await serve(settings)
     log.info("node service ready", extra={"port": service.port})
     await run_until_signalled()
     await service.stop()

@@ -19,6 +19,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from libs.common import jsonutil
 from libs.common.db import utcnow
 from libs.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from libs.common.kv import KV
 from services.workflow import repository as repo
 from services.workflow.catalog import NodeCatalog
 from services.workflow.definition import NodeSpec, WorkflowDefinition
@@ -41,36 +42,6 @@ T = TypeVar("T")
 _TRANSIENT_DB_ERRORS = (OperationalError, DBAPIError, OSError, ConnectionError)
 
 
-class ResultCache:
-    """The node result cache: an in-process TTL map unless a shared store is given."""
-
-    def __init__(self, store: Any = None) -> None:
-        self._store = store
-        self._local: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
-
-    async def get(self, key: str) -> bytes | None:
-        if self._store is not None:
-            value: bytes | None = await self._store.get(f"cache:{key}")
-            return value
-        entry = self._local.get(key)
-        if entry is None:
-            return None
-        value, expires = entry
-        if expires is not None and expires < asyncio.get_running_loop().time():
-            self._local.pop(key, None)
-            return None
-        return value
-
-    async def set(self, key: str, value: bytes, ttl_s: float | None) -> None:
-        if self._store is not None:
-            await self._store.set(f"cache:{key}", value, ttl_s=ttl_s)
-            return
-        expires = asyncio.get_running_loop().time() + ttl_s if ttl_s else None
-        self._local[key] = (value, expires)
-        while len(self._local) > 10_000:
-            self._local.popitem(last=False)
-
-
 @dataclass
 class CompiledWorkflow:
     """A validated definition version with its plan and pre-encoded params."""
@@ -91,7 +62,7 @@ class Engine:
         sessions: async_sessionmaker[AsyncSession],
         dispatcher: NodeDispatcher,
         catalog: NodeCatalog,
-        cache: ResultCache,
+        kv: KV,
         notifier: EventNotifier,
     ) -> None:
         self.settings = settings
@@ -99,7 +70,7 @@ class Engine:
         self.db: AsyncEngine = sessions.kw["bind"]
         self.dispatcher = dispatcher
         self.catalog = catalog
-        self.cache = cache
+        self.kv = kv
         self.notifier = notifier
         self.relay: OutboxRelay | None = None
         self.runners: dict[str, ExecutionRunner] = {}
@@ -430,10 +401,10 @@ class Engine:
     # ---- cache --------------------------------------------------------------------------
 
     async def cache_get(self, key: str) -> bytes | None:
-        return await self.cache.get(key)
+        return await self.kv.get(f"cache:{key}")
 
     async def cache_set(self, key: str, value: bytes, ttl_s: float | None) -> None:
-        await self.cache.set(key, value, ttl_s)
+        await self.kv.set(f"cache:{key}", value, ttl_s=ttl_s)
 
     # ---- ownership ----------------------------------------------------------------------
 

@@ -13,12 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from libs.common.bus import TRIGGERS_EXCHANGE, EventBus, Message, Subscription, create_bus
 from libs.common.db import create_engine, create_schema, session_factory
 from libs.common.grpcutil import GrpcServer, start_grpc_server
+from libs.common.kv import KV, create_kv
 from libs.common.logging import configure_logging
 from libs.common.runtime import run_until_signalled
 from services.workflow import models  # noqa: F401  (registers the tables)
 from services.workflow.catalog import NodeCatalog
 from services.workflow.dispatcher import NodeDispatcher
-from services.workflow.engine import Engine, ResultCache
+from services.workflow.engine import Engine
 from services.workflow.events import EventNotifier
 from services.workflow.relay import OutboxRelay
 from services.workflow.servicer import WorkflowServicer, start_from_trigger
@@ -40,6 +41,8 @@ class WorkflowService:
     grpc: GrpcServer
     bus: EventBus
     own_bus: bool
+    kv: KV
+    own_kv: bool
     subscription: Subscription
     dispatcher: NodeDispatcher
     db: AsyncEngine
@@ -56,11 +59,16 @@ class WorkflowService:
         await self.dispatcher.close()
         if self.own_bus:
             await self.bus.close()
+        if self.own_kv:
+            await self.kv.close()
         await self.db.dispose()
 
 
-async def start(settings: WorkflowSettings, bus: EventBus | None = None) -> WorkflowService:
-    """Start the workflow service; pass `bus` to share an in-process bus (embedded mode)."""
+async def serve(
+    settings: WorkflowSettings, *, bus: EventBus | None = None, kv: KV | None = None
+) -> WorkflowService:
+    """Start the workflow service; pass `bus`/`kv` to share them (embedded mode), else they are
+    built from the settings and closed on stop."""
     db = create_engine(settings.database_url)
     await create_schema(db)
     sessions = session_factory(db)
@@ -68,6 +76,9 @@ async def start(settings: WorkflowSettings, bus: EventBus | None = None) -> Work
     if bus is None:
         bus = create_bus(settings.broker_url)
         await bus.connect()
+    own_kv = kv is None
+    if kv is None:
+        kv = create_kv(settings.redis_url)
     dispatcher = NodeDispatcher(
         settings.node_addresses,
         batch_size=settings.dispatch_batch_size,
@@ -75,7 +86,7 @@ async def start(settings: WorkflowSettings, bus: EventBus | None = None) -> Work
         service_token=settings.service_token,
     )
     catalog = NodeCatalog(dispatcher)
-    engine = Engine(settings, sessions, dispatcher, catalog, ResultCache(), EventNotifier())
+    engine = Engine(settings, sessions, dispatcher, catalog, kv, EventNotifier())
     relay = OutboxRelay(sessions, bus)
     engine.relay = relay
     store = WorkflowStore(settings, sessions, catalog)
@@ -99,14 +110,14 @@ async def start(settings: WorkflowSettings, bus: EventBus | None = None) -> Work
     relay.start()
     await engine.start()
     return WorkflowService(
-        settings, engine, relay, server, bus, own_bus, subscription, dispatcher, db
+        settings, engine, relay, server, bus, own_bus, kv, own_kv, subscription, dispatcher, db
     )
 
 
 async def _serve() -> None:
     settings = WorkflowSettings()
     configure_logging("workflow", settings.log_level, settings.log_format)
-    service = await start(settings)
+    service = await serve(settings)
     log.info("workflow service ready", extra={"port": service.port})
     await run_until_signalled()
     await service.stop()

@@ -80,7 +80,7 @@ async def get_execution(execution_id: str, clients: Clients, tenant: Tenant) -> 
     return await _get_execution(clients, execution_id, tenant)
 
 
-def _add_control_route(name: str, action: _Control.Action.ValueType, summary: str) -> None:
+def _add_control_route(name: str, action: _Control.Action, summary: str) -> None:
     async def control(execution_id: str, clients: Clients, tenant: Tenant) -> ExecutionOut:
         reply = await clients.call(
             clients.workflow.ControlExecution,

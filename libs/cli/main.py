@@ -71,10 +71,14 @@ def _request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any
         raise CliError(f"{method} {path}: HTTP {response.status_code}") from None
     message = f"{body.get('code')}: {body.get('message')}"
     details = body.get("details")
+    if isinstance(details, dict) and isinstance(details.get("issues"), list):
+        details = details["issues"]
     if isinstance(details, list):
-        message += "".join(f"\n  {d.get('loc', '')}: {d.get('msg', d)}" for d in details)
-    elif isinstance(details, dict) and isinstance(details.get("issues"), list):
-        message += "".join(f"\n  {_issue_text(issue)}" for issue in details["issues"])
+        for detail in details:
+            if isinstance(detail, dict) and "loc" in detail:  # a field error of the request
+                message += f"\n  {detail['loc']}: {detail.get('msg', '')}"
+            elif isinstance(detail, dict):  # a validation issue of a definition
+                message += f"\n  {_issue_text(detail)}"
     raise CliError(message)
 
 

@@ -48,7 +48,7 @@ class ExecutionRow(Base):
     workflow_id: Mapped[str] = mapped_column(String(36))
     workflow_version: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
-    inputs: Mapped[Any] = mapped_column(default=None)
+    inputs: Mapped[Any] = mapped_column(default=None, nullable=True)
     outputs: Mapped[Any] = mapped_column(default=None, nullable=True)
     error: Mapped[Any] = mapped_column(default=None, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(300), default=None)

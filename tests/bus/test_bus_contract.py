@@ -105,7 +105,7 @@ async def test_competing_consumers_each_message_to_exactly_one(
 ) -> None:
     got: dict[str, list[bytes]] = {"a": [], "b": []}
 
-    def handler_for(name: str):  # type: ignore[no-untyped-def]
+    def handler_for(name: str):
         async def handler(message: Message) -> None:
             got[name].append(message.body)
             await asyncio.sleep(0.002)  # simulated work, so both consumers get a share

@@ -40,6 +40,7 @@ from libs.common.errors import FailedPrecondition, HeddleError, InvalidArgument,
 from libs.common.grpcutil import GrpcServer, start_grpc_server
 from services.gateway.app import create_app
 from services.gateway.clients import ServiceClients
+from services.gateway.server import GatewayServer
 from services.gateway.settings import GatewaySettings
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -520,6 +521,16 @@ async def client(
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
         yield http
+
+
+@pytest.fixture
+async def live_gateway(settings: GatewaySettings, clients: ServiceClients) -> AsyncIterator[str]:
+    """host:port of the gateway served by a real uvicorn on port 0."""
+    server = GatewayServer(settings, clients)
+    port = await server.start()
+    assert port > 0
+    yield f"127.0.0.1:{port}"
+    await server.stop()
 
 
 HELLO = {

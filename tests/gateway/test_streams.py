@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -13,7 +12,6 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from services.gateway.clients import ServiceClients
 from services.gateway.server import GatewayServer
 from services.gateway.settings import GatewaySettings
 from tests.gateway.conftest import Fakes, start_execution
@@ -79,15 +77,6 @@ async def test_sse_resumes_after_seq_or_last_event_id(client: httpx.AsyncClient)
     done = await client.get(url, headers={"Last-Event-ID": "6"})
     assert done.status_code == 204
     assert (await client.get(url, params={"after": -1})).status_code == 422
-
-
-@pytest.fixture
-async def live_gateway(settings: GatewaySettings, clients: ServiceClients) -> AsyncIterator[str]:
-    server = GatewayServer(settings, clients)
-    port = await server.start()
-    assert port > 0
-    yield f"127.0.0.1:{port}"
-    await server.stop()
 
 
 async def test_real_server_streams_live_events_with_heartbeats(

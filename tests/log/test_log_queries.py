@@ -46,9 +46,7 @@ async def seed(sessions: async_sessionmaker[AsyncSession], rows: list[dict[str, 
 
 async def query(sessions: async_sessionmaker[AsyncSession], **kwargs: Any) -> list[LogRecordRow]:
     async with sessions() as session:
-        rows, _ = await repository.query_records(
-            session, LogQuery(tenant_id="default", **kwargs)
-        )
+        rows, _ = await repository.query_records(session, LogQuery(tenant_id="default", **kwargs))
     return list(rows)
 
 
@@ -89,7 +87,9 @@ async def test_keyset_pagination_walks_every_record_once(
         async with sessions() as session:
             rows, token = await repository.query_records(
                 session,
-                LogQuery(tenant_id="default", execution_id="exec-1", page_size=10, page_token=token),
+                LogQuery(
+                    tenant_id="default", execution_id="exec-1", page_size=10, page_token=token
+                ),
             )
         seen.extend(r.fields["i"] for r in rows)
         pages += 1

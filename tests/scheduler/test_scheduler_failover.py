@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 
@@ -104,6 +105,6 @@ async def test_standby_takes_over_without_duplicate_or_missed_fires(
     times = sorted(
         fire.scheduled_time.ToDatetime(tzinfo=dt.UTC) for fire in recorder.of(schedule.id)
     )
-    gaps = {later - earlier for earlier, later in zip(times, times[1:], strict=False)}
+    gaps = {later - earlier for earlier, later in itertools.pairwise(times)}
     assert gaps == {dt.timedelta(seconds=1)}, "a fire was missed"
     assert times[0] == schedule.next_fire_at

@@ -65,7 +65,7 @@ def spec(**overrides: object) -> scheduler_pb2.ScheduleSpec:
     return scheduler_pb2.ScheduleSpec(**values)  # type: ignore[arg-type]
 
 
-async def test_create_get_list_update_delete(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_create_get_list_update_delete(harness) -> None:
     stub, _ = harness
     created = await stub.CreateSchedule(scheduler_pb2.CreateScheduleRequest(spec=spec()), timeout=5)
     assert created.id and created.tenant_id == "default"
@@ -123,7 +123,7 @@ async def test_create_get_list_update_delete(harness) -> None:  # type: ignore[n
         ({"inputs_json": b"{not json"}, "inputs_json"),
     ],
 )
-async def test_validation_errors_name_the_field(harness, overrides, field) -> None:  # type: ignore[no-untyped-def]
+async def test_validation_errors_name_the_field(harness, overrides, field) -> None:
     stub, _ = harness
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.CreateSchedule(
@@ -135,7 +135,7 @@ async def test_validation_errors_name_the_field(harness, overrides, field) -> No
     assert field in [detail["path"] for detail in error.details]
 
 
-async def test_trigger_now_publishes_a_manual_fire(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_trigger_now_publishes_a_manual_fire(harness) -> None:
     stub, recorder = harness
     created = await stub.CreateSchedule(scheduler_pb2.CreateScheduleRequest(spec=spec()), timeout=5)
     first = await stub.TriggerSchedule(
@@ -151,7 +151,7 @@ async def test_trigger_now_publishes_a_manual_fire(harness) -> None:  # type: ig
     assert jsonutil.loads(fire.inputs_json) == {"k": "v"}
 
 
-async def test_a_due_schedule_fires_through_the_running_service(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_a_due_schedule_fires_through_the_running_service(harness) -> None:
     stub, recorder = harness
     created = await stub.CreateSchedule(
         scheduler_pb2.CreateScheduleRequest(spec=spec(cron="* * * * * *", timezone="UTC")),
@@ -161,7 +161,7 @@ async def test_a_due_schedule_fires_through_the_running_service(harness) -> None
     assert recorder.of(created.id)[0].source == "schedule"
 
 
-async def test_preview(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_preview(harness) -> None:
     stub, _ = harness
     reply = await stub.PreviewSchedule(
         scheduler_pb2.PreviewScheduleRequest(

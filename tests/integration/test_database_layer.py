@@ -1,0 +1,158 @@
+"""The workflow service's database layer on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from libs.common.db import create_engine, create_schema, session_factory, utcnow
+from services.workflow import repository as repo
+from services.workflow.models import (
+    EventRow,
+    ExecutionRow,
+    NodeRunRow,
+    WorkflowRow,
+    WorkflowVersionRow,
+)
+
+
+async def test_execution_state_round_trip(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await create_schema(engine)
+        sessions = session_factory(engine)
+        workflow_id, execution_id = str(uuid.uuid4()), str(uuid.uuid4())
+        async with sessions() as session, session.begin():
+            session.add(WorkflowRow(id=workflow_id, tenant_id="t1", name="w"))
+            await session.flush()
+            session.add(WorkflowVersionRow(workflow_id=workflow_id, version=1, definition={"a": 1}))
+            session.add(
+                ExecutionRow(
+                    id=execution_id,
+                    tenant_id="t1",
+                    workflow_id=workflow_id,
+                    workflow_version=1,
+                    status="running",
+                    inputs={"x": [1, 2]},
+                    owner="replica-a",
+                    lease_expires_at=utcnow() + dt.timedelta(seconds=30),
+                    idempotency_key="k1",
+                )
+            )
+            await session.flush()
+            await repo.insert_node_runs(
+                session,
+                [
+                    {"execution_id": execution_id, "node_id": f"n{i}", "node_type": "noop"}
+                    for i in range(3)
+                ],
+            )
+
+        # One batch: fenced on the owner, bulk node updates of two shapes, events.
+        async with engine.begin() as connection:
+            assert await repo.fence_execution(
+                connection, execution_id, "replica-a", {"last_seq": 2}
+            )
+            await repo.update_node_runs(
+                connection,
+                [
+                    {
+                        "execution_id": execution_id,
+                        "node_id": "n0",
+                        "status": "succeeded",
+                        "output": {"v": "é"},
+                    },
+                    {
+                        "execution_id": execution_id,
+                        "node_id": "n1",
+                        "status": "running",
+                        "attempt": 1,
+                    },
+                ],
+            )
+            await repo.insert_event_rows(
+                connection,
+                [
+                    {
+                        "execution_id": execution_id,
+                        "seq": seq,
+                        "type": "node.started",
+                        "node_id": "n0",
+                        "ts": utcnow(),
+                        "data": {"seq": seq},
+                        "trace_id": "",
+                        "tenant_id": "t1",
+                        "workflow_id": workflow_id,
+                        "published": False,
+                    }
+                    for seq in (1, 2)
+                ],
+            )
+        # Another replica cannot write through the fence.
+        async with engine.begin() as connection:
+            assert not await repo.fence_execution(
+                connection, execution_id, "replica-b", {"last_seq": 99}
+            )
+
+        async with sessions() as session:
+            row = await repo.get_execution(session, "t1", execution_id)
+            assert row is not None and row.last_seq == 2 and row.inputs == {"x": [1, 2]}
+            assert row.lease_expires_at is not None and row.lease_expires_at.tzinfo is not None
+            assert await repo.get_execution(session, "other-tenant", execution_id) is None
+            by_key = await repo.find_execution_by_key(session, "t1", "k1")
+            assert by_key is not None and by_key.id == execution_id
+            nodes = {n.node_id: n for n in await repo.node_runs(session, execution_id)}
+            assert nodes["n0"].status == "succeeded" and nodes["n0"].output == {"v": "é"}
+            assert nodes["n1"].status == "running" and nodes["n1"].attempt == 1
+            assert nodes["n2"].status == "pending"
+            events = await repo.events_after(session, execution_id, 0)
+            assert [e.seq for e in events] == [1, 2]
+            assert [e.seq for e in await repo.events_after(session, execution_id, 1)] == [2]
+            assert len(await repo.unpublished_events(session, 10)) == 2
+
+        async with sessions() as session, session.begin():
+            await repo.mark_published(session, [(execution_id, 1), (execution_id, 2)])
+        async with sessions() as session:
+            assert await repo.unpublished_events(session, 10) == []
+            rows, total = await repo.list_executions(session, "t1", 0, 10, status="running")
+            assert total == 1 and rows[0].id == execution_id
+            assert (await repo.list_executions(session, "t1", 0, 10, status="failed"))[1] == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_expired_lease_is_claimed_once(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await create_schema(engine)
+        sessions = session_factory(engine)
+        execution_id = str(uuid.uuid4())
+        async with sessions() as session, session.begin():
+            session.add(
+                ExecutionRow(
+                    id=execution_id,
+                    workflow_id="w",
+                    workflow_version=1,
+                    status="running",
+                    owner="dead-replica",
+                    lease_expires_at=utcnow() - dt.timedelta(seconds=1),
+                )
+            )
+        async with sessions() as session:
+            assert execution_id in await repo.orphaned_executions(session)
+        until = utcnow() + dt.timedelta(seconds=30)
+        async with sessions() as session, session.begin():
+            assert await repo.claim_execution(session, execution_id, "replica-a", until)
+        async with sessions() as session, session.begin():
+            # The lease is live now: a second claimant loses.
+            assert not await repo.claim_execution(session, execution_id, "replica-b", until)
+        async with sessions() as session, session.begin():
+            held = await repo.renew_leases(session, "replica-a", [execution_id], until)
+            assert held == {execution_id}
+            assert await repo.renew_leases(session, "replica-b", [execution_id], until) == set()
+        async with sessions() as session:
+            assert execution_id not in await repo.orphaned_executions(session)
+            assert await session.get(NodeRunRow, (execution_id, "x")) is None
+            assert await session.get(EventRow, (execution_id, 1)) is None
+    finally:
+        await engine.dispose()

@@ -160,3 +160,23 @@ def serve_embedded(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))
     return 0
+
+
+def db_upgrade(args: argparse.Namespace) -> int:
+    """`heddle db upgrade`: apply the migrations to HEDDLE_DATABASE_URL."""
+    from libs.common.db import create_engine
+    from libs.common.settings import CommonSettings
+    from libs.migrations import upgrade
+
+    url = CommonSettings().database_url
+
+    async def run() -> None:
+        engine = create_engine(url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    print(f"database at {url} is at the latest schema")
+    return 0

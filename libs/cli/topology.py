@@ -201,7 +201,12 @@ def default_topology(
     specs: list[ProcessSpec] = []
     for index, (name, service, port, own) in enumerate(grpc_processes):
         metrics_port = ports.metrics[index] if ports.metrics is not None else None
-        env = {**shared, **own, "HEDDLE_GRPC_PORT": str(port), "OTEL_SERVICE_NAME": f"heddle-{name}"}
+        env = {
+            **shared,
+            **own,
+            "HEDDLE_GRPC_PORT": str(port),
+            "OTEL_SERVICE_NAME": f"heddle-{name}",
+        }
         if metrics_port is not None:
             env["HEDDLE_METRICS_PORT"] = str(metrics_port)
         specs.append(
@@ -396,14 +401,14 @@ class RunningTopology:
         }
 
     async def wait_healthy(
-        self, timeout: float = 60.0, names: Iterable[str] | None = None, interval: float = 0.2
+        self, timeout_s: float = 60.0, names: Iterable[str] | None = None, interval: float = 0.2
     ) -> None:
         """Return once every (named) process is healthy; TopologyError naming what is not.
 
         A process that exits fails at once, with the tail of its log.
         """
         wanted = list(names) if names is not None else [s.name for s in self.specs]
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout_s
         while True:
             failures = await self.unhealthy(wanted)
             if not failures:
@@ -519,9 +524,7 @@ def _live_pids(run_dir: Path) -> dict[str, int]:
 def _print_table(topology: RunningTopology) -> None:
     rows = [("process", "pid", "listens", "metrics", "log")]
     for spec in topology.specs:
-        metrics = (
-            f"http://{spec.host}:{spec.metrics_port}/metrics" if spec.metrics_port else "-"
-        )
+        metrics = f"http://{spec.host}:{spec.metrics_port}/metrics" if spec.metrics_port else "-"
         rows.append(
             (
                 spec.name,
@@ -564,7 +567,7 @@ def up(args: argparse.Namespace) -> int:
     topology = spawn_topology(specs, log_dir, run_dir=run_dir, cwd=Path.cwd())
     timeout = float(getattr(args, "timeout", 60.0))
     try:
-        asyncio.run(topology.wait_healthy(timeout=timeout))
+        asyncio.run(topology.wait_healthy(timeout_s=timeout))
     except TopologyError as error:
         print(f"heddle up: not healthy within {timeout:g} s:\n{error}", file=sys.stderr)
         topology.stop()

@@ -8,7 +8,8 @@ Topology, declared in `_declare_topology` and nowhere else:
 - each named queue is a durable *quorum* queue (competing consumers) with
   `x-delivery-limit` and at-least-once dead-lettering to `heddle.dlx`, routing key = the
   queue's name, where the durable queue `<queue>.dlq` collects what failed every delivery;
-- `queue=None` gives an exclusive, auto-delete classic queue (fan-out to each subscriber).
+- `queue=None` gives an exclusive, auto-delete classic queue (fan-out to each subscriber);
+  what fails every delivery there is dropped (logged), as such queues carry notifications.
 
 Messages are persistent and published on one long-lived channel with publisher confirms;
 any number of publishes may await their confirms concurrently. Consumers ack after the

@@ -14,9 +14,10 @@ from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common.bus import EventBus, create_bus
-from libs.common.db import create_engine, create_schema, session_factory
+from libs.common.db import create_engine, session_factory
 from libs.common.grpcutil import GrpcServer, start_grpc_server
 from libs.common.logging import configure_logging
+from libs.migrations import upgrade
 from services.log import models  # noqa: F401  (registers the table)
 from services.log.consumer import LogConsumer
 from services.log.retention import run_retention
@@ -58,7 +59,7 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
     owned_bus = None
     consumer = None
     try:
-        await create_schema(engine)
+        await upgrade(engine)
         if bus is None:
             bus = owned_bus = create_bus(settings.broker_url)
         await bus.connect()

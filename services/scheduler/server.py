@@ -13,10 +13,11 @@ from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common.bus import EventBus, create_bus
-from libs.common.db import create_engine, create_schema, session_factory
+from libs.common.db import create_engine, session_factory
 from libs.common.grpcutil import GrpcServer, start_grpc_server
 from libs.common.kv import KV, create_kv
 from libs.common.logging import configure_logging
+from libs.migrations import upgrade
 from services.scheduler import models  # noqa: F401  (registers the table)
 from services.scheduler.leader import LeaderElector
 from services.scheduler.schedules import ScheduleManager
@@ -70,7 +71,7 @@ async def serve(
     engine = create_engine(settings.database_url)
     owned_bus = owned_kv = None
     try:
-        await create_schema(engine)
+        await upgrade(engine)
         if bus is None:
             bus = owned_bus = create_bus(settings.broker_url)
         await bus.connect()

@@ -14,6 +14,8 @@ from libs.common.errors import InvalidArgument
 from services.scheduler.models import Schedule
 from services.scheduler.schedules import ScheduleManager, ScheduleSpec
 
+MAX_PAGE_SIZE = 1000
+
 
 def _timestamp(value: dt.datetime | None) -> Timestamp | None:
     if value is None:
@@ -101,7 +103,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         self, request: scheduler_pb2.ListSchedulesRequest, context: grpc.aio.ServicerContext
     ) -> scheduler_pb2.ListSchedulesResponse:
         page = request.page.page or 1
-        page_size = request.page.page_size or self._default_page_size
+        page_size = min(request.page.page_size or self._default_page_size, MAX_PAGE_SIZE)
         schedules, total = await self._manager.list_schedules(
             request.tenant_id, workflow_id=request.workflow_id, page=page, page_size=page_size
         )

@@ -11,11 +11,12 @@ from heddle.v1 import events_pb2, workflow_pb2, workflow_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common.bus import TRIGGERS_EXCHANGE, EventBus, Message, Subscription, create_bus
-from libs.common.db import create_engine, create_schema, session_factory
+from libs.common.db import create_engine, session_factory
 from libs.common.grpcutil import GrpcServer, start_grpc_server
 from libs.common.kv import KV, create_kv
 from libs.common.logging import configure_logging
 from libs.common.runtime import run_until_signalled
+from libs.migrations import upgrade
 from services.workflow import models  # noqa: F401  (registers the tables)
 from services.workflow.catalog import NodeCatalog
 from services.workflow.dispatcher import NodeDispatcher
@@ -70,7 +71,7 @@ async def serve(
     """Start the workflow service; pass `bus`/`kv` to share them (embedded mode), else they are
     built from the settings and closed on stop."""
     db = create_engine(settings.database_url)
-    await create_schema(db)
+    await upgrade(db)
     sessions = session_factory(db)
     own_bus = bus is None
     if bus is None:

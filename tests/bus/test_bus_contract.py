@@ -231,3 +231,43 @@ async def test_unsubscribed_handler_gets_nothing_more(
     await bus.publish(EVENTS_EXCHANGE, f"{prefix}.u", b"2")
     await assert_eventually(lambda: still == [b"1", b"2"])
     assert cancelled == [b"1"]
+
+
+async def _close_broker_side(connection_name: str) -> None:
+    """Have RabbitMQ drop the connection whose client named itself connection_name."""
+
+    async def rabbitmqctl(*args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            "rabbitmqctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, _ = await process.communicate()
+        return out.decode()
+
+    listing = await rabbitmqctl("list_connections", "pid", "client_properties", "-q")
+    pids = [line.split("\t")[0] for line in listing.splitlines() if connection_name in line]
+    assert pids, "connection not found"
+    for pid in pids:
+        await rabbitmqctl("close_connection", pid, "test: simulated broker failure")
+
+
+async def test_reconnects_and_restores_consumers_after_a_connection_loss(prefix: str) -> None:
+    name = f"heddle-test-{uuid.uuid4().hex[:8]}"
+    queue = f"test.q.{uuid.uuid4().hex[:10]}"
+    bus = RabbitBus(RABBIT_URL, connection_name=name, reconnect_interval_s=0.2)
+    received: list[bytes] = []
+
+    async def handler(message: Message) -> None:
+        received.append(message.body)
+
+    try:
+        await bus.subscribe(EVENTS_EXCHANGE, [f"{prefix}.r"], handler, queue=queue)
+        await bus.publish(EVENTS_EXCHANGE, f"{prefix}.r", b"before")
+        await assert_eventually(lambda: received == [b"before"])
+
+        await _close_broker_side(name)
+        # Publishing retries until the robust connection has restored the channel.
+        await bus.publish(EVENTS_EXCHANGE, f"{prefix}.r", b"after")
+        await assert_eventually(lambda: received == [b"before", b"after"], timeout=10)
+    finally:
+        await bus.close()
+        await delete_rabbit_queues(queue)

@@ -1,0 +1,136 @@
+"""The spec builder of `heddle up` and the e2e fixtures: env and ports per process."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from libs.cli.topology import (
+    LOCAL_DATABASE_URL,
+    TopologyPorts,
+    add_arguments,
+    default_topology,
+    tail,
+)
+from libs.common.settings import DEFAULT_PORTS, CommonSettings
+from services.workflow.settings import WorkflowSettings
+
+
+def test_default_topology_runs_the_production_shape() -> None:
+    specs = default_topology()
+    assert [s.name for s in specs] == [
+        "ai",
+        "tool",
+        "log",
+        "node-1",
+        "node-2",
+        "node-3",
+        "workflow-1",
+        "workflow-2",
+        "scheduler",
+        "gateway",
+    ]
+    ports = {s.name: s.grpc_port for s in specs}
+    assert ports["workflow-1"] == DEFAULT_PORTS["workflow"] == 50051
+    assert ports["workflow-2"] == 50061
+    assert [ports[f"node-{i}"] for i in (1, 2, 3)] == [50052, 50062, 50072]
+    for service in ("ai", "tool", "scheduler", "log"):
+        assert ports[service] == DEFAULT_PORTS[service]
+    gateway = specs[-1]
+    assert gateway.grpc_port is None and gateway.http_port == 8080
+    assert gateway.endpoint == "http://127.0.0.1:8080"
+    metrics = [s.metrics_port for s in specs[:-1]]
+    assert metrics == list(range(9101, 9110))
+    for spec in specs:
+        assert spec.command[1:] == ["-m", f"services.{spec.service}"]
+
+
+def test_every_process_gets_its_environment() -> None:
+    specs = {s.name: s for s in default_topology()}
+    for spec in specs.values():
+        env = spec.env
+        assert env["HEDDLE_DATABASE_URL"] == LOCAL_DATABASE_URL
+        assert env["HEDDLE_BROKER_URL"] == "amqp://guest:guest@127.0.0.1:5672/"
+        assert env["HEDDLE_REDIS_URL"] == "redis://127.0.0.1:6379/0"
+        nodes = "127.0.0.1:50052,127.0.0.1:50062,127.0.0.1:50072"
+        assert env["HEDDLE_NODE_ADDRESSES"] == nodes
+        assert env["HEDDLE_WORKFLOW_ADDRESS"] == "ipv4:127.0.0.1:50051,127.0.0.1:50061"
+        assert env["HEDDLE_AI_ADDRESS"] == "127.0.0.1:50053"
+        assert env["OTEL_SERVICE_NAME"] == f"heddle-{spec.name}"
+        if spec.grpc_port is not None:
+            assert env["HEDDLE_GRPC_PORT"] == str(spec.grpc_port)
+            assert env["HEDDLE_METRICS_PORT"] == str(spec.metrics_port)
+        assert "HEDDLE_SERVICE_TOKEN" not in env
+    assert specs["workflow-1"].env["HEDDLE_REPLICA_ID"] == "workflow-1"
+    assert specs["workflow-2"].env["HEDDLE_REPLICA_ID"] == "workflow-2"
+    assert "HEDDLE_REPLICA_ID" not in specs["node-1"].env
+    assert specs["gateway"].env["HEDDLE_HTTP_PORT"] == "8080"
+    assert specs["gateway"].env["HEDDLE_HTTP_HOST"] == "127.0.0.1"
+
+
+def test_the_environment_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = next(s for s in default_topology() if s.name == "workflow-2")
+    for name, value in spec.env.items():
+        monkeypatch.setenv(name, value)
+    settings = WorkflowSettings()
+    assert settings.replica_id == "workflow-2"
+    assert settings.port_for("workflow") == 50061
+    assert len(settings.node_addresses) == 3
+    assert CommonSettings().metrics_port == spec.metrics_port
+
+
+def test_ports_urls_and_token_are_parameters() -> None:
+    ports = TopologyPorts.free(workflow_replicas=3, node_replicas=2)
+    specs = default_topology(
+        ports=ports,
+        database_url="postgresql+asyncpg://postgres@127.0.0.1:5432/heddle_e2e",
+        broker_url="amqp://guest:guest@127.0.0.1:5672/e2e",
+        service_token="secret",
+        extra_env={"HEDDLE_LOG_FORMAT": "console"},
+    )
+    names = [s.name for s in specs]
+    assert names.count("gateway") == 1
+    assert [n for n in names if n.startswith("workflow")] == [
+        "workflow-1",
+        "workflow-2",
+        "workflow-3",
+    ]
+    assert [n for n in names if n.startswith("node")] == ["node-1", "node-2"]
+    used = [s.grpc_port for s in specs if s.grpc_port] + [ports.http]
+    assert len(set(used)) == len(used)
+    for spec in specs:
+        assert spec.env["HEDDLE_DATABASE_URL"].endswith("/heddle_e2e")
+        assert spec.env["HEDDLE_BROKER_URL"].endswith("/e2e")
+        assert spec.env["HEDDLE_SERVICE_TOKEN"] == "secret"
+        assert spec.env["HEDDLE_LOG_FORMAT"] == "console"
+        assert spec.metrics_port is None or spec.name == "gateway"
+        assert "HEDDLE_METRICS_PORT" not in spec.env
+    workflow = ",".join(f"127.0.0.1:{p}" for p in ports.workflow)
+    assert specs[0].env["HEDDLE_WORKFLOW_ADDRESS"] == f"ipv4:{workflow}"
+
+
+def test_a_single_replica_or_a_hostname_gets_a_plain_address() -> None:
+    ports = TopologyPorts(workflow=(7000,), metrics=None)
+    assert default_topology(ports=ports)[0].env["HEDDLE_WORKFLOW_ADDRESS"] == "127.0.0.1:7000"
+    specs = default_topology(host="localhost")
+    assert specs[0].env["HEDDLE_WORKFLOW_ADDRESS"] == "localhost:50051"
+
+
+def test_bad_port_plans_are_refused() -> None:
+    with pytest.raises(ValueError, match="metrics ports"):
+        default_topology(ports=TopologyPorts(metrics=(9101, 9102)))
+    with pytest.raises(ValueError, match="at least one"):
+        default_topology(ports=TopologyPorts(node=()))
+
+
+def test_cli_arguments_and_log_tail(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--var-dir", str(tmp_path), "--timeout", "5"])
+    assert args.timeout == 5.0 and args.database_url == LOCAL_DATABASE_URL
+    log = tmp_path / "x.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert tail(log, 3) == "line 97\nline 98\nline 99"
+    assert tail(tmp_path / "missing.log") == ""

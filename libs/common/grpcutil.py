@@ -54,6 +54,10 @@ _SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.so_reuseport", 0),
+    # Clients reconnect (and re-resolve DNS) every few minutes, so replicas added by an
+    # autoscaler get their share of calls.
+    ("grpc.max_connection_age_ms", 300_000),
+    ("grpc.max_connection_age_grace_ms", 30_000),
 ]
 
 
@@ -96,7 +100,8 @@ def create_channel(address: str, *, service_token: str = "") -> grpc.aio.Channel
     """
     options = [
         *_CHANNEL_OPTIONS,
-        ("grpc.service_config", _service_config(address.startswith("dns:"))),
+        # dns:/// names and multi-address ipv4:a,b targets are balanced over every address.
+        ("grpc.service_config", _service_config(address.startswith(("dns:", "ipv4:", "ipv6:")))),
     ]
     interceptors = [_TokenClientInterceptor(service_token)] if service_token else None
     return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)

@@ -178,6 +178,8 @@ class ScriptedServer:
         self.received: list[Received] = []
         self._server: asyncio.Server | None = None
         self.port = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     def route(self, path: str, **script: Any) -> str:
         """Script path; its full URL."""
@@ -217,8 +219,13 @@ class ScriptedServer:
             self.received.append(Received(method, path, query, headers, body))
             status, payload, extra = self._answer(path, method, call)
             route = self.routes.get(path)
-            if route is not None and route.sleep_s:
-                await asyncio.sleep(route.sleep_s)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                if route is not None and route.sleep_s:
+                    await asyncio.sleep(route.sleep_s)
+            finally:
+                self.in_flight -= 1
             head = [f"HTTP/1.1 {status} X", f"content-length: {len(payload)}"]
             head += [f"{k}: {v}" for k, v in extra.items()]
             head.append("connection: close")

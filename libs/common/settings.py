@@ -80,6 +80,25 @@ class CommonSettings(BaseSettings):
     service_token: str = Field(
         default="", description="Shared credential services present to each other; off if empty."
     )
+    tls_cert: str = Field(
+        default="",
+        description="PEM file of this process's gRPC certificate; with tls_key and tls_ca it "
+        "turns on mutual TLS between services (servers then require client certificates).",
+    )
+    tls_key: str = Field(default="", description="PEM file of the private key of tls_cert.")
+    tls_ca: str = Field(
+        default="", description="PEM file of the CA that signs every service's certificate."
+    )
+    tls_server_name: str = Field(
+        default="",
+        description="Name the server certificates are checked against (overrides the host of "
+        "the address); empty: the host.",
+    )
+    secrets_key: str = Field(
+        default="",
+        description="Base64 of the 32-byte AES-256-GCM key that encrypts tenant secrets at rest "
+        "(the workflow service); empty: secrets are unavailable.",
+    )
 
     _split_node_addresses = field_validator("node_addresses", mode="before")(_split)
 

@@ -148,6 +148,16 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             finally:
                 self.in_flight -= 1
 
+    async def ExecuteNode(
+        self, request: node_pb2.NodeTask, context: grpc.aio.ServicerContext
+    ) -> node_pb2.NodeOutcome:
+        async with self.slots:
+            self.in_flight += 1
+            try:
+                return await self.runner.run(request)
+            finally:
+                self.in_flight -= 1
+
     async def ExecuteNodes(
         self, request: node_pb2.ExecuteNodesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[node_pb2.ExecuteNodesResponse]:

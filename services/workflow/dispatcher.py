@@ -149,6 +149,12 @@ class NodeDispatcher:
         replica.in_flight += len(tasks)
         replica.calls += 1
         try:
+            if len(tasks) == 1:
+                # A lone attempt (a chain's step) goes unary: cheaper than opening a stream.
+                outcome = await replica.stub.ExecuteNode(tasks[0], timeout=deadline_s)
+                pending.clear()
+                on_outcomes([outcome])
+                return
             call = replica.stub.ExecuteNodes(
                 node_pb2.ExecuteNodesRequest(tasks=tasks), timeout=deadline_s
             )

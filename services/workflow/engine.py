@@ -20,6 +20,7 @@ from libs.common import jsonutil
 from libs.common.db import utcnow
 from libs.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from libs.common.kv import KV
+from services.workflow import pg_writer
 from services.workflow import repository as repo
 from services.workflow.catalog import NodeCatalog
 from services.workflow.definition import NodeSpec, WorkflowDefinition
@@ -68,6 +69,7 @@ class Engine:
         self.settings = settings
         self.sessions = sessions
         self.db: AsyncEngine = sessions.kw["bind"]
+        self._postgres = self.db.dialect.name == "postgresql"
         self.dispatcher = dispatcher
         self.catalog = catalog
         self.kv = kv
@@ -354,15 +356,35 @@ class Engine:
             # Releasing ownership: the fence must still match on the current owner.
             execution_values["owner"] = None
 
+        nodes = [
+            {"execution_id": runner.id, "node_id": node.node_id, **node.row()}
+            for node in batch.nodes.values()
+        ]
+
         async def write() -> None:
-            async with self.db.begin() as connection:
-                owned = await repo.fence_execution(
-                    connection, runner.id, self.settings.replica_id, execution_values
-                )
+            async with self.db.connect() as connection:
+                if self._postgres:
+                    owned = await pg_writer.write_batch(
+                        connection,
+                        execution_id=runner.id,
+                        owner=self.settings.replica_id,
+                        execution_values=execution_values,
+                        nodes=nodes,
+                        events=batch.events,
+                        trace_id=runner.row.trace_id,
+                        tenant_id=runner.row.tenant_id,
+                        workflow_id=runner.row.workflow_id,
+                    )
+                else:
+                    async with connection.begin():
+                        owned = await repo.fence_execution(
+                            connection, runner.id, self.settings.replica_id, execution_values
+                        )
+                        if owned:
+                            await repo.update_node_runs(connection, nodes)
+                            await repo.insert_event_rows(connection, batch.events)
                 if not owned:
                     raise LostOwnership(runner.id)
-                await repo.update_node_runs(connection, batch.nodes.values())
-                await repo.insert_event_rows(connection, batch.events)
 
         await self.with_db_retries(write)
         if batch.events:

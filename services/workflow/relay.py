@@ -58,10 +58,11 @@ class OutboxRelay:
         bus: EventBus,
         *,
         sweep_interval_s: float = 5.0,
-        mark_interval_s: float = 0.2,
+        mark_interval_s: float = 0.5,
         batch_size: int = 500,
     ) -> None:
         self._sessions = sessions
+        self._db = sessions.kw["bind"]
         self._bus = bus
         self._sweep_interval_s = sweep_interval_s
         self._mark_interval_s = mark_interval_s
@@ -127,8 +128,8 @@ class OutboxRelay:
         if not keys:
             return
         try:
-            async with self._sessions() as session, session.begin():
-                await repo.mark_published(session, keys)
+            async with self._db.begin() as connection:
+                await repo.mark_published(connection, keys)
         except Exception:
             self._to_mark.extend(keys)
             raise

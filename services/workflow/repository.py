@@ -183,20 +183,21 @@ async def unpublished_events(
     return rows.all()
 
 
-async def mark_published(session: AsyncSession, keys: list[tuple[str, int]]) -> None:
+async def mark_published(connection: AsyncConnection, keys: list[tuple[str, int]]) -> None:
     """Flag events as relayed; one statement per execution over its range of sequence numbers
     (what one relay batch holds of an execution is contiguous or nearly so)."""
     by_execution: dict[str, list[int]] = {}
     for execution_id, seq in keys:
         by_execution.setdefault(execution_id, []).append(seq)
+    events = EventRow.__table__
     for execution_id, seqs in by_execution.items():
-        await session.execute(
-            update(EventRow)
-            .where(
-                EventRow.execution_id == execution_id,
-                EventRow.seq.between(min(seqs), max(seqs)),
-                EventRow.seq.in_(seqs) if len(seqs) != max(seqs) - min(seqs) + 1 else True,
-            )
+        low, high = min(seqs), max(seqs)
+        condition = events.c.seq.between(low, high)
+        if len(set(seqs)) != high - low + 1:
+            condition = events.c.seq.in_(seqs)
+        await connection.execute(
+            update(events)
+            .where(events.c.execution_id == execution_id, condition)
             .values(published=True)
         )
 

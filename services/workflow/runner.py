@@ -111,6 +111,22 @@ class NodeState:
     infra_failures: int = 0
     attempt_started: dt.datetime | None = None
 
+    def row(self) -> dict[str, Any]:
+        """The persisted columns (everything but the primary key)."""
+        return {
+            "status": self.status,
+            "attempt": self.attempt,
+            "output": self.output,
+            "error": self.error,
+            "active_ports": self.active_ports,
+            "attempts": self.attempts,
+            "waiting": self.waiting,
+            "inputs": self.inputs,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "due_at": self.due_at,
+        }
+
     @classmethod
     def from_row(cls, row: NodeRunRow) -> NodeState:
         return cls(
@@ -166,7 +182,7 @@ class _Batch:
     """Changes accumulated while applying commands; flushed in one transaction."""
 
     def __init__(self) -> None:
-        self.nodes: dict[str, dict[str, Any]] = {}
+        self.nodes: dict[str, NodeState] = {}
         self.events: list[dict[str, Any]] = []
         self.execution: dict[str, Any] = {}
         self.to_send: list[node_pb2.NodeTask] = []
@@ -731,13 +747,10 @@ class ExecutionRunner:
     # ---- helpers ------------------------------------------------------------------------
 
     def _change(self, node: NodeState, **values: Any) -> None:
-        entry = self.batch.nodes.get(node.node_id)
-        if entry is None:
-            entry = self.batch.nodes[node.node_id] = {
-                "execution_id": self.id,
-                "node_id": node.node_id,
-            }
-        entry.update(values)
+        """Set fields of node and mark it dirty: the batch writes its whole row."""
+        for key, value in values.items():
+            setattr(node, key, value)
+        self.batch.nodes[node.node_id] = node
 
     def _event(self, event_type: str, node_id: str | None, data: dict[str, Any]) -> None:
         self.seq += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -299,15 +300,16 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
             if runner is not None and runner.row.tenant_id == tenant:
                 # Driven here: its end is an in-memory event, no need to poll the database.
                 await asyncio.shield(runner.finished)
-            async with self.sessions() as session:
-                row = await repo.get_execution(session, tenant, request.id)
-            if row is None:
-                raise NotFound(f"execution {request.id!r} not found")
-            if row.status in FINAL_EXECUTION_STATUSES:
-                if request.summary:
-                    return execution_to_proto(row)
-                return await self._load_execution(tenant, request.id)
-            await self.engine.notifier.wait(request.id, _POLL_S)
+            async with self._wake_on_write(request.id) as wake:
+                async with self.sessions() as session:
+                    row = await repo.get_execution(session, tenant, request.id)
+                if row is None:
+                    raise NotFound(f"execution {request.id!r} not found")
+                if row.status in FINAL_EXECUTION_STATUSES:
+                    if request.summary:
+                        return execution_to_proto(row)
+                    return await self._load_execution(tenant, request.id)
+                await wake
 
     async def StreamEvents(
         self, request: workflow_pb2.StreamEventsRequest, context: grpc.aio.ServicerContext
@@ -319,20 +321,33 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
                 raise NotFound(f"execution {execution_id!r} not found")
         after = max(0, request.after_seq)
         while True:
-            async with self.sessions() as session:
-                rows = await repo.events_after(session, execution_id, after)
-                status = None
-                if not rows:
-                    row = await repo.get_execution(session, tenant, execution_id)
-                    status = row.status if row else None
-            for event in rows:
-                after = event.seq
-                yield event_to_proto(event)
-            if rows:
-                continue
-            if status is None or status in FINAL_EXECUTION_STATUSES:
-                return
-            await self.engine.notifier.wait(execution_id, _POLL_S)
+            async with self._wake_on_write(execution_id) as wake:
+                async with self.sessions() as session:
+                    rows = await repo.events_after(session, execution_id, after)
+                    status = None
+                    if not rows:
+                        row = await repo.get_execution(session, tenant, execution_id)
+                        status = row.status if row else None
+                for event in rows:
+                    after = event.seq
+                    yield event_to_proto(event)
+                if rows:
+                    continue
+                if status is None or status in FINAL_EXECUTION_STATUSES:
+                    return
+                await wake
+
+    @contextlib.asynccontextmanager
+    async def _wake_on_write(self, execution_id: str) -> AsyncIterator[asyncio.Future[None]]:
+        """A wake-up registered BEFORE the caller reads the database: a write (and its
+        notification) landing between the read and the wait must not be missed, or the
+        follower would sleep a whole poll interval with news waiting."""
+        wake = asyncio.ensure_future(self.engine.notifier.wait(execution_id, _POLL_S))
+        await asyncio.sleep(0)  # let it register its waiter now
+        try:
+            yield wake
+        finally:
+            wake.cancel()
 
     async def FireTrigger(
         self, request: workflow_pb2.FireTriggerRequest, context: grpc.aio.ServicerContext

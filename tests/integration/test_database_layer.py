@@ -110,8 +110,8 @@ async def test_execution_state_round_trip(database_url: str) -> None:
             assert [e.seq for e in await repo.events_after(session, execution_id, 1)] == [2]
             assert len(await repo.unpublished_events(session, 10)) == 2
 
-        async with sessions() as session, session.begin():
-            await repo.mark_published(session, [(execution_id, 1), (execution_id, 2)])
+        async with engine.begin() as connection:
+            await repo.mark_published(connection, [(execution_id, 1), (execution_id, 2)])
         async with sessions() as session:
             assert await repo.unpublished_events(session, 10) == []
             rows, total = await repo.list_executions(session, "t1", 0, 10, status="running")

@@ -45,6 +45,11 @@ class NodeServiceStub(object):
                 request_serializer=heddle_dot_v1_dot_node__pb2.ExecuteNodesRequest.SerializeToString,
                 response_deserializer=heddle_dot_v1_dot_node__pb2.ExecuteNodesResponse.FromString,
                 _registered_method=True)
+        self.ExecuteNode = channel.unary_unary(
+                '/heddle.v1.NodeService/ExecuteNode',
+                request_serializer=heddle_dot_v1_dot_node__pb2.NodeTask.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_node__pb2.NodeOutcome.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer(object):
@@ -66,6 +71,13 @@ class NodeServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecuteNode(self, request, context):
+        """One attempt, unary: the cheaper call when a single node is ready (a chain's step).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +90,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.ExecuteNodes,
                     request_deserializer=heddle_dot_v1_dot_node__pb2.ExecuteNodesRequest.FromString,
                     response_serializer=heddle_dot_v1_dot_node__pb2.ExecuteNodesResponse.SerializeToString,
+            ),
+            'ExecuteNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecuteNode,
+                    request_deserializer=heddle_dot_v1_dot_node__pb2.NodeTask.FromString,
+                    response_serializer=heddle_dot_v1_dot_node__pb2.NodeOutcome.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +152,33 @@ class NodeService(object):
             '/heddle.v1.NodeService/ExecuteNodes',
             heddle_dot_v1_dot_node__pb2.ExecuteNodesRequest.SerializeToString,
             heddle_dot_v1_dot_node__pb2.ExecuteNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/heddle.v1.NodeService/ExecuteNode',
+            heddle_dot_v1_dot_node__pb2.NodeTask.SerializeToString,
+            heddle_dot_v1_dot_node__pb2.NodeOutcome.FromString,
             options,
             channel_credentials,
             insecure,

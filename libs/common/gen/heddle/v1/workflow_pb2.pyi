@@ -94,12 +94,16 @@ class GetWorkflowRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ..., tenant_id: _Optional[str] = ...) -> None: ...
 
 class ListWorkflowsRequest(_message.Message):
-    __slots__ = ("page", "tenant_id")
+    __slots__ = ("page", "tenant_id", "restrict_to_ids", "ids")
     PAGE_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESTRICT_TO_IDS_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
     page: _common_pb2.PageRequest
     tenant_id: str
-    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    restrict_to_ids: bool
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., tenant_id: _Optional[str] = ..., restrict_to_ids: bool = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListWorkflowsResponse(_message.Message):
     __slots__ = ("workflows", "page")
@@ -242,16 +246,20 @@ class GetExecutionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
 
 class ListExecutionsRequest(_message.Message):
-    __slots__ = ("page", "workflow_id", "status", "tenant_id")
+    __slots__ = ("page", "workflow_id", "status", "tenant_id", "restrict_to_workflows", "workflow_ids")
     PAGE_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESTRICT_TO_WORKFLOWS_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_IDS_FIELD_NUMBER: _ClassVar[int]
     page: _common_pb2.PageRequest
     workflow_id: str
     status: str
     tenant_id: str
-    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., workflow_id: _Optional[str] = ..., status: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    restrict_to_workflows: bool
+    workflow_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., workflow_id: _Optional[str] = ..., status: _Optional[str] = ..., tenant_id: _Optional[str] = ..., restrict_to_workflows: bool = ..., workflow_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListExecutionsResponse(_message.Message):
     __slots__ = ("executions", "page")
@@ -332,3 +340,55 @@ class FireTriggerResponse(_message.Message):
     EXECUTION_IDS_FIELD_NUMBER: _ClassVar[int]
     execution_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, execution_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SecretInfo(_message.Message):
+    __slots__ = ("name", "created_at", "updated_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PutSecretRequest(_message.Message):
+    __slots__ = ("tenant_id", "name", "value")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    name: str
+    value: str
+    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class PutSecretResponse(_message.Message):
+    __slots__ = ("secret", "created")
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    secret: SecretInfo
+    created: bool
+    def __init__(self, secret: _Optional[_Union[SecretInfo, _Mapping]] = ..., created: bool = ...) -> None: ...
+
+class ListSecretsRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class ListSecretsResponse(_message.Message):
+    __slots__ = ("secrets",)
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    secrets: _containers.RepeatedCompositeFieldContainer[SecretInfo]
+    def __init__(self, secrets: _Optional[_Iterable[_Union[SecretInfo, _Mapping]]] = ...) -> None: ...
+
+class DeleteSecretRequest(_message.Message):
+    __slots__ = ("tenant_id", "name")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    name: str
+    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class DeleteSecretResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

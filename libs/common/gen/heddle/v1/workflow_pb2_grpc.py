@@ -118,6 +118,21 @@ class WorkflowServiceStub(object):
                 request_serializer=heddle_dot_v1_dot_workflow__pb2.FireTriggerRequest.SerializeToString,
                 response_deserializer=heddle_dot_v1_dot_workflow__pb2.FireTriggerResponse.FromString,
                 _registered_method=True)
+        self.PutSecret = channel.unary_unary(
+                '/heddle.v1.WorkflowService/PutSecret',
+                request_serializer=heddle_dot_v1_dot_workflow__pb2.PutSecretRequest.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_workflow__pb2.PutSecretResponse.FromString,
+                _registered_method=True)
+        self.ListSecrets = channel.unary_unary(
+                '/heddle.v1.WorkflowService/ListSecrets',
+                request_serializer=heddle_dot_v1_dot_workflow__pb2.ListSecretsRequest.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_workflow__pb2.ListSecretsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSecret = channel.unary_unary(
+                '/heddle.v1.WorkflowService/DeleteSecret',
+                request_serializer=heddle_dot_v1_dot_workflow__pb2.DeleteSecretRequest.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_workflow__pb2.DeleteSecretResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer(object):
@@ -224,6 +239,25 @@ class WorkflowServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutSecret(self, request, context):
+        """Per-tenant secrets, encrypted at rest; values are write-only (never returned).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecrets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSecret(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -306,6 +340,21 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.FireTrigger,
                     request_deserializer=heddle_dot_v1_dot_workflow__pb2.FireTriggerRequest.FromString,
                     response_serializer=heddle_dot_v1_dot_workflow__pb2.FireTriggerResponse.SerializeToString,
+            ),
+            'PutSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutSecret,
+                    request_deserializer=heddle_dot_v1_dot_workflow__pb2.PutSecretRequest.FromString,
+                    response_serializer=heddle_dot_v1_dot_workflow__pb2.PutSecretResponse.SerializeToString,
+            ),
+            'ListSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecrets,
+                    request_deserializer=heddle_dot_v1_dot_workflow__pb2.ListSecretsRequest.FromString,
+                    response_serializer=heddle_dot_v1_dot_workflow__pb2.ListSecretsResponse.SerializeToString,
+            ),
+            'DeleteSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSecret,
+                    request_deserializer=heddle_dot_v1_dot_workflow__pb2.DeleteSecretRequest.FromString,
+                    response_serializer=heddle_dot_v1_dot_workflow__pb2.DeleteSecretResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -742,6 +791,87 @@ class WorkflowService(object):
             '/heddle.v1.WorkflowService/FireTrigger',
             heddle_dot_v1_dot_workflow__pb2.FireTriggerRequest.SerializeToString,
             heddle_dot_v1_dot_workflow__pb2.FireTriggerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/heddle.v1.WorkflowService/PutSecret',
+            heddle_dot_v1_dot_workflow__pb2.PutSecretRequest.SerializeToString,
+            heddle_dot_v1_dot_workflow__pb2.PutSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/heddle.v1.WorkflowService/ListSecrets',
+            heddle_dot_v1_dot_workflow__pb2.ListSecretsRequest.SerializeToString,
+            heddle_dot_v1_dot_workflow__pb2.ListSecretsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/heddle.v1.WorkflowService/DeleteSecret',
+            heddle_dot_v1_dot_workflow__pb2.DeleteSecretRequest.SerializeToString,
+            heddle_dot_v1_dot_workflow__pb2.DeleteSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,

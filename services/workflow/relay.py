@@ -16,7 +16,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from heddle.v1 import events_pb2
@@ -35,7 +35,7 @@ def event_to_proto(row: Any) -> events_pb2.Event:
     """An Event message from an EventRow or the dict the runner wrote."""
     get = row.get if isinstance(row, dict) else lambda key: getattr(row, key)
     ts = Timestamp()
-    ts.FromDatetime(get("ts"))
+    ts.FromDatetime(cast(dt.datetime, get("ts")))
     return events_pb2.Event(
         execution_id=get("execution_id"),
         seq=get("seq"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from libs.common.db import utcnow
@@ -15,6 +15,7 @@ from services.workflow.models import (
     EventRow,
     ExecutionRow,
     NodeRunRow,
+    SecretRow,
     WorkflowRow,
     WorkflowVersionRow,
 )
@@ -38,9 +39,16 @@ async def get_version(
 
 
 async def list_workflows(
-    session: AsyncSession, tenant_id: str, offset: int, limit: int
+    session: AsyncSession,
+    tenant_id: str,
+    offset: int,
+    limit: int,
+    only_ids: Sequence[str] | None = None,
 ) -> tuple[Sequence[WorkflowRow], int]:
+    """A page of the tenant's workflows; with only_ids, of those among them."""
     where = and_(WorkflowRow.tenant_id == tenant_id, WorkflowRow.deleted_at.is_(None))
+    if only_ids is not None:
+        where = and_(where, WorkflowRow.id.in_(list(only_ids)))
     total = await session.scalar(select(func.count()).select_from(WorkflowRow).where(where))
     rows = await session.scalars(
         select(WorkflowRow)
@@ -78,8 +86,11 @@ async def list_executions(
     limit: int,
     workflow_id: str | None = None,
     status: str | None = None,
+    only_workflows: Sequence[str] | None = None,
 ) -> tuple[Sequence[ExecutionRow], int]:
     conditions = [ExecutionRow.tenant_id == tenant_id]
+    if only_workflows is not None:
+        conditions.append(ExecutionRow.workflow_id.in_(list(only_workflows)))
     if workflow_id:
         conditions.append(ExecutionRow.workflow_id == workflow_id)
     if status:
@@ -106,9 +117,9 @@ async def insert_node_runs(session: AsyncSession, rows: list[dict[str, Any]]) ->
         await session.execute(insert(_NODE_RUNS), rows)
 
 
-_NODE_RUNS = NodeRunRow.__table__
-_EVENTS = EventRow.__table__
-_EXECUTIONS = ExecutionRow.__table__
+_NODE_RUNS = cast(Table, NodeRunRow.__table__)
+_EVENTS = cast(Table, EventRow.__table__)
+_EXECUTIONS = cast(Table, ExecutionRow.__table__)
 
 
 async def update_node_runs(connection: AsyncConnection, changes: Iterable[dict[str, Any]]) -> None:
@@ -189,7 +200,7 @@ async def mark_published(connection: AsyncConnection, keys: list[tuple[str, int]
     by_execution: dict[str, list[int]] = {}
     for execution_id, seq in keys:
         by_execution.setdefault(execution_id, []).append(seq)
-    events = EventRow.__table__
+    events = _EVENTS
     for execution_id, seqs in by_execution.items():
         low, high = min(seqs), max(seqs)
         condition = events.c.seq.between(low, high)
@@ -254,3 +265,53 @@ async def renew_leases(
         )
     )
     return set(held.all())
+
+
+# ---- tenant quotas ------------------------------------------------------------------------
+
+
+async def count_active_executions(session: AsyncSession, tenant_id: str) -> int:
+    """Top-level executions of the tenant that are pending, running or paused."""
+    total = await session.scalar(
+        select(func.count())
+        .select_from(ExecutionRow)
+        .where(
+            ExecutionRow.tenant_id == tenant_id,
+            ExecutionRow.status.in_(ACTIVE_STATUSES),
+            ExecutionRow.parent_execution_id.is_(None),
+        )
+    )
+    return int(total or 0)
+
+
+async def count_workflows(session: AsyncSession, tenant_id: str) -> int:
+    total = await session.scalar(
+        select(func.count())
+        .select_from(WorkflowRow)
+        .where(WorkflowRow.tenant_id == tenant_id, WorkflowRow.deleted_at.is_(None))
+    )
+    return int(total or 0)
+
+
+# ---- secrets ------------------------------------------------------------------------------
+
+
+async def get_secret(session: AsyncSession, tenant_id: str, name: str) -> SecretRow | None:
+    return await session.get(SecretRow, (tenant_id, name))
+
+
+async def list_secrets(session: AsyncSession, tenant_id: str) -> Sequence[SecretRow]:
+    rows = await session.scalars(
+        select(SecretRow).where(SecretRow.tenant_id == tenant_id).order_by(SecretRow.name)
+    )
+    return rows.all()
+
+
+async def secrets_named(
+    session: AsyncSession, tenant_id: str, names: Iterable[str] | None
+) -> Sequence[SecretRow]:
+    """The tenant's secrets with these names (every one of them when names is None)."""
+    query = select(SecretRow).where(SecretRow.tenant_id == tenant_id)
+    if names is not None:
+        query = query.where(SecretRow.name.in_(list(names)))
+    return (await session.scalars(query)).all()

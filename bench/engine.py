@@ -2,9 +2,11 @@
 
     python bench/engine.py [--database postgres|sqlite] [--runs 5] [--node-replicas 2]
 
-Starts a workflow service and node replicas as separate processes (plus the ai and tool
-services they are wired to), creates the two workflows over gRPC, and times each execution
-from StartExecution to the end of WaitExecution. Prints medians with min and max.
+Starts a workflow service and node replicas as separate processes, creates the two
+workflows over gRPC, and times each execution from StartExecution to the end of
+WaitExecution (every state change persisted before it is acted on; events relayed through
+the outbox). Prints medians with min and max. `--production` relays events to RabbitMQ with
+publisher confirms and keeps the cache in Redis, as `make up` does.
 """
 
 from __future__ import annotations
@@ -119,6 +121,12 @@ async def main() -> None:
     parser.add_argument("--node-replicas", type=int, default=2)
     parser.add_argument("--fan-out", type=int, default=1000)
     parser.add_argument("--chain", type=int, default=100)
+    parser.add_argument(
+        "--production",
+        action="store_true",
+        help="RabbitMQ for events (outbox relay with confirms) and Redis for cache/locks, "
+        "as in the production topology (default: in-process bus and store)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,6 +141,9 @@ async def main() -> None:
             "HEDDLE_TOOL_ADDRESS": f"127.0.0.1:{ports['tool']}",
             "HEDDLE_NODE_ADDRESSES": ",".join(f"127.0.0.1:{p}" for p in node_ports),
         }
+        if args.production:
+            common["HEDDLE_BROKER_URL"] = "amqp://guest:guest@127.0.0.1:5672/"
+            common["HEDDLE_REDIS_URL"] = "redis://127.0.0.1:6379/0"
         processes = [
             _spawn("node", {**common, "HEDDLE_GRPC_PORT": str(port)}, tmp) for port in node_ports
         ]
@@ -145,6 +156,7 @@ async def main() -> None:
             stub = workflow_pb2_grpc.WorkflowServiceStub(channel)
             print(
                 f"engine benchmark: grpcio {grpc.__version__}, {args.database}, "
+                f"{'RabbitMQ + Redis' if args.production else 'in-process bus'}, "
                 f"{args.node_replicas} node replicas, {args.runs} runs each (after 1 warm-up)",
                 flush=True,
             )

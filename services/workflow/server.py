@@ -10,9 +10,16 @@ from dataclasses import dataclass
 from heddle.v1 import events_pb2, workflow_pb2, workflow_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs.common.bus import TRIGGERS_EXCHANGE, EventBus, Message, Subscription, create_bus
+from libs.common.bus import (
+    EVENTS_EXCHANGE,
+    TRIGGERS_EXCHANGE,
+    EventBus,
+    Message,
+    Subscription,
+    create_bus,
+)
 from libs.common.db import create_engine, session_factory
-from libs.common.grpcutil import GrpcServer, start_grpc_server
+from libs.common.grpcutil import GrpcServer, TlsFiles, start_grpc_server
 from libs.common.kv import KV, create_kv
 from libs.common.logging import configure_logging
 from libs.common.runtime import run_until_signalled
@@ -45,6 +52,7 @@ class WorkflowService:
     kv: KV
     own_kv: bool
     subscription: Subscription
+    follow: Subscription
     dispatcher: NodeDispatcher
     db: AsyncEngine
 
@@ -54,6 +62,7 @@ class WorkflowService:
 
     async def stop(self) -> None:
         await self.subscription.cancel()
+        await self.follow.cancel()
         await self.grpc.stop(grace=1.0)
         await self.engine.stop()
         await self.relay.stop()
@@ -85,6 +94,7 @@ async def serve(
         batch_size=settings.dispatch_batch_size,
         default_timeout_s=settings.node_default_timeout_s,
         service_token=settings.service_token,
+        tls=TlsFiles.from_settings(settings),
     )
     catalog = NodeCatalog(dispatcher)
     engine = Engine(settings, sessions, dispatcher, catalog, kv, EventNotifier())
@@ -99,6 +109,7 @@ async def serve(
         host=settings.bind_host,
         port=settings.port_for("workflow"),
         service_token=settings.service_token,
+        tls=TlsFiles.from_settings(settings),
     )
 
     async def on_trigger(message: Message) -> None:
@@ -108,10 +119,30 @@ async def serve(
     subscription = await bus.subscribe(
         TRIGGERS_EXCHANGE, ["trigger.#"], on_trigger, queue=TRIGGERS_QUEUE, prefetch=16
     )
+
+    async def on_event(message: Message) -> None:
+        # Events of executions another replica drives: wake local followers (SSE, waits) at
+        # once instead of at their next database poll.
+        execution_id = message.headers.get("execution_id")
+        if execution_id:
+            engine.notifier.notify(execution_id)
+
+    follow = await bus.subscribe(EVENTS_EXCHANGE, ["#"], on_event, queue=None, prefetch=256)
     relay.start()
     await engine.start()
     return WorkflowService(
-        settings, engine, relay, server, bus, own_bus, kv, own_kv, subscription, dispatcher, db
+        settings,
+        engine,
+        relay,
+        server,
+        bus,
+        own_bus,
+        kv,
+        own_kv,
+        subscription,
+        follow,
+        dispatcher,
+        db,
     )
 
 

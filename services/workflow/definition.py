@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "BARE_EXPRESSION_PARAMS",
+    "LITERAL_PARAMS",
     "NODE_ID_PATTERN",
     "RESERVED_NAMES",
     "CachePolicy",
@@ -47,6 +48,9 @@ RESERVED_NAMES: frozenset[str] = frozenset(
 
 #: Params that hold a bare expression (``"fetch.status == 200"``) rather than a template,
 #: per node type. ``when`` is always an expression.
+#: Params that are never templates (code may contain "{{" of its own, e.g. f-strings).
+LITERAL_PARAMS: dict[str, frozenset[str]] = {"code": frozenset({"source"})}
+
 BARE_EXPRESSION_PARAMS: dict[str, frozenset[str]] = {
     "condition": frozenset({"expression"}),
     "switch": frozenset({"expression"}),
@@ -142,8 +146,10 @@ def expression_sources(node: NodeSpec) -> Iterator[tuple[str, Any, bool]]:
     validator (to check and locate) and the planner (to know what a node reads).
     """
     bare = BARE_EXPRESSION_PARAMS.get(node.type, frozenset())
+    literal = LITERAL_PARAMS.get(node.type, frozenset())
     for key, value in node.params.items():
-        yield f"params.{key}", value, key in bare
+        if key not in literal:
+            yield f"params.{key}", value, key in bare
     if node.when is not None:
         yield "when", node.when, True
     if node.default_output is not None:

@@ -510,8 +510,6 @@ class PlanState:
             self._state[i] = state
             if state == _FAILED:
                 self._failed = True
-        if self._failed:
-            return
         # The transitions replayed here were acted on before the crash: only decisions for
         # still-pending nodes (computed in _settle_pending) are news for the engine.
         scratch = Transition()

@@ -16,7 +16,13 @@ from libs.common import jsonutil
 from libs.common.errors import InvalidArgument, NotFound
 from services.workflow import repository as repo
 from services.workflow.engine import Engine
-from services.workflow.models import DEFAULT_TENANT, ExecutionRow, NodeRunRow, WorkflowRow
+from services.workflow.models import (
+    DEFAULT_TENANT,
+    ExecutionRow,
+    NodeRunRow,
+    SecretRow,
+    WorkflowRow,
+)
 from services.workflow.models import WorkflowVersionRow as VersionRow
 from services.workflow.relay import event_to_proto
 from services.workflow.status import FINAL_EXECUTION_STATUSES
@@ -45,13 +51,20 @@ def _iso_ts(value: str | None) -> Timestamp | None:
 def _error(error: dict[str, Any] | None) -> common_pb2.ErrorInfo | None:
     if not error:
         return None
+    # A node error carries its own `details` ({"status": 404, ...}): they ARE the details,
+    # not a field of them; other keys (an execution error's node_id) join them.
+    nested = error.get("details")
+    details: dict[str, Any] = (
+        dict(nested) if isinstance(nested, dict) else {} if nested is None else {"details": nested}
+    )
+    details.update(
+        (k, v) for k, v in error.items() if k not in ("type", "message", "retryable", "details")
+    )
     return common_pb2.ErrorInfo(
         type=str(error.get("type", "")),
         message=str(error.get("message", "")),
         retryable=bool(error.get("retryable", False)),
-        details_json=jsonutil.dumps(
-            {k: v for k, v in error.items() if k not in ("type", "message", "retryable")} or None
-        ),
+        details_json=jsonutil.dumps(details or None),
     )
 
 
@@ -162,7 +175,7 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
                     field=issue.field or "",
                     severity=issue.severity,
                 )
-                for issue in report.errors
+                for issue in [*report.errors, *report.warnings]
             ],
         )
 
@@ -192,7 +205,8 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
         self, request: workflow_pb2.ListWorkflowsRequest, context: grpc.aio.ServicerContext
     ) -> workflow_pb2.ListWorkflowsResponse:
         page, size = _page(request.page, self.max_page)
-        rows, total = await self.store.list(_tenant(request.tenant_id), page, size)
+        only_ids = list(request.ids) if request.restrict_to_ids else None
+        rows, total = await self.store.list(_tenant(request.tenant_id), page, size, only_ids)
         return workflow_pb2.ListWorkflowsResponse(
             workflows=[workflow_to_proto(row, None) for row in rows],
             page=common_pb2.PageInfo(page=page, page_size=size, total=total),
@@ -259,6 +273,9 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
                 size,
                 workflow_id=request.workflow_id or None,
                 status=request.status or None,
+                only_workflows=(
+                    list(request.workflow_ids) if request.restrict_to_workflows else None
+                ),
             )
         return workflow_pb2.ListExecutionsResponse(
             executions=[execution_to_proto(row) for row in rows],
@@ -333,7 +350,17 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
                     yield event_to_proto(event)
                 if rows:
                     continue
-                if status is None or status in FINAL_EXECUTION_STATUSES:
+                if status is None:
+                    return
+                if status in FINAL_EXECUTION_STATUSES:
+                    # The last batch (its events and the final status, one transaction) may
+                    # have committed between the two reads above: read the events once more,
+                    # or the stream would end without the execution's last events.
+                    async with self.sessions() as session:
+                        rows = await repo.events_after(session, execution_id, after)
+                    for event in rows:
+                        after = event.seq
+                        yield event_to_proto(event)
                     return
                 await wake
 
@@ -355,6 +382,35 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
         return workflow_pb2.FireTriggerResponse(
             execution_ids=await start_from_trigger(self.engine, request.fire)
         )
+
+    # ---- secrets ------------------------------------------------------------------------
+
+    async def PutSecret(
+        self, request: workflow_pb2.PutSecretRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.PutSecretResponse:
+        row, created = await self.engine.secrets.put(
+            _tenant(request.tenant_id), request.name, request.value
+        )
+        return workflow_pb2.PutSecretResponse(secret=_secret_info(row), created=created)
+
+    async def ListSecrets(
+        self, request: workflow_pb2.ListSecretsRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.ListSecretsResponse:
+        rows = await self.engine.secrets.list(_tenant(request.tenant_id))
+        return workflow_pb2.ListSecretsResponse(secrets=[_secret_info(row) for row in rows])
+
+    async def DeleteSecret(
+        self, request: workflow_pb2.DeleteSecretRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.DeleteSecretResponse:
+        await self.engine.secrets.delete(_tenant(request.tenant_id), request.name)
+        return workflow_pb2.DeleteSecretResponse()
+
+
+def _secret_info(row: SecretRow) -> workflow_pb2.SecretInfo:
+    # Names and times only: the value (and its ciphertext) never leaves the service.
+    return workflow_pb2.SecretInfo(
+        name=row.name, created_at=_ts(row.created_at), updated_at=_ts(row.updated_at)
+    )
 
 
 async def start_from_trigger(engine: Engine, fire: events_pb2.TriggerFire) -> list[str]:

@@ -4,7 +4,7 @@ reference interpreter, and never makes a node ready too early or twice."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +18,8 @@ from tests.unit.catalog import core_catalog
 CATALOG = core_catalog()
 ON_ERROR = ["fail", "continue", "skip", "fail_branch"]
 CASES = ["a", "b"]
+Result = Literal["succeed", "fail", "when_false"]
+RESULTS: list[Result] = ["succeed", "succeed", "succeed", "succeed", "fail", "when_false"]
 
 
 @dataclass
@@ -65,7 +67,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                 if port is not None:
                     edge["source_port"] = port
                 edges.append(edge)
-        result = draw(st.sampled_from(["succeed"] * 6 + ["fail", "fail", "when_false"]))
+        result = draw(st.sampled_from(RESULTS))
         taken: frozenset[str] | None = None
         if kind == "condition":
             taken = frozenset({draw(st.sampled_from(["true", "false"]))})
@@ -110,7 +112,9 @@ PERSISTED = {
 
 @settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario=scenarios(), data=st.data())
-def test_random_completion_orders_match_the_reference(scenario: Scenario, data: st.DataObject) -> None:
+def test_random_completion_orders_match_the_reference(
+    scenario: Scenario, data: st.DataObject
+) -> None:
     definition = scenario.definition
     plan = ExecutionPlan.build(definition, CATALOG)
     reference = run_reference(definition, lambda node_id, _inputs: scenario.behaviours[node_id])
@@ -119,6 +123,7 @@ def test_random_completion_orders_match_the_reference(scenario: Scenario, data: 
         preds[edge.target].append(edge.source)
 
     state = PlanState(plan)
+    any_merges = [n for n in plan.node_ids if plan.is_any_merge(n)]
     terminal: dict[str, str] = {}
     ever_ready: set[str] = set()
     ready_inputs: dict[str, list[tuple[str, str | None, str | None]]] = {}
@@ -143,6 +148,9 @@ def test_random_completion_orders_match_the_reference(scenario: Scenario, data: 
                 assert not undecided, f"{node_id} ready before {undecided} finished"
                 assert not preds[node_id] or inputs
             ready_inputs[node_id] = inputs
+        for node_id in any_merges:
+            if state.status(node_id) == "pending":
+                assert not state.live_inputs(node_id), f"any-merge {node_id} should have fired"
 
     first = state.start()
     take(first.ready, first.skipped)
@@ -161,9 +169,14 @@ def test_random_completion_orders_match_the_reference(scenario: Scenario, data: 
         take(transition.ready, transition.skipped)
         steps += 1
         if steps == restart_at:
-            # a crash: rebuild from what the engine would have persisted
+            # A crash after the engine persisted this node's result but before it persisted
+            # what followed from it: the rebuilt state must find the same consequences.
             persisted = {n: PERSISTED[state.status(n)] for n in plan.node_ids}
+            for n in [*transition.ready, *transition.skipped]:
+                persisted[n] = "pending"
             rebuilt = PlanState(plan, persisted, ports)
+            if not state.failed:
+                assert rebuilt.start() == transition
             assert rebuilt.start().ready == []
             assert rebuilt.ready() == state.ready()
             assert rebuilt.statuses() == state.statuses()

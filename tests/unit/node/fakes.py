@@ -66,6 +66,7 @@ class FakeWorkflows:
         idempotency_key: str,
         parent_execution_id: str,
         parent_node_id: str,
+        tenant_id: str = "",
     ) -> dict[str, Any]:
         self.calls.append(
             {

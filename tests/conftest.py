@@ -73,5 +73,8 @@ async def stack(sqlite_url: str, request: pytest.FixtureRequest) -> AsyncIterato
 
 @pytest.fixture
 async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as http:
+    """An HTTP client of the stack's gateway, authenticated as an admin of the default
+    tenant (tests/security covers the other principals)."""
+    headers = {"Authorization": f"Bearer {stack.admin_key}"} if stack.admin_key else {}
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30, headers=headers) as http:
         yield http

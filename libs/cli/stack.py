@@ -14,6 +14,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from libs.common.bus import EventBus, InProcessBus, create_bus
@@ -21,8 +22,12 @@ from libs.common.kv import KV, create_kv
 from libs.common.logging import configure_logging
 from libs.common.runtime import run_until_signalled
 from libs.common.settings import DEFAULT_PORTS
+from libs.common.tracing import configure_tracing
 
 SERVICES = ("ai", "tool", "log", "node", "workflow", "scheduler")
+VAR_DIR = Path("var")
+#: Where `heddle serve` leaves its development admin key; the CLI reads it from there.
+DEV_API_KEY_FILE = VAR_DIR / "dev-api-key"
 
 
 class _Stoppable(Protocol):
@@ -47,6 +52,8 @@ class Stack:
     kv: KV
     services: dict[str, Any] = field(default_factory=dict)
     _stop_order: list[_Stoppable] = field(default_factory=list)
+    #: An admin API key of the default tenant ("" when authentication is off).
+    admin_key: str = ""
 
     async def stop(self) -> None:
         for service in reversed(self._stop_order):
@@ -61,8 +68,19 @@ async def start_stack(
     *,
     ephemeral_ports: bool = False,
     http_port: int | None = None,
+    admin_key_file: str | Path | None = None,
+    node_replicas: int = 1,
 ) -> Stack:
-    """Start every service; `overrides` are settings fields applied to all of them."""
+    """Start every service; `overrides` are settings fields applied to all of them.
+
+    With authentication on, the stack holds an admin key of the default tenant in
+    `admin_key`: the one in admin_key_file when it is still valid, else a new one (written
+    there, mode 0600, when a file is given). Without HEDDLE_SECRETS_KEY, tenant secrets are
+    encrypted with a key made for this stack.
+
+    `node_replicas` starts that many node replicas ("node", "node-2", ... in `services` and
+    `ports`), all of them in the workflow service's node_addresses.
+    """
     # Imported here: the CLI's other commands must not pay for loading every service.
     from services.ai.server import serve as serve_ai
     from services.ai.settings import AiSettings
@@ -79,18 +97,27 @@ async def start_stack(
     from services.workflow.server import serve as serve_workflow
     from services.workflow.settings import WorkflowSettings
 
+    # One process, one tracer provider: spans tell their service by `heddle.service`.
+    configure_tracing("heddle")
     common = dict(overrides or {})
     host = common.get("bind_host", "127.0.0.1")
     ports = {name: free_port(host) if ephemeral_ports else DEFAULT_PORTS[name] for name in SERVICES}
+    # Extra node replicas ("node-2", ...) take free ports; the workflow service gets them all.
+    node_names = ["node", *(f"node-{i}" for i in range(2, node_replicas + 1))]
+    ports.update({name: free_port(host) for name in node_names[1:]})
     addresses = {
         "workflow_address": f"{host}:{ports['workflow']}",
-        "node_addresses": [f"{host}:{ports['node']}"],
+        "node_addresses": [f"{host}:{ports[name]}" for name in node_names],
         "ai_address": f"{host}:{ports['ai']}",
         "tool_address": f"{host}:{ports['tool']}",
         "scheduler_address": f"{host}:{ports['scheduler']}",
         "log_address": f"{host}:{ports['log']}",
     }
     base = {**addresses, **common}
+    if not base.get("secrets_key") and not os.environ.get("HEDDLE_SECRETS_KEY"):
+        from libs.common.secrets import generate_key
+
+        base["secrets_key"] = generate_key()
     broker_url = base.get("broker_url", "memory://")
     bus: EventBus = InProcessBus() if broker_url.startswith("memory:") else create_bus(broker_url)
     await bus.connect()
@@ -104,7 +131,10 @@ async def start_stack(
         ("ai", lambda: serve_ai(AiSettings(**opts("ai")))),
         ("tool", lambda: serve_tool(ToolSettings(**opts("tool")))),
         ("log", lambda: serve_log(LogSettings(**opts("log")), bus=bus)),
-        ("node", lambda: serve_node(NodeServiceSettings(**opts("node")))),
+        *(
+            (name, lambda name=name: serve_node(NodeServiceSettings(**opts(name))))
+            for name in node_names
+        ),
         ("workflow", lambda: serve_workflow(WorkflowSettings(**opts("workflow")), bus=bus, kv=kv)),
         (
             "scheduler",
@@ -124,10 +154,54 @@ async def start_stack(
         stack.services["gateway"] = gateway
         stack._stop_order.append(gateway)
         stack.gateway_url = f"http://{gateway_settings.http_host}:{bound}"
+        if gateway_settings.auth_enabled:
+            stack.admin_key = await _admin_key(gateway.app.state.security, admin_key_file)
     except BaseException:
         await stack.stop()
         raise
     return stack
+
+
+async def _admin_key(security: Any, key_file: str | Path | None) -> str:
+    from services.gateway.auth import ADMIN_SCOPES, DEFAULT_TENANT
+
+    path = Path(key_file) if key_file is not None else None
+    if path is not None and path.exists():
+        token = path.read_text().strip()
+        if await security.key_is_valid(token):
+            return token
+    _, token = await security.create_api_key(
+        tenant_id=DEFAULT_TENANT,
+        name="embedded admin" if path is None else "development admin",
+        scopes=ADMIN_SCOPES,
+        expires_at=None,
+        created_by="heddle serve",
+    )
+    if path is not None:
+        write_private(path, token + "\n")
+    return str(token)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write text to a file only its owner can read (0600 from the first byte)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    path.chmod(0o600)
+
+
+def _embedded_secrets_key(path: Path) -> str:
+    """HEDDLE_SECRETS_KEY, else the key in var/secrets.key (made on first start)."""
+    from libs.common.secrets import generate_key
+
+    if os.environ.get("HEDDLE_SECRETS_KEY"):
+        return os.environ["HEDDLE_SECRETS_KEY"]
+    if path.exists():
+        return path.read_text().strip()
+    key = generate_key()
+    write_private(path, key + "\n")
+    return key
 
 
 def _print_banner(stack: Stack) -> None:
@@ -139,13 +213,24 @@ def _print_banner(stack: Stack) -> None:
         f"  database   {stack.settings.get('database_url', 'sqlite+aiosqlite:///./var/heddle.db')}",
         "Try: heddle run examples/hello.yaml --input name=world    (Ctrl-C stops)",
     ]
+    if stack.admin_key:
+        lines.insert(
+            -1,
+            f"  admin key  {stack.admin_key}\n"
+            f"             (in {DEV_API_KEY_FILE}, which the heddle CLI reads; send it as "
+            "Authorization: Bearer <key>)",
+        )
     print("\n".join(lines), flush=True)
 
 
 async def _serve(args: argparse.Namespace) -> None:
     level = os.environ.get("HEDDLE_LOG_LEVEL", "WARNING")
     configure_logging("heddle", level, os.environ.get("HEDDLE_LOG_FORMAT", "console"))
-    stack = await start_stack(http_port=getattr(args, "port", None))
+    stack = await start_stack(
+        {"secrets_key": _embedded_secrets_key(VAR_DIR / "secrets.key")},
+        http_port=getattr(args, "port", None),
+        admin_key_file=DEV_API_KEY_FILE,
+    )
     _print_banner(stack)
     try:
         await run_until_signalled()

@@ -539,6 +539,28 @@ def _print_table(topology: RunningTopology) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+def _local_credentials(var_dir: Path) -> dict[str, str]:
+    """A development admin key (bootstrapped by the gateway) and a secrets key, kept in
+    var_dir across runs; the environment's own HEDDLE_BOOTSTRAP_API_KEY/SECRETS_KEY win."""
+    from libs.cli.stack import write_private
+    from libs.common.secrets import generate_key
+    from services.gateway.auth import new_api_key
+
+    def kept(name: str, make: str) -> str:
+        path = var_dir / name
+        if path.exists():
+            return path.read_text().strip()
+        write_private(path, make + "\n")
+        return make
+
+    return {
+        "HEDDLE_BOOTSTRAP_API_KEY": os.environ.get("HEDDLE_BOOTSTRAP_API_KEY")
+        or kept("dev-api-key", new_api_key()[0]),
+        "HEDDLE_SECRETS_KEY": os.environ.get("HEDDLE_SECRETS_KEY")
+        or kept("secrets.key", generate_key()),
+    }
+
+
 def up(args: argparse.Namespace) -> int:
     """`heddle up`: start the topology in the background and wait until it is healthy."""
     var_dir = Path(getattr(args, "var_dir", "var"))
@@ -563,6 +585,7 @@ def up(args: argparse.Namespace) -> int:
         broker_url=getattr(args, "broker_url", LOCAL_BROKER_URL),
         redis_url=getattr(args, "redis_url", LOCAL_REDIS_URL),
         service_token=os.environ.get("HEDDLE_SERVICE_TOKEN", ""),
+        extra_env=_local_credentials(var_dir),
     )
     topology = spawn_topology(specs, log_dir, run_dir=run_dir, cwd=Path.cwd())
     timeout = float(getattr(args, "timeout", 60.0))
@@ -578,6 +601,7 @@ def up(args: argparse.Namespace) -> int:
     print("Heddle is running (production topology, local processes):")
     _print_table(topology)
     print(f"API: {topology.gateway_url}/docs    stop with: heddle down (make down)")
+    print(f"admin API key in {var_dir / 'dev-api-key'} (the heddle CLI reads it)")
     return 0
 
 

@@ -11,12 +11,26 @@ import asyncio
 import itertools
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
 
+from opentelemetry import trace
+from opentelemetry.context import Context
+
+from libs.common.metrics import BUS_CONSUMED, BUS_QUEUE_DEPTH
+from libs.common.tracing import (
+    SERVICE_ATTRIBUTE,
+    TRACEPARENT,
+    current_traceparent,
+    extract_context,
+    tracer,
+)
+
 log = logging.getLogger(__name__)
+_TRACER = tracer(__name__)
 
 EVENTS_EXCHANGE = "heddle.events"
 TRIGGERS_EXCHANGE = "heddle.triggers"
@@ -35,6 +49,53 @@ class Message:
 
 
 Handler = Callable[[Message], Awaitable[None]]
+
+
+@contextmanager
+def publishing(
+    exchange: str, service: str, parent: Context | None = None, messages: int = 1
+) -> Iterator[dict[str, str]]:
+    """A PRODUCER span `publish <exchange>` (child of parent, default the current span) for
+    the duration of a publish; yields the headers that carry it to the consumers."""
+    attributes: dict[str, str | int] = {
+        "messaging.system": "rabbitmq",
+        "messaging.destination.name": exchange,
+        "messaging.operation.type": "publish",
+        SERVICE_ATTRIBUTE: service,
+    }
+    if messages != 1:
+        attributes["messaging.batch.message_count"] = messages
+    with _TRACER.start_as_current_span(
+        f"publish {exchange}", context=parent, kind=trace.SpanKind.PRODUCER, attributes=attributes
+    ) as span:
+        yield {TRACEPARENT: current_traceparent(span)}
+
+
+def traced(handler: Handler, service: str, queue: str = "") -> Handler:
+    """handler, run in a CONSUMER span `process <exchange>` whose parent is the message's
+    `traceparent` header; a message without one is handled untraced (no orphan traces)."""
+
+    async def handle(message: Message) -> None:
+        parent = extract_context(message.headers)
+        if parent is None:
+            await handler(message)
+            return
+        with _TRACER.start_as_current_span(
+            f"process {message.exchange}",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.destination.name": message.exchange,
+                "messaging.destination.subscription.name": queue,
+                "messaging.rabbitmq.destination.routing_key": message.routing_key,
+                "messaging.operation.type": "process",
+                SERVICE_ATTRIBUTE: service,
+            },
+        ):
+            await handler(message)
+
+    return handle
 
 
 class Subscription(Protocol):
@@ -85,8 +146,13 @@ def topic_matches(binding_key: str, routing_key: str) -> bool:
 
 
 class _Queue:
-    def __init__(self, name: str, prefetch: int, max_deliveries: int) -> None:
+    def __init__(self, name: str, prefetch: int, max_deliveries: int, anonymous: bool) -> None:
         self.name = name
+        label = "anonymous" if anonymous else name
+        self.depth = BUS_QUEUE_DEPTH.labels(label)
+        self.acked = BUS_CONSUMED.labels(label, "ack")
+        self.requeued = BUS_CONSUMED.labels(label, "requeue")
+        self.dead_lettered = BUS_CONSUMED.labels(label, "dead_letter")
         self.items: asyncio.Queue[Message] = asyncio.Queue()
         self.bindings: list[tuple[str, str]] = []
         self.consumers: dict[int, asyncio.Task[None]] = {}
@@ -115,6 +181,7 @@ class InProcessBus:
                 ex == exchange and topic_matches(key, routing_key) for ex, key in queue.bindings
             ):
                 queue.items.put_nowait(message)
+                queue.depth.inc()
 
     async def subscribe(
         self,
@@ -128,7 +195,9 @@ class InProcessBus:
         name = queue or f"anon.{next(self._ids)}"
         target = self._queues.get(name)
         if target is None:
-            target = self._queues[name] = _Queue(name, prefetch, self._max_deliveries)
+            target = self._queues[name] = _Queue(
+                name, prefetch, self._max_deliveries, anonymous=queue is None
+            )
         for key in binding_keys:
             if (exchange, key) not in target.bindings:
                 target.bindings.append((exchange, key))
@@ -143,6 +212,7 @@ class InProcessBus:
         try:
             while True:
                 message = await queue.items.get()
+                queue.depth.dec()
                 await limit.acquire()
                 task = asyncio.create_task(self._deliver(queue, handler, message, limit))
                 running.add(task)
@@ -156,14 +226,18 @@ class InProcessBus:
     ) -> None:
         try:
             await handler(message)
+            queue.acked.inc()
         except asyncio.CancelledError:
             queue.items.put_nowait(message)
+            queue.depth.inc()
             raise
         except Exception:
             log.exception("bus handler failed", extra={"queue": queue.name})
             if message.delivery >= queue.max_deliveries:
                 queue.dead_letters.append(message)
+                queue.dead_lettered.inc()
             else:
+                queue.requeued.inc()
                 redelivered = Message(
                     message.exchange,
                     message.routing_key,
@@ -172,6 +246,7 @@ class InProcessBus:
                     message.delivery + 1,
                 )
                 queue.items.put_nowait(redelivered)
+                queue.depth.inc()
         finally:
             limit.release()
 
@@ -189,6 +264,7 @@ class InProcessBus:
             await asyncio.gather(task, return_exceptions=True)
         if anonymous:
             self._queues.pop(queue_name, None)
+            queue.depth.dec(queue.items.qsize())
 
     async def close(self) -> None:
         for queue in list(self._queues.values()):

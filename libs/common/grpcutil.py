@@ -8,24 +8,49 @@ UNAVAILABLE; callers always pass a deadline.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
+from opentelemetry.context import Context
 from prometheus_client import Counter, Histogram
 
 from libs.common.errors import HeddleError, Unauthenticated, error_trailer
+from libs.common.tracing import (
+    SERVICE_ATTRIBUTE,
+    TRACEPARENT,
+    current_traceparent,
+    extract_context,
+    tracer,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 AUTH_METADATA_KEY = "x-heddle-service-token"
+
+_TRACER = tracer(__name__)
+# Codes that say the server failed (a span error), not that the caller asked wrongly.
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
 
 GRPC_SERVER_HANDLED = Counter(
     "heddle_grpc_server_handled_total",
@@ -72,28 +97,129 @@ def _service_config(round_robin: bool) -> str:
     return json.dumps(config)
 
 
-class _TokenClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor
-):
-    def __init__(self, token: str) -> None:
-        self._metadata = (AUTH_METADATA_KEY, token)
+class _ClientInterceptor:
+    """Presents the service token, and inside a trace makes a CLIENT span per call and sends
+    its context in the metadata. grpc.aio files an interceptor under its first matching
+    kind only, hence one subclass per kind of call."""
 
-    def _with_token(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def _prepare(
+        self, details: grpc.aio.ClientCallDetails
+    ) -> tuple[trace.Span | None, grpc.aio.ClientCallDetails]:
+        parent = trace.get_current_span()
+        span = None
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        metadata.add(*self._metadata)
-        return grpc.aio.ClientCallDetails(
+        if self._token:
+            metadata.add(AUTH_METADATA_KEY, self._token)
+        if parent.get_span_context().is_valid:
+            method = details.method
+            name = method.decode() if isinstance(method, bytes) else method
+            span = _TRACER.start_span(
+                f"grpc.client {name.lstrip('/')}",
+                kind=trace.SpanKind.CLIENT,
+                attributes={"rpc.system": "grpc", "rpc.method": name},
+            )
+            metadata.add(TRACEPARENT, current_traceparent(span))
+        elif not self._token:
+            return None, details
+        return span, grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
-    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def, override]
-        return await continuation(self._with_token(client_call_details), request)
 
-    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def, override]
-        return await continuation(self._with_token(client_call_details), request)
+class _UnaryUnaryInterceptor(_ClientInterceptor, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        span, details = self._prepare(client_call_details)
+        call = await continuation(details, request)
+        if span is not None:
+            try:
+                _end_client_span(span, await call.code())
+            except asyncio.CancelledError:
+                call.cancel()
+                _end_client_span(span, grpc.StatusCode.CANCELLED)
+                raise
+        return call
 
 
-def create_channel(address: str, *, service_token: str = "") -> grpc.aio.Channel:
-    """An insecure loopback/cluster channel with keepalive, retries and size limits.
+class _UnaryStreamInterceptor(_ClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        span, details = self._prepare(client_call_details)
+        call = await continuation(details, request)
+        if span is not None:
+            call.add_done_callback(lambda done: _end_stream_span(span, done))
+        return call
+
+
+def _end_client_span(span: trace.Span, code: grpc.StatusCode) -> None:
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code != grpc.StatusCode.OK:
+        span.set_status(trace.StatusCode.ERROR, code.name)
+    span.end()
+
+
+def _end_stream_span(span: trace.Span, call: grpc.aio.Call) -> None:
+    # The status is a coroutine even once the call is done: read it in a task of its own.
+    task = asyncio.ensure_future(call.code())
+    task.add_done_callback(
+        lambda done: _end_client_span(
+            span, grpc.StatusCode.CANCELLED if done.cancelled() else done.result()
+        )
+    )
+
+
+class _TlsSettings(Protocol):
+    tls_cert: str
+    tls_key: str
+    tls_ca: str
+    tls_server_name: str
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The PEM material of mutual TLS between services: own certificate and key, the CA."""
+
+    cert: bytes
+    key: bytes
+    ca: bytes
+    server_name: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: _TlsSettings) -> TlsFiles | None:
+        """None when HEDDLE_TLS_CERT/KEY/CA are unset; all three or none (fails fast)."""
+        paths = {"cert": settings.tls_cert, "key": settings.tls_key, "ca": settings.tls_ca}
+        if not any(paths.values()):
+            return None
+        missing = [f"HEDDLE_TLS_{name.upper()}" for name, path in paths.items() if not path]
+        if missing:
+            raise ValueError(f"mutual TLS needs {', '.join(missing)} too")
+        return cls(
+            cert=Path(paths["cert"]).read_bytes(),
+            key=Path(paths["key"]).read_bytes(),
+            ca=Path(paths["ca"]).read_bytes(),
+            server_name=settings.tls_server_name,
+        )
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.key, self.cert)], root_certificates=self.ca, require_client_auth=True
+        )
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+
+
+def create_channel(
+    address: str, *, service_token: str = "", tls: TlsFiles | None = None
+) -> grpc.aio.Channel:
+    """A loopback/cluster channel with keepalive, retries and size limits; mutual TLS with
+    `tls` (see TlsFiles), insecure without.
 
     `dns:///name:port` addresses are balanced round-robin over every address the name
     resolves to.
@@ -103,15 +229,25 @@ def create_channel(address: str, *, service_token: str = "") -> grpc.aio.Channel
         # dns:/// names and multi-address ipv4:a,b targets are balanced over every address.
         ("grpc.service_config", _service_config(address.startswith(("dns:", "ipv4:", "ipv6:")))),
     ]
-    interceptors = [_TokenClientInterceptor(service_token)] if service_token else None
+    interceptors = [_UnaryUnaryInterceptor(service_token), _UnaryStreamInterceptor(service_token)]
+    if tls is not None:
+        return grpc.aio.secure_channel(
+            address,
+            tls.channel_credentials(),
+            options=[*options, *tls.channel_options()],
+            interceptors=interceptors,
+        )
     return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
 
 
 class _ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Maps HeddleError to status codes, checks the service token, records metrics."""
+    """Maps HeddleError to status codes, checks the service token, records metrics, and runs
+    each call in a SERVER span whose parent is the caller's (from the metadata)."""
 
-    def __init__(self, service_token: str) -> None:
+    def __init__(self, service_token: str, service: str = "") -> None:
         self._token = service_token
+        self._service = service
+        self._span_attributes: dict[str, dict[str, str]] = {}
 
     async def intercept_service(
         self,
@@ -126,41 +262,85 @@ class _ServerInterceptor(grpc.aio.ServerInterceptor):
             details.invocation_metadata or ()
         ):
             return _refuse(handler)
+        span = _SpanStart(
+            method[1:],
+            self._attributes(method),
+            extract_context(details.invocation_metadata or ()),
+        )
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary),
+                _wrap_unary(method, handler.unary_unary, span),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream),
+                _wrap_stream(method, handler.unary_stream, span),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
+    def _attributes(self, method: str) -> dict[str, str]:
+        attributes = self._span_attributes.get(method)
+        if attributes is None:
+            service, _, name = method[1:].partition("/")
+            attributes = self._span_attributes[method] = {
+                "rpc.system": "grpc",
+                "rpc.service": service,
+                "rpc.method": name,
+                SERVICE_ATTRIBUTE: self._service,
+            }
+        return attributes
 
-async def _abort_for(error: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+
+@dataclass(frozen=True, slots=True)
+class _SpanStart:
+    name: str
+    attributes: dict[str, str]
+    parent: Context | None
+
+    def start(self) -> AbstractContextManager[trace.Span]:
+        return _TRACER.start_as_current_span(
+            self.name,
+            context=self.parent,
+            kind=trace.SpanKind.SERVER,
+            attributes=self.attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+
+
+async def _abort_for(
+    error: BaseException, context: grpc.aio.ServicerContext, method: str, span: trace.Span
+) -> None:
     if isinstance(error, HeddleError):
         GRPC_SERVER_HANDLED.labels(method, error.grpc_status.name).inc()
+        span.set_attribute("rpc.grpc.status_code", error.grpc_status.value[0])
+        if error.grpc_status in _SERVER_FAULTS:
+            span.set_status(trace.StatusCode.ERROR, error.message)
         await context.abort(
             error.grpc_status, error.message, trailing_metadata=error_trailer(error)
         )
     log.exception("unhandled error in %s", method, exc_info=error)
+    span.record_exception(error)
+    span.set_status(trace.StatusCode.ERROR, f"internal error: {type(error).__name__}")
     GRPC_SERVER_HANDLED.labels(method, "INTERNAL").inc()
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
 
 
-def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(
+    method: str, inner: Callable[..., Awaitable[Any]], span_start: _SpanStart
+) -> Callable[..., Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         start = time.perf_counter()
-        try:
-            response = await inner(request, context)
-        except (HeddleError, Exception) as error:
-            if isinstance(error, grpc.aio.AbortError):
-                raise
-            await _abort_for(error, context, method)
+        with span_start.start() as span:
+            try:
+                response = await inner(request, context)
+            except (HeddleError, Exception) as error:
+                if isinstance(error, grpc.aio.AbortError):
+                    raise
+                await _abort_for(error, context, method, span)
         GRPC_SERVER_HANDLED.labels(method, "OK").inc()
         GRPC_SERVER_LATENCY.labels(method).observe(time.perf_counter() - start)
         return response
@@ -169,17 +349,18 @@ def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[.
 
 
 def _wrap_stream(
-    method: str, inner: Callable[..., AsyncIterator[Any]]
+    method: str, inner: Callable[..., AsyncIterator[Any]], span_start: _SpanStart
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         start = time.perf_counter()
-        try:
-            async for item in inner(request, context):
-                yield item
-        except (HeddleError, Exception) as error:
-            if isinstance(error, grpc.aio.AbortError):
-                raise
-            await _abort_for(error, context, method)
+        with span_start.start() as span:
+            try:
+                async for item in inner(request, context):
+                    yield item
+            except (HeddleError, Exception) as error:
+                if isinstance(error, grpc.aio.AbortError):
+                    raise
+                await _abort_for(error, context, method, span)
         GRPC_SERVER_HANDLED.labels(method, "OK").inc()
         GRPC_SERVER_LATENCY.labels(method).observe(time.perf_counter() - start)
 
@@ -232,14 +413,18 @@ async def start_grpc_server(
     host: str = "127.0.0.1",
     port: int = 0,
     service_token: str = "",
+    tls: TlsFiles | None = None,
 ) -> GrpcServer:
     """Build, register and start a server; health turns SERVING only once it listens.
+
+    With `tls` the port speaks mutual TLS: a client without a certificate signed by the CA
+    is refused in the handshake, before any handler (health included) sees the call.
 
     `register` adds the servicers (e.g. `lambda s: add_XServicer_to_server(impl, s)`).
     Port 0 picks a free port; the chosen one is in the result.
     """
     server = grpc.aio.server(
-        interceptors=[_ServerInterceptor(service_token)], options=_SERVER_OPTIONS
+        interceptors=[_ServerInterceptor(service_token, name)], options=_SERVER_OPTIONS
     )
     register(server)
     health_servicer = health.aio.HealthServicer()
@@ -247,7 +432,10 @@ async def start_grpc_server(
     reflection.enable_server_reflection(
         [*service_full_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if tls is not None:
+        bound = server.add_secure_port(f"{host}:{port}", tls.server_credentials())
+    else:
+        bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"{name}: cannot bind gRPC port {host}:{port}")
     await server.start()
@@ -257,9 +445,19 @@ async def start_grpc_server(
     return GrpcServer(name=name, server=server, port=bound, health=health_servicer)
 
 
-async def check_health(address: str, timeout: float = 1.0, service: str = "") -> bool:
+async def check_health(
+    address: str,
+    timeout: float = 1.0,  # noqa: ASYNC109 - the gRPC call's deadline, not a wait
+    service: str = "",
+    tls: TlsFiles | None = None,
+) -> bool:
     """True when the server at address answers the standard health check with SERVING."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    opened = (
+        grpc.aio.secure_channel(address, tls.channel_credentials(), tls.channel_options())
+        if tls is not None
+        else grpc.aio.insecure_channel(address)
+    )
+    async with opened as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(

@@ -46,6 +46,7 @@ from libs.common.bus import (
     Message,
 )
 from libs.common.errors import Unavailable
+from libs.common.metrics import BUS_CONSUMED
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +313,7 @@ class RabbitSubscription:
             delivery=delivery,
         )
         key = incoming.message_id or ""
+        label = "anonymous" if self.anonymous else self.queue.name
         try:
             await self.handler(message)
         except asyncio.CancelledError:
@@ -331,13 +333,16 @@ class RabbitSubscription:
                         delivery,
                         extra={"queue": self.queue.name},
                     )
+                    BUS_CONSUMED.labels(label, "dead_letter").inc()
                     await incoming.reject(requeue=False)
                 else:
+                    BUS_CONSUMED.labels(label, "requeue").inc()
                     if self.anonymous and key:
                         self._failures[key] = delivery
                     await incoming.nack(requeue=True)
             return
         self._failures.pop(key, None)
+        BUS_CONSUMED.labels(label, "ack").inc()
         try:
             await incoming.ack()
         except CONNECTION_EXCEPTIONS:

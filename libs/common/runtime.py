@@ -5,6 +5,20 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from libs.common.logging import configure_logging
+from libs.common.metrics import serve_metrics
+from libs.common.settings import CommonSettings
+from libs.common.tracing import configure_tracing
+
+
+def init_process(service: str, settings: CommonSettings, *, metrics: bool = True) -> None:
+    """What every service's main() sets up first: JSON logs, the tracer provider, and (for
+    the gRPC services; the gateway serves its own) /metrics on HEDDLE_METRICS_PORT."""
+    configure_logging(service, settings.log_level, settings.log_format)
+    configure_tracing(service)
+    if metrics:
+        serve_metrics(settings.metrics_port, settings.bind_host)
+
 
 async def run_until_signalled() -> None:
     """Return when the process receives SIGINT or SIGTERM."""

@@ -17,6 +17,9 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from heddle.v1 import node_pb2
+
+from libs.common import jsonutil
 
 REDACTED = "***"
 #: Values shorter than this are not redacted: a 1-3 character "secret" occurs everywhere.
@@ -81,7 +84,8 @@ def referenced_secrets(value: Any) -> set[str] | None:
         if isinstance(item, str):
             if "secrets" in item:
                 matches = list(_REFERENCE.finditer(item))
-                mentioned = mentioned or bool(matches) or re.search(r"\bsecrets\b", item) is not None
+                bare = re.search(r"\bsecrets\b", item) is not None
+                mentioned = mentioned or bool(matches) or bare
                 found.update(m.group(1) or m.group(2) for m in matches)
         elif isinstance(item, dict):
             stack.extend(item.keys())
@@ -124,3 +128,20 @@ def redact(value: Any, values: Collection[str]) -> Any:
     if isinstance(value, list | tuple):
         return [redact(item, values) for item in value]
     return value
+
+
+def redact_outcome(outcome: node_pb2.NodeOutcome, values: Collection[str]) -> node_pb2.NodeOutcome:
+    """A copy of a node attempt's outcome with the secret values redacted from its output,
+    error, logs and waiting request (the node service and the workflow service both do it)."""
+    clean = node_pb2.NodeOutcome()
+    clean.CopyFrom(outcome)
+    for name in ("output_json", "logs_json", "waiting_json"):
+        raw = getattr(outcome, name)
+        if raw:
+            setattr(clean, name, jsonutil.dumps(redact(jsonutil.loads(raw), values)))
+    if outcome.HasField("error"):
+        clean.error.message = redact_text(outcome.error.message, values)
+        if outcome.error.details_json:
+            details = redact(jsonutil.loads(outcome.error.details_json), values)
+            clean.error.details_json = jsonutil.dumps(details)
+    return clean

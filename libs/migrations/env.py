@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import services.gateway.models
 import services.log.models
 import services.scheduler.models
 import services.workflow.models  # noqa: F401  (every model registers its tables)

@@ -8,10 +8,9 @@ import signal
 from dataclasses import dataclass, field
 
 from heddle.v1 import ai_pb2, ai_pb2_grpc
-from prometheus_client import start_http_server
 
-from libs.common.grpcutil import GrpcServer, start_grpc_server
-from libs.common.logging import configure_logging
+from libs.common.grpcutil import GrpcServer, TlsFiles, start_grpc_server
+from libs.common.runtime import init_process
 from services.ai.providers import Provider, create_provider
 from services.ai.router import Router
 from services.ai.servicer import AiServicer
@@ -56,6 +55,7 @@ async def serve(settings: AiSettings) -> GrpcServer:
             host=settings.bind_host,
             port=settings.port_for("ai"),
             service_token=settings.service_token,
+            tls=TlsFiles.from_settings(settings),
         )
     except BaseException:
         await router.aclose()
@@ -84,7 +84,5 @@ async def run_until_signalled(settings: AiSettings) -> None:
 
 def main() -> None:
     settings = AiSettings()
-    configure_logging("ai", settings.log_level, settings.log_format)
-    if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, addr=settings.bind_host)
+    init_process("ai", settings)
     asyncio.run(run_until_signalled(settings))

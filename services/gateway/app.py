@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from libs.common.kv import create_kv
+from services.gateway.audit import AuditMiddleware
+from services.gateway.auth import GatewayDatabase, Security, authenticate_connection
 from services.gateway.clients import ServiceClients
 from services.gateway.errors import CatchAllMiddleware, install_error_handlers
 from services.gateway.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
-from services.gateway.routes import catalog, executions, health, schedules, workflows
+from services.gateway.routes import catalog, executions, health, schedules, security, workflows
 from services.gateway.schemas import WorkflowDefinition
 from services.gateway.settings import GatewaySettings
 
 
-def create_app(settings: GatewaySettings, clients: ServiceClients) -> FastAPI:
-    """The HTTP API over the given gRPC clients (the caller owns and closes them)."""
+def create_app(
+    settings: GatewaySettings, clients: ServiceClients, guard: Security | None = None
+) -> FastAPI:
+    """The HTTP API over the given gRPC clients (the caller owns and closes them, and
+    `app.state.security`: `await app.state.security.close()`)."""
     app = FastAPI(
         title="Heddle",
         version="1",
@@ -24,18 +30,26 @@ def create_app(settings: GatewaySettings, clients: ServiceClients) -> FastAPI:
     )
     app.state.settings = settings
     app.state.clients = clients
+    guard = guard or Security(
+        settings, GatewayDatabase(settings.database_url), create_kv(settings.redis_url)
+    )
+    app.state.security = guard
+    app.include_router(health.router)
+    # Every /api/v1 route authenticates (and rate-limits) first; the WebSocket does it itself.
+    authenticated = [Depends(authenticate_connection)]
     for router in (
-        health.router,
         workflows.router,
         executions.router,
-        executions.ws_router,
         schedules.router,
         catalog.router,
+        security.router,
     ):
-        app.include_router(router)
+        app.include_router(router, dependencies=authenticated)
+    app.include_router(executions.ws_router)
     install_error_handlers(app)
     # Added innermost first: request ids wrap everything, so even a 413 carries one.
     app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(AuditMiddleware, security=guard)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
@@ -56,5 +70,18 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         )
         components.update(definition.pop("$defs", {}))
         components["WorkflowDefinition"] = definition
+        # Documented for clients (and /docs' Authorize button): every /api/v1 operation takes
+        # an API key or a JWT as a bearer token.
+        schema["components"]["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key (hk_<prefix>_<secret>) or a JWT.",
+            }
+        }
+        for path, operations in schema.get("paths", {}).items():
+            if path.startswith("/api/v1/"):
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}]
         app.openapi_schema = schema
     return app.openapi_schema

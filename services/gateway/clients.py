@@ -23,7 +23,7 @@ from heddle.v1 import (
 )
 
 from libs.common.errors import from_rpc_error
-from libs.common.grpcutil import check_health, create_channel
+from libs.common.grpcutil import TlsFiles, check_health, create_channel
 from services.gateway.settings import DEPENDENCIES, GatewaySettings
 
 Response = TypeVar("Response")
@@ -40,11 +40,12 @@ class ServiceClients:
     log: Any = None
     ai: Any = None
     tool: Any = None
+    tls: TlsFiles | None = None
 
     @classmethod
     def connect(cls, settings: GatewaySettings) -> ServiceClients:
         """Open one channel per service (lazily connected: nothing needs to be up yet)."""
-        clients = cls(settings)
+        clients = cls(settings, tls=TlsFiles.from_settings(settings))
         clients.workflow = workflow_pb2_grpc.WorkflowServiceStub(
             clients._channel(settings.workflow_address)
         )
@@ -57,7 +58,7 @@ class ServiceClients:
         return clients
 
     def _channel(self, address: str) -> grpc.aio.Channel:
-        channel = create_channel(address, service_token=self.settings.service_token)
+        channel = create_channel(address, service_token=self.settings.service_token, tls=self.tls)
         self.channels.append(channel)
         return channel
 
@@ -112,7 +113,10 @@ class ServiceClients:
 
         async def any_serving(targets: list[str]) -> bool:
             results = await asyncio.gather(
-                *(check_health(target, timeout=settings.readiness_timeout_s) for target in targets)
+                *(
+                    check_health(target, timeout=settings.readiness_timeout_s, tls=self.tls)
+                    for target in targets
+                )
             )
             return any(results)
 

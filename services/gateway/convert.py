@@ -11,9 +11,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from heddle.v1 import common_pb2, scheduler_pb2
 
 from libs.common import jsonutil
+from services.gateway.models import ApiKeyRow, AuditRow, RoleGrantRow
 from services.gateway.schemas import (
+    ApiKeyOut,
+    AuditRecordOut,
     ErrorInfoOut,
     ExecutionOut,
+    GrantOut,
     LogRecordOut,
     ModelOut,
     NodeAttemptOut,
@@ -21,6 +25,7 @@ from services.gateway.schemas import (
     Page,
     ScheduleIn,
     ScheduleOut,
+    SecretOut,
     ToolOut,
     ValidationIssueOut,
     ValidationReport,
@@ -242,4 +247,51 @@ def model_out(model: Any) -> ModelOut:
         healthy=model.healthy,
         breaker_state=model.breaker_state,
         info=jsonutil.loads(model.info_json),
+    )
+
+
+def grant_out(row: RoleGrantRow) -> GrantOut:
+    return GrantOut(
+        workflow_id=row.workflow_id,
+        principal=row.principal,
+        role=row.role,  # type: ignore[arg-type]
+        granted_by=row.granted_by,
+        created_at=row.created_at,
+    )
+
+
+def api_key_out(row: ApiKeyRow) -> ApiKeyOut:
+    return ApiKeyOut(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        scopes=list(row.scopes or []),
+        principal=f"key:{row.id}",
+        created_by=row.created_by,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        last_used_at=row.last_used_at,
+        revoked=row.revoked_at is not None,
+    )
+
+
+def secret_out(secret: Any) -> SecretOut:
+    return SecretOut(
+        name=secret.name,
+        created_at=from_timestamp(secret.created_at),
+        updated_at=from_timestamp(secret.updated_at),
+    )
+
+
+def audit_out(row: AuditRow) -> AuditRecordOut:
+    return AuditRecordOut(
+        id=row.id,
+        ts=row.ts,
+        principal=row.principal,
+        action=row.action,
+        object_type=row.object_type,
+        object_id=row.object_id,
+        outcome=row.outcome,  # type: ignore[arg-type]
+        status_code=row.status_code,
+        request_id=row.request_id,
     )

@@ -1,4 +1,4 @@
-"""Pure ASGI middlewares: request ids, the body-size limit, HTTP metrics.
+"""Pure ASGI middlewares: request ids, the body-size limit, HTTP metrics and tracing.
 
 Pure ASGI (not BaseHTTPMiddleware) so that streaming responses and WebSockets pass through
 untouched and a limit applies before any route reads the body.
@@ -6,18 +6,23 @@ untouched and a limit applies before any route reads the body.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
+from contextlib import AbstractContextManager
 
+from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from libs.common.tracing import SERVICE_ATTRIBUTE, extract_context, tracer
 from services.gateway.errors import PAYLOAD_TOO_LARGE, error_response
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_TRACER = tracer("gateway")
 
 HTTP_REQUESTS = Counter(
     "heddle_http_requests",
@@ -111,7 +116,12 @@ class BodyLimitMiddleware:
 
 
 class MetricsMiddleware:
-    """Counts requests and observes latency by route template (not raw path) and status."""
+    """Counts requests and observes latency by route template (not raw path) and status.
+
+    Each request is answered in a SERVER span `<method> <route template>`, child of the
+    caller's `traceparent` if any; the gRPC calls made meanwhile are its children. FastAPI
+    (0.16x) makes that span itself: it is only tagged here; without it, it is made here.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -122,6 +132,7 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        method = scope.get("method", "")
 
         async def recording_send(message: Message) -> None:
             nonlocal status
@@ -129,11 +140,31 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
-            method = scope.get("method", "")
-            HTTP_REQUESTS.labels(method, template, str(status)).inc()
-            HTTP_LATENCY.labels(method, template, str(status)).observe(time.perf_counter() - start)
+        framework_span = trace.get_current_span()
+        span_made_here: AbstractContextManager[trace.Span]
+        if framework_span.is_recording():
+            framework_span.set_attribute(SERVICE_ATTRIBUTE, "gateway")
+            span_made_here = contextlib.nullcontext(framework_span)
+        else:
+            span_made_here = _TRACER.start_as_current_span(
+                method,
+                context=extract_context(Headers(scope=scope)),
+                kind=trace.SpanKind.SERVER,
+                attributes={"http.request.method": method, "url.path": scope.get("path", "")},
+            )
+        with span_made_here as span:
+            try:
+                await self.app(scope, receive, recording_send)
+            finally:
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "<unmatched>"
+                HTTP_REQUESTS.labels(method, template, str(status)).inc()
+                HTTP_LATENCY.labels(method, template, str(status)).observe(
+                    time.perf_counter() - start
+                )
+                if span is not framework_span:
+                    span.update_name(f"{method} {template}")
+                    span.set_attribute("http.route", template)
+                    span.set_attribute("http.response.status_code", status)
+                    if status >= 500:
+                        span.set_status(trace.StatusCode.ERROR, f"HTTP {status}")

@@ -302,3 +302,88 @@ class DependencyStatus(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "not_ready"]
     dependencies: dict[str, DependencyStatus]
+
+
+# --- security: roles, API keys, secrets, audit ---------------------------------------------
+
+RoleName = Literal["owner", "editor", "executor", "viewer"]
+ScopeName = Literal["read", "write", "execute", "admin"]
+_MEMBER_SCOPES: tuple[ScopeName, ...] = ("read", "write", "execute")
+
+
+class GrantIn(_Request):
+    principal: str = Field(
+        min_length=1,
+        max_length=300,
+        pattern=r"^(key|user):\S+$",
+        description="key:<API key id> or user:<JWT subject>.",
+    )
+    role: RoleName
+
+
+class GrantOut(BaseModel):
+    workflow_id: str
+    principal: str
+    role: RoleName
+    granted_by: str
+    created_at: datetime
+
+
+class GrantList(BaseModel):
+    grants: list[GrantOut]
+
+
+class ApiKeyIn(_Request):
+    name: str = Field(default="", max_length=200, description="What the key is for.")
+    scopes: list[ScopeName] = Field(
+        default_factory=lambda: list(_MEMBER_SCOPES),
+        max_length=4,
+        description="read, write, execute; admin makes the key a tenant admin.",
+    )
+    expires_in_days: int | None = Field(
+        default=None, ge=1, le=3650, description="Lifetime; never expires if unset."
+    )
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str = Field(description="The visible part: keys look like hk_<prefix>_<secret>.")
+    scopes: list[str]
+    principal: str = Field(description="key:<id>, the name to give roles to.")
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked: bool
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The full key. Shown this once: only a hash is kept.")
+
+
+class SecretIn(_Request):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", description="{{ secrets.NAME }}")
+    value: str = Field(min_length=1, max_length=65536, description="Write-only.")
+
+
+class SecretOut(BaseModel):
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SecretList(BaseModel):
+    secrets: list[SecretOut]
+
+
+class AuditRecordOut(BaseModel):
+    id: str
+    ts: datetime
+    principal: str
+    action: str
+    object_type: str
+    object_id: str
+    outcome: Literal["success", "denied", "failed"]
+    status_code: int
+    request_id: str

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from libs.common.logging import configure_logging
+from libs.common.runtime import init_process
 from services.gateway.app import create_app
 from services.gateway.clients import ServiceClients
 from services.gateway.settings import GatewaySettings
@@ -51,6 +51,8 @@ class GatewayServer:
         self.port: int | None = None
 
     async def start(self) -> int:
+        # Fail fast on a bad database URL or bootstrap key, before the socket listens.
+        await self.app.state.security.install_bootstrap_key()
         config = uvicorn.Config(
             self.app,
             host=self.settings.http_host,
@@ -84,6 +86,7 @@ class GatewayServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._server = self._task = None
+        await self.app.state.security.close()
         if self._owns_clients:
             await self.clients.close()
 
@@ -111,5 +114,5 @@ async def _serve_until_signal(settings: GatewaySettings) -> None:
 
 def main() -> None:
     settings = GatewaySettings()
-    configure_logging("gateway", settings.log_level, settings.log_format)
+    init_process("gateway", settings, metrics=False)
     asyncio.run(_serve_until_signal(settings))

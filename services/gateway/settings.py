@@ -50,4 +50,47 @@ class GatewaySettings(CommonSettings):
         default=5, ge=0, description="Seconds open connections get to finish on shutdown."
     )
 
+    auth_enabled: bool = Field(
+        default=True,
+        description="Require an API key or a JWT on every /api/v1 route, the SSE stream and the "
+        "WebSocket. false only for local experiments: every caller is then the admin of the "
+        "default tenant.",
+    )
+    api_key_pepper: str = Field(
+        default="",
+        description="Server-side secret mixed into the HMAC-SHA-256 of API keys (set it in "
+        "production: a leaked database alone then cannot even test guesses). Changing it "
+        "invalidates every key.",
+    )
+    api_key_max_ttl_days: int = Field(
+        default=0, ge=0, description="Longest lifetime of a new API key; 0 = keys may not expire."
+    )
+    bootstrap_api_key: str = Field(
+        default="",
+        description="An API key (hk_<prefix>_<secret>) that the gateway installs at start as an "
+        "admin of the default tenant if it is missing: how a fresh deployment gets its first "
+        "key (from a Kubernetes Secret, say).",
+    )
+    jwt_issuer: str = Field(default="", description="Required `iss` of JWT bearer tokens.")
+    jwt_audience: str = Field(default="", description="Required `aud` of JWT bearer tokens.")
+    jwt_hs256_secret: str = Field(
+        default="",
+        description="Shared secret of HS256 tokens; JWTs are refused when neither "
+        "this nor jwt_public_key is set.",
+    )
+    jwt_public_key: str = Field(
+        default="", description="PEM public key (or a path to one) of RS256 tokens."
+    )
+    jwt_tenant_claim: str = Field(default="tenant", description="Claim naming the tenant.")
+    jwt_roles_claim: str = Field(
+        default="roles", description="Claim listing roles; `admin` makes a tenant admin."
+    )
+    jwt_leeway_s: float = Field(default=30.0, ge=0, description="Clock skew allowed on exp/nbf.")
+    rate_limit_per_s: float = Field(
+        default=50.0, gt=0, description="Sustained requests per second per API key / JWT subject."
+    )
+    rate_limit_burst: int = Field(
+        default=100, ge=1, description="Requests a key may send at once above the sustained rate."
+    )
+
     _split_ready_required = field_validator("ready_required", mode="before")(_split)

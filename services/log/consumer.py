@@ -22,7 +22,14 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import jsonutil
-from libs.common.bus import EVENTS_EXCHANGE, LOGS_EXCHANGE, EventBus, Message, Subscription
+from libs.common.bus import (
+    EVENTS_EXCHANGE,
+    LOGS_EXCHANGE,
+    EventBus,
+    Message,
+    Subscription,
+    traced,
+)
 from libs.common.db import utcnow
 from services.log import repository
 from services.log.models import DEFAULT_TENANT, LEVELS, normalize_level
@@ -155,7 +162,7 @@ class LogConsumer:
             await self._bus.subscribe(
                 self._records_exchange,
                 [self._records_binding],
-                self._on_record,
+                traced(self._on_record, "log", self._records_queue),
                 queue=self._records_queue,
                 prefetch=prefetch,
             )
@@ -165,7 +172,7 @@ class LogConsumer:
                 await self._bus.subscribe(
                     self._events_exchange,
                     ["log"],
-                    self._on_event,
+                    traced(self._on_event, "log", self._events_queue),
                     queue=self._events_queue,
                     prefetch=prefetch,
                 )

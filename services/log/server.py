@@ -10,13 +10,12 @@ import signal
 from dataclasses import dataclass, field
 
 from heddle.v1 import log_pb2, log_pb2_grpc
-from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common.bus import EventBus, create_bus
 from libs.common.db import create_engine, session_factory
-from libs.common.grpcutil import GrpcServer, start_grpc_server
-from libs.common.logging import configure_logging
+from libs.common.grpcutil import GrpcServer, TlsFiles, start_grpc_server
+from libs.common.runtime import init_process
 from libs.migrations import upgrade
 from services.log import models  # noqa: F401  (registers the table)
 from services.log.consumer import LogConsumer
@@ -85,6 +84,7 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
             host=settings.bind_host,
             port=settings.port_for("log"),
             service_token=settings.service_token,
+            tls=TlsFiles.from_settings(settings),
         )
     except BaseException:
         if consumer is not None:
@@ -129,7 +129,5 @@ async def run_until_signalled(settings: LogSettings) -> None:
 
 def main() -> None:
     settings = LogSettings()
-    configure_logging("log", settings.log_level, settings.log_format)
-    if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, addr=settings.bind_host)
+    init_process("log", settings)
     asyncio.run(run_until_signalled(settings))

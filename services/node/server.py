@@ -9,9 +9,8 @@ from dataclasses import dataclass
 import httpx
 from heddle.v1 import node_pb2, node_pb2_grpc
 
-from libs.common.grpcutil import GrpcServer, create_channel, start_grpc_server
-from libs.common.logging import configure_logging
-from libs.common.runtime import run_until_signalled
+from libs.common.grpcutil import GrpcServer, TlsFiles, create_channel, start_grpc_server
+from libs.common.runtime import init_process, run_until_signalled
 from services.node.executors.base import Services
 from services.node.grpc_clients import GrpcAiClient, GrpcToolClient
 from services.node.registry import default_registry
@@ -43,9 +42,10 @@ class NodeService:
 
 async def serve(settings: NodeServiceSettings) -> NodeService:
     token = settings.service_token
-    ai_channel = create_channel(settings.ai_address, service_token=token)
-    tool_channel = create_channel(settings.tool_address, service_token=token)
-    workflow_channel = create_channel(settings.workflow_address, service_token=token)
+    tls = TlsFiles.from_settings(settings)
+    ai_channel = create_channel(settings.ai_address, service_token=token, tls=tls)
+    tool_channel = create_channel(settings.tool_address, service_token=token, tls=tls)
+    workflow_channel = create_channel(settings.workflow_address, service_token=token, tls=tls)
     # Redirects are followed by the executor itself so each hop passes the address guard.
     http = httpx.AsyncClient(follow_redirects=False)
     services = Services(
@@ -65,6 +65,7 @@ async def serve(settings: NodeServiceSettings) -> NodeService:
         host=settings.bind_host,
         port=settings.port_for("node"),
         service_token=token,
+        tls=tls,
     )
     return NodeService(
         settings, server, servicer, http, [ai_channel, tool_channel, workflow_channel]
@@ -73,7 +74,7 @@ async def serve(settings: NodeServiceSettings) -> NodeService:
 
 async def _serve() -> None:
     settings = NodeServiceSettings()
-    configure_logging("node", settings.log_level, settings.log_format)
+    init_process("node", settings)
     service = await serve(settings)
     log.info("node service ready", extra={"port": service.port})
     await run_until_signalled()

@@ -9,14 +9,19 @@ from collections.abc import AsyncIterator
 
 import grpc
 from heddle.v1 import common_pb2, node_pb2, node_pb2_grpc
+from opentelemetry import trace
 
 from libs.common import jsonutil
 from libs.common.expressions import ExpressionError, evaluate
 from libs.common.logging import attempt_var, execution_id_var, node_id_var
+from libs.common.metrics import NODES_IN_FLIGHT
+from libs.common.secrets import redact_outcome, redactable
+from libs.common.tracing import context_from_traceparent, tracer
 from services.node.executors.base import NodeError, NodeRequest, NodeResult, Services
 from services.node.registry import NodeTypeRegistry, UnknownNodeTypeError
 
 log = logging.getLogger(__name__)
+_TRACER = tracer("node")
 
 Outcome = node_pb2.NodeOutcome
 
@@ -68,6 +73,36 @@ class NodeRunner:
         self.services = services
 
     async def run(self, task: node_pb2.NodeTask) -> Outcome:
+        """Run the attempt; when it was given secrets, their values are redacted from the
+        outcome (output, error, logs) before it leaves this service.
+
+        The attempt runs in a `node.execute` span, a child of the workflow's `node.attempt`
+        span (task.traceparent), so the ai and tool calls of the executor join the trace.
+        """
+        with (
+            NODES_IN_FLIGHT.track_inprogress(),
+            _TRACER.start_as_current_span(
+                f"node.execute {task.node_type}",
+                context=context_from_traceparent(task.traceparent),
+                attributes={
+                    "heddle.execution_id": task.execution_id,
+                    "heddle.node_id": task.node_id,
+                    "heddle.node_type": task.node_type,
+                    "heddle.attempt": task.attempt,
+                },
+            ) as span,
+        ):
+            outcome = await self._run(task)
+            if outcome.kind == Outcome.FAILED:
+                # The type only: the message may hold what the redaction below removes.
+                span.set_status(trace.StatusCode.ERROR, outcome.error.type)
+        if b"secrets" not in task.context_json:
+            return outcome
+        secrets = (jsonutil.loads(task.context_json) or {}).get("secrets")
+        values = redactable(list(secrets.values())) if isinstance(secrets, dict) else []
+        return redact_outcome(outcome, values) if values else outcome
+
+    async def _run(self, task: node_pb2.NodeTask) -> Outcome:
         started = time.time()
         execution_id_var.set(task.execution_id)
         node_id_var.set(task.node_id)
@@ -104,6 +139,7 @@ class NodeRunner:
                     (i.source, i.source_port or None, i.target_port or None) for i in task.inputs
                 ],
                 timeout_s=task.timeout_s or None,
+                tenant_id=task.tenant_id,
             )
             if task.timeout_s > 0:
                 try:

@@ -29,6 +29,7 @@ class GrpcWorkflowClient:
         idempotency_key: str,
         parent_execution_id: str,
         parent_node_id: str,
+        tenant_id: str = "",
     ) -> dict[str, Any]:
         try:
             started = await self._stub.StartExecution(
@@ -39,11 +40,14 @@ class GrpcWorkflowClient:
                     parent_execution_id=parent_execution_id,
                     parent_node_id=parent_node_id,
                     trigger="subworkflow",
+                    tenant_id=tenant_id,
                 ),
                 timeout=self._deadline_s,
             )
             child = await self._stub.WaitExecution(
-                workflow_pb2.WaitExecutionRequest(id=started.execution_id, summary=True),
+                workflow_pb2.WaitExecutionRequest(
+                    id=started.execution_id, summary=True, tenant_id=tenant_id
+                ),
                 timeout=self._wait_deadline_s,
             )
         except grpc.RpcError as rpc_error:

@@ -12,7 +12,7 @@ from heddle.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import jsonutil
-from libs.common.bus import TRIGGERS_EXCHANGE, EventBus
+from libs.common.bus import TRIGGERS_EXCHANGE, EventBus, publishing
 from libs.common.db import utcnow
 from libs.common.errors import InvalidArgument, NotFound
 from services.scheduler import repository
@@ -121,12 +121,15 @@ def scheduled_dedupe_key(schedule_id: str, scheduled_time: dt.datetime) -> str:
 
 
 async def publish_fire(bus: EventBus, fire: events_pb2.TriggerFire) -> None:
-    await bus.publish(
-        TRIGGERS_EXCHANGE,
-        TRIGGER_ROUTING_KEY,
-        fire.SerializeToString(),
-        {"dedupe-key": fire.dedupe_key, "source": fire.source},
-    )
+    """Publish a fire in a PRODUCER span: the execution it starts continues that trace (a
+    scheduled one's trace starts here; a "trigger now" one's at the request)."""
+    with publishing(TRIGGERS_EXCHANGE, "scheduler") as trace_headers:
+        await bus.publish(
+            TRIGGERS_EXCHANGE,
+            TRIGGER_ROUTING_KEY,
+            fire.SerializeToString(),
+            {"dedupe-key": fire.dedupe_key, "source": fire.source, **trace_headers},
+        )
 
 
 class ScheduleManager:

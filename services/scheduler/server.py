@@ -9,14 +9,13 @@ import signal
 from dataclasses import dataclass, field
 
 from heddle.v1 import scheduler_pb2, scheduler_pb2_grpc
-from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common.bus import EventBus, create_bus
 from libs.common.db import create_engine, session_factory
-from libs.common.grpcutil import GrpcServer, start_grpc_server
+from libs.common.grpcutil import GrpcServer, TlsFiles, start_grpc_server
 from libs.common.kv import KV, create_kv
-from libs.common.logging import configure_logging
+from libs.common.runtime import init_process
 from libs.migrations import upgrade
 from services.scheduler import models  # noqa: F401  (registers the table)
 from services.scheduler.leader import LeaderElector
@@ -100,6 +99,7 @@ async def serve(
             host=settings.bind_host,
             port=settings.port_for("scheduler"),
             service_token=settings.service_token,
+            tls=TlsFiles.from_settings(settings),
         )
     except BaseException:
         if owned_bus is not None:
@@ -141,7 +141,5 @@ async def run_until_signalled(settings: SchedulerSettings) -> None:
 
 def main() -> None:
     settings = SchedulerSettings()
-    configure_logging("scheduler", settings.log_level, settings.log_format)
-    if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, addr=settings.bind_host)
+    init_process("scheduler", settings)
     asyncio.run(run_until_signalled(settings))

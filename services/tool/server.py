@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 
 import httpx
 from heddle.v1 import tool_pb2, tool_pb2_grpc
-from prometheus_client import start_http_server
 
-from libs.common.grpcutil import GrpcServer, start_grpc_server
-from libs.common.logging import configure_logging
+from libs.common.grpcutil import GrpcServer, TlsFiles, start_grpc_server
+from libs.common.runtime import init_process
 from services.tool.builtins import register_builtins
 from services.tool.mcp import McpTools
 from services.tool.registry import ToolRegistry
@@ -57,6 +56,7 @@ async def serve(settings: ToolSettings) -> GrpcServer:
             host=settings.bind_host,
             port=settings.port_for("tool"),
             service_token=settings.service_token,
+            tls=TlsFiles.from_settings(settings),
         )
     except BaseException:
         await mcp.close()
@@ -87,7 +87,5 @@ async def run_until_signalled(settings: ToolSettings) -> None:
 
 def main() -> None:
     settings = ToolSettings()
-    configure_logging("tool", settings.log_level, settings.log_format)
-    if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, addr=settings.bind_host)
+    init_process("tool", settings)
     asyncio.run(run_until_signalled(settings))

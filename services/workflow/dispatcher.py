@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import grpc
 from heddle.v1 import node_pb2, node_pb2_grpc
 
-from libs.common.grpcutil import create_channel
+from libs.common.grpcutil import TlsFiles, create_channel
+from libs.common.metrics import DISPATCH_IN_FLIGHT
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,14 @@ class NodeDispatcher:
         batch_size: int = 128,
         default_timeout_s: float = 3600.0,
         service_token: str = "",
+        tls: TlsFiles | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("HEDDLE_NODE_ADDRESSES: at least one node replica address is needed")
         self._replicas = [
             _Replica(address, node_pb2_grpc.NodeServiceStub(channel), channel)
             for address in addresses
-            for channel in [create_channel(address, service_token=service_token)]
+            for channel in [create_channel(address, service_token=service_token, tls=tls)]
         ]
         self._next = itertools.cycle(range(len(self._replicas)))
         self._batch_size = batch_size
@@ -148,6 +150,7 @@ class NodeDispatcher:
         pending = {(task.node_id, task.attempt): task for task in tasks}
         replica.in_flight += len(tasks)
         replica.calls += 1
+        DISPATCH_IN_FLIGHT.inc(len(tasks))
         try:
             if len(tasks) == 1:
                 # A lone attempt (a chain's step) goes unary: cheaper than opening a stream.
@@ -174,6 +177,7 @@ class NodeDispatcher:
             return
         finally:
             replica.in_flight -= len(tasks)
+            DISPATCH_IN_FLIGHT.dec(len(tasks))
         if pending:
             # The stream ended without an outcome for some attempts: treat as a replica fault.
             on_failure(list(pending.values()), "NodeUnavailable: replica returned no outcome")

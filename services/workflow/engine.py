@@ -12,14 +12,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from opentelemetry import trace
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from libs.common import jsonutil
 from libs.common.db import utcnow
-from libs.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from libs.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from libs.common.kv import KV
+from libs.common.metrics import EXECUTIONS_STARTED
+from libs.common.tracing import (
+    context_from_traceparent,
+    current_traceparent,
+    trace_id_of,
+    tracer,
+)
 from services.workflow import pg_writer
 from services.workflow import repository as repo
 from services.workflow.catalog import NodeCatalog
@@ -30,6 +38,7 @@ from services.workflow.inputs import validate_inputs
 from services.workflow.models import ExecutionRow, NodeRunRow
 from services.workflow.planner import ExecutionPlan
 from services.workflow.runner import ExecutionRunner, LostOwnership, NodeState, _Batch
+from services.workflow.secrets import SecretStore
 from services.workflow.settings import WorkflowSettings
 from services.workflow.status import ACTIVE_EXECUTION_STATUSES, FINAL_EXECUTION_STATUSES
 
@@ -37,10 +46,17 @@ if TYPE_CHECKING:
     from services.workflow.relay import OutboxRelay
 
 log = logging.getLogger(__name__)
+_TRACER = tracer("workflow")
 
 T = TypeVar("T")
 
 _TRANSIENT_DB_ERRORS = (OperationalError, DBAPIError, OSError, ConnectionError)
+
+
+def _current_link() -> list[trace.Link]:
+    # A retry continues its original's trace; the request that asked for it is linked.
+    current = trace.get_current_span().get_span_context()
+    return [trace.Link(current)] if current.is_valid else []
 
 
 @dataclass
@@ -74,6 +90,7 @@ class Engine:
         self.catalog = catalog
         self.kv = kv
         self.notifier = notifier
+        self.secrets = SecretStore(sessions, settings.secrets_key)
         self.relay: OutboxRelay | None = None
         self.runners: dict[str, ExecutionRunner] = {}
         self._compiled: OrderedDict[tuple[str, int], CompiledWorkflow] = OrderedDict()
@@ -154,11 +171,13 @@ class Engine:
         depth: int = 0,
         retry_of: str | None = None,
         reused: dict[str, NodeRunRow] | None = None,
-        trace_id: str = "",
+        trace_parent: str = "",
     ) -> tuple[ExecutionRow, bool]:
         """Persist a new execution with every node pending, then start running it.
 
-        With an idempotency key that was seen before, returns that execution instead.
+        With an idempotency key that was seen before, returns that execution instead. The
+        execution's trace is rooted in an `execution.start` span, a child of trace_parent
+        (a retried execution continues its original's trace) or else of the current span.
         """
         async with self.sessions() as session:
             if parent_execution_id:
@@ -182,9 +201,17 @@ class Engine:
             version_row = await repo.get_version(session, workflow_id, version)
             if version_row is None:
                 raise NotFound(f"workflow {workflow_id!r} has no version {version}")
+            if parent_execution_id is None:
+                await self._check_concurrency_quota(session, tenant_id)
         compiled = await self.compiled(workflow_id, version, version_row.definition)
         resolved_inputs = validate_inputs(compiled.definition, inputs)
         now = utcnow()
+        span = _TRACER.start_span(
+            "execution.start",
+            context=context_from_traceparent(trace_parent),
+            links=_current_link() if trace_parent else None,
+            attributes={"heddle.workflow_id": workflow_id, "heddle.trigger": trigger},
+        )
         row = ExecutionRow(
             id=str(uuid.uuid4()),
             tenant_id=tenant_id,
@@ -198,7 +225,8 @@ class Engine:
             depth=depth,
             trigger=trigger,
             retry_of=retry_of,
-            trace_id=trace_id,
+            trace_id=trace_id_of(span),
+            trace_parent=current_traceparent(span),
             created_at=now,
             owner=self.settings.replica_id,
             lease_expires_at=self._lease_until(),
@@ -214,6 +242,13 @@ class Engine:
                 "status": "pending",
                 "attempt": 0,
                 "attempts": [],
+                # Every row names the same columns: one executemany INSERT needs uniform rows
+                # (a retry mixes reused rows, which carry these, with fresh ones).
+                "output": None,
+                "active_ports": None,
+                "inputs": None,
+                "started_at": None,
+                "finished_at": None,
             }
             if previous is not None:
                 entry.update(
@@ -233,6 +268,7 @@ class Engine:
                 await session.flush()
                 await repo.insert_node_runs(session, node_rows)
         except IntegrityError:
+            span.end()
             # Two requests with one idempotency key raced: the other one won.
             async with self.sessions() as session:
                 existing = await repo.find_execution_by_key(
@@ -256,8 +292,23 @@ class Engine:
             )
             for entry in node_rows
         }
+        span.set_attribute("heddle.execution_id", row.id)
+        span.end()
+        EXECUTIONS_STARTED.labels(trigger).inc()
         self._launch(row, compiled, nodes)
         return row, True
+
+    async def _check_concurrency_quota(self, session: AsyncSession, tenant_id: str) -> None:
+        # Children are not counted: a parent waiting on its child must not deadlock its tenant
+        # (their number is bounded by max_call_depth and the nodes of the parent).
+        # Counted, not reserved: two starts racing may both pass, so the limit is soft by the
+        # number of gateway/workflow replicas; it bounds a tenant, it is not billing.
+        limit = self.settings.quota_for(tenant_id).max_concurrent_executions
+        if limit and await repo.count_active_executions(session, tenant_id) >= limit:
+            raise ResourceExhausted(
+                f"tenant quota: at most {limit} concurrent executions",
+                {"quota": "max_concurrent_executions", "limit": limit},
+            )
 
     def _launch(
         self, row: ExecutionRow, compiled: CompiledWorkflow, nodes: dict[str, NodeState]
@@ -295,7 +346,7 @@ class Engine:
             depth=row.depth,
             retry_of=row.id,
             reused=previous,
-            trace_id=row.trace_id,
+            trace_parent=row.trace_parent,
         )
 
     # ---- control ------------------------------------------------------------------------
@@ -390,7 +441,7 @@ class Engine:
         if batch.events:
             self.notifier.notify(runner.id)
             if self.relay is not None:
-                self.relay.enqueue(batch.events)
+                self.relay.enqueue(batch.events, runner.row.trace_parent)
 
     async def with_db_retries(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run operation, retrying transient database errors with backoff for up to a minute."""

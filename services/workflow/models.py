@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from libs.common.db import Base, utcnow
@@ -58,6 +58,8 @@ class ExecutionRow(Base):
     trigger: Mapped[str] = mapped_column(String(100), default="api")
     retry_of: Mapped[str | None] = mapped_column(String(36), default=None)
     trace_id: Mapped[str] = mapped_column(String(32), default="")
+    # W3C traceparent of the execution.start span: the parent of every node attempt's span.
+    trace_parent: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
@@ -113,3 +115,15 @@ class EventRow(Base):
     published: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __table_args__ = (Index("ix_events_unpublished", "published", "execution_id"),)
+
+
+class SecretRow(Base):
+    """A tenant's secret: AES-256-GCM ciphertext (nonce || sealed) bound to tenant and name."""
+
+    __tablename__ = "secrets"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

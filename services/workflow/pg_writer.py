@@ -12,9 +12,21 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+import asyncpg
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from libs.common import jsonutil
+
+# Errors of the raw driver that mean "the connection or the server went away": SQLAlchemy
+# never sees them (the statement bypasses it), so they are translated here.
+_DISCONNECTS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # "connection is closed", "another operation is in progress"
+    asyncpg.InternalClientError,  # the protocol's state broke (server shut down mid-statement)
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    OSError,
+)
 
 _EXECUTION_JSON = frozenset({"inputs", "outputs", "error"})
 _NODE_COLUMNS = (
@@ -112,5 +124,11 @@ async def write_batch(
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
     assert driver is not None
-    fenced, _, _ = await driver.fetchrow(_statement(columns), *args)
+    try:
+        fenced, _, _ = await driver.fetchrow(_statement(columns), *args)
+    except _DISCONNECTS as error:
+        # Keep the dead connection out of the pool and let the caller's retries (which
+        # catch SQLAlchemy's OperationalError) ride through the outage.
+        await connection.invalidate(error)
+        raise OperationalError("write_batch", None, error, connection_invalidated=True) from error
     return bool(fenced)

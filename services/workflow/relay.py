@@ -23,9 +23,10 @@ from heddle.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import jsonutil
-from libs.common.bus import EVENTS_EXCHANGE, EventBus
+from libs.common.bus import EVENTS_EXCHANGE, EventBus, publishing
 from libs.common.db import utcnow
-from libs.common.metrics import EVENTS_PUBLISHED
+from libs.common.metrics import EVENTS_PUBLISHED, OUTBOX_BACKLOG
+from libs.common.tracing import context_from_traceparent
 from services.workflow import repository as repo
 
 log = logging.getLogger(__name__)
@@ -67,15 +68,17 @@ class OutboxRelay:
         self._sweep_interval_s = sweep_interval_s
         self._mark_interval_s = mark_interval_s
         self._batch_size = batch_size
-        self._queue: asyncio.Queue[Sequence[Any]] = asyncio.Queue()
+        # (trace root of the execution, its events)
+        self._queue: asyncio.Queue[tuple[str, Sequence[Any]]] = asyncio.Queue()
         self._to_mark: list[tuple[str, int]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.published = 0
 
-    def enqueue(self, events: Sequence[dict[str, Any]]) -> None:
-        """Hand over committed events for publishing."""
+    def enqueue(self, events: Sequence[dict[str, Any]], trace_parent: str = "") -> None:
+        """Hand over committed events of one execution, whose trace root is trace_parent."""
         if events:
-            self._queue.put_nowait(events)
+            self._queue.put_nowait((trace_parent, events))
+            OUTBOX_BACKLOG.inc(len(events))
 
     def start(self) -> None:
         self._tasks = [
@@ -93,35 +96,52 @@ class OutboxRelay:
         with contextlib.suppress(Exception):
             await self._mark()
 
-    async def _publish(self, events: Sequence[Any]) -> None:
+    async def _publish(self, groups: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Publish each execution's events; what fails stays unpublished for the sweep."""
+        if len(groups) == 1:
+            await self._publish_execution(*groups[0])
+        else:
+            await asyncio.gather(*(self._publish_execution(*group) for group in groups))
+
+    async def _publish_execution(self, trace_parent: str, events: Sequence[Any]) -> None:
+        # One PRODUCER span per execution and batch (not per event): the consumers' spans
+        # join the execution's trace through its `traceparent` header.
         protos = [event_to_proto(event) for event in events]
-        await asyncio.gather(
-            *(
-                self._bus.publish(
-                    EVENTS_EXCHANGE,
-                    proto.type,
-                    proto.SerializeToString(),
-                    {"execution_id": proto.execution_id, "seq": str(proto.seq)},
+        parent = context_from_traceparent(trace_parent)
+        with publishing(EVENTS_EXCHANGE, "workflow", parent, len(protos)) as trace_headers:
+            await asyncio.gather(
+                *(
+                    self._bus.publish(
+                        EVENTS_EXCHANGE,
+                        proto.type,
+                        proto.SerializeToString(),
+                        {
+                            "execution_id": proto.execution_id,
+                            "seq": str(proto.seq),
+                            **trace_headers,
+                        },
+                    )
+                    for proto in protos
                 )
-                for proto in protos
             )
-        )
         self._to_mark.extend((proto.execution_id, proto.seq) for proto in protos)
         self.published += len(protos)
         EVENTS_PUBLISHED.inc(len(protos))
 
     async def _publish_loop(self) -> None:
         while True:
-            events = list(await self._queue.get())
+            groups = [await self._queue.get()]
             while not self._queue.empty():
-                events.extend(self._queue.get_nowait())
+                groups.append(self._queue.get_nowait())
             try:
-                await self._publish(events)
+                await self._publish(_by_execution(groups))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # Left unpublished in the table: the sweep will retry them.
                 log.warning("publishing events failed; the sweep will retry", exc_info=True)
+            finally:
+                OUTBOX_BACKLOG.dec(sum(len(events) for _, events in groups))
 
     async def _mark(self) -> None:
         keys, self._to_mark = self._to_mark, []
@@ -150,9 +170,12 @@ class OutboxRelay:
         while True:
             async with self._sessions() as session:
                 rows = await repo.unpublished_events(session, self._batch_size, older_than)
-            if not rows:
-                return total
-            await self._publish(rows)
+                if not rows:
+                    return total
+                roots = await repo.trace_parents(session, {row.execution_id for row in rows})
+            await self._publish(
+                _by_execution([(roots.get(row.execution_id, ""), [row]) for row in rows])
+            )
             await self._mark()
             total += len(rows)
             if len(rows) < self._batch_size:
@@ -171,3 +194,13 @@ class OutboxRelay:
                 log.warning("outbox sweep failed; will retry", exc_info=True)
             await asyncio.sleep(self._sweep_interval_s)
             older_than = utcnow() - dt.timedelta(seconds=self._sweep_interval_s)
+
+
+def _by_execution(groups: Sequence[tuple[str, Sequence[Any]]]) -> list[tuple[str, list[Any]]]:
+    """Merge the groups of one execution (the runner hands over one batch at a time)."""
+    merged: dict[str, tuple[str, list[Any]]] = {}
+    for trace_parent, events in groups:
+        for event in events:
+            execution_id = event["execution_id"] if isinstance(event, dict) else event.execution_id
+            merged.setdefault(execution_id, (trace_parent, []))[1].append(event)
+    return list(merged.values())

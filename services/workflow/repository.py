@@ -194,6 +194,16 @@ async def unpublished_events(
     return rows.all()
 
 
+async def trace_parents(session: AsyncSession, execution_ids: Iterable[str]) -> dict[str, str]:
+    """The trace root (traceparent) of each execution named."""
+    rows = await session.execute(
+        select(ExecutionRow.id, ExecutionRow.trace_parent).where(
+            ExecutionRow.id.in_(set(execution_ids))
+        )
+    )
+    return {execution_id: trace_parent for execution_id, trace_parent in rows.tuples()}
+
+
 async def mark_published(connection: AsyncConnection, keys: list[tuple[str, int]]) -> None:
     """Flag events as relayed; one statement per execution over its range of sequence numbers
     (what one relay batch holds of an execution is contiguous or nearly so)."""

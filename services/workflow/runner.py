@@ -14,18 +14,35 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from heddle.v1 import node_pb2
-from tenacity import RetryCallState, wait_exponential, wait_exponential_jitter, wait_fixed
+from opentelemetry import trace
+from tenacity import RetryCallState, wait_exponential, wait_fixed, wait_random
 
 from libs.common import jsonutil
 from libs.common.db import utcnow
-from libs.common.errors import FailedPrecondition
+from libs.common.errors import FailedPrecondition, HeddleError
 from libs.common.expressions import ExpressionError, render
+from libs.common.metrics import (
+    DISPATCH_LATENCY,
+    EXECUTIONS,
+    EXECUTIONS_RUNNING,
+    NODE_DURATION,
+    NODE_RETRIES,
+    NODES_FINISHED,
+)
+from libs.common.secrets import redact, redact_outcome, redactable, referenced_secrets
+from libs.common.tracing import (
+    context_from_traceparent,
+    continue_trace,
+    current_traceparent,
+    tracer,
+)
 from services.workflow.definition import NodeSpec, WorkflowDefinition
 from services.workflow.planner import ExecutionPlan, Outcome, PlanState
 from services.workflow.status import FINAL_EXECUTION_STATUSES, TERMINAL_NODE_STATUSES
@@ -35,6 +52,13 @@ if TYPE_CHECKING:
     from services.workflow.models import ExecutionRow, NodeRunRow
 
 log = logging.getLogger(__name__)
+_TRACER = tracer("workflow")
+_OUTCOME_NAMES = {
+    node_pb2.NodeOutcome.SUCCEEDED: "succeeded",
+    node_pb2.NodeOutcome.FAILED: "failed",
+    node_pb2.NodeOutcome.WAITING: "waiting",
+    node_pb2.NodeOutcome.SKIPPED: "skipped",
+}
 
 #: Largest node output copied into a node.completed event (bigger ones: read the execution).
 EVENT_OUTPUT_LIMIT = 16 * 1024
@@ -85,7 +109,17 @@ class Wake:
     """Concurrency slots were freed: try dispatching again."""
 
 
-Command = Outcomes | DispatchFailed | TimerDue | Control | HumanInput | Wake
+@dataclass
+class DeadlineDue:
+    """The tenant's max execution duration has passed."""
+
+    limit_s: float
+
+
+Command = Outcomes | DispatchFailed | TimerDue | Control | HumanInput | Wake | DeadlineDue
+
+#: Key of the execution-wide deadline in ExecutionRunner.timers (no node id is empty).
+_DEADLINE_TIMER = ""
 
 
 # ---- state ------------------------------------------------------------------------------
@@ -110,6 +144,10 @@ class NodeState:
     due_at: dt.datetime | None = None
     infra_failures: int = 0
     attempt_started: dt.datetime | None = None
+    # Observability of the attempt in flight: its span, when it became ready, when sent.
+    span: trace.Span | None = None
+    ready_at: float = 0.0
+    sent_at: float = 0.0
 
     def row(self) -> dict[str, Any]:
         """The persisted columns (everything but the primary key)."""
@@ -154,9 +192,11 @@ def retry_delay(spec: NodeSpec, attempt: int) -> float:
     if policy.backoff == "fixed":
         strategy: Any = wait_fixed(policy.initial_delay_s)
     elif policy.jitter:
-        strategy = wait_exponential_jitter(
-            initial=policy.initial_delay_s, max=policy.max_delay_s, jitter=policy.initial_delay_s
-        )
+        # wait_exponential_jitter's `initial` is deprecated (tenacity 9) and its replacement
+        # `multiplier` does not exist in 8.x: compose the same strategy from stable parts.
+        strategy = wait_exponential(
+            multiplier=policy.initial_delay_s, max=policy.max_delay_s, exp_base=2
+        ) + wait_random(0, policy.initial_delay_s)
     else:
         strategy = wait_exponential(
             multiplier=policy.initial_delay_s, max=policy.max_delay_s, exp_base=2
@@ -167,11 +207,19 @@ def retry_delay(spec: NodeSpec, attempt: int) -> float:
 
 
 def cache_key(
-    node_type: str, type_version: int, params_json: bytes, context: dict[str, Any]
+    node_type: str,
+    type_version: int,
+    params_json: bytes,
+    context: dict[str, Any],
+    tenant_id: str = "",
 ) -> str:
-    """SHA-256 over node type, type version, params and resolved inputs."""
+    """SHA-256 over tenant, node type, type version, params and resolved inputs.
+
+    The tenant is part of the key: two tenants running the same node on the same inputs
+    never share a cached output.
+    """
     digest = hashlib.sha256()
-    digest.update(f"{node_type}\0{type_version}\0".encode())
+    digest.update(f"{tenant_id}\0{node_type}\0{type_version}\0".encode())
     digest.update(params_json)
     digest.update(b"\0")
     digest.update(jsonutil.dumps({k: v for k, v in context.items() if k != "system"}))
@@ -227,6 +275,10 @@ class ExecutionRunner:
         ports = {n.node_id: n.active_ports for n in nodes.values()}
         self.state = PlanState(plan, statuses=statuses, ports=ports)
         self.batch = _Batch()
+        self._trace_root = context_from_traceparent(row.trace_parent)
+        # Values of the secrets resolved for this execution's attempts, longest first: they
+        # are replaced by *** in every outcome and event before it is stored or published.
+        self.redactions: list[str] = []
         self.finished = asyncio.get_running_loop().create_future()
         self.task: asyncio.Task[None] | None = None
 
@@ -236,6 +288,10 @@ class ExecutionRunner:
         self.task = asyncio.create_task(self._run(), name=f"execution-{self.id}")
 
     async def _run(self) -> None:
+        # This task's context (its own copy) carries the execution's trace from here on:
+        # the dispatcher's calls, started from it, join the trace.
+        continue_trace(self.row.trace_parent, "workflow")
+        EXECUTIONS_RUNNING.inc()
         try:
             self._begin()
             await self._cycle()
@@ -245,6 +301,7 @@ class ExecutionRunner:
                 while not self.inbox.empty():
                     self._apply(self.inbox.get_nowait())
                 await self._cycle()
+            EXECUTIONS.labels(self.status).inc()
         except LostOwnership:
             log.warning("execution taken over by another replica", extra={"execution_id": self.id})
         except asyncio.CancelledError:
@@ -252,6 +309,7 @@ class ExecutionRunner:
         except Exception:
             log.exception("execution runner crashed", extra={"execution_id": self.id})
         finally:
+            EXECUTIONS_RUNNING.dec()
             self._stop_work()
             self.engine.runner_finished(self)
             if not self.finished.done():
@@ -270,20 +328,31 @@ class ExecutionRunner:
                 if node.status in ("queued", "running"):
                     node.attempts.append(self._attempt_record(node, "lost", now, None))
                     self._change(node, attempts=node.attempts)
-                    self.ready.append(node.node_id)
+                    self._make_ready([node.node_id])
                 elif node.status in ("retrying", "waiting") and node.due_at is not None:
                     kind: Literal["retry", "input_timeout"] = (
                         "retry" if node.status == "retrying" else "input_timeout"
                     )
                     self._arm(node, kind, max(0.0, (node.due_at - now).total_seconds()))
+        self._arm_deadline(now)
         # New: the roots. Taken over or retried: what the persisted statuses make ready.
         transition = self.state.start()
         self._mark_skipped(transition.skipped, "not on a taken branch")
-        self.ready.extend(transition.ready)
+        self._make_ready(transition.ready)
         if self.state.failed:
             self._fail_execution(
                 self.row.error or {"type": "NodeFailed", "message": "a node failed"}
             )
+
+    def _arm_deadline(self, now: dt.datetime) -> None:
+        limit = self.settings.quota_for(self.row.tenant_id).max_execution_duration_s
+        if not limit:
+            return
+        started = self.row.created_at or now
+        remaining = max(0.0, limit - (now - started).total_seconds())
+        self.timers[_DEADLINE_TIMER] = asyncio.get_running_loop().call_later(
+            remaining, self.inbox.put_nowait, DeadlineDue(limit)
+        )
 
     def _stop_work(self) -> None:
         for timer in self.timers.values():
@@ -294,6 +363,8 @@ class ExecutionRunner:
         self.handles.clear()
         self.engine.release_slots(self.in_flight)
         self.in_flight = 0
+        for node in self.nodes.values():
+            self._end_attempt(node, "abandoned")
 
     # ---- applying commands --------------------------------------------------------------
 
@@ -310,6 +381,14 @@ class ExecutionRunner:
             self._apply_control(command)
         elif isinstance(command, HumanInput):
             self._apply_input(command)
+        elif isinstance(command, DeadlineDue):
+            self._fail_execution(
+                {
+                    "type": "Timeout",
+                    "message": f"execution exceeded the tenant's maximum duration "
+                    f"of {command.limit_s:g} s",
+                }
+            )
 
     def _in_flight_node(self, node_id: str, attempt: int) -> NodeState | None:
         node = self.nodes.get(node_id)
@@ -324,6 +403,14 @@ class ExecutionRunner:
         node = self._in_flight_node(outcome.node_id, outcome.attempt)
         if node is None:
             return
+        if self.redactions:
+            outcome = redact_outcome(outcome, self.redactions)
+        failed = outcome.kind == node_pb2.NodeOutcome.FAILED
+        self._end_attempt(
+            node,
+            _OUTCOME_NAMES.get(outcome.kind, "failed"),
+            f"{outcome.error.type}: {outcome.error.message}" if failed else None,
+        )
         now = utcnow()
         self._record_logs(node, outcome.logs_json)
         kind = outcome.kind
@@ -367,6 +454,8 @@ class ExecutionRunner:
         node = self._in_flight_node(task.node_id, task.attempt)
         if node is None:
             return
+        reason = redact(reason, self.redactions)
+        self._end_attempt(node, "dispatch_failed", reason)
         error_type, _, message = reason.partition(": ")
         infra = error_type == "NodeUnavailable"
         error = {"type": error_type, "message": message, "retryable": True, "details": None}
@@ -384,9 +473,15 @@ class ExecutionRunner:
             delay = min(0.05 * 2**node.infra_failures, 1.0)
         elif error["retryable"] and node.attempt < max_attempts:
             delay = retry_delay(spec, node.attempt)
+            # A server's Retry-After (429/503) is a floor, bounded by the policy's max delay.
+            details = error.get("details")
+            hinted = details.get("retry_after") if isinstance(details, dict) else None
+            if isinstance(hinted, int | float) and spec.retry is not None and hinted > delay:
+                delay = min(float(hinted), spec.retry.max_delay_s)
         else:
             self._fail_node(node, error, now)
             return
+        NODE_RETRIES.labels(node.node_type).inc()
         node.status = "retrying"
         node.error = error
         node.due_at = now + dt.timedelta(seconds=delay)
@@ -459,6 +554,7 @@ class ExecutionRunner:
         node.status = status
         node.finished_at = now
         node.due_at = None
+        NODES_FINISHED.labels(node.node_type, status).inc()
         self._disarm(node.node_id)
         self._change(
             node,
@@ -493,7 +589,7 @@ class ExecutionRunner:
             return
         transition = self.state.complete(node.node_id, outcome)
         self._mark_skipped(transition.skipped, f"upstream {node.node_id!r} did not lead here")
-        self.ready.extend(transition.ready)
+        self._make_ready(transition.ready)
 
     def _mark_skipped(self, node_ids: Sequence[str], reason: str) -> None:
         now = utcnow()
@@ -501,6 +597,7 @@ class ExecutionRunner:
             node = self.nodes[node_id]
             node.status = "skipped"
             node.finished_at = now
+            NODES_FINISHED.labels(node.node_type, "skipped").inc()
             self._change(node, status="skipped", finished_at=now)
             self._event("node.skipped", node_id, {"status": "skipped", "reason": reason})
 
@@ -510,7 +607,7 @@ class ExecutionRunner:
         if node.attempt != command.attempt:
             return
         if command.kind == "retry" and node.status == "retrying":
-            self.ready.append(node.node_id)
+            self._make_ready([node.node_id])
         elif command.kind == "input_timeout" and node.status == "waiting":
             error = {
                 "type": "Timeout",
@@ -567,6 +664,8 @@ class ExecutionRunner:
                     self.in_flight -= 1
                     self.engine.release_slots(1)
                     node.attempts.append(self._attempt_record(node, status, now, None))
+                    self._end_attempt(node, status)
+                NODES_FINISHED.labels(node.node_type, status).inc()
                 node.status = status
                 node.finished_at = now
                 self._disarm(node.node_id)
@@ -661,6 +760,20 @@ class ExecutionRunner:
             node.started_at = now
         context = self._context_for(node)
         node.inputs = {k: v for k, v in context.items() if k != "system"}
+        # Secrets join the context sent to the node, never node.inputs (which is stored).
+        wanted = referenced_secrets([spec.params, spec.when])
+        if wanted is not None:
+            try:
+                context["secrets"] = await self.engine.secrets.resolve(
+                    self.row.tenant_id, wanted or None
+                )
+            except HeddleError as error:
+                self.in_flight += 1  # balanced by _in_flight_node below
+                self._in_flight_node(node.node_id, node.attempt)
+                failure = {"type": "SecretError", "message": error.message, "retryable": False}
+                self._fail_attempt(node, {**failure, "details": None}, now, infra=False)
+                return True
+            self.redactions = redactable([*self.redactions, *context["secrets"].values()])
         if spec.cache is not None:
             hit = await self.engine.cache_get(self._cache_key(node))
             if hit is not None:
@@ -682,6 +795,16 @@ class ExecutionRunner:
             due_at=None,
         )
         self._event("node.started", node.node_id, {"attempt": node.attempt, "type": node.node_type})
+        node.span = _TRACER.start_span(
+            f"node.attempt {node.node_id}",
+            context=self._trace_root,
+            attributes={
+                "heddle.execution_id": self.id,
+                "heddle.node_id": node.node_id,
+                "heddle.node_type": node.node_type,
+                "heddle.attempt": node.attempt,
+            },
+        )
         self.batch.to_send.append(
             node_pb2.NodeTask(
                 execution_id=self.id,
@@ -701,6 +824,7 @@ class ExecutionRunner:
                 timeout_s=spec.timeout_s or 0.0,
                 when=spec.when or "",
                 tenant_id=self.row.tenant_id,
+                traceparent=current_traceparent(node.span),
             )
         )
         return False
@@ -712,6 +836,7 @@ class ExecutionRunner:
             self.engine.type_version(spec.type),
             self.engine.params_json(self.plan, spec),
             node.inputs or {},
+            self.row.tenant_id,
         )
 
     def _context_for(self, node: NodeState) -> dict[str, Any]:
@@ -735,6 +860,12 @@ class ExecutionRunner:
         for key, value, ttl in batch.cache_writes:
             await self.engine.cache_set(key, value, ttl)
         if batch.to_send:
+            sent = time.perf_counter()
+            for task in batch.to_send:
+                node = self.nodes[task.node_id]
+                node.sent_at = sent
+                if node.ready_at:
+                    DISPATCH_LATENCY.observe(sent - node.ready_at)
             handle = self.engine.dispatcher.dispatch(
                 batch.to_send,
                 lambda outcomes: self.inbox.put_nowait(Outcomes(outcomes)),
@@ -746,6 +877,26 @@ class ExecutionRunner:
 
     # ---- helpers ------------------------------------------------------------------------
 
+    def _make_ready(self, node_ids: Sequence[str]) -> None:
+        now = time.perf_counter()
+        for node_id in node_ids:
+            self.nodes[node_id].ready_at = now
+        self.ready.extend(node_ids)
+
+    def _end_attempt(self, node: NodeState, outcome: str, error: str | None = None) -> None:
+        """Close the span and time the attempt in flight (from dispatch to its outcome)."""
+        if node.sent_at:
+            NODE_DURATION.labels(node.node_type, outcome).observe(
+                time.perf_counter() - node.sent_at
+            )
+            node.sent_at = 0.0
+        span, node.span = node.span, None
+        if span is not None:
+            span.set_attribute("heddle.outcome", outcome)
+            if error is not None:
+                span.set_status(trace.StatusCode.ERROR, error)
+            span.end()
+
     def _change(self, node: NodeState, **values: Any) -> None:
         """Set fields of node and mark it dirty: the batch writes its whole row."""
         for key, value in values.items():
@@ -753,6 +904,8 @@ class ExecutionRunner:
         self.batch.nodes[node.node_id] = node
 
     def _event(self, event_type: str, node_id: str | None, data: dict[str, Any]) -> None:
+        if self.redactions:
+            data = redact(data, self.redactions)
         self.seq += 1
         self.batch.events.append(
             {

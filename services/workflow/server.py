@@ -17,12 +17,12 @@ from libs.common.bus import (
     Message,
     Subscription,
     create_bus,
+    traced,
 )
 from libs.common.db import create_engine, session_factory
 from libs.common.grpcutil import GrpcServer, TlsFiles, start_grpc_server
 from libs.common.kv import KV, create_kv
-from libs.common.logging import configure_logging
-from libs.common.runtime import run_until_signalled
+from libs.common.runtime import init_process, run_until_signalled
 from libs.migrations import upgrade
 from services.workflow import models  # noqa: F401  (registers the tables)
 from services.workflow.catalog import NodeCatalog
@@ -117,7 +117,11 @@ async def serve(
         await start_from_trigger(engine, fire)
 
     subscription = await bus.subscribe(
-        TRIGGERS_EXCHANGE, ["trigger.#"], on_trigger, queue=TRIGGERS_QUEUE, prefetch=16
+        TRIGGERS_EXCHANGE,
+        ["trigger.#"],
+        traced(on_trigger, "workflow", TRIGGERS_QUEUE),
+        queue=TRIGGERS_QUEUE,
+        prefetch=16,
     )
 
     async def on_event(message: Message) -> None:
@@ -148,7 +152,7 @@ async def serve(
 
 async def _serve() -> None:
     settings = WorkflowSettings()
-    configure_logging("workflow", settings.log_level, settings.log_format)
+    init_process("workflow", settings)
     service = await serve(settings)
     log.info("workflow service ready", extra={"port": service.port})
     await run_until_signalled()

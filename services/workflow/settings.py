@@ -5,13 +5,25 @@ from __future__ import annotations
 import os
 import socket
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from libs.common.settings import CommonSettings
 
 
 def _default_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class TenantQuota(BaseModel):
+    """Limits of one tenant; 0 means unlimited."""
+
+    max_concurrent_executions: int = Field(
+        default=0, ge=0, description="Top-level executions pending, running or paused at once."
+    )
+    max_workflows: int = Field(default=0, ge=0, description="Workflows (not deleted).")
+    max_execution_duration_s: float = Field(
+        default=0, ge=0, description="An execution still running after this long fails."
+    )
 
 
 class WorkflowSettings(CommonSettings):
@@ -49,3 +61,35 @@ class WorkflowSettings(CommonSettings):
     max_definition_edges: int = Field(default=50_000, ge=1, description="Edges in a definition.")
     max_call_depth: int = Field(default=10, ge=1, description="Sub-workflow nesting limit.")
     max_page_size: int = Field(default=200, ge=1, description="Largest page a list call returns.")
+    quota_max_concurrent_executions: int = Field(
+        default=100,
+        ge=0,
+        description="Per tenant: top-level executions pending, running or paused at once "
+        "(sub-workflow children are not counted); 0 = unlimited.",
+    )
+    quota_max_workflows: int = Field(
+        default=10_000, ge=0, description="Per tenant: workflows; 0 = unlimited."
+    )
+    quota_max_execution_duration_s: float = Field(
+        default=7 * 24 * 3600.0,
+        ge=0,
+        description="Per tenant: an execution not finished after this many seconds fails "
+        "(paused time included); 0 = unlimited.",
+    )
+    tenant_quotas: dict[str, TenantQuota] = Field(
+        default_factory=dict,
+        description='JSON object of per-tenant overrides, e.g. {"acme": '
+        '{"max_concurrent_executions": 5}}; unset fields take the quota_* defaults.',
+    )
+
+    def quota_for(self, tenant_id: str) -> TenantQuota:
+        """The effective quota of a tenant: its override over the quota_* defaults."""
+        override = self.tenant_quotas.get(tenant_id)
+        base = TenantQuota(
+            max_concurrent_executions=self.quota_max_concurrent_executions,
+            max_workflows=self.quota_max_workflows,
+            max_execution_duration_s=self.quota_max_execution_duration_s,
+        )
+        if override is None:
+            return base
+        return base.model_copy(update=override.model_dump(exclude_unset=True))

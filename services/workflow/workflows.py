@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common.db import utcnow
-from libs.common.errors import InvalidArgument, NotFound
+from libs.common.errors import InvalidArgument, NotFound, ResourceExhausted
 from services.workflow import repository as repo
 from services.workflow.catalog import NodeCatalog
 from services.workflow.models import WorkflowRow, WorkflowVersionRow
@@ -66,7 +66,13 @@ class WorkflowStore:
         version = WorkflowVersionRow(
             workflow_id=workflow.id, version=1, definition=definition, created_at=now
         )
+        limit = self.settings.quota_for(tenant_id).max_workflows
         async with self.sessions() as session, session.begin():
+            if limit and await repo.count_workflows(session, tenant_id) >= limit:
+                raise ResourceExhausted(
+                    f"tenant quota: at most {limit} workflows",
+                    {"quota": "max_workflows", "limit": limit},
+                )
             session.add(workflow)
             await session.flush()
             session.add(version)
@@ -108,10 +114,12 @@ class WorkflowStore:
         return workflow, row
 
     async def list(
-        self, tenant_id: str, page: int, page_size: int
+        self, tenant_id: str, page: int, page_size: int, only_ids: Sequence[str] | None = None
     ) -> tuple[Sequence[WorkflowRow], int]:
         async with self.sessions() as session:
-            return await repo.list_workflows(session, tenant_id, (page - 1) * page_size, page_size)
+            return await repo.list_workflows(
+                session, tenant_id, (page - 1) * page_size, page_size, only_ids
+            )
 
     async def delete(self, tenant_id: str, workflow_id: str) -> None:
         """Soft delete: executions keep their history; the workflow disappears from the API."""

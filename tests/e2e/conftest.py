@@ -1,3 +1,4 @@
+# ruff: noqa: ASYNC109  (timeout parameters here are polling budgets, not cancel scopes)
 """End-to-end fixtures: the production topology as separate processes on the real
 PostgreSQL, RabbitMQ and Redis of this machine.
 
@@ -21,7 +22,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,6 @@ def _engine_env() -> dict[str, str]:
     env = {
         "HEDDLE_LEASE_TTL_S": str(LEASE_TTL_S),
         "HEDDLE_RECOVERY_INTERVAL_S": str(RECOVERY_INTERVAL_S),
-        # Both replicas keep their own small pool busy; keep the DB connection count sane.
         "HEDDLE_LOG_LEVEL": "INFO",
     }
     # Auth is not what these tests are about: turn it off where the gateway has the switch.
@@ -84,13 +84,32 @@ class E2E:
     database: str
     database_url: str
     dsn: str
+    #: Every 5xx answer any client of `client()` got: "500 GET /api/v1/..." (the contract:
+    #: 503 when a dependency is down, never a 500).
+    server_errors: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return self.topology.gateway_url
 
     def client(self, timeout: float = 30.0) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=timeout)
+        async def record(response: httpx.Response) -> None:
+            if response.status_code >= 500:
+                request = response.request
+                self.server_errors.append(
+                    f"{response.status_code} {request.method} {request.url.path}"
+                )
+
+        return httpx.AsyncClient(
+            base_url=self.url, timeout=timeout, event_hooks={"response": [record]}
+        )
+
+    def internal_errors(self, *followers: Follower) -> list[str]:
+        """500s answered to any client, and `internal` error events on live streams."""
+        found = [error for error in self.server_errors if error.startswith("500 ")]
+        for follower in followers:
+            found.extend(error for error in follower.errors if '"code": "internal"' in error)
+        return found
 
     async def db(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.dsn, timeout=10)
@@ -101,6 +120,22 @@ class E2E:
             return list(await connection.fetch(query, *args))
         finally:
             await connection.close()
+
+    def log_lines(self, name: str, needle: str) -> list[str]:
+        """Lines of a process's log that contain needle."""
+        path = self.topology.log_path(name)
+        if not path.exists():
+            return []
+        text = path.read_text(errors="replace")
+        return [line[:2000] for line in text.splitlines() if needle in line]
+
+    def assert_no_crash(self) -> None:
+        """No workflow replica had a runner die of an exception or leak a failed task (a
+        takeover may hide such a crash from the outcome, not from the logs)."""
+        for spec in self.topology.specs:
+            for needle in ("execution runner crashed", "Task exception was never retrieved"):
+                found = self.log_lines(spec.name, needle)
+                assert not found, f"{spec.name}: {found[0]}"
 
     def logs(self, lines: int = 40) -> str:
         parts = []
@@ -171,7 +206,7 @@ def _failed(request: pytest.FixtureRequest) -> bool:
         return any(
             getattr(item, "_e2e_failed", False)
             for item in request.session.items
-            if item.module is request.module
+            if getattr(item, "module", None) is request.module
         )
     return bool(getattr(request.node, "_e2e_failed", False))
 
@@ -262,13 +297,17 @@ async def get_execution(client: httpx.AsyncClient, execution_id: str) -> dict[st
     except httpx.HTTPError:
         return None
     if response.status_code != 200:
-        assert response.status_code in (502, 503, 504), response.text
+        # 503 while a dependency restarts (a 500 is recorded by the client's hook, and
+        # each test asserts on E2E.internal_errors()).
+        assert response.status_code >= 500, response.text
         return None
     return dict(response.json())
 
 
 async def wait_final(
-    client: httpx.AsyncClient, execution_id: str, timeout: float = 60.0
+    client: httpx.AsyncClient,
+    execution_id: str,
+    timeout: float = 60.0,
 ) -> dict[str, Any]:
     """Poll until the execution is final (bounded); tolerates a restarting dependency."""
     found: dict[str, Any] = {}
@@ -375,6 +414,80 @@ async def read_sse(
     return events
 
 
+@dataclass
+class Follower:
+    """What a live SSE client saw, reconnecting with Last-Event-ID like a browser."""
+
+    events: list[dict[str, Any]]
+    connections: int
+    errors: list[str]
+
+
+async def follow_sse(
+    client: httpx.AsyncClient,
+    execution_id: str,
+    *,
+    timeout: float = 90.0,
+    max_connections: int = 60,
+) -> Follower:
+    """Follow the stream live until the execution's final event; whenever the stream breaks
+    (an `error` event, a non-200 answer, a dropped connection, an end without the final
+    event), reconnect with Last-Event-ID = the last seq received."""
+    seen = Follower(events=[], connections=0, errors=[])
+
+    async def run() -> None:
+        while True:
+            seen.connections += 1
+            assert seen.connections <= max_connections, f"gave up: {seen.errors[-5:]}"
+            headers = {"Accept": "text/event-stream"}
+            if seen.events:
+                headers["Last-Event-ID"] = str(seen.events[-1]["seq"])
+            lines: list[str] = []
+            try:
+                async with client.stream(
+                    "GET", f"/api/v1/executions/{execution_id}/events", headers=headers
+                ) as response:
+                    if response.status_code != 200:
+                        seen.errors.append(f"HTTP {response.status_code}")
+                        await asyncio.sleep(0.3)
+                        continue
+                    async for line in response.aiter_lines():
+                        if line != "":
+                            lines.append(line)
+                            continue
+                        lines.append(line)
+                        frames = parse_sse(lines)
+                        lines.clear()
+                        for frame in frames:
+                            if frame.get("event") == "error":
+                                raise _StreamBroke(json.dumps(frame["data"]))
+                            seen.events.append(frame["data"])
+                            if frame["data"]["type"] in FINAL_EXECUTION_EVENTS:
+                                return
+                seen.errors.append("stream ended before the final event")
+            except (_StreamBroke, httpx.HTTPError) as error:
+                seen.errors.append(f"{type(error).__name__}: {error}")
+            await asyncio.sleep(0.3)
+
+    await asyncio.wait_for(run(), timeout)
+    return seen
+
+
+class _StreamBroke(Exception):
+    pass
+
+
+def check_followed(follower: Follower, history: list[dict[str, Any]]) -> None:
+    """The live client got the full history, every event exactly once, in order."""
+    print(f"live SSE client: {follower.connections} connection(s); breaks: {follower.errors}")
+    seqs = [event["seq"] for event in follower.events]
+    duplicates = sorted({seq for seq in seqs if seqs.count(seq) > 1})
+    assert not duplicates, f"events delivered twice to the live client: {duplicates}"
+    missing = sorted({e["seq"] for e in history} - set(seqs))
+    assert not missing, f"events the live client never got: {missing}"
+    assert follower.events == history
+
+
 def check_history(
     events: list[dict[str, Any]], node_ids: list[str], final_type: str = "execution.completed"
 ) -> None:
@@ -415,7 +528,7 @@ async def wait_postgres(timeout: float = 60.0) -> None:
     async def accepts() -> bool:
         try:
             connection = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=2)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             return False
         try:
             return bool(await connection.fetchval("SELECT 1"))

@@ -503,6 +503,9 @@ def settings(fakes: Fakes) -> GatewaySettings:
         max_body_bytes=64 * 1024,
         sse_heartbeat_s=0.05,
         http_port=0,
+        # These tests exercise translation and errors over fakes: every caller is the admin
+        # of the default tenant (tests/security covers authentication and roles).
+        auth_enabled=False,
     )
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import httpx
 
 from services.gateway.app import create_app
@@ -84,7 +82,7 @@ async def test_control_input_and_retry(client: httpx.AsyncClient, fakes: Fakes) 
 
 
 async def test_logs_filters_and_pages(client: httpx.AsyncClient) -> None:
-    url = f"/api/v1/executions/{uuid.uuid4()}/logs"
+    url = f"/api/v1/executions/{await start_execution(client)}/logs"
     first = (await client.get(url, params={"page_size": 2, "level": "info"})).json()
     assert [r["node_id"] for r in first["records"]] == ["a", "b"]
     assert first["records"][0]["fields"] == {"n": 1}

@@ -7,6 +7,7 @@ Use the server fixture in a test module with ``http_server = helpers.http_server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -235,10 +236,8 @@ class ScriptedServer:
             pass
         finally:
             writer.close()
-            try:
+            with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
 
     def _answer(self, path: str, method: str, call: int) -> tuple[int, bytes, dict[str, str]]:
         route = self.routes.get(path)

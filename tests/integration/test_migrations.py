@@ -8,6 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
+import services.gateway.models
 import services.log.models
 import services.scheduler.models
 import services.workflow.models  # noqa: F401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import httpx
@@ -30,14 +31,14 @@ async def run_definition(
 
 
 def chain(*nodes: dict[str, Any]) -> list[dict[str, str]]:
-    return [{"source": a["id"], "target": b["id"]} for a, b in zip(nodes, nodes[1:], strict=False)]
+    return [{"source": a["id"], "target": b["id"]} for a, b in itertools.pairwise(nodes)]
 
 
 # ---------------------------------------------------------------------------- core
 
 
 async def test_input_output_noop_template_transform(client: httpx.AsyncClient) -> None:
-    nodes = [
+    nodes: list[dict[str, Any]] = [
         {"id": "start", "type": "input"},
         {"id": "pass_on", "type": "noop"},
         {"id": "greet", "type": "template", "params": {"template": "Hi {{ pass_on.name }}!"}},

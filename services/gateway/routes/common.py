@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection
 
 from libs.common import jsonutil
 from libs.common.errors import NotFound
+from services.gateway.auth import Principal, Security, authenticate_connection, get_security
 from services.gateway.clients import ServiceClients
 from services.gateway.errors import InvalidYaml, invalid_request, malformed_json
 from services.gateway.schemas import ErrorResponse
@@ -27,10 +28,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
         400: "Malformed JSON or YAML body (details: line, column)",
-        404: "Unknown id or route",
+        401: "No credential, or an invalid, expired or revoked one",
+        403: "The credential's role or scopes do not allow this",
+        404: "Unknown id or route (or an object the caller may not see)",
         409: "Conflict with the current state",
         413: "Body larger than the limit",
         422: "The request fails validation (details: every located field error)",
+        429: "Rate limit or tenant quota exceeded (Retry-After says when to try again)",
         503: "A service behind the gateway is unavailable",
         504: "A service behind the gateway did not answer in time",
     }.items()
@@ -52,8 +56,17 @@ def get_tenant(connection: HTTPConnection) -> str:
     return str(getattr(connection.state, "tenant_id", ""))
 
 
+#: The authenticated caller (the routers depend on it too, so it runs first and once).
+Caller = Annotated[Principal, Depends(authenticate_connection)]
+Guard = Annotated[Security, Depends(get_security)]
+
+
+def caller_tenant(principal: Caller) -> str:
+    return principal.tenant_id
+
+
 Clients = Annotated[ServiceClients, Depends(get_clients)]
-Tenant = Annotated[str, Depends(get_tenant)]
+Tenant = Annotated[str, Depends(caller_tenant)]
 
 
 def checked_id(value: str, kind: str) -> str:

@@ -8,21 +8,25 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, WebSocket, status
 from fastapi.responses import StreamingResponse
 from heddle.v1 import log_pb2, workflow_pb2
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from libs.common import jsonutil
-from libs.common.errors import HeddleError
+from libs.common.errors import HeddleError, NotFound
+from services.gateway.auth import Principal, Security, authenticate_connection, get_security
 from services.gateway.convert import execution_out, log_record_out, paginate, to_timestamp
 from services.gateway.errors import error_body, invalid_request
+from services.gateway.roles import WorkflowAction
 from services.gateway.routes.common import (
     ERROR_RESPONSES,
+    Caller,
     Clients,
+    Guard,
     Paging,
     Tenant,
     bounded_page_size,
     checked_id,
     get_clients,
     get_settings,
-    get_tenant,
 )
 from services.gateway.schemas import (
     TERMINAL_STATUSES,
@@ -47,9 +51,13 @@ async def list_executions(
     clients: Clients,
     tenant: Tenant,
     paging: Paging,
+    caller: Caller,
+    guard: Guard,
     workflow_id: Annotated[str | None, Query(description="Only this workflow's.")] = None,
     execution_status: Annotated[ExecutionStatus | None, Query(alias="status")] = None,
 ) -> Page[ExecutionOut]:
+    guard.require(caller, "read")
+    visible = await guard.visible_workflows(caller)
     reply = await clients.call(
         clients.workflow.ListExecutions,
         workflow_pb2.ListExecutionsRequest(
@@ -57,6 +65,8 @@ async def list_executions(
             workflow_id=workflow_id or "",
             status=execution_status or "",
             tenant_id=tenant,
+            restrict_to_workflows=visible is not None,
+            workflow_ids=visible or [],
         ),
     )
     return paginate([execution_out(e) for e in reply.executions], reply.page)
@@ -72,16 +82,38 @@ async def _get_execution(clients: Clients, execution_id: str, tenant: str) -> Ex
     return execution_out(reply)
 
 
+async def _authorized(
+    clients: Clients,
+    guard: Security,
+    caller: Principal,
+    execution_id: str,
+    action: WorkflowAction,
+) -> ExecutionOut:
+    """The execution, when the caller's role on its workflow allows action; an execution of
+    a workflow the caller may not read is a 404, like one of another tenant."""
+    execution = await _get_execution(clients, execution_id, caller.tenant_id)
+    try:
+        await guard.require_workflow(caller, execution.workflow_id, action)
+    except NotFound:
+        raise NotFound(f"execution {execution_id!r} not found") from None
+    return execution
+
+
 @router.get(
     "/executions/{execution_id}",
     summary="An execution with every node's status, attempts, output, error and timings",
 )
-async def get_execution(execution_id: str, clients: Clients, tenant: Tenant) -> ExecutionOut:
-    return await _get_execution(clients, execution_id, tenant)
+async def get_execution(
+    execution_id: str, clients: Clients, caller: Caller, guard: Guard
+) -> ExecutionOut:
+    return await _authorized(clients, guard, caller, execution_id, "read")
 
 
 def _add_control_route(name: str, action: _Control.Action, summary: str) -> None:
-    async def control(execution_id: str, clients: Clients, tenant: Tenant) -> ExecutionOut:
+    async def control(
+        execution_id: str, clients: Clients, tenant: Tenant, caller: Caller, guard: Guard
+    ) -> ExecutionOut:
+        await _authorized(clients, guard, caller, execution_id, "execute")
         reply = await clients.call(
             clients.workflow.ControlExecution,
             _Control(id=checked_id(execution_id, "execution"), action=action, tenant_id=tenant),
@@ -105,8 +137,14 @@ _add_control_route("resume", _Control.RESUME, "Resume a paused execution")
 
 @router.post("/executions/{execution_id}/input", summary="Answer a waiting human_input node")
 async def submit_input(
-    execution_id: str, body: SubmitInputRequest, clients: Clients, tenant: Tenant
+    execution_id: str,
+    body: SubmitInputRequest,
+    clients: Clients,
+    tenant: Tenant,
+    caller: Caller,
+    guard: Guard,
 ) -> ExecutionOut:
+    await _authorized(clients, guard, caller, execution_id, "execute")
     reply = await clients.call(
         clients.workflow.SubmitInput,
         workflow_pb2.SubmitInputRequest(
@@ -125,8 +163,15 @@ async def submit_input(
     summary="Re-run a failed execution, reusing the outputs of the nodes that succeeded",
 )
 async def retry_execution(
-    execution_id: str, response: Response, clients: Clients, tenant: Tenant
+    execution_id: str,
+    request: Request,
+    response: Response,
+    clients: Clients,
+    tenant: Tenant,
+    caller: Caller,
+    guard: Guard,
 ) -> ExecutionStarted:
+    await _authorized(clients, guard, caller, execution_id, "execute")
     reply = await clients.call(
         clients.workflow.RetryExecution,
         workflow_pb2.RetryExecutionRequest(
@@ -145,6 +190,8 @@ async def query_logs(
     request: Request,
     clients: Clients,
     tenant: Tenant,
+    caller: Caller,
+    guard: Guard,
     node_id: Annotated[str | None, Query(description="Only this node's.")] = None,
     level: Annotated[LogLevel | None, Query(description="Minimum level.")] = None,
     text: Annotated[str | None, Query(max_length=500, description="Substring to find.")] = None,
@@ -153,6 +200,8 @@ async def query_logs(
     page_size: Annotated[int | None, Query(ge=1, description="Records per page.")] = None,
     page_token: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> LogPage:
+    size = bounded_page_size(request, page_size)  # a bad request is a 422 before a 404
+    await _authorized(clients, guard, caller, execution_id, "read")
     reply = await clients.call(
         clients.log.QueryLogs,
         log_pb2.QueryLogsRequest(
@@ -162,7 +211,7 @@ async def query_logs(
             text=text or "",
             since=to_timestamp(since),
             until=to_timestamp(until),
-            page_size=bounded_page_size(request, page_size),
+            page_size=size,
             page_token=page_token or "",
             tenant_id=tenant,
         ),
@@ -212,12 +261,21 @@ async def stream_events(
     request: Request,
     clients: Clients,
     tenant: Tenant,
+    caller: Caller,
+    guard: Guard,
     after: AfterSeq = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    access_token: Annotated[
+        str | None,
+        Query(
+            max_length=4096,
+            description="The credential, for clients (EventSource) that cannot send headers.",
+        ),
+    ] = None,
 ) -> Response:
     after_seq = _resume_point(after, last_event_id)
     # Read first, so that an unknown id is a 404 rather than an error inside a 200 stream.
-    execution = await _get_execution(clients, execution_id, tenant)
+    execution = await _authorized(clients, guard, caller, execution_id, "read")
     if execution.status in TERMINAL_STATUSES and 0 < execution.last_seq <= after_seq:
         # 204 tells a browser's EventSource to stop reconnecting: there is nothing more.
         return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -235,15 +293,28 @@ async def execution_websocket(
 ) -> None:
     """The same events as the SSE route, one JSON text frame each.
 
-    An error (unknown id, service down) is sent as an `{"error": ...}` frame, then the socket
-    closes with 4000 + the HTTP status (4404, 4503...).
+    Authenticated like the HTTP routes (Authorization header, or `?access_token=` for
+    browsers). An error (no credential, unknown id, service down) is sent as an
+    `{"error": ...}` frame, then the socket closes with 4000 + the HTTP status (4401, 4404,
+    4503...).
     """
-    clients, tenant = get_clients(websocket), get_tenant(websocket)
+    clients = get_clients(websocket)
     await websocket.accept()
     try:
-        execution = await _get_execution(clients, execution_id, tenant)
+        try:
+            caller = await authenticate_connection(websocket)
+        except StarletteHTTPException as refused:
+            code = "resource_exhausted" if refused.status_code == 429 else "unauthenticated"
+            body = error_body(code, str(refused.detail))
+            await websocket.send_text(jsonutil.dumps_str(body))
+            await websocket.close(code=4000 + refused.status_code)
+            return
+        execution = await _authorized(
+            clients, get_security(websocket), caller, execution_id, "read"
+        )
     except HeddleError as error:
         await websocket.send_text(jsonutil.dumps_str(error_body(**error.to_dict())))
         await websocket.close(code=ws_close_code(error))
         return
-    await forward_to_websocket(websocket, clients.stream_events(execution.id, after or 0, tenant))
+    events = clients.stream_events(execution.id, after or 0, caller.tenant_id)
+    await forward_to_websocket(websocket, events)

@@ -8,11 +8,13 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from heddle.v1 import node_pb2, workflow_pb2
 
 from libs.common import jsonutil
-from services.gateway.convert import paginate, validation_report, workflow_out
+from services.gateway.convert import grant_out, paginate, validation_report, workflow_out
 from services.gateway.routes.common import (
     DEFINITION_BODY,
     ERROR_RESPONSES,
+    Caller,
     Clients,
+    Guard,
     Paging,
     Tenant,
     checked_id,
@@ -21,6 +23,9 @@ from services.gateway.routes.common import (
 from services.gateway.schemas import (
     ExecuteRequest,
     ExecutionStarted,
+    GrantIn,
+    GrantList,
+    GrantOut,
     NodeTypeList,
     Page,
     ValidationReport,
@@ -36,7 +41,8 @@ router = APIRouter(prefix="/api/v1", tags=["workflows"], responses=ERROR_RESPONS
     response_model=NodeTypeList,
     summary="Node types with their input, output and param schemas",
 )
-async def list_node_types(clients: Clients) -> Response:
+async def list_node_types(clients: Clients, caller: Caller, guard: Guard) -> Response:
+    guard.require(caller, "read_catalog")
     reply = await clients.call(clients.workflow.ListNodeTypes, node_pb2.ListNodeTypesRequest())
     # Already JSON from the node registry: pass it through rather than re-encode it.
     node_types = jsonutil.loads(reply.node_types_json) or []
@@ -48,7 +54,10 @@ async def list_node_types(clients: Clients) -> Response:
     summary="Validate a definition without saving it",
     openapi_extra=DEFINITION_BODY,
 )
-async def validate_workflow(request: Request, clients: Clients, tenant: Tenant) -> ValidationReport:
+async def validate_workflow(
+    request: Request, clients: Clients, tenant: Tenant, caller: Caller, guard: Guard
+) -> ValidationReport:
+    guard.require(caller, "validate_workflow")
     definition = await read_definition(request)
     reply = await clients.call(
         clients.workflow.ValidateWorkflow,
@@ -58,10 +67,19 @@ async def validate_workflow(request: Request, clients: Clients, tenant: Tenant) 
 
 
 @router.get("/workflows", summary="List workflows (latest versions, without definitions)")
-async def list_workflows(clients: Clients, tenant: Tenant, paging: Paging) -> Page[WorkflowOut]:
+async def list_workflows(
+    clients: Clients, tenant: Tenant, paging: Paging, caller: Caller, guard: Guard
+) -> Page[WorkflowOut]:
+    guard.require(caller, "read")
+    visible = await guard.visible_workflows(caller)
     reply = await clients.call(
         clients.workflow.ListWorkflows,
-        workflow_pb2.ListWorkflowsRequest(page=paging.proto(), tenant_id=tenant),
+        workflow_pb2.ListWorkflowsRequest(
+            page=paging.proto(),
+            tenant_id=tenant,
+            restrict_to_ids=visible is not None,
+            ids=visible or [],
+        ),
     )
     return paginate([workflow_out(w) for w in reply.workflows], reply.page)
 
@@ -72,12 +90,17 @@ async def list_workflows(clients: Clients, tenant: Tenant, paging: Paging) -> Pa
     summary="Create a workflow (version 1)",
     openapi_extra=DEFINITION_BODY,
 )
-async def create_workflow(request: Request, clients: Clients, tenant: Tenant) -> WorkflowOut:
+async def create_workflow(
+    request: Request, clients: Clients, tenant: Tenant, caller: Caller, guard: Guard
+) -> WorkflowOut:
+    guard.require(caller, "create_workflow")
     definition = await read_definition(request)
     reply = await clients.call(
         clients.workflow.CreateWorkflow,
         workflow_pb2.CreateWorkflowRequest(definition_json=definition, tenant_id=tenant),
     )
+    request.state.audit_object_id = reply.id
+    await guard.owner_created(caller, reply.id)
     return workflow_out(reply)
 
 
@@ -86,15 +109,17 @@ async def get_workflow(
     workflow_id: str,
     clients: Clients,
     tenant: Tenant,
+    caller: Caller,
+    guard: Guard,
     version: Annotated[
         int | None, Query(ge=1, description="A past version; latest if unset.")
     ] = None,
 ) -> WorkflowOut:
+    workflow_id = checked_id(workflow_id, "workflow")
+    await guard.require_workflow(caller, workflow_id, "read")
     reply = await clients.call(
         clients.workflow.GetWorkflow,
-        workflow_pb2.GetWorkflowRequest(
-            id=checked_id(workflow_id, "workflow"), version=version or 0, tenant_id=tenant
-        ),
+        workflow_pb2.GetWorkflowRequest(id=workflow_id, version=version or 0, tenant_id=tenant),
     )
     return workflow_out(reply)
 
@@ -105,9 +130,15 @@ async def get_workflow(
     openapi_extra=DEFINITION_BODY,
 )
 async def update_workflow(
-    workflow_id: str, request: Request, clients: Clients, tenant: Tenant
+    workflow_id: str,
+    request: Request,
+    clients: Clients,
+    tenant: Tenant,
+    caller: Caller,
+    guard: Guard,
 ) -> WorkflowOut:
     workflow_id = checked_id(workflow_id, "workflow")
+    await guard.require_workflow(caller, workflow_id, "update")
     definition = await read_definition(request)
     reply = await clients.call(
         clients.workflow.UpdateWorkflow,
@@ -124,13 +155,16 @@ async def update_workflow(
     response_class=Response,
     summary="Delete a workflow and its versions",
 )
-async def delete_workflow(workflow_id: str, clients: Clients, tenant: Tenant) -> None:
+async def delete_workflow(
+    workflow_id: str, clients: Clients, tenant: Tenant, caller: Caller, guard: Guard
+) -> None:
+    workflow_id = checked_id(workflow_id, "workflow")
+    await guard.require_workflow(caller, workflow_id, "delete")
     await clients.call(
         clients.workflow.DeleteWorkflow,
-        workflow_pb2.DeleteWorkflowRequest(
-            id=checked_id(workflow_id, "workflow"), tenant_id=tenant
-        ),
+        workflow_pb2.DeleteWorkflowRequest(id=workflow_id, tenant_id=tenant),
     )
+    await guard.workflow_deleted(caller, workflow_id)
 
 
 @router.post(
@@ -141,17 +175,22 @@ async def delete_workflow(workflow_id: str, clients: Clients, tenant: Tenant) ->
 )
 async def execute_workflow(
     workflow_id: str,
+    request: Request,
     response: Response,
     clients: Clients,
     tenant: Tenant,
+    caller: Caller,
+    guard: Guard,
     body: Annotated[ExecuteRequest | None, Body()] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)] = None,
 ) -> ExecutionStarted:
     body = body or ExecuteRequest()
+    workflow_id = checked_id(workflow_id, "workflow")
+    await guard.require_workflow(caller, workflow_id, "execute")
     reply = await clients.call(
         clients.workflow.StartExecution,
         workflow_pb2.StartExecutionRequest(
-            workflow_id=checked_id(workflow_id, "workflow"),
+            workflow_id=workflow_id,
             version=body.version or 0,
             inputs_json=jsonutil.dumps(body.inputs),
             idempotency_key=body.idempotency_key or idempotency_key or "",
@@ -162,4 +201,61 @@ async def execute_workflow(
     response.headers["Location"] = f"/api/v1/executions/{reply.execution_id}"
     return ExecutionStarted(
         execution_id=reply.execution_id, status=reply.status, created=reply.created
+    )
+
+
+# ---- roles --------------------------------------------------------------------------------
+
+
+@router.get("/workflows/{workflow_id}/grants", summary="Who holds which role on a workflow")
+async def list_grants(
+    workflow_id: str, clients: Clients, tenant: Tenant, caller: Caller, guard: Guard
+) -> GrantList:
+    workflow_id = checked_id(workflow_id, "workflow")
+    await guard.require_workflow(caller, workflow_id, "read")
+    await _existing(clients, workflow_id, tenant)
+    return GrantList(grants=[grant_out(row) for row in await guard.grants(caller, workflow_id)])
+
+
+@router.put(
+    "/workflows/{workflow_id}/grants",
+    summary="Give a principal (key:<api key id> or user:<JWT subject>) a role on a workflow",
+)
+async def put_grant(
+    workflow_id: str,
+    body: GrantIn,
+    request: Request,
+    clients: Clients,
+    tenant: Tenant,
+    caller: Caller,
+    guard: Guard,
+) -> GrantOut:
+    workflow_id = checked_id(workflow_id, "workflow")
+    await guard.require_workflow(caller, workflow_id, "share")
+    await _existing(clients, workflow_id, tenant)
+    row = await guard.grant(caller, workflow_id, body.principal, body.role)
+    request.state.audit_object_id = f"{workflow_id}/{body.principal}"
+    return grant_out(row)
+
+
+@router.delete(
+    "/workflows/{workflow_id}/grants/{principal}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Take a principal's role on a workflow away",
+)
+async def delete_grant(
+    workflow_id: str, principal: str, clients: Clients, tenant: Tenant, caller: Caller, guard: Guard
+) -> None:
+    workflow_id = checked_id(workflow_id, "workflow")
+    await guard.require_workflow(caller, workflow_id, "share")
+    await _existing(clients, workflow_id, tenant)
+    await guard.revoke_grant(caller, workflow_id, principal)
+
+
+async def _existing(clients: Clients, workflow_id: str, tenant: str) -> None:
+    """404 unless the workflow exists in the tenant (an admin passes the role check first)."""
+    await clients.call(
+        clients.workflow.GetWorkflow,
+        workflow_pb2.GetWorkflowRequest(id=workflow_id, tenant_id=tenant),
     )

@@ -39,6 +39,8 @@ class NodeRequest:
     # Live incoming edges in edge order: (source_node_id, source_port, target_port).
     inputs: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     timeout_s: float | None = None
+    # The execution's tenant: a child execution (subworkflow, map) runs in the same one.
+    tenant_id: str = ""
 
 
 @dataclass
@@ -112,6 +114,7 @@ class WorkflowClient(Protocol):
         idempotency_key: str,
         parent_execution_id: str,
         parent_node_id: str,
+        tenant_id: str = "",
     ) -> dict[str, Any]:
         """Run a child execution to completion and return its outputs.
 

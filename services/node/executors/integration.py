@@ -74,6 +74,7 @@ class SubworkflowExecutor(Executor):
             idempotency_key=f"{request.execution_id}/{request.node_id}",
             parent_execution_id=request.execution_id,
             parent_node_id=request.node_id,
+            tenant_id=request.tenant_id,
         )
         return NodeResult(output=outputs)
 
@@ -188,4 +189,5 @@ class MapExecutor(Executor):
             idempotency_key=f"{request.execution_id}/{request.node_id}/{index}",
             parent_execution_id=request.execution_id,
             parent_node_id=request.node_id,
+            tenant_id=request.tenant_id,
         )

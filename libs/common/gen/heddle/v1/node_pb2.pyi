@@ -29,7 +29,7 @@ class LiveInput(_message.Message):
     def __init__(self, source: _Optional[str] = ..., source_port: _Optional[str] = ..., target_port: _Optional[str] = ...) -> None: ...
 
 class NodeTask(_message.Message):
-    __slots__ = ("execution_id", "workflow_id", "node_id", "node_type", "attempt", "idempotency_key", "params_json", "context_json", "inputs", "timeout_s", "when", "tenant_id")
+    __slots__ = ("execution_id", "workflow_id", "node_id", "node_type", "attempt", "idempotency_key", "params_json", "context_json", "inputs", "timeout_s", "when", "tenant_id", "traceparent")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class NodeTask(_message.Message):
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     WHEN_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     workflow_id: str
     node_id: str
@@ -54,7 +55,8 @@ class NodeTask(_message.Message):
     timeout_s: float
     when: str
     tenant_id: str
-    def __init__(self, execution_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., node_id: _Optional[str] = ..., node_type: _Optional[str] = ..., attempt: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., params_json: _Optional[bytes] = ..., context_json: _Optional[bytes] = ..., inputs: _Optional[_Iterable[_Union[LiveInput, _Mapping]]] = ..., timeout_s: _Optional[float] = ..., when: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, execution_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., node_id: _Optional[str] = ..., node_type: _Optional[str] = ..., attempt: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., params_json: _Optional[bytes] = ..., context_json: _Optional[bytes] = ..., inputs: _Optional[_Iterable[_Union[LiveInput, _Mapping]]] = ..., timeout_s: _Optional[float] = ..., when: _Optional[str] = ..., tenant_id: _Optional[str] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class NodeOutcome(_message.Message):
     __slots__ = ("execution_id", "node_id", "attempt", "kind", "output_json", "all_ports", "active_ports", "error", "waiting_json", "logs_json", "started_at", "finished_at")

@@ -1,0 +1,194 @@
+"""OpenTelemetry set-up and the W3C trace-context helpers every service shares.
+
+One `TracerProvider` per process, built by `configure_tracing` (each service's main(), or the
+embedded stack once for all of them). The exporter follows the standard OTEL_ variables:
+`OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` → OTLP/gRPC through a batching processor (unless
+`OTEL_TRACES_EXPORTER=none`); `OTEL_TRACES_EXPORTER=console` → stdout; otherwise nothing is
+exported, but spans still get real ids so that trace ids appear in logs and events. The
+sampler and the OTLP options (headers, timeout, ...) come from their OTEL_ variables too.
+
+Every span carries `heddle.service`: the service whose tracer made it or, for shared code
+(gRPC clients), that of its parent; in the embedded mode, where one process runs them all,
+that is what tells the services apart.
+
+Context crosses processes as a `traceparent` string: in gRPC metadata, in broker message
+headers, in `NodeTask.traceparent`, and in `executions.trace_parent` (the root of an
+execution's trace, so that a replica taking an execution over continues the same trace).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+SERVICE_ATTRIBUTE = "heddle.service"
+TRACEPARENT = "traceparent"
+
+_SCOPE_PREFIX = "heddle."
+_PROPAGATOR = TraceContextTextMapPropagator()
+_SERVICE_KEY = otel_context.create_key("heddle.service")
+_lock = threading.Lock()
+_provider: TracerProvider | None = None
+
+
+class _ServiceAttribution(SpanProcessor):
+    """Sets `heddle.service` on every span that was not given one: from the tracer's scope
+    (`heddle.<service>`), else from a local parent span, else from the context (see
+    `continue_trace`), else the process's service.name."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if span.attributes and SERVICE_ATTRIBUTE in span.attributes:
+            return
+        scope = span.instrumentation_scope
+        if scope is not None and scope.name.startswith(_SCOPE_PREFIX):
+            span.set_attribute(SERVICE_ATTRIBUTE, scope.name[len(_SCOPE_PREFIX) :])
+            return
+        parent = trace.get_current_span(parent_context)
+        attributes = getattr(parent, "attributes", None)
+        if attributes and SERVICE_ATTRIBUTE in attributes:
+            span.set_attribute(SERVICE_ATTRIBUTE, attributes[SERVICE_ATTRIBUTE])
+            return
+        service = otel_context.get_value(_SERVICE_KEY, parent_context)
+        if not isinstance(service, str):
+            service = str(span.resource.attributes["service.name"])
+        span.set_attribute(SERVICE_ATTRIBUTE, service)
+
+
+class _Processors(SpanProcessor):
+    """The processors added after start-up (tests' in-memory exporters); removable, unlike
+    those of the SDK's provider."""
+
+    def __init__(self) -> None:
+        self.processors: tuple[SpanProcessor, ...] = ()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        for processor in self.processors:
+            processor.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for processor in self.processors:
+            processor.on_end(span)
+
+    def shutdown(self) -> None:
+        for processor in self.processors:
+            processor.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return all(p.force_flush(timeout_millis) for p in self.processors)
+
+
+_extra = _Processors()
+
+
+def configure_tracing(service_name: str, *, processor: SpanProcessor | None = None) -> None:
+    """Install the process's tracer provider (once; later calls only add `processor`).
+
+    `processor` receives every span from now on (tests pass a SimpleSpanProcessor over an
+    InMemorySpanExporter); `remove_span_processor` takes it out again.
+    """
+    global _provider
+    with _lock:
+        if _provider is None:
+            # OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) wins if set.
+            named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get(
+                "OTEL_RESOURCE_ATTRIBUTES", ""
+            )
+            attributes = {} if named else {"service.name": service_name}
+            provider = TracerProvider(resource=Resource.create(attributes))
+            provider.add_span_processor(_ServiceAttribution())
+            provider.add_span_processor(_extra)
+            exporter = _exporter_from_environment()
+            if exporter is not None:
+                provider.add_span_processor(exporter)
+            trace.set_tracer_provider(provider)
+            _provider = provider
+        if processor is not None and processor not in _extra.processors:
+            _extra.processors = (*_extra.processors, processor)
+
+
+def remove_span_processor(processor: SpanProcessor) -> None:
+    """Stop sending spans to a processor given to `configure_tracing`."""
+    with _lock:
+        _extra.processors = tuple(p for p in _extra.processors if p is not processor)
+
+
+def _exporter_from_environment() -> SpanProcessor | None:
+    kind = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if kind == "console":
+        return BatchSpanProcessor(ConsoleSpanExporter())
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if kind in ("", "otlp") and endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return BatchSpanProcessor(OTLPSpanExporter())
+    return None
+
+
+def tracer(service: str) -> trace.Tracer:
+    """The tracer of a service (`heddle.<service>`; its spans get `heddle.service`) or of a
+    shared module (any other name; its spans inherit `heddle.service` from their parent)."""
+    name = service if "." in service else _SCOPE_PREFIX + service
+    return trace.get_tracer(name)
+
+
+def inject_headers(context: Context | None = None) -> dict[str, str]:
+    """The W3C `traceparent` (and `tracestate`) of context, default the current one."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context=context)
+    return carrier
+
+
+def extract_context(carrier: Mapping[str, str] | Iterable[tuple[str, Any]]) -> Context | None:
+    """The remote parent in carrier (headers, or gRPC metadata pairs); None without one."""
+    if not isinstance(carrier, Mapping):
+        carrier = {key: value for key, value in carrier if key in ("traceparent", "tracestate")}
+    if TRACEPARENT not in carrier:
+        return None
+    context = _PROPAGATOR.extract(carrier)
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+def current_traceparent(span: trace.Span | None = None) -> str:
+    """The traceparent of span (default: the current span); "" when there is none."""
+    ids = (span or trace.get_current_span()).get_span_context()
+    if not ids.is_valid:
+        return ""
+    return f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
+
+
+def trace_id_of(span: trace.Span) -> str:
+    """The 32-hex trace id of span; "" when it has none."""
+    span_context = span.get_span_context()
+    return f"{span_context.trace_id:032x}" if span_context.is_valid else ""
+
+
+def context_from_traceparent(traceparent: str) -> Context | None:
+    """A context whose parent is the span traceparent names; None when it is empty/invalid.
+
+    Passing None as a span's `context` makes it a child of the current span.
+    """
+    if not traceparent:
+        return None
+    return extract_context({TRACEPARENT: traceparent})
+
+
+def continue_trace(traceparent: str, service: str) -> None:
+    """Make the current context, a task's own, a child of traceparent (if any) on behalf of
+    service: spans started in it by shared code (gRPC clients) say `heddle.service=service`.
+
+    For a long-lived task that works for one trace, e.g. an execution's runner.
+    """
+    context = context_from_traceparent(traceparent) or otel_context.get_current()
+    otel_context.attach(otel_context.set_value(_SERVICE_KEY, service, context))

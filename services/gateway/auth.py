@@ -1,0 +1,527 @@
+"""Authentication (API keys and JWT bearer tokens), authorization (roles, scopes), per-key
+rate limits and the audit trail of the gateway.
+
+API keys look like `hk_<prefix>_<secret>`: the prefix (12 hex digits) is stored in clear and
+finds the row; the secret (32 random bytes) is stored as HMAC-SHA-256(pepper, secret). A slow
+hash (scrypt, bcrypt) protects low-entropy passwords from offline guessing; a 256-bit random
+secret cannot be guessed, so a slow hash would only cost CPU on every request (and hand out a
+denial-of-service lever) for no gain, while the pepper — which lives in settings, not in the
+database — means a leaked table alone cannot even test a guess. The comparison is constant
+time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import math
+import re
+import secrets
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import jwt
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
+
+from libs.common.db import create_engine, session_factory, utcnow
+from libs.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from libs.common.kv import KV
+from services.gateway import repository as repo
+from services.gateway.models import ApiKeyRow, AuditRow, RoleGrantRow
+from services.gateway.roles import (
+    ACTION_SCOPES,
+    ROLES,
+    SCOPES,
+    TENANT_ACTIONS,
+    WorkflowAction,
+    role_allows,
+)
+from services.gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TENANT = "default"
+API_KEY_PREFIX = "hk_"
+_KEY_PATTERN = re.compile(r"^hk_([0-9a-f]{12})_([A-Za-z0-9_\-]{20,200})$")
+TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
+DEFAULT_SCOPES: tuple[str, ...] = ("read", "write", "execute")
+ADMIN_SCOPES: tuple[str, ...] = SCOPES
+#: last_used_at is written at most this often per key (not one write per request).
+TOUCH_INTERVAL = dt.timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: `key:<id>` (API key), `user:<sub>` (JWT) or `anonymous` (auth off)."""
+
+    id: str
+    tenant_id: str
+    admin: bool
+    scopes: frozenset[str]
+    kind: Literal["api_key", "jwt", "anonymous"]
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+ANONYMOUS = Principal(
+    id="anonymous",
+    tenant_id=DEFAULT_TENANT,
+    admin=True,
+    scopes=frozenset(ADMIN_SCOPES),
+    kind="anonymous",
+)
+
+
+def unauthenticated(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": 'Bearer realm="heddle"'})
+
+
+def new_api_key() -> tuple[str, str, str]:
+    """A fresh key: (the full token shown once, its prefix, its secret part)."""
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    return f"{API_KEY_PREFIX}{prefix}_{secret}", prefix, secret
+
+
+def parse_api_key(token: str) -> tuple[str, str] | None:
+    match = _KEY_PATTERN.match(token)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def hash_secret(pepper: str, secret: str) -> str:
+    return hmac.new(pepper.encode(), secret.encode(), hashlib.sha256).hexdigest()
+
+
+class GatewayDatabase:
+    """The gateway's engine, created and migrated on first use (tests that never touch a
+    gateway-owned table never open a database)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._lock = asyncio.Lock()
+
+    async def sessions(self) -> async_sessionmaker[AsyncSession]:
+        if self._sessions is None:
+            async with self._lock:
+                if self._sessions is None:
+                    from libs.migrations import upgrade
+
+                    engine = create_engine(self.url)
+                    try:
+                        await upgrade(engine)
+                    except BaseException:
+                        await engine.dispose()
+                        raise
+                    self._engine = engine
+                    self._sessions = session_factory(engine)
+        return self._sessions
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+        self._engine = self._sessions = None
+
+
+class Security:
+    """Everything the routes ask about the caller; one per app (`app.state.security`)."""
+
+    def __init__(self, settings: GatewaySettings, db: GatewayDatabase, kv: KV) -> None:
+        self.settings = settings
+        self.db = db
+        self.kv = kv
+        self._jwt_key: Any = None
+        self._jwt_algorithm = ""
+        if settings.jwt_public_key:
+            text = settings.jwt_public_key
+            if "-----BEGIN" not in text:
+                text = Path(text).read_text()
+            self._jwt_key, self._jwt_algorithm = text, "RS256"
+        elif settings.jwt_hs256_secret:
+            self._jwt_key, self._jwt_algorithm = settings.jwt_hs256_secret, "HS256"
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.auth_enabled
+
+    async def close(self) -> None:
+        await self.db.close()
+        await self.kv.close()
+
+    # ---- authentication -----------------------------------------------------------------
+
+    async def authenticate(self, token: str) -> Principal:
+        """The principal of a bearer token (API key or JWT); 401 when it is not valid."""
+        if token.startswith(API_KEY_PREFIX):
+            return await self._api_key_principal(token)
+        if token.count(".") == 2:
+            return self._jwt_principal(token)
+        raise unauthenticated("invalid credentials")
+
+    async def _api_key_principal(self, token: str) -> Principal:
+        parsed = parse_api_key(token)
+        if parsed is None:
+            raise unauthenticated("invalid credentials")
+        prefix, secret = parsed
+        sessions = await self.db.sessions()
+        async with sessions() as session:
+            row = await repo.api_key_by_prefix(session, prefix)
+        presented = hash_secret(self.settings.api_key_pepper, secret)
+        if row is None or not hmac.compare_digest(row.secret_hash, presented):
+            raise unauthenticated("invalid credentials")
+        now = utcnow()
+        if row.revoked_at is not None:
+            raise unauthenticated("API key revoked")
+        if row.expires_at is not None and row.expires_at <= now:
+            raise unauthenticated("API key expired")
+        if row.last_used_at is None or now - row.last_used_at >= TOUCH_INTERVAL:
+            async with sessions() as session, session.begin():
+                await repo.touch_api_key(session, row.id, now)
+        scopes = frozenset(row.scopes or ())
+        return Principal(
+            id=f"key:{row.id}",
+            tenant_id=row.tenant_id,
+            admin="admin" in scopes,
+            scopes=scopes,
+            kind="api_key",
+        )
+
+    def _jwt_principal(self, token: str) -> Principal:
+        if self._jwt_key is None:
+            raise unauthenticated("invalid credentials")
+        settings = self.settings
+        try:
+            claims = jwt.decode(
+                token,
+                self._jwt_key,
+                algorithms=[self._jwt_algorithm],  # never from the token's own header
+                audience=settings.jwt_audience or None,
+                issuer=settings.jwt_issuer or None,
+                leeway=settings.jwt_leeway_s,
+                options={
+                    "require": ["exp", "sub"],
+                    "verify_aud": bool(settings.jwt_audience),
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthenticated("token expired") from None
+        except jwt.PyJWTError as error:
+            raise unauthenticated(f"invalid token: {error}") from None
+        tenant = claims.get(settings.jwt_tenant_claim, DEFAULT_TENANT)
+        if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):
+            raise unauthenticated(f"invalid token: bad {settings.jwt_tenant_claim!r} claim")
+        roles = _claim_list(claims.get(settings.jwt_roles_claim))
+        admin = "admin" in roles
+        scopes = set(_claim_list(claims.get("scope", claims.get("scopes"))) & set(SCOPES))
+        if not scopes:
+            scopes = set(ADMIN_SCOPES if admin else DEFAULT_SCOPES)
+        if not admin:
+            scopes.discard("admin")
+        return Principal(
+            id=f"user:{claims['sub']}",
+            tenant_id=tenant,
+            admin=admin,
+            scopes=frozenset(scopes),
+            kind="jwt",
+        )
+
+    async def check_rate(self, principal: Principal) -> None:
+        """429 with Retry-After when the principal's token bucket is empty."""
+        allowed, retry_after = await self.kv.rate_limit(
+            f"gateway:{principal.id}",
+            self.settings.rate_limit_per_s,
+            self.settings.rate_limit_burst,
+        )
+        if not allowed:
+            wait = max(1, math.ceil(retry_after))
+            raise HTTPException(
+                429,
+                f"rate limit of {self.settings.rate_limit_per_s:g} requests/s exceeded",
+                headers={"Retry-After": str(wait)},
+            )
+
+    # ---- authorization ------------------------------------------------------------------
+
+    def require(self, principal: Principal, action: str) -> None:
+        """A tenant-wide action (see roles.TENANT_ACTIONS): 403 when not allowed."""
+        self._require_scope(principal, action)
+        if TENANT_ACTIONS.get(action) == "admin" and not principal.admin:
+            raise PermissionDenied(f"{action} needs the tenant admin role")
+
+    @staticmethod
+    def _require_scope(principal: Principal, action: str) -> None:
+        scope = ACTION_SCOPES[action]
+        if not principal.has_scope(scope):
+            raise PermissionDenied(f"this credential lacks the {scope!r} scope")
+
+    async def require_workflow(
+        self, principal: Principal, workflow_id: str, action: WorkflowAction
+    ) -> None:
+        """A workflow action: 404 without any role on it (its existence is not revealed),
+        403 with a role that does not allow the action."""
+        self._require_scope(principal, action)
+        if principal.admin:
+            return
+        role = await self.role_of(principal, workflow_id)
+        if role is None:
+            raise NotFound(f"workflow {workflow_id!r} not found")
+        if not role_allows(role, action):
+            raise PermissionDenied(f"the {role} role cannot {action} this workflow")
+
+    async def role_of(self, principal: Principal, workflow_id: str) -> str | None:
+        if principal.admin:
+            return "owner"
+        sessions = await self.db.sessions()
+        async with sessions() as session:
+            grant = await repo.get_grant(session, principal.tenant_id, workflow_id, principal.id)
+        return grant.role if grant is not None else None
+
+    async def visible_workflows(self, principal: Principal) -> list[str] | None:
+        """The workflows the principal may read; None: all of the tenant's (admins)."""
+        if principal.admin:
+            return None
+        sessions = await self.db.sessions()
+        async with sessions() as session:
+            return await repo.granted_workflows(session, principal.tenant_id, principal.id)
+
+    # ---- grants -------------------------------------------------------------------------
+
+    async def grant(
+        self, principal: Principal, workflow_id: str, grantee: str, role: str
+    ) -> RoleGrantRow:
+        if role not in ROLES:
+            raise InvalidArgument(f"role must be one of {', '.join(ROLES)}")
+        if not self.enabled:
+            raise FailedPrecondition("authentication is disabled: there are no principals")
+        sessions = await self.db.sessions()
+        async with sessions() as session, session.begin():
+            row = await repo.get_grant(session, principal.tenant_id, workflow_id, grantee)
+            if row is None:
+                row = RoleGrantRow(
+                    tenant_id=principal.tenant_id,
+                    workflow_id=workflow_id,
+                    principal=grantee,
+                    role=role,
+                    granted_by=principal.id,
+                    created_at=utcnow(),
+                )
+                session.add(row)
+            row.role = role
+            row.granted_by = principal.id
+        return row
+
+    async def grants(self, principal: Principal, workflow_id: str) -> Sequence[RoleGrantRow]:
+        if not self.enabled:
+            return []
+        sessions = await self.db.sessions()
+        async with sessions() as session:
+            return await repo.list_grants(session, principal.tenant_id, workflow_id)
+
+    async def revoke_grant(self, principal: Principal, workflow_id: str, grantee: str) -> None:
+        sessions = await self.db.sessions()
+        async with sessions() as session, session.begin():
+            row = await repo.get_grant(session, principal.tenant_id, workflow_id, grantee)
+            if row is None:
+                raise NotFound(f"{grantee!r} has no role on workflow {workflow_id!r}")
+            await session.delete(row)
+
+    async def owner_created(self, principal: Principal, workflow_id: str) -> None:
+        """The creator of a workflow becomes its owner."""
+        if self.enabled and principal.kind != "anonymous":
+            await self.grant(principal, workflow_id, principal.id, "owner")
+
+    async def workflow_deleted(self, principal: Principal, workflow_id: str) -> None:
+        if not self.enabled:
+            return
+        sessions = await self.db.sessions()
+        async with sessions() as session, session.begin():
+            await repo.delete_grants(session, principal.tenant_id, workflow_id)
+
+    # ---- API keys -----------------------------------------------------------------------
+
+    async def create_api_key(
+        self,
+        *,
+        tenant_id: str,
+        name: str,
+        scopes: Iterable[str],
+        expires_at: dt.datetime | None,
+        created_by: str,
+        token: str | None = None,
+    ) -> tuple[ApiKeyRow, str]:
+        """Store a new key (or the given token) and return it with its full token."""
+        if token is not None:
+            parsed = parse_api_key(token)
+            if parsed is None:
+                raise InvalidArgument("an API key looks like hk_<12 hex digits>_<secret>")
+            prefix, secret = parsed
+        else:
+            token, prefix, secret = new_api_key()
+        row = ApiKeyRow(
+            id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            name=name,
+            prefix=prefix,
+            secret_hash=hash_secret(self.settings.api_key_pepper, secret),
+            scopes=sorted(set(scopes)),
+            created_by=created_by,
+            created_at=utcnow(),
+            expires_at=expires_at,
+        )
+        sessions = await self.db.sessions()
+        async with sessions() as session, session.begin():
+            session.add(row)
+        return row, token
+
+    async def list_api_keys(
+        self, tenant_id: str, page: int, page_size: int
+    ) -> tuple[Sequence[ApiKeyRow], int]:
+        sessions = await self.db.sessions()
+        async with sessions() as session:
+            return await repo.list_api_keys(session, tenant_id, (page - 1) * page_size, page_size)
+
+    async def revoke_api_key(self, tenant_id: str, key_id: str) -> None:
+        sessions = await self.db.sessions()
+        async with sessions() as session, session.begin():
+            row = await repo.get_api_key(session, tenant_id, key_id)
+            if row is None or row.revoked_at is not None:
+                raise NotFound(f"API key {key_id!r} not found")
+            row.revoked_at = utcnow()
+
+    async def key_is_valid(self, token: str) -> bool:
+        try:
+            await self._api_key_principal(token)
+        except HTTPException:
+            return False
+        return True
+
+    async def install_bootstrap_key(self) -> None:
+        """Install HEDDLE_BOOTSTRAP_API_KEY as a default-tenant admin key if it is missing."""
+        token = self.settings.bootstrap_api_key
+        if not token or not self.enabled:
+            return
+        parsed = parse_api_key(token)
+        if parsed is None:
+            raise ValueError("HEDDLE_BOOTSTRAP_API_KEY must look like hk_<12 hex>_<secret>")
+        sessions = await self.db.sessions()
+        async with sessions() as session:
+            existing = await repo.api_key_by_prefix(session, parsed[0])
+        if existing is None:
+            await self.create_api_key(
+                tenant_id=DEFAULT_TENANT,
+                name="bootstrap",
+                scopes=ADMIN_SCOPES,
+                expires_at=None,
+                created_by="bootstrap",
+                token=token,
+            )
+
+    # ---- audit --------------------------------------------------------------------------
+
+    async def record(
+        self,
+        principal: Principal,
+        *,
+        action: str,
+        object_type: str,
+        object_id: str,
+        status_code: int,
+        request_id: str,
+    ) -> None:
+        outcome = (
+            "success"
+            if status_code < 400
+            else "denied"
+            if status_code in (401, 403)
+            else ("failed")
+        )
+        row = AuditRow(
+            id=str(uuid.uuid4()),
+            ts=utcnow(),
+            tenant_id=principal.tenant_id,
+            principal=principal.id,
+            action=action,
+            object_type=object_type,
+            object_id=object_id[:300],
+            outcome=outcome,
+            status_code=status_code,
+            request_id=request_id,
+        )
+        sessions = await self.db.sessions()
+        async with sessions() as session, session.begin():
+            session.add(row)
+
+    async def audit_page(
+        self, tenant_id: str, page: int, page_size: int, **filters: str | None
+    ) -> tuple[Sequence[AuditRow], int]:
+        sessions = await self.db.sessions()
+        async with sessions() as session:
+            return await repo.list_audit(
+                session, tenant_id, (page - 1) * page_size, page_size, **filters
+            )
+
+
+def _claim_list(value: Any) -> set[str]:
+    if isinstance(value, str):
+        return set(value.split())
+    if isinstance(value, list | tuple):
+        return {str(item) for item in value}
+    return set()
+
+
+# ---- FastAPI dependencies -------------------------------------------------------------------
+
+
+def get_security(connection: HTTPConnection) -> Security:
+    security: Security = connection.app.state.security
+    return security
+
+
+def bearer_token(connection: HTTPConnection, *, allow_query: bool) -> str | None:
+    """The credential of a request: `Authorization: Bearer`, `X-API-Key`, or — for event
+    streams only, which browsers cannot give headers — `?access_token=`."""
+    header = connection.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    api_key = connection.headers.get("x-api-key", "").strip()
+    if api_key:
+        return api_key
+    if allow_query:
+        token = connection.query_params.get("access_token", "").strip()
+        if token:
+            return token
+    return None
+
+
+async def authenticate_connection(connection: HTTPConnection) -> Principal:
+    """Authenticate, rate-limit, and remember the principal on the connection (once per
+    request: FastAPI caches the dependency)."""
+    cached = getattr(connection.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    security = get_security(connection)
+    if not security.enabled:
+        principal = ANONYMOUS
+    else:
+        streaming = connection.scope["type"] == "websocket" or connection.url.path.endswith(
+            "/events"
+        )
+        token = bearer_token(connection, allow_query=streaming)
+        if token is None:
+            raise unauthenticated("authentication required: send Authorization: Bearer <key>")
+        principal = await security.authenticate(token)
+        await security.check_rate(principal)
+    connection.state.principal = principal
+    connection.state.tenant_id = principal.tenant_id
+    return principal

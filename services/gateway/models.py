@@ -1,0 +1,66 @@
+"""Tables the gateway owns: API keys, per-workflow role grants and the audit trail."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from libs.common.db import Base, utcnow
+
+
+class ApiKeyRow(Base):
+    """An API key: only an HMAC-SHA-256 of its secret part is stored (see auth.py)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    # The visible part of the key (hk_<prefix>_...): how a presented key is looked up.
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[Any] = mapped_column(default=list)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_api_keys_tenant_created", "tenant_id", "created_at"),)
+
+
+class RoleGrantRow(Base):
+    """A principal's role on one workflow (owner, editor, executor, viewer)."""
+
+    __tablename__ = "workflow_grants"
+
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    workflow_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(300), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    granted_by: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_workflow_grants_principal", "tenant_id", "principal"),)
+
+
+class AuditRow(Base):
+    """Who did what to which object, when, and how it ended."""
+
+    __tablename__ = "audit_records"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    ts: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    principal: Mapped[str] = mapped_column(String(300))
+    action: Mapped[str] = mapped_column(String(40))
+    object_type: Mapped[str] = mapped_column(String(40))
+    object_id: Mapped[str] = mapped_column(String(300), default="")
+    outcome: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int] = mapped_column(Integer)
+    request_id: Mapped[str] = mapped_column(String(128), default="")
+
+    __table_args__ = (Index("ix_audit_records_tenant_ts", "tenant_id", "ts"),)

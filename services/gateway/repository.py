@@ -1,0 +1,118 @@
+"""Database access of the gateway (API keys, workflow grants, audit records): async functions
+taking an AsyncSession; the caller owns the transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.gateway.models import ApiKeyRow, AuditRow, RoleGrantRow
+
+# ---- API keys -----------------------------------------------------------------------------
+
+
+async def api_key_by_prefix(session: AsyncSession, prefix: str) -> ApiKeyRow | None:
+    return await session.scalar(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix))
+
+
+async def get_api_key(session: AsyncSession, tenant_id: str, key_id: str) -> ApiKeyRow | None:
+    row = await session.get(ApiKeyRow, key_id)
+    if row is None or row.tenant_id != tenant_id:
+        return None
+    return row
+
+
+async def list_api_keys(
+    session: AsyncSession, tenant_id: str, offset: int, limit: int
+) -> tuple[Sequence[ApiKeyRow], int]:
+    where = ApiKeyRow.tenant_id == tenant_id
+    total = await session.scalar(select(func.count()).select_from(ApiKeyRow).where(where))
+    rows = await session.scalars(
+        select(ApiKeyRow)
+        .where(where)
+        .order_by(ApiKeyRow.created_at.desc(), ApiKeyRow.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return rows.all(), int(total or 0)
+
+
+async def touch_api_key(session: AsyncSession, key_id: str, when: dt.datetime) -> None:
+    await session.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id).values(last_used_at=when))
+
+
+# ---- workflow grants ----------------------------------------------------------------------
+
+
+async def get_grant(
+    session: AsyncSession, tenant_id: str, workflow_id: str, principal: str
+) -> RoleGrantRow | None:
+    row = await session.get(RoleGrantRow, (workflow_id, principal))
+    if row is None or row.tenant_id != tenant_id:
+        return None
+    return row
+
+
+async def list_grants(
+    session: AsyncSession, tenant_id: str, workflow_id: str
+) -> Sequence[RoleGrantRow]:
+    rows = await session.scalars(
+        select(RoleGrantRow)
+        .where(RoleGrantRow.tenant_id == tenant_id, RoleGrantRow.workflow_id == workflow_id)
+        .order_by(RoleGrantRow.created_at, RoleGrantRow.principal)
+    )
+    return rows.all()
+
+
+async def granted_workflows(session: AsyncSession, tenant_id: str, principal: str) -> list[str]:
+    rows = await session.scalars(
+        select(RoleGrantRow.workflow_id).where(
+            RoleGrantRow.tenant_id == tenant_id, RoleGrantRow.principal == principal
+        )
+    )
+    return list(rows.all())
+
+
+async def delete_grants(session: AsyncSession, tenant_id: str, workflow_id: str) -> None:
+    await session.execute(
+        delete(RoleGrantRow).where(
+            RoleGrantRow.tenant_id == tenant_id, RoleGrantRow.workflow_id == workflow_id
+        )
+    )
+
+
+# ---- audit --------------------------------------------------------------------------------
+
+
+async def list_audit(
+    session: AsyncSession,
+    tenant_id: str,
+    offset: int,
+    limit: int,
+    *,
+    action: str | None = None,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    principal: str | None = None,
+) -> tuple[Sequence[AuditRow], int]:
+    conditions = [AuditRow.tenant_id == tenant_id]
+    if action:
+        conditions.append(AuditRow.action == action)
+    if object_type:
+        conditions.append(AuditRow.object_type == object_type)
+    if object_id:
+        conditions.append(AuditRow.object_id == object_id)
+    if principal:
+        conditions.append(AuditRow.principal == principal)
+    total = await session.scalar(select(func.count()).select_from(AuditRow).where(*conditions))
+    rows = await session.scalars(
+        select(AuditRow)
+        .where(*conditions)
+        .order_by(AuditRow.ts.desc(), AuditRow.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return rows.all(), int(total or 0)

@@ -1,0 +1,202 @@
+"""One trace per execution: gateway → workflow → every node attempt → ai and tool, and the
+broker hop to the log service, with correct parent links (embedded stack, in-memory spans)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import httpx
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from tests.helpers import assert_eventually
+from tests.observability.conftest import run_workflow
+
+AI_AND_TOOLS = {
+    "name": "traced",
+    "nodes": [
+        {"id": "start", "type": "input"},
+        {"id": "ask", "type": "llm", "params": {"model": "echo", "prompt": "Say hi"}},
+        {
+            "id": "calc",
+            "type": "tool",
+            "params": {"name": "calculator", "arguments": {"expression": "6*7"}},
+        },
+        # Printed lines become `log` events: the log service consumes them from the broker.
+        {"id": "note", "type": "code", "params": {"source": "print('noted')\nresult = 1"}},
+        {"id": "done", "type": "output", "params": {"value": {"answer": "{{ calc.result }}"}}},
+    ],
+    "edges": [
+        {"source": "start", "target": "ask"},
+        {"source": "start", "target": "calc"},
+        {"source": "start", "target": "note"},
+        {"source": "ask", "target": "done"},
+        {"source": "calc", "target": "done"},
+        {"source": "note", "target": "done"},
+    ],
+}
+
+
+def _hex(trace_id: int) -> str:
+    return f"{trace_id:032x}"
+
+
+def _one(spans: Sequence[ReadableSpan], name: str, **attributes: object) -> ReadableSpan:
+    found = [
+        span
+        for span in spans
+        if span.name == name
+        and all((span.attributes or {}).get(key) == value for key, value in attributes.items())
+    ]
+    assert len(found) == 1, (name, attributes, [s.name for s in spans])
+    return found[0]
+
+
+def _descends(span: ReadableSpan, ancestor: ReadableSpan, spans: Sequence[ReadableSpan]) -> bool:
+    by_id = {s.context.span_id: s for s in spans}
+    parent = span.parent
+    while parent is not None:
+        if parent.span_id == ancestor.context.span_id:
+            return True
+        above = by_id.get(parent.span_id)
+        parent = above.parent if above is not None else None
+    return False
+
+
+async def test_one_trace_covers_an_execution_end_to_end(
+    exporter: InMemorySpanExporter, client: httpx.AsyncClient
+) -> None:
+    execution = await run_workflow(client, AI_AND_TOOLS)
+    assert execution["status"] == "succeeded", execution["error"]
+    trace_id = execution["trace_id"]
+    assert trace_id and len(trace_id) == 32
+
+    def consumed() -> bool:
+        return any(
+            s.name == "process heddle.events" and _hex(s.context.trace_id) == trace_id
+            for s in exporter.get_finished_spans()
+        )
+
+    await assert_eventually(
+        consumed, timeout=15, message="the log service never consumed a traced event"
+    )
+    every = exporter.get_finished_spans()
+    spans = [s for s in every if _hex(s.context.trace_id) == trace_id]
+
+    # Every span that says it belongs to this execution is in its trace.
+    tagged = [s for s in every if s.attributes.get("heddle.execution_id") == execution["id"]]
+    assert tagged and all(_hex(s.context.trace_id) == trace_id for s in tagged)
+
+    request = _one(spans, "POST /api/v1/workflows/{workflow_id}/execute")
+    assert request.kind == SpanKind.SERVER and request.parent is None
+    assert request.attributes["heddle.service"] == "gateway"
+    rpc = _one(spans, "heddle.v1.WorkflowService/StartExecution")
+    assert rpc.kind == SpanKind.SERVER and rpc.attributes["heddle.service"] == "workflow"
+    assert _descends(rpc, request, spans)
+    start = _one(spans, "execution.start", **{"heddle.execution_id": execution["id"]})
+    assert start.parent is not None and start.parent.span_id == rpc.context.span_id
+
+    attempts = {
+        node["node_id"]: _one(spans, f"node.attempt {node['node_id']}")
+        for node in execution["nodes"]
+    }
+    assert sum(node["attempts"] for node in execution["nodes"]) == len(attempts) == 5
+    for node_id, attempt in attempts.items():
+        assert attempt.attributes["heddle.node_id"] == node_id
+        assert attempt.attributes["heddle.attempt"] == 1
+        assert attempt.attributes["heddle.service"] == "workflow"
+        assert attempt.status.status_code != StatusCode.ERROR
+        assert _descends(attempt, start, spans)
+        executed = [
+            s
+            for s in spans
+            if s.name.startswith("node.execute ") and s.parent.span_id == attempt.context.span_id
+        ]
+        assert len(executed) == 1, node_id
+        assert executed[0].attributes["heddle.service"] == "node"
+        assert executed[0].attributes["heddle.node_id"] == node_id
+
+    def executed_by(node_id: str) -> ReadableSpan:
+        return _one(spans, f"node.execute {attempts[node_id].attributes['heddle.node_type']}")
+
+    # The batch call from the dispatcher to the node replica joins the trace too.
+    dispatch = [s for s in spans if s.name == "heddle.v1.NodeService/ExecuteNodes"]
+    assert dispatch and all(_descends(s, start, spans) for s in dispatch)
+
+    ai = [
+        s
+        for s in spans
+        if s.kind == SpanKind.SERVER and s.attributes.get("rpc.service") == "heddle.v1.AiService"
+    ]
+    assert len(ai) == 1 and ai[0].attributes["rpc.method"] in ("Complete", "StreamComplete")
+    assert ai[0].attributes["heddle.service"] == "ai"
+    assert _descends(ai[0], executed_by("ask"), spans)
+    tool = _one(spans, "heddle.v1.ToolService/CallTool")
+    assert tool.kind == SpanKind.SERVER and tool.attributes["heddle.service"] == "tool"
+    assert _descends(tool, executed_by("calc"), spans)
+    assert not _descends(tool, executed_by("ask"), spans)
+
+    # The broker hop: the relay's PRODUCER span and the log service's CONSUMER span under it.
+    producers = [s for s in spans if s.name == "publish heddle.events"]
+    assert producers and all(s.kind == SpanKind.PRODUCER for s in producers)
+    assert all(_descends(s, start, spans) for s in producers)
+    consumers = [s for s in spans if s.name == "process heddle.events"]
+    assert consumers and all(
+        s.kind == SpanKind.CONSUMER and s.attributes["heddle.service"] == "log" for s in consumers
+    )
+    assert all(any(_descends(c, p, spans) for p in producers) for c in consumers)
+
+
+async def test_an_incoming_traceparent_is_continued(
+    exporter: InMemorySpanExporter, client: httpx.AsyncClient
+) -> None:
+    caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    response = await client.get(
+        "/api/v1/workflows", headers={"traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01"}
+    )
+    assert response.status_code == 200
+    spans = [s for s in exporter.get_finished_spans() if _hex(s.context.trace_id) == caller_trace]
+    request = _one(spans, "GET /api/v1/workflows")
+    assert request.parent is not None and request.parent.span_id == 0x00F067AA0BA902B7
+    listed = _one(spans, "heddle.v1.WorkflowService/ListWorkflows")
+    assert _descends(listed, request, spans)
+
+
+async def test_a_fired_schedule_continues_the_trace_through_the_broker(
+    exporter: InMemorySpanExporter, client: httpx.AsyncClient
+) -> None:
+    definition = {"name": "fired", "nodes": [{"id": "only", "type": "noop"}]}
+    created = await client.post("/api/v1/workflows", json=definition)
+    assert created.status_code == 201, created.text
+    schedule = await client.post(
+        "/api/v1/schedules",
+        json={"workflow_id": created.json()["id"], "cron": "0 0 1 1 *", "enabled": False},
+    )
+    assert schedule.status_code == 201, schedule.text
+    fired = await client.post(f"/api/v1/schedules/{schedule.json()['id']}/trigger")
+    assert fired.status_code == 202, fired.text
+
+    def trace_of_request() -> list[ReadableSpan]:
+        # Spans of this request's trace only: other stacks of this process may be tracing too.
+        spans = exporter.get_finished_spans()
+        request = [s for s in spans if s.name == "POST /api/v1/schedules/{schedule_id}/trigger"]
+        if len(request) != 1:
+            return []
+        return [s for s in spans if s.context.trace_id == request[0].context.trace_id]
+
+    await assert_eventually(
+        lambda: any(s.name == "execution.start" for s in trace_of_request()),
+        timeout=15,
+        message="the fire started no execution in the request's trace",
+    )
+    spans = trace_of_request()
+    request = _one(spans, "POST /api/v1/schedules/{schedule_id}/trigger")
+    publish = _one(spans, "publish heddle.triggers")
+    assert publish.kind == SpanKind.PRODUCER and publish.attributes["heddle.service"] == "scheduler"
+    process = _one(spans, "process heddle.triggers")
+    assert process.kind == SpanKind.CONSUMER and process.attributes["heddle.service"] == "workflow"
+    start = _one(spans, "execution.start")
+    assert _descends(publish, request, spans)
+    assert process.parent is not None and process.parent.span_id == publish.context.span_id
+    assert start.parent is not None and start.parent.span_id == process.context.span_id

@@ -1,0 +1,343 @@
+"""Every endpoint x every kind of caller: the right status, and nothing of another tenant's.
+
+Callers: no credential, a malformed/unknown key, an expired key, an admin of another tenant,
+a member of the tenant without any role on the workflow, each workflow role, a tenant admin.
+"Allowed" means the request got past authentication and authorization: any status but
+401/403/404 (and never a 5xx); the operation itself may still answer 409 or 422.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from libs.cli.stack import Stack
+from services.gateway.roles import ROLE_ACTIONS
+from tests.security.support import (
+    ROLE_NAMES,
+    SECRET_WORKFLOW_NAME,
+    bearer,
+    create_workflow,
+    grant_roles,
+    new_key,
+    principals,
+    wait_final,
+)
+
+pytestmark = pytest.mark.parametrize(
+    "stack", [{"rate_limit_burst": 100_000, "rate_limit_per_s": 10_000}], indirect=True
+)
+
+Request = tuple[str, str, Any]
+
+
+@dataclass
+class Context:
+    stack: Stack
+    admin: httpx.AsyncClient
+    ids: dict[str, str]
+    workflow_id: str
+    execution_id: str
+    schedule_id: str
+
+    async def fresh_workflow(self) -> str:
+        workflow_id = await create_workflow(self.admin)
+        await grant_roles(self.admin, workflow_id, self.ids)
+        return workflow_id
+
+    async def fresh_schedule(self) -> str:
+        response = await self.admin.post("/api/v1/schedules", json=self.schedule_body())
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    def schedule_body(self) -> dict[str, Any]:
+        return {"workflow_id": self.workflow_id, "cron": "0 0 1 1 *", "name": "yearly"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    #: a workflow action (read, execute, update, delete, share), "member" or "admin"
+    needs: str
+    #: whether it names an object of the default tenant (another tenant gets a 404)
+    targets_object: bool
+    build: Callable[[Context], Awaitable[Request]]
+
+
+def _static(method: str, path: str, body: Any = None) -> Callable[[Context], Awaitable[Request]]:
+    async def build(ctx: Context) -> Request:
+        return method, path.format(w=ctx.workflow_id, e=ctx.execution_id, s=ctx.schedule_id), body
+
+    return build
+
+
+async def _delete_workflow(ctx: Context) -> Request:
+    return "DELETE", f"/api/v1/workflows/{await ctx.fresh_workflow()}", None
+
+
+async def _delete_grant(ctx: Context) -> Request:
+    response = await ctx.admin.put(
+        f"/api/v1/workflows/{ctx.workflow_id}/grants",
+        json={"principal": "user:nobody", "role": "viewer"},
+    )
+    assert response.status_code == 200, response.text
+    return "DELETE", f"/api/v1/workflows/{ctx.workflow_id}/grants/user:nobody", None
+
+
+async def _create_schedule(ctx: Context) -> Request:
+    return "POST", "/api/v1/schedules", ctx.schedule_body()
+
+
+async def _update_schedule(ctx: Context) -> Request:
+    return "PUT", f"/api/v1/schedules/{ctx.schedule_id}", ctx.schedule_body()
+
+
+async def _delete_schedule(ctx: Context) -> Request:
+    return "DELETE", f"/api/v1/schedules/{await ctx.fresh_schedule()}", None
+
+
+async def _revoke_key(ctx: Context) -> Request:
+    _, principal = await new_key(ctx.stack, name="doomed")
+    return "DELETE", f"/api/v1/api-keys/{principal.removeprefix('key:')}", None
+
+
+async def _delete_secret(ctx: Context) -> Request:
+    name = f"S_{uuid.uuid4().hex[:8]}"
+    response = await ctx.admin.post("/api/v1/secrets", json={"name": name, "value": "v" * 12})
+    assert response.status_code == 201, response.text
+    return "DELETE", f"/api/v1/secrets/{name}", None
+
+
+ENDPOINTS = [
+    Endpoint("node types", "member", False, _static("GET", "/api/v1/node-types")),
+    Endpoint("validate", "member", False, _static("POST", "/api/v1/workflows/validate", {})),
+    Endpoint("list workflows", "member", False, _static("GET", "/api/v1/workflows")),
+    Endpoint(
+        "create workflow",
+        "member",
+        False,
+        _static("POST", "/api/v1/workflows", {**{"name": "x", "nodes": [], "edges": []}}),
+    ),
+    Endpoint("read workflow", "read", True, _static("GET", "/api/v1/workflows/{w}")),
+    Endpoint(
+        "update workflow",
+        "update",
+        True,
+        _static(
+            "PUT",
+            "/api/v1/workflows/{w}",
+            {
+                "name": SECRET_WORKFLOW_NAME,
+                "nodes": [{"id": "start", "type": "input"}],
+                "edges": [],
+            },
+        ),
+    ),
+    Endpoint("delete workflow", "delete", True, _delete_workflow),
+    Endpoint("execute", "execute", True, _static("POST", "/api/v1/workflows/{w}/execute", {})),
+    Endpoint("list grants", "read", True, _static("GET", "/api/v1/workflows/{w}/grants")),
+    Endpoint(
+        "grant",
+        "share",
+        True,
+        _static(
+            "PUT",
+            "/api/v1/workflows/{w}/grants",
+            {"principal": "user:someone", "role": "viewer"},
+        ),
+    ),
+    Endpoint("revoke grant", "share", True, _delete_grant),
+    Endpoint("list executions", "member", False, _static("GET", "/api/v1/executions")),
+    Endpoint("read execution", "read", True, _static("GET", "/api/v1/executions/{e}")),
+    *(
+        Endpoint(
+            f"{action} execution",
+            "execute",
+            True,
+            _static("POST", f"/api/v1/executions/{{e}}/{action}"),
+        )
+        for action in ("cancel", "pause", "resume", "retry")
+    ),
+    Endpoint(
+        "human input",
+        "execute",
+        True,
+        _static("POST", "/api/v1/executions/{e}/input", {"node_id": "greet", "data": {}}),
+    ),
+    Endpoint("events", "read", True, _static("GET", "/api/v1/executions/{e}/events")),
+    Endpoint("logs", "read", True, _static("GET", "/api/v1/executions/{e}/logs")),
+    Endpoint(
+        "schedules of a workflow", "read", True, _static("GET", "/api/v1/schedules?workflow_id={w}")
+    ),
+    Endpoint("all schedules", "admin", False, _static("GET", "/api/v1/schedules")),
+    Endpoint("create schedule", "update", True, _create_schedule),
+    Endpoint(
+        "preview schedule",
+        "member",
+        False,
+        _static("GET", "/api/v1/schedules/preview?cron=*/5+*+*+*+*"),
+    ),
+    Endpoint("read schedule", "read", True, _static("GET", "/api/v1/schedules/{s}")),
+    Endpoint("update schedule", "update", True, _update_schedule),
+    Endpoint("delete schedule", "update", True, _delete_schedule),
+    Endpoint("trigger schedule", "execute", True, _static("POST", "/api/v1/schedules/{s}/trigger")),
+    Endpoint("tools", "member", False, _static("GET", "/api/v1/tools")),
+    Endpoint("models", "member", False, _static("GET", "/api/v1/ai/models")),
+    Endpoint("webhook", "admin", False, _static("POST", "/api/v1/triggers/hook", {})),
+    Endpoint("list api keys", "admin", False, _static("GET", "/api/v1/api-keys")),
+    Endpoint("create api key", "admin", False, _static("POST", "/api/v1/api-keys", {})),
+    Endpoint("revoke api key", "admin", True, _revoke_key),
+    Endpoint("list secrets", "admin", False, _static("GET", "/api/v1/secrets")),
+    Endpoint(
+        "put secret",
+        "admin",
+        False,
+        _static("POST", "/api/v1/secrets", {"name": "TOKEN", "value": "abcdefgh"}),
+    ),
+    Endpoint("delete secret", "admin", True, _delete_secret),
+    Endpoint("audit", "admin", False, _static("GET", "/api/v1/audit")),
+]
+
+DENIED = {401, 403, 404}
+
+
+def expected(caller: str, endpoint: Endpoint) -> int | None:
+    """The status the caller must get; None: allowed (anything but 401/403/404/5xx)."""
+    if caller in ("none", "bad", "expired"):
+        return 401
+    if caller == "admin":
+        return None
+    if caller == "other_tenant":
+        return 404 if endpoint.targets_object else None
+    if endpoint.needs == "member":
+        return None
+    if endpoint.needs == "admin":
+        return 403
+    if caller == "member":
+        return 404  # no role at all: the workflow's existence is not revealed
+    return None if endpoint.needs in ROLE_ACTIONS[caller] else 403  # type: ignore[index]
+
+
+async def test_every_endpoint_for_every_caller(stack: Stack, client: httpx.AsyncClient) -> None:
+    who = await principals(stack)
+    workflow_id = await create_workflow(client)
+    await grant_roles(client, workflow_id, who.ids)
+    started = await client.post(f"/api/v1/workflows/{workflow_id}/execute", json={})
+    assert started.status_code == 202, started.text
+    execution_id = started.json()["execution_id"]
+    assert (await wait_final(client, execution_id))["status"] == "succeeded"
+    ctx = Context(stack, client, who.ids, workflow_id, execution_id, "")
+    ctx.schedule_id = await ctx.fresh_schedule()
+
+    failures: list[str] = []
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as http:
+        for caller in ("none", "bad", "expired", "other_tenant", "member", *ROLE_NAMES, "admin"):
+            token = who.tokens[caller]
+            headers = bearer(token) if token else {}
+            for endpoint in ENDPOINTS:
+                method, url, body = await endpoint.build(ctx)
+                response = await http.request(method, url, json=body, headers=headers)
+                want = expected(caller, endpoint)
+                status = response.status_code
+                ok = status < 500 and (status == want if want else status not in DENIED)
+                if caller == "other_tenant" and SECRET_WORKFLOW_NAME in response.text:
+                    ok = False
+                if status in (401, 403, 404, 429):
+                    ok = ok and response.json()["error"]["code"] in (
+                        "unauthenticated",
+                        "permission_denied",
+                        "not_found",
+                        "resource_exhausted",
+                    )
+                if status == 401:
+                    ok = ok and response.headers.get("www-authenticate", "").startswith("Bearer")
+                if not ok:
+                    failures.append(
+                        f"{caller:>12} {endpoint.name:<24} {method} {url} -> {status} "
+                        f"(want {want or 'allowed'}): {response.text[:200]}"
+                    )
+    assert not failures, "\n".join(failures)
+
+
+async def test_lists_show_only_what_the_caller_may_read(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    who = await principals(stack)
+    shared = await create_workflow(client)
+    hidden = await create_workflow(client, {**_named("hidden-from-members")})
+    await grant_roles(client, shared, who.ids)
+    for workflow_id in (shared, hidden):
+        response = await client.post(f"/api/v1/workflows/{workflow_id}/execute", json={})
+        assert response.status_code == 202
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as http:
+        for caller, visible in (("viewer", {shared}), ("member", set()), ("other_tenant", set())):
+            headers = bearer(who.tokens[caller] or "")
+            workflows = (await http.get("/api/v1/workflows", headers=headers)).json()
+            assert {w["id"] for w in workflows["items"]} == visible, caller
+            assert workflows["total"] == len(visible)
+            executions = (await http.get("/api/v1/executions", headers=headers)).json()
+            assert {e["workflow_id"] for e in executions["items"]} == visible, caller
+            for text in (str(workflows), str(executions)):
+                assert "hidden-from-members" not in text
+    listed = (await client.get("/api/v1/workflows")).json()
+    assert {shared, hidden} <= {w["id"] for w in listed["items"]}
+
+
+def _named(name: str) -> dict[str, Any]:
+    from tests.security.support import HELLO
+
+    return {**HELLO, "name": name}
+
+
+async def test_scopes_bound_what_a_key_can_do(stack: Stack, client: httpx.AsyncClient) -> None:
+    read_only, principal = await new_key(stack, scopes=("read",))
+    workflow_id = await create_workflow(client)
+    granted = await client.put(
+        f"/api/v1/workflows/{workflow_id}/grants", json={"principal": principal, "role": "owner"}
+    )
+    assert granted.status_code == 200
+    async with httpx.AsyncClient(base_url=stack.gateway_url, headers=bearer(read_only)) as http:
+        assert (await http.get(f"/api/v1/workflows/{workflow_id}")).status_code == 200
+        refused = await http.post(f"/api/v1/workflows/{workflow_id}/execute", json={})
+        assert refused.status_code == 403
+        assert "execute" in refused.json()["error"]["message"]
+        assert (await http.delete(f"/api/v1/workflows/{workflow_id}")).status_code == 403
+
+
+async def test_revoked_key_is_refused_at_once(stack: Stack, client: httpx.AsyncClient) -> None:
+    created = await client.post("/api/v1/api-keys", json={"name": "ci", "scopes": ["read"]})
+    assert created.status_code == 201, created.text
+    key = created.json()
+    assert key["key"].startswith(f"hk_{key['prefix']}_")
+    listed = (await client.get("/api/v1/api-keys")).json()
+    assert key["key"] not in str(listed)  # shown once, never again
+    async with httpx.AsyncClient(base_url=stack.gateway_url, headers=bearer(key["key"])) as http:
+        assert (await http.get("/api/v1/workflows")).status_code == 200
+        assert (await client.delete(f"/api/v1/api-keys/{key['id']}")).status_code == 204
+        refused = await http.get("/api/v1/workflows")
+        assert refused.status_code == 401
+        assert refused.json()["error"]["message"] == "API key revoked"
+
+
+async def test_mutations_are_audited(stack: Stack, client: httpx.AsyncClient) -> None:
+    workflow_id = await create_workflow(client)
+    started = await client.post(f"/api/v1/workflows/{workflow_id}/execute", json={})
+    execution_id = started.json()["execution_id"]
+    await wait_final(client, execution_id)
+    await client.post(f"/api/v1/executions/{execution_id}/cancel")  # 409: already finished
+    assert (await client.delete(f"/api/v1/workflows/{workflow_id}")).status_code == 204
+    records = (await client.get("/api/v1/audit", params={"page_size": 200})).json()["items"]
+    seen = {(r["action"], r["object_type"], r["object_id"], r["outcome"]) for r in records}
+    assert ("create", "workflow", workflow_id, "success") in seen
+    assert ("execute", "workflow", workflow_id, "success") in seen
+    assert ("cancel", "execution", execution_id, "failed") in seen
+    assert ("delete", "workflow", workflow_id, "success") in seen
+    assert all(r["principal"].startswith("key:") for r in records)
+    member, _ = await new_key(stack)
+    async with httpx.AsyncClient(base_url=stack.gateway_url, headers=bearer(member)) as http:
+        assert (await http.get("/api/v1/audit")).status_code == 403

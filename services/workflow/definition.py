@@ -25,6 +25,7 @@ __all__ = [
     "InputSpec",
     "NodeSpec",
     "RetryPolicy",
+    "TriggerSpec",
     "WorkflowDefinition",
     "WorkflowSettings",
     "allocation_burst",
@@ -126,6 +127,13 @@ class WorkflowSettings(_Model):
     max_concurrency: int | None = Field(default=None, ge=1, le=10_000)
 
 
+class TriggerSpec(_Model):
+    """An event that starts the workflow: `POST /api/v1/triggers/<name>` for a webhook."""
+
+    type: Literal["webhook"] = "webhook"
+    name: str = Field(pattern=r"^[A-Za-z0-9._\-]{1,128}$")
+
+
 class WorkflowDefinition(_Model):
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
@@ -134,6 +142,7 @@ class WorkflowDefinition(_Model):
     edges: list[EdgeSpec] = Field(default_factory=list)
     outputs: dict[str, Any] | None = None
     settings: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    triggers: list[TriggerSpec] = Field(default_factory=list)
     metadata: dict[str, Any] | None = None
     ui: dict[str, Any] | None = None
 

@@ -21,7 +21,7 @@ class EventNotifier:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def wait(self, execution_id: str, timeout: float) -> None:
+    async def wait(self, execution_id: str, timeout: float) -> None:  # noqa: ASYNC109
         """Return when notified for execution_id, or after timeout seconds."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(execution_id, set()).add(waiter)

@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from libs.common.db import utcnow
@@ -16,6 +16,7 @@ from services.workflow.models import (
     ExecutionRow,
     NodeRunRow,
     SecretRow,
+    WebhookBindingRow,
     WorkflowRow,
     WorkflowVersionRow,
 )
@@ -325,3 +326,23 @@ async def secrets_named(
     if names is not None:
         query = query.where(SecretRow.name.in_(list(names)))
     return (await session.scalars(query)).all()
+
+
+async def bind_webhooks(
+    session: AsyncSession, tenant_id: str, workflow_id: str, names: list[str]
+) -> None:
+    """Make names the webhook triggers of a workflow (replacing its previous ones)."""
+    await session.execute(
+        delete(WebhookBindingRow).where(WebhookBindingRow.workflow_id == workflow_id)
+    )
+    for name in names:
+        session.add(WebhookBindingRow(tenant_id=tenant_id, name=name, workflow_id=workflow_id))
+
+
+async def webhook_workflows(session: AsyncSession, tenant_id: str, name: str) -> list[str]:
+    rows = await session.scalars(
+        select(WebhookBindingRow.workflow_id)
+        .where(WebhookBindingRow.tenant_id == tenant_id, WebhookBindingRow.name == name)
+        .order_by(WebhookBindingRow.workflow_id)
+    )
+    return list(rows.all())

@@ -414,17 +414,36 @@ def _secret_info(row: SecretRow) -> workflow_pb2.SecretInfo:
 
 
 async def start_from_trigger(engine: Engine, fire: events_pb2.TriggerFire) -> list[str]:
-    """Start the execution a fire asks for; its dedupe key makes a repeated fire a no-op."""
-    if not fire.workflow_id:
-        raise InvalidArgument("trigger fire names no workflow_id")
+    """Start what a fire asks for: its workflow, or every workflow bound to its webhook.
+
+    The dedupe key makes a repeated fire a no-op (one execution per key and workflow).
+    """
     if not fire.dedupe_key:
         raise InvalidArgument("trigger fire has no dedupe_key")
-    row, _ = await engine.start_execution(
-        tenant_id=_tenant(fire.tenant_id),
-        workflow_id=fire.workflow_id,
-        version=0,
-        inputs=_loads_field(fire.inputs_json, "inputs"),
-        idempotency_key=f"trigger:{fire.dedupe_key}",
-        trigger=fire.source or "trigger",
-    )
-    return [row.id]
+    tenant = _tenant(fire.tenant_id)
+    inputs = _loads_field(fire.inputs_json, "inputs")
+    if fire.workflow_id:
+        targets = [fire.workflow_id]
+    elif fire.source.startswith("webhook:"):
+        name = fire.source.removeprefix("webhook:")
+        async with engine.sessions() as session:
+            targets = await repo.webhook_workflows(session, tenant, name)
+        if not targets:
+            raise NotFound(f"no workflow is bound to the webhook trigger {name!r}")
+    else:
+        raise InvalidArgument("trigger fire names no workflow_id")
+    started = []
+    for workflow_id in targets:
+        key = f"trigger:{fire.dedupe_key}"
+        if not fire.workflow_id:
+            key = f"{key}:{workflow_id}"
+        row, _ = await engine.start_execution(
+            tenant_id=tenant,
+            workflow_id=workflow_id,
+            version=0,
+            inputs=inputs,
+            idempotency_key=key,
+            trigger=fire.source or "trigger",
+        )
+        started.append(row.id)
+    return started

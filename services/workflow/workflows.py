@@ -21,6 +21,12 @@ def report_details(report: ValidationReport) -> list[dict[str, Any]]:
     return [issue.model_dump() for issue in report.errors]
 
 
+def _webhooks(definition: dict[str, Any]) -> list[str]:
+    return sorted(
+        {t["name"] for t in definition.get("triggers", []) if t.get("type") == "webhook"}
+    )
+
+
 class WorkflowStore:
     """Definitions and their versions; every write validates first."""
 
@@ -76,6 +82,7 @@ class WorkflowStore:
             session.add(workflow)
             await session.flush()
             session.add(version)
+            await repo.bind_webhooks(session, tenant_id, workflow.id, _webhooks(definition))
         return workflow, version
 
     async def update(
@@ -99,6 +106,7 @@ class WorkflowStore:
                 created_at=now,
             )
             session.add(version)
+            await repo.bind_webhooks(session, tenant_id, workflow.id, _webhooks(definition))
         return workflow, version
 
     async def get(
@@ -128,3 +136,4 @@ class WorkflowStore:
             if workflow is None:
                 raise NotFound(f"workflow {workflow_id!r} not found")
             workflow.deleted_at = utcnow()
+            await repo.bind_webhooks(session, tenant_id, workflow.id, [])

@@ -361,3 +361,37 @@ async def test_node_types_lists_every_type_with_schemas(client: httpx.AsyncClien
     assert (
         "human_input" in types and "schema" in types["human_input"]["params_schema"]["properties"]
     )
+
+
+async def test_webhook_trigger_starts_the_bound_workflows_once_per_key(client) -> None:
+    bound = {
+        "name": "on-order",
+        "triggers": [{"type": "webhook", "name": "order-created"}],
+        "nodes": [
+            {"id": "start", "type": "input"},
+            {"id": "done", "type": "output", "params": {"value": {"order": "{{ inputs.id }}"}}},
+        ],
+        "edges": [{"source": "start", "target": "done"}],
+    }
+    first = (await client.post("/api/v1/workflows", json=bound)).json()["id"]
+    second = (await client.post("/api/v1/workflows", json={**bound, "name": "audit"})).json()["id"]
+    unbound = {**bound, "name": "other", "triggers": []}
+    assert (await client.post("/api/v1/workflows", json=unbound)).status_code == 201
+
+    headers = {"Idempotency-Key": "order-42"}
+    fired = await client.post("/api/v1/triggers/order-created", json={"id": 42}, headers=headers)
+    assert fired.status_code == 202, fired.text
+    execution_ids = fired.json()["execution_ids"]
+    assert len(execution_ids) == 2
+    again = await client.post("/api/v1/triggers/order-created", json={"id": 42}, headers=headers)
+    assert sorted(again.json()["execution_ids"]) == sorted(execution_ids)
+    started = set()
+    for execution_id in execution_ids:
+        execution = await wait_final(client, execution_id)
+        assert execution["status"] == "succeeded"
+        assert execution["outputs"] == {"order": 42}
+        started.add(execution["workflow_id"])
+    assert started == {first, second}
+    missing = await client.post("/api/v1/triggers/nobody-listens", json={})
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"

@@ -107,6 +107,12 @@ _BY_STATUS: dict[grpc.StatusCode, type[HeddleError]] = {
 _BY_STATUS[grpc.StatusCode.CANCELLED] = Unavailable
 
 
+def error_from_dict(body: dict[str, Any]) -> HeddleError:
+    """Rebuild an error from its `to_dict()` form (as stored or sent between replicas)."""
+    cls = _BY_CODE.get(str(body.get("code", "")), HeddleError)
+    return cls(str(body.get("message", "")), body.get("details"))
+
+
 def error_trailer(error: HeddleError) -> tuple[tuple[str, bytes], ...]:
     """Trailing metadata carrying the error's code and details across a gRPC hop."""
     return ((ERROR_TRAILER, jsonutil.dumps(error.to_dict())),)

@@ -19,7 +19,15 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from libs.common import jsonutil
 from libs.common.db import utcnow
-from libs.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from libs.common.errors import (
+    FailedPrecondition,
+    HeddleError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    error_from_dict,
+)
 from libs.common.kv import KV
 from libs.common.metrics import EXECUTIONS_STARTED
 from libs.common.tracing import (
@@ -34,8 +42,8 @@ from services.workflow.catalog import NodeCatalog
 from services.workflow.definition import NodeSpec, WorkflowDefinition
 from services.workflow.dispatcher import NodeDispatcher
 from services.workflow.events import EventNotifier
-from services.workflow.inputs import validate_inputs
-from services.workflow.models import ExecutionRow, NodeRunRow
+from services.workflow.inputs import validate_human_input, validate_inputs
+from services.workflow.models import ExecutionRequestRow, ExecutionRow, NodeRunRow
 from services.workflow.planner import ExecutionPlan
 from services.workflow.runner import ExecutionRunner, LostOwnership, NodeState, _Batch
 from services.workflow.secrets import SecretStore
@@ -105,6 +113,7 @@ class Engine:
         self._background = [
             asyncio.create_task(self._recovery_loop(), name="engine-recovery"),
             asyncio.create_task(self._lease_loop(), name="engine-leases"),
+            asyncio.create_task(self._requests_loop(), name="engine-requests"),
         ]
 
     async def stop(self) -> None:
@@ -354,35 +363,34 @@ class Engine:
     async def control(
         self, tenant_id: str, execution_id: str, action: Literal["cancel", "pause", "resume"]
     ) -> None:
-        runner = await self._runner_for(tenant_id, execution_id)
+        runner = await self._runner_for(tenant_id, execution_id, action)
         if runner is None:
-            async with self.sessions() as session:
-                row = await repo.get_execution(session, tenant_id, execution_id)
-            status = row.status if row else "unknown"
-            raise FailedPrecondition(f"execution {execution_id!r} is {status}; cannot {action}")
+            await self._forward(execution_id, "control", {"action": action})
+            return
         await runner.control(action)
 
     async def submit_input(
         self, tenant_id: str, execution_id: str, node_id: str, data: Any
     ) -> None:
-        from services.workflow.inputs import validate_human_input
-
-        runner = await self._runner_for(tenant_id, execution_id)
+        runner = await self._runner_for(tenant_id, execution_id, "submit input to")
         if runner is None:
-            raise FailedPrecondition(f"execution {execution_id!r} is not running")
-        node = runner.nodes.get(node_id)
-        if node is None:
-            raise NotFound(f"execution {execution_id!r} has no node {node_id!r}")
-        if node.status != "waiting":
-            raise FailedPrecondition(f"node {node_id!r} is {node.status}, not waiting for input")
-        problems = validate_human_input((node.waiting or {}).get("schema"), data)
-        if problems:
-            raise InvalidArgument(
-                f"input for node {node_id!r} does not match its schema", details=problems
+            async with self.sessions() as session:
+                node = await session.get(NodeRunRow, (execution_id, node_id))
+            _check_input(
+                execution_id, node_id, node.status if node else None, node and node.waiting, data
             )
+            await self._forward(execution_id, "input", {"node_id": node_id, "data": data})
+            return
+        state = runner.nodes.get(node_id)
+        status, waiting = (state.status, state.waiting) if state else (None, None)
+        _check_input(execution_id, node_id, status, waiting, data)
         await runner.submit_input(node_id, data)
 
-    async def _runner_for(self, tenant_id: str, execution_id: str) -> ExecutionRunner | None:
+    async def _runner_for(
+        self, tenant_id: str, execution_id: str, verb: str
+    ) -> ExecutionRunner | None:
+        """The local runner of an active execution (taking it over if its owner died), or None
+        when another live replica drives it."""
         runner = self.runners.get(execution_id)
         if runner is not None:
             if runner.row.tenant_id != tenant_id:
@@ -393,9 +401,69 @@ class Engine:
         if row is None:
             raise NotFound(f"execution {execution_id!r} not found")
         if row.status in FINAL_EXECUTION_STATUSES:
-            return None
-        # Owned elsewhere with a live lease, or orphaned: try to take it (harmless if owned).
+            raise FailedPrecondition(
+                f"execution {execution_id!r} is {row.status}; cannot {verb} it"
+            )
         return await self.take_over(execution_id)
+
+    async def _forward(self, execution_id: str, kind: str, payload: dict[str, Any]) -> None:
+        """Hand a request to the replica that owns the execution and wait for its answer."""
+        async with self.sessions() as session, session.begin():
+            request = ExecutionRequestRow(execution_id=execution_id, kind=kind, payload=payload)
+            session.add(request)
+        deadline = asyncio.get_running_loop().time() + self.settings.forward_timeout_s
+        try:
+            while asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+                async with self.sessions() as session:
+                    answered = await session.get(ExecutionRequestRow, request.id)
+                if answered is not None and answered.done:
+                    if answered.error:
+                        raise error_from_dict(answered.error)
+                    return
+            raise Unavailable(
+                f"the replica driving execution {execution_id!r} did not answer; try again"
+            )
+        finally:
+            async with self.sessions() as session, session.begin():
+                await repo.delete_request(session, request.id)
+
+    async def _requests_loop(self) -> None:
+        """Apply requests other replicas received for executions this replica drives."""
+        while not self._closing:
+            await asyncio.sleep(self.settings.request_poll_s)
+            if not self.runners:
+                continue
+            try:
+                async with self.sessions() as session:
+                    pending = await repo.pending_requests(session, self.settings.replica_id)
+                for request in pending:
+                    error = await self._apply_request(request)
+                    async with self.sessions() as session, session.begin():
+                        await repo.answer_request(session, request.id, error)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("forwarded requests failed; will retry", exc_info=True)
+
+    async def _apply_request(self, request: ExecutionRequestRow) -> dict[str, Any] | None:
+        runner = self.runners.get(request.execution_id)
+        try:
+            if runner is None:
+                raise Unavailable(f"execution {request.execution_id!r} moved; try again")
+            payload = request.payload or {}
+            if request.kind == "control":
+                await runner.control(payload["action"])
+            else:
+                state = runner.nodes.get(payload["node_id"])
+                status, waiting = (state.status, state.waiting) if state else (None, None)
+                _check_input(
+                    request.execution_id, payload["node_id"], status, waiting, payload.get("data")
+                )
+                await runner.submit_input(payload["node_id"], payload.get("data"))
+        except HeddleError as error:
+            return error.to_dict()
+        return None
 
     # ---- persistence --------------------------------------------------------------------
 
@@ -554,3 +622,16 @@ class Engine:
                 ):
                     log.warning("lost lease", extra={"execution_id": execution_id})
                     runner.task.cancel()
+
+
+def _check_input(
+    execution_id: str, node_id: str, status: str | None, waiting: Any, data: Any
+) -> None:
+    """Refuse input for a node that is not waiting, or that does not fit its schema."""
+    if status is None:
+        raise NotFound(f"execution {execution_id!r} has no node {node_id!r}")
+    if status != "waiting":
+        raise FailedPrecondition(f"node {node_id!r} is {status}, not waiting for input")
+    problems = validate_human_input((waiting or {}).get("schema"), data)
+    if problems:
+        raise InvalidArgument(f"input for node {node_id!r} does not match its schema", problems)

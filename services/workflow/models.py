@@ -139,3 +139,18 @@ class WebhookBindingRow(Base):
     workflow_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True
     )
+
+
+class ExecutionRequestRow(Base):
+    """A control or input request for an execution another replica drives: the owner picks it
+    up, applies it and records the outcome for the replica that received the call."""
+
+    __tablename__ = "execution_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    execution_id: Mapped[str] = mapped_column(String(36), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[Any] = mapped_column(default=None, nullable=True)
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[Any] = mapped_column(default=None, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from libs.common.db import utcnow
 from services.workflow.models import (
     EventRow,
+    ExecutionRequestRow,
     ExecutionRow,
     NodeRunRow,
     SecretRow,
@@ -346,3 +347,27 @@ async def webhook_workflows(session: AsyncSession, tenant_id: str, name: str) ->
         .order_by(WebhookBindingRow.workflow_id)
     )
     return list(rows.all())
+
+
+async def pending_requests(session: AsyncSession, owner: str) -> Sequence[ExecutionRequestRow]:
+    rows = await session.scalars(
+        select(ExecutionRequestRow)
+        .join(ExecutionRow, ExecutionRow.id == ExecutionRequestRow.execution_id)
+        .where(ExecutionRow.owner == owner, ExecutionRequestRow.done.is_(False))
+        .order_by(ExecutionRequestRow.id)
+    )
+    return rows.all()
+
+
+async def answer_request(
+    session: AsyncSession, request_id: int, error: dict[str, Any] | None
+) -> None:
+    await session.execute(
+        update(ExecutionRequestRow)
+        .where(ExecutionRequestRow.id == request_id)
+        .values(done=True, error=error)
+    )
+
+
+async def delete_request(session: AsyncSession, request_id: int) -> None:
+    await session.execute(delete(ExecutionRequestRow).where(ExecutionRequestRow.id == request_id))

@@ -57,6 +57,15 @@ class WorkflowSettings(CommonSettings):
     recovery_interval_s: float = Field(
         default=2.0, gt=0, description="How often a replica looks for executions to take over."
     )
+    forward_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a replica waits for the owner of an "
+        "execution to apply a control or input request it forwarded.",
+    )
+    request_poll_s: float = Field(
+        default=0.2, gt=0, description="How often a replica looks for requests forwarded to it."
+    )
     max_definition_nodes: int = Field(default=10_000, ge=1, description="Nodes in a definition.")
     max_definition_edges: int = Field(default=50_000, ge=1, description="Edges in a definition.")
     max_call_depth: int = Field(default=10, ge=1, description="Sub-workflow nesting limit.")

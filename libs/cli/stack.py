@@ -132,7 +132,7 @@ async def start_stack(
         ("tool", lambda: serve_tool(ToolSettings(**opts("tool")))),
         ("log", lambda: serve_log(LogSettings(**opts("log")), bus=bus)),
         *(
-            (name, lambda name=name: serve_node(NodeServiceSettings(**opts(name))))
+            (name, lambda name=name: serve_node(NodeServiceSettings(**opts(name)), bus=bus))
             for name in node_names
         ),
         ("workflow", lambda: serve_workflow(WorkflowSettings(**opts("workflow")), bus=bus, kv=kv)),

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import httpx
 from heddle.v1 import node_pb2, node_pb2_grpc
 
+from libs.common.bus import EventBus, create_bus
 from libs.common.grpcutil import GrpcServer, TlsFiles, create_channel, start_grpc_server
+from libs.common.logship import LogShipper
 from libs.common.runtime import init_process, run_until_signalled
 from services.node.executors.base import Services
 from services.node.grpc_clients import GrpcAiClient, GrpcToolClient
@@ -28,6 +30,8 @@ class NodeService:
     servicer: NodeServicer
     http: httpx.AsyncClient
     channels: list[object]
+    shipper: LogShipper
+    bus: EventBus | None  # owned (closed on stop); None when shared
 
     @property
     def port(self) -> int:
@@ -35,12 +39,25 @@ class NodeService:
 
     async def stop(self, grace: float = 1.0) -> None:
         await self.grpc.stop(grace=grace)
+        logging.getLogger().removeHandler(self.shipper.handler)
+        await self.shipper.stop()
+        if self.bus is not None:
+            await self.bus.close()
         await self.http.aclose()
         for channel in self.channels:
             await channel.close()  # type: ignore[attr-defined]
 
 
-async def serve(settings: NodeServiceSettings) -> NodeService:
+async def serve(settings: NodeServiceSettings, *, bus: EventBus | None = None) -> NodeService:
+    """Start a node replica; pass `bus` to share it (embedded mode)."""
+    owned_bus = None
+    if bus is None:
+        bus = owned_bus = create_bus(settings.broker_url)
+        await bus.connect()
+    # What node code logs inside an attempt reaches the log service with its ids.
+    shipper = LogShipper(bus, service="node")
+    await shipper.start()
+    logging.getLogger().addHandler(shipper.handler)
     token = settings.service_token
     tls = TlsFiles.from_settings(settings)
     ai_channel = create_channel(settings.ai_address, service_token=token, tls=tls)
@@ -68,7 +85,13 @@ async def serve(settings: NodeServiceSettings) -> NodeService:
         tls=tls,
     )
     return NodeService(
-        settings, server, servicer, http, [ai_channel, tool_channel, workflow_channel]
+        settings,
+        server,
+        servicer,
+        http,
+        [ai_channel, tool_channel, workflow_channel],
+        shipper,
+        owned_bus,
     )
 
 

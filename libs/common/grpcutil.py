@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from prometheus_client import Counter, Histogram
 
-from libs.common.errors import HeddleError, Unauthenticated, error_trailer
+from libs.common.errors import HeddleError, Unauthenticated, Unavailable, error_trailer
 from libs.common.tracing import (
     SERVICE_ATTRIBUTE,
     TRACEPARENT,
@@ -311,9 +311,42 @@ class _SpanStart:
         )
 
 
+def is_unavailable(error: BaseException) -> bool:
+    """True when error means a dependency (database, broker, peer) cannot be reached now: the
+    caller should see UNAVAILABLE (HTTP 503) and may retry, not INTERNAL (500)."""
+    from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionError | OSError | TimeoutError | DisconnectionError):
+            return True
+        if isinstance(current, OperationalError) or (
+            isinstance(current, DBAPIError) and current.connection_invalidated
+        ):
+            return True
+        # asyncpg: the server is shutting down / starting up / the connection was lost.
+        if type(current).__module__.startswith("asyncpg") and type(current).__name__ in {
+            "CannotConnectNowError",
+            "AdminShutdownError",
+            "ConnectionDoesNotExistError",
+            "InterfaceError",
+            "InternalClientError",
+            "PostgresConnectionError",
+            "ConnectionFailureError",
+        }:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 async def _abort_for(
     error: BaseException, context: grpc.aio.ServicerContext, method: str, span: trace.Span
 ) -> None:
+    if not isinstance(error, HeddleError) and is_unavailable(error):
+        log.warning("dependency unavailable in %s: %s", method, error)
+        error = Unavailable(f"a dependency is unavailable, try again: {type(error).__name__}")
     if isinstance(error, HeddleError):
         GRPC_SERVER_HANDLED.labels(method, error.grpc_status.name).inc()
         span.set_attribute("rpc.grpc.status_code", error.grpc_status.value[0])

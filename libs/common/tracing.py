@@ -4,8 +4,9 @@ One `TracerProvider` per process, built by `configure_tracing` (each service's m
 embedded stack once for all of them). The exporter follows the standard OTEL_ variables:
 `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` → OTLP/gRPC through a batching processor (unless
 `OTEL_TRACES_EXPORTER=none`); `OTEL_TRACES_EXPORTER=console` → stdout; otherwise nothing is
-exported, but spans still get real ids so that trace ids appear in logs and events. The
-sampler and the OTLP options (headers, timeout, ...) come from their OTEL_ variables too.
+exported, nor even recorded, but spans still get real ids so that trace ids appear in logs
+and events. The sampler and the OTLP options (headers, timeout, ...) come from their OTEL_
+variables too; at high throughput, sample (`parentbased_traceidratio`).
 
 Every span carries `heddle.service`: the service whose tracer made it or, for shared code
 (gRPC clients), that of its parent; in the embedded mode, where one process runs them all,
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -29,7 +30,9 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler, SamplingResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import Attributes
 
 SERVICE_ATTRIBUTE = "heddle.service"
 TRACEPARENT = "traceparent"
@@ -42,16 +45,16 @@ _provider: TracerProvider | None = None
 
 
 class _ServiceAttribution(SpanProcessor):
-    """Sets `heddle.service` on every span that was not given one: from the tracer's scope
-    (`heddle.<service>`), else from a local parent span, else from the context (see
-    `continue_trace`), else the process's service.name."""
+    """Sets `heddle.service` on every span: from the tracer's scope (`heddle.<service>`), else
+    as given, else from a local parent span, else from the context (see `continue_trace`),
+    else the process's service.name."""
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        if span.attributes and SERVICE_ATTRIBUTE in span.attributes:
-            return
         scope = span.instrumentation_scope
         if scope is not None and scope.name.startswith(_SCOPE_PREFIX):
             span.set_attribute(SERVICE_ATTRIBUTE, scope.name[len(_SCOPE_PREFIX) :])
+            return
+        if span.attributes and SERVICE_ATTRIBUTE in span.attributes:
             return
         parent = trace.get_current_span(parent_context)
         attributes = getattr(parent, "attributes", None)
@@ -88,6 +91,35 @@ class _Processors(SpanProcessor):
 
 
 _extra = _Processors()
+_exporter: SpanProcessor | None = None
+
+
+class _RecordWhenRead(Sampler):
+    """Recording a span costs tens of µs, and with no exporter and no processor nothing would
+    read it: then spans are not recorded but still get real ids (trace ids reach logs and
+    events, and the context propagates). Otherwise the configured sampler decides
+    (OTEL_TRACES_SAMPLER; by default parent-based, always on)."""
+
+    def __init__(self, configured: Sampler) -> None:
+        self._configured = configured
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: trace.SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        sampler = self._configured if _exporter or _extra.processors else ALWAYS_OFF
+        return sampler.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"RecordWhenRead{{{self._configured.get_description()}}}"
 
 
 def configure_tracing(service_name: str, *, processor: SpanProcessor | None = None) -> None:
@@ -96,7 +128,7 @@ def configure_tracing(service_name: str, *, processor: SpanProcessor | None = No
     `processor` receives every span from now on (tests pass a SimpleSpanProcessor over an
     InMemorySpanExporter); `remove_span_processor` takes it out again.
     """
-    global _provider
+    global _provider, _exporter
     with _lock:
         if _provider is None:
             # OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) wins if set.
@@ -104,12 +136,16 @@ def configure_tracing(service_name: str, *, processor: SpanProcessor | None = No
                 "OTEL_RESOURCE_ATTRIBUTES", ""
             )
             attributes = {} if named else {"service.name": service_name}
-            provider = TracerProvider(resource=Resource.create(attributes))
+            # The sampler the SDK would build from OTEL_TRACES_SAMPLER(_ARG).
+            configured = TracerProvider(shutdown_on_exit=False).sampler
+            provider = TracerProvider(
+                resource=Resource.create(attributes), sampler=_RecordWhenRead(configured)
+            )
             provider.add_span_processor(_ServiceAttribution())
             provider.add_span_processor(_extra)
-            exporter = _exporter_from_environment()
-            if exporter is not None:
-                provider.add_span_processor(exporter)
+            _exporter = _exporter_from_environment()
+            if _exporter is not None:
+                provider.add_span_processor(_exporter)
             trace.set_tracer_provider(provider)
             _provider = provider
         if processor is not None and processor not in _extra.processors:

@@ -142,7 +142,7 @@ class MetricsMiddleware:
 
         framework_span = trace.get_current_span()
         span_made_here: AbstractContextManager[trace.Span]
-        if framework_span.is_recording():
+        if framework_span.get_span_context().is_valid:  # FastAPI's span for this request
             framework_span.set_attribute(SERVICE_ATTRIBUTE, "gateway")
             span_made_here = contextlib.nullcontext(framework_span)
         else:

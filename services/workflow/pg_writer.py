@@ -84,6 +84,8 @@ WITH fence AS (
            ${scalars}, ${scalars + 1}, ${scalars + 2}, false
     FROM unnest({event_params}) AS e(seq, type, node_id, ts, data)
     WHERE EXISTS (SELECT 1 FROM fence)
+    -- A retry after a commit whose reply was lost finds its events already there.
+    ON CONFLICT (execution_id, seq) DO NOTHING
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM nodes), (SELECT count(*) FROM events)

@@ -611,7 +611,7 @@ class ExecutionRunner:
         elif command.kind == "input_timeout" and node.status == "waiting":
             error = {
                 "type": "Timeout",
-                "message": f"no input within {node.waiting.get('timeout_s') if node.waiting else '?'} s",
+                "message": f"no input within {(node.waiting or {}).get('timeout_s')} s",
                 "retryable": False,
                 "details": None,
             }

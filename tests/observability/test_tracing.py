@@ -10,6 +10,13 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from libs.common.tracing import (
+    configure_tracing,
+    context_from_traceparent,
+    current_traceparent,
+    trace_id_of,
+    tracer,
+)
 from tests.helpers import assert_eventually
 from tests.observability.conftest import run_workflow
 
@@ -200,3 +207,16 @@ async def test_a_fired_schedule_continues_the_trace_through_the_broker(
     assert _descends(publish, request, spans)
     assert process.parent is not None and process.parent.span_id == publish.context.span_id
     assert start.parent is not None and start.parent.span_id == process.context.span_id
+
+
+def test_unread_spans_are_not_recorded_but_still_carry_real_ids() -> None:
+    configure_tracing("heddle")  # and no exporter, no processor (OTEL_ variables unset)
+    span = tracer("workflow").start_span("execution.start")
+    assert not span.is_recording()
+    trace_id = trace_id_of(span)
+    assert len(trace_id) == 32 and int(trace_id, 16)
+    child = tracer("node").start_span(
+        "node.execute", context=context_from_traceparent(current_traceparent(span))
+    )
+    assert trace_id_of(child) == trace_id
+    assert current_traceparent(child) != current_traceparent(span)

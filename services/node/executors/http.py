@@ -104,7 +104,8 @@ class HttpRequestExecutor(Executor):
                 params["method"],
                 params["url"],
                 headers={k: as_text(v) for k, v in (params.get("headers") or {}).items()},
-                params={k: as_text(v) for k, v in (params.get("query") or {}).items()},
+                # None, not {}: an empty mapping would drop the query string of the URL.
+                params={k: as_text(v) for k, v in (params.get("query") or {}).items()} or None,
                 content=params.get("body"),
                 json=params.get("json"),
                 timeout=timeout,

@@ -77,8 +77,8 @@ def _spawn(service: str, env: dict[str, str], log_dir: str) -> subprocess.Popen[
     )
 
 
-async def _wait_healthy(addresses: list[str], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
+async def _wait_healthy(addresses: list[str], limit_s: float = 30.0) -> None:
+    deadline = time.monotonic() + limit_s
     for address in addresses:
         while not await check_health(address):
             if time.monotonic() > deadline:
@@ -86,7 +86,9 @@ async def _wait_healthy(addresses: list[str], timeout: float = 30.0) -> None:
             await asyncio.sleep(0.1)
 
 
-async def _time_runs(stub: workflow_pb2_grpc.WorkflowServiceStub, workflow_id: str, runs: int) -> list[float]:
+async def _time_runs(
+    stub: workflow_pb2_grpc.WorkflowServiceStub, workflow_id: str, runs: int
+) -> list[float]:
     times = []
     for index in range(runs + 1):  # the first run warms caches and connections
         start = time.perf_counter()
@@ -147,7 +149,9 @@ async def main() -> None:
         processes = [
             _spawn("node", {**common, "HEDDLE_GRPC_PORT": str(port)}, tmp) for port in node_ports
         ]
-        processes.append(_spawn("workflow", {**common, "HEDDLE_GRPC_PORT": str(ports["workflow"])}, tmp))
+        processes.append(
+            _spawn("workflow", {**common, "HEDDLE_GRPC_PORT": str(ports["workflow"])}, tmp)
+        )
         try:
             await _wait_healthy(
                 [f"127.0.0.1:{p}" for p in node_ports] + [f"127.0.0.1:{ports['workflow']}"]

@@ -21,10 +21,14 @@ class NodeTypeSpec(BaseModel):
     """What an editor and the validator need to know about a node type."""
 
     type: str = Field(description="Unique type name used in definitions, e.g. 'http_request'.")
-    version: int = Field(default=1, description="Bumped when behaviour changes; part of the cache key.")
+    version: int = Field(
+        default=1, description="Bumped when behaviour changes; part of the cache key."
+    )
     title: str = Field(description="Human readable name for palettes.")
     description: str = Field(default="", description="One or two sentences for palettes.")
-    category: str = Field(default="core", description="Palette group: core, flow, ai, integration, human.")
+    category: str = Field(
+        default="core", description="Palette group: core, flow, ai, integration, human."
+    )
     params_schema: dict[str, Any] = Field(
         default_factory=lambda: {"type": "object", "properties": {}},
         description="JSON Schema (draft 2020-12) the node's params must satisfy after parsing "
@@ -33,7 +37,9 @@ class NodeTypeSpec(BaseModel):
     output_schema: dict[str, Any] = Field(
         default_factory=lambda: {"type": "object"}, description="JSON Schema of the node's output."
     )
-    input_ports: list[str] = Field(default_factory=lambda: ["in"], description="Named input handles.")
+    input_ports: list[str] = Field(
+        default_factory=lambda: ["in"], description="Named input handles."
+    )
     list_input_ports: list[str] = Field(
         default_factory=list,
         description="Input ports that aggregate every incoming edge into a list (in edge order).",

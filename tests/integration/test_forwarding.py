@@ -56,7 +56,7 @@ async def second_replica(stack: Stack) -> AsyncIterator[WorkflowService]:
 async def _grpc_error(call):  # type: ignore[no-untyped-def]
     try:
         await call
-    except Exception as error:  # noqa: BLE001 - the RpcError is what the test looks at
+    except Exception as error:
         return from_rpc_error(error)  # type: ignore[arg-type]
     raise AssertionError("the call succeeded")
 

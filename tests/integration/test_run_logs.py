@@ -41,9 +41,7 @@ async def test_node_logs_are_queryable_by_node_and_level(client: httpx.AsyncClie
     assert any("hello from talk" in record["message"] for record in records)
     assert {record["node_id"] for record in records} == {"talk"}
 
-    quiet = await client.get(
-        f"/api/v1/executions/{execution_id}/logs", params={"node_id": "quiet"}
-    )
+    quiet = await client.get(f"/api/v1/executions/{execution_id}/logs", params={"node_id": "quiet"})
     assert quiet.json()["records"] == []
     errors_only = await client.get(
         f"/api/v1/executions/{execution_id}/logs", params={"node_id": "talk", "level": "error"}

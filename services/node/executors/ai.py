@@ -55,7 +55,12 @@ class LlmExecutor(Executor):
             required=["model", "prompt"],
         ),
         output_schema=object_schema(
-            {"text": {"type": "string"}, "usage": USAGE_SCHEMA, "model": {"type": "string"}},
+            {
+                "text": {"type": "string"},
+                "usage": USAGE_SCHEMA,
+                "model": {"type": "string"},
+                "fallbacks_tried": {"type": "array", "items": {"type": "string"}},
+            },
             required=["text", "usage", "model"],
         ),
     )
@@ -78,6 +83,8 @@ class LlmExecutor(Executor):
                 "text": reply.get("text") or "",
                 "usage": reply.get("usage") or {},
                 "model": reply.get("model") or "",
+                # Which backups were tried before the one that served (empty: the primary).
+                "fallbacks_tried": list(reply.get("fallbacks_tried") or []),
             }
         )
 
@@ -160,6 +167,16 @@ class AgentExecutor(Executor):
         max_steps = min(params["max_steps"], services.settings.agent_max_steps)
         messages: list[dict[str, Any]] = [{"role": "user", "content": task}]
         steps: list[dict[str, Any]] = []
+        # Every step is also a log record, which the workflow service publishes as an event.
+        logs: list[dict[str, Any]] = []
+
+        def record(step: dict[str, Any]) -> None:
+            steps.append(step)
+            summary = step.get("name") or step.get("text") or ""
+            logs.append(
+                {"level": "info", "message": f"agent {step['type']}: {summary}", "step": step}
+            )
+
         text = ""
         for _ in range(max_steps):
             reply = await services.ai.complete(
@@ -175,16 +192,14 @@ class AgentExecutor(Executor):
             text = reply.get("text") or ""
             calls = reply.get("tool_calls") or []
             if not calls:
-                steps.append({"type": "final", "text": text})
-                return NodeResult(output={"text": text, "steps": steps})
+                record({"type": "final", "text": text})
+                return NodeResult(output={"text": text, "steps": steps}, logs=logs)
             messages.append({"role": "assistant", "content": text, "tool_calls": calls})
             for index, call in enumerate(calls):
                 call_id, name, arguments = _tool_call_parts(call, index)
-                steps.append(
-                    {"type": "tool_call", "id": call_id, "name": name, "arguments": arguments}
-                )
+                record({"type": "tool_call", "id": call_id, "name": name, "arguments": arguments})
                 result = await self._call_tool(name, arguments, params["tools"], services)
-                steps.append({"type": "tool_result", "id": call_id, "name": name, "result": result})
+                record({"type": "tool_result", "id": call_id, "name": name, "result": result})
                 messages.append(
                     {
                         "role": "tool",
@@ -193,11 +208,9 @@ class AgentExecutor(Executor):
                         "content": as_text(result),
                     }
                 )
-        steps.append({"type": "final", "text": text, "stopped": "max_steps"})
-        return NodeResult(
-            output={"text": text, "steps": steps},
-            logs=[{"level": "warning", "message": f"agent stopped after {max_steps} steps"}],
-        )
+        record({"type": "final", "text": text, "stopped": "max_steps"})
+        logs.append({"level": "warning", "message": f"agent stopped after {max_steps} steps"})
+        return NodeResult(output={"text": text, "steps": steps}, logs=logs)
 
     @staticmethod
     async def _tool_schemas(names: list[str], services: Services) -> list[dict[str, Any]]:

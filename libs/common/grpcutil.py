@@ -160,8 +160,14 @@ def _end_client_span(span: trace.Span, code: grpc.StatusCode) -> None:
 
 
 def _end_stream_span(span: trace.Span, call: grpc.aio.Call) -> None:
-    # The status is a coroutine even once the call is done: read it in a task of its own.
-    task = asyncio.ensure_future(call.code())
+    # The status is a coroutine even once the call is done: read it in a task of its own
+    # (unless the call ends outside the loop, collected after the loop closed).
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        span.end()
+        return
+    task = loop.create_task(call.code())
     task.add_done_callback(
         lambda done: _end_client_span(
             span, grpc.StatusCode.CANCELLED if done.cancelled() else done.result()

@@ -30,12 +30,13 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 
 SERVICE_ATTRIBUTE = "heddle.service"
 TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
 
 _SCOPE_PREFIX = "heddle."
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -91,6 +92,7 @@ class _Processors(SpanProcessor):
 
 
 _extra = _Processors()
+_DROP = SamplingResult(Decision.DROP)
 _exporter: SpanProcessor | None = None
 
 
@@ -113,8 +115,9 @@ class _RecordWhenRead(Sampler):
         links: Sequence[trace.Link] | None = None,
         trace_state: trace.TraceState | None = None,
     ) -> SamplingResult:
-        sampler = self._configured if _exporter or _extra.processors else ALWAYS_OFF
-        return sampler.should_sample(
+        if not (_exporter or _extra.processors):
+            return _DROP
+        return self._configured.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
 
@@ -189,11 +192,41 @@ def inject_headers(context: Context | None = None) -> dict[str, str]:
 def extract_context(carrier: Mapping[str, str] | Iterable[tuple[str, Any]]) -> Context | None:
     """The remote parent in carrier (headers, or gRPC metadata pairs); None without one."""
     if not isinstance(carrier, Mapping):
-        carrier = {key: value for key, value in carrier if key in ("traceparent", "tracestate")}
-    if TRACEPARENT not in carrier:
+        carrier = {key: value for key, value in carrier if key in (TRACEPARENT, TRACESTATE)}
+    traceparent = carrier.get(TRACEPARENT)
+    if not traceparent:
         return None
+    if TRACESTATE not in carrier:
+        return _parse_traceparent(traceparent)
     context = _PROPAGATOR.extract(carrier)
     return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+def _parse_traceparent(traceparent: str) -> Context | None:
+    # The propagator's regex and trace-state handling cost several times this, and a
+    # traceparent is parsed for every call and every node attempt.
+    version, _, rest = traceparent.partition("-")
+    trace_hex, _, rest = rest.partition("-")
+    span_hex, _, flags_hex = rest.partition("-")
+    if (
+        len(version) != 2
+        or version == "ff"
+        or len(trace_hex) != 32
+        or len(span_hex) != 16
+        or len(flags_hex) < 2
+        or (version == "00" and len(flags_hex) != 2)
+    ):
+        return None
+    try:
+        int(version, 16)
+        trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+        flags = trace.TraceFlags(int(flags_hex[:2], 16))
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    parent = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
 
 
 def current_traceparent(span: trace.Span | None = None) -> str:

@@ -336,7 +336,9 @@ class FakeWorkflowService(workflow_pb2_grpc.WorkflowServiceServicer):
                 if execution.status in TERMINAL and sent >= len(events):
                     return
                 async with self._changed:
-                    await self._changed.wait()
+                    # Re-check under the lock: an emit between the yield and here is not lost.
+                    if len(self.events[execution.id]) == sent and execution.status not in TERMINAL:
+                        await self._changed.wait()
         except asyncio.CancelledError:
             self.stream_cancelled.set()
             raise

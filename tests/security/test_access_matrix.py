@@ -19,6 +19,7 @@ import pytest
 from libs.cli.stack import Stack
 from services.gateway.roles import ROLE_ACTIONS
 from tests.security.support import (
+    HELLO,
     ROLE_NAMES,
     SECRET_WORKFLOW_NAME,
     bearer,
@@ -188,7 +189,8 @@ ENDPOINTS = [
     Endpoint("trigger schedule", "execute", True, _static("POST", "/api/v1/schedules/{s}/trigger")),
     Endpoint("tools", "member", False, _static("GET", "/api/v1/tools")),
     Endpoint("models", "member", False, _static("GET", "/api/v1/ai/models")),
-    Endpoint("webhook", "admin", False, _static("POST", "/api/v1/triggers/hook", {})),
+    # A webhook binding belongs to its tenant: another tenant finds nothing bound (404).
+    Endpoint("webhook", "admin", True, _static("POST", "/api/v1/triggers/hook", {})),
     Endpoint("list api keys", "admin", False, _static("GET", "/api/v1/api-keys")),
     Endpoint("create api key", "admin", False, _static("POST", "/api/v1/api-keys", {})),
     Endpoint("revoke api key", "admin", True, _revoke_key),
@@ -227,6 +229,8 @@ async def test_every_endpoint_for_every_caller(stack: Stack, client: httpx.Async
     who = await principals(stack)
     workflow_id = await create_workflow(client)
     await grant_roles(client, workflow_id, who.ids)
+    hooked = {**HELLO, "name": "hooked", "triggers": [{"type": "webhook", "name": "hook"}]}
+    await create_workflow(client, hooked)
     started = await client.post(f"/api/v1/workflows/{workflow_id}/execute", json={})
     assert started.status_code == 202, started.text
     execution_id = started.json()["execution_id"]

@@ -39,7 +39,7 @@ from libs.common.tracing import (
 from services.workflow import pg_writer
 from services.workflow import repository as repo
 from services.workflow.catalog import NodeCatalog
-from services.workflow.definition import NodeSpec, WorkflowDefinition
+from services.workflow.definition import WorkflowDefinition
 from services.workflow.dispatcher import NodeDispatcher
 from services.workflow.events import EventNotifier
 from services.workflow.inputs import validate_human_input, validate_inputs
@@ -153,12 +153,6 @@ class Engine:
         while len(self._compiled) > 256:
             self._compiled.popitem(last=False)
         return compiled
-
-    def params_json(self, plan: ExecutionPlan, spec: NodeSpec) -> bytes:
-        for compiled in reversed(self._compiled.values()):
-            if compiled.plan is plan:
-                return compiled.params_json[spec.id]
-        return jsonutil.dumps(spec.params) or b"{}"
 
     def type_version(self, node_type: str) -> int:
         spec = self.catalog.cached().get(node_type)
@@ -322,7 +316,7 @@ class Engine:
     def _launch(
         self, row: ExecutionRow, compiled: CompiledWorkflow, nodes: dict[str, NodeState]
     ) -> ExecutionRunner:
-        runner = ExecutionRunner(self, row, compiled.definition, compiled.plan, nodes)
+        runner = ExecutionRunner(self, row, compiled, nodes)
         self.runners[row.id] = runner
         runner.start()
         return runner

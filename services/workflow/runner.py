@@ -43,12 +43,12 @@ from libs.common.tracing import (
     current_traceparent,
     tracer,
 )
-from services.workflow.definition import NodeSpec, WorkflowDefinition
-from services.workflow.planner import ExecutionPlan, Outcome, PlanState
+from services.workflow.definition import NodeSpec
+from services.workflow.planner import Outcome, PlanState
 from services.workflow.status import FINAL_EXECUTION_STATUSES, TERMINAL_NODE_STATUSES
 
 if TYPE_CHECKING:
-    from services.workflow.engine import Engine
+    from services.workflow.engine import CompiledWorkflow, Engine
     from services.workflow.models import ExecutionRow, NodeRunRow
 
 log = logging.getLogger(__name__)
@@ -248,8 +248,7 @@ class ExecutionRunner:
         self,
         engine: Engine,
         row: ExecutionRow,
-        definition: WorkflowDefinition,
-        plan: ExecutionPlan,
+        compiled: CompiledWorkflow,
         nodes: dict[str, NodeState],
     ) -> None:
         self.engine = engine
@@ -257,8 +256,9 @@ class ExecutionRunner:
         self.id = row.id
         self.row = row
         self.status = row.status
-        self.definition = definition
-        self.plan = plan
+        self.definition = definition = compiled.definition
+        self.plan = compiled.plan
+        self.params_json = compiled.params_json
         self.specs = {node.id: node for node in definition.nodes}
         self.nodes = nodes
         self.seq = row.last_seq
@@ -273,7 +273,7 @@ class ExecutionRunner:
             self.limit = min(self.limit, int(configured.max_concurrency))
         statuses = {n.node_id: n.status for n in nodes.values()}
         ports = {n.node_id: n.active_ports for n in nodes.values()}
-        self.state = PlanState(plan, statuses=statuses, ports=ports)
+        self.state = PlanState(self.plan, statuses=statuses, ports=ports)
         self.batch = _Batch()
         self._trace_root = context_from_traceparent(row.trace_parent)
         # Values of the secrets resolved for this execution's attempts, longest first: they
@@ -813,7 +813,7 @@ class ExecutionRunner:
                 node_type=node.node_type,
                 attempt=node.attempt,
                 idempotency_key=f"{self.id}/{node.node_id}/{node.attempt}",
-                params_json=self.engine.params_json(self.plan, spec),
+                params_json=self.params_json[spec.id],
                 context_json=jsonutil.dumps(context),
                 inputs=[
                     node_pb2.LiveInput(
@@ -834,7 +834,7 @@ class ExecutionRunner:
         return cache_key(
             spec.type,
             self.engine.type_version(spec.type),
-            self.engine.params_json(self.plan, spec),
+            self.params_json[spec.id],
             node.inputs or {},
             self.row.tenant_id,
         )

@@ -10,7 +10,7 @@ from tests.unit.node.fakes import FakeAi, FakeTools
 
 
 async def test_llm_calls_the_ai_service(run_node: RunNode, services: Services) -> None:
-    ai = FakeAi([{"text": "short", "model": "m2"}])
+    ai = FakeAi([{"text": "short", "model": "m2", "fallbacks_tried": ["m1"]}])
     services.ai = ai
     result = await run_node(
         "llm",
@@ -27,6 +27,7 @@ async def test_llm_calls_the_ai_service(run_node: RunNode, services: Services) -
         "text": "short",
         "usage": {"input_tokens": 3, "output_tokens": 2},
         "model": "m2",
+        "fallbacks_tried": ["m1"],
     }
     call = ai.calls[0]
     assert call["model"] == ["m1", "m2"]

@@ -507,6 +507,11 @@ class Engine:
 
     async def with_db_retries(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run operation, retrying transient database errors with backoff for up to a minute."""
+        try:
+            # The common case pays for no retry machinery (this is on every batch's path).
+            return await operation()
+        except _TRANSIENT_DB_ERRORS:
+            log.warning("database unavailable; retrying with backoff", exc_info=True)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(_TRANSIENT_DB_ERRORS),
             wait=wait_exponential(multiplier=0.05, max=2.0),

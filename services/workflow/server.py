@@ -11,7 +11,6 @@ from heddle.v1 import events_pb2, workflow_pb2, workflow_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common.bus import (
-    EVENTS_EXCHANGE,
     TRIGGERS_EXCHANGE,
     EventBus,
     Message,
@@ -52,7 +51,6 @@ class WorkflowService:
     kv: KV
     own_kv: bool
     subscription: Subscription
-    follow: Subscription
     dispatcher: NodeDispatcher
     db: AsyncEngine
 
@@ -62,7 +60,6 @@ class WorkflowService:
 
     async def stop(self) -> None:
         await self.subscription.cancel()
-        await self.follow.cancel()
         await self.grpc.stop(grace=1.0)
         await self.engine.stop()
         await self.relay.stop()
@@ -124,14 +121,6 @@ async def serve(
         prefetch=16,
     )
 
-    async def on_event(message: Message) -> None:
-        # Events of executions another replica drives: wake local followers (SSE, waits) at
-        # once instead of at their next database poll.
-        execution_id = message.headers.get("execution_id")
-        if execution_id:
-            engine.notifier.notify(execution_id)
-
-    follow = await bus.subscribe(EVENTS_EXCHANGE, ["#"], on_event, queue=None, prefetch=256)
     relay.start()
     await engine.start()
     return WorkflowService(
@@ -144,7 +133,6 @@ async def serve(
         kv,
         own_kv,
         subscription,
-        follow,
         dispatcher,
         db,
     )

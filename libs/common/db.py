@@ -78,9 +78,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
             cursor.close()
 
         return engine
-    return create_async_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size
-    )
+    return create_async_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from libs.common.logging import configure_logging
 from libs.common.metrics import serve_metrics
@@ -31,3 +33,26 @@ async def run_until_signalled() -> None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+class _Service(Protocol):
+    async def stop(self) -> None: ...
+
+
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
+
+
+def run_service(
+    name: str, settings: SettingsT, serve: Callable[[SettingsT], Awaitable[_Service]]
+) -> None:
+    """A service's whole main(): set the process up, serve until SIGINT/SIGTERM, stop."""
+    init_process(name, settings)
+
+    async def serve_until_signalled() -> None:
+        service = await serve(settings)
+        try:
+            await run_until_signalled()
+        finally:
+            await service.stop()
+
+    asyncio.run(serve_until_signalled())

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from dataclasses import dataclass, field
 
 from heddle.v1 import ai_pb2, ai_pb2_grpc
 
 from libs.common.grpcutil import GrpcServer, TlsFiles, start_grpc_server
-from libs.common.runtime import init_process
+from libs.common.runtime import run_service
 from services.ai.providers import Provider, create_provider
 from services.ai.router import Router
 from services.ai.servicer import AiServicer
@@ -70,19 +68,5 @@ async def serve(settings: AiSettings) -> GrpcServer:
     )
 
 
-async def run_until_signalled(settings: AiSettings) -> None:
-    server = await serve(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
-
-
 def main() -> None:
-    settings = AiSettings()
-    init_process("ai", settings)
-    asyncio.run(run_until_signalled(settings))
+    run_service("ai", AiSettings(), serve)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import signal
 from dataclasses import dataclass, field
 
 from heddle.v1 import log_pb2, log_pb2_grpc
@@ -15,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from libs.common.bus import EventBus, create_bus
 from libs.common.db import create_engine, session_factory
 from libs.common.grpcutil import GrpcServer, TlsFiles, start_grpc_server
-from libs.common.runtime import init_process
+from libs.common.runtime import run_service
 from libs.migrations import upgrade
 from services.log import models  # noqa: F401  (registers the table)
 from services.log.consumer import LogConsumer
@@ -115,19 +114,5 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
     )
 
 
-async def run_until_signalled(settings: LogSettings) -> None:
-    server = await serve(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
-
-
 def main() -> None:
-    settings = LogSettings()
-    init_process("log", settings)
-    asyncio.run(run_until_signalled(settings))
+    run_service("log", LogSettings(), serve)

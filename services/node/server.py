@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -12,7 +11,7 @@ from heddle.v1 import node_pb2, node_pb2_grpc
 from libs.common.bus import EventBus, create_bus
 from libs.common.grpcutil import GrpcServer, TlsFiles, create_channel, start_grpc_server
 from libs.common.logship import LogShipper
-from libs.common.runtime import init_process, run_until_signalled
+from libs.common.runtime import run_service
 from services.node.executors.base import Services
 from services.node.grpc_clients import GrpcAiClient, GrpcToolClient
 from services.node.registry import default_registry
@@ -95,14 +94,5 @@ async def serve(settings: NodeServiceSettings, *, bus: EventBus | None = None) -
     )
 
 
-async def _serve() -> None:
-    settings = NodeServiceSettings()
-    init_process("node", settings)
-    service = await serve(settings)
-    log.info("node service ready", extra={"port": service.port})
-    await run_until_signalled()
-    await service.stop()
-
-
 def main() -> None:
-    asyncio.run(_serve())
+    run_service("node", NodeServiceSettings(), serve)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from dataclasses import dataclass, field
 
 from heddle.v1 import scheduler_pb2, scheduler_pb2_grpc
@@ -15,7 +14,7 @@ from libs.common.bus import EventBus, create_bus
 from libs.common.db import create_engine, session_factory
 from libs.common.grpcutil import GrpcServer, TlsFiles, start_grpc_server
 from libs.common.kv import KV, create_kv
-from libs.common.runtime import init_process
+from libs.common.runtime import run_service
 from libs.migrations import upgrade
 from services.scheduler import models  # noqa: F401  (registers the table)
 from services.scheduler.leader import LeaderElector
@@ -127,19 +126,5 @@ async def serve(
     )
 
 
-async def run_until_signalled(settings: SchedulerSettings) -> None:
-    server = await serve(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
-
-
 def main() -> None:
-    settings = SchedulerSettings()
-    init_process("scheduler", settings)
-    asyncio.run(run_until_signalled(settings))
+    run_service("scheduler", SchedulerSettings(), serve)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from dataclasses import dataclass, field
 
 import httpx
 from heddle.v1 import tool_pb2, tool_pb2_grpc
 
 from libs.common.grpcutil import GrpcServer, TlsFiles, start_grpc_server
-from libs.common.runtime import init_process
+from libs.common.runtime import run_service
 from services.tool.builtins import register_builtins
 from services.tool.mcp import McpTools
 from services.tool.registry import ToolRegistry
@@ -73,19 +71,5 @@ async def serve(settings: ToolSettings) -> GrpcServer:
     )
 
 
-async def run_until_signalled(settings: ToolSettings) -> None:
-    server = await serve(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
-
-
 def main() -> None:
-    settings = ToolSettings()
-    init_process("tool", settings)
-    asyncio.run(run_until_signalled(settings))
+    run_service("tool", ToolSettings(), serve)

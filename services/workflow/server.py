@@ -3,7 +3,6 @@ and the gRPC server."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ from libs.common.bus import (
 from libs.common.db import create_engine, session_factory
 from libs.common.grpcutil import GrpcServer, TlsFiles, start_grpc_server
 from libs.common.kv import KV, create_kv
-from libs.common.runtime import init_process, run_until_signalled
+from libs.common.runtime import run_service
 from libs.migrations import upgrade
 from services.workflow import models  # noqa: F401  (registers the tables)
 from services.workflow.catalog import NodeCatalog
@@ -138,14 +137,5 @@ async def serve(
     )
 
 
-async def _serve() -> None:
-    settings = WorkflowSettings()
-    init_process("workflow", settings)
-    service = await serve(settings)
-    log.info("workflow service ready", extra={"port": service.port})
-    await run_until_signalled()
-    await service.stop()
-
-
 def main() -> None:
-    asyncio.run(_serve())
+    run_service("workflow", WorkflowSettings(), serve)

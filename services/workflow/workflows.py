@@ -22,9 +22,7 @@ def report_details(report: ValidationReport) -> list[dict[str, Any]]:
 
 
 def _webhooks(definition: dict[str, Any]) -> list[str]:
-    return sorted(
-        {t["name"] for t in definition.get("triggers", []) if t.get("type") == "webhook"}
-    )
+    return sorted({t["name"] for t in definition.get("triggers", []) if t.get("type") == "webhook"})
 
 
 class WorkflowStore:

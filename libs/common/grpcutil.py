@@ -9,10 +9,11 @@ UNAVAILABLE; callers always pass a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from prometheus_client import Counter, Histogram
@@ -31,6 +33,7 @@ from libs.common.tracing import (
     TRACEPARENT,
     current_traceparent,
     extract_context,
+    spans_wanted,
     tracer,
 )
 
@@ -113,7 +116,9 @@ class _ClientInterceptor:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         if self._token:
             metadata.add(AUTH_METADATA_KEY, self._token)
-        if parent.get_span_context().is_valid:
+        if parent.get_span_context().is_valid and not spans_wanted():
+            metadata.add(TRACEPARENT, current_traceparent(parent))
+        elif parent.get_span_context().is_valid:
             method = details.method
             name = method.decode() if isinstance(method, bytes) else method
             span = _TRACER.start_span(
@@ -307,6 +312,9 @@ class _SpanStart:
     parent: Context | None
 
     def start(self) -> AbstractContextManager[trace.Span]:
+        if not spans_wanted():
+            # Nobody reads spans: run in the caller's context (trace ids for logs) only.
+            return _in_context(self.parent)
         return _TRACER.start_as_current_span(
             self.name,
             context=self.parent,
@@ -315,6 +323,16 @@ class _SpanStart:
             record_exception=False,
             set_status_on_exception=False,
         )
+
+
+@contextlib.contextmanager
+def _in_context(parent: Context | None) -> Iterator[trace.Span]:
+    token = otel_context.attach(parent) if parent is not None else None
+    try:
+        yield trace.get_current_span()
+    finally:
+        if token is not None:
+            otel_context.detach(token)
 
 
 def is_unavailable(error: BaseException) -> bool:

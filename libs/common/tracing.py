@@ -125,6 +125,13 @@ class _RecordWhenRead(Sampler):
         return f"RecordWhenRead{{{self._configured.get_description()}}}"
 
 
+def spans_wanted() -> bool:
+    """True when something reads spans (an exporter or a test's processor). When false, hot
+    paths skip making per-call and per-node spans and only pass the trace context along:
+    trace ids still reach events and logs, and a span costs tens of µs even unrecorded."""
+    return bool(_exporter or _extra.processors)
+
+
 def configure_tracing(service_name: str, *, processor: SpanProcessor | None = None) -> None:
     """Install the process's tracer provider (once; later calls only add `processor`).
 

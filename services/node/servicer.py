@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 from heddle.v1 import common_pb2, node_pb2, node_pb2_grpc
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from libs.common import jsonutil
@@ -16,7 +17,7 @@ from libs.common.expressions import ExpressionError, evaluate
 from libs.common.logging import attempt_var, execution_id_var, node_id_var
 from libs.common.metrics import NODES_IN_FLIGHT
 from libs.common.secrets import redact_outcome, redactable
-from libs.common.tracing import context_from_traceparent, tracer
+from libs.common.tracing import context_from_traceparent, spans_wanted, tracer
 from services.node.executors.base import NodeError, NodeRequest, NodeResult, Services
 from services.node.registry import NodeTypeRegistry, UnknownNodeTypeError
 
@@ -79,6 +80,17 @@ class NodeRunner:
         The attempt runs in a `node.execute` span, a child of the workflow's `node.attempt`
         span (task.traceparent), so the ai and tool calls of the executor join the trace.
         """
+        if not spans_wanted():
+            # Nobody reads spans: keep the trace context (for log lines and calls) only.
+            token = otel_context.attach(
+                context_from_traceparent(task.traceparent) or otel_context.get_current()
+            )
+            try:
+                with NODES_IN_FLIGHT.track_inprogress():
+                    outcome = await self._run(task)
+            finally:
+                otel_context.detach(token)
+            return self._redacted(task, outcome)
         with (
             NODES_IN_FLIGHT.track_inprogress(),
             _TRACER.start_as_current_span(
@@ -96,6 +108,10 @@ class NodeRunner:
             if outcome.kind == Outcome.FAILED:
                 # The type only: the message may hold what the redaction below removes.
                 span.set_status(trace.StatusCode.ERROR, outcome.error.type)
+        return self._redacted(task, outcome)
+
+    @staticmethod
+    def _redacted(task: node_pb2.NodeTask, outcome: Outcome) -> Outcome:
         if b"secrets" not in task.context_json:
             return outcome
         secrets = (jsonutil.loads(task.context_json) or {}).get("secrets")

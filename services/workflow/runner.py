@@ -41,6 +41,7 @@ from libs.common.tracing import (
     context_from_traceparent,
     continue_trace,
     current_traceparent,
+    spans_wanted,
     tracer,
 )
 from services.workflow.definition import NodeSpec
@@ -795,15 +796,19 @@ class ExecutionRunner:
             due_at=None,
         )
         self._event("node.started", node.node_id, {"attempt": node.attempt, "type": node.node_type})
-        node.span = _TRACER.start_span(
-            f"node.attempt {node.node_id}",
-            context=self._trace_root,
-            attributes={
-                "heddle.execution_id": self.id,
-                "heddle.node_id": node.node_id,
-                "heddle.node_type": node.node_type,
-                "heddle.attempt": node.attempt,
-            },
+        node.span = (
+            None
+            if not spans_wanted()
+            else _TRACER.start_span(
+                f"node.attempt {node.node_id}",
+                context=self._trace_root,
+                attributes={
+                    "heddle.execution_id": self.id,
+                    "heddle.node_id": node.node_id,
+                    "heddle.node_type": node.node_type,
+                    "heddle.attempt": node.attempt,
+                },
+            )
         )
         self.batch.to_send.append(
             node_pb2.NodeTask(
@@ -824,7 +829,7 @@ class ExecutionRunner:
                 timeout_s=spec.timeout_s or 0.0,
                 when=spec.when or "",
                 tenant_id=self.row.tenant_id,
-                traceparent=current_traceparent(node.span),
+                traceparent=current_traceparent(node.span) if node.span else self.row.trace_parent,
             )
         )
         return False

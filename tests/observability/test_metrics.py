@@ -30,8 +30,17 @@ SLOW_SUCCESS = {
         {"id": "start", "type": "input"},
         {"id": "pause", "type": "delay", "params": {"seconds": 0.4}},
         {"id": "ask", "type": "llm", "params": {"model": "echo", "prompt": "hi"}},
+        {
+            "id": "talk",
+            "type": "code",
+            "params": {"language": "python", "source": "print('to the log service')\nresult = 1"},
+        },
     ],
-    "edges": [{"source": "start", "target": "pause"}, {"source": "pause", "target": "ask"}],
+    "edges": [
+        {"source": "start", "target": "pause"},
+        {"source": "pause", "target": "ask"},
+        {"source": "start", "target": "talk"},
+    ],
 }
 
 
@@ -122,12 +131,12 @@ async def test_a_run_moves_the_engine_metrics(client: httpx.AsyncClient) -> None
         route="/api/v1/workflows/{workflow_id}/execute",
         status="202",
     )
-    # The workflow replica follows every event through the bus (to wake local streams).
-    moved("heddle_bus_messages_consumed_total", 10, queue="anonymous", outcome="ack")
+    # The log service consumed the `log` event of the code node's output through the bus.
+    moved("heddle_bus_messages_consumed_total", 1, queue="log.events", outcome="ack")
     # Gauges that return to rest between runs: exported, never negative.
     for name, labels in (
         ("heddle_outbox_backlog", {}),
-        ("heddle_bus_queue_depth", {"queue": "anonymous"}),
+        ("heddle_bus_queue_depth", {"queue": "log.events"}),
     ):
         assert (name, frozenset(labels.items())) in after, name
         assert value(after, name, **labels) >= 0, name

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 from heddle.v1 import common_pb2, node_pb2, node_pb2_grpc
@@ -73,13 +74,17 @@ class NodeRunner:
         self.registry = registry
         self.services = services
 
-    async def run(self, task: node_pb2.NodeTask) -> Outcome:
+    async def run(
+        self, task: node_pb2.NodeTask, progress: Callable[[dict[str, Any]], None] | None = None
+    ) -> Outcome:
         """Run the attempt; when it was given secrets, their values are redacted from the
         outcome (output, error, logs) before it leaves this service.
 
         The attempt runs in a `node.execute` span, a child of the workflow's `node.attempt`
         span (task.traceparent), so the ai and tool calls of the executor join the trace.
         """
+        if b"secrets" in task.context_json:
+            progress = None  # progress is not redacted: a node holding secrets reports none
         if not spans_wanted():
             # Nobody reads spans: keep the trace context (for log lines and calls) only.
             token = otel_context.attach(
@@ -87,7 +92,7 @@ class NodeRunner:
             )
             try:
                 with NODES_IN_FLIGHT.track_inprogress():
-                    outcome = await self._run(task)
+                    outcome = await self._run(task, progress)
             finally:
                 otel_context.detach(token)
             return self._redacted(task, outcome)
@@ -104,7 +109,7 @@ class NodeRunner:
                 },
             ) as span,
         ):
-            outcome = await self._run(task)
+            outcome = await self._run(task, progress)
             if outcome.kind == Outcome.FAILED:
                 # The type only: the message may hold what the redaction below removes.
                 span.set_status(trace.StatusCode.ERROR, outcome.error.type)
@@ -118,7 +123,9 @@ class NodeRunner:
         values = redactable(list(secrets.values())) if isinstance(secrets, dict) else []
         return redact_outcome(outcome, values) if values else outcome
 
-    async def _run(self, task: node_pb2.NodeTask) -> Outcome:
+    async def _run(
+        self, task: node_pb2.NodeTask, progress: Callable[[dict[str, Any]], None] | None
+    ) -> Outcome:
         started = time.time()
         execution_id_var.set(task.execution_id)
         node_id_var.set(task.node_id)
@@ -156,6 +163,7 @@ class NodeRunner:
                 ],
                 timeout_s=task.timeout_s or None,
                 tenant_id=task.tenant_id,
+                progress=progress,
             )
             if task.timeout_s > 0:
                 try:
@@ -193,10 +201,21 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return node_pb2.ListNodeTypesResponse(node_types_json=self.types_json)
 
     async def _run(self, task: node_pb2.NodeTask, done: asyncio.Queue[Outcome]) -> None:
+        def progress(data: dict[str, Any]) -> None:
+            done.put_nowait(
+                Outcome(
+                    execution_id=task.execution_id,
+                    node_id=task.node_id,
+                    attempt=task.attempt,
+                    kind=Outcome.PROGRESS,
+                    output_json=jsonutil.dumps(data),
+                )
+            )
+
         async with self.slots:
             self.in_flight += 1
             try:
-                done.put_nowait(await self.runner.run(task))
+                done.put_nowait(await self.runner.run(task, progress))
             finally:
                 self.in_flight -= 1
 
@@ -221,7 +240,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 batch = [await done.get()]
                 while not done.empty():
                     batch.append(done.get_nowait())
-                remaining -= len(batch)
+                remaining -= sum(1 for outcome in batch if outcome.kind != Outcome.PROGRESS)
                 yield node_pb2.ExecuteNodesResponse(outcomes=batch)
         finally:
             # The caller cancelled (execution cancelled, deadline): stop the attempts too.

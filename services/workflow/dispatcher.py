@@ -28,6 +28,8 @@ OutcomeHandler = Callable[[Sequence[node_pb2.NodeOutcome]], None]
 FailureHandler = Callable[[Sequence[node_pb2.NodeTask], str], None]
 
 _BENCH_S = 2.0
+#: Node types that report progress while they run: they always travel on a stream.
+STREAMING_TYPES = frozenset({"llm"})
 
 
 @dataclass
@@ -152,7 +154,7 @@ class NodeDispatcher:
         replica.calls += 1
         DISPATCH_IN_FLIGHT.inc(len(tasks))
         try:
-            if len(tasks) == 1:
+            if len(tasks) == 1 and tasks[0].node_type not in STREAMING_TYPES:
                 # A lone attempt (a chain's step) goes unary: cheaper than opening a stream.
                 outcome = await replica.stub.ExecuteNode(tasks[0], timeout=deadline_s)
                 pending.clear()
@@ -163,7 +165,8 @@ class NodeDispatcher:
             )
             async for response in call:
                 for outcome in response.outcomes:
-                    pending.pop((outcome.node_id, outcome.attempt), None)
+                    if outcome.kind != node_pb2.NodeOutcome.PROGRESS:
+                        pending.pop((outcome.node_id, outcome.attempt), None)
                 on_outcomes(response.outcomes)
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:

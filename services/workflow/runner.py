@@ -267,6 +267,8 @@ class ExecutionRunner:
         self.ready: deque[str] = deque()
         self.in_flight = 0
         self.timers: dict[str, asyncio.TimerHandle] = {}
+        # Tokens reported by running nodes, published as node.text_chunk once per batch.
+        self.progress: dict[str, list[str]] = {}
         self.handles: list[Any] = []
         self.limit = self.settings.max_concurrency_per_execution
         configured = getattr(definition, "settings", None)
@@ -401,6 +403,9 @@ class ExecutionRunner:
         return node
 
     def _apply_outcome(self, outcome: node_pb2.NodeOutcome) -> None:
+        if outcome.kind == node_pb2.NodeOutcome.PROGRESS:
+            self._apply_progress(outcome)
+            return
         node = self._in_flight_node(outcome.node_id, outcome.attempt)
         if node is None:
             return
@@ -544,6 +549,23 @@ class ExecutionRunner:
         active = frozenset(ports) if ports is not None else None
         self._terminal(node, status, now, Outcome("succeeded", active), None)
 
+    def _apply_progress(self, outcome: node_pb2.NodeOutcome) -> None:
+        node = self.nodes.get(outcome.node_id)
+        if node is None or node.attempt != outcome.attempt or node.status != "running":
+            return
+        delta = (jsonutil.loads(outcome.output_json) or {}).get("delta")
+        if delta:
+            self.progress.setdefault(node.node_id, []).append(str(delta))
+
+    def _emit_progress(self, node_id: str | None = None) -> None:
+        """One `node.text_chunk` event per node for the tokens gathered since the last batch
+        (all nodes, or node_id's before it ends, so its tokens precede its completion)."""
+        for key in [node_id] if node_id is not None else list(self.progress):
+            parts = self.progress.pop(key, None)
+            if parts:
+                attempt = self.nodes[key].attempt
+                self._event("node.text_chunk", key, {"attempt": attempt, "delta": "".join(parts)})
+
     def _terminal(
         self,
         node: NodeState,
@@ -552,6 +574,7 @@ class ExecutionRunner:
         outcome: Outcome,
         extra: dict[str, Any] | None,
     ) -> None:
+        self._emit_progress(node.node_id)
         node.status = status
         node.finished_at = now
         node.due_at = None
@@ -737,6 +760,7 @@ class ExecutionRunner:
             and self.state.is_finished()
         ):
             self._finish()
+        self._emit_progress()
         if self.batch:
             await self._flush()
 

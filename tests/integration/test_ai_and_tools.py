@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from libs.cli.stack import Stack, start_stack
-from tests.ai.fake_llm import FakeLLM, RunningServer, error_reply, openai_reply
+from tests.ai.fake_llm import FakeLLM, RunningServer, error_reply, openai_reply, openai_stream
 from tests.integration.helpers import create_workflow, events, node, run, wait_final
 from tests.tool.tool_testkit import stdio_mcp
 
@@ -234,9 +234,10 @@ async def assert_step_events(
 async def test_llm_on_the_openai_compatible_server_and_a_fallback_chain(
     client: httpx.AsyncClient, fake_llm: FakeLLM
 ) -> None:
-    fake_llm.script("local", openai_reply("Looms weave cloth.", usage=(12, 4)))
+    # The llm node streams its tokens (text_chunk events), so the server answers with SSE.
+    fake_llm.script("local", openai_stream(["Looms", " weave", " cloth."], usage=(12, 4)))
     fake_llm.script("primary", error_reply(500, "primary is down"))
-    fake_llm.script("backup", openai_reply("Backup answer.", usage=(9, 2)))
+    fake_llm.script("backup", openai_stream(["Backup", " answer."], usage=(9, 2)))
     execution = await run_nodes(
         client,
         "llm",

@@ -68,16 +68,27 @@ class LlmExecutor(Executor):
     async def run(
         self, request: NodeRequest, params: dict[str, Any], services: Services
     ) -> NodeResult:
-        reply = await services.ai.complete(
-            model=params["model"],
-            prompt=params["prompt"],
-            system=params.get("system"),
-            temperature=params.get("temperature"),
-            max_tokens=params.get("max_tokens"),
-            provider=params.get("provider"),
-            tools=None,
-            messages=None,
-        )
+        arguments: dict[str, Any] = {
+            "model": params["model"],
+            "prompt": params["prompt"],
+            "system": params.get("system"),
+            "temperature": params.get("temperature"),
+            "max_tokens": params.get("max_tokens"),
+            "provider": params.get("provider"),
+            "tools": None,
+            "messages": None,
+        }
+        stream = getattr(services.ai, "stream", None)
+        if request.progress is not None and stream is not None:
+            # Tokens as they come, reported as progress (text_chunk events for frontends).
+            reply: dict[str, Any] = {}
+            async for chunk in stream(**arguments):
+                if isinstance(chunk, str):
+                    request.progress({"delta": chunk})
+                else:
+                    reply = chunk
+        else:
+            reply = await services.ai.complete(**arguments)
         return NodeResult(
             output={
                 "text": reply.get("text") or "",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,6 +41,9 @@ class NodeRequest:
     timeout_s: float | None = None
     # The execution's tenant: a child execution (subworkflow, map) runs in the same one.
     tenant_id: str = ""
+    # Reports progress while the attempt runs (an llm node's tokens: {"delta": "..."}); the
+    # workflow service publishes it as events. None when nobody listens.
+    progress: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass

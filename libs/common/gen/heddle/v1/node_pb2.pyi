@@ -67,11 +67,13 @@ class NodeOutcome(_message.Message):
         FAILED: _ClassVar[NodeOutcome.Kind]
         WAITING: _ClassVar[NodeOutcome.Kind]
         SKIPPED: _ClassVar[NodeOutcome.Kind]
+        PROGRESS: _ClassVar[NodeOutcome.Kind]
     KIND_UNSPECIFIED: NodeOutcome.Kind
     SUCCEEDED: NodeOutcome.Kind
     FAILED: NodeOutcome.Kind
     WAITING: NodeOutcome.Kind
     SKIPPED: NodeOutcome.Kind
+    PROGRESS: NodeOutcome.Kind
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]

@@ -22,7 +22,8 @@ DEFAULT_PORTS = {
 }
 
 
-def _split(value: object) -> object:
+def split_csv(value: object) -> object:
+    """Validator: "a, b" from the environment becomes ["a", "b"]; lists pass through."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
@@ -100,7 +101,7 @@ class CommonSettings(BaseSettings):
         "(the workflow service); empty: secrets are unavailable.",
     )
 
-    _split_node_addresses = field_validator("node_addresses", mode="before")(_split)
+    _split_node_addresses = field_validator("node_addresses", mode="before")(split_csv)
 
     def port_for(self, service: str) -> int:
         """The gRPC port this service listens on."""

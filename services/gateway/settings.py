@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from libs.common.settings import CommonSettings, _split
+from libs.common.settings import CommonSettings, split_csv
 
 Dependency = Literal["workflow", "node", "ai", "tool", "scheduler", "log"]
 DEPENDENCIES: tuple[Dependency, ...] = ("workflow", "node", "ai", "tool", "scheduler", "log")
@@ -93,4 +93,4 @@ class GatewaySettings(CommonSettings):
         default=100, ge=1, description="Requests a key may send at once above the sustained rate."
     )
 
-    _split_ready_required = field_validator("ready_required", mode="before")(_split)
+    _split_ready_required = field_validator("ready_required", mode="before")(split_csv)

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from libs.common.settings import CommonSettings
+from libs.common.settings import CommonSettings, split_csv
 from services.node.executors.base import NodeSettings
 
 
@@ -28,12 +28,7 @@ class NodeServiceSettings(CommonSettings):
         default=86_400.0, gt=0, description="Longest a subworkflow/map node waits for a child."
     )
 
-    @field_validator("http_allow_hosts", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)
 
     def executor_settings(self) -> NodeSettings:
         return NodeSettings(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from libs.common.settings import CommonSettings
+from libs.common.settings import CommonSettings, split_csv
 
 MIB = 1024 * 1024
 
@@ -56,9 +56,4 @@ class ToolSettings(CommonSettings):
         default=60.0, gt=0, description="Upper bound of any tool call."
     )
 
-    @field_validator("http_allow_hosts", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)

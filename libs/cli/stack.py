@@ -73,6 +73,36 @@ async def start_stack(
 ) -> Stack:
     """Start every service; `overrides` are settings fields applied to all of them.
 
+    With ephemeral ports, a port found free can be taken by someone else before its service
+    binds it (the services must know each other's addresses up front): then the whole stack
+    starts again on other ports, up to three times.
+    """
+    attempts = 3 if ephemeral_ports else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return await _start_stack(
+                overrides,
+                ephemeral_ports=ephemeral_ports,
+                http_port=http_port,
+                admin_key_file=admin_key_file,
+                node_replicas=node_replicas,
+            )
+        except OSError:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _start_stack(
+    overrides: dict[str, Any] | None,
+    *,
+    ephemeral_ports: bool,
+    http_port: int | None,
+    admin_key_file: str | Path | None,
+    node_replicas: int,
+) -> Stack:
+    """Start every service once (see start_stack).
+
     With authentication on, the stack holds an admin key of the default tenant in
     `admin_key`: the one in admin_key_file when it is still valid, else a new one (written
     there, mode 0600, when a file is given). Without HEDDLE_SECRETS_KEY, tenant secrets are

@@ -489,10 +489,13 @@ async def start_grpc_server(
     reflection.enable_server_reflection(
         [*service_full_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    if tls is not None:
-        bound = server.add_secure_port(f"{host}:{port}", tls.server_credentials())
-    else:
-        bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        if tls is not None:
+            bound = server.add_secure_port(f"{host}:{port}", tls.server_credentials())
+        else:
+            bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as error:  # grpcio raises rather than returning 0 on some versions
+        raise OSError(f"{name}: cannot bind gRPC port {host}:{port}: {error}") from error
     if bound == 0:
         raise OSError(f"{name}: cannot bind gRPC port {host}:{port}")
     await server.start()

@@ -55,11 +55,6 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def is_sqlite(url: str) -> bool:
-    """True for a SQLite URL."""
-    return make_url(url).get_backend_name() == "sqlite"
-
-
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
     """An async engine for url; SQLite gets WAL, a busy timeout and its parent folder."""
     parsed = make_url(url)

@@ -189,13 +189,6 @@ def tracer(service: str) -> trace.Tracer:
     return trace.get_tracer(name)
 
 
-def inject_headers(context: Context | None = None) -> dict[str, str]:
-    """The W3C `traceparent` (and `tracestate`) of context, default the current one."""
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier, context=context)
-    return carrier
-
-
 def extract_context(carrier: Mapping[str, str] | Iterable[tuple[str, Any]]) -> Context | None:
     """The remote parent in carrier (headers, or gRPC metadata pairs); None without one."""
     if not isinstance(carrier, Mapping):

@@ -76,10 +76,6 @@ class NodeDispatcher:
         self._batch_size = batch_size
         self._default_timeout_s = default_timeout_s
 
-    @property
-    def replica_addresses(self) -> list[str]:
-        return [replica.address for replica in self._replicas]
-
     def stubs(self) -> list[node_pb2_grpc.NodeServiceStub]:
         """One stub per replica, healthy ones first."""
         now = time.monotonic()

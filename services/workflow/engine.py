@@ -464,10 +464,9 @@ class Engine:
     async def persist(self, runner: ExecutionRunner, batch: _Batch) -> None:
         """Write one batch in one transaction, fenced on ownership; retried through outages."""
         execution_values = dict(batch.execution)
+        # Every write extends the lease; a final one releases ownership (owner=None), still
+        # fenced on the current owner.
         execution_values.setdefault("lease_expires_at", self._lease_until())
-        if "owner" in execution_values:
-            # Releasing ownership: the fence must still match on the current owner.
-            execution_values["owner"] = None
 
         nodes = [
             {"execution_id": runner.id, "node_id": node.node_id, **node.row()}

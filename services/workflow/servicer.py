@@ -33,9 +33,12 @@ _ACTIONS = {
     workflow_pb2.ControlExecutionRequest.PAUSE: "pause",
     workflow_pb2.ControlExecutionRequest.RESUME: "resume",
 }
-# Followers of an execution another replica drives see its events within this (their own
-# replica's executions wake them at once). Cheaper than every replica consuming every event.
+# Followers of an execution another replica drives see its events within this. Cheaper than
+# every replica consuming every event.
 _POLL_S = 0.25
+# Followers of an execution this replica drives are woken by every write; the poll is only a
+# safety net (a takeover moves the execution away), so an idle stream costs little.
+_LOCAL_POLL_S = 5.0
 
 
 def _ts(value: dt.datetime | None) -> Timestamp | None:
@@ -371,7 +374,8 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
         """A wake-up registered BEFORE the caller reads the database: a write (and its
         notification) landing between the read and the wait must not be missed, or the
         follower would sleep a whole poll interval with news waiting."""
-        wake = asyncio.ensure_future(self.engine.notifier.wait(execution_id, _POLL_S))
+        interval = _LOCAL_POLL_S if execution_id in self.engine.runners else _POLL_S
+        wake = asyncio.ensure_future(self.engine.notifier.wait(execution_id, interval))
         await asyncio.sleep(0)  # let it register its waiter now
         try:
             yield wake

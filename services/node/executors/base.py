@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from libs.common import expressions
 from libs.common.node_types import NodeTypeSpec
+from libs.common.settings import split_csv
 
 MIB = 1024 * 1024
 
@@ -156,13 +157,7 @@ class NodeSettings(BaseModel):
     )
     agent_max_steps: int = Field(default=50, gt=0, description="Upper bound of max_steps.")
 
-    @field_validator("http_allow_hosts", mode="before")
-    @classmethod
-    def _split_comma_separated(cls, value: Any) -> Any:
-        # HEDDLE_HTTP_ALLOW_HOSTS arrives as "a.example,10.0.0.0/8".
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)
 
 
 @dataclass

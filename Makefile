@@ -21,7 +21,14 @@ run: $(STAMP)
 
 ## Start local PostgreSQL/Redis/RabbitMQ if down, then run the whole suite
 test: $(STAMP) infra
+	@scripts/ensure_chromium.sh
+	@echo "Console screenshots: $(CURDIR)/var/screenshots"
 	$(BIN)/python -m pytest -q
+	@echo "Console screenshots: $(CURDIR)/var/screenshots"
+
+## Rebuild the web console (console/ -> services/gateway/console_dist, committed)
+console:
+	cd console && npm ci --no-audit --no-fund && npm run build
 
 infra:
 	@scripts/ensure_infra.sh

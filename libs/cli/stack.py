@@ -186,6 +186,8 @@ async def _start_stack(
         stack.gateway_url = f"http://{gateway_settings.http_host}:{bound}"
         if gateway_settings.auth_enabled:
             stack.admin_key = await _admin_key(gateway.app.state.security, admin_key_file)
+            # The console of the embedded stack signs itself in (loopback callers only).
+            gateway.app.state.console_dev_key = stack.admin_key
     except BaseException:
         await stack.stop()
         raise

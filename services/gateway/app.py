@@ -14,6 +14,7 @@ from services.gateway.clients import ServiceClients
 from services.gateway.errors import CatchAllMiddleware, install_error_handlers
 from services.gateway.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from services.gateway.routes import catalog, executions, health, schedules, security, workflows
+from services.gateway.routes.console import install_console
 from services.gateway.schemas import WorkflowDefinition
 from services.gateway.settings import GatewaySettings
 
@@ -46,6 +47,7 @@ def create_app(
     ):
         app.include_router(router, dependencies=authenticated)
     app.include_router(executions.ws_router)
+    install_console(app)
     install_error_handlers(app)
     # Added innermost first: request ids wrap everything, so even a 413 carries one.
     app.add_middleware(CatchAllMiddleware)

@@ -46,6 +46,11 @@ class GatewaySettings(CommonSettings):
         description="Comma-separated dependencies whose outage makes /readyz answer 503 "
         "(the others are reported only). Default: all, so that 200 means the stack is up.",
     )
+    jaeger_ui_url: str = Field(
+        default="",
+        description="Base URL of the Jaeger UI (e.g. http://localhost:16686); the console links "
+        "each execution's trace there. Empty: no link.",
+    )
     shutdown_grace_s: int = Field(
         default=5, ge=0, description="Seconds open connections get to finish on shutdown."
     )

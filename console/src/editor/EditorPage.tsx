@@ -1,0 +1,3 @@
+export function EditorPage({ workflowId }: { workflowId: string | null }) {
+  return <div>Editor for {workflowId ?? "a new workflow"}</div>;
+}

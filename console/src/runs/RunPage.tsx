@@ -1,0 +1,3 @@
+export function RunPage({ workflowId }: { workflowId: string }) {
+  return <div>Run {workflowId}</div>;
+}

@@ -1,0 +1,47 @@
+"""The gateway serves the built console at `/` and tells it what it needs before sign-in."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from libs.cli.stack import Stack
+
+
+async def test_index_and_assets_are_served_with_a_strict_policy(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.gateway_url) as http:
+        index = await http.get("/")
+        assert index.status_code == 200
+        assert index.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in index.headers["content-security-policy"]
+        assert index.headers["cache-control"] == "no-cache"
+        scripts = re.findall(r'src="(/assets/[^"]+\.js)"', index.text)
+        assert scripts, index.text
+        asset = await http.get(scripts[0])
+        assert asset.status_code == 200
+        assert "immutable" in asset.headers["cache-control"]
+        missing = await http.get("/assets/nope.js")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"]
+
+
+async def test_the_embedded_stack_offers_its_development_key_to_loopback_callers(
+    stack: Stack,
+) -> None:
+    async with httpx.AsyncClient(base_url=stack.gateway_url) as http:
+        config = (await http.get("/console/config")).json()
+        assert config["dev_api_key"] == stack.admin_key
+        assert config["dev_api_key"]
+        workflows = await http.get(
+            "/api/v1/workflows", headers={"Authorization": f"Bearer {config['dev_api_key']}"}
+        )
+        assert workflows.status_code == 200
+
+
+async def test_a_remote_caller_is_not_offered_the_development_key(stack: Stack) -> None:
+    app = stack.services["gateway"].app
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        config = (await http.get("/console/config")).json()
+    assert config["dev_api_key"] is None

@@ -442,6 +442,15 @@ def _refuse(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         return grpc.unary_stream_rpc_method_handler(
             deny_stream, request_deserializer=handler.request_deserializer
         )
+    if handler.stream_stream is not None:
+
+        async def deny_bidi(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await deny(None, context)
+            yield  # pragma: no cover - abort raised
+
+        return grpc.stream_stream_rpc_method_handler(
+            deny_bidi, request_deserializer=handler.request_deserializer
+        )
     return grpc.unary_unary_rpc_method_handler(
         deny, request_deserializer=handler.request_deserializer
     )

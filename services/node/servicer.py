@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -228,6 +229,55 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 return await self.runner.run(request)
             finally:
                 self.in_flight -= 1
+
+    async def Work(
+        self,
+        requests: AsyncIterator[node_pb2.WorkRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[node_pb2.ExecuteNodesResponse]:
+        """Attempts arrive as messages and run concurrently; outcomes go back batched, as
+        they finish. The stream ending (or breaking) cancels what still runs: the dispatcher
+        retries those attempts elsewhere."""
+        done: asyncio.Queue[Outcome | None] = asyncio.Queue()  # None: the dispatcher closed
+        running: dict[tuple[str, str, int], asyncio.Task[None]] = {}
+
+        def finished(key: tuple[str, str, int], task: asyncio.Future[None]) -> None:
+            if running.get(key) is task:
+                del running[key]
+
+        async def receive() -> None:
+            async for request in requests:
+                for ref in request.cancel:
+                    cancelled = running.pop((ref.execution_id, ref.node_id, ref.attempt), None)
+                    if cancelled is not None:
+                        cancelled.cancel()
+                for task in request.tasks:
+                    key = (task.execution_id, task.node_id, task.attempt)
+                    attempt = asyncio.create_task(self._run(task, done))  # type: ignore[arg-type]
+                    attempt.add_done_callback(functools.partial(finished, key))
+                    running[key] = attempt
+            done.put_nowait(None)
+
+        receiver = asyncio.create_task(receive())
+        closing = False
+        try:
+            while not (closing and done.empty() and all(t.done() for t in running.values())):
+                batch: list[Outcome] = []
+                item = await done.get()
+                while True:
+                    if item is None:
+                        closing = True  # finish what runs, then end the stream
+                    else:
+                        batch.append(item)
+                    if done.empty():
+                        break
+                    item = done.get_nowait()
+                if batch:
+                    yield node_pb2.ExecuteNodesResponse(outcomes=batch)
+        finally:
+            receiver.cancel()
+            for attempt in running.values():
+                attempt.cancel()
 
     async def ExecuteNodes(
         self, request: node_pb2.ExecuteNodesRequest, context: grpc.aio.ServicerContext

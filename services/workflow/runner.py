@@ -902,7 +902,7 @@ class ExecutionRunner:
             )
             self.handles.append(handle)
             if len(self.handles) > 64:
-                self.handles = [h for h in self.handles if h.tasks]
+                self.handles = [h for h in self.handles if h.active()]
 
     # ---- helpers ------------------------------------------------------------------------
 

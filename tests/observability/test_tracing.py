@@ -127,9 +127,10 @@ async def test_one_trace_covers_an_execution_end_to_end(
     def executed_by(node_id: str) -> ReadableSpan:
         return _one(spans, f"node.execute {attempts[node_id].attributes['heddle.node_type']}")
 
-    # The batch call from the dispatcher to the node replica joins the trace too.
-    dispatch = [s for s in spans if s.name == "heddle.v1.NodeService/ExecuteNodes"]
-    assert dispatch and all(_descends(s, start, spans) for s in dispatch)
+    # Attempts travel on the dispatcher's long-lived Work stream, which belongs to no one
+    # execution: each node.execute joins its node.attempt through the task's traceparent
+    # (checked above), and the stream itself stays out of the trace.
+    assert not [s for s in spans if s.name.endswith("NodeService/Work")]
 
     ai = [
         s

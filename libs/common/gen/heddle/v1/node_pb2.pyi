@@ -106,6 +106,24 @@ class ExecuteNodesRequest(_message.Message):
     tasks: _containers.RepeatedCompositeFieldContainer[NodeTask]
     def __init__(self, tasks: _Optional[_Iterable[_Union[NodeTask, _Mapping]]] = ...) -> None: ...
 
+class WorkRequest(_message.Message):
+    __slots__ = ("tasks", "cancel")
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[NodeTask]
+    cancel: _containers.RepeatedCompositeFieldContainer[AttemptRef]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[NodeTask, _Mapping]]] = ..., cancel: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ...) -> None: ...
+
+class AttemptRef(_message.Message):
+    __slots__ = ("execution_id", "node_id", "attempt")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    node_id: str
+    attempt: int
+    def __init__(self, execution_id: _Optional[str] = ..., node_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+
 class ExecuteNodesResponse(_message.Message):
     __slots__ = ("outcomes",)
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]

@@ -50,6 +50,11 @@ class NodeServiceStub(object):
                 request_serializer=heddle_dot_v1_dot_node__pb2.NodeTask.SerializeToString,
                 response_deserializer=heddle_dot_v1_dot_node__pb2.NodeOutcome.FromString,
                 _registered_method=True)
+        self.Work = channel.stream_stream(
+                '/heddle.v1.NodeService/Work',
+                request_serializer=heddle_dot_v1_dot_node__pb2.WorkRequest.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_node__pb2.ExecuteNodesResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer(object):
@@ -72,7 +77,18 @@ class NodeServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ExecuteNode(self, request, context):
-        """One attempt, unary: the cheaper call when a single node is ready (a chain's step).
+        """One attempt, unary: a node with `timeout_s` travels alone, its timeout the deadline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Work(self, request_iterator, context):
+        """The long-lived work stream of one workflow replica to one node replica: attempts (and
+        cancellations) go out as messages, outcomes and progress come back as they are known.
+        No per-call setup, interceptors or HTTP/2 stream per attempt: a chain's step costs one
+        message each way. When the stream breaks, the attempts in flight on it are retried on
+        another replica.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,6 +111,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.ExecuteNode,
                     request_deserializer=heddle_dot_v1_dot_node__pb2.NodeTask.FromString,
                     response_serializer=heddle_dot_v1_dot_node__pb2.NodeOutcome.SerializeToString,
+            ),
+            'Work': grpc.stream_stream_rpc_method_handler(
+                    servicer.Work,
+                    request_deserializer=heddle_dot_v1_dot_node__pb2.WorkRequest.FromString,
+                    response_serializer=heddle_dot_v1_dot_node__pb2.ExecuteNodesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +200,33 @@ class NodeService(object):
             '/heddle.v1.NodeService/ExecuteNode',
             heddle_dot_v1_dot_node__pb2.NodeTask.SerializeToString,
             heddle_dot_v1_dot_node__pb2.NodeOutcome.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Work(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/heddle.v1.NodeService/Work',
+            heddle_dot_v1_dot_node__pb2.WorkRequest.SerializeToString,
+            heddle_dot_v1_dot_node__pb2.ExecuteNodesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,171 @@
+"""The dispatcher's long-lived Work streams to node replicas: outcomes come back per attempt,
+cancellation and the default deadline travel as messages, and a broken stream hands its
+attempts back for a retry elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+from heddle.v1 import node_pb2, node_pb2_grpc
+
+from libs.common import jsonutil
+from libs.common.grpcutil import AUTH_METADATA_KEY, create_channel
+from services.node.server import NodeService, serve
+from services.node.settings import NodeServiceSettings
+from services.workflow.dispatcher import NodeDispatcher
+from tests.helpers import assert_eventually
+
+TOKEN = "work-stream-token"
+
+
+@pytest.fixture
+async def replicas() -> AsyncIterator[list[NodeService]]:
+    started = [await serve(NodeServiceSettings(grpc_port=0, service_token=TOKEN)) for _ in range(2)]
+    try:
+        yield started
+    finally:
+        for replica in started:
+            await replica.stop(grace=0)
+
+
+def _task(node_id: str, node_type: str = "noop", **params: object) -> node_pb2.NodeTask:
+    return node_pb2.NodeTask(
+        execution_id="e1",
+        workflow_id="w1",
+        node_id=node_id,
+        node_type=node_type,
+        attempt=1,
+        idempotency_key=f"e1/{node_id}/1",
+        params_json=jsonutil.dumps(params),
+        context_json=jsonutil.dumps({"inputs": {"x": node_id}}),
+        tenant_id="t1",
+    )
+
+
+@dataclass
+class Recorder:
+    outcomes: list[node_pb2.NodeOutcome] = field(default_factory=list)
+    failures: list[tuple[list[str], str]] = field(default_factory=list)
+
+    def on_outcomes(self, outcomes: Sequence[node_pb2.NodeOutcome]) -> None:
+        self.outcomes.extend(outcomes)
+
+    def on_failure(self, tasks: Sequence[node_pb2.NodeTask], reason: str) -> None:
+        self.failures.append(([task.node_id for task in tasks], reason))
+
+
+def _addresses(replicas: list[NodeService]) -> list[str]:
+    return [f"127.0.0.1:{replica.port}" for replica in replicas]
+
+
+async def test_a_wave_travels_on_both_streams_and_every_attempt_gets_its_outcome(
+    replicas: list[NodeService],
+) -> None:
+    dispatcher = NodeDispatcher(_addresses(replicas), service_token=TOKEN)
+    seen = Recorder()
+    try:
+        dispatcher.dispatch([_task(f"n{i}") for i in range(40)], seen.on_outcomes, seen.on_failure)
+        await assert_eventually(lambda: len(seen.outcomes) == 40)
+        assert sorted(o.node_id for o in seen.outcomes) == sorted(f"n{i}" for i in range(40))
+        assert all(o.kind == node_pb2.NodeOutcome.SUCCEEDED for o in seen.outcomes)
+        assert all(count > 0 for count in dispatcher.stats().values()), dispatcher.stats()
+        # A chain's steps reuse the open streams: no new call per attempt.
+        for step in range(5):
+            dispatcher.dispatch([_task(f"c{step}")], seen.on_outcomes, seen.on_failure)
+            await assert_eventually(lambda step=step: seen.outcomes[-1].node_id == f"c{step}")
+        assert not seen.failures
+    finally:
+        await dispatcher.close()
+
+
+async def test_cancelling_a_dispatch_stops_the_attempt_on_the_replica(
+    replicas: list[NodeService],
+) -> None:
+    dispatcher = NodeDispatcher(_addresses(replicas)[:1], service_token=TOKEN)
+    seen = Recorder()
+    servicer = replicas[0].servicer
+    try:
+        handle = dispatcher.dispatch(
+            [_task("slow", "delay", seconds=30)], seen.on_outcomes, seen.on_failure
+        )
+        await assert_eventually(lambda: servicer.in_flight == 1)
+        assert handle.active()
+        handle.cancel()
+        assert not handle.active()
+        await assert_eventually(lambda: servicer.in_flight == 0)
+        # The stream lives on for the next attempt.
+        dispatcher.dispatch([_task("next")], seen.on_outcomes, seen.on_failure)
+        await assert_eventually(lambda: [o.node_id for o in seen.outcomes] == ["next"])
+        assert not seen.failures
+    finally:
+        await dispatcher.close()
+
+
+async def test_an_attempt_without_outcome_expires_at_the_default_deadline(
+    replicas: list[NodeService],
+) -> None:
+    dispatcher = NodeDispatcher(
+        _addresses(replicas)[:1], service_token=TOKEN, default_timeout_s=0.3
+    )
+    seen = Recorder()
+    try:
+        dispatcher.dispatch([_task("slow", "delay", seconds=30)], seen.on_outcomes, seen.on_failure)
+        await assert_eventually(lambda: len(seen.failures) == 1)
+        [(node_ids, reason)] = seen.failures
+        assert node_ids == ["slow"] and reason.startswith("DeadlineExceeded")
+        # ...and the replica was told to stop it.
+        await assert_eventually(lambda: replicas[0].servicer.in_flight == 0)
+        assert not seen.outcomes
+    finally:
+        await dispatcher.close()
+
+
+async def test_a_replica_dying_hands_its_attempts_back_and_benches_it(
+    replicas: list[NodeService],
+) -> None:
+    doomed, survivor = replicas
+    dispatcher = NodeDispatcher(_addresses(replicas), service_token=TOKEN)
+    seen = Recorder()
+    try:
+        # One attempt per replica (round-robin), both still running when one replica dies.
+        for name in ("a", "b"):
+            dispatcher.dispatch(
+                [_task(name, "delay", seconds=30)], seen.on_outcomes, seen.on_failure
+            )
+        await assert_eventually(
+            lambda: doomed.servicer.in_flight == 1 and survivor.servicer.in_flight == 1
+        )
+        await doomed.stop(grace=0)
+        await assert_eventually(lambda: len(seen.failures) == 1)
+        [(node_ids, reason)] = seen.failures
+        assert len(node_ids) == 1 and reason.startswith("NodeUnavailable")
+        # The benched replica is skipped: the next attempts all go to the survivor.
+        for step in range(4):
+            dispatcher.dispatch([_task(f"r{step}")], seen.on_outcomes, seen.on_failure)
+        await assert_eventually(lambda: len(seen.outcomes) == 4)
+        assert survivor.servicer.in_flight == 1  # the other long attempt, untouched
+    finally:
+        await dispatcher.close()
+
+
+async def test_the_work_stream_needs_the_service_token(replicas: list[NodeService]) -> None:
+    address = _addresses(replicas)[0]
+    async with create_channel(address) as channel:
+        stub = node_pb2_grpc.NodeServiceStub(channel)
+        refused = stub.Work()
+        await refused.write(node_pb2.WorkRequest(tasks=[_task("x")]))
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await refused.read()
+        assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        served = stub.Work(metadata=((AUTH_METADATA_KEY, TOKEN),))
+        await served.write(node_pb2.WorkRequest(tasks=[_task("x")]))
+        response = await asyncio.wait_for(served.read(), 10)
+        assert [o.node_id for o in response.outcomes] == ["x"]
+        await served.done_writing()
+        # The dispatcher closing its side ends the stream once nothing runs.
+        assert await asyncio.wait_for(served.read(), 10) is grpc.aio.EOF

@@ -10,22 +10,44 @@ import { RunPage } from "./runs/RunPage";
 
 type Auth = "checking" | "signed-in" | "signed-out";
 
+// Set by "Sign out" for this tab, so that the development key is not taken again at once.
+const SIGNED_OUT = "heddle.signedOut";
+
 export function App() {
   const route = useRoute();
   const [auth, setAuth] = useState<Auth>("checking");
   const [jaegerUrl, setJaegerUrl] = useState<string | null>(null);
+  const [devKey, setDevKey] = useState<string | null>(null);
 
   useEffect(() => {
     (async () => {
       const config = await consoleConfig();
       setJaegerUrl(config.jaeger_url);
-      if (!getApiKey() && config.dev_api_key) setApiKey(config.dev_api_key);
-      setAuth((await keyWorks()) ? "signed-in" : "signed-out");
+      setDevKey(config.dev_api_key);
+      const stored = getApiKey();
+      if (stored && (await checkKey()) !== "refused") return setAuth("signed-in");
+      // No key, or a stale one (the embedded stack of `make run` may have a new dev key).
+      const offered = config.dev_api_key;
+      if (offered && offered !== stored && !sessionStorage.getItem(SIGNED_OUT)) {
+        setApiKey(offered);
+        if ((await checkKey()) !== "refused") return setAuth("signed-in");
+      }
+      setApiKey(null);
+      setAuth("signed-out");
     })();
   }, []);
 
   if (auth === "checking") return <div className="splash">Loading…</div>;
-  if (auth === "signed-out") return <SignIn onSignedIn={() => setAuth("signed-in")} />;
+  if (auth === "signed-out")
+    return (
+      <SignIn
+        devKey={devKey}
+        onSignedIn={() => {
+          sessionStorage.removeItem(SIGNED_OUT);
+          setAuth("signed-in");
+        }}
+      />
+    );
 
   const [section = "workflows", id, sub] = route;
   let page;
@@ -51,11 +73,15 @@ export function App() {
             Schedules
           </a>
         </nav>
+        <span className="who" title="The API key this console uses">
+          {keyLabel(getApiKey())}
+        </span>
         <button
-          className="link"
+          className="link signout"
           data-testid="sign-out"
           onClick={() => {
             setApiKey(null);
+            sessionStorage.setItem(SIGNED_OUT, "1");
             setAuth("signed-out");
             navigate("/workflows");
           }}
@@ -68,48 +94,89 @@ export function App() {
   );
 }
 
-async function keyWorks(): Promise<boolean> {
-  if (!getApiKey()) return false;
+/** The visible part of a key (`hk_<prefix>_<secret>` → `hk_<prefix>`), never the secret. */
+function keyLabel(key: string | null): string {
+  const parts = (key ?? "").split("_");
+  return parts.length >= 3 && parts[0] === "hk" ? `${parts[0]}_${parts[1]}` : "API key";
+}
+
+type KeyCheck = "ok" | "refused" | "unreachable";
+
+/** Whether the gateway takes the stored key. Only a 401 or 403 is a refusal: a gateway
+ * that is up but missing a dependency does not sign anyone out. */
+async function checkKey(): Promise<KeyCheck> {
+  if (!getApiKey()) return "refused";
   try {
     await api("/api/v1/workflows?page_size=1");
-    return true;
+    return "ok";
   } catch (error) {
-    return !(error instanceof ApiError && (error.status === 401 || error.status === 403));
+    if (error instanceof ApiError) return error.status === 401 || error.status === 403 ? "refused" : "ok";
+    return "unreachable";
   }
 }
 
-function SignIn({ onSignedIn }: { onSignedIn: () => void }) {
+function SignIn({ devKey, onSignedIn }: { devKey: string | null; onSignedIn: () => void }) {
   const [key, setKey] = useState("");
   const [error, setError] = useState<string | null>(null);
+  const [checking, setChecking] = useState(false);
+
+  const signIn = async (candidate: string) => {
+    setChecking(true);
+    setError(null);
+    setApiKey(candidate.trim());
+    const result = await checkKey();
+    setChecking(false);
+    if (result === "ok") return onSignedIn();
+    setApiKey(null);
+    setError(
+      result === "refused"
+        ? "That API key was refused. Check that it is complete and not revoked or expired."
+        : "The gateway could not be reached. Is Heddle running?",
+    );
+  };
+
   return (
     <div className="signin">
       <form
-        onSubmit={async (event) => {
+        data-testid="sign-in-form"
+        onSubmit={(event) => {
           event.preventDefault();
-          setApiKey(key.trim());
-          if (await keyWorks()) onSignedIn();
-          else {
-            setApiKey(null);
-            setError("That API key was refused.");
-          }
+          signIn(key);
         }}
       >
-        <h1>Heddle</h1>
+        <div className="signin-brand">Heddle</div>
+        <h1>Sign in</h1>
+        <p className="muted">
+          Paste an API key (<code>hk_…</code>). The development key of <code>make run</code> is
+          in <code>var/dev-api-key</code>; an admin creates more keys with{" "}
+          <code>POST /api/v1/api-keys</code>.
+        </p>
         <label>
           API key
           <input
             data-testid="api-key"
             type="password"
             autoFocus
+            autoComplete="current-password"
             placeholder="hk_…"
             value={key}
             onChange={(event) => setKey(event.target.value)}
+            aria-invalid={error !== null}
           />
         </label>
-        {error && <p className="error">{error}</p>}
-        <button type="submit" className="primary" data-testid="sign-in">
-          Sign in
+        {error && (
+          <p className="error" role="alert" data-testid="sign-in-error">
+            {error}
+          </p>
+        )}
+        <button type="submit" className="primary" data-testid="sign-in" disabled={checking || !key.trim()}>
+          {checking ? "Checking…" : "Sign in"}
         </button>
+        {devKey && (
+          <button type="button" data-testid="sign-in-dev" disabled={checking} onClick={() => signIn(devKey)}>
+            Use the development key
+          </button>
+        )}
       </form>
     </div>
   );

@@ -13,6 +13,9 @@ export interface NodeDef {
   cache?: Record<string, unknown> | boolean;
   /** Editor-only layout, kept in the definition so that a saved graph reopens as it was. */
   position?: { x: number; y: number };
+  /** Display name on the canvas (the id stays what templates reference). */
+  label?: string;
+  description?: string;
   [key: string]: unknown;
 }
 
@@ -52,6 +55,25 @@ export interface NodeType {
   [key: string]: unknown;
 }
 
+/** A node type as GET /api/v1/node-types lists it (libs/common/node_types.py NodeTypeSpec). */
+export interface NodeTypeSpec {
+  type: string;
+  version: number;
+  title: string;
+  description: string;
+  /** Palette group: core, flow, ai, integration, human. */
+  category: string;
+  params_schema: JsonSchema;
+  output_schema: JsonSchema;
+  input_ports: string[];
+  /** Input ports that aggregate every incoming edge into a list. */
+  list_input_ports: string[];
+  /** Static output handles; `out` is the one an edge without `source_port` leaves. */
+  output_ports: string[];
+  /** `switch_cases`: one output port per entry of `params.cases`, plus `default`. */
+  dynamic_ports: "switch_cases" | null;
+}
+
 export type JsonSchema = {
   type?: string | string[];
   properties?: Record<string, JsonSchema>;
@@ -68,6 +90,7 @@ export interface Workflow {
   name: string;
   version: number;
   definition: Definition;
+  description?: string;
   created_at?: string;
   updated_at?: string;
   [key: string]: unknown;
@@ -80,6 +103,23 @@ export interface ValidationProblem {
   edge?: EdgeDef | string | null;
   field?: string | null;
   [key: string]: unknown;
+}
+
+/** One problem of POST /api/v1/workflows/validate, located by node id, edge index, field. */
+export interface ValidationIssue {
+  code: string;
+  message: string;
+  node_id: string | null;
+  /** Index into the definition's `edges`. */
+  edge: number | null;
+  /** Path such as `nodes[2].params.url`. */
+  field: string | null;
+  severity: "error" | "warning";
+}
+
+export interface ValidationReport {
+  valid: boolean;
+  issues: ValidationIssue[];
 }
 
 export type ExecutionStatus =
@@ -125,6 +165,9 @@ export interface Execution {
   created_at?: string;
   started_at?: string | null;
   finished_at?: string | null;
+  duration_ms?: number | null;
+  /** What started it: api, schedule, webhook:<name>, retry, subworkflow. */
+  trigger?: string;
   nodes?: NodeRun[];
   [key: string]: unknown;
 }
@@ -138,4 +181,23 @@ export interface ExecutionEvent {
   trace_id?: string;
   data?: Record<string, unknown>;
   [key: string]: unknown;
+}
+
+/** A cron schedule (`/api/v1/schedules`). */
+export interface Schedule {
+  id: string;
+  name: string;
+  workflow_id: string;
+  cron: string;
+  timezone: string;
+  inputs?: Record<string, unknown> | null;
+  enabled: boolean;
+  misfire_policy: "skip" | "run_once" | "run_all";
+  misfire_limit: number;
+  start_at?: string | null;
+  end_at?: string | null;
+  next_fire_at?: string | null;
+  last_fire_at?: string | null;
+  created_at?: string | null;
+  updated_at?: string | null;
 }

@@ -93,7 +93,11 @@ class Engine:
         self.settings = settings
         self.sessions = sessions
         self.db: AsyncEngine = sessions.kw["bind"]
-        self._postgres = self.db.dialect.name == "postgresql"
+        self._writer = (
+            pg_writer.BatchWriter(self.db.url.render_as_string(hide_password=False))
+            if self.db.dialect.name == "postgresql"
+            else None
+        )
         self.dispatcher = dispatcher
         self.catalog = catalog
         self.kv = kv
@@ -128,6 +132,8 @@ class Engine:
         await asyncio.gather(
             *self._background, *(r.task for r in runners if r.task), return_exceptions=True
         )
+        if self._writer is not None:
+            await self._writer.close()
 
     # ---- compiled definitions -----------------------------------------------------------
 
@@ -474,29 +480,27 @@ class Engine:
         ]
 
         async def write() -> None:
-            async with self.db.connect() as connection:
-                if self._postgres:
-                    owned = await pg_writer.write_batch(
-                        connection,
-                        execution_id=runner.id,
-                        owner=self.settings.replica_id,
-                        execution_values=execution_values,
-                        nodes=nodes,
-                        events=batch.events,
-                        trace_id=runner.row.trace_id,
-                        tenant_id=runner.row.tenant_id,
-                        workflow_id=runner.row.workflow_id,
+            if self._writer is not None:
+                owned = await self._writer.write(
+                    execution_id=runner.id,
+                    owner=self.settings.replica_id,
+                    execution_values=execution_values,
+                    nodes=nodes,
+                    events=batch.events,
+                    trace_id=runner.row.trace_id,
+                    tenant_id=runner.row.tenant_id,
+                    workflow_id=runner.row.workflow_id,
+                )
+            else:
+                async with self.db.begin() as connection:
+                    owned = await repo.fence_execution(
+                        connection, runner.id, self.settings.replica_id, execution_values
                     )
-                else:
-                    async with connection.begin():
-                        owned = await repo.fence_execution(
-                            connection, runner.id, self.settings.replica_id, execution_values
-                        )
-                        if owned:
-                            await repo.update_node_runs(connection, nodes)
-                            await repo.insert_event_rows(connection, batch.events)
-                if not owned:
-                    raise LostOwnership(runner.id)
+                    if owned:
+                        await repo.update_node_runs(connection, nodes)
+                        await repo.insert_event_rows(connection, batch.events)
+            if not owned:
+                raise LostOwnership(runner.id)
 
         await self.with_db_retries(write)
         if batch.events:

@@ -26,6 +26,7 @@ from libs.common.tracing import (
     TRACEPARENT,
     current_traceparent,
     extract_context,
+    spans_wanted,
     tracer,
 )
 
@@ -65,6 +66,11 @@ def publishing(
     }
     if messages != 1:
         attributes["messaging.batch.message_count"] = messages
+    if not spans_wanted():
+        # Nobody reads spans: carry the caller's trace context to the consumers, no span.
+        span = trace.get_current_span(parent)
+        yield {TRACEPARENT: current_traceparent(span)} if span.get_span_context().is_valid else {}
+        return
     with _TRACER.start_as_current_span(
         f"publish {exchange}", context=parent, kind=trace.SpanKind.PRODUCER, attributes=attributes
     ) as span:

@@ -14,11 +14,13 @@ the failed one is benched for a moment).
 from __future__ import annotations
 
 import asyncio
-import itertools
+import dataclasses
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from heddle.v1 import node_pb2, node_pb2_grpc
@@ -226,10 +228,42 @@ class _Replica:
     in_flight: int = 0
     calls: int = 0
     stream: _WorkStream | None = None
+    origin: str = ""  # the dns target it was resolved from
+    retired: bool = False  # no longer resolved: gets no new work, dropped once idle
+
+
+def _dns_name(address: str) -> tuple[str, str] | None:
+    """(host, port) of a `dns:[//authority]/host:port` target; None for other targets."""
+    if not address.startswith("dns:"):
+        return None
+    rest = address.removeprefix("dns:")
+    if rest.startswith("//"):
+        rest = rest[2:].partition("/")[2]
+    host, _, port = rest.rpartition(":")
+    return (host.strip("[]"), port) if host and port else None
+
+
+def _targets(infos: Sequence[tuple[Any, ...]], port: str) -> list[str]:
+    addresses = sorted({info[4][0] for info in infos})
+    return [f"ipv6:[{ip}]:{port}" if ":" in ip else f"ipv4:{ip}:{port}" for ip in addresses]
+
+
+def _resolve_now(host: str, port: str) -> list[str]:
+    try:
+        return _targets(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM), port)
+    except OSError:
+        return []
 
 
 class NodeDispatcher:
-    """Sends node attempts to node replicas and routes their outcomes back."""
+    """Sends node attempts to node replicas and routes their outcomes back.
+
+    A `dns:///name:port` address stands for every replica the name resolves to (a
+    Kubernetes headless service, a compose service with several containers): a work stream
+    is pinned to one server, so the dispatcher resolves the name itself, keeps a replica per
+    address, and re-resolves every few seconds to follow scaling (a vanished replica is
+    retired once nothing runs on it).
+    """
 
     def __init__(
         self,
@@ -239,18 +273,71 @@ class NodeDispatcher:
         default_timeout_s: float = 3600.0,
         service_token: str = "",
         tls: TlsFiles | None = None,
+        resolve_every_s: float = 10.0,
     ) -> None:
         if not addresses:
             raise ValueError("HEDDLE_NODE_ADDRESSES: at least one node replica address is needed")
-        self._replicas = [
-            _Replica(address, node_pb2_grpc.NodeServiceStub(channel), channel)
-            for address in addresses
-            for channel in [create_channel(address, service_token=service_token, tls=tls)]
-        ]
-        self._next = itertools.cycle(range(len(self._replicas)))
+        self._service_token = service_token
+        self._tls = tls
+        self._replicas: list[_Replica] = []
+        self._names: dict[str, tuple[str, str]] = {}  # dns target -> (host, port)
+        for address in addresses:
+            name = _dns_name(address)
+            if name is None:
+                self._add(address, tls)
+                continue
+            self._names[address] = name
+            resolved = _resolve_now(*name)
+            for target in resolved or [address]:  # unresolvable now: let gRPC retry the name
+                self._add(target, self._tls_for(name[0]), origin=address)
+        self._turn = 0
         self._batch_size = batch_size
         self._default_timeout_s = default_timeout_s
         self._metadata = ((AUTH_METADATA_KEY, service_token),) if service_token else ()
+        self._resolve_every_s = resolve_every_s
+        self._resolver: asyncio.Task[None] | None = None
+
+    def _tls_for(self, host: str) -> TlsFiles | None:
+        # Certificates name the service, not the pod address the channel now dials.
+        if self._tls is None or self._tls.server_name:
+            return self._tls
+        return dataclasses.replace(self._tls, server_name=host)
+
+    def _add(self, address: str, tls: TlsFiles | None, origin: str = "") -> None:
+        channel = create_channel(address, service_token=self._service_token, tls=tls)
+        stub = node_pb2_grpc.NodeServiceStub(channel)
+        self._replicas.append(_Replica(address, stub, channel, origin=origin))
+
+    async def _resolve_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._resolve_every_s)
+            for target, (host, port) in self._names.items():
+                try:
+                    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                except OSError:
+                    continue  # keep what we have until the name resolves again
+                self._follow(target, host, _targets(infos, port))
+            await self._drop_retired()
+
+    def _follow(self, target: str, host: str, wanted: list[str]) -> None:
+        known = {replica.address for replica in self._replicas}
+        for address in wanted:
+            if address not in known:
+                log.info("node replica appeared", extra={"replica": address})
+                self._add(address, self._tls_for(host), origin=target)
+        for replica in self._replicas:
+            # (The name itself, dialled while it did not resolve, retires once it does.)
+            if replica.origin == target and wanted:
+                replica.retired = replica.address not in wanted
+
+    async def _drop_retired(self) -> None:
+        for replica in [r for r in self._replicas if r.retired and r.in_flight == 0]:
+            log.info("node replica retired", extra={"replica": replica.address})
+            self._replicas.remove(replica)
+            if replica.stream is not None:
+                await replica.stream.close()
+            await replica.channel.close()
 
     def stubs(self) -> list[node_pb2_grpc.NodeServiceStub]:
         """One stub per replica, healthy ones first."""
@@ -263,12 +350,14 @@ class NodeDispatcher:
 
     def _pick(self) -> _Replica:
         now = time.monotonic()
-        for _ in range(len(self._replicas)):
-            replica = self._replicas[next(self._next)]
+        live = [r for r in self._replicas if not r.retired] or self._replicas
+        for _ in range(len(live)):
+            self._turn += 1
+            replica = live[self._turn % len(live)]
             if replica.benched_until <= now:
                 return replica
         # Every replica is benched: try the least recently benched rather than stall.
-        return min(self._replicas, key=lambda r: r.benched_until)
+        return min(live, key=lambda r: r.benched_until)
 
     def dispatch(
         self,
@@ -277,6 +366,8 @@ class NodeDispatcher:
         on_failure: FailureHandler,
     ) -> DispatchHandle:
         """Start sending tasks; returns at once. Handlers run on the event loop."""
+        if self._names and self._resolver is None:
+            self._resolver = asyncio.create_task(self._resolve_loop(), name="node-resolver")
         handle = DispatchHandle()
         batch: list[node_pb2.NodeTask] = []
         for task in tasks:
@@ -362,6 +453,8 @@ class NodeDispatcher:
             on_failure(list(pending.values()), "NodeUnavailable: replica returned no outcome")
 
     async def close(self) -> None:
+        if self._resolver is not None:
+            self._resolver.cancel()
         for replica in self._replicas:
             if replica.stream is not None:
                 await replica.stream.close()

@@ -169,3 +169,32 @@ async def test_the_work_stream_needs_the_service_token(replicas: list[NodeServic
         await served.done_writing()
         # The dispatcher closing its side ends the stream once nothing runs.
         assert await asyncio.wait_for(served.read(), 10) is grpc.aio.EOF
+
+
+async def test_a_dns_name_stands_for_every_replica_it_resolves_to(
+    replicas: list[NodeService],
+) -> None:
+    # "localhost" resolves to 127.0.0.1 here; a replica per resolved address gets a stream.
+    port = replicas[0].port
+    dispatcher = NodeDispatcher([f"dns:///localhost:{port}"], service_token=TOKEN)
+    seen = Recorder()
+    try:
+        assert f"ipv4:127.0.0.1:{port}" in dispatcher.stats()
+        dispatcher.dispatch([_task(f"n{i}") for i in range(10)], seen.on_outcomes, seen.on_failure)
+        await assert_eventually(lambda: len(seen.outcomes) == 10)
+        # Scaling: the name now (say) resolves to two replicas, later to the second only.
+        other = f"ipv4:127.0.0.1:{replicas[1].port}"
+        dispatcher._follow(
+            f"dns:///localhost:{port}", "localhost", [f"ipv4:127.0.0.1:{port}", other]
+        )
+        dispatcher.dispatch([_task(f"m{i}") for i in range(16)], seen.on_outcomes, seen.on_failure)
+        await assert_eventually(lambda: len(seen.outcomes) == 26)
+        assert dispatcher.stats()[other] > 0
+        dispatcher._follow(f"dns:///localhost:{port}", "localhost", [other])
+        await dispatcher._drop_retired()
+        assert list(dispatcher.stats()) == [other]
+        dispatcher.dispatch([_task("last")], seen.on_outcomes, seen.on_failure)
+        await assert_eventually(lambda: seen.outcomes[-1].node_id == "last")
+        assert not seen.failures
+    finally:
+        await dispatcher.close()

@@ -44,7 +44,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def page(browser: Browser, stack: Stack) -> AsyncIterator[Page]:
-    """A 1280×800 page on the console of a fresh embedded stack, signed in with the
+    """A 1280x800 page on the console of a fresh embedded stack, signed in with the
     development key the embedded gateway offers to loopback callers. The test fails if the
     page logs an error or throws."""
     context = await browser.new_context(

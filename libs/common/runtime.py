@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 from libs.common.logging import configure_logging
 from libs.common.metrics import serve_metrics
@@ -20,6 +20,18 @@ def init_process(service: str, settings: CommonSettings, *, metrics: bool = True
     configure_tracing(service)
     if metrics:
         serve_metrics(settings.metrics_port, settings.bind_host)
+
+
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T], settings: CommonSettings) -> T:
+    """asyncio.run on the event loop the settings choose (uvloop by default)."""
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 async def run_until_signalled() -> None:
@@ -55,4 +67,4 @@ def run_service(
         finally:
             await service.stop()
 
-    asyncio.run(serve_until_signalled())
+    run(serve_until_signalled(), settings)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from libs.common.runtime import init_process
+from libs.common.runtime import init_process, run
 from services.gateway.app import create_app
 from services.gateway.clients import ServiceClients
 from services.gateway.settings import GatewaySettings
@@ -115,4 +115,4 @@ async def _serve_until_signal(settings: GatewaySettings) -> None:
 def main() -> None:
     settings = GatewaySettings()
     init_process("gateway", settings, metrics=False)
-    asyncio.run(_serve_until_signal(settings))
+    run(_serve_until_signal(settings), settings)

@@ -14,6 +14,7 @@ from services.workflow.models import (
     WorkflowRow,
     WorkflowVersionRow,
 )
+from services.workflow.pg_writer import BatchWriter
 
 
 async def test_execution_state_round_trip(database_url: str) -> None:
@@ -155,4 +156,106 @@ async def test_expired_lease_is_claimed_once(database_url: str) -> None:
             assert await session.get(NodeRunRow, (execution_id, "x")) is None
             assert await session.get(EventRow, (execution_id, 1)) is None
     finally:
+        await engine.dispose()
+
+
+async def test_the_postgresql_batch_writer_round_trips_every_column(pg_url: str) -> None:
+    """The hot-path statement (one CTE, rows as JSON documents) writes what the SQLAlchemy
+    models read back: JSON values (null stays NULL), aware timestamps, events, the fence."""
+    engine = create_engine(pg_url)
+    writer = BatchWriter(pg_url)
+    try:
+        await create_schema(engine)
+        sessions = session_factory(engine)
+        workflow_id, execution_id = str(uuid.uuid4()), str(uuid.uuid4())
+        async with sessions() as session, session.begin():
+            session.add(WorkflowRow(id=workflow_id, tenant_id="t1", name="w"))
+            await session.flush()
+            session.add(WorkflowVersionRow(workflow_id=workflow_id, version=1, definition={}))
+            session.add(
+                ExecutionRow(
+                    id=execution_id,
+                    tenant_id="t1",
+                    workflow_id=workflow_id,
+                    workflow_version=1,
+                    status="running",
+                    owner="replica-a",
+                )
+            )
+            await session.flush()
+            await repo.insert_node_runs(
+                session,
+                [
+                    {"execution_id": execution_id, "node_id": node_id, "node_type": "noop"}
+                    for node_id in ("a", "b")
+                ],
+            )
+        started = utcnow() - dt.timedelta(seconds=1)
+        finished = utcnow()
+        base = {
+            "error": None,
+            "waiting": None,
+            "due_at": None,
+            "started_at": started,
+            "attempt": 1,
+        }
+        nodes = [
+            {
+                **base,
+                "node_id": "a",
+                "status": "succeeded",
+                "output": {"text": "é \" ' {{ }}", "n": [1, 2.5, None], "deep": {"x": True}},
+                "active_ports": ["true"],
+                "attempts": [{"attempt": 1, "status": "succeeded"}],
+                "inputs": {"inputs": {"q": "?"}},
+                "finished_at": finished,
+            },
+            {
+                **base,
+                "node_id": "b",
+                "status": "running",
+                "output": None,
+                "active_ports": None,
+                "attempts": [],
+                "inputs": None,
+                "finished_at": None,
+            },
+        ]
+        events = [
+            {"seq": 1, "type": "node.completed", "node_id": "a", "ts": finished, "data": {"o": 1}},
+            {"seq": 2, "type": "node.started", "node_id": "b", "ts": finished, "data": {}},
+        ]
+        write = {
+            "execution_id": execution_id,
+            "execution_values": {"last_seq": 2, "outputs": {"r": [1]}},
+            "nodes": nodes,
+            "events": events,
+            "trace_id": "trace-1",
+            "tenant_id": "t1",
+            "workflow_id": workflow_id,
+        }
+        assert await writer.write(owner="replica-a", **write)
+        # Written twice (a retry after a lost reply): the events are not duplicated.
+        assert await writer.write(owner="replica-a", **write)
+        # Another replica writes nothing through the fence.
+        changed = {**write, "execution_values": {"last_seq": 99}, "nodes": [], "events": []}
+        assert not await writer.write(owner="replica-b", **changed)
+
+        async with sessions() as session:
+            row = await repo.get_execution(session, "t1", execution_id)
+            assert row is not None and row.last_seq == 2 and row.outputs == {"r": [1]}
+            stored = {n.node_id: n for n in await repo.node_runs(session, execution_id)}
+            for node in nodes:
+                got = stored[node["node_id"]]
+                for column in ("status", "attempt", "output", "active_ports", "attempts"):
+                    assert getattr(got, column) == node[column], column
+                assert got.inputs == node["inputs"] and got.error is None
+                assert got.started_at == started and got.finished_at == node["finished_at"]
+            stored_events = await repo.events_after(session, execution_id, 0)
+            assert [(e.seq, e.type, e.node_id, e.data, e.ts) for e in stored_events] == [
+                (e["seq"], e["type"], e["node_id"], e["data"], e["ts"]) for e in events
+            ]
+            assert {e.trace_id for e in stored_events} == {"trace-1"}
+    finally:
+        await writer.close()
         await engine.dispose()

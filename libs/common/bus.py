@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -108,6 +108,10 @@ class Subscription(Protocol):
     async def cancel(self) -> None: ...
 
 
+#: What publish_many takes: (routing key, body, headers).
+OutgoingMessage = tuple[str, bytes, dict[str, str]]
+
+
 class EventBus(Protocol):
     """Publish/subscribe over topic exchanges."""
 
@@ -117,6 +121,12 @@ class EventBus(Protocol):
         self, exchange: str, routing_key: str, body: bytes, headers: dict[str, str] | None = None
     ) -> None:
         """Publish; returns once the broker has the message (publisher confirm)."""
+        ...
+
+    async def publish_many(self, exchange: str, messages: Sequence[OutgoingMessage]) -> None:
+        """Publish several (routing key, body, headers) at once; returns once the broker has
+        every one. Cheaper than a publish per message: no task per message here, confirms
+        awaited together on RabbitMQ."""
         ...
 
     async def subscribe(
@@ -181,10 +191,17 @@ class InProcessBus:
     async def publish(
         self, exchange: str, routing_key: str, body: bytes, headers: dict[str, str] | None = None
     ) -> None:
-        message = Message(exchange, routing_key, body, dict(headers or {}))
+        self._enqueue(Message(exchange, routing_key, body, dict(headers or {})))
+
+    async def publish_many(self, exchange: str, messages: Sequence[OutgoingMessage]) -> None:
+        for routing_key, body, headers in messages:
+            self._enqueue(Message(exchange, routing_key, body, dict(headers)))
+
+    def _enqueue(self, message: Message) -> None:
         for queue in self._queues.values():
             if any(
-                ex == exchange and topic_matches(key, routing_key) for ex, key in queue.bindings
+                ex == message.exchange and topic_matches(key, message.routing_key)
+                for ex, key in queue.bindings
             ):
                 queue.items.put_nowait(message)
                 queue.depth.inc()

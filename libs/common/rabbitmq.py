@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,7 @@ from libs.common.bus import (
     TRIGGERS_EXCHANGE,
     Handler,
     Message,
+    OutgoingMessage,
 )
 from libs.common.errors import Unavailable
 from libs.common.metrics import BUS_CONSUMED
@@ -186,6 +188,12 @@ class RabbitBus:
             return
         except _RETRYABLE as error:
             await self._republish(target, message, routing_key, error)
+
+    async def publish_many(self, exchange: str, messages: Sequence[OutgoingMessage]) -> None:
+        """Publish every message, the confirms awaited together."""
+        await asyncio.gather(
+            *(self.publish(exchange, key, body, headers) for key, body, headers in messages)
+        )
 
     async def _republish(
         self,

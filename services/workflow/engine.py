@@ -503,6 +503,12 @@ class Engine:
                 raise LostOwnership(runner.id)
 
         await self.with_db_retries(write)
+
+    def committed(self, runner: ExecutionRunner, batch: _Batch) -> None:
+        """Hand a written batch's events to the relay and wake the stream followers. The
+        runner calls it after sending the batch's attempts out: woken first, the relay's
+        publishing would otherwise sit between the commit and the dispatch of a chain's step.
+        """
         if batch.events:
             self.notifier.notify(runner.id)
             if self.relay is not None:

@@ -15,6 +15,7 @@ import asyncio
 import calendar
 import contextlib
 import datetime as dt
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any, cast
@@ -51,6 +52,12 @@ def event_to_proto(row: Any) -> events_pb2.Event:
         workflow_id=get("workflow_id") or "",
         tenant_id=get("tenant_id") or "",
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _trace_context(trace_parent: str) -> Any:
+    # Parsed once per execution rather than once per batch (contexts are immutable).
+    return context_from_traceparent(trace_parent)
 
 
 class OutboxRelay:
@@ -110,12 +117,12 @@ class OutboxRelay:
         # One PRODUCER span per execution and batch (not per event): the consumers' spans
         # join the execution's trace through its `traceparent` header.
         protos = [event_to_proto(event) for event in events]
-        parent = context_from_traceparent(trace_parent)
+        parent = _trace_context(trace_parent)
         with publishing(EVENTS_EXCHANGE, "workflow", parent, len(protos)) as trace_headers:
-            await asyncio.gather(
-                *(
-                    self._bus.publish(
-                        EVENTS_EXCHANGE,
+            await self._bus.publish_many(
+                EVENTS_EXCHANGE,
+                [
+                    (
                         proto.type,
                         proto.SerializeToString(),
                         {
@@ -125,7 +132,7 @@ class OutboxRelay:
                         },
                     )
                     for proto in protos
-                )
+                ],
             )
         self._to_mark.extend((proto.execution_id, proto.seq) for proto in protos)
         self.published += len(protos)

@@ -883,11 +883,8 @@ class ExecutionRunner:
         if batch.events:
             batch.execution["last_seq"] = self.seq
         await self.engine.persist(self, batch)
-        for reply in batch.replies:
-            if not reply.done():
-                reply.set_result(None)
-        for key, value, ttl in batch.cache_writes:
-            await self.engine.cache_set(key, value, ttl)
+        # Committed: send the attempts out first (the critical path of a chain), then
+        # everything that only follows from the commit.
         if batch.to_send:
             sent = time.perf_counter()
             for task in batch.to_send:
@@ -903,6 +900,12 @@ class ExecutionRunner:
             self.handles.append(handle)
             if len(self.handles) > 64:
                 self.handles = [h for h in self.handles if h.active()]
+        self.engine.committed(self, batch)
+        for reply in batch.replies:
+            if not reply.done():
+                reply.set_result(None)
+        for key, value, ttl in batch.cache_writes:
+            await self.engine.cache_set(key, value, ttl)
 
     # ---- helpers ------------------------------------------------------------------------
 

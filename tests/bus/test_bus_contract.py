@@ -77,6 +77,24 @@ async def test_publish_subscribe_delivers_body_headers_and_key(bus: EventBus, pr
     assert message.delivery == 1
 
 
+async def test_publish_many_delivers_each_in_order(bus: EventBus, prefix: str) -> None:
+    received: list[Message] = []
+
+    async def handler(message: Message) -> None:
+        received.append(message)
+
+    await bus.subscribe(EVENTS_EXCHANGE, [f"{prefix}.#"], handler, prefetch=1)
+    await bus.publish_many(
+        EVENTS_EXCHANGE,
+        [(f"{prefix}.n{i}", f"body-{i}".encode(), {"seq": str(i)}) for i in range(5)]
+        + [(f"other-{prefix}.x", b"not for us", {})],
+    )
+    await assert_eventually(lambda: len(received) == 5)
+    assert [m.body for m in received] == [f"body-{i}".encode() for i in range(5)]
+    assert [m.headers["seq"] for m in received] == [str(i) for i in range(5)]
+    assert [m.routing_key for m in received] == [f"{prefix}.n{i}" for i in range(5)]
+
+
 async def test_topic_matching_star_is_one_word_hash_any(bus: EventBus, prefix: str) -> None:
     star: list[str] = []
     hash_: list[str] = []

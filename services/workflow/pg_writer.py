@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from libs.common import jsonutil
 
@@ -101,8 +101,45 @@ def _records(rows: list[dict[str, Any]], names: tuple[str, ...]) -> str:
     return jsonutil.dumps_str([{name: row[name] for name in names} for row in rows])
 
 
+_NEW_NODE_COLUMNS = (
+    ("node_id", "text"),
+    ("node_type", "text"),
+    ("status", "text"),
+    ("attempt", "int"),
+    ("attempts", "jsonb"),
+    ("output", "jsonb"),
+    ("active_ports", "jsonb"),
+    ("inputs", "jsonb"),
+    ("started_at", "timestamptz"),
+    ("finished_at", "timestamptz"),
+)
+
+
+@lru_cache(maxsize=4)
+def _insert_statement(execution_columns: tuple[str, ...]) -> str:
+    # A new execution and all its node rows in one statement (one round trip, atomic).
+    values = ", ".join(
+        f"${i}::jsonb" if column in _EXECUTION_JSON else f"${i}"
+        for i, column in enumerate(execution_columns, start=1)
+    )
+    nodes = len(execution_columns) + 1
+    names = ", ".join(name for name, _ in _NEW_NODE_COLUMNS)
+    record = ", ".join(f"{name} {kind}" for name, kind in _NEW_NODE_COLUMNS)
+    return f"""
+WITH execution AS (
+    INSERT INTO executions ({", ".join(f'"{c}"' for c in execution_columns)})
+    VALUES ({values})
+    RETURNING id
+)
+INSERT INTO node_runs (execution_id, {names})
+SELECT (SELECT id FROM execution), {names}
+FROM jsonb_to_recordset(${nodes}::jsonb) AS u({record})
+"""
+
+
 class BatchWriter:
-    """A few asyncpg connections reserved for `write`; one statement at a time on each."""
+    """A few asyncpg connections reserved for the hot-path statements (`write`, and
+    `insert_execution` when an execution starts); one statement at a time on each."""
 
     def __init__(self, database_url: str, size: int = 4) -> None:
         url = make_url(database_url).set(drivername="postgresql")
@@ -147,16 +184,38 @@ class BatchWriter:
         args.append(_records(nodes, _NODE_NAMES))
         args.append(_records(events, _EVENT_NAMES))
         args.extend([trace_id, tenant_id, workflow_id])
+        fenced, _, _ = await self._fetchrow(_statement(columns), args)
+        return bool(fenced)
+
+    async def insert_execution(
+        self, execution: dict[str, Any], nodes: list[dict[str, Any]]
+    ) -> None:
+        """Insert a new execution row and its node rows. A duplicate (the idempotency key's
+        unique index) raises SQLAlchemy's IntegrityError, as the ORM path would."""
+        columns = tuple(sorted(execution))
+        args: list[Any] = [
+            _json(execution[c]) if c in _EXECUTION_JSON else execution[c] for c in columns
+        ]
+        args.append(_records(nodes, tuple(name for name, _ in _NEW_NODE_COLUMNS)))
+        try:
+            await self._fetchrow(_insert_statement(columns), args)
+        except asyncpg.UniqueViolationError as error:
+            raise IntegrityError("insert_execution", None, error) from error
+
+    async def _fetchrow(self, statement: str, args: list[Any]) -> Any:
         async with self._slots:
             try:
                 connection = self._idle.pop() if self._idle else await self._connect()
             except _DISCONNECTS as error:
                 raise OperationalError("write_batch", None, error) from error
             try:
-                fenced, _, _ = await connection.fetchrow(_statement(columns), *args)
+                row = await connection.fetchrow(statement, *args)
             except _DISCONNECTS as error:
                 connection.terminate()
                 raise OperationalError("write_batch", None, error) from error
+            except asyncpg.PostgresError:
+                self._idle.append(connection)  # the statement failed, the connection is fine
+                raise
             except BaseException:
                 # Cancelled or failed mid-statement: its state is unknown, do not reuse it.
                 connection.terminate()
@@ -165,4 +224,4 @@ class BatchWriter:
                 await connection.close(timeout=2)
             else:
                 self._idle.append(connection)
-        return bool(fenced)
+        return row

@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
+import pytest
+from sqlalchemy.exc import IntegrityError
+
 from libs.common.db import create_engine, create_schema, session_factory, utcnow
 from services.workflow import repository as repo
 from services.workflow.models import (
@@ -256,6 +259,87 @@ async def test_the_postgresql_batch_writer_round_trips_every_column(pg_url: str)
                 (e["seq"], e["type"], e["node_id"], e["data"], e["ts"]) for e in events
             ]
             assert {e.trace_id for e in stored_events} == {"trace-1"}
+    finally:
+        await writer.close()
+        await engine.dispose()
+
+
+async def test_the_postgresql_writer_inserts_an_execution_with_its_nodes(pg_url: str) -> None:
+    engine = create_engine(pg_url)
+    writer = BatchWriter(pg_url)
+    try:
+        await create_schema(engine)
+        sessions = session_factory(engine)
+        workflow_id = str(uuid.uuid4())
+        async with sessions() as session, session.begin():
+            session.add(WorkflowRow(id=workflow_id, tenant_id="t1", name="w"))
+        created = utcnow()
+
+        def execution(execution_id: str) -> dict[str, object]:
+            row = ExecutionRow(
+                id=execution_id,
+                tenant_id="t1",
+                workflow_id=workflow_id,
+                workflow_version=1,
+                status="pending",
+                inputs={"q": ["é", 1]},
+                idempotency_key="same-key",
+                depth=0,
+                trigger="api",
+                trace_id="t" * 32,
+                trace_parent="",
+                created_at=created,
+                owner="replica-a",
+                last_seq=0,
+            )
+            return {c.key: getattr(row, c.key) for c in ExecutionRow.__table__.columns}
+
+        nodes = [
+            {
+                "node_id": "a",
+                "node_type": "noop",
+                "status": "succeeded",
+                "attempt": 1,
+                "attempts": [{"attempt": 1}],
+                "output": {"reused": True},
+                "active_ports": None,
+                "inputs": {},
+                "started_at": created,
+                "finished_at": created,
+            },
+            {
+                "node_id": "b",
+                "node_type": "merge",
+                "status": "pending",
+                "attempt": 0,
+                "attempts": [],
+                "output": None,
+                "active_ports": None,
+                "inputs": None,
+                "started_at": None,
+                "finished_at": None,
+            },
+        ]
+        first = str(uuid.uuid4())
+        await writer.insert_execution(execution(first), nodes)
+        # The same idempotency key again: the unique index refuses it, as the ORM would.
+        with pytest.raises(IntegrityError):
+            await writer.insert_execution(execution(str(uuid.uuid4())), nodes)
+        async with sessions() as session:
+            row = await repo.get_execution(session, "t1", first)
+            assert row is not None and row.inputs == {"q": ["é", 1]}
+            assert row.created_at == created and row.owner == "replica-a"
+            assert row.idempotency_key == "same-key" and row.outputs is None
+            stored = {n.node_id: n for n in await repo.node_runs(session, first)}
+            assert stored["a"].output == {"reused": True} and stored["a"].attempts == [
+                {"attempt": 1}
+            ]
+            assert stored["a"].finished_at == created and stored["b"].node_type == "merge"
+            assert stored["b"].status == "pending" and stored["b"].output is None
+            _, total = await repo.list_executions(session, "t1", 0, 10)
+            assert total == 1  # the refused duplicate left nothing behind
+        # The writer's connection survived the refused statement.
+        assert len(writer._idle) == 1
     finally:
         await writer.close()
         await engine.dispose()

@@ -62,10 +62,10 @@ def _statement(execution_columns: tuple[str, ...]) -> str:
         cast = "::jsonb" if column in _EXECUTION_JSON else ""
         assignments.append(f'"{column}" = ${position}{cast}')
         position += 1
-    nodes, events = position, position + 1
+    nodes, events, node_ids = position, position + 1, position + 2
     node_record = ", ".join(["node_id text", *(f"{name} {kind}" for name, kind in _NODE_COLUMNS)])
     node_set = ", ".join(f"{name} = u.{name}" for name, _ in _NODE_COLUMNS)
-    scalars = position + 2
+    scalars = position + 3
     return f"""
 WITH fence AS (
     UPDATE executions SET {", ".join(assignments)}
@@ -74,7 +74,10 @@ WITH fence AS (
 ), nodes AS (
     UPDATE node_runs AS n SET {node_set}
     FROM jsonb_to_recordset(${nodes}::jsonb) AS u({node_record})
-    WHERE n.execution_id = $1 AND n.node_id = u.node_id AND EXISTS (SELECT 1 FROM fence)
+    -- The ids again as an array: the index finds just these rows (joined on the records
+    -- alone, the planner may read every node row of the execution, O(nodes) per write).
+    WHERE n.execution_id = $1 AND n.node_id = ANY(${node_ids}::text[])
+      AND n.node_id = u.node_id AND EXISTS (SELECT 1 FROM fence)
     RETURNING 1
 ), events AS (
     INSERT INTO execution_events
@@ -149,8 +152,8 @@ class BatchWriter:
         self._closed = False
 
     async def _connect(self) -> asyncpg.Connection:
-        # One statement shape per set of execution columns, always keyed by primary keys:
-        # a generic plan is as good as a custom one and saves planning every write.
+        # These connections run only the statements above, whose rows are found by primary
+        # key: a generic plan is as good as a custom one and saves planning every write.
         return await asyncpg.connect(
             self._dsn, server_settings={"plan_cache_mode": "force_generic_plan"}
         )
@@ -183,6 +186,7 @@ class BatchWriter:
             args.append(_json(value) if column in _EXECUTION_JSON else value)
         args.append(_records(nodes, _NODE_NAMES))
         args.append(_records(events, _EVENT_NAMES))
+        args.append([node["node_id"] for node in nodes])
         args.extend([trace_id, tenant_id, workflow_id])
         fenced, _, _ = await self._fetchrow(_statement(columns), args)
         return bool(fenced)

@@ -124,6 +124,18 @@ async def _time_runs(
     return times, {name: seconds / runs for name, seconds in used.items()}
 
 
+def calibration_ms() -> float:
+    """A fixed pure-Python loop, best of 3: this VM's speed drifts by up to ~1.8x from
+    minute to minute (measured: 174 ms and 306 ms back to back), and every figure with it.
+    Printed beside the results so that runs can be compared."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        sum(i * i for i in range(3_000_000))
+        best = min(best, time.perf_counter() - start)
+    return best * 1000
+
+
 async def _settle(database_url: str) -> None:
     """Let the previous benchmark's tail end (events still to relay and mark published,
     autovacuum of the rows it wrote) pass before timing the next one."""
@@ -218,8 +230,14 @@ async def main() -> None:
                     "node replicas": [p.pid for p in processes[:-1]],
                 }
                 await _settle(database_url)
+                before = calibration_ms()
                 times, used = await _time_runs(stub, created.id, args.runs, cpu)
                 _report(label, times, target, used)
+                print(
+                    f"{'':<28} machine speed: calibration loop {before:.0f} ms before, "
+                    f"{calibration_ms():.0f} ms after (~175 ms is this VM at full speed)",
+                    flush=True,
+                )
             await channel.close()
         finally:
             for process in processes:

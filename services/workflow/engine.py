@@ -30,6 +30,7 @@ from libs.common.errors import (
 )
 from libs.common.kv import KV
 from libs.common.metrics import EXECUTIONS_STARTED
+from libs.common.secrets import referenced_secrets
 from libs.common.tracing import (
     context_from_traceparent,
     current_traceparent,
@@ -69,13 +70,15 @@ def _current_link() -> list[trace.Link]:
 
 @dataclass
 class CompiledWorkflow:
-    """A validated definition version with its plan and pre-encoded params."""
+    """A validated definition version with its plan, pre-encoded params and the secrets
+    each node's templates read (None: none)."""
 
     workflow_id: str
     version: int
     definition: WorkflowDefinition
     plan: ExecutionPlan
     params_json: dict[str, bytes]
+    secrets: dict[str, set[str] | None]
 
 
 _EXECUTION_COLUMNS = tuple(ExecutionRow.__table__.columns)
@@ -157,6 +160,7 @@ class Engine:
             definition,
             plan,
             {node.id: jsonutil.dumps(node.params) or b"{}" for node in definition.nodes},
+            {node.id: referenced_secrets([node.params, node.when]) for node in definition.nodes},
         )
         self._compiled[key] = compiled
         while len(self._compiled) > 256:

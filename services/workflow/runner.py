@@ -36,7 +36,7 @@ from libs.common.metrics import (
     NODE_RETRIES,
     NODES_FINISHED,
 )
-from libs.common.secrets import redact, redact_outcome, redactable, referenced_secrets
+from libs.common.secrets import redact, redact_outcome, redactable
 from libs.common.tracing import (
     context_from_traceparent,
     continue_trace,
@@ -260,6 +260,7 @@ class ExecutionRunner:
         self.definition = definition = compiled.definition
         self.plan = compiled.plan
         self.params_json = compiled.params_json
+        self.secret_refs = compiled.secrets
         self.specs = {node.id: node for node in definition.nodes}
         self.nodes = nodes
         self.seq = row.last_seq
@@ -422,7 +423,8 @@ class ExecutionRunner:
         kind = outcome.kind
         if kind == node_pb2.NodeOutcome.SUCCEEDED:
             ports = None if outcome.all_ports else list(outcome.active_ports)
-            self._succeed(node, jsonutil.loads(outcome.output_json), ports, "succeeded", now)
+            output = jsonutil.loads(outcome.output_json)
+            self._succeed(node, output, ports, "succeeded", now, len(outcome.output_json))
             spec = self.specs[node.node_id]
             if spec.cache is not None:
                 self.batch.cache_writes.append(
@@ -541,13 +543,15 @@ class ExecutionRunner:
         ports: list[str] | None,
         status: str,
         now: dt.datetime,
+        output_size: int | None = None,
     ) -> None:
+        """output_size: the length of output's JSON when the caller has it encoded."""
         node.output = output
         node.active_ports = ports
         node.error = None
         node.attempts.append(self._attempt_record(node, status, now, None))
         active = frozenset(ports) if ports is not None else None
-        self._terminal(node, status, now, Outcome("succeeded", active), None)
+        self._terminal(node, status, now, Outcome("succeeded", active), None, output_size)
 
     def _apply_progress(self, outcome: node_pb2.NodeOutcome) -> None:
         node = self.nodes.get(outcome.node_id)
@@ -573,6 +577,7 @@ class ExecutionRunner:
         now: dt.datetime,
         outcome: Outcome,
         extra: dict[str, Any] | None,
+        output_size: int | None = None,
     ) -> None:
         self._emit_progress(node.node_id)
         node.status = status
@@ -597,8 +602,9 @@ class ExecutionRunner:
         if extra:
             data.update(extra)
         if status in ("succeeded", "cached") or (status == "failed" and node.output is not None):
-            encoded = jsonutil.dumps(node.output)
-            if len(encoded) <= EVENT_OUTPUT_LIMIT:
+            if output_size is None:
+                output_size = len(jsonutil.dumps(node.output))
+            if output_size <= EVENT_OUTPUT_LIMIT:
                 data["output"] = node.output
             else:
                 data["output_truncated"] = True
@@ -786,7 +792,7 @@ class ExecutionRunner:
         context = self._context_for(node)
         node.inputs = {k: v for k, v in context.items() if k != "system"}
         # Secrets join the context sent to the node, never node.inputs (which is stored).
-        wanted = referenced_secrets([spec.params, spec.when])
+        wanted = self.secret_refs[node.node_id]
         if wanted is not None:
             try:
                 context["secrets"] = await self.engine.secrets.resolve(

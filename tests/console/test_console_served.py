@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 
 import httpx
 
 from libs.cli.stack import Stack
+from services.gateway.routes.console import CONSOLE_DIST
+
+CONSOLE = Path(__file__).resolve().parents[2] / "console"
 
 
 async def test_index_and_assets_are_served_with_a_strict_policy(stack: Stack) -> None:
@@ -45,3 +50,24 @@ async def test_a_remote_caller_is_not_offered_the_development_key(stack: Stack) 
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
         config = (await http.get("/console/config")).json()
     assert config["dev_api_key"] is None
+
+
+def test_the_committed_build_matches_the_console_source(tmp_path: Path) -> None:
+    """services/gateway/console_dist is what `make console` builds from console/ now (as
+    tests/unit/test_protos_fresh.py does for the generated gRPC code)."""
+    if not (CONSOLE / "node_modules").is_dir():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"], cwd=CONSOLE, check=True, capture_output=True
+        )
+    subprocess.run(
+        ["npx", "vite", "build", "--outDir", str(tmp_path), "--emptyOutDir", "--logLevel", "error"],
+        cwd=CONSOLE,
+        check=True,
+        capture_output=True,
+    )
+    built = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    committed = {
+        p.relative_to(CONSOLE_DIST): p.read_bytes() for p in CONSOLE_DIST.rglob("*") if p.is_file()
+    }
+    assert sorted(built) == sorted(committed), "run `make console` and commit the build"
+    assert built == committed, "run `make console` and commit the build"

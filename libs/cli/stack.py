@@ -240,7 +240,7 @@ def _print_banner(stack: Stack) -> None:
     host = stack.settings.get("bind_host", "127.0.0.1")
     lines = [
         "Heddle is running (embedded: SQLite, in-process bus).",
-        f"  gateway    {stack.gateway_url}   (API docs: {stack.gateway_url}/docs)",
+        f"  console    {stack.gateway_url}/   (API docs: {stack.gateway_url}/docs)",
         *(f"  {name:<10} grpc {host}:{stack.ports[name]}" for name in SERVICES),
         f"  database   {stack.settings.get('database_url', 'sqlite+aiosqlite:///./var/heddle.db')}",
         "Try: heddle run examples/hello.yaml --input name=world    (Ctrl-C stops)",

@@ -43,6 +43,7 @@ def _failed(task: node_pb2.NodeTask, error: NodeError, started: float) -> Outcom
         ),
         started_at=started,
         finished_at=time.time(),
+        logs_json=jsonutil.dumps(error.logs or None),
     )
 
 

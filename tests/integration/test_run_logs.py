@@ -48,3 +48,31 @@ async def test_node_logs_are_queryable_by_node_and_level(client: httpx.AsyncClie
     )
     assert errors_only.status_code == 200
     assert errors_only.json()["records"] == []
+
+
+async def test_what_a_failing_node_printed_is_in_the_run_logs(client: httpx.AsyncClient) -> None:
+    failing = {
+        "name": "prints-then-fails",
+        "nodes": [
+            {
+                "id": "boom",
+                "type": "code",
+                "params": {
+                    "language": "python",
+                    "source": "print('about to fail')\nraise ValueError('nope')",
+                },
+            }
+        ],
+    }
+    execution_id = await run(client, await create_workflow(client, failing))
+    assert (await wait_final(client, execution_id))["status"] == "failed"
+
+    async def printed() -> list[str]:
+        response = await client.get(
+            f"/api/v1/executions/{execution_id}/logs", params={"node_id": "boom"}
+        )
+        assert response.status_code == 200, response.text
+        return [record["message"] for record in response.json()["records"]]
+
+    await assert_eventually(printed, timeout=10)
+    assert any("about to fail" in message for message in await printed())

@@ -67,12 +67,16 @@ class NodeError(Exception):
         *,
         retryable: bool = False,
         details: dict[str, Any] | None = None,
+        logs: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(f"{type}: {message}")
         self.type = type
         self.message = message
         self.retryable = retryable
         self.details = details or {}
+        #: What the attempt logged before it failed (e.g. a code node's prints): stored with
+        #: the run's logs like a successful attempt's.
+        self.logs = logs
 
     def to_dict(self) -> dict[str, Any]:
         return {

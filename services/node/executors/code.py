@@ -88,7 +88,7 @@ def _code_error(error: dict[str, Any], logs: list[dict[str, Any]]) -> NodeError:
     if error.get("line"):
         message = f"{message} (line {error['line']})"
     details = {"error_type": error.get("type"), "line": error.get("line"), "logs": logs}
-    return NodeError("CodeError", message, retryable=False, details=details)
+    return NodeError("CodeError", message, retryable=False, details=details, logs=logs)
 
 
 def _kill_group(process: asyncio.subprocess.Process) -> None:

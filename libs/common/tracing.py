@@ -19,6 +19,7 @@ execution's trace, so that a replica taking an execution over continues the same
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -243,10 +244,13 @@ def trace_id_of(span: trace.Span) -> str:
     return f"{span_context.trace_id:032x}" if span_context.is_valid else ""
 
 
+@functools.lru_cache(maxsize=4096)
 def context_from_traceparent(traceparent: str) -> Context | None:
     """A context whose parent is the span traceparent names; None when it is empty/invalid.
 
-    Passing None as a span's `context` makes it a child of the current span.
+    Passing None as a span's `context` makes it a child of the current span. Cached: the
+    same traceparent (an execution's, when nobody reads spans) comes with every attempt,
+    and a Context is immutable.
     """
     if not traceparent:
         return None

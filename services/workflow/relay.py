@@ -15,7 +15,6 @@ import asyncio
 import calendar
 import contextlib
 import datetime as dt
-import functools
 import logging
 from collections.abc import Sequence
 from typing import Any, cast
@@ -52,12 +51,6 @@ def event_to_proto(row: Any) -> events_pb2.Event:
         workflow_id=get("workflow_id") or "",
         tenant_id=get("tenant_id") or "",
     )
-
-
-@functools.lru_cache(maxsize=1024)
-def _trace_context(trace_parent: str) -> Any:
-    # Parsed once per execution rather than once per batch (contexts are immutable).
-    return context_from_traceparent(trace_parent)
 
 
 class OutboxRelay:
@@ -117,7 +110,7 @@ class OutboxRelay:
         # One PRODUCER span per execution and batch (not per event): the consumers' spans
         # join the execution's trace through its `traceparent` header.
         protos = [event_to_proto(event) for event in events]
-        parent = _trace_context(trace_parent)
+        parent = context_from_traceparent(trace_parent)
         with publishing(EVENTS_EXCHANGE, "workflow", parent, len(protos)) as trace_headers:
             await self._bus.publish_many(
                 EVENTS_EXCHANGE,

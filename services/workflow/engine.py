@@ -484,9 +484,16 @@ class Engine:
     async def persist(self, runner: ExecutionRunner, batch: _Batch) -> None:
         """Write one batch in one transaction, fenced on ownership; retried through outages."""
         execution_values = dict(batch.execution)
-        # Every write extends the lease; a final one releases ownership (owner=None), still
-        # fenced on the current owner.
-        execution_values.setdefault("lease_expires_at", self._lease_until())
+        # The lease loop renews leases every third of their time to live; a write extends
+        # its execution's lease only when that renewal looks late. (Extending it on every
+        # write changed an indexed column, so each step's fence update could not be a HOT
+        # update: new entries in every index of executions, per step.) A final write
+        # releases ownership (owner=None), still fenced on the current owner.
+        extended = None
+        if "lease_expires_at" not in execution_values and runner.lease_until - utcnow() < (
+            dt.timedelta(seconds=self.settings.lease_ttl_s * 2 / 3)
+        ):
+            extended = execution_values["lease_expires_at"] = self._lease_until()
 
         nodes = [
             {"execution_id": runner.id, "node_id": node.node_id, **node.row()}
@@ -517,6 +524,8 @@ class Engine:
                 raise LostOwnership(runner.id)
 
         await self.with_db_retries(write)
+        if extended is not None:
+            runner.lease_until = extended
 
     def committed(self, runner: ExecutionRunner, batch: _Batch) -> None:
         """Hand a written batch's events to the relay and wake the stream followers. The
@@ -625,16 +634,18 @@ class Engine:
             owned = list(self.runners)
             if not owned:
                 continue
+            until = self._lease_until()
             try:
                 async with self.sessions() as session, session.begin():
-                    held = await repo.renew_leases(
-                        session, self.settings.replica_id, owned, self._lease_until()
-                    )
+                    held = await repo.renew_leases(session, self.settings.replica_id, owned, until)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("lease renewal failed; will retry", exc_info=True)
                 continue
+            for execution_id in held:
+                if (renewed := self.runners.get(execution_id)) is not None:
+                    renewed.lease_until = until
             for execution_id in set(owned) - held:
                 runner = self.runners.get(execution_id)
                 if (

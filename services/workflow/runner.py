@@ -257,6 +257,8 @@ class ExecutionRunner:
         self.id = row.id
         self.row = row
         self.status = row.status
+        #: Until when this replica's lease on the execution is known to hold.
+        self.lease_until = row.lease_expires_at or utcnow()
         self.definition = definition = compiled.definition
         self.plan = compiled.plan
         self.params_json = compiled.params_json

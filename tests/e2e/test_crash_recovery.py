@@ -10,6 +10,7 @@ import pytest
 
 from tests.e2e.conftest import (
     E2E,
+    LEASE_TTL_S,
     check_followed,
     check_history,
     check_nodes_succeeded_once,
@@ -126,3 +127,37 @@ async def test_kill_node_replica_mid_run(fresh_topology: E2E) -> None:
     assert all(e2e.topology.is_running(name) for name in ("node-1", "node-3"))
     e2e.assert_no_crash()
     assert not e2e.internal_errors(followed)
+
+
+async def test_a_quiet_execution_keeps_its_owner_past_the_lease_ttl(fresh_topology: E2E) -> None:
+    """Writes no longer extend the lease each step: an execution that writes nothing for
+    longer than the lease TTL (one long node) stays with its living owner, renewed by the
+    lease loop, and is never taken over or re-dispatched."""
+    e2e = fresh_topology
+    definition = {
+        "name": "quiet",
+        "nodes": [
+            {"id": "wait", "type": "delay", "params": {"seconds": 3 * LEASE_TTL_S}},
+            {"id": "after", "type": "noop"},
+        ],
+        "edges": [{"source": "wait", "target": "after"}],
+    }
+    async with e2e.client() as client:
+        workflow_id = await create_workflow(client, definition)
+        execution_id = await execute(client, workflow_id)
+        await assert_eventually(
+            lambda: _owner(e2e, execution_id), timeout=10, message="never owned"
+        )
+        owner = await _owner(e2e, execution_id)
+        execution = await wait_final(client, execution_id, timeout=30)
+    assert execution["status"] == "succeeded", execution["error"]
+    assert all(node["attempts"] == 1 for node in execution["nodes"]), execution["nodes"]
+    for name in ("workflow-1", "workflow-2"):
+        if name != owner:
+            assert execution_id not in e2e.topology.log_path(name).read_text()
+    e2e.assert_no_crash()
+
+
+async def _owner(e2e: E2E, execution_id: str) -> str | None:
+    rows = await e2e.fetch("SELECT owner FROM executions WHERE id = $1", execution_id)
+    return rows[0]["owner"] if rows else None

@@ -37,6 +37,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	cd console && { test -d node_modules || npm ci --no-audit --no-fund; } && npx tsc --noEmit
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

@@ -10,7 +10,7 @@ import re
 
 import httpx
 import yaml
-from playwright.async_api import Download, Locator, Page, expect
+from playwright.async_api import Dialog, Download, Locator, Page, expect
 
 from libs.cli.stack import Stack
 from tests.console.conftest import Screenshot
@@ -418,3 +418,24 @@ async def test_keyboard_delete_undo_redo_and_help(page: Page, screenshot: Screen
     await wait_still(page)
     (_, input_y), (noop_x, noop_y) = await spread(page, "input_1", "noop_1")
     assert abs(noop_y - input_y) < 1 and noop_x > 0, (noop_x, noop_y)
+
+    # Unsaved changes: an in-app link asks first; declining keeps the editor and the graph.
+    questions: list[str] = []
+
+    async def decline(dialog: Dialog) -> None:
+        questions.append(dialog.message)
+        await dialog.dismiss()
+
+    page.once("dialog", decline)
+    await page.get_by_test_id("nav-workflows").click()
+    await expect(node(page, "noop_1")).to_be_visible()
+    assert questions and "unsaved changes" in questions[0]
+    assert "#/workflows/new" in page.url
+
+    async def accept(dialog: Dialog) -> None:
+        await dialog.accept()
+
+    page.once("dialog", accept)
+    await page.get_by_test_id("nav-workflows").click()
+    await expect(page.get_by_test_id("new-workflow")).to_be_visible()
+    await expect(node(page, "noop_1")).to_have_count(0)

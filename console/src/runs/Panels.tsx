@@ -43,6 +43,7 @@ export function LogsPanel({
   const [error, setError] = useState<string | null>(null);
   const [loaded, setLoaded] = useState(false);
   const request = useRef(0);
+  const lastQuery = useRef(0);
 
   const query = (token?: string) => {
     const params = new URLSearchParams({ page_size: String(PAGE_SIZE) });
@@ -54,8 +55,11 @@ export function LogsPanel({
 
   useEffect(() => {
     const mine = ++request.current;
-    // Events come in bursts: one query per burst.
+    // Events come in bursts: at most one query a second while they keep coming (a pure
+    // debounce would never load during a busy run); the first one at once.
+    const wait = lastQuery.current ? Math.max(150, lastQuery.current + 1000 - Date.now()) : 0;
     const timer = setTimeout(() => {
+      lastQuery.current = Date.now();
       query()
         .then((page) => {
           if (mine !== request.current) return;
@@ -65,7 +69,7 @@ export function LogsPanel({
           setLoaded(true);
         })
         .catch((failure: Error) => mine === request.current && setError(failure.message));
-    }, 300);
+    }, wait);
     return () => clearTimeout(timer);
   }, [executionId, nodeFilter, level, refreshKey]);
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 import jsonschema
+import orjson
 from pydantic import BaseModel, Field, field_validator
 
 from libs.common import expressions
@@ -324,8 +326,23 @@ def _validator_for(spec: NodeTypeSpec) -> jsonschema.protocols.Validator:
     return validator
 
 
+#: (spec, params as canonical JSON) already found valid: a node's params are mostly the same
+#: from run to run, and validating costs more than the rest of a cheap node's attempt.
+_VALID_PARAMS: OrderedDict[tuple[int, bytes], None] = OrderedDict()
+_VALID_PARAMS_MAX = 4096
+
+
 def validate_params(spec: NodeTypeSpec, params: dict[str, Any]) -> None:
     """Check rendered params against the spec: templates may have produced the wrong type."""
+    try:
+        key: tuple[int, bytes] | None = (
+            id(spec),
+            orjson.dumps(params, option=orjson.OPT_SORT_KEYS),
+        )
+    except TypeError:
+        key = None  # not plain JSON (a set, an object): validate, do not remember
+    if key is not None and key in _VALID_PARAMS:
+        return
     validator = _validator_for(spec)
     problems = [
         f"{'/'.join(str(p) for p in error.absolute_path) or '(params)'}: {error.message}"
@@ -338,6 +355,10 @@ def validate_params(spec: NodeTypeSpec, params: dict[str, Any]) -> None:
             retryable=False,
             details={"problems": problems},
         )
+    if key is not None:
+        _VALID_PARAMS[key] = None
+        if len(_VALID_PARAMS) > _VALID_PARAMS_MAX:
+            _VALID_PARAMS.popitem(last=False)
 
 
 def object_schema(

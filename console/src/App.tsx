@@ -102,16 +102,16 @@ function keyLabel(key: string | null): string {
 
 type KeyCheck = "ok" | "refused" | "unreachable";
 
-/** Whether the gateway takes the stored key. Only a 401 or 403 is a refusal: a gateway
- * that is up but missing a dependency does not sign anyone out. */
+/** Whether the gateway takes the stored key. `GET /console/session` answers 200 either way,
+ * so a refused key logs no error in the browser; a gateway that is up but answers an error
+ * (a dependency down) signs nobody out. */
 async function checkKey(): Promise<KeyCheck> {
   if (!getApiKey()) return "refused";
   try {
-    await api("/api/v1/workflows?page_size=1");
-    return "ok";
+    const session = await api<{ signed_in: boolean }>("/console/session");
+    return session.signed_in ? "ok" : "refused";
   } catch (error) {
-    if (error instanceof ApiError) return error.status === 401 || error.status === 403 ? "refused" : "ok";
-    return "unreachable";
+    return error instanceof ApiError ? "ok" : "unreachable";
   }
 }
 

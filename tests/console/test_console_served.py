@@ -71,3 +71,22 @@ def test_the_committed_build_matches_the_console_source(tmp_path: Path) -> None:
     }
     assert sorted(built) == sorted(committed), "run `make console` and commit the build"
     assert built == committed, "run `make console` and commit the build"
+
+
+async def test_the_sign_in_check_answers_200_for_a_refused_key(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.gateway_url) as http:
+        good = await http.get(
+            "/console/session", headers={"Authorization": f"Bearer {stack.admin_key}"}
+        )
+        assert good.status_code == 200
+        assert good.json()["signed_in"] is True and good.json()["tenant_id"]
+        for headers in ({"Authorization": "Bearer hk_000000000000_wrong"}, {}):
+            refused = await http.get("/console/session", headers=headers)
+            assert refused.status_code == 200
+            assert refused.json()["signed_in"] is False and refused.json()["message"]
+            assert refused.json()["tenant_id"] is None
+        # The API itself still refuses the wrong key with 401.
+        api = await http.get(
+            "/api/v1/workflows", headers={"Authorization": "Bearer hk_000000000000_wrong"}
+        )
+        assert api.status_code == 401

@@ -11,7 +11,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
+from services.gateway.auth import ANONYMOUS, bearer_token, get_security
 from services.gateway.routes.common import get_settings
 
 #: Where `make console` (vite) writes the build; committed, so `make run` needs no Node.js.
@@ -44,6 +46,34 @@ async def console_config(request: Request) -> ConsoleConfig:
         dev_api_key=dev_key if dev_key and _is_loopback(request) else None,
         jaeger_url=get_settings(request).jaeger_ui_url or None,
     )
+
+
+class ConsoleSession(BaseModel):
+    signed_in: bool = Field(description="Whether the request's credential is accepted.")
+    tenant_id: str | None = None
+    message: str | None = Field(default=None, description="Why not, when it is not.")
+
+
+@router.get(
+    "/console/session",
+    summary="Whether the bearer credential signs the console in (200 either way)",
+)
+async def console_session(request: Request) -> ConsoleSession:
+    """The console's sign-in check. A refused key answers 200 with `signed_in: false`
+    rather than 401, which browsers log as an error on the page; nothing else is revealed
+    than what any /api/v1 call's 401 already says."""
+    security = get_security(request)
+    if not security.enabled:
+        return ConsoleSession(signed_in=True, tenant_id=ANONYMOUS.tenant_id)
+    token = bearer_token(request, allow_query=False)
+    if token is None:
+        return ConsoleSession(signed_in=False, message="no credential given")
+    try:
+        principal = await security.authenticate(token)
+    except HTTPException as refused:
+        return ConsoleSession(signed_in=False, message=str(refused.detail))
+    await security.check_rate(principal)
+    return ConsoleSession(signed_in=True, tenant_id=principal.tenant_id)
 
 
 @router.get("/", include_in_schema=False, response_model=None)

@@ -439,3 +439,96 @@ async def test_keyboard_delete_undo_redo_and_help(page: Page, screenshot: Screen
     await page.get_by_test_id("nav-workflows").click()
     await expect(page.get_by_test_id("new-workflow")).to_be_visible()
     await expect(node(page, "noop_1")).to_have_count(0)
+
+
+def canvas_node(page: Page, node_id: str) -> Locator:
+    """React Flow's wrapper of a node: it carries the node's position and canvas key."""
+    return page.locator(".react-flow__node").filter(has=node(page, node_id))
+
+
+async def position(page: Page, node_id: str) -> tuple[float, float]:
+    """A node's position on the canvas (flow coordinates, whatever the zoom)."""
+    x, y = await canvas_node(page, node_id).evaluate(
+        "el => { const m = new DOMMatrixReadOnly(getComputedStyle(el).transform);"
+        " return [m.e, m.f]; }"
+    )
+    return x, y
+
+
+async def expect_at(page: Page, node_id: str, x: float, y: float) -> None:
+    await expect(canvas_node(page, node_id)).to_have_css(
+        "transform", f"matrix(1, 0, 0, 1, {x:g}, {y:g})"
+    )
+
+
+async def test_copy_paste_duplicate_and_arrow_moves(page: Page, screenshot: Screenshot) -> None:
+    await open_editor(page)
+    await page.get_by_test_id("palette-input").click()
+    await page.get_by_test_id("palette-template").click()
+    await expect(page.get_by_test_id("node-id")).to_have_value("template_1")
+    template = page.get_by_test_id("param-template")
+    await template.fill("Hi {{ input_1.name }}")
+    await connect(page, "input_1", "template_1")
+    nodes = page.locator(".react-flow__node")
+    edges = page.locator(".react-flow__edge")
+    await expect(edges).to_have_count(1)
+    inspector = page.get_by_test_id("inspector")
+    input_at = await position(page, "input_1")
+    template_at = await position(page, "template_1")
+
+    # Copy both nodes, paste: new ids, offset by (40, 40), the edge and the reference follow.
+    await node(page, "input_1").click()
+    await node(page, "template_1").click(modifiers=["Control"])
+    await expect(inspector).to_contain_text("2 nodes selected")
+    await page.keyboard.press("Control+c")
+    await page.keyboard.press("Control+v")
+    await expect(nodes).to_have_count(4)
+    await expect(edges).to_have_count(2)
+    await expect(inspector).to_contain_text("2 nodes selected")  # the pasted pair
+    await expect(canvas_node(page, "input_2")).to_have_class(re.compile(r"\bselected\b"))
+    await expect(canvas_node(page, "template_2")).to_have_class(re.compile(r"\bselected\b"))
+    await expect_at(page, "input_2", input_at[0] + 40, input_at[1] + 40)
+    await expect_at(page, "template_2", template_at[0] + 40, template_at[1] + 40)
+    pasted_input = await canvas_node(page, "input_2").get_attribute("data-id")
+    pasted_template = await canvas_node(page, "template_2").get_attribute("data-id")
+    await expect(
+        page.locator(
+            f'.react-flow__edge[aria-label="Edge from {pasted_input} to {pasted_template}"]'
+        )
+    ).to_have_count(1)
+    await screenshot("pasted")
+    await page.keyboard.press("Escape")
+    await node(page, "template_2").click()
+    await expect(template).to_have_value("Hi {{ input_2.name }}")
+    await node(page, "template_1").click()
+    await expect(template).to_have_value("Hi {{ input_1.name }}")
+
+    # The paste is one undo step.
+    await page.keyboard.press("Control+z")
+    await expect(nodes).to_have_count(2)
+    await expect(edges).to_have_count(1)
+    await expect(node(page, "input_2")).to_have_count(0)
+
+    # Ctrl+D duplicates the selected node (its reference to a node not copied is kept).
+    await page.keyboard.press("Escape")
+    await node(page, "template_1").click()
+    await page.keyboard.press("Control+d")
+    await expect(nodes).to_have_count(3)
+    await expect(page.get_by_test_id("node-id")).to_have_value("template_2")
+    await expect(template).to_have_value("Hi {{ input_1.name }}")
+    await expect(edges).to_have_count(1)
+    await expect_at(page, "template_2", template_at[0] + 40, template_at[1] + 40)
+
+    # Arrow keys move the selection (10 px, 50 px with Shift); one burst is one undo step.
+    await page.keyboard.press("ArrowRight")
+    await expect_at(page, "template_2", template_at[0] + 50, template_at[1] + 40)
+    await page.keyboard.press("ArrowRight")
+    await page.keyboard.press("Shift+ArrowDown")
+    await expect_at(page, "template_2", template_at[0] + 60, template_at[1] + 90)
+    await expect_at(page, "template_1", *template_at)
+    await page.keyboard.press("Control+z")
+    await expect_at(page, "template_2", template_at[0] + 40, template_at[1] + 40)
+    await expect(nodes).to_have_count(3)
+
+    await page.keyboard.press("?")
+    await expect(page.get_by_test_id("shortcut-help")).to_contain_text("Duplicate")

@@ -1,5 +1,5 @@
 // The workflow editor: palette, canvas, inspector, live validation, save as a new version,
-// import/export, auto-layout, undo/redo and keyboard shortcuts.
+// import/export, auto-layout, undo/redo, copy/paste and keyboard shortcuts.
 import { useCallback, useEffect, useMemo, useRef, useState, type DragEvent } from "react";
 import {
   Background,
@@ -29,14 +29,19 @@ import {
   DEFAULT_IN,
   DEFAULT_OUT,
   EMPTY_DOC,
+  clipDefinition,
+  copySelection,
   docFromDefinition,
   freshNodeId,
   nodeDefId,
+  pasteClip,
   renameNode,
+  shiftClip,
   sourceHandleOf,
   targetHandleOf,
   toDefinition,
   uid,
+  type Clip,
   type Doc,
   type FlowEdge,
   type FlowNode,
@@ -65,6 +70,14 @@ interface Handoff {
 let handoff: Handoff | null = null;
 
 let nodeTypesCache: NodeTypeSpec[] | null = null;
+
+/** What Ctrl+C copied: kept for the session, so it can be pasted into another workflow. */
+let clipboard: Clip | null = null;
+
+/** How far an arrow key moves the selected nodes (with Shift: the larger step). */
+const NUDGE = 10;
+const NUDGE_SHIFT = 50;
+const ARROWS: Record<string, [number, number]> = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
 
 export function EditorPage({ workflowId }: { workflowId: string | null }) {
   return (
@@ -302,6 +315,69 @@ function Editor({ workflowId }: { workflowId: string | null }) {
     });
   }, [update]);
 
+  /** Copies the selected nodes and the edges between them; false when none is selected. */
+  const copy = useCallback(() => {
+    const clip = copySelection(docRef.current);
+    if (!clip) return false;
+    clipboard = clip;
+    // Also to the system clipboard as a definition fragment, where the browser allows it
+    // (it may refuse, e.g. headless or without focus): the in-app clipboard is what pastes.
+    try {
+      void navigator.clipboard?.writeText(JSON.stringify(clipDefinition(clip), null, 2)).catch(() => undefined);
+    } catch {
+      // No clipboard API here.
+    }
+    return true;
+  }, [docRef]);
+
+  /** Pastes what was copied, as one undo step; false when nothing was. */
+  const paste = useCallback(() => {
+    const clip = clipboard;
+    if (!clip) return false;
+    update((d) => pasteClip(d, clip));
+    // Pasting again lands beside the last copy rather than on top of it.
+    clipboard = shiftClip(clip);
+    return true;
+  }, [update]);
+
+  /** Copy and paste of the selection in one step, leaving the clipboard as it was. */
+  const duplicate = useCallback(() => {
+    const clip = copySelection(docRef.current);
+    if (!clip) return false;
+    update((d) => pasteClip(d, clip));
+    return true;
+  }, [docRef, update]);
+
+  /** Moves the selected nodes; the presses of one burst are one undo step. */
+  const nudge = useCallback(
+    (dx: number, dy: number) => {
+      const selected = docRef.current.nodes.filter((node) => node.selected).map((node) => node.id);
+      if (!selected.length) return false;
+      update(
+        (d) => ({
+          ...d,
+          nodes: d.nodes.map((node) => (node.selected ? { ...node, position: { x: node.position.x + dx, y: node.position.y + dy } } : node)),
+        }),
+        `nudge:${selected.join(",")}`,
+      );
+      return true;
+    },
+    [docRef, update],
+  );
+
+  const selectAll = useCallback(
+    () =>
+      update(
+        (d) => ({
+          ...d,
+          nodes: d.nodes.map((node) => (node.selected ? node : { ...node, selected: true })),
+          edges: d.edges.map((edge) => (edge.selected ? edge : { ...edge, selected: true })),
+        }),
+        false,
+      ),
+    [update],
+  );
+
   const select = useCallback(
     (nodeKey: string | null, edgeKey: string | null = null) =>
       update(
@@ -455,8 +531,9 @@ function Editor({ workflowId }: { workflowId: string | null }) {
   };
 
   // ---------------------------------------------------------------- keyboard
-  const keys = useRef({ save, deleteSelection, autoLayout, undo: history.undo, redo: history.redo, select, fit: () => fitSoon(), dialog, setDialog });
-  keys.current = { save, deleteSelection, autoLayout, undo: history.undo, redo: history.redo, select, fit: () => fitSoon(), dialog, setDialog };
+  const shortcuts = { save, deleteSelection, autoLayout, undo: history.undo, redo: history.redo, select, selectAll, copy, paste, duplicate, nudge, fit: () => fitSoon(), dialog, setDialog };
+  const keys = useRef(shortcuts);
+  keys.current = shortcuts;
   useEffect(() => {
     const onKey = (event: KeyboardEvent) => {
       const k = keys.current;
@@ -479,6 +556,18 @@ function Editor({ workflowId }: { workflowId: string | null }) {
       } else if (mod && key === "y") {
         event.preventDefault();
         k.redo();
+      } else if (mod && key === "a") {
+        event.preventDefault();
+        k.selectAll();
+      } else if (mod && key === "c") {
+        // Text selected on the page (an issue's message) copies as usual.
+        if (window.getSelection()?.toString()) return;
+        if (k.copy()) event.preventDefault();
+      } else if (mod && key === "v") {
+        if (k.paste()) event.preventDefault();
+      } else if (mod && key === "d") {
+        event.preventDefault();
+        k.duplicate();
       } else if (mod) {
         return;
       } else if (event.key === "Delete" || event.key === "Backspace") {
@@ -494,8 +583,25 @@ function Editor({ workflowId }: { workflowId: string | null }) {
         k.select(null);
       }
     };
+    // Arrow keys move the selected nodes when the canvas, a button or nothing has the focus.
+    // Handled before the event reaches React Flow, whose own arrow moves are not recorded.
+    const onArrow = (event: KeyboardEvent) => {
+      const k = keys.current;
+      const step = ARROWS[event.key];
+      if (!step || k.dialog || event.ctrlKey || event.metaKey || event.altKey || isTyping(event.target)) return;
+      const target = event.target as Node | null;
+      if (target !== document.body && !(target instanceof HTMLButtonElement) && !canvasRef.current?.contains(target)) return;
+      const distance = event.shiftKey ? NUDGE_SHIFT : NUDGE;
+      if (!k.nudge(step[0] * distance, step[1] * distance)) return;
+      event.preventDefault();
+      event.stopPropagation();
+    };
+    window.addEventListener("keydown", onArrow, true);
     window.addEventListener("keydown", onKey);
-    return () => window.removeEventListener("keydown", onKey);
+    return () => {
+      window.removeEventListener("keydown", onArrow, true);
+      window.removeEventListener("keydown", onKey);
+    };
   }, []);
 
   // ---------------------------------------------------------------- what the canvas shows
@@ -601,7 +707,7 @@ function Editor({ workflowId }: { workflowId: string | null }) {
             Delete
           </button>
         </div>
-        <p className="ed-muted ed-small">Drag to move them together; press Delete to remove them.</p>
+        <p className="ed-muted ed-small">Drag them or press the arrow keys to move them together; press Delete to remove them (? lists the other shortcuts).</p>
       </div>
     );
   } else if (selectedEdges.length === 1) {

@@ -248,59 +248,148 @@ function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
-/** Rewrites `old.x` / `old[...]` references to `renamed` in an expression. */
-function renameInExpression(text: string, old: string, renamed: string): string {
-  const pattern = new RegExp(`(?<![\\w.])${escapeRegExp(old)}(?=\\s*[.[])`, "g");
-  return text.replace(pattern, renamed);
+/** Old node id -> new node id, applied at once (so `a -> b, b -> c` never gives `c` for `a`). */
+export type Renames = ReadonlyMap<string, string>;
+
+/** Rewrites `old.x` / `old[...]` references to their new ids in an expression. */
+function renameInExpression(text: string, renames: Renames): string {
+  if (!renames.size) return text;
+  const names = [...renames.keys()].map(escapeRegExp).join("|");
+  const pattern = new RegExp(`(?<![\\w.])(?:${names})(?=\\s*[.[])`, "g");
+  return text.replace(pattern, (old) => renames.get(old) ?? old);
 }
 
 /** Rewrites references inside `{{ }}` and `{% %}` of a template; a string without template
  * syntax is an expression where `bare` says so. */
-function renameInString(text: string, old: string, renamed: string, bare: boolean): string {
+function renameInString(text: string, renames: Renames, bare: boolean): string {
   if (!text.includes("{{") && !text.includes("{%")) {
-    return bare ? renameInExpression(text, old, renamed) : text;
+    return bare ? renameInExpression(text, renames) : text;
   }
   return text.replace(/(\{\{|\{%)([\s\S]*?)(\}\}|%\})/g, (_, open: string, body: string, close: string) =>
-    open + renameInExpression(body, old, renamed) + close,
+    open + renameInExpression(body, renames) + close,
   );
 }
 
-function renameInValue(value: unknown, old: string, renamed: string, bare: boolean): unknown {
-  if (typeof value === "string") return renameInString(value, old, renamed, bare);
-  if (Array.isArray(value)) return value.map((item) => renameInValue(item, old, renamed, false));
+function renameInValue(value: unknown, renames: Renames, bare: boolean): unknown {
+  if (typeof value === "string") return renameInString(value, renames, bare);
+  if (Array.isArray(value)) return value.map((item) => renameInValue(item, renames, false));
   if (value && typeof value === "object") {
     return Object.fromEntries(
-      Object.entries(value).map(([key, item]) => [key, renameInValue(item, old, renamed, false)]),
+      Object.entries(value).map(([key, item]) => [key, renameInValue(item, renames, false)]),
     );
   }
   return value;
+}
+
+/** A node definition with its references to renamed nodes rewritten (params, `when`,
+ * `default_output`); its own id is left as it is. */
+function renameReferences(def: NodeDef, renames: Renames): NodeDef {
+  const bare = BARE_EXPRESSION_PARAMS[def.type] ?? [];
+  const literal = LITERAL_PARAMS[def.type] ?? [];
+  const renamed: NodeDef = {
+    ...def,
+    params: Object.fromEntries(
+      Object.entries(def.params ?? {}).map(([key, value]) => [
+        key,
+        literal.includes(key) ? value : renameInValue(value, renames, bare.includes(key)),
+      ]),
+    ),
+  };
+  if (typeof def.when === "string") renamed.when = renameInString(def.when, renames, true);
+  if (def.default_output !== undefined) renamed.default_output = renameInValue(def.default_output, renames, false);
+  return renamed;
 }
 
 /** The node renamed, and every template that referenced it rewritten. */
 export function renameNode(doc: Doc, flowId: string, renamed: string): Doc {
   const target = doc.nodes.find((node) => node.id === flowId);
   if (!target) return doc;
-  const old = target.data.def.id;
+  const renames: Renames = new Map([[target.data.def.id, renamed]]);
   const nodes = doc.nodes.map((node) => {
-    const def = { ...node.data.def };
+    const def = renameReferences(node.data.def, renames);
     if (node.id === flowId) def.id = renamed;
-    const bare = BARE_EXPRESSION_PARAMS[def.type] ?? [];
-    const literal = LITERAL_PARAMS[def.type] ?? [];
-    def.params = Object.fromEntries(
-      Object.entries(def.params ?? {}).map(([key, value]) => [
-        key,
-        literal.includes(key) ? value : renameInValue(value, old, renamed, bare.includes(key)),
-      ]),
-    );
-    if (typeof def.when === "string") def.when = renameInString(def.when, old, renamed, true);
-    if (def.default_output !== undefined) {
-      def.default_output = renameInValue(def.default_output, old, renamed, false);
-    }
     return { ...node, data: { def } };
   });
   const outputs = doc.meta.outputs.map((row) => ({
     ...row,
-    value: renameInValue(row.value, old, renamed, false),
+    value: renameInValue(row.value, renames, false),
   }));
   return { ...doc, nodes, meta: { ...doc.meta, outputs } };
+}
+
+// ------------------------------------------------------------------ copy and paste
+
+/** Nodes copied with the edges between them, detached from the document they came from. */
+export interface Clip {
+  nodes: FlowNode[];
+  edges: FlowEdge[];
+}
+
+/** Where a paste lands relative to what was copied. */
+export const PASTE_OFFSET = { x: 40, y: 40 };
+
+/** The selected nodes and the edges between them, or null when no node is selected. */
+export function copySelection(doc: Doc): Clip | null {
+  const nodes = doc.nodes.filter((node) => node.selected);
+  if (!nodes.length) return null;
+  const keys = new Set(nodes.map((node) => node.id));
+  return {
+    nodes: nodes.map((node) => ({
+      id: node.id,
+      type: "heddle",
+      position: { ...node.position },
+      data: { def: structuredClone(node.data.def) },
+    })),
+    edges: doc.edges
+      .filter((edge) => keys.has(edge.source) && keys.has(edge.target))
+      .map((edge) => ({ id: edge.id, source: edge.source, target: edge.target, data: structuredClone(edge.data) })),
+  };
+}
+
+/** The clip as a definition fragment (what goes to the system clipboard). */
+export function clipDefinition(clip: Clip): Pick<Definition, "nodes" | "edges"> {
+  const { nodes, edges } = toDefinition({ ...EMPTY_DOC, nodes: clip.nodes, edges: clip.edges });
+  return { nodes, edges };
+}
+
+/** The clip moved by `offset` (the next paste of the same clip lands beside the last one). */
+export function shiftClip(clip: Clip, offset = PASTE_OFFSET): Clip {
+  return {
+    ...clip,
+    nodes: clip.nodes.map((node) => ({ ...node, position: { x: node.position.x + offset.x, y: node.position.y + offset.y } })),
+  };
+}
+
+/** The clip added to the document, moved by `offset`, as the new selection: fresh node ids
+ * (`<type>_<n>`), edges between the new nodes, and references among the pasted nodes
+ * rewritten to the new ids (references to nodes not copied are left alone). */
+export function pasteClip(doc: Doc, clip: Clip, offset = PASTE_OFFSET): Doc {
+  const taken = doc.nodes.map((node) => node.data.def.id);
+  const renames = new Map<string, string>();
+  const keys = new Map<string, string>();
+  const fresh = clip.nodes.map((node) => {
+    const id = freshNodeId(node.data.def.type, taken);
+    taken.push(id);
+    if (!renames.has(node.data.def.id)) renames.set(node.data.def.id, id);
+    const key = uid("n");
+    keys.set(node.id, key);
+    return { node, id, key };
+  });
+  const pasted: FlowNode[] = fresh.map(({ node, id, key }) => ({
+    id: key,
+    type: "heddle",
+    position: { x: node.position.x + offset.x, y: node.position.y + offset.y },
+    selected: true,
+    data: { def: { ...renameReferences(structuredClone(node.data.def), renames), id } },
+  }));
+  const edges: FlowEdge[] = clip.edges.flatMap((edge) => {
+    const source = keys.get(edge.source);
+    const target = keys.get(edge.target);
+    return source && target ? [{ id: uid("e"), source, target, data: structuredClone(edge.data) }] : [];
+  });
+  return {
+    ...doc,
+    nodes: [...doc.nodes.map((node) => (node.selected ? { ...node, selected: false } : node)), ...pasted],
+    edges: [...doc.edges.map((edge) => (edge.selected ? { ...edge, selected: false } : edge)), ...edges],
+  };
 }

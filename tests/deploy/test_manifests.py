@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import zipfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -279,6 +281,23 @@ def test_dockerfile() -> None:
     assert {HTTP_PORT, METRICS_PORT, *DEFAULT_PORTS.values()} <= exposed
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
+
+
+def test_the_installed_package_carries_its_data_files(tmp_path: Path) -> None:
+    """The image installs a wheel (not the tree): the built console the gateway serves and
+    the migration template must be inside it."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    [wheel] = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    console = ROOT / "services" / "gateway" / "console_dist"
+    expected = {str(p.relative_to(ROOT)) for p in console.rglob("*") if p.is_file()}
+    assert expected and expected <= names, sorted(expected - names)
+    assert "libs/migrations/script.py.mako" in names
 
 
 # ------------------------------------------------------------------------------ kubernetes

@@ -285,9 +285,17 @@ def test_dockerfile() -> None:
 
 def test_the_installed_package_carries_its_data_files(tmp_path: Path) -> None:
     """The image installs a wheel (not the tree): the built console the gateway serves and
-    the migration template must be inside it."""
+    the migration template must be inside it. Built from a copy of what the Dockerfile
+    copies, so that no build/ or egg-info left in the tree can fill the gaps."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info", ".mypy_cache")
+    for name in ("libs", "services"):
+        shutil.copytree(ROOT / name, source / name, ignore=skip)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(tmp_path)],
         check=True,
         capture_output=True,
     )

@@ -156,8 +156,8 @@ class _WorkStream:
                         merged.MergeFrom(outbox.get_nowait())
                     request = merged
                 await call.write(request)
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as error:
-            self._broken(call, f"write failed: {error}")
+        except Exception as error:  # whatever broke the stream, its attempts go elsewhere
+            self._broken(call, f"write failed: {error!r}")
 
     async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
         reason = "stream ended"
@@ -166,6 +166,9 @@ class _WorkStream:
                 self._deliver(response.outcomes)
         except grpc.aio.AioRpcError as error:
             reason = error.code().name
+        except Exception as error:  # never leave attempts waiting on a dead reader
+            log.exception("node replica stream reader failed")
+            reason = repr(error)
         self._broken(call, reason)
 
     def _deliver(self, outcomes: Sequence[node_pb2.NodeOutcome]) -> None:

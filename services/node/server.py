@@ -74,15 +74,26 @@ async def serve(settings: NodeServiceSettings, *, bus: EventBus | None = None) -
         settings=settings.executor_settings(),
     )
     servicer = NodeServicer(NodeRunner(default_registry(), services), settings.max_concurrent_nodes)
-    server = await start_grpc_server(
-        "node",
-        [node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name],
-        lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
-        host=settings.bind_host,
-        port=settings.port_for("node"),
-        service_token=token,
-        tls=tls,
-    )
+    try:
+        server = await start_grpc_server(
+            "node",
+            [node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name],
+            lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
+            host=settings.bind_host,
+            port=settings.port_for("node"),
+            service_token=token,
+            tls=tls,
+        )
+    except BaseException:
+        # A failed start (a port taken) leaves nothing running or attached behind it.
+        logging.getLogger().removeHandler(shipper.handler)
+        await shipper.stop()
+        await http.aclose()
+        for channel in (ai_channel, tool_channel, workflow_channel):
+            await channel.close()
+        if owned_bus is not None:
+            await owned_bus.close()
+        raise
     return NodeService(
         settings,
         server,

@@ -76,37 +76,48 @@ async def serve(
     """Start the workflow service; pass `bus`/`kv` to share them (embedded mode), else they are
     built from the settings and closed on stop."""
     db = create_engine(settings.database_url)
-    await upgrade(db)
-    sessions = session_factory(db)
-    own_bus = bus is None
-    if bus is None:
-        bus = create_bus(settings.broker_url)
-        await bus.connect()
-    own_kv = kv is None
-    if kv is None:
-        kv = create_kv(settings.redis_url)
-    dispatcher = NodeDispatcher(
-        settings.node_addresses,
-        batch_size=settings.dispatch_batch_size,
-        default_timeout_s=settings.node_default_timeout_s,
-        service_token=settings.service_token,
-        tls=TlsFiles.from_settings(settings),
-    )
-    catalog = NodeCatalog(dispatcher)
-    engine = Engine(settings, sessions, dispatcher, catalog, kv, EventNotifier())
-    relay = OutboxRelay(sessions, bus)
-    engine.relay = relay
-    store = WorkflowStore(settings, sessions, catalog)
-    servicer = WorkflowServicer(engine, store)
-    server = await start_grpc_server(
-        "workflow",
-        [workflow_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
-        lambda s: workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(servicer, s),
-        host=settings.bind_host,
-        port=settings.port_for("workflow"),
-        service_token=settings.service_token,
-        tls=TlsFiles.from_settings(settings),
-    )
+    own_bus, own_kv = bus is None, kv is None
+    dispatcher: NodeDispatcher | None = None
+    try:
+        await upgrade(db)
+        sessions = session_factory(db)
+        if bus is None:
+            bus = create_bus(settings.broker_url)
+            await bus.connect()
+        if kv is None:
+            kv = create_kv(settings.redis_url)
+        dispatcher = NodeDispatcher(
+            settings.node_addresses,
+            batch_size=settings.dispatch_batch_size,
+            default_timeout_s=settings.node_default_timeout_s,
+            service_token=settings.service_token,
+            tls=TlsFiles.from_settings(settings),
+        )
+        catalog = NodeCatalog(dispatcher)
+        engine = Engine(settings, sessions, dispatcher, catalog, kv, EventNotifier())
+        relay = OutboxRelay(sessions, bus)
+        engine.relay = relay
+        store = WorkflowStore(settings, sessions, catalog)
+        servicer = WorkflowServicer(engine, store)
+        server = await start_grpc_server(
+            "workflow",
+            [workflow_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
+            lambda s: workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(servicer, s),
+            host=settings.bind_host,
+            port=settings.port_for("workflow"),
+            service_token=settings.service_token,
+            tls=TlsFiles.from_settings(settings),
+        )
+    except BaseException:
+        # A failed start (a port taken, the database down) leaves nothing open behind it.
+        if dispatcher is not None:
+            await dispatcher.close()
+        if own_bus and bus is not None:
+            await bus.close()
+        if own_kv and kv is not None:
+            await kv.close()
+        await db.dispose()
+        raise
 
     async def on_trigger(message: Message) -> None:
         fire = events_pb2.TriggerFire.FromString(message.body)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import socket
+import warnings
 from pathlib import Path
 
 import httpx
@@ -11,9 +13,12 @@ import pytest
 from libs.cli import stack as stack_module
 
 
+@pytest.mark.parametrize("victim", range(6))
 async def test_a_port_taken_before_binding_restarts_the_stack_on_others(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    victim: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Whichever service finds its port taken, the stack comes up on other ports, and the
+    failed start leaves nothing open behind it (no unclosed database connection)."""
     squatter = socket.socket()
     squatter.bind(("127.0.0.1", 0))
     squatter.listen()
@@ -22,8 +27,8 @@ async def test_a_port_taken_before_binding_restarts_the_stack_on_others(
     handed_out: list[int] = []
 
     def free_port(host: str = "127.0.0.1") -> int:
-        # The first service's port is already in use when it binds.
-        port = taken if not handed_out else real_free_port(host)
+        # The victim-th port handed out is already in use when its service binds.
+        port = taken if len(handed_out) == victim else real_free_port(host)
         handed_out.append(port)
         return port
 
@@ -40,5 +45,10 @@ async def test_a_port_taken_before_binding_restarts_the_stack_on_others(
         assert taken not in running.ports.values()
         async with httpx.AsyncClient(base_url=running.gateway_url) as client:
             assert (await client.get("/readyz")).status_code == 200
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            gc.collect()
+        leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+        assert not leaks, leaks
     finally:
         await running.stop()

@@ -12,8 +12,8 @@ import {
   fieldsFromSchema,
   initialRaw,
   problemField,
+  useFieldValues,
   validateSchema,
-  type RawValue,
 } from "./schemaForm";
 
 export function HumanInputForm({
@@ -31,9 +31,8 @@ export function HumanInputForm({
 }) {
   const schema: JsonSchema = waiting?.schema ?? fallbackSchema ?? { type: "object" };
   const fields = useMemo(() => fieldsFromSchema(schema), [schema]);
-  const [raw, setRaw] = useState<Record<string, RawValue>>({});
   const [json, setJson] = useState(() => prettyJson(schema.default ?? (schema.type === "object" ? {} : null)));
-  const [errors, setErrors] = useState<Record<string, string>>({});
+  const { raw, errors, setErrors, edit } = useFieldValues();
   const [formError, setFormError] = useState<string | null>(null);
   const [sending, setSending] = useState(false);
   const [sent, setSent] = useState(false);
@@ -106,14 +105,7 @@ export function HumanInputForm({
             value={raw[field.name] ?? initialRaw(field)}
             error={errors[field.name]}
             testId={`human-input-${field.name}`}
-            onChange={(next) => {
-              setRaw((previous) => ({ ...previous, [field.name]: next }));
-              setErrors((previous) => {
-                const copy = { ...previous };
-                delete copy[field.name];
-                return copy;
-              });
-            }}
+            onChange={(next) => edit(field.name, next)}
           />
         ))
       ) : (

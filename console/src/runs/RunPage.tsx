@@ -3,7 +3,7 @@ import { useEffect, useMemo, useState, type FormEvent } from "react";
 import { ApiError, api } from "../lib/api";
 import { navigate } from "../lib/router";
 import type { Workflow } from "../lib/types";
-import { FieldInput, collect, fieldsFromInputs, initialRaw, problemField, type RawValue } from "./schemaForm";
+import { FieldInput, collect, fieldsFromInputs, initialRaw, problemField, useFieldValues } from "./schemaForm";
 import "./runs.css";
 
 interface Started {
@@ -15,8 +15,7 @@ interface Started {
 export function RunPage({ workflowId }: { workflowId: string }) {
   const [workflow, setWorkflow] = useState<Workflow | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
-  const [raw, setRaw] = useState<Record<string, RawValue>>({});
-  const [errors, setErrors] = useState<Record<string, string>>({});
+  const { raw, errors, setErrors, edit } = useFieldValues();
   const [formError, setFormError] = useState<string | null>(null);
   const [idempotencyKey, setIdempotencyKey] = useState("");
   const [submitting, setSubmitting] = useState(false);
@@ -101,14 +100,7 @@ export function RunPage({ workflowId }: { workflowId: string }) {
             value={raw[field.name] ?? initialRaw(field)}
             error={errors[field.name]}
             testId={`run-input-${field.name}`}
-            onChange={(next) => {
-              setRaw((previous) => ({ ...previous, [field.name]: next }));
-              setErrors((previous) => {
-                const copy = { ...previous };
-                delete copy[field.name];
-                return copy;
-              });
-            }}
+            onChange={(next) => edit(field.name, next)}
           />
         ))}
         <details className="rp-advanced">

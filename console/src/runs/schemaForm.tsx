@@ -1,5 +1,6 @@
 // Typed form fields built from a workflow's `inputs` or from a human_input node's JSON Schema,
 // with the client-side checks that keep the normal path free of 422s.
+import { useState } from "react";
 import type { InputSpec, JsonSchema } from "../lib/types";
 
 export type FieldKind = "string" | "number" | "integer" | "boolean" | "object" | "array" | "any";
@@ -63,6 +64,21 @@ export function fieldsFromSchema(schema: JsonSchema | null | undefined): FieldSp
     });
   }
   return fields;
+}
+
+/** The raw values and errors of a generated form; `edit` sets a field and clears its error. */
+export function useFieldValues() {
+  const [raw, setRaw] = useState<Record<string, RawValue>>({});
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const edit = (name: string, next: RawValue) => {
+    setRaw((previous) => ({ ...previous, [name]: next }));
+    setErrors((previous) => {
+      const copy = { ...previous };
+      delete copy[name];
+      return copy;
+    });
+  };
+  return { raw, errors, setErrors, edit };
 }
 
 export function initialRaw(field: FieldSpec): RawValue {

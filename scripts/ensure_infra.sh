@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start the local PostgreSQL, Redis and RabbitMQ that the tests use, if they are not running.
+# Start the local PostgreSQL, Redis, RabbitMQ and MariaDB that the tests use, if they are not running.
 set -u
 
 wait_for() {  # name, command, tries
@@ -30,4 +30,10 @@ if ! rabbit_up; then
   rabbitmq-server -detached || true
   wait_for RabbitMQ rabbit_up 90 || exit 1
 fi
-echo "ensure_infra: PostgreSQL, Redis and RabbitMQ are up"
+maria_up() { (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null; }
+if ! maria_up; then
+  echo "ensure_infra: starting MariaDB"
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+  wait_for MariaDB maria_up 60 || exit 1
+fi
+echo "ensure_infra: PostgreSQL, Redis, RabbitMQ and MariaDB are up"

@@ -1,0 +1,75 @@
+"""libs/common/jsonutil: orjson on the hot path, exact big integers through the fallback."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import uuid
+
+import orjson
+import pytest
+
+from libs.common import jsonutil
+
+BIG_VALUES = [2**64, 2**100, -(2**63) - 1, -(2**200), 10**40]
+
+
+@pytest.mark.parametrize("value", BIG_VALUES)
+def test_integers_beyond_64_bits_round_trip_exactly(value: int) -> None:
+    document = {"value": value, "nested": [1, {"deep": value}], "text": "é"}
+    encoded = jsonutil.dumps(document)
+    assert str(value).encode() in encoded
+    decoded = jsonutil.loads(encoded)
+    assert decoded == document
+    assert type(decoded["value"]) is int
+    assert jsonutil.loads(jsonutil.dumps_str(document)) == document
+
+
+def test_the_edges_of_64_bits_stay_on_orjson_and_exact() -> None:
+    for value in (2**64 - 1, -(2**63), 2**63, 9999999999999999999):
+        assert jsonutil.loads(jsonutil.dumps([value])) == [value]
+
+
+def test_normal_values_encode_as_orjson_does() -> None:
+    when = datetime.datetime(2026, 12, 1, 23, 0, tzinfo=datetime.UTC)
+    document = {"a": 1, "b": [1.5, None, True], "when": when, 1: "int key"}
+    assert jsonutil.dumps(document) == orjson.dumps(
+        document, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+    )
+
+
+def test_the_fallback_encodes_what_orjson_would_beside_a_big_integer() -> None:
+    when = datetime.datetime(2026, 12, 1, 23, 0, tzinfo=datetime.UTC)
+    ident = uuid.UUID(int=7)
+    decoded = jsonutil.loads(
+        jsonutil.dumps(
+            {"big": 2**64, "when": when, "id": ident, "d": decimal.Decimal("1.5"), "s": {3}}
+        )
+    )
+    assert decoded == {
+        "big": 2**64,
+        "when": "2026-12-01T23:00:00+00:00",
+        "id": str(ident),
+        "d": "1.5",
+        "s": [3],
+    }
+
+
+def test_long_digit_runs_in_strings_and_fractions_decode_unchanged() -> None:
+    document = {"id": "1234567890123456789012345", "neg": "-12345678901234567890", "x": 0.5}
+    assert jsonutil.loads(jsonutil.dumps(document)) == document
+    assert jsonutil.loads(b"[1.000000000000000000000001]") == [1.0]
+
+
+def test_invalid_json_still_raises_orjsons_error() -> None:
+    # The gateway maps orjson.JSONDecodeError to a 400 naming the position.
+    with pytest.raises(orjson.JSONDecodeError):
+        jsonutil.loads(b'{"big": 18446744073709551616,')
+    with pytest.raises(orjson.JSONDecodeError):
+        jsonutil.loads(b"[NaN, 123456789012345678901234]")
+
+
+def test_empty_and_none() -> None:
+    assert jsonutil.dumps(None) == b""
+    assert jsonutil.loads(b"") is None
+    assert jsonutil.loads(None) is None

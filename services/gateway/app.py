@@ -14,6 +14,7 @@ from services.gateway.clients import ServiceClients
 from services.gateway.errors import CatchAllMiddleware, install_error_handlers
 from services.gateway.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from services.gateway.routes import catalog, executions, health, schedules, security, workflows
+from services.gateway.routes.common import refuse_nul_characters
 from services.gateway.routes.console import install_console
 from services.gateway.schemas import WorkflowDefinition
 from services.gateway.settings import GatewaySettings
@@ -37,7 +38,8 @@ def create_app(
     app.state.security = guard
     app.include_router(health.router)
     # Every /api/v1 route authenticates (and rate-limits) first; the WebSocket does it itself.
-    authenticated = [Depends(authenticate_connection)]
+    # Then U+0000 anywhere in the request is a located 422 (PostgreSQL cannot store it).
+    authenticated = [Depends(authenticate_connection), Depends(refuse_nul_characters)]
     for router in (
         workflows.router,
         executions.router,

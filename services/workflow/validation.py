@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from libs.common import jsonutil
 from libs.common.expressions import inspect_templates, is_templated
 from libs.common.node_types import ERROR_PORT, NodeTypeSpec
 from services.workflow.definition import (
@@ -404,6 +405,7 @@ def _validate(
                 f"{len(raw_edges)} edges; at most {max_edges} allowed",
                 field="edges",
             )
+        _add_nul_issues(issues, raw)
         if issues.errors:
             return _report(issues, None)
         try:
@@ -420,6 +422,34 @@ def _validate(
 
     _Checker(issues, node_types, nodes, edges, inputs, outputs, broken_ids).run()
     return _report(issues, definition)
+
+
+def _add_nul_issues(issues: _Issues, raw: dict[str, Any]) -> None:
+    """U+0000 cannot be stored (PostgreSQL text and jsonb refuse it): one located error per
+    string or key that holds it. The scan is one C-speed encode unless there is one."""
+    with contextlib.suppress(Exception):
+        if b"\\u0000" not in jsonutil.dumps(raw):
+            return
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), raw)]
+    found: list[tuple[Any, ...]] = []
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                found.append(path)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in str(key):
+                    found.append((*path, str(key).replace("\x00", "\\u0000")))
+                stack.append(((*path, key), child))
+        elif isinstance(item, list):
+            stack.extend(((*path, index), child) for index, child in enumerate(item))
+    for path in reversed(found):
+        issues.add(
+            "nul_character",
+            "the NUL character (U+0000) is not allowed in a workflow definition",
+            field=_pointer("", path),
+        )
 
 
 def _report(issues: _Issues, definition: WorkflowDefinition | None) -> ValidationReport:

@@ -1,12 +1,14 @@
-"""The `heddle` command: run workflows against a gateway, and start or stop the stack.
+"""The `heddle` command (Typer + Rich): run workflows, inspect and control executions, manage
+schedules, keys and secrets, and start or stop the stack.
 
     heddle run examples/hello.yaml --input name=Ada
-    heddle status <execution-id>
-    heddle validate examples/hello.yaml
+    heddle executions list --status failed
+    heddle logs <execution-id> --follow
     heddle serve | up | down | db upgrade
 
-The gateway URL comes from --url, else HEDDLE_URL, else http://127.0.0.1:8080; an API key
-from HEDDLE_API_KEY or the file var/dev-api-key is sent as a bearer token.
+The gateway is --server, else HEDDLE_SERVER, else http://127.0.0.1:8080; the API key is
+--api-key or HEDDLE_API_KEY, else the development key the embedded stack offers to loopback
+callers. Exit codes: 0 success; 1 an error, or a failed or cancelled execution; 2 usage.
 """
 
 from __future__ import annotations
@@ -17,76 +19,132 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
-from datetime import datetime
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any
 
-import httpx
+import typer
 import yaml
+from rich.console import Console
+from rich.table import Table
 
-DEFAULT_URL = "http://127.0.0.1:8080"
-DEV_API_KEY_FILE = Path("var/dev-api-key")
-TERMINAL = {"succeeded", "failed", "cancelled"}
+from libs.cli.api import DEFAULT_SERVER, Api, CliError, dumps, issue_text
+from libs.cli.follow import error_text, events, follow, stdin_is_terminal
+from libs.cli.inputs import declared_types, parse_inputs, parse_pairs
+
 YAML_SUFFIXES = {".yaml", ".yml"}
-# How often `run` re-opens an event stream the network dropped before the execution ended.
-MAX_RECONNECTS = 5
+
+app = typer.Typer(
+    name="heddle",
+    help="Run Heddle workflows, follow and control executions, and manage the stack.",
+    epilog="Exit codes: 0 success; 1 an error, or a failed or cancelled execution; 2 usage.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+workflows_app = typer.Typer(help="Workflow definitions.", no_args_is_help=True)
+executions_app = typer.Typer(help="Executions of workflows.", no_args_is_help=True)
+schedules_app = typer.Typer(help="Cron schedules.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of the tenant (admins).", no_args_is_help=True)
+secrets_app = typer.Typer(
+    help="Secrets of the tenant, read by workflows as {{ secrets.NAME }}.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database tasks.", no_args_is_help=True)
+app.add_typer(workflows_app, name="workflows")
+app.add_typer(executions_app, name="executions")
+app.add_typer(schedules_app, name="schedules")
+app.add_typer(keys_app, name="keys")
+app.add_typer(secrets_app, name="secrets")
+app.add_typer(db_app, name="db")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
-class CliError(Exception):
-    """A failure to report in one line on stderr (exit code 1)."""
+@dataclass
+class Globals:
+    server: str
+    api_key: str | None
+
+    def api(self) -> Api:
+        return Api(self.server, self.api_key)
 
 
-# --- HTTP -------------------------------------------------------------------------------
+@app.callback()
+def _globals(
+    ctx: typer.Context,
+    server: Annotated[
+        str,
+        typer.Option(
+            "--server",
+            envvar=["HEDDLE_SERVER", "HEDDLE_URL"],
+            help="Gateway URL.",
+            show_envvar=True,
+        ),
+    ] = DEFAULT_SERVER,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="HEDDLE_API_KEY",
+            help="API key (default: the embedded stack's development key, on loopback).",
+            show_envvar=True,
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = Globals(server=server, api_key=api_key or None)
 
 
-def _api_key() -> str | None:
-    key = os.environ.get("HEDDLE_API_KEY", "").strip()
-    if key:
-        return key
-    if DEV_API_KEY_FILE.is_file():
-        return DEV_API_KEY_FILE.read_text().strip() or None
-    return None
+def _api(ctx: typer.Context) -> Api:
+    settings = ctx.find_object(Globals)
+    return (settings or Globals(DEFAULT_SERVER, None)).api()
 
 
-def _client(url: str) -> httpx.Client:
-    headers = {"user-agent": "heddle-cli"}
-    key = _api_key()
-    if key:
-        headers["authorization"] = f"Bearer {key}"
-    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30.0)
+def _out() -> Console:
+    """Rich console of stdout: colour and live views only on a terminal (NO_COLOR honoured);
+    piped, lines are never folded at 80 columns (scripts read whole ids)."""
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(soft_wrap=True, width=100_000)
+    return console
 
 
-def _request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
-    """JSON of a successful response; the gateway's error message otherwise."""
-    try:
-        response = client.request(method, path, **kwargs)
-    except httpx.HTTPError as error:
-        raise CliError(f"cannot reach the gateway at {client.base_url}: {error}") from None
-    if response.is_success:
-        return response.json() if response.content else None
-    try:
-        body = response.json()["error"]
-    except (ValueError, KeyError, TypeError):
-        raise CliError(f"{method} {path}: HTTP {response.status_code}") from None
-    message = f"{body.get('code')}: {body.get('message')}"
-    details = body.get("details")
-    if isinstance(details, dict) and isinstance(details.get("issues"), list):
-        details = details["issues"]
-    if isinstance(details, list):
-        for detail in details:
-            if isinstance(detail, dict) and "loc" in detail:  # a field error of the request
-                message += f"\n  {detail['loc']}: {detail.get('msg', '')}"
-            elif isinstance(detail, dict):  # a validation issue of a definition
-                message += f"\n  {_issue_text(detail)}"
-    raise CliError(message)
+def _print_json(value: Any) -> None:
+    print(dumps(value), flush=True)
 
 
-# --- workflow files and inputs ----------------------------------------------------------
+def _table(columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for index, column in enumerate(columns):
+        last = index == len(columns) - 1
+        table.add_column(column, no_wrap=not last, overflow="fold" if last else "ellipsis")
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    _out().print(table)
 
 
-def _read_definition(path: str) -> tuple[bytes, str, dict[str, Any]]:
-    """The file's bytes, its media type and (for the name) its parsed content."""
+def _status_text(status: str) -> str:
+    style = {
+        "succeeded": "green",
+        "failed": "red",
+        "cancelled": "yellow",
+        "running": "cyan",
+        "waiting": "magenta",
+        "paused": "yellow",
+    }.get(status)
+    return f"[{style}]{status}[/{style}]" if style else status
+
+
+def _ms(value: Any) -> str:
+    return f"{value:.0f} ms" if isinstance(value, int | float) else ""
+
+
+# --- workflow files --------------------------------------------------------------------
+
+
+def read_definition(path: str) -> tuple[bytes, str, dict[str, Any]]:
+    """The file's bytes, its media type and its parsed content."""
     file = Path(path)
     try:
         content = file.read_bytes()
@@ -102,357 +160,738 @@ def _read_definition(path: str) -> tuple[bytes, str, dict[str, Any]]:
     return content, "application/yaml" if is_yaml else "application/json", parsed
 
 
-def parse_inputs(pairs: list[str], input_file: str | None) -> dict[str, Any]:
-    """--input-file (JSON or YAML mapping) overlaid by each --input k=v (JSON if it parses)."""
-    inputs: dict[str, Any] = {}
-    if input_file:
-        try:
-            loaded = yaml.safe_load(Path(input_file).read_text())
-        except (OSError, yaml.YAMLError) as error:
-            raise CliError(f"cannot read inputs from {input_file}: {error}") from None
-        if not isinstance(loaded, dict):
-            raise CliError(f"{input_file}: inputs must be a mapping")
-        inputs.update(loaded)
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise CliError(f"--input {pair!r}: expected key=value")
-        try:
-            inputs[key] = json.loads(raw)
-        except ValueError:
-            inputs[key] = raw
-    return inputs
+def normalised(definition: dict[str, Any]) -> dict[str, Any]:
+    """The definition as the workflow service stores it (its model, dumped the same way), so
+    that an unchanged file compares equal to the saved version."""
+    from pydantic import ValidationError
+
+    from services.workflow.definition import WorkflowDefinition
+
+    try:
+        model = WorkflowDefinition.model_validate(definition)
+    except ValidationError:
+        return definition  # the server will refuse it and say why
+    return model.model_dump(mode="json", exclude_none=True)
 
 
-def _find_workflow(client: httpx.Client, name: str) -> dict[str, Any] | None:
-    page = 1
-    while True:
-        listing = _request(
-            client, "GET", "/api/v1/workflows", params={"page": page, "page_size": 200}
-        )
-        for workflow in listing["items"]:
-            if workflow["name"] == name:
-                return dict(workflow)
-        if page * listing["page_size"] >= listing["total"] or not listing["items"]:
-            return None
-        page += 1
+def find_workflow(api: Api, name: str) -> dict[str, Any] | None:
+    return next((w for w in api.pages("/api/v1/workflows") if w["name"] == name), None)
 
 
-def _save_workflow(client: httpx.Client, path: str) -> dict[str, Any]:
-    """Create the workflow, or save a new version of the one with the same name."""
-    content, media_type, parsed = _read_definition(path)
+def resolve_workflow(api: Api, reference: str) -> dict[str, Any]:
+    """A workflow by id or by name."""
+    try:
+        uuid.UUID(reference)
+    except ValueError:
+        found = find_workflow(api, reference)
+        if found is None:
+            raise CliError(f"not_found: no workflow named {reference!r}") from None
+        return found
+    return dict(api.get(f"/api/v1/workflows/{reference}"))
+
+
+def save_workflow(api: Api, path: str) -> tuple[dict[str, Any], bool]:
+    """Create the workflow, or save a new version of the one with the same name when the
+    file differs from its latest version; (workflow, whether a version was saved)."""
+    content, media_type, parsed = read_definition(path)
     headers = {"content-type": media_type}
     name = parsed.get("name")
-    existing = _find_workflow(client, name) if isinstance(name, str) and name else None
+    existing = find_workflow(api, name) if isinstance(name, str) and name else None
     if existing is None:
-        return dict(_request(client, "POST", "/api/v1/workflows", content=content, headers=headers))
-    current = _request(client, "GET", f"/api/v1/workflows/{existing['id']}")
-    if current.get("definition") == parsed:
-        return dict(current)
-    return dict(
-        _request(
-            client, "PUT", f"/api/v1/workflows/{existing['id']}", content=content, headers=headers
-        )
+        return dict(api.post("/api/v1/workflows", content=content, headers=headers)), True
+    current = api.get(f"/api/v1/workflows/{existing['id']}")
+    if current.get("definition") == normalised(parsed):
+        return dict(current), False
+    updated = api.request(
+        "PUT", f"/api/v1/workflows/{existing['id']}", content=content, headers=headers
     )
+    return dict(updated), True
 
 
-# --- events -----------------------------------------------------------------------------
-
-
-TERMINAL_EVENTS = {"execution.completed", "execution.failed", "execution.cancelled"}
-
-
-def _sse_events(
-    client: httpx.Client, execution_id: str, after: int
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(event name, data object) of each SSE frame until the gateway ends the stream."""
-    path = f"/api/v1/executions/{execution_id}/events"
-    with client.stream(
-        "GET", path, params={"after": after}, timeout=httpx.Timeout(30.0, read=None)
-    ) as response:
-        if response.status_code == 204:  # nothing after `after` and the execution has ended
-            return
-        if not response.is_success:
-            response.read()
-            raise CliError(f"event stream: HTTP {response.status_code}: {response.text}")
-        name, data = "message", []
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-            elif not line:
-                if data:
-                    yield name, json.loads("\n".join(data))
-                name, data = "message", []
-
-
-def _follow(client: httpx.Client, execution_id: str, show: bool) -> None:
-    """Print node progress until the execution ends, resuming a stream that ended early."""
-    last_seq = 0
-    started: dict[str, float] = {}
-    failures = 0
-    while True:
-        try:
-            for name, event in _sse_events(client, execution_id, last_seq):
-                if name == "error":
-                    raise CliError(f"event stream: {_error_text(event)}")
-                last_seq = max(last_seq, int(event.get("seq", 0)))
-                line = progress_line(event, started) if show else None
-                if line:
-                    print(line, flush=True)
-                if event.get("type") in TERMINAL_EVENTS:
-                    return
-        except httpx.TransportError:
-            failures += 1
-            if failures > MAX_RECONNECTS:
-                raise CliError(
-                    f"lost the event stream; see `heddle status {execution_id}`"
-                ) from None
-            time.sleep(0.5)
-            continue
-        execution = _request(client, "GET", f"/api/v1/executions/{execution_id}")
-        if execution["status"] in TERMINAL:
-            return
-
-
-def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def _error_text(data: Any) -> str:
-    if isinstance(data, dict):
-        error = data.get("error", data)
-        if isinstance(error, dict):
-            return str(error.get("message") or error.get("type") or error)
-        if error:
-            return str(error)
-    return "error"
-
-
-def progress_line(event: dict[str, Any], started: dict[str, float]) -> str | None:
-    """The line `run` prints for an event (None for events it does not show)."""
-    kind = event.get("type")
-    node = event.get("node_id") or ""
-    data = event.get("data") or {}
-    ts = _timestamp(event.get("ts"))
-    if kind == "node.started":
-        if ts is not None:
-            started[node] = ts
-        return None
-    if kind == "node.completed":
-        duration = data.get("duration_ms") if isinstance(data, dict) else None
-        if duration is None and ts is not None and node in started:
-            duration = (ts - started[node]) * 1000
-        status = data.get("status", "succeeded") if isinstance(data, dict) else "succeeded"
-        timing = f" {duration:.0f} ms" if isinstance(duration, int | float) else ""
-        return f"✓ {node:<16} {status}{timing}"
-    if kind == "node.failed":
-        return f"✗ {node:<16} failed: {_error_text(data)}"
-    if kind == "node.retrying":
-        attempt = data.get("attempt", "?") if isinstance(data, dict) else "?"
-        return f"↻ {node:<16} retrying (attempt {attempt}): {_error_text(data)}"
-    if kind == "node.skipped":
-        return f"↷ {node:<16} skipped"
-    if kind == "node.waiting":
-        prompt = data.get("prompt") if isinstance(data, dict) else None
-        return f"… {node:<16} waiting for input" + (f": {prompt}" if prompt else "")
-    if kind in {"execution.paused", "execution.resumed"}:
-        return f"  execution {kind.split('.')[1]}"
-    return None
-
-
-# --- commands ---------------------------------------------------------------------------
+# --- run -------------------------------------------------------------------------------
 
 
 def _exit_code(status: str) -> int:
     return 0 if status == "succeeded" else 1
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    inputs = parse_inputs(args.input or [], args.input_file)
-    with _client(args.url) as client:
-        workflow = _save_workflow(client, args.file)
-        body: dict[str, Any] = {"inputs": inputs}
-        started = _request(client, "POST", f"/api/v1/workflows/{workflow['id']}/execute", json=body)
-        execution_id = started["execution_id"]
-        if not args.json:
-            print(
-                f"{workflow['name']} v{workflow['version']}  execution {execution_id}", flush=True
+@app.command()
+def run(
+    ctx: typer.Context,
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Workflow definitions (.yaml, .yml or .json).", show_default=False),
+    ],
+    input_pairs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="KEY=VALUE",
+            help="An input, typed by the workflow's declared inputs (repeatable).",
+        ),
+    ] = None,
+    input_file: Annotated[
+        Path | None, typer.Option(help="Inputs as a JSON or YAML mapping.")
+    ] = None,
+    json_output: JsonFlag = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Start and print the execution id; do not follow.")
+    ] = False,
+) -> None:
+    """Save each workflow (a new version only when the file changed), run it, and follow it."""
+    console = _out()
+    interactive = console.is_terminal and stdin_is_terminal() and not json_output
+    results: list[dict[str, Any]] = []
+    with _api(ctx) as api:
+        started = []
+        for file in files:
+            workflow, saved = save_workflow(api, str(file))
+            declared = (workflow.get("definition") or {}).get("inputs")
+            inputs = parse_inputs(
+                input_pairs or [], str(input_file) if input_file else None, declared
             )
-        try:
-            _follow(client, execution_id, show=not args.json)
-        except KeyboardInterrupt:
-            print(f"\nexecution {execution_id} still runs: heddle status {execution_id}")
-            return 130
-        execution = _request(client, "GET", f"/api/v1/executions/{execution_id}")
-    if args.json:
-        print(json.dumps(execution, indent=2, ensure_ascii=False))
-        return _exit_code(execution["status"])
-    print(f"{execution['status']}", end="")
-    if execution.get("duration_ms") is not None:
-        print(f" in {execution['duration_ms']:.0f} ms", end="")
-    print()
+            execution = api.post(
+                f"/api/v1/workflows/{workflow['id']}/execute", json={"inputs": inputs}
+            )
+            started.append((workflow, saved, execution["execution_id"]))
+            if no_wait:
+                if json_output:
+                    results.append({"workflow": workflow["name"], **execution})
+                else:
+                    print(execution["execution_id"], flush=True)
+        if no_wait:
+            if json_output:
+                _print_json(results[0] if len(results) == 1 else results)
+            return
+        for workflow, saved, execution_id in started:
+            title = (
+                f"{workflow['name']} v{workflow['version']}{'' if saved else ' (unchanged)'}"
+                f"  execution {execution_id}"
+            )
+            if json_output:
+                for _ in events(api, execution_id):
+                    pass
+            else:
+                try:
+                    follow(api, console, execution_id, title, interactive)
+                except KeyboardInterrupt:
+                    print(
+                        f"\nexecution {execution_id} still runs: heddle executions show "
+                        f"{execution_id}",
+                        file=sys.stderr,
+                    )
+                    raise typer.Exit(130) from None
+            execution = api.get(f"/api/v1/executions/{execution_id}")
+            results.append(execution)
+            if not json_output:
+                _summary(console, execution)
+    if json_output:
+        _print_json(results[0] if len(results) == 1 else results)
+    raise typer.Exit(max(_exit_code(e["status"]) for e in results))
+
+
+def _summary(console: Console, execution: dict[str, Any]) -> None:
+    duration = execution.get("duration_ms")
+    timing = f" in {duration:.0f} ms" if isinstance(duration, int | float) else ""
+    console.print(f"{_status_text(execution['status'])}{timing}", highlight=False)
     if execution.get("error"):
-        print(f"error: {_error_text(execution['error'])}", file=sys.stderr)
+        print(f"error: {error_text(execution['error'])}", file=sys.stderr, flush=True)
     if execution.get("outputs") is not None:
-        print(json.dumps(execution["outputs"], indent=2, ensure_ascii=False))
-    return _exit_code(execution["status"])
+        print(dumps(execution["outputs"]), flush=True)
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
+# --- validate ----------------------------------------------------------------------------
+
+
+@app.command()
+def validate(
+    ctx: typer.Context,
+    files: Annotated[list[Path], typer.Argument(help="Definitions to check.")],
+    json_output: JsonFlag = False,
+) -> None:
+    """Validate definitions without saving them."""
+    reports = []
+    with _api(ctx) as api:
+        for file in files:
+            content, media_type, _ = read_definition(str(file))
+            report = api.post(
+                "/api/v1/workflows/validate",
+                content=content,
+                headers={"content-type": media_type},
+            )
+            reports.append({"file": str(file), **report})
+    if json_output:
+        _print_json(reports[0] if len(reports) == 1 else reports)
+    else:
+        for report in reports:
+            print(f"{report['file']}: {'valid' if report['valid'] else 'invalid'}")
+            for issue in report["issues"]:
+                print(f"  {issue_text(issue)}")
+    raise typer.Exit(0 if all(r["valid"] for r in reports) else 1)
+
+
+# --- workflows ---------------------------------------------------------------------------
+
+
+@workflows_app.command("list")
+def workflows_list(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """Workflows with their latest version."""
+    with _api(ctx) as api:
+        items = list(api.pages("/api/v1/workflows"))
+    if json_output:
+        _print_json(items)
+        return
+    _table(
+        ["NAME", "VERSION", "ID", "UPDATED", "DESCRIPTION"],
+        [
+            [w["name"], w["version"], w["id"], w.get("updated_at"), w.get("description")]
+            for w in items
+        ],
     )
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    with _client(args.url) as client:
-        execution = _request(client, "GET", f"/api/v1/executions/{args.execution_id}")
-    if args.json:
-        print(json.dumps(execution, indent=2, ensure_ascii=False))
-        return 0
-    print(f"execution {execution['id']}  {execution['status']}")
+@workflows_app.command("show")
+def workflows_show(
+    ctx: typer.Context,
+    workflow: Annotated[str, typer.Argument(help="Name or id.")],
+    version: Annotated[int | None, typer.Option(help="A past version.")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """A workflow's definition (YAML; --json for JSON)."""
+    with _api(ctx) as api:
+        found = resolve_workflow(api, workflow)
+        params = {"version": version} if version else None
+        full = api.get(f"/api/v1/workflows/{found['id']}", params=params)
+    if json_output:
+        _print_json(full)
+        return
+    print(f"# {full['name']} v{full['version']}  id {full['id']}")
+    print(yaml.safe_dump(full.get("definition"), sort_keys=False, allow_unicode=True), end="")
+
+
+@workflows_app.command("delete")
+def workflows_delete(
+    ctx: typer.Context,
+    workflow: Annotated[str, typer.Argument(help="Name or id.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Delete a workflow and all its versions."""
+    with _api(ctx) as api:
+        found = resolve_workflow(api, workflow)
+        if not yes and not typer.confirm(f"delete workflow {found['name']} ({found['id']})?"):
+            raise typer.Exit(1)
+        api.request("DELETE", f"/api/v1/workflows/{found['id']}")
+    print(f"deleted {found['name']}")
+
+
+# --- executions --------------------------------------------------------------------------
+
+
+@executions_app.command("list")
+def executions_list(
+    ctx: typer.Context,
+    workflow: Annotated[str | None, typer.Option(help="Only this workflow's (name or id).")] = None,
+    status: Annotated[str | None, typer.Option(help="Only executions in this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many.")] = 20,
+    json_output: JsonFlag = False,
+) -> None:
+    """Executions, newest first."""
+    with _api(ctx) as api:
+        params: dict[str, Any] = {"page_size": limit}
+        names: dict[str, str] = {}
+        if workflow:
+            found = resolve_workflow(api, workflow)
+            params["workflow_id"] = found["id"]
+            names[found["id"]] = found["name"]
+        if status:
+            params["status"] = status
+        items = api.get("/api/v1/executions", params=params)["items"]
+        if not json_output and not workflow:
+            names = {w["id"]: w["name"] for w in api.pages("/api/v1/workflows")}
+    if json_output:
+        _print_json(items)
+        return
+    _table(
+        ["ID", "WORKFLOW", "STATUS", "CREATED", "DURATION"],
+        [
+            [
+                e["id"],
+                f"{names.get(e['workflow_id'], e['workflow_id'])} v{e['workflow_version']}",
+                e["status"],
+                e.get("created_at"),
+                _ms(e.get("duration_ms")),
+            ]
+            for e in items
+        ],
+    )
+
+
+def _show_execution(ctx: typer.Context, execution_id: str, json_output: bool) -> None:
+    with _api(ctx) as api:
+        execution = api.get(f"/api/v1/executions/{execution_id}")
+    if json_output:
+        _print_json(execution)
+        return
+    console = _out()
+    console.print(
+        f"execution {execution['id']}  {_status_text(execution['status'])}", highlight=False
+    )
     if execution.get("error"):
-        print(f"error: {_error_text(execution['error'])}")
-    rows = [["NODE", "TYPE", "STATUS", "ATTEMPTS", "DURATION", "ERROR"]]
-    for node in execution.get("nodes", []):
-        duration = node.get("duration_ms")
-        rows.append(
+        print(f"error: {error_text(execution['error'])}")
+    _table(
+        ["NODE", "TYPE", "STATUS", "ATTEMPTS", "DURATION", "ERROR"],
+        [
             [
                 node["node_id"],
                 node["type"],
                 node["status"],
-                str(node["attempts"]),
-                f"{duration:.0f} ms" if duration is not None else "",
-                _error_text(node["error"])[:60] if node.get("error") else "",
+                node["attempts"],
+                _ms(node.get("duration_ms")),
+                error_text(node["error"])[:80] if node.get("error") else "",
             ]
-        )
-    print(_table(rows))
-    return 0
+            for node in execution.get("nodes", [])
+        ],
+    )
+    if execution.get("outputs") is not None:
+        print(dumps(execution["outputs"]))
 
 
-def _issue_text(issue: dict[str, Any]) -> str:
-    where = [
-        f"node {issue['node_id']}" if issue.get("node_id") else "",
-        f"edge {issue['edge']}" if issue.get("edge") is not None else "",
-        f"field {issue['field']}" if issue.get("field") else "",
-    ]
-    location = ", ".join(part for part in where if part)
-    prefix = f"{issue.get('severity', 'error')} [{issue.get('code', '')}]"
-    return f"{prefix} {location + ': ' if location else ''}{issue.get('message', '')}"
+@executions_app.command("show")
+def executions_show(
+    ctx: typer.Context,
+    execution_id: Annotated[str, typer.Argument(metavar="EXECUTION")],
+    json_output: JsonFlag = False,
+) -> None:
+    """An execution with each node's status, attempts and timings."""
+    _show_execution(ctx, execution_id, json_output)
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    content, media_type, _ = _read_definition(args.file)
-    with _client(args.url) as client:
-        report = _request(
-            client,
-            "POST",
-            "/api/v1/workflows/validate",
-            content=content,
-            headers={"content-type": media_type},
-        )
-    if args.json:
-        print(json.dumps(report, indent=2))
+@app.command()
+def status(
+    ctx: typer.Context,
+    execution_id: Annotated[str, typer.Argument(metavar="EXECUTION")],
+    json_output: JsonFlag = False,
+) -> None:
+    """An execution's status and nodes (same as `executions show`)."""
+    _show_execution(ctx, execution_id, json_output)
+
+
+def _control(ctx: typer.Context, execution_id: str, action: str, json_output: bool) -> None:
+    with _api(ctx) as api:
+        reply = api.post(f"/api/v1/executions/{execution_id}/{action}")
+    if json_output:
+        _print_json(reply)
+    elif action == "retry":
+        print(reply["execution_id"])
     else:
-        print(f"{args.file}: {'valid' if report['valid'] else 'invalid'}")
-        for issue in report["issues"]:
-            print(f"  {_issue_text(issue)}")
-    return 0 if report["valid"] else 1
+        _out().print(f"execution {reply['id']}  {_status_text(reply['status'])}", highlight=False)
 
 
-# Stack commands live in modules that import every service: loaded only when used.
-STACK_COMMANDS = {
-    "serve": ("libs.cli.stack", "serve_embedded"),
-    "up": ("libs.cli.topology", "up"),
-    "down": ("libs.cli.topology", "down"),
-    "db upgrade": ("libs.cli.stack", "db_upgrade"),
-}
+ExecutionArg = Annotated[str, typer.Argument(metavar="EXECUTION", help="Execution id.")]
 
 
-def cmd_stack(args: argparse.Namespace) -> int:
-    module_name, function_name = STACK_COMMANDS[args.stack_command]
+@app.command()
+def cancel(ctx: typer.Context, execution_id: ExecutionArg, json_output: JsonFlag = False) -> None:
+    """Cancel an execution: stop what runs, dispatch nothing more."""
+    _control(ctx, execution_id, "cancel", json_output)
+
+
+@app.command()
+def pause(ctx: typer.Context, execution_id: ExecutionArg, json_output: JsonFlag = False) -> None:
+    """Pause an execution: running nodes finish, nothing more is dispatched."""
+    _control(ctx, execution_id, "pause", json_output)
+
+
+@app.command()
+def resume(ctx: typer.Context, execution_id: ExecutionArg, json_output: JsonFlag = False) -> None:
+    """Resume a paused execution."""
+    _control(ctx, execution_id, "resume", json_output)
+
+
+@app.command()
+def retry(ctx: typer.Context, execution_id: ExecutionArg, json_output: JsonFlag = False) -> None:
+    """Re-run a failed execution, reusing the outputs of the nodes that succeeded; prints the
+    new execution's id."""
+    _control(ctx, execution_id, "retry", json_output)
+
+
+@app.command("input")
+def submit_input(
+    ctx: typer.Context,
+    execution_id: ExecutionArg,
+    node: Annotated[str, typer.Argument(help="The waiting human_input node.")],
+    data: Annotated[
+        list[str],
+        typer.Option(
+            "--data",
+            "-d",
+            metavar="JSON|KEY=VALUE",
+            help="The answer as one JSON value, or key=value fields typed by the node's schema.",
+        ),
+    ],
+    json_output: JsonFlag = False,
+) -> None:
+    """Answer a waiting human_input node."""
+    with _api(ctx) as api:
+        if len(data) == 1 and "=" not in data[0].split("{", 1)[0]:
+            try:
+                answer: Any = json.loads(data[0])
+            except ValueError:
+                raise CliError(f"--data: not JSON and not key=value: {data[0]!r}") from None
+        else:
+            execution = api.get(f"/api/v1/executions/{execution_id}")
+            waiting = next(
+                (n.get("waiting") for n in execution.get("nodes", []) if n["node_id"] == node),
+                None,
+            )
+            schema = (waiting or {}).get("schema") if isinstance(waiting, dict) else None
+            properties = schema.get("properties") if isinstance(schema, dict) else None
+            answer = parse_pairs(data, declared_types(properties), option="--data")
+        reply = api.post(
+            f"/api/v1/executions/{execution_id}/input", json={"node_id": node, "data": answer}
+        )
+    if json_output:
+        _print_json(reply)
+    else:
+        _out().print(f"execution {reply['id']}  {_status_text(reply['status'])}", highlight=False)
+
+
+# --- logs --------------------------------------------------------------------------------
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    execution_id: ExecutionArg,
+    node: Annotated[str | None, typer.Option(help="Only this node's records.")] = None,
+    level: Annotated[
+        str | None, typer.Option(help="Minimum level: DEBUG, INFO, WARNING, ERROR.")
+    ] = None,
+    follow_logs: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the execution ends.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON record a line.")] = False,
+) -> None:
+    """An execution's log records."""
+    params: dict[str, Any] = {}
+    if node:
+        params["node_id"] = node
+    if level:
+        params["level"] = level.upper()
+    seen: set[tuple[Any, ...]] = set()
+    console = _out()
+
+    def emit(record: dict[str, Any]) -> None:
+        if json_output:
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+            return
+        where = f" {record['node_id']}" if record.get("node_id") else ""
+        console.print(
+            f"[dim]{record.get('ts') or ''}[/dim] {_level_text(record['level'])}{where}"
+            f"  {record['message']}",
+            highlight=False,
+            markup=True,
+        )
+
+    with _api(ctx) as api:
+        while True:
+            ended = (
+                api.get(f"/api/v1/executions/{execution_id}")["status"]
+                in {
+                    "succeeded",
+                    "failed",
+                    "cancelled",
+                }
+                if follow_logs
+                else True
+            )
+            token: str | None = None
+            while True:
+                page = api.get(
+                    f"/api/v1/executions/{execution_id}/logs",
+                    params={**params, **({"page_token": token} if token else {})},
+                )
+                for record in page["records"]:
+                    key = (
+                        record.get("ts"),
+                        record.get("node_id"),
+                        record.get("attempt"),
+                        record["message"],
+                    )
+                    if key not in seen:
+                        seen.add(key)
+                        emit(record)
+                token = page.get("next_page_token")
+                if not token:
+                    break
+            if ended:
+                return
+            time.sleep(1.0)
+
+
+def _level_text(level: str) -> str:
+    style = {"ERROR": "red", "CRITICAL": "red", "WARNING": "yellow", "DEBUG": "dim"}.get(level)
+    padded = f"{level:<7}"
+    return f"[{style}]{padded}[/{style}]" if style else padded
+
+
+# --- schedules ---------------------------------------------------------------------------
+
+
+@schedules_app.command("list")
+def schedules_list(
+    ctx: typer.Context,
+    workflow: Annotated[str | None, typer.Option(help="Only this workflow's (name or id).")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Schedules (a workflow's, or all of the tenant's for admins)."""
+    with _api(ctx) as api:
+        params = {"workflow_id": resolve_workflow(api, workflow)["id"]} if workflow else {}
+        items = list(api.pages("/api/v1/schedules", params))
+    if json_output:
+        _print_json(items)
+        return
+    _table(
+        ["ID", "NAME", "WORKFLOW", "CRON", "TZ", "ENABLED", "NEXT"],
+        [
+            [
+                s["id"],
+                s["name"],
+                s["workflow_id"],
+                s["cron"],
+                s["timezone"],
+                s["enabled"],
+                s.get("next_fire_at"),
+            ]
+            for s in items
+        ],
+    )
+
+
+@schedules_app.command("create")
+def schedules_create(
+    ctx: typer.Context,
+    workflow: Annotated[str, typer.Argument(help="Name or id.")],
+    cron: Annotated[str, typer.Option(help="5 fields, or 6 with seconds first.")],
+    timezone: Annotated[str, typer.Option(help="IANA time zone.")] = "UTC",
+    name: Annotated[str, typer.Option(help="A name for it.")] = "",
+    input_pairs: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", metavar="KEY=VALUE", help="An input of each run."),
+    ] = None,
+    disabled: Annotated[bool, typer.Option("--disabled", help="Create it paused.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Run a workflow on a cron schedule."""
+    with _api(ctx) as api:
+        found = resolve_workflow(api, workflow)
+        definition = api.get(f"/api/v1/workflows/{found['id']}").get("definition") or {}
+        inputs = parse_inputs(input_pairs or [], None, definition.get("inputs"))
+        created = api.post(
+            "/api/v1/schedules",
+            json={
+                "workflow_id": found["id"],
+                "cron": cron,
+                "timezone": timezone,
+                "name": name,
+                "inputs": inputs,
+                "enabled": not disabled,
+            },
+        )
+    if json_output:
+        _print_json(created)
+    else:
+        print(f"{created['id']}  next run {created.get('next_fire_at') or '-'}")
+
+
+@schedules_app.command("delete")
+def schedules_delete(
+    ctx: typer.Context, schedule_id: Annotated[str, typer.Argument(metavar="SCHEDULE")]
+) -> None:
+    """Delete a schedule."""
+    with _api(ctx) as api:
+        api.request("DELETE", f"/api/v1/schedules/{schedule_id}")
+    print(f"deleted {schedule_id}")
+
+
+# --- keys and secrets --------------------------------------------------------------------
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """API keys (never the keys themselves)."""
+    with _api(ctx) as api:
+        items = list(api.pages("/api/v1/api-keys"))
+    if json_output:
+        _print_json(items)
+        return
+    _table(
+        ["ID", "NAME", "PREFIX", "SCOPES", "EXPIRES", "LAST USED", "REVOKED"],
+        [
+            [
+                k["id"],
+                k["name"],
+                k["prefix"],
+                ",".join(k["scopes"]),
+                k.get("expires_at") or "never",
+                k.get("last_used_at"),
+                k["revoked"],
+            ]
+            for k in items
+        ],
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "",
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", help="A scope (repeatable; default: all).")
+    ] = None,
+    expires_in_days: Annotated[int | None, typer.Option(min=1, help="Lifetime.")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Create an API key; the key is printed this once."""
+    body: dict[str, Any] = {"name": name, "expires_in_days": expires_in_days}
+    if scope:
+        body["scopes"] = scope
+    with _api(ctx) as api:
+        created = api.post("/api/v1/api-keys", json=body)
+    if json_output:
+        _print_json(created)
+    else:
+        print(created["key"])
+        print(f"(id {created['id']}; shown this once)", file=sys.stderr)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    ctx: typer.Context, key_id: Annotated[str, typer.Argument(metavar="KEY_ID")]
+) -> None:
+    """Revoke an API key at once."""
+    with _api(ctx) as api:
+        api.request("DELETE", f"/api/v1/api-keys/{key_id}")
+    print(f"revoked {key_id}")
+
+
+@secrets_app.command("list")
+def secrets_list(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """Names of the secrets (never their values)."""
+    with _api(ctx) as api:
+        items = api.get("/api/v1/secrets")["secrets"]
+    if json_output:
+        _print_json(items)
+        return
+    _table(["NAME", "UPDATED"], [[s["name"], s.get("updated_at")] for s in items])
+
+
+@secrets_app.command("set")
+def secrets_set(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Read as {{ secrets.NAME }}.")],
+    value: Annotated[
+        str | None,
+        typer.Option(help="The value (default: read from stdin, or asked for, hidden)."),
+    ] = None,
+) -> None:
+    """Create or replace a secret."""
+    if value is None:
+        if stdin_is_terminal():
+            value = typer.prompt(f"value of {name}", hide_input=True)
+        else:
+            value = sys.stdin.read().rstrip("\n")
+    with _api(ctx) as api:
+        api.post("/api/v1/secrets", json={"name": name, "value": value})
+    print(f"set {name}")
+
+
+@secrets_app.command("delete")
+def secrets_delete(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
+    """Delete a secret."""
+    with _api(ctx) as api:
+        api.request("DELETE", f"/api/v1/secrets/{name}")
+    print(f"deleted {name}")
+
+
+# --- the stack ---------------------------------------------------------------------------
+
+
+def _stack(module_name: str, function_name: str, **options: Any) -> None:
+    """Stack commands live in modules that import every service: loaded only when used."""
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError):
-        raise CliError(f"`heddle {args.stack_command}` is not available in this build") from None
-    return int(handler(args) or 0)
+        raise CliError(f"`heddle {function_name}` is not available in this build") from None
+    code = int(handler(argparse.Namespace(**options)) or 0)
+    raise typer.Exit(code)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="heddle",
-        description="Run Heddle workflows and manage the stack.",
-        epilog="Exit codes: 0 success, 1 failed or cancelled execution or an error, 2 usage.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def with_url(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sub.add_argument(
-            "--url",
-            default=os.environ.get("HEDDLE_URL", DEFAULT_URL),
-            help="gateway URL (default: $HEDDLE_URL or %(default)s)",
-        )
-        sub.add_argument("--json", action="store_true", help="print JSON only")
-        return sub
-
-    run = with_url(
-        commands.add_parser("run", help="create or update a workflow, run it, follow it")
-    )
-    run.add_argument("file", help="workflow definition (.yaml, .yml or .json)")
-    run.add_argument(
-        "--input", "-i", action="append", metavar="KEY=VALUE", help="an input (JSON or a string)"
-    )
-    run.add_argument("--input-file", metavar="FILE", help="inputs as a JSON or YAML mapping")
-    run.set_defaults(handler=cmd_run)
-
-    status = with_url(commands.add_parser("status", help="an execution's status and nodes"))
-    status.add_argument("execution_id")
-    status.set_defaults(handler=cmd_status)
-
-    validate = with_url(commands.add_parser("validate", help="validate a definition"))
-    validate.add_argument("file")
-    validate.set_defaults(handler=cmd_validate)
-
-    serve = commands.add_parser("serve", help="run every service in this process")
-    serve.add_argument("--port", type=int, help="gateway HTTP port (default 8080)")
-    serve.set_defaults(handler=cmd_stack, stack_command="serve")
-    commands.add_parser("up", help="start the services as separate processes").set_defaults(
-        handler=cmd_stack, stack_command="up"
-    )
-    commands.add_parser("down", help="stop the services started by `up`").set_defaults(
-        handler=cmd_stack, stack_command="down"
-    )
-    db = commands.add_parser("db", help="database tasks")
-    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="TASK")
-    db_commands.add_parser("upgrade", help="apply the migrations").set_defaults(
-        handler=cmd_stack, stack_command="db upgrade"
-    )
-    return parser
+@app.command()
+def serve(
+    port: Annotated[
+        int | None,
+        typer.Option(envvar="HEDDLE_HTTP_PORT", help="Gateway HTTP port.", show_default="8080"),
+    ] = None,
+    free_ports: Annotated[
+        bool,
+        typer.Option(
+            "--free-ports",
+            envvar="HEDDLE_FREE_PORTS",
+            help="Give the gRPC services free ports instead of 50051-50056 (beside another stack).",
+        ),
+    ] = False,
+) -> None:
+    """Run the whole stack in this process (SQLite, in-process bus) until Ctrl-C."""
+    _stack("libs.cli.stack", "serve_embedded", port=port, free_ports=free_ports, command="serve")
 
 
-def _fail(message: str) -> NoReturn:
-    print(f"heddle: {message}", file=sys.stderr)
-    raise SystemExit(1)
+@app.command()
+def up() -> None:
+    """Start the production topology as local processes (PostgreSQL, Redis, RabbitMQ)."""
+    _stack("libs.cli.topology", "up", command="up")
+
+
+@app.command()
+def down() -> None:
+    """Stop the processes started by `heddle up`."""
+    _stack("libs.cli.topology", "down", command="down")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the migrations to HEDDLE_DATABASE_URL."""
+    _stack("libs.cli.stack", "db_upgrade", command="db upgrade")
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader of our stdout went away (`heddle ... | head -1`): end without a word."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        code = int(args.handler(args))
-    except CliError as error:
-        _fail(str(error))
-    except KeyboardInterrupt:
-        return 130
-    return code
+        try:
+            app(args=argv, prog_name="heddle")
+        except CliError as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+        except SystemExit as exited:
+            code = exited.code
+            return code if isinstance(code, int) else (0 if code is None else 1)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

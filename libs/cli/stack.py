@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from libs.cli.invocation import cli_command
 from libs.common.bus import EventBus, InProcessBus, create_bus
 from libs.common.kv import KV, create_kv
 from libs.common.logging import configure_logging
@@ -28,6 +29,7 @@ SERVICES = ("ai", "tool", "log", "node", "workflow", "scheduler")
 VAR_DIR = Path("var")
 #: Where `heddle serve` leaves its development admin key; the CLI reads it from there.
 DEV_API_KEY_FILE = VAR_DIR / "dev-api-key"
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
 
 
 class _Stoppable(Protocol):
@@ -67,22 +69,25 @@ async def start_stack(
     overrides: dict[str, Any] | None = None,
     *,
     ephemeral_ports: bool = False,
+    free_grpc_ports: bool = False,
     http_port: int | None = None,
     admin_key_file: str | Path | None = None,
     node_replicas: int = 1,
 ) -> Stack:
     """Start every service; `overrides` are settings fields applied to all of them.
 
-    With ephemeral ports, a port found free can be taken by someone else before its service
-    binds it (the services must know each other's addresses up front): then the whole stack
-    starts again on other ports, up to three times.
+    With ephemeral ports (everything, the gateway too) or free_grpc_ports (the gRPC services
+    only; the gateway on http_port), a port found free can be taken by someone else before its
+    service binds it (the services must know each other's addresses up front): then the whole
+    stack starts again on other ports, up to three times.
     """
-    attempts = 3 if ephemeral_ports else 1
+    attempts = 3 if ephemeral_ports or free_grpc_ports else 1
     for attempt in range(1, attempts + 1):
         try:
             return await _start_stack(
                 overrides,
                 ephemeral_ports=ephemeral_ports,
+                free_grpc_ports=free_grpc_ports,
                 http_port=http_port,
                 admin_key_file=admin_key_file,
                 node_replicas=node_replicas,
@@ -97,6 +102,7 @@ async def _start_stack(
     overrides: dict[str, Any] | None,
     *,
     ephemeral_ports: bool,
+    free_grpc_ports: bool,
     http_port: int | None,
     admin_key_file: str | Path | None,
     node_replicas: int,
@@ -131,7 +137,8 @@ async def _start_stack(
     configure_tracing("heddle")
     common = dict(overrides or {})
     host = common.get("bind_host", "127.0.0.1")
-    ports = {name: free_port(host) if ephemeral_ports else DEFAULT_PORTS[name] for name in SERVICES}
+    free = ephemeral_ports or free_grpc_ports
+    ports = {name: free_port(host) if free else DEFAULT_PORTS[name] for name in SERVICES}
     # Extra node replicas ("node-2", ...) take free ports; the workflow service gets them all.
     node_names = ["node", *(f"node-{i}" for i in range(2, node_replicas + 1))]
     ports.update({name: free_port(host) for name in node_names[1:]})
@@ -238,31 +245,59 @@ def _embedded_secrets_key(path: Path) -> str:
 
 def _print_banner(stack: Stack) -> None:
     host = stack.settings.get("bind_host", "127.0.0.1")
+    heddle = cli_command()
+    server = "" if stack.gateway_url == DEFAULT_GATEWAY_URL else f" --server {stack.gateway_url}"
     lines = [
         "Heddle is running (embedded: SQLite, in-process bus).",
         f"  console    {stack.gateway_url}/   (API docs: {stack.gateway_url}/docs)",
         *(f"  {name:<10} grpc {host}:{stack.ports[name]}" for name in SERVICES),
         f"  database   {stack.settings.get('database_url', 'sqlite+aiosqlite:///./var/heddle.db')}",
-        "Try: heddle run examples/hello.yaml --input name=world    (Ctrl-C stops)",
     ]
     if stack.admin_key:
-        lines.insert(
-            -1,
-            f"  admin key  {stack.admin_key}\n"
-            f"             (in {DEV_API_KEY_FILE}, which the heddle CLI reads; send it as "
-            "Authorization: Bearer <key>)",
-        )
+        lines += [
+            f"  admin key  {stack.admin_key}",
+            f"             (also in {DEV_API_KEY_FILE}; the CLI and the console on this machine "
+            "use it unasked; for curl: export HEDDLE_API_KEY=$(cat "
+            f"{DEV_API_KEY_FILE}) and send Authorization: Bearer $HEDDLE_API_KEY)",
+        ]
+    lines.append(
+        f"Try: {heddle}{server} run examples/hello.yaml --input name=world    (Ctrl-C stops)"
+    )
     print("\n".join(lines), flush=True)
+
+
+def taken_port(ports: dict[str, int], host: str) -> int | None:
+    """The first of ports (in start order) that something already listens on."""
+    for port in ports.values():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # SO_REUSEADDR: a port with connections in TIME_WAIT is free; a listener is not.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return port
+    return None
 
 
 async def _serve(args: argparse.Namespace) -> None:
     level = os.environ.get("HEDDLE_LOG_LEVEL", "WARNING")
     configure_logging("heddle", level, os.environ.get("HEDDLE_LOG_FORMAT", "console"))
-    stack = await start_stack(
-        {"secrets_key": _embedded_secrets_key(VAR_DIR / "secrets.key")},
-        http_port=getattr(args, "port", None),
-        admin_key_file=DEV_API_KEY_FILE,
-    )
+    free = bool(getattr(args, "free_ports", False))
+    http_port = getattr(args, "port", None) or 8080
+    host = os.environ.get("HEDDLE_BIND_HOST", "127.0.0.1")
+    wanted = {} if free else {name: DEFAULT_PORTS[name] for name in SERVICES}
+    taken = taken_port({**wanted, "gateway": http_port}, host)
+    if taken is not None:
+        raise PortTaken(taken)
+    try:
+        stack = await start_stack(
+            {"secrets_key": _embedded_secrets_key(VAR_DIR / "secrets.key")},
+            http_port=http_port,
+            admin_key_file=DEV_API_KEY_FILE,
+            free_grpc_ports=free,
+        )
+    except OSError as error:  # taken between the check and the bind
+        raise PortTaken(None, str(error)) from None
     _print_banner(stack)
     try:
         await run_until_signalled()
@@ -272,10 +307,23 @@ async def _serve(args: argparse.Namespace) -> None:
         print("stopped", file=sys.stderr, flush=True)
 
 
+class PortTaken(Exception):
+    def __init__(self, port: int | None, reason: str = "") -> None:
+        super().__init__(
+            f"port {port} is taken — is Heddle already running?"
+            if port is not None
+            else f"{reason} — is Heddle already running?"
+        )
+
+
 def serve_embedded(args: argparse.Namespace) -> int:
-    """`heddle serve`: run the embedded stack until Ctrl-C."""
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
+    """`heddle serve`: run the embedded stack until Ctrl-C; 1 when a port is taken."""
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(args))
+    except PortTaken as taken:
+        print(f"error: {taken}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from libs.cli.main import main, parse_inputs, progress_line
+from libs.cli.follow import ProgressState, progress_line
+from libs.cli.inputs import parse_inputs
+from libs.cli.main import main
 from tests.gateway.conftest import Fakes
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -29,7 +31,7 @@ def test_inputs_parse_as_json_when_they_can(tmp_path: Path) -> None:
 
 
 def test_progress_lines() -> None:
-    started: dict[str, float] = {}
+    started = ProgressState()
     assert (
         progress_line(
             {"type": "node.started", "node_id": "f", "ts": "2025-01-01T00:00:00Z"}, started
@@ -53,19 +55,21 @@ async def test_run_creates_then_versions_and_follows(
 ) -> None:
     url = f"http://{live_gateway}"
     hello = str(EXAMPLES / "hello.yaml")
-    code = await asyncio.to_thread(main, ["run", hello, "--input", "name=Ada", "--url", url])
+    code = await asyncio.to_thread(main, ["--server", url, "run", hello, "--input", "name=Ada"])
     assert code == 0
     out = capsys.readouterr().out
     assert "✓ greet" in out and "succeeded" in out
     assert json.loads(out[out.index("{") :]) == {"name": "Ada"}  # the fake echoes inputs
 
-    changed = await asyncio.to_thread(main, ["run", hello, "-i", "name=Bo", "--url", url, "--json"])
+    changed = await asyncio.to_thread(
+        main, ["--server", url, "run", hello, "-i", "name=Bo", "--json"]
+    )
     assert changed == 0
     execution = json.loads(capsys.readouterr().out)
     assert execution["status"] == "succeeded"
     assert len(fakes.workflow.workflows) == 1  # same name: found and reused, not duplicated
 
-    status = await asyncio.to_thread(main, ["status", execution["id"], "--url", url])
+    status = await asyncio.to_thread(main, ["--server", url, "status", execution["id"]])
     assert status == 0
     table = capsys.readouterr().out
     assert "NODE" in table and "greet" in table and "template" in table
@@ -76,18 +80,19 @@ async def test_validate_reports_issues(
 ) -> None:
     url = f"http://{live_gateway}"
     assert (
-        await asyncio.to_thread(main, ["validate", str(EXAMPLES / "hello.yaml"), "--url", url]) == 0
+        await asyncio.to_thread(main, ["--server", url, "validate", str(EXAMPLES / "hello.yaml")])
+        == 0
     )
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"name": "b", "nodes": [{"id": "a", "type": "teleport"}]}))
-    assert await asyncio.to_thread(main, ["validate", str(broken), "--url", url]) == 1
+    assert await asyncio.to_thread(main, ["--server", url, "validate", str(broken)]) == 1
     assert "unknown_node_type" in capsys.readouterr().out
 
 
 async def test_api_errors_are_one_line_and_exit_1(
     live_gateway: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exited:
-        await asyncio.to_thread(main, ["status", "nope", "--url", f"http://{live_gateway}"])
-    assert exited.value.code == 1
-    assert "not_found" in capsys.readouterr().err
+    code = await asyncio.to_thread(main, ["--server", f"http://{live_gateway}", "status", "nope"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: not_found: ") and len(err.strip().splitlines()) == 1

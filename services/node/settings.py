@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
@@ -21,6 +21,26 @@ class NodeServiceSettings(CommonSettings):
     )
     code_timeout_s: float = Field(default=10.0, gt=0, description="Wall-clock limit of code.")
     code_memory_mb: int = Field(default=256, gt=16, description="Memory limit of code nodes.")
+    code_sandbox: Literal["bubblewrap", "unsafe-process"] = Field(
+        default="bubblewrap",
+        description="Isolation of code nodes. 'bubblewrap': each run in its own "
+        "jail (pid, ipc, uts, net, mount and cgroup namespaces, uid 65534, no environment, "
+        "a read-only filesystem of the Python stdlib only, a small scratch tmpfs); code "
+        "nodes are refused when bubblewrap is missing or fails its self-check. "
+        "'unsafe-process': opt in to a plain resource-limited subprocess where bubblewrap "
+        "cannot run; it is not a security boundary against hostile code.",
+    )
+    code_bwrap_path: str = Field(
+        default="/usr/bin/bwrap", description="Path of the bubblewrap binary (Debian: bubblewrap)."
+    )
+    code_allow_network: bool = Field(
+        default=False,
+        description="Share the host's network with code nodes (default: a private network "
+        "namespace with only its own loopback).",
+    )
+    code_scratch_mb: int = Field(
+        default=16, gt=0, description="Size of the writable scratch tmpfs (/tmp) of code nodes."
+    )
     max_concurrent_nodes: int = Field(
         default=1024, ge=1, description="Node attempts this replica runs at once."
     )
@@ -35,4 +55,8 @@ class NodeServiceSettings(CommonSettings):
             http_allow_hosts=self.http_allow_hosts,
             code_timeout_s=self.code_timeout_s,
             code_memory_mb=self.code_memory_mb,
+            code_sandbox=self.code_sandbox,
+            code_bwrap_path=self.code_bwrap_path,
+            code_allow_network=self.code_allow_network,
+            code_scratch_mb=self.code_scratch_mb,
         )

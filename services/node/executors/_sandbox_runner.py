@@ -3,20 +3,26 @@
 It is never imported by the service. Arguments: cpu seconds, memory MB, max printed chars.
 stdin: {"source": str, "inputs": any}. stdout: one JSON document,
 {"ok": true, "result": ..., "stdout": str} or {"ok": false, "error": {"type", "message",
-"line"}, "stdout": str}.
+"line"}, "stdout": str}. ``--extensions`` instead prints the extension modules the allowed
+imports load (the service binds their shared libraries into the jail).
 
-The process is the security boundary (resource limits, clean env, empty cwd, no site
-packages); the restricted builtins, the module allowlist and the AST check below are
-defence in depth that stop the easy escapes (open, os via a module attribute, dunder
-walks to the interpreter's internals), not a proof against a determined attacker.
+The security boundary is the operating system: code.py runs this file under bubblewrap
+(own namespaces, uid 65534, no environment, no network, a read-only filesystem holding only
+the stdlib and this file, rlimits). The restricted builtins, the module allowlist and the
+AST check below are the first line that stops the easy escapes (open, os via a module
+attribute, dunder walks to the interpreter's internals, str.format field access), not a
+proof against a determined attacker: a deny-list over Python cannot be complete.
 """
 
 from __future__ import annotations
 
+import _string
 import ast
 import builtins
+import functools
 import json
 import resource
+import string
 import sys
 import types
 from typing import Any
@@ -48,6 +54,11 @@ BLOCKED_NAMES = frozenset(
         "f_code", "tb_frame", "tb_next", "mro",
     }
 )  # fmt: skip
+
+# Attributes that turn a string into attribute access by name ('{0.__class__}'.format(x)):
+# reading them through `.`, getattr or a match pattern yields the safe formatter instead.
+FORMAT_METHODS = frozenset({"format", "format_map"})
+FORMAT_HOOK = "__heddle_format_attr__"
 
 CODE_FILENAME = "<code>"
 
@@ -101,20 +112,97 @@ def limit_resources(cpu_s: int, memory_mb: int) -> None:
                 raise
 
 
+def blocked_attribute(name: str) -> bool:
+    return name.startswith("_") or name.rsplit(".", 1)[-1] in BLOCKED_NAMES
+
+
+def blocked_name(node: ast.AST) -> str | None:
+    """The name in ``node`` that the sandbox refuses, if any."""
+    if isinstance(node, ast.Attribute | ast.alias):
+        name = node.attr if isinstance(node, ast.Attribute) else node.name
+        return name if blocked_attribute(name) else None
+    if isinstance(node, ast.MatchClass):
+        # `case object(__class__=t)` reads attributes named by plain strings.
+        for name in node.kwd_attrs:
+            if blocked_attribute(name) or name in FORMAT_METHODS:
+                return name
+        return None
+    # Plain names are the user's own variables (`_` included); only dunders such as
+    # __builtins__ or __import__ lead anywhere.
+    if isinstance(node, ast.Name):
+        return node.id if node.id.startswith("__") else None
+    if isinstance(node, ast.MatchAs | ast.MatchStar) and node.name:
+        return node.name if node.name.startswith("__") else None
+    return None
+
+
 def check_source(tree: ast.AST) -> None:
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute | ast.alias):
-            name = node.attr if isinstance(node, ast.Attribute) else node.name
-            blocked = name.startswith("_") or name.rsplit(".", 1)[-1] in BLOCKED_NAMES
-        elif isinstance(node, ast.Name):
-            # Plain names are the user's own variables (`_` included); only dunders such as
-            # __builtins__ or __import__ lead anywhere.
-            name = node.id
-            blocked = name.startswith("__")
-        else:
-            continue
-        if blocked:
+        name = blocked_name(node)
+        if name is not None:
             raise SandboxViolation(f"'{name}' is not allowed", getattr(node, "lineno", None))
+
+
+class FormatHook(ast.NodeTransformer):
+    """Rewrites ``x.format`` / ``x.format_map`` (loads) to ``__heddle_format_attr__(x, name)``
+    so that str's formatting methods are replaced by SafeFormatter at run time."""
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        self.generic_visit(node)
+        if node.attr not in FORMAT_METHODS or not isinstance(node.ctx, ast.Load):
+            return node
+        hook = ast.Name(FORMAT_HOOK, ast.Load())
+        call = ast.Call(hook, [node.value, ast.Constant(node.attr)], [])
+        return ast.copy_location(call, node)
+
+
+class SafeFormatter(string.Formatter):
+    """str.format semantics, but a field's attribute names pass the sandbox's getattr."""
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
+        first, rest = _string.formatter_field_name_split(field_name)
+        obj = self.get_value(first, args, kwargs)
+        for is_attr, key in rest:
+            obj = checked_getattr(obj, key) if is_attr else obj[key]
+        return obj, first
+
+
+_FORMATTER = SafeFormatter()
+
+
+def _format(template: str, /, *args: Any, **kwargs: Any) -> str:
+    return _FORMATTER.vformat(str(template), args, kwargs)
+
+
+def _format_map(template: str, mapping: Any, /) -> str:
+    return _FORMATTER.vformat(str(template), (), mapping)
+
+
+_SAFE_METHODS = {"format": _format, "format_map": _format_map}
+
+
+def safe_format_method(value: Any, name: str) -> Any:
+    """What ``value.<name>`` (a format method) is in the sandbox."""
+    attribute = getattr(value, name)
+    owner = getattr(attribute, "__self__", None)  # bound builtin methods: 'x'.format
+    if isinstance(owner, str) and getattr(attribute, "__name__", None) == name:
+        return functools.partial(_SAFE_METHODS[name], owner)
+    if attribute is getattr(str, name):
+        return _SAFE_METHODS[name]  # unbound: str.format(template, ...)
+    return attribute
+
+
+def checked_getattr(obj: Any, name: str, *default: Any) -> Any:
+    if not isinstance(name, str) or blocked_attribute(name):
+        raise AttributeError(f"attribute '{name}' is not allowed")
+    if name in FORMAT_METHODS:
+        try:
+            return safe_format_method(obj, name)
+        except AttributeError:
+            if default:
+                return default[0]
+            raise
+    return getattr(obj, name, *default)
 
 
 def public_view(module: types.ModuleType) -> types.ModuleType:
@@ -148,15 +236,13 @@ def make_builtins() -> dict[str, Any]:
             )
         if top not in views:
             views[top] = public_view(builtins.__import__(top))
+            if top == "string":  # its Formatter resolves field names with plain getattr
+                views[top].Formatter = SafeFormatter  # type: ignore[attr-defined]
         return views[top]
 
-    def safe_getattr(obj: Any, name: str, *default: Any) -> Any:
-        if not isinstance(name, str) or name.startswith("_") or name in BLOCKED_NAMES:
-            raise AttributeError(f"attribute '{name}' is not allowed")
-        return getattr(obj, name, *default)
-
     safe["__import__"] = restricted_import
-    safe["getattr"] = safe_getattr
+    safe["getattr"] = checked_getattr
+    safe[FORMAT_HOOK] = safe_format_method
     return safe
 
 
@@ -173,6 +259,7 @@ def user_line(exc: BaseException) -> int | None:
 def run(source: str, inputs: Any) -> Any:
     tree = ast.parse(source, CODE_FILENAME)
     check_source(tree)
+    tree = ast.fix_missing_locations(FormatHook().visit(tree))
     namespace: dict[str, Any] = {
         "__builtins__": make_builtins(),
         "__name__": "__sandbox__",
@@ -211,7 +298,17 @@ def execute(source: str, inputs: Any, memory_mb: int) -> dict[str, Any]:
     return {"ok": True, "result": result}
 
 
+def loaded_extensions() -> list[str]:
+    for name in sorted(ALLOWED_MODULES):
+        builtins.__import__(name)
+    files = (getattr(module, "__file__", None) for module in list(sys.modules.values()))
+    return sorted({file for file in files if file and file.endswith(".so")})
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--extensions"]:
+        print(json.dumps(loaded_extensions()))
+        return
     cpu_s, memory_mb, max_chars = (int(arg) for arg in sys.argv[1:4])
     real_stdout = sys.stdout
     limit_resources(cpu_s, memory_mb)

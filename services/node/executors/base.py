@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 import jsonschema
@@ -157,6 +157,23 @@ class NodeSettings(BaseModel):
     )
     code_max_log_chars: int = Field(
         default=64 * 1024, gt=0, description="Printed output of code kept as logs."
+    )
+    code_sandbox: Literal["bubblewrap", "unsafe-process"] = Field(
+        default="bubblewrap",
+        description="Isolation of code nodes: 'bubblewrap' (own namespaces, no network, "
+        "read-only minimal filesystem, unprivileged uid; code nodes are refused where it is "
+        "unavailable) or 'unsafe-process' (a plain resource-limited subprocess: an opt-in "
+        "for machines without bubblewrap, NOT a security boundary).",
+    )
+    code_bwrap_path: str = Field(
+        default="/usr/bin/bwrap", description="The bubblewrap binary code nodes run under."
+    )
+    code_allow_network: bool = Field(
+        default=False,
+        description="Give code nodes the host's network (off: a loopback of their own).",
+    )
+    code_scratch_mb: int = Field(
+        default=16, gt=0, description="Size of the writable scratch tmpfs of a code node."
     )
     map_max_concurrency: int = Field(
         default=64, gt=0, description="Upper bound of a map node's concurrency param."

@@ -29,8 +29,8 @@ from libs.common.errors import (
     error_from_dict,
 )
 from libs.common.kv import KV
-from libs.common.metrics import EXECUTIONS_STARTED
-from libs.common.secrets import referenced_secrets
+from libs.common.metrics import EXECUTIONS, EXECUTIONS_STARTED
+from libs.common.secrets import redact, referenced_secrets
 from libs.common.tracing import (
     context_from_traceparent,
     current_traceparent,
@@ -247,6 +247,7 @@ class Engine:
             owner=self.settings.replica_id,
             lease_expires_at=self._lease_until(),
             last_seq=0,
+            crashes=0,
         )
         node_rows = []
         for node in compiled.definition.nodes:
@@ -590,6 +591,56 @@ class Engine:
             self._starved.remove(runner)
         self.notifier.notify(runner.id)
 
+    async def runner_crashed(
+        self, execution_id: str, error: BaseException, redactions: list[str] | None = None
+    ) -> None:
+        """The poison-execution guard: count a crash of an execution's runner (or takeover)
+        durably; below the limit, release the execution at once so that a replica resumes it
+        from the database; at the limit, fail it with the error (recorded and evented)."""
+        if isinstance(error, _TRANSIENT_DB_ERRORS):
+            # An outage that outlasted the retries is not the execution's fault (nor could it
+            # be recorded): its lease lapses and a replica resumes it when the database is back.
+            return
+        message = redact(f"{type(error).__name__}: {error}", redactions or [])
+        limit = self.settings.max_runner_crashes
+        owner = self.settings.replica_id
+        try:
+            async with self.db.begin() as connection:
+                crashes = await repo.record_crash(connection, execution_id, owner)
+                if crashes is None:
+                    return
+                if crashes < limit:
+                    await repo.release_execution(connection, execution_id, owner)
+                    failed = None
+                else:
+                    failure = {
+                        "type": "ExecutionCrashed",
+                        "message": f"the execution crashed {crashes} times (limit "
+                        f"HEDDLE_MAX_RUNNER_CRASHES={limit}); last error: {message}",
+                        "details": {"crashes": crashes, "last_error": message},
+                    }
+                    failed = await repo.fail_execution(
+                        connection, execution_id, owner, failure, utcnow()
+                    )
+        except Exception:
+            log.exception("recording a crash failed", extra={"execution_id": execution_id})
+            return
+        if failed is None:
+            log.warning(
+                "execution released after a crash",
+                extra={"execution_id": execution_id, "crashes": crashes},
+            )
+            return
+        log.error(
+            "execution failed: it crashed too often",
+            extra={"execution_id": execution_id, "crashes": crashes},
+        )
+        EXECUTIONS.labels("failed").inc()
+        self.notifier.notify(execution_id)
+        if self.relay is not None:
+            event, trace_parent = failed
+            self.relay.enqueue([event], trace_parent)
+
     async def take_over(self, execution_id: str) -> ExecutionRunner | None:
         """Claim an execution whose lease lapsed and resume it from the database."""
         if execution_id in self.runners:
@@ -600,6 +651,18 @@ class Engine:
             )
         if not claimed or execution_id in self.runners:
             return self.runners.get(execution_id)
+        try:
+            return await self._resume(execution_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            # A takeover that cannot even start (its definition no longer compiles, say)
+            # counts as a crash, or every replica would claim and fail it forever.
+            log.exception("takeover failed", extra={"execution_id": execution_id})
+            await self.runner_crashed(execution_id, error)
+            return None
+
+    async def _resume(self, execution_id: str) -> ExecutionRunner | None:
         async with self.sessions() as session:
             row = await session.get(ExecutionRow, execution_id)
             if row is None or row.status not in ACTIVE_EXECUTION_STATUSES:

@@ -67,6 +67,9 @@ class ExecutionRow(Base):
     owner: Mapped[str | None] = mapped_column(String(100), default=None)
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # Runs of this execution that ended in an exception of its runner (or of its takeover):
+    # the poison-execution guard fails it after HEDDLE_MAX_RUNNER_CRASHES of them.
+    crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_executions_idempotency"),

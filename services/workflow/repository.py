@@ -21,6 +21,7 @@ from services.workflow.models import (
     WorkflowRow,
     WorkflowVersionRow,
 )
+from services.workflow.status import TERMINAL_NODE_STATUSES
 
 ACTIVE_STATUSES = ("pending", "running", "paused")
 
@@ -371,3 +372,94 @@ async def answer_request(
 
 async def delete_request(session: AsyncSession, request_id: int) -> None:
     await session.execute(delete(ExecutionRequestRow).where(ExecutionRequestRow.id == request_id))
+
+
+# ---- the poison-execution guard -----------------------------------------------------------
+
+
+async def record_crash(connection: AsyncConnection, execution_id: str, owner: str) -> int | None:
+    """Count a crash of an execution's runner while owner holds it; returns the new count,
+    or None when owner no longer holds it (then the crash is someone else's business)."""
+    result = await connection.execute(
+        update(_EXECUTIONS)
+        .where(_EXECUTIONS.c.id == execution_id, _EXECUTIONS.c.owner == owner)
+        .values(crashes=_EXECUTIONS.c.crashes + 1)
+    )
+    if not result.rowcount:
+        return None
+    crashes = await connection.scalar(
+        select(_EXECUTIONS.c.crashes).where(_EXECUTIONS.c.id == execution_id)
+    )
+    return int(crashes or 0)
+
+
+async def release_execution(connection: AsyncConnection, execution_id: str, owner: str) -> None:
+    """Give up ownership at once (the next recovery scan of any replica claims it)."""
+    await connection.execute(
+        update(_EXECUTIONS)
+        .where(_EXECUTIONS.c.id == execution_id, _EXECUTIONS.c.owner == owner)
+        .values(owner=None, lease_expires_at=None)
+    )
+
+
+async def fail_execution(
+    connection: AsyncConnection,
+    execution_id: str,
+    owner: str,
+    error: dict[str, Any],
+    now: dt.datetime,
+) -> tuple[dict[str, Any], str] | None:
+    """End an execution as failed without its runner (whose state cannot be trusted): its
+    unfinished nodes are cancelled and an `execution.failed` event is stored. Fenced on
+    owner; returns the event row and the execution's trace parent, or None when owner no
+    longer holds the execution."""
+    row = (
+        await connection.execute(
+            select(
+                _EXECUTIONS.c.last_seq,
+                _EXECUTIONS.c.trace_id,
+                _EXECUTIONS.c.tenant_id,
+                _EXECUTIONS.c.workflow_id,
+                _EXECUTIONS.c.trace_parent,
+            ).where(_EXECUTIONS.c.id == execution_id, _EXECUTIONS.c.owner == owner)
+        )
+    ).first()
+    if row is None:
+        return None
+    seq = int(row.last_seq) + 1
+    result = await connection.execute(
+        update(_EXECUTIONS)
+        .where(_EXECUTIONS.c.id == execution_id, _EXECUTIONS.c.owner == owner)
+        .values(
+            status="failed",
+            error=error,
+            finished_at=now,
+            owner=None,
+            lease_expires_at=None,
+            last_seq=seq,
+        )
+    )
+    if not result.rowcount:
+        return None
+    await connection.execute(
+        update(_NODE_RUNS)
+        .where(
+            _NODE_RUNS.c.execution_id == execution_id,
+            _NODE_RUNS.c.status.notin_(sorted(TERMINAL_NODE_STATUSES)),
+        )
+        .values(status="cancelled", finished_at=now, due_at=None)
+    )
+    event = {
+        "execution_id": execution_id,
+        "seq": seq,
+        "type": "execution.failed",
+        "node_id": None,
+        "ts": now,
+        "data": {"error": error},
+        "trace_id": row.trace_id,
+        "tenant_id": row.tenant_id,
+        "workflow_id": row.workflow_id,
+        "published": False,
+    }
+    await connection.execute(insert(_EVENTS), [event])
+    return event, row.trace_parent

@@ -312,8 +312,11 @@ class ExecutionRunner:
             log.warning("execution taken over by another replica", extra={"execution_id": self.id})
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as error:
             log.exception("execution runner crashed", extra={"execution_id": self.id})
+            # Never a loop of takeovers: the crash is counted, and the execution fails once
+            # it has crashed too often (the guard's own failure is logged, not raised).
+            await self.engine.runner_crashed(self.id, error, self.redactions)
         finally:
             EXECUTIONS_RUNNING.dec()
             self._stop_work()
@@ -778,8 +781,13 @@ class ExecutionRunner:
             granted = self.engine.reserve_slots(room, self) if room > 0 else 0
             if granted == 0:
                 return
-            # Cache hits complete at once and may make more nodes ready: loop until none.
-            for _ in range(granted):
+            # Cache hits complete at once and may make more nodes ready: loop until none. An
+            # attempt that fails at once (a missing secret) may end the execution, which
+            # clears `ready`: the slots not used go back.
+            for used in range(granted):
+                if not self.ready or self.status != "running":
+                    self.engine.release_slots(granted - used)
+                    return
                 await self._start_attempt(self.nodes[self.ready.popleft()])
 
     async def _start_attempt(self, node: NodeState) -> bool:

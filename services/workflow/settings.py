@@ -57,6 +57,12 @@ class WorkflowSettings(CommonSettings):
     recovery_interval_s: float = Field(
         default=2.0, gt=0, description="How often a replica looks for executions to take over."
     )
+    max_runner_crashes: int = Field(
+        default=3,
+        ge=1,
+        description="An execution whose runner (or takeover) raised this many times fails "
+        "with the last error instead of being taken over again (the poison-execution guard).",
+    )
     forward_timeout_s: float = Field(
         default=10.0,
         gt=0,

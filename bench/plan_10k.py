@@ -30,6 +30,18 @@ def core_catalog() -> dict[str, Any]:
     return {spec.type: spec for spec in default_registry().specs()}
 
 
+#: The output field a template reads from each kind of node (validation refuses fields a
+#: closed output schema lacks; noop passes its inputs through, so any field may be there).
+OUTPUT_FIELD = {
+    "input": "topic",
+    "condition": "result",
+    "merge": "items",
+    "template": "text",
+    "transform": "value",
+    "noop": "text",
+}
+
+
 def build_definition(node_count: int, seed: int = 7) -> dict[str, Any]:
     """A layered DAG: 100-wide layers, fan-out and fan-in of 1-3 edges, a template on
     about half the nodes (most reading a parent, some an older ancestor), a condition every
@@ -49,24 +61,25 @@ def build_definition(node_count: int, seed: int = 7) -> dict[str, Any]:
             if roll < 0.01:
                 kind = "condition"
                 params: dict[str, Any] = {
-                    "expression": f"{{{{ {parents[0][0]}.value | default(0) > 3 }}}}"
+                    "expression": f"{{{{ {parents[0][0]}.{OUTPUT_FIELD[parents[0][1]]} "
+                    "| default(0) > 3 }}"
                 }
             elif roll < 0.04:
                 kind = "merge"
                 params = {"mode": rng.choice(["all", "any"])}
             elif roll < 0.5:
                 kind = "template"
-                source = parents[0][0]
+                source, source_kind = parents[0]
                 if len(layers) > 3 and rng.random() < 0.2:
-                    older = rng.choice(layers[-3])[0]
-                    edges.append({"source": older, "target": node_id})
-                    source = older
+                    source, source_kind = rng.choice(layers[-3])
+                    edges.append({"source": source, "target": node_id})
+                field = OUTPUT_FIELD[source_kind]
                 params = {
-                    "template": f"Summarize {{{{ {source}.text }}}} for {{{{ inputs.topic }}}}"
+                    "template": f"Summarize {{{{ {source}.{field} }}}} for {{{{ inputs.topic }}}}"
                 }
             elif roll < 0.6:
                 kind = "transform"
-                params = {"expression": f"{parents[0][0]}.value * 2"}
+                params = {"expression": f"{parents[0][0]}.{OUTPUT_FIELD[parents[0][1]]} * 2"}
             else:
                 kind = "noop"
                 params = {}

@@ -1,27 +1,43 @@
-"""The node types the node replicas offer, fetched over gRPC and cached."""
+"""What validation checks definitions against, fetched over gRPC and cached: the node types
+the node replicas offer and the tools the tool service offers."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
+from typing import Any
 
 import grpc
-from heddle.v1 import node_pb2
+from heddle.v1 import node_pb2, tool_pb2, tool_pb2_grpc
 
 from libs.common import jsonutil
 from libs.common.errors import Unavailable
+from libs.common.grpcutil import TlsFiles, create_channel
 from libs.common.node_types import NodeTypeSpec
 from services.workflow.dispatcher import NodeDispatcher
 
 log = logging.getLogger(__name__)
 
+#: A tool's name -> its input JSON Schema.
+ToolSchemas = dict[str, dict[str, Any]]
+
 
 class NodeCatalog:
     """Node type specs by name; loaded from a node replica on first use."""
 
-    def __init__(self, dispatcher: NodeDispatcher, deadline_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        dispatcher: NodeDispatcher,
+        deadline_s: float = 5.0,
+        *,
+        tools: ToolCatalog | None = None,
+    ) -> None:
         self._dispatcher = dispatcher
         self._deadline_s = deadline_s
+        #: The tool service's catalog, for tool names and arguments; None: not checked.
+        self.tools = tools
         self._specs: dict[str, NodeTypeSpec] = {}
         self._raw: bytes = b"[]"
         self._lock = asyncio.Lock()
@@ -59,3 +75,70 @@ class NodeCatalog:
             self._raw = reply.node_types_json
             return
         raise Unavailable(f"no node replica answered ListNodeTypes: {last_error}")
+
+
+class ToolCatalog:
+    """The tool service's tools (name -> input schema), cached for ``ttl_s``.
+
+    Tools come and go (MCP servers are plugged in at run time), so the list is refreshed
+    after ``ttl_s``. Validation must not depend on the tool service being up: when it does
+    not answer, ``get`` returns None and the reason is in ``error`` (validation then warns
+    instead of checking); the failure is remembered for ``retry_s`` so that a down tool
+    service costs one deadline per ``retry_s``, not one per save. Each refresh opens and
+    closes its own channel: there is nothing to close when the workflow service stops.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        service_token: str = "",
+        tls: TlsFiles | None = None,
+        deadline_s: float = 2.0,
+        ttl_s: float = 10.0,
+        retry_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._address = address
+        self._service_token = service_token
+        self._tls = tls
+        self._deadline_s = deadline_s
+        self._ttl_s = ttl_s
+        self._retry_s = retry_s
+        self._clock = clock
+        self._tools: ToolSchemas | None = None
+        self._until = float("-inf")
+        self._lock = asyncio.Lock()
+        #: Why the last refresh failed; None after a successful one.
+        self.error: str | None = None
+
+    async def get(self) -> ToolSchemas | None:
+        """The tools by name, or None when the tool service did not answer."""
+        if self._clock() < self._until:
+            return self._tools
+        async with self._lock:
+            if self._clock() >= self._until:
+                await self._refresh()
+        return self._tools
+
+    async def _refresh(self) -> None:
+        channel = create_channel(self._address, service_token=self._service_token, tls=self._tls)
+        try:
+            stub = tool_pb2_grpc.ToolServiceStub(channel)
+            reply = await stub.ListTools(tool_pb2.ListToolsRequest(), timeout=self._deadline_s)
+        except grpc.RpcError as error:
+            code = error.code() if isinstance(error, grpc.aio.AioRpcError) else None
+            self._tools = None
+            self.error = f"the tool service did not answer ({code.name if code else error})"
+            self._until = self._clock() + self._retry_s
+            log.warning("tool catalog unavailable", extra={"error": self.error})
+            return
+        finally:
+            await channel.close()
+        tools: ToolSchemas = {}
+        for tool in reply.tools:
+            schema = jsonutil.loads(tool.input_schema_json) if tool.input_schema_json else None
+            tools[tool.name] = schema if isinstance(schema, dict) else {}
+        self._tools = tools
+        self.error = None
+        self._until = self._clock() + self._ttl_s

@@ -18,7 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError as BrokenSchema
 from jsonschema.exceptions import ValidationError as SchemaError
+from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from libs.common import jsonutil
@@ -52,6 +54,10 @@ CONTEXT_ROOTS: frozenset[str] = frozenset({"inputs", "system", "secrets", "env",
 #: Node types whose ``expression`` param is mandatory.
 _EXPRESSION_REQUIRED = frozenset({"condition", "switch", "transform"})
 _INPUT_TYPE = "input"
+_MAP_TYPE = "map"
+#: Keywords whose errors are about an instance as a whole: with a template somewhere inside
+#: it, the value at run time is unknown, so such an error may be a false alarm.
+_COMBINATORS = frozenset({"anyOf", "oneOf", "allOf", "not", "if", "then", "else"})
 
 
 class ValidationIssue(BaseModel):
@@ -295,6 +301,70 @@ def _is_templated_instance(error: SchemaError) -> bool:
     return isinstance(error.instance, str) and is_templated(error.instance)
 
 
+def _holds_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return is_templated(value)
+    if isinstance(value, dict):
+        return any(_holds_template(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_template(item) for item in value)
+    return False
+
+
+def _literal_error(error: SchemaError) -> bool:
+    """Whether a schema error stands whatever the templates inside the value render to."""
+    if _is_templated_instance(error):
+        return False
+    return not (error.validator in _COMBINATORS and _holds_template(error.instance))
+
+
+# A tool's input schema comes from the tool service (built-in or MCP: any draft), keyed by
+# its JSON text; None marks a schema that is itself broken (not checked).
+_TOOL_VALIDATORS: dict[bytes, Any] = {}
+
+
+def _tool_validator(schema: Mapping[str, Any]) -> Any:
+    key = jsonutil.dumps(schema)
+    if key not in _TOOL_VALIDATORS:
+        if len(_TOOL_VALIDATORS) > 1024:
+            _TOOL_VALIDATORS.clear()
+        try:
+            schema = dict(schema)
+            cls = validator_for(schema, default=Draft202012Validator)
+            cls.check_schema(schema)
+            _TOOL_VALIDATORS[key] = cls(schema)
+        except (BrokenSchema, TypeError, ValueError):
+            _TOOL_VALIDATORS[key] = None
+    return _TOOL_VALIDATORS[key]
+
+
+# Keyed like _CHECKERS: the spec's schema object, kept alive in the entry.
+_TOP_FIELDS: dict[int, tuple[dict[str, Any], tuple[str, ...] | None]] = {}
+
+
+def _top_fields(spec: NodeTypeSpec) -> tuple[str, ...] | None:
+    schema = spec.output_schema
+    entry = _TOP_FIELDS.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        if len(_TOP_FIELDS) > 4096:
+            _TOP_FIELDS.clear()
+        entry = _TOP_FIELDS[id(schema)] = (schema, _closed_fields(schema))
+    return entry[1]
+
+
+def _closed_fields(schema: Any) -> tuple[str, ...] | None:
+    """The only fields an object of this JSON Schema can have, in schema order, or None when
+    it may have others (an open object, a non-object, a combinator)."""
+    if not isinstance(schema, dict) or schema.get("additionalProperties", True) is not False:
+        return None
+    if schema.get("type", "object") != "object" or "patternProperties" in schema:
+        return None
+    if any(key in schema for key in _COMBINATORS):
+        return None
+    properties = schema.get("properties", {})
+    return tuple(properties) if isinstance(properties, dict) else None
+
+
 # Keyed by the schema object's id, with the schema kept alive in the entry so the id cannot
 # be reused by another dict while cached. Node-type catalogs are small and long-lived.
 _CHECKERS: dict[int, _SchemaChecker] = {}
@@ -366,19 +436,30 @@ def validate_definition(
     *,
     max_nodes: int = DEFAULT_MAX_NODES,
     max_edges: int = DEFAULT_MAX_EDGES,
+    tools: Mapping[str, Mapping[str, Any]] | None = None,
+    tools_unavailable: str | None = None,
 ) -> ValidationReport:
     """Check a definition (a parsed JSON/YAML document or a ``WorkflowDefinition``).
 
     Every problem is listed: shape errors from the models, then graph and catalog rules on
     whatever parts of the document could be parsed. ``definition`` is set only when there
     is no error (warnings allowed).
+
+    ``tools`` (a tool's name -> its input JSON Schema) checks the tool names of ``tool``
+    nodes and agents and the literal arguments of ``tool`` nodes; None skips those checks,
+    with one warning per node that uses tools when ``tools_unavailable`` says why.
     """
     with allocation_burst():
-        return _validate(raw, node_types, max_nodes, max_edges)
+        return _validate(raw, node_types, max_nodes, max_edges, tools, tools_unavailable)
 
 
 def _validate(
-    raw: Any, node_types: Mapping[str, NodeTypeSpec], max_nodes: int, max_edges: int
+    raw: Any,
+    node_types: Mapping[str, NodeTypeSpec],
+    max_nodes: int,
+    max_edges: int,
+    tools: Mapping[str, Mapping[str, Any]] | None = None,
+    tools_unavailable: str | None = None,
 ) -> ValidationReport:
     issues = _Issues()
     if isinstance(raw, WorkflowDefinition):
@@ -420,7 +501,9 @@ def _validate(
         else:
             nodes, edges, inputs, outputs, broken_ids = _salvage(raw)
 
-    _Checker(issues, node_types, nodes, edges, inputs, outputs, broken_ids).run()
+    checker = _Checker(issues, node_types, nodes, edges, inputs, outputs, broken_ids)
+    checker.tools, checker.tools_unavailable = tools, tools_unavailable
+    checker.run()
     return _report(issues, definition)
 
 
@@ -543,11 +626,15 @@ class _Checker:
         self.index: dict[str, int] = {}  # node id -> position in self.nodes (first wins)
         self.preds: list[list[int]] = [[] for _ in nodes]
         self.succs: list[list[int]] = [[] for _ in nodes]
+        self.specs: list[NodeTypeSpec | None] = []
+        self.tools: Mapping[str, Mapping[str, Any]] | None = None
+        self.tools_unavailable: str | None = None
+        self._namespaces: frozenset[str] | None = None
 
     def run(self) -> None:
         if not self.nodes and not self.issues.errors:
             self.issues.add("empty_workflow", "a workflow needs at least one node", field="nodes")
-        specs = self._check_nodes()
+        specs = self.specs = self._check_nodes()
         self._check_edges(specs)
         order, components = self._check_cycles()
         self._check_references(_Ancestors(self.preds, order, components))
@@ -586,6 +673,16 @@ class _Checker:
                 )
             else:
                 self._check_params(position, node, spec)
+            self._check_tools(f"nodes[{raw_index}].params", node.id, node.type, node.params)
+            if node.type == _MAP_TYPE:
+                inline = node.params.get("node")
+                if isinstance(inline, dict) and isinstance(inline.get("params"), dict):
+                    self._check_tools(
+                        f"nodes[{raw_index}].params.node.params",
+                        node.id,
+                        inline.get("type"),
+                        inline["params"],
+                    )
             if node.type == _INPUT_TYPE:
                 input_nodes.append(position)
             if node.type in _EXPRESSION_REQUIRED:
@@ -619,6 +716,139 @@ class _Checker:
                 node_id=node.id,
                 field=where,
             )
+
+    def _check_tools(
+        self, where: str, node_id: str, node_type: Any, params: dict[str, Any]
+    ) -> None:
+        """Tool names of a tool node or an agent, and a tool node's literal arguments."""
+        if node_type == "tool":
+            given: list[tuple[str, Any]] = [("name", params.get("name"))]
+        elif node_type == "agent" and isinstance(params.get("tools"), list):
+            given = [(f"tools[{i}]", name) for i, name in enumerate(params["tools"])]
+        else:
+            return
+        # only literal names: a templated one is known at run time
+        names: list[tuple[str, str]] = [
+            (path, name)
+            for path, name in given
+            if type(name) is str and name and not is_templated(name)
+        ]
+        if not names:
+            return
+        tools = self.tools
+        if tools is None:
+            if self.tools_unavailable:
+                self.issues.add(
+                    "tools_not_checked",
+                    f"node '{node_id}': tool names and arguments were not checked: "
+                    f"{self.tools_unavailable}",
+                    node_id=node_id,
+                    field=f"{where}.{names[0][0]}",
+                    warning=True,
+                )
+            return
+        for path, name in names:
+            if name in tools:
+                continue
+            namespace, dot, _ = name.partition(".")
+            if dot and namespace not in self._tool_namespaces(tools):
+                # An MCP server's tools are listed only while it is connected: one that is
+                # down now may be up at run time, which checks again.
+                self.issues.add(
+                    "unknown_tool",
+                    f"{where}.{path}: unknown tool '{name}': no tool of '{namespace}' is "
+                    "listed now (an MCP server that is not connected?)",
+                    node_id=node_id,
+                    field=f"{where}.{path}",
+                    warning=True,
+                )
+                continue
+            known = ", ".join(sorted(tools)) or "none"
+            self.issues.add(
+                "unknown_tool",
+                f"{where}.{path}: unknown tool '{name}'; the tool service has: {known}",
+                node_id=node_id,
+                field=f"{where}.{path}",
+            )
+        name = names[0][1]
+        arguments = params.get("arguments", {})
+        if node_type != "tool" or name not in tools or not isinstance(arguments, dict):
+            return  # a templated 'arguments' is only known at run time
+        validator = _tool_validator(tools[name])
+        if validator is None:
+            return
+        errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+        for error in errors:
+            if not _literal_error(error):
+                continue
+            at = _pointer(f"{where}.arguments", list(error.absolute_path))
+            self.issues.add(
+                "invalid_tool_arguments",
+                f"{at}: {error.message} (input schema of tool '{name}')",
+                node_id=node_id,
+                field=at,
+            )
+
+    def _tool_namespaces(self, tools: Mapping[str, Any]) -> frozenset[str]:
+        if self._namespaces is None:
+            self._namespaces = frozenset(name.partition(".")[0] for name in tools if "." in name)
+        return self._namespaces
+
+    def _check_output_fields(
+        self, paths: frozenset[tuple[str, ...]], node_id: str | None, where: str
+    ) -> None:
+        """``{{ a.txt }}`` where node a's output schema is closed and has no ``txt``."""
+        index, specs = self.index, self.specs
+        for path in paths:
+            if len(path) < 2:
+                continue
+            target = index.get(path[0])
+            if target is None or target >= len(specs):
+                continue
+            spec = specs[target]
+            if spec is None:
+                continue
+            fields = _top_fields(spec)
+            if fields is None or (len(path) == 2 and path[1] in fields):
+                continue  # open, or the common case: a field the schema names
+            source = self.nodes[target][1]
+            extra: tuple[str, ...] = ()
+            if source.on_error == "continue" and source.default_output is not None:
+                # downstream of a failure gets default_output instead
+                if not isinstance(source.default_output, dict):
+                    continue
+                extra = tuple(source.default_output)
+            elif source.on_error == "fail_branch":
+                extra = ("error",)  # the error port's output
+            if path[1] not in extra:
+                self._walk_output_schema(path, spec.output_schema, extra, node_id, where)
+
+    def _walk_output_schema(
+        self,
+        path: tuple[str, ...],
+        schema: Any,
+        extra: tuple[str, ...],
+        node_id: str | None,
+        where: str,
+    ) -> None:
+        subject = f"node {path[0]}"
+        for field in path[1:]:
+            fields = _closed_fields(schema)
+            if fields is None:
+                return
+            if field not in fields:
+                known = [*fields, *(f for f in extra if f not in fields)]
+                self.issues.add(
+                    "unknown_output_field",
+                    f"{where}: {subject} has no output field {field}; it has: "
+                    f"{', '.join(known) or 'none'}",
+                    node_id=node_id,
+                    field=where,
+                )
+                return
+            schema = schema["properties"][field]
+            subject = f"field {field} of {subject}"
+            extra = ()
 
     def _check_edges(self, specs: list[NodeTypeSpec | None]) -> None:
         issues = self.issues
@@ -790,6 +1020,7 @@ class _Checker:
                         )
                 if "inputs" in info.names:
                     self._check_input_paths(info.paths, declared, node.id, where)
+                self._check_output_fields(info.paths, node.id, where)
 
     def _check_input_paths(
         self,
@@ -834,6 +1065,7 @@ class _Checker:
                         field=where,
                     )
             self._check_input_paths(info.paths, self.inputs, None, where)
+            self._check_output_fields(info.paths, None, where)
 
 
 class _Ancestors:

@@ -93,6 +93,9 @@ class MapExecutor(Executor):
                     "type": "object",
                     "description": "The inline node run per item: {type, params}.",
                     "properties": {
+                        # Written by habit on an inline node; ignored: item i runs as
+                        # '<map id>[i]' (its logs, errors and idempotency key say so).
+                        "id": {"type": "string", "description": "Optional; ignored."},
                         "type": {"type": "string", "minLength": 1},
                         "params": {"type": "object", "default": {}},
                     },

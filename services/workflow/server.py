@@ -23,7 +23,7 @@ from libs.common.kv import KV, create_kv
 from libs.common.runtime import run_service
 from libs.migrations import upgrade
 from services.workflow import models  # noqa: F401  (registers the tables)
-from services.workflow.catalog import NodeCatalog
+from services.workflow.catalog import NodeCatalog, ToolCatalog
 from services.workflow.dispatcher import NodeDispatcher
 from services.workflow.engine import Engine
 from services.workflow.events import EventNotifier
@@ -93,7 +93,14 @@ async def serve(
             service_token=settings.service_token,
             tls=TlsFiles.from_settings(settings),
         )
-        catalog = NodeCatalog(dispatcher)
+        catalog = NodeCatalog(
+            dispatcher,
+            tools=ToolCatalog(
+                settings.tool_address,
+                service_token=settings.service_token,
+                tls=TlsFiles.from_settings(settings),
+            ),
+        )
         engine = Engine(settings, sessions, dispatcher, catalog, kv, EventNotifier())
         relay = OutboxRelay(sessions, bus)
         engine.relay = relay

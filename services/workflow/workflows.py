@@ -39,11 +39,16 @@ class WorkflowStore:
         self.catalog = catalog
 
     async def validate(self, raw: Any) -> ValidationReport:
+        node_types = await self.catalog.get()
+        tool_catalog = self.catalog.tools
+        tools = await tool_catalog.get() if tool_catalog is not None else None
         return validate_definition(
             raw,
-            await self.catalog.get(),
+            node_types,
             max_nodes=self.settings.max_definition_nodes,
             max_edges=self.settings.max_definition_edges,
+            tools=tools,
+            tools_unavailable=tool_catalog.error if tool_catalog is not None else None,
         )
 
     async def _checked(self, raw: Any) -> dict[str, Any]:

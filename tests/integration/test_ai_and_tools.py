@@ -10,6 +10,7 @@ builds its own `stack` with a model catalog pointing at it, and the stdio MCP te
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,9 @@ import httpx
 import pytest
 
 from libs.cli.stack import Stack, start_stack
+from services.node.registry import default_registry
+from services.workflow.catalog import ToolCatalog
+from services.workflow.validation import validate_definition
 from tests.ai.fake_llm import FakeLLM, RunningServer, error_reply, openai_reply, openai_stream
 from tests.integration.helpers import create_workflow, events, node, run, wait_final
 from tests.tool.tool_testkit import stdio_mcp
@@ -310,18 +314,21 @@ async def test_models_catalog_lists_the_configured_models_with_health(
 # ---------------------------------------------------------------------------- clear errors
 
 
+def tool(node_id: str, name: str, arguments: Any) -> dict[str, Any]:
+    return {"id": node_id, "type": "tool", "params": {"name": name, "arguments": arguments}}
+
+
 async def test_bad_tool_arguments_unknown_tool_and_unknown_model_fail_clearly(
     client: httpx.AsyncClient,
 ) -> None:
-    def tool(node_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        return {"id": node_id, "type": "tool", "params": {"name": name, "arguments": arguments}}
-
     def bad_field(error: dict[str, Any], path: str, problem: str) -> None:
         assert error["type"] == "InvalidArgumentError"
         assert error["details"]["code"] == "invalid_argument"
         assert error["details"]["details"] == [{"path": path, "message": problem}]
 
-    missing = await run_nodes(client, "missing", tool("calc", "calculator", {}))
+    # Literal arguments are checked when the workflow is saved (see the test below); these are
+    # templated, so only the tool service sees them, at run time.
+    missing = await run_nodes(client, "missing", tool("calc", "calculator", "{{ {} }}"))
     error = failed_node(missing, "calc")
     assert error["message"] == (
         "tool: invalid arguments for tool 'calculator': "
@@ -329,7 +336,9 @@ async def test_bad_tool_arguments_unknown_tool_and_unknown_model_fail_clearly(
     )
     bad_field(error, "expression", "'expression' is a required property")
 
-    wrong_type = await run_nodes(client, "wrong", tool("calc", "calculator", {"expression": 7}))
+    wrong_type = await run_nodes(
+        client, "wrong", tool("calc", "calculator", {"expression": "{{ 7 }}"})
+    )
     error = failed_node(wrong_type, "calc")
     assert error["message"] == (
         "tool: invalid arguments for tool 'calculator': expression: 7 is not of type 'string'"
@@ -337,7 +346,9 @@ async def test_bad_tool_arguments_unknown_tool_and_unknown_model_fail_clearly(
     bad_field(error, "expression", "7 is not of type 'string'")
 
     unexpected = await run_nodes(
-        client, "extra", tool("calc", "calculator", {"expression": "1+1", "precision": 3})
+        client,
+        "extra",
+        tool("calc", "calculator", "{{ {'expression': '1+1', 'precision': 3} }}"),
     )
     error = failed_node(unexpected, "calc")
     problem = "Additional properties are not allowed ('precision' was unexpected)"
@@ -353,7 +364,9 @@ async def test_bad_tool_arguments_unknown_tool_and_unknown_model_fail_clearly(
     bad_field(error, "expression", "division by zero")
 
     # An MCP tool's arguments are checked against the server's own schema.
-    mcp_bad = await run_nodes(client, "mcp-bad", tool("add", "kit.add", {"a": "two", "b": 1}))
+    mcp_bad = await run_nodes(
+        client, "mcp-bad", tool("add", "kit.add", {"a": "{{ 'two' }}", "b": 1})
+    )
     error = failed_node(mcp_bad, "add")
     assert error["message"] == (
         "tool: invalid arguments for tool 'kit.add': a: 'two' is not of type 'integer'"
@@ -393,3 +406,60 @@ async def test_bad_tool_arguments_unknown_tool_and_unknown_model_fail_clearly(
     error = failed_node(ghost_agent, "agent")
     assert error["type"] == "ValidationError"
     assert error["message"] == "unknown tools: no.such_tool"
+
+
+async def test_saving_checks_tool_names_and_literal_arguments_with_the_tool_service(
+    client: httpx.AsyncClient,
+) -> None:
+    """Issue #16 item 10: what the tool service's catalog says is checked before a run."""
+    definition = {
+        "name": "tools-checked",
+        "nodes": [
+            tool("calc", "calculatr", {"expression": "1+1"}),
+            tool("add", "kit.add", {"a": "two", "b": "{{ 1 }}"}),
+            agent_node("echo", "hi", ["calculator", "kit.shot"]),
+            tool("later", "offline.thing", {}),
+        ],
+    }
+    report = (await client.post("/api/v1/workflows/validate", json=definition)).json()
+    assert report["valid"] is False
+    found = {(i["severity"], i["node_id"], i["field"]): i["message"] for i in report["issues"]}
+    assert set(found) == {
+        ("error", "calc", "nodes[0].params.name"),
+        ("error", "add", "nodes[1].params.arguments.a"),
+        ("error", "agent", "nodes[2].params.tools[1]"),
+        # no tool of 'offline' is listed: maybe an MCP server that is down now
+        ("warning", "later", "nodes[3].params.name"),
+    }
+    assert found["error", "calc", "nodes[0].params.name"].startswith(
+        "nodes[0].params.name: unknown tool 'calculatr'; the tool service has: "
+    )
+    assert "kit.add" in found["error", "calc", "nodes[0].params.name"]  # MCP tools listed
+    assert found["error", "add", "nodes[1].params.arguments.a"] == (
+        "nodes[1].params.arguments.a: 'two' is not of type 'integer' (input schema of tool "
+        "'kit.add')"
+    )
+    response = await client.post("/api/v1/workflows", json=definition)
+    assert response.status_code == 422, response.text
+    definition["nodes"] = definition["nodes"][3:]
+    response = await client.post("/api/v1/workflows", json=definition)
+    assert response.status_code == 201, response.text
+
+
+async def test_a_tool_service_that_does_not_answer_does_not_fail_validation() -> None:
+    """The workflow service's tool catalog against an address where nothing listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again when the block ends: nothing listens
+    catalog = ToolCatalog(f"127.0.0.1:{port}", deadline_s=2.0)
+    tools = await catalog.get()
+    assert tools is None
+    assert catalog.error is not None and "did not answer" in catalog.error
+    report = validate_definition(
+        {"name": "w", "nodes": [tool("calc", "calculatr", {"expression": 7})]},
+        {spec.type: spec for spec in default_registry().specs()},
+        tools=tools,
+        tools_unavailable=catalog.error,
+    )
+    assert report.valid
+    assert [(w.code, w.node_id) for w in report.warnings] == [("tools_not_checked", "calc")]

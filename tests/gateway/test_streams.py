@@ -110,7 +110,11 @@ async def test_client_disconnect_cancels_the_upstream_stream(
     async with httpx.AsyncClient(base_url=f"http://{live_gateway}", timeout=5) as http:
         execution_id = await start_execution(http)
         async with http.stream("GET", f"/api/v1/executions/{execution_id}/events") as response:
-            await anext(response.aiter_text())
+            # Up to the first event, so the upstream stream runs (the `retry:` line alone may
+            # come before the gateway's call even reached the workflow service).
+            async for line in response.aiter_lines():
+                if line.startswith("data:"):
+                    break
     await asyncio.wait_for(fakes.workflow.stream_cancelled.wait(), timeout=5)
 
 

@@ -251,7 +251,7 @@ def jail_argv(
     argv += ["--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL"]
     if jail.setpriv:
         # bwrap as root creates the namespaces; setpriv then becomes nobody for good.
-        argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
     else:
         argv += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
         argv.append("--disable-userns")
@@ -271,10 +271,12 @@ def jail_argv(
         inside = f"{SANDBOX_DIR}/{program.name}"
         argv += ["--perms", "0755", "--dir", SANDBOX_DIR, "--ro-bind", str(program), inside]
         args = [inside if arg == str(program) else arg for arg in args]
+    argv += ["--remount-ro", "/"]  # the jail's own root too: /tmp is the one writable place
     argv.append("--")
     if jail.setpriv:
         uid = str(SANDBOX_UID)
-        argv += [jail.setpriv, "--reuid", uid, "--regid", uid, "--clear-groups", "--"]
+        argv += [jail.setpriv, "--inh-caps=-all", "--bounding-set=-all"]
+        argv += ["--reuid", uid, "--regid", uid, "--clear-groups", "--"]
     memory = settings.code_memory_mb * 1024 * 1024
     scratch = settings.code_scratch_mb * 1024 * 1024
     argv += [
@@ -316,6 +318,8 @@ async def require_isolation(settings: NodeSettings) -> Jail | None:
     if settings.code_sandbox == "unsafe-process":
         return None
     try:
+        if settings.code_bwrap_path in _jails:  # checked already: no thread hop
+            return jail_for(settings.code_bwrap_path)
         return await asyncio.to_thread(jail_for, settings.code_bwrap_path)
     except SandboxUnavailableError as exc:
         raise NodeError(

@@ -156,7 +156,11 @@ async def _start_stack(
 
         base["secrets_key"] = generate_key()
     broker_url = base.get("broker_url", "memory://")
-    bus: EventBus = InProcessBus() if broker_url.startswith("memory:") else create_bus(broker_url)
+    # The services' own settings read HEDDLE_BROKER_PREFIX the same way.
+    prefix = str(base.get("broker_prefix", os.environ.get("HEDDLE_BROKER_PREFIX", "")))
+    bus: EventBus = (
+        InProcessBus() if broker_url.startswith("memory:") else create_bus(broker_url, prefix)
+    )
     await bus.connect()
     kv = create_kv(base.get("redis_url", "memory://"))
     stack = Stack(ports=ports, gateway_url="", settings=base, bus=bus, kv=kv)

@@ -306,12 +306,13 @@ class _InProcessSubscription:
         await self.bus._cancel(self.queue, self.consumer_id, self.anonymous)
 
 
-def create_bus(url: str) -> EventBus:
-    """The bus for a broker URL: memory:// (in-process) or amqp:// (RabbitMQ)."""
+def create_bus(url: str, prefix: str = "") -> EventBus:
+    """The bus for a broker URL: memory:// (in-process) or amqp:// (RabbitMQ), whose
+    exchanges and queues carry the deployment prefix (HEDDLE_BROKER_PREFIX) if any."""
     if url.startswith("memory:"):
         return InProcessBus()
     if url.startswith(("amqp:", "amqps:")):
         from libs.common.rabbitmq import RabbitBus
 
-        return RabbitBus(url)
+        return RabbitBus(url, prefix=prefix)
     raise ValueError(f"HEDDLE_BROKER_URL: unsupported scheme in {url!r} (memory:// or amqp://)")

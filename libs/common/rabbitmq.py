@@ -11,6 +11,16 @@ Topology, declared in `_declare_topology` and nowhere else:
 - `queue=None` gives an exclusive, auto-delete classic queue (fan-out to each subscriber);
   what fails every delivery there is dropped (logged), as such queues carry notifications.
 
+Every exchange and queue name on the broker carries the deployment's prefix
+(`HEDDLE_BROKER_PREFIX`, e.g. `staging.heddle.events`, `staging.workflow.triggers`), so that
+deployments sharing a vhost never see each other's messages; callers and handlers only ever
+see the names without it. No prefix (the default) keeps the names above.
+
+The number of messages waiting in each named queue this bus has consumed is exported as the
+gauge `heddle_bus_queue_depth{queue}` (a passive declare every `depth_poll_interval_s`, on a
+channel of its own), until the bus closes: a consumer that stopped still reports the backlog
+it leaves. Exclusive queues are not polled (there may be one per open stream).
+
 Messages are persistent and published on one long-lived channel with publisher confirms;
 any number of publishes may await their confirms concurrently. Consumers ack after the
 handler returns; a handler that raises has its message requeued until `max_deliveries`,
@@ -48,7 +58,7 @@ from libs.common.bus import (
     OutgoingMessage,
 )
 from libs.common.errors import Unavailable
-from libs.common.metrics import BUS_CONSUMED
+from libs.common.metrics import BUS_CONSUMED, BUS_QUEUE_DEPTH
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +97,17 @@ class RabbitBus:
         publish_timeout_s: float = 30.0,
         reconnect_interval_s: float = 1.0,
         connection_name: str = "heddle",
+        prefix: str = "",
+        depth_poll_interval_s: float = 5.0,
     ) -> None:
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
+        if depth_poll_interval_s <= 0:
+            raise ValueError("depth_poll_interval_s must be positive")
+        self._prefix = f"{prefix}." if prefix else ""
+        self._depth_poll_interval_s = depth_poll_interval_s
+        self._watched: set[str] = set()
+        self._depth_poller: asyncio.Task[None] | None = None
         self.url = url
         self.max_deliveries = max_deliveries
         self._connect_timeout_s = connect_timeout_s
@@ -102,6 +120,13 @@ class RabbitBus:
         self._connect_lock = asyncio.Lock()
         self._declare_lock = asyncio.Lock()
         self._subscriptions: set[RabbitSubscription] = set()
+
+    def broker_name(self, name: str) -> str:
+        """The name of an exchange or queue on the broker: name with the deployment prefix."""
+        return self._prefix + name
+
+    def _logical_name(self, broker_name: str) -> str:
+        return broker_name.removeprefix(self._prefix) if self._prefix else broker_name
 
     # -- connection ------------------------------------------------------------------------
 
@@ -135,12 +160,13 @@ class RabbitBus:
             self._channel = channel
 
     async def _declare_topology(self, channel: AbstractChannel) -> None:
+        # Keyed by the names callers use; declared under the prefixed names.
         for name in TOPIC_EXCHANGES:
             self._exchanges[name] = await channel.declare_exchange(
-                name, aio_pika.ExchangeType.TOPIC, durable=True
+                self.broker_name(name), aio_pika.ExchangeType.TOPIC, durable=True
             )
         self._exchanges[DEAD_LETTER_EXCHANGE] = await channel.declare_exchange(
-            DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+            self.broker_name(DEAD_LETTER_EXCHANGE), aio_pika.ExchangeType.DIRECT, durable=True
         )
 
     async def _exchange(self, name: str) -> AbstractExchange:
@@ -152,11 +178,15 @@ class RabbitBus:
             if name not in self._exchanges:
                 assert self._channel is not None
                 self._exchanges[name] = await self._channel.declare_exchange(
-                    name, aio_pika.ExchangeType.TOPIC, durable=True
+                    self.broker_name(name), aio_pika.ExchangeType.TOPIC, durable=True
                 )
         return self._exchanges[name]
 
     async def close(self) -> None:
+        if self._depth_poller is not None:
+            self._depth_poller.cancel()
+            await asyncio.gather(self._depth_poller, return_exceptions=True)
+            self._depth_poller = None
         for subscription in list(self._subscriptions):
             await subscription.cancel()
         if self._connection is not None:
@@ -231,14 +261,14 @@ class RabbitBus:
         prefetch: int = 64,
     ) -> RabbitSubscription:
         """Consume on a channel of its own with basic_qos(prefetch); see the module docs."""
-        await self._exchange(exchange)
+        target = await self._exchange(exchange)
         assert self._connection is not None
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=prefetch)
         declared: AbstractQueue
         if queue is None:
             declared = await channel.declare_queue(
-                f"{exchange}.anon.{uuid.uuid4().hex}",
+                f"{target.name}.anon.{uuid.uuid4().hex}",
                 durable=False,
                 exclusive=True,
                 auto_delete=True,
@@ -246,7 +276,7 @@ class RabbitBus:
         else:
             declared = await self._declare_named_queue(channel, queue)
         for key in binding_keys:
-            await declared.bind(exchange, key)
+            await declared.bind(target, key)
         subscription = RabbitSubscription(
             bus=self,
             channel=channel,
@@ -254,27 +284,73 @@ class RabbitBus:
             handler=handler,
             exchange=exchange,
             anonymous=queue is None,
+            label=queue or "anonymous",
         )
         subscription.consumer_tag = await declared.consume(subscription.on_message, no_ack=False)
         self._subscriptions.add(subscription)
+        if queue is not None:
+            self._watch_depth(queue)
         return subscription
 
     async def _declare_named_queue(self, channel: AbstractChannel, name: str) -> AbstractQueue:
-        dead_letters = await channel.declare_queue(dead_letter_queue(name), durable=True)
-        await dead_letters.bind(DEAD_LETTER_EXCHANGE, name)
+        queue_name = self.broker_name(name)
+        dead_letters = await channel.declare_queue(dead_letter_queue(queue_name), durable=True)
+        await dead_letters.bind(self._exchanges[DEAD_LETTER_EXCHANGE], queue_name)
         return await channel.declare_queue(
-            name,
+            queue_name,
             durable=True,
             arguments={
                 "x-queue-type": "quorum",
                 # The broker's own limit also catches messages whose consumer crashed.
                 "x-delivery-limit": self.max_deliveries - 1,
-                "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-                "x-dead-letter-routing-key": name,
+                "x-dead-letter-exchange": self.broker_name(DEAD_LETTER_EXCHANGE),
+                "x-dead-letter-routing-key": queue_name,
                 "x-dead-letter-strategy": "at-least-once",
                 "x-overflow": "reject-publish",
             },
         )
+
+    # -- queue depth -----------------------------------------------------------------------
+
+    def _watch_depth(self, queue: str) -> None:
+        self._watched.add(queue)
+        if self._depth_poller is None or self._depth_poller.done():
+            self._depth_poller = asyncio.create_task(
+                self._poll_depths(), name="rabbitmq-queue-depth"
+            )
+
+    async def _poll_depths(self) -> None:
+        channel: AbstractChannel | None = None
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self._connect_timeout_s):
+                        if channel is None or channel.is_closed:
+                            assert self._connection is not None
+                            channel = await self._connection.channel(publisher_confirms=False)
+                        # The raw channel: a passive declare through aio-pika's robust channel
+                        # answers from its cache of declared queues, not from the broker.
+                        raw = await channel.get_underlay_channel()
+                        for queue in sorted(self._watched):
+                            declared = await raw.queue_declare(
+                                self.broker_name(queue), passive=True
+                            )
+                            BUS_QUEUE_DEPTH.labels(queue).set(declared.message_count or 0)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    # Broker away (the robust connection reconnects) or a queue deleted under
+                    # us (the broker closes the channel): try again next round.
+                    log.debug("queue depth poll failed: %r", error)
+                    if channel is not None and not channel.is_closed:
+                        with contextlib.suppress(Exception):
+                            await channel.close()
+                    channel = None
+                await asyncio.sleep(self._depth_poll_interval_s)
+        finally:
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(*CONNECTION_EXCEPTIONS):
+                    await channel.close()
 
 
 @dataclass(eq=False)
@@ -287,6 +363,7 @@ class RabbitSubscription:
     handler: Handler
     exchange: str
     anonymous: bool
+    label: str  # the queue's name without the deployment prefix, or "anonymous"
     consumer_tag: str | None = None
     _failures: dict[str, int] = field(default_factory=dict)
     _running: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -314,14 +391,16 @@ class RabbitSubscription:
     async def _handle(self, incoming: AbstractIncomingMessage) -> None:
         delivery = self._delivery_number(incoming)
         message = Message(
-            exchange=incoming.exchange or self.exchange,
+            exchange=self.bus._logical_name(incoming.exchange)
+            if incoming.exchange
+            else self.exchange,
             routing_key=incoming.routing_key or "",
             body=incoming.body,
             headers=_headers_of(incoming),
             delivery=delivery,
         )
         key = incoming.message_id or ""
-        label = "anonymous" if self.anonymous else self.queue.name
+        label = self.label
         try:
             await self.handler(message)
         except asyncio.CancelledError:

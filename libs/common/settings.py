@@ -43,6 +43,14 @@ class CommonSettings(BaseSettings):
         default="memory://",
         description="memory:// for the in-process bus, amqp://user:pass@host:5672/ for RabbitMQ.",
     )
+    broker_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_-]{0,64}$",
+        description="Deployment name prefixed to every RabbitMQ exchange and queue "
+        "(`<prefix>.heddle.events`, `<prefix>.workflow.triggers`), so that several Heddle "
+        "deployments can share one vhost; empty: no prefix. Every service of a deployment "
+        "must use the same value.",
+    )
     redis_url: str = Field(
         default="memory://", description="memory:// for in-process, redis://host:6379/0 for Redis."
     )

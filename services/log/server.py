@@ -59,7 +59,7 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
     try:
         await upgrade(engine)
         if bus is None:
-            bus = owned_bus = create_bus(settings.broker_url)
+            bus = owned_bus = create_bus(settings.broker_url, settings.broker_prefix)
         await bus.connect()
         sessions = session_factory(engine)
         consumer = LogConsumer(

@@ -51,7 +51,7 @@ async def serve(settings: NodeServiceSettings, *, bus: EventBus | None = None) -
     """Start a node replica; pass `bus` to share it (embedded mode)."""
     owned_bus = None
     if bus is None:
-        bus = owned_bus = create_bus(settings.broker_url)
+        bus = owned_bus = create_bus(settings.broker_url, settings.broker_prefix)
         await bus.connect()
     # What node code logs inside an attempt reaches the log service with its ids.
     shipper = LogShipper(bus, service="node")

@@ -71,7 +71,7 @@ async def serve(
     try:
         await upgrade(engine)
         if bus is None:
-            bus = owned_bus = create_bus(settings.broker_url)
+            bus = owned_bus = create_bus(settings.broker_url, settings.broker_prefix)
         await bus.connect()
         if kv is None:
             kv = owned_kv = create_kv(settings.redis_url)

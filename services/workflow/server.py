@@ -82,7 +82,7 @@ async def serve(
         await upgrade(db)
         sessions = session_factory(db)
         if bus is None:
-            bus = create_bus(settings.broker_url)
+            bus = create_bus(settings.broker_url, settings.broker_prefix)
             await bus.connect()
         if kv is None:
             kv = create_kv(settings.redis_url)

@@ -24,6 +24,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     HEDDLE_BIND_HOST=0.0.0.0 \
     HEDDLE_HTTP_HOST=0.0.0.0 \
     HEDDLE_LOG_FORMAT=json
+# bubblewrap: the jail of code nodes (services/node/README.md, "Sandbox").
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 heddle \
     && useradd --system --uid 10001 --gid heddle --home-dir /app --shell /usr/sbin/nologin heddle \
     && mkdir -p /app/var \

@@ -17,11 +17,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 ## Start the whole stack embedded (SQLite, in-process bus); gateway on http://127.0.0.1:8080
 run: $(STAMP)
+	@scripts/ensure_sandbox.sh
 	$(BIN)/heddle serve
 
 ## Start local PostgreSQL/Redis/RabbitMQ if down, then run the whole suite
 test: $(STAMP) infra
 	@scripts/ensure_chromium.sh
+	@scripts/ensure_sandbox.sh
 	@echo "Console screenshots: $(CURDIR)/var/screenshots"
 	$(BIN)/python -m pytest -q
 	@echo "Console screenshots: $(CURDIR)/var/screenshots"
@@ -49,6 +51,7 @@ protos: $(STAMP)
 
 ## Production topology as local processes against local PostgreSQL/Redis/RabbitMQ
 up: $(STAMP) infra
+	@scripts/ensure_sandbox.sh
 	$(BIN)/heddle up
 
 down: $(STAMP)

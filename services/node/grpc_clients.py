@@ -162,12 +162,13 @@ class GrpcToolClient:
         self._stub = tool_pb2_grpc.ToolServiceStub(channel)
         self._deadline_s = deadline_s
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> Any:
+    async def call(self, name: str, arguments: dict[str, Any], idempotency_key: str = "") -> Any:
         request = tool_pb2.CallToolRequest(
             name=name,
             arguments_json=jsonutil.dumps(arguments or {}),
             execution_id=execution_id_var.get() or "",
             node_id=node_id_var.get() or "",
+            idempotency_key=idempotency_key,
         )
         try:
             response = await self._stub.CallTool(request, timeout=self._deadline_s)

@@ -185,6 +185,32 @@ class NodeState:
         )
 
 
+#: Failures after which a node's side effect may or may not have happened: the attempt that
+#: replaces one of them is the same logical dispatch and keeps its idempotency key.
+#: (IdempotencyConflict: the server still runs the request first sent under the key.)
+OUTCOME_UNKNOWN_ERRORS = frozenset(
+    {"NodeUnavailable", "Timeout", "ConnectionError", "IdempotencyConflict"}
+)
+
+
+def dispatch_key(execution_id: str, node: NodeState) -> str:
+    """The idempotency key of the attempt node.attempt: `execution_id/node_id/N`, where N is
+    the first attempt of its logical dispatch. An attempt re-sent because the outcome of the
+    one before is unknown (lost when its owner died, its node replica failing the call, a
+    timeout or a broken connection) keeps the key of the attempt it replaces; an attempt
+    after a reported failure (a retry by the node's policy) gets a new key. Derived from the
+    persisted attempt history, so it survives any number of takeovers."""
+    first = node.attempt
+    for record in reversed(node.attempts):
+        if record.get("attempt") != first - 1:
+            break
+        error = record.get("error") or {}
+        if record.get("status") != "lost" and error.get("type") not in OUTCOME_UNKNOWN_ERRORS:
+            break
+        first -= 1
+    return f"{execution_id}/{node.node_id}/{first}"
+
+
 def retry_delay(spec: NodeSpec, attempt: int) -> float:
     """Seconds to wait before attempt+1, from the node's policy (tenacity's wait strategies)."""
     policy = spec.retry
@@ -857,7 +883,7 @@ class ExecutionRunner:
                 node_id=node.node_id,
                 node_type=node.node_type,
                 attempt=node.attempt,
-                idempotency_key=f"{self.id}/{node.node_id}/{node.attempt}",
+                idempotency_key=dispatch_key(self.id, node),
                 params_json=self.params_json[spec.id],
                 context_json=jsonutil.dumps(context),
                 inputs=[

@@ -189,7 +189,7 @@ class AgentExecutor(Executor):
             )
 
         text = ""
-        for _ in range(max_steps):
+        for step in range(max_steps):
             reply = await services.ai.complete(
                 model=params["model"],
                 prompt=None,
@@ -209,7 +209,10 @@ class AgentExecutor(Executor):
             for index, call in enumerate(calls):
                 call_id, name, arguments = _tool_call_parts(call, index)
                 record({"type": "tool_call", "id": call_id, "name": name, "arguments": arguments})
-                result = await self._call_tool(name, arguments, params["tools"], services)
+                # The step and index of the call, after the attempt's key: the same calls of
+                # a re-sent attempt (the same model replies) repeat their keys.
+                key = f"{request.idempotency_key}/{step}.{index}"
+                result = await self._call_tool(name, arguments, params["tools"], services, key)
                 record({"type": "tool_result", "id": call_id, "name": name, "result": result})
                 messages.append(
                     {
@@ -240,14 +243,14 @@ class AgentExecutor(Executor):
 
     @staticmethod
     async def _call_tool(
-        name: str, arguments: dict[str, Any], allowed: list[str], services: Services
+        name: str, arguments: dict[str, Any], allowed: list[str], services: Services, key: str
     ) -> Any:
         # The model's mistakes (unknown tool, bad arguments) go back to it as the tool's
         # answer so it can correct itself; infrastructure failures fail the node for a retry.
         if name not in allowed:
             return {"error": f"unknown tool '{name}'; available: {', '.join(allowed)}"}
         try:
-            return await services.tools.call(name, arguments)
+            return await services.tools.call(name, arguments, idempotency_key=key)
         except NodeError as exc:
             if exc.retryable:
                 raise

@@ -109,7 +109,9 @@ class AiClient(Protocol):
 
 
 class ToolClient(Protocol):
-    async def call(self, name: str, arguments: dict[str, Any]) -> Any: ...
+    async def call(
+        self, name: str, arguments: dict[str, Any], idempotency_key: str = ""
+    ) -> Any: ...
 
     async def list(self) -> list[dict[str, Any]]:
         """Every tool as {"name", "description", "input_schema"}."""

@@ -25,6 +25,11 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 _REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 _ERROR_BODY_CHARS = 2000
 
+#: The header of the IETF draft (draft-ietf-httpapi-idempotency-key-header), as Stripe uses.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: Safe methods have no side effect to deduplicate.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
 
 
@@ -76,6 +81,13 @@ class HttpRequestExecutor(Executor):
                     "description": "Timeout of the call (capped by the node's timeout).",
                 },
                 "follow_redirects": {"type": "boolean", "default": True},
+                "idempotency_header": {
+                    "type": "string",
+                    "default": IDEMPOTENCY_HEADER,
+                    "description": "Header that carries the attempt's idempotency key on "
+                    "POST, PUT, PATCH and DELETE (one key per logical dispatch: a request "
+                    "re-sent after a crash or a lost connection repeats it); empty: none.",
+                },
             },
             required=["url"],
             # Both absent is fine; both present is ambiguous.
@@ -99,11 +111,21 @@ class HttpRequestExecutor(Executor):
         timeouts = [t for t in (params.get("timeout_s"), request.timeout_s) if t is not None]
         timeout = min(timeouts) if timeouts else settings.http_default_timeout_s
         target = f"{params['method']} {params['url']}"
+        headers = {k: as_text(v) for k, v in (params.get("headers") or {}).items()}
+        key_header = params.get("idempotency_header", IDEMPOTENCY_HEADER)
+        keyed = bool(key_header) and params["method"] not in _SAFE_METHODS
+        # A key the params set themselves wins.
+        if (
+            keyed
+            and request.idempotency_key
+            and key_header.lower() not in {name.lower() for name in headers}
+        ):
+            headers[key_header] = request.idempotency_key
         try:
             outgoing = services.http.build_request(
                 params["method"],
                 params["url"],
-                headers={k: as_text(v) for k, v in (params.get("headers") or {}).items()},
+                headers=headers,
                 # None, not {}: an empty mapping would drop the query string of the URL.
                 params={k: as_text(v) for k, v in (params.get("query") or {}).items()} or None,
                 content=params.get("body"),
@@ -122,7 +144,7 @@ class HttpRequestExecutor(Executor):
                     location = response.headers.get("location")
                     if response.status_code not in _REDIRECT_STATUSES or not location:
                         body = await self._read_bounded(response, settings.http_max_response_bytes)
-                        return NodeResult(output=self._output(response, body))
+                        return NodeResult(output=self._output(response, body, keyed))
                     outgoing = self._redirected(outgoing, response, location)
                 finally:
                     await response.aclose()
@@ -188,9 +210,19 @@ class HttpRequestExecutor(Executor):
         return b"".join(chunks)
 
     @staticmethod
-    def _output(response: httpx.Response, raw: bytes) -> dict[str, Any]:
+    def _output(response: httpx.Response, raw: bytes, keyed: bool = False) -> dict[str, Any]:
         text = raw.decode(response.encoding or "utf-8", errors="replace")
         status = response.status_code
+        if status == 409 and keyed:
+            # The draft's answer to a key whose first request is still being processed: a
+            # retry (which keeps the key) will get that request's result.
+            raise NodeError(
+                "IdempotencyConflict",
+                f"{response.request.method} {response.request.url} returned 409: the "
+                "request first sent under this idempotency key is still being processed",
+                retryable=True,
+                details={"status": status, "body": text[:_ERROR_BODY_CHARS]},
+            )
         if status >= 400:
             raise NodeError(
                 "HttpError",

@@ -44,7 +44,9 @@ class ToolExecutor(Executor):
     async def run(
         self, request: NodeRequest, params: dict[str, Any], services: Services
     ) -> NodeResult:
-        result = await services.tools.call(params["name"], params["arguments"])
+        result = await services.tools.call(
+            params["name"], params["arguments"], idempotency_key=request.idempotency_key
+        )
         return NodeResult(output={"result": result})
 
 

@@ -33,9 +33,11 @@ class FakeTools:
     def __init__(self, tools: dict[str, Callable[[dict[str, Any]], Any]] | None = None) -> None:
         self.tools = dict(tools or {})
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.keys: list[str] = []
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> Any:
+    async def call(self, name: str, arguments: dict[str, Any], idempotency_key: str = "") -> Any:
         self.calls.append((name, arguments))
+        self.keys.append(idempotency_key)
         if name not in self.tools:
             raise NodeError("ToolNotFound", f"no tool '{name}'", retryable=False)
         return self.tools[name](arguments)

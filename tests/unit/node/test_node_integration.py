@@ -45,7 +45,9 @@ async def test_map_inline_node_keeps_item_order(run_node: RunNode, services: Ser
     running = peak = 0
 
     class SlowTools(FakeTools):
-        async def call(self, name: str, arguments: dict[str, Any]) -> Any:
+        async def call(
+            self, name: str, arguments: dict[str, Any], idempotency_key: str = ""
+        ) -> Any:
             nonlocal running, peak
             running += 1
             peak = max(peak, running)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14heddle/v1/tool.proto\x12\theddle.v1\"\x12\n\x10ListToolsRequest\"t\n\x08ToolInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x19\n\x11input_schema_json\x18\x04 \x01(\x0c\x12\x1a\n\x12output_schema_json\x18\x05 \x01(\x0c\"7\n\x11ListToolsResponse\x12\"\n\x05tools\x18\x01 \x03(\x0b\x32\x13.heddle.v1.ToolInfo\"q\n\x0f\x43\x61llToolRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x02 \x01(\x0c\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x11\n\ttenant_id\x18\x05 \x01(\t\"\'\n\x10\x43\x61llToolResponse\x12\x13\n\x0bresult_json\x18\x01 \x01(\x0c\x32\x9a\x01\n\x0bToolService\x12\x46\n\tListTools\x12\x1b.heddle.v1.ListToolsRequest\x1a\x1c.heddle.v1.ListToolsResponse\x12\x43\n\x08\x43\x61llTool\x12\x1a.heddle.v1.CallToolRequest\x1a\x1b.heddle.v1.CallToolResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14heddle/v1/tool.proto\x12\theddle.v1\"\x12\n\x10ListToolsRequest\"t\n\x08ToolInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x19\n\x11input_schema_json\x18\x04 \x01(\x0c\x12\x1a\n\x12output_schema_json\x18\x05 \x01(\x0c\"7\n\x11ListToolsResponse\x12\"\n\x05tools\x18\x01 \x03(\x0b\x32\x13.heddle.v1.ToolInfo\"\x8a\x01\n\x0f\x43\x61llToolRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x02 \x01(\x0c\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x11\n\ttenant_id\x18\x05 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\"\'\n\x10\x43\x61llToolResponse\x12\x13\n\x0bresult_json\x18\x01 \x01(\x0c\x32\x9a\x01\n\x0bToolService\x12\x46\n\tListTools\x12\x1b.heddle.v1.ListToolsRequest\x1a\x1c.heddle.v1.ListToolsResponse\x12\x43\n\x08\x43\x61llTool\x12\x1a.heddle.v1.CallToolRequest\x1a\x1b.heddle.v1.CallToolResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOOLINFO']._serialized_end=171
   _globals['_LISTTOOLSRESPONSE']._serialized_start=173
   _globals['_LISTTOOLSRESPONSE']._serialized_end=228
-  _globals['_CALLTOOLREQUEST']._serialized_start=230
-  _globals['_CALLTOOLREQUEST']._serialized_end=343
-  _globals['_CALLTOOLRESPONSE']._serialized_start=345
-  _globals['_CALLTOOLRESPONSE']._serialized_end=384
-  _globals['_TOOLSERVICE']._serialized_start=387
-  _globals['_TOOLSERVICE']._serialized_end=541
+  _globals['_CALLTOOLREQUEST']._serialized_start=231
+  _globals['_CALLTOOLREQUEST']._serialized_end=369
+  _globals['_CALLTOOLRESPONSE']._serialized_start=371
+  _globals['_CALLTOOLRESPONSE']._serialized_end=410
+  _globals['_TOOLSERVICE']._serialized_start=413
+  _globals['_TOOLSERVICE']._serialized_end=567
 # @@protoc_insertion_point(module_scope)

@@ -31,18 +31,20 @@ class ListToolsResponse(_message.Message):
     def __init__(self, tools: _Optional[_Iterable[_Union[ToolInfo, _Mapping]]] = ...) -> None: ...
 
 class CallToolRequest(_message.Message):
-    __slots__ = ("name", "arguments_json", "execution_id", "node_id", "tenant_id")
+    __slots__ = ("name", "arguments_json", "execution_id", "node_id", "tenant_id", "idempotency_key")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     name: str
     arguments_json: bytes
     execution_id: str
     node_id: str
     tenant_id: str
-    def __init__(self, name: _Optional[str] = ..., arguments_json: _Optional[bytes] = ..., execution_id: _Optional[str] = ..., node_id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, name: _Optional[str] = ..., arguments_json: _Optional[bytes] = ..., execution_id: _Optional[str] = ..., node_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class CallToolResponse(_message.Message):
     __slots__ = ("result_json",)

@@ -21,6 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.helpers import assert_eventually
+
 
 @dataclass
 class Reply:
@@ -243,11 +245,15 @@ class RunningServer:
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> FakeLLM:
-        self.task = asyncio.create_task(self.server.serve())
-        for _ in range(1000):
-            if self.server.started:
-                break
-            await asyncio.sleep(0.01)
+        task = self.task = asyncio.create_task(self.server.serve())
+
+        def started() -> bool:
+            if task.done():
+                task.result()  # raises what stopped it
+                raise AssertionError("the fake LLM server stopped before it started")
+            return bool(self.server.started)
+
+        await assert_eventually(started, timeout=10, message="the fake LLM server did not start")
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.fake.url = f"http://127.0.0.1:{port}"
         return self.fake

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from heddle.v1 import events_pb2
+from prometheus_client import REGISTRY
 
 from libs.cli.stack import Stack
 from libs.common.bus import TRIGGERS_EXCHANGE
@@ -24,6 +25,15 @@ TICK = {
     ],
     "edges": [{"source": "start", "target": "done"}],
 }
+
+
+def _triggers_handled() -> float:
+    """Trigger fires the workflow service has handled and acknowledged (this process's
+    registry: the embedded stack runs every service here)."""
+    value = REGISTRY.get_sample_value(
+        "heddle_bus_messages_consumed_total", {"queue": "workflow.triggers", "outcome": "ack"}
+    )
+    return value or 0.0
 
 
 async def _executions(client: httpx.AsyncClient, workflow_id: str) -> list[dict]:
@@ -78,16 +88,21 @@ async def test_the_same_fire_published_twice_starts_one_execution(
         source="schedule",
         tenant_id="default",
     )
+    handled = _triggers_handled()
     for _ in range(2):
         await stack.bus.publish(TRIGGERS_EXCHANGE, "trigger.schedule", fire.SerializeToString())
 
-    async def started() -> bool:
-        return len(await _executions(client, workflow_id)) >= 1
-
-    await assert_eventually(started, timeout=10)
+    # Both deliveries handled (acknowledged) before counting: counted any earlier, a second
+    # execution could still be on its way.
+    await assert_eventually(
+        lambda: _triggers_handled() >= handled + 2, timeout=10, message="fires not handled"
+    )
     only = await _executions(client, workflow_id)
     assert len(only) == 1
     assert (await wait_final(client, only[0]["id"]))["status"] == "succeeded"
     # A third delivery of the same fire, after the first finished: still the one execution.
     await stack.bus.publish(TRIGGERS_EXCHANGE, "trigger.schedule", fire.SerializeToString())
+    await assert_eventually(
+        lambda: _triggers_handled() >= handled + 3, timeout=10, message="third fire not handled"
+    )
     assert len(await _executions(client, workflow_id)) == 1

@@ -3,12 +3,12 @@ response, not an event, not a stored log, not a database row, even when a node e
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import httpx
 
 from libs.cli.stack import Stack
+from tests.helpers import assert_eventually
 from tests.security.support import bearer, new_key, wait_final
 
 SECRET = "tok-9f8e7d6c5b4a-very-secret"
@@ -79,12 +79,25 @@ async def test_secret_values_never_leave_the_node(stack: Stack, client: httpx.As
         "executions": (await client.get("/api/v1/executions")).text,
         "workflow": (await client.get(f"/api/v1/workflows/{workflow.json()['id']}")).text,
     }
-    for _ in range(50):  # the log service stores what it consumes from the bus
+    logs_text = ""
+
+    async def boom_printed() -> bool:
+        # The log service stores what it consumes from the bus: wait for the line `boom`
+        # printed, or "the secret is not in the logs" would pass with no log stored at all.
+        nonlocal logs_text
         logs = await client.get(f"/api/v1/executions/{execution_id}/logs")
-        if logs.json()["records"]:
-            break
-        await asyncio.sleep(0.1)
-    texts["logs"] = logs.text
+        assert logs.status_code == 200, logs.text
+        logs_text = logs.text
+        return any(
+            record["node_id"] == "boom" and "printing" in record["message"]
+            for record in logs.json()["records"]
+        )
+
+    await assert_eventually(
+        boom_printed, timeout=10, interval=0.1, message="boom's print never reached the logs"
+    )
+    assert "printing ***" in logs_text  # stored, and redacted
+    texts["logs"] = logs_text
     async with client.stream("GET", f"/api/v1/executions/{execution_id}/events") as stream:
         texts["events replay"] = "".join([line async for line in stream.aiter_lines()])
     for where, text in texts.items():

@@ -11,6 +11,8 @@ from typing import Any
 
 import uvicorn
 
+from tests.helpers import assert_eventually
+
 MCP_SERVER = Path(__file__).with_name("mcp_test_server.py")
 
 
@@ -27,10 +29,14 @@ async def serve_app(app: Any) -> AsyncIterator[str]:
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    for _ in range(1000):
-        if server.started:
-            break
-        await asyncio.sleep(0.01)
+
+    def started() -> bool:
+        if task.done():
+            task.result()  # raises what stopped it
+            raise AssertionError("the app's server stopped before it started")
+        return bool(server.started)
+
+    await assert_eventually(started, timeout=10, message="the app's server did not start")
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"

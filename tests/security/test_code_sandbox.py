@@ -184,9 +184,26 @@ async def test_output_past_the_limit_is_refused(services: Services) -> None:
     await assert_still_healthy(services)
 
 
+def parent_of(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return int(next(line for line in status.splitlines() if line.startswith("PPid:")).split()[1])
+
+
+def descends_from_this_process(pid: int) -> bool:
+    while pid > 1:
+        pid = parent_of(pid)
+        if pid == os.getpid():
+            return True
+    return False
+
+
 def sandbox_processes() -> list[int]:
-    """Pids of the code runners' interpreters running now (seen from the host); not those
-    of bwrap, setpriv or prlimit, whose command lines also name the runner."""
+    """Pids of this process's code runners' interpreters running now (seen from the host);
+    not those of bwrap, setpriv or prlimit, whose command lines also name the runner, nor
+    other test processes' on this machine."""
     python = code.jail_for(NodeSettings().code_bwrap_path).python.encode()
     runner = f"{code.SANDBOX_DIR}/{code.RUNNER.name}".encode()
     found = []
@@ -196,7 +213,8 @@ def sandbox_processes() -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if cmdline[0] == python and runner in cmdline:
+            ours = cmdline[0] == python and runner in cmdline
+            if ours and descends_from_this_process(int(entry.name)):
                 found.append(int(entry.name))
     return found
 

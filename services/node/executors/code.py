@@ -217,7 +217,8 @@ def discover_jail(bwrap: str) -> Jail:
     binds |= {(os.path.realpath(lib), lib) for lib in _shared_libraries(binaries)}
     # The base install's third-party packages are no business of user code.
     hidden = tuple(p for p in [os.path.join(stdlib, "site-packages")] if os.path.isdir(p))
-    jail = Jail(bwrap, python, tuple(sorted(binds)), hidden, prlimit, setpriv)
+    ordered = tuple(sorted(binds, key=lambda bind: bind[1]))  # a parent before what it holds
+    jail = Jail(bwrap, python, ordered, hidden, prlimit, setpriv)
     argv = jail_argv(jail, NodeSettings(), ["-c", _SELF_CHECK], cpu_s=5)
     try:
         done = subprocess.run(argv, capture_output=True, text=True, env={}, timeout=30, check=False)

@@ -8,11 +8,16 @@ secret cannot be guessed, so a slow hash would only cost CPU on every request (a
 denial-of-service lever) for no gain, while the pepper — which lives in settings, not in the
 database — means a leaked table alone cannot even test a guess. The comparison is constant
 time.
+
+Verified keys are remembered for a short while (HEDDLE_API_KEY_CACHE_TTL_S), so a request
+needs no database read to authenticate. The stores behind authentication may be down: the
+database is then a 503 naming it; Redis (rate limits) fails open or closed as configured.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -20,21 +25,32 @@ import logging
 import math
 import re
 import secrets
+import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import jwt
+from prometheus_client import Counter
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
 from libs.common.db import create_engine, session_factory, utcnow
-from libs.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from libs.common.kv import KV
+from libs.common.errors import (
+    FailedPrecondition,
+    HeddleError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from libs.common.kv import KV, MemoryKV
 from services.gateway import repository as repo
+from services.gateway.errors import dependency_unavailable, unavailable
 from services.gateway.models import ApiKeyRow, AuditRow, RoleGrantRow
 from services.gateway.roles import (
     ACTION_SCOPES,
@@ -56,6 +72,16 @@ DEFAULT_SCOPES: tuple[str, ...] = ("read", "write", "execute")
 ADMIN_SCOPES: tuple[str, ...] = SCOPES
 #: last_used_at is written at most this often per key (not one write per request).
 TOUCH_INTERVAL = dt.timedelta(seconds=60)
+#: After a failed rate-limit check, the store is asked again only after this long: requests
+#: meanwhile do not each wait for a connection attempt.
+RATE_STORE_RECHECK_S = 1.0
+
+RATE_LIMIT_UNCHECKED = Counter(
+    "heddle_gateway_rate_limit_unchecked",
+    "Requests the gateway could not rate-limit because the rate-limit store (Redis) was "
+    "unreachable, by outcome: served (failure mode open) or refused with 503 (closed).",
+    ["outcome"],
+)
 
 
 @dataclass(frozen=True)
@@ -127,10 +153,80 @@ class GatewayDatabase:
                     self._sessions = session_factory(engine)
         return self._sessions
 
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session; an unreachable database raises Unavailable (503) naming it."""
+        with _database_errors():
+            sessions = await self.sessions()
+            async with sessions() as session:
+                yield session
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction, committed at the end (Unavailable as session())."""
+        with _database_errors():
+            sessions = await self.sessions()
+            async with sessions() as session, session.begin():
+                yield session
+
     async def close(self) -> None:
         if self._engine is not None:
             await self._engine.dispose()
         self._engine = self._sessions = None
+
+
+@contextlib.contextmanager
+def _database_errors() -> Iterator[None]:
+    try:
+        yield
+    except HeddleError:
+        raise
+    except Exception as error:
+        if dependency_unavailable(error):
+            raise unavailable("database", error) from error
+        raise
+
+
+@dataclass(frozen=True)
+class _VerifiedKey:
+    principal: Principal
+    key_id: str
+    expires_at: dt.datetime | None
+    remembered_until: float  # time.monotonic()
+
+
+class _VerifiedKeys:
+    """API keys verified lately: presented credential (prefix + HMAC) -> principal, for
+    ttl_s seconds, at most max_entries (least recently used out first)."""
+
+    def __init__(self, ttl_s: float, max_entries: int) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, _VerifiedKey] = OrderedDict()
+
+    def get(self, credential: str) -> _VerifiedKey | None:
+        entry = self._entries.get(credential)
+        if entry is None:
+            return None
+        if time.monotonic() >= entry.remembered_until:
+            del self._entries[credential]
+            return None
+        self._entries.move_to_end(credential)
+        return entry
+
+    def put(self, credential: str, principal: Principal, expires_at: dt.datetime | None) -> None:
+        if self.ttl_s <= 0:
+            return
+        key_id = principal.id.removeprefix("key:")
+        until = time.monotonic() + self.ttl_s
+        self._entries[credential] = _VerifiedKey(principal, key_id, expires_at, until)
+        self._entries.move_to_end(credential)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def forget(self, key_id: str) -> None:
+        for credential in [c for c, e in self._entries.items() if e.key_id == key_id]:
+            del self._entries[credential]
 
 
 class Security:
@@ -140,6 +236,11 @@ class Security:
         self.settings = settings
         self.db = db
         self.kv = kv
+        self._verified_keys = _VerifiedKeys(
+            settings.api_key_cache_ttl_s, settings.api_key_cache_size
+        )
+        #: time.monotonic() until which the rate-limit store counts as down (0: up).
+        self._rate_store_down_until = 0.0
         self._jwt_key: Any = None
         self._jwt_algorithm = ""
         if settings.jwt_public_key:
@@ -173,10 +274,17 @@ class Security:
         if parsed is None:
             raise unauthenticated("invalid credentials")
         prefix, secret = parsed
-        sessions = await self.db.sessions()
-        async with sessions() as session:
-            row = await repo.api_key_by_prefix(session, prefix)
         presented = hash_secret(self.settings.api_key_pepper, secret)
+        credential = f"{prefix}:{presented}"
+        remembered = self._verified_keys.get(credential)
+        if remembered is not None:
+            expires_at = remembered.expires_at
+            if expires_at is not None and expires_at <= utcnow():
+                self._verified_keys.forget(remembered.key_id)
+                raise unauthenticated("API key expired")
+            return remembered.principal
+        async with self.db.session() as session:
+            row = await repo.api_key_by_prefix(session, prefix)
         if row is None or not hmac.compare_digest(row.secret_hash, presented):
             raise unauthenticated("invalid credentials")
         now = utcnow()
@@ -185,16 +293,18 @@ class Security:
         if row.expires_at is not None and row.expires_at <= now:
             raise unauthenticated("API key expired")
         if row.last_used_at is None or now - row.last_used_at >= TOUCH_INTERVAL:
-            async with sessions() as session, session.begin():
+            async with self.db.transaction() as session:
                 await repo.touch_api_key(session, row.id, now)
         scopes = frozenset(row.scopes or ())
-        return Principal(
+        principal = Principal(
             id=f"key:{row.id}",
             tenant_id=row.tenant_id,
             admin="admin" in scopes,
             scopes=scopes,
             kind="api_key",
         )
+        self._verified_keys.put(credential, principal, row.expires_at)
+        return principal
 
     def _jwt_principal(self, token: str) -> Principal:
         if self._jwt_key is None:
@@ -236,12 +346,37 @@ class Security:
         )
 
     async def check_rate(self, principal: Principal) -> None:
-        """429 with Retry-After when the principal's token bucket is empty."""
-        allowed, retry_after = await self.kv.rate_limit(
-            f"gateway:{principal.id}",
-            self.settings.rate_limit_per_s,
-            self.settings.rate_limit_burst,
-        )
+        """429 with Retry-After when the principal's token bucket is empty.
+
+        While the store is unreachable: served unchecked (failure mode `open`) or 503
+        (`closed`); it is asked again RATE_STORE_RECHECK_S after each failure."""
+        if time.monotonic() < self._rate_store_down_until:
+            self._rate_store_unavailable(None)
+            return
+        try:
+            async with asyncio.timeout(self.settings.rate_limit_timeout_s):
+                allowed, retry_after = await self.kv.rate_limit(
+                    f"gateway:{principal.id}",
+                    self.settings.rate_limit_per_s,
+                    self.settings.rate_limit_burst,
+                )
+        except Exception as error:
+            if not (isinstance(error, TimeoutError) or dependency_unavailable(error)):
+                raise
+            if self._rate_store_down_until == 0.0:
+                log.warning(
+                    "rate-limit store unreachable (%r): requests are %s until it is back",
+                    error,
+                    "served without rate limits"
+                    if self.settings.rate_limit_failure_mode == "open"
+                    else "refused with 503",
+                )
+            self._rate_store_down_until = time.monotonic() + RATE_STORE_RECHECK_S
+            self._rate_store_unavailable(error)
+            return
+        if self._rate_store_down_until:
+            self._rate_store_down_until = 0.0
+            log.warning("rate-limit store reachable again: rate limits apply")
         if not allowed:
             wait = max(1, math.ceil(retry_after))
             raise HTTPException(
@@ -249,6 +384,42 @@ class Security:
                 f"rate limit of {self.settings.rate_limit_per_s:g} requests/s exceeded",
                 headers={"Retry-After": str(wait)},
             )
+
+    def _rate_store_unavailable(self, error: BaseException | None) -> None:
+        if self.settings.rate_limit_failure_mode == "open":
+            RATE_LIMIT_UNCHECKED.labels("served").inc()
+            return
+        RATE_LIMIT_UNCHECKED.labels("refused").inc()
+        raise unavailable("rate-limit store", error)
+
+    async def health(self) -> dict[str, bool]:
+        """Whether the gateway's own stores answer: `database`, and `redis` when the rate
+        limits live there (not for the in-process store)."""
+        timeout = self.settings.readiness_timeout_s
+
+        async def database_up() -> bool:
+            try:
+                async with asyncio.timeout(timeout), self.db.session() as session:
+                    await session.execute(text("SELECT 1"))
+            except Exception as error:
+                log.debug("readiness: database down: %r", error)
+                return False
+            return True
+
+        async def redis_up() -> bool:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.kv.get("gateway:readiness")
+            except Exception as error:
+                log.debug("readiness: redis down: %r", error)
+                return False
+            return True
+
+        checks = {"database": database_up()}
+        if not isinstance(self.kv, MemoryKV):
+            checks["redis"] = redis_up()
+        results = await asyncio.gather(*checks.values())
+        return dict(zip(checks, results, strict=True))
 
     # ---- authorization ------------------------------------------------------------------
 
@@ -281,8 +452,7 @@ class Security:
     async def role_of(self, principal: Principal, workflow_id: str) -> str | None:
         if principal.admin:
             return "owner"
-        sessions = await self.db.sessions()
-        async with sessions() as session:
+        async with self.db.session() as session:
             grant = await repo.get_grant(session, principal.tenant_id, workflow_id, principal.id)
         return grant.role if grant is not None else None
 
@@ -290,8 +460,7 @@ class Security:
         """The workflows the principal may read; None: all of the tenant's (admins)."""
         if principal.admin:
             return None
-        sessions = await self.db.sessions()
-        async with sessions() as session:
+        async with self.db.session() as session:
             return await repo.granted_workflows(session, principal.tenant_id, principal.id)
 
     # ---- grants -------------------------------------------------------------------------
@@ -303,8 +472,7 @@ class Security:
             raise InvalidArgument(f"role must be one of {', '.join(ROLES)}")
         if not self.enabled:
             raise FailedPrecondition("authentication is disabled: there are no principals")
-        sessions = await self.db.sessions()
-        async with sessions() as session, session.begin():
+        async with self.db.transaction() as session:
             row = await repo.get_grant(session, principal.tenant_id, workflow_id, grantee)
             if row is None:
                 row = RoleGrantRow(
@@ -323,13 +491,11 @@ class Security:
     async def grants(self, principal: Principal, workflow_id: str) -> Sequence[RoleGrantRow]:
         if not self.enabled:
             return []
-        sessions = await self.db.sessions()
-        async with sessions() as session:
+        async with self.db.session() as session:
             return await repo.list_grants(session, principal.tenant_id, workflow_id)
 
     async def revoke_grant(self, principal: Principal, workflow_id: str, grantee: str) -> None:
-        sessions = await self.db.sessions()
-        async with sessions() as session, session.begin():
+        async with self.db.transaction() as session:
             row = await repo.get_grant(session, principal.tenant_id, workflow_id, grantee)
             if row is None:
                 raise NotFound(f"{grantee!r} has no role on workflow {workflow_id!r}")
@@ -343,8 +509,7 @@ class Security:
     async def workflow_deleted(self, principal: Principal, workflow_id: str) -> None:
         if not self.enabled:
             return
-        sessions = await self.db.sessions()
-        async with sessions() as session, session.begin():
+        async with self.db.transaction() as session:
             await repo.delete_grants(session, principal.tenant_id, workflow_id)
 
     # ---- API keys -----------------------------------------------------------------------
@@ -378,25 +543,23 @@ class Security:
             created_at=utcnow(),
             expires_at=expires_at,
         )
-        sessions = await self.db.sessions()
-        async with sessions() as session, session.begin():
+        async with self.db.transaction() as session:
             session.add(row)
         return row, token
 
     async def list_api_keys(
         self, tenant_id: str, page: int, page_size: int
     ) -> tuple[Sequence[ApiKeyRow], int]:
-        sessions = await self.db.sessions()
-        async with sessions() as session:
+        async with self.db.session() as session:
             return await repo.list_api_keys(session, tenant_id, (page - 1) * page_size, page_size)
 
     async def revoke_api_key(self, tenant_id: str, key_id: str) -> None:
-        sessions = await self.db.sessions()
-        async with sessions() as session, session.begin():
+        async with self.db.transaction() as session:
             row = await repo.get_api_key(session, tenant_id, key_id)
             if row is None or row.revoked_at is not None:
                 raise NotFound(f"API key {key_id!r} not found")
             row.revoked_at = utcnow()
+        self._verified_keys.forget(key_id)
 
     async def key_is_valid(self, token: str) -> bool:
         try:
@@ -413,8 +576,7 @@ class Security:
         parsed = parse_api_key(token)
         if parsed is None:
             raise ValueError("HEDDLE_BOOTSTRAP_API_KEY must look like hk_<12 hex>_<secret>")
-        sessions = await self.db.sessions()
-        async with sessions() as session:
+        async with self.db.session() as session:
             existing = await repo.api_key_by_prefix(session, parsed[0])
         if existing is None:
             await self.create_api_key(
@@ -457,15 +619,13 @@ class Security:
             status_code=status_code,
             request_id=request_id,
         )
-        sessions = await self.db.sessions()
-        async with sessions() as session, session.begin():
+        async with self.db.transaction() as session:
             session.add(row)
 
     async def audit_page(
         self, tenant_id: str, page: int, page_size: int, **filters: str | None
     ) -> tuple[Sequence[AuditRow], int]:
-        sessions = await self.db.sessions()
-        async with sessions() as session:
+        async with self.db.session() as session:
             return await repo.list_audit(
                 session, tenant_id, (page - 1) * page_size, page_size, **filters
             )

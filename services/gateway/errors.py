@@ -2,7 +2,9 @@
 
 Routes raise HeddleError (or let FastAPI raise its validation errors); the handlers here turn
 each kind into the contract's status and body. `CatchAllMiddleware` is the last resort: an
-unexpected exception is logged and answered with a 500 in the same shape.
+exception that says a dependency cannot be reached (database, Redis, a peer) is a 503, any
+other unexpected one is logged and answered with a 500 in the same shape. Every 503 carries
+`Retry-After`.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from http import HTTPStatus
 from typing import Any
 
 import grpc
+import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from libs.common.errors import HeddleError, from_rpc_error
+from libs.common.errors import HeddleError, Unavailable, from_rpc_error
+from libs.common.grpcutil import is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,41 @@ class InvalidYaml(HeddleError):
 
     code = INVALID_YAML
     http_status = 400
+
+
+#: Retry-After of a 503 when the app's settings do not say (GatewaySettings does).
+DEFAULT_RETRY_AFTER_S = 2
+
+
+def dependency_unavailable(error: BaseException) -> bool:
+    """Whether error means a dependency cannot be reached now (a 503, not a 500): the
+    database or a peer (libs.common.grpcutil.is_unavailable), or Redis."""
+    if isinstance(error, HeddleError):
+        return isinstance(error, Unavailable)
+    if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return True
+    return is_unavailable(error)
+
+
+def _dependency_of(error: BaseException) -> str:
+    if isinstance(error, redis.exceptions.RedisError):
+        return "redis"
+    current: BaseException | None = error
+    for _ in range(16):  # a cause chain may loop
+        if current is None:
+            break
+        if type(current).__module__.split(".")[0] in ("sqlalchemy", "asyncpg", "aiosqlite"):
+            return "database"
+        current = current.__cause__ or current.__context__
+    return "service"
+
+
+def unavailable(dependency: str, error: BaseException | None = None) -> Unavailable:
+    """The 503 of a dependency that is down, naming it (details.dependency)."""
+    reason = f": {type(error).__name__}" if error is not None else ""
+    return Unavailable(
+        f"the {dependency} is unavailable, try again later{reason}", {"dependency": dependency}
+    )
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -152,8 +192,15 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
 
 
+def _retry_after_s(scope: Scope) -> int:
+    app = scope.get("app")
+    settings = getattr(getattr(app, "state", None), "settings", None)
+    return int(getattr(settings, "dependency_retry_after_s", DEFAULT_RETRY_AFTER_S))
+
+
 class CatchAllMiddleware:
-    """Answers an unexpected exception with a logged 500 in the contract's shape.
+    """Answers an unexpected exception in the contract's shape: 503 when it says that a
+    dependency cannot be reached, else a logged 500; and gives every 503 a Retry-After.
 
     Starlette's own last-resort handler re-raises after answering; this one does not, so the
     server does not log a second traceback and test clients see the response.
@@ -172,11 +219,25 @@ class CatchAllMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                if message["status"] == 503:
+                    headers = MutableHeaders(scope=message)
+                    headers.setdefault("retry-after", str(_retry_after_s(scope)))
             await send(message)
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
+        except Exception as error:
+            if not started and dependency_unavailable(error):
+                log.warning(
+                    "dependency unavailable on %s %s: %r",
+                    scope.get("method"),
+                    scope.get("path"),
+                    error,
+                    extra={"request_id": scope.get("state", {}).get("request_id")},
+                )
+                response = http_error_for(unavailable(_dependency_of(error), error))
+                await response(scope, receive, tracking_send)
+                return
             log.exception(
                 "unhandled error on %s %s",
                 scope.get("method"),

@@ -9,8 +9,12 @@ from pydantic_settings import NoDecode
 
 from libs.common.settings import CommonSettings, split_csv
 
-Dependency = Literal["workflow", "node", "ai", "tool", "scheduler", "log"]
+Dependency = Literal["workflow", "node", "ai", "tool", "scheduler", "log", "database", "redis"]
+#: The services behind the gateway (readiness: their gRPC health checks).
 DEPENDENCIES: tuple[Dependency, ...] = ("workflow", "node", "ai", "tool", "scheduler", "log")
+#: The gateway's own stores: API keys, grants and audit (database), rate limits (redis; only
+#: reported when HEDDLE_REDIS_URL is a Redis server).
+STORES: tuple[Dependency, ...] = ("database", "redis")
 
 
 class GatewaySettings(CommonSettings):
@@ -42,9 +46,18 @@ class GatewaySettings(CommonSettings):
         default=1.0, gt=0, description="Deadline of each dependency's gRPC health check."
     )
     ready_required: Annotated[list[Dependency], NoDecode] = Field(
-        default=list(DEPENDENCIES),
+        default=[*DEPENDENCIES, *STORES],
         description="Comma-separated dependencies whose outage makes /readyz answer 503 "
-        "(the others are reported only). Default: all, so that 200 means the stack is up.",
+        "(the others are reported only): workflow, node, ai, tool, scheduler, log, database, "
+        "redis. Default: all, so that 200 means the stack is up. A deployment that runs "
+        "rate limits fail-open may drop redis here so that a Redis outage does not take every "
+        "gateway replica out of its load balancer.",
+    )
+    dependency_retry_after_s: int = Field(
+        default=2,
+        ge=1,
+        description="Retry-After (seconds) of every 503 answered while a dependency (the "
+        "database, Redis, a service behind the gateway) is unavailable.",
     )
     jaeger_ui_url: str = Field(
         default="",
@@ -96,6 +109,32 @@ class GatewaySettings(CommonSettings):
     )
     rate_limit_burst: int = Field(
         default=100, ge=1, description="Requests a key may send at once above the sustained rate."
+    )
+    rate_limit_failure_mode: Literal["open", "closed"] = Field(
+        default="open",
+        description="What requests get while the rate-limit store (Redis) is unreachable: "
+        "`open` serves them without rate limiting (a warning is logged and "
+        "heddle_gateway_rate_limit_unchecked_total counts them), `closed` answers 503 with "
+        "Retry-After. Authentication is checked either way.",
+    )
+    rate_limit_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="Deadline of one rate-limit check; a store slower than this counts as "
+        "unreachable (see rate_limit_failure_mode).",
+    )
+    api_key_cache_ttl_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds a verified API key is remembered, so that requests need no "
+        "database read to authenticate (and keep working through a short database outage). "
+        "A key revoked through this gateway is forgotten at once; one revoked through another "
+        "gateway replica is refused here within this many seconds. 0: no cache.",
+    )
+    api_key_cache_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most API keys the cache remembers (least recently used first out).",
     )
 
     _split_ready_required = field_validator("ready_required", mode="before")(split_csv)

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -492,9 +493,11 @@ async def fakes() -> AsyncIterator[Fakes]:
 
 
 @pytest.fixture
-def settings(fakes: Fakes) -> GatewaySettings:
+def settings(fakes: Fakes, tmp_path: Path) -> GatewaySettings:
     address = fakes.address
     return GatewaySettings(
+        # /readyz checks the gateway's own database too: a file of this test's.
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
         workflow_address=address,
         scheduler_address=address,
         log_address=address,
@@ -524,8 +527,11 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, clients)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
-        yield http
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+            yield http
+    finally:
+        await app.state.security.close()
 
 
 @pytest.fixture

@@ -184,7 +184,9 @@ async def test_health_ready_and_metrics(client: httpx.AsyncClient) -> None:
     assert ready.status_code == 200
     body = ready.json()
     assert body["status"] == "ready"
-    assert set(body["dependencies"]) == {"workflow", "node", "ai", "tool", "scheduler", "log"}
+    services = {"workflow", "node", "ai", "tool", "scheduler", "log"}
+    assert set(body["dependencies"]) == services | {"database"}  # redis: memory:// here
+    assert body["dependencies"]["database"] == {"status": "up", "required": True}
     assert body["dependencies"]["node"] == {"status": "up", "required": True}
 
     await client.get("/api/v1/workflows/not-a-uuid")
@@ -204,11 +206,13 @@ async def test_readiness_503_only_when_a_required_dependency_is_down(
             update={"log_address": unused_address(), "ready_required": required}
         )
         clients = ServiceClients.connect(partial)
+        app = create_app(partial, clients)
         try:
-            transport = httpx.ASGITransport(app=create_app(partial, clients))
+            transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
                 response = await http.get("/readyz")
         finally:
+            await app.state.security.close()
             await clients.close()
         assert response.status_code == expected
         assert response.json()["dependencies"]["log"]["status"] == "down"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from services.gateway.auth import get_security
 from services.gateway.routes.common import get_clients, get_settings
 from services.gateway.schemas import DependencyStatus, Liveness, Readiness
 
@@ -25,7 +28,10 @@ async def healthz() -> Liveness:
 )
 async def readyz(request: Request) -> JSONResponse:
     required = set(get_settings(request).ready_required)
-    health = await get_clients(request).health()
+    services, stores = await asyncio.gather(
+        get_clients(request).health(), get_security(request).health()
+    )
+    health = {**services, **stores}
     report = Readiness(
         status="ready"
         if all(up for name, up in health.items() if name in required)

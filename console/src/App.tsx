@@ -7,6 +7,7 @@ import { ExecutionList } from "./runs/ExecutionList";
 import { ExecutionView } from "./runs/ExecutionView";
 import { ScheduleList } from "./runs/ScheduleList";
 import { RunPage } from "./runs/RunPage";
+import { cycleTheme, useTheme } from "./lib/theme";
 
 type Auth = "checking" | "signed-in" | "signed-out";
 
@@ -73,6 +74,7 @@ export function App() {
             Schedules
           </a>
         </nav>
+        <ThemeToggle />
         <span className="who" title="The API key this console uses">
           {keyLabel(getApiKey())}
         </span>
@@ -91,6 +93,24 @@ export function App() {
       </header>
       <main className="content">{page}</main>
     </div>
+  );
+}
+
+const THEME_LABEL = { system: "◐ System", dark: "☾ Dark", light: "☀ Light" };
+
+function ThemeToggle() {
+  const { choice, theme } = useTheme();
+  return (
+    <button
+      type="button"
+      className="link theme-toggle"
+      data-testid="theme-toggle"
+      data-choice={choice}
+      title={`Theme: ${choice}${choice === "system" ? ` (${theme} now)` : ""}; click for the next`}
+      onClick={cycleTheme}
+    >
+      {THEME_LABEL[choice]}
+    </button>
   );
 }
 

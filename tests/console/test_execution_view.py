@@ -549,3 +549,61 @@ async def test_cancel_pause_and_resume_from_the_header(
     execution = await wait_status(api, execution_id, "cancelled")
     assert execution["status"] == "cancelled"
     await expect_exactly_once(page, api, execution_id)
+
+
+CHOICE = {
+    "name": "choice",
+    "nodes": [
+        {
+            "id": "ask",
+            "type": "human_input",
+            "params": {
+                "prompt": "Ship it?",
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "ship": {"type": "boolean"},
+                        "notify": {"type": "boolean", "default": True},
+                    },
+                    "required": ["ship", "notify"],
+                },
+            },
+        }
+    ],
+    "edges": [],
+}
+
+
+async def test_a_required_yes_no_is_chosen_explicitly_and_a_default_is_honoured(
+    page: Page, api: httpx.AsyncClient, screenshot: Screenshot
+) -> None:
+    """Issue 16 item 12: a required boolean without a default started as `false`, so one
+    click on Submit answered `false` for the user; now neither value is picked until the user
+    picks one, and a boolean with a default starts at it."""
+    workflow_id = await create_workflow(api, CHOICE)
+    execution_id = await run(api, workflow_id)
+    await open_execution(page, execution_id)
+    await expect(page.get_by_test_id("human-input-form")).to_be_visible()
+
+    choice = page.get_by_test_id("human-input-ship")
+    await expect(choice).to_have_attribute("data-chosen", "none")
+    await expect(page.get_by_test_id("human-input-ship-true")).not_to_be_checked()
+    await expect(page.get_by_test_id("human-input-ship-false")).not_to_be_checked()
+    await expect(page.get_by_test_id("human-input-notify")).to_be_checked()
+
+    await page.get_by_test_id("human-input-submit").click()
+    await expect(page.get_by_test_id("human-input-ship-error")).to_have_text(
+        "Choose true or false."
+    )
+    still = await get_execution(api, execution_id)
+    assert node(still, "ask")["status"] == "waiting"
+    await screenshot("unchosen")
+
+    await page.get_by_test_id("human-input-ship-false").check()
+    await expect(page.get_by_test_id("human-input-ship-error")).to_have_count(0)
+    await page.get_by_test_id("human-input-submit").click()
+    await expect(page.get_by_test_id("execution-status")).to_have_attribute(
+        "data-status", "succeeded"
+    )
+    execution = await get_execution(api, execution_id)
+    assert node(execution, "ask")["output"] == {"data": {"ship": False, "notify": True}}

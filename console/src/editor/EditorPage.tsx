@@ -5,6 +5,7 @@ import {
   Background,
   Controls,
   MarkerType,
+  MiniMap,
   ReactFlow,
   ReactFlowProvider,
   applyEdgeChanges,
@@ -18,13 +19,17 @@ import {
 } from "@xyflow/react";
 import YAML from "yaml";
 import { ApiError, api } from "../lib/api";
-import { layout, NODE_WIDTH } from "../lib/layout";
+import { defaultPortRank, layout, NODE_WIDTH } from "../lib/layout";
 import { navigate } from "../lib/router";
+import { useTheme } from "../lib/theme";
 import type { Definition, NodeDef, NodeTypeSpec, Workflow } from "../lib/types";
 import { HelpDialog, ImportDialog } from "./Dialogs";
 import { useHistory, type Saved } from "./history";
 import { EdgeInspector, NodeInspector, WorkflowPanel } from "./Inspector";
 import { IssuesPanel } from "./IssuesPanel";
+import { useCatalog } from "./catalog";
+import { useLastRun } from "./LastRun";
+import { References, referencesFor } from "./references";
 import {
   DEFAULT_IN,
   DEFAULT_OUT,
@@ -35,6 +40,7 @@ import {
   freshNodeId,
   nodeDefId,
   pasteClip,
+  portsOf,
   renameNode,
   shiftClip,
   sourceHandleOf,
@@ -49,12 +55,13 @@ import {
 } from "./model";
 import { CanvasInfo, NodeCard, type CanvasContext } from "./NodeCard";
 import { DRAG_MIME, Palette } from "./Palette";
-import { useValidation, type LocatedIssue, type ValidationState } from "./validation";
+import { BLANK_KEY, useValidation, validationKey, type LocatedIssue, type ValidationState } from "./validation";
 import "./editor.css";
 
 const NODE_TYPES = { heddle: NodeCard };
-const MIN_FIT_ZOOM = 0.75;
+const MIN_ZOOM = 0.05;
 const MAX_FIT_ZOOM = 1.2;
+const FIT_PADDING = 0.08;
 
 /** What a newly created workflow's editor hands to the editor of `#/workflows/<id>`, which
  * mounts afresh after the save: the same graph, history and viewport, without a reload. */
@@ -86,6 +93,9 @@ export function EditorPage({ workflowId }: { workflowId: string | null }) {
     </ReactFlowProvider>
   );
 }
+
+/** Minimap colours of the palette categories (the type badges' colours, editor.css). */
+const CATEGORY_COLORS: Record<string, string> = { core: "#475467", flow: "#7048e8", ai: "#0c8599", integration: "#1c7ed6", human: "#e8590c" };
 
 function definitionKey(doc: Doc): string {
   return JSON.stringify(toDefinition(doc));
@@ -131,6 +141,8 @@ function Editor({ workflowId }: { workflowId: string | null }) {
   const [saving, setSaving] = useState(false);
   const [notice, setNotice] = useState<{ kind: "info" | "error"; text: string } | null>(null);
   const [dialog, setDialog] = useState<"import" | "help" | null>(null);
+  /** On a narrow screen the palette and the inspector are drawers over the canvas. */
+  const [drawer, setDrawer] = useState<"palette" | "inspector" | null>(null);
   const savingRef = useRef(false);
   const needsLayout = useRef(false);
   const canvasRef = useRef<HTMLDivElement>(null);
@@ -139,7 +151,12 @@ function Editor({ workflowId }: { workflowId: string | null }) {
   const layoutIsBaseline = useRef(false);
 
   const typeMap = useMemo(() => new Map(types.map((spec) => [spec.type, spec])), [types]);
-  const validation = useValidation(doc, !loading && !loadError, inherited?.validation);
+  const catalog = useCatalog();
+  const { theme } = useTheme();
+  const lastRun = useLastRun(workflowId);
+  // An untouched blank workflow is not checked: it would only be told it has no name yet.
+  const blank = validationKey(doc) === BLANK_KEY;
+  const validation = useValidation(doc, !loading && !loadError && !blank, inherited?.validation);
   const currentKey = definitionKey(doc);
   const dirty = currentKey !== savedKey;
 
@@ -206,21 +223,13 @@ function Editor({ workflowId }: { workflowId: string | null }) {
   }, [dirty]);
 
   // ---------------------------------------------------------------- graph edits
-  /** Fits the graph in view, but never below a readable zoom: a graph too wide for that is
-   * shown from its start (the left), where a reader begins. */
+  /** Fits the whole graph in view (down to the canvas's smallest zoom: the minimap and the
+   * zoom controls are there for a closer look), never enlarged past a comfortable size. */
   const fitSoon = useCallback(
     (duration = 250) => {
       window.setTimeout(() => {
-        const nodes = flow.getNodes();
-        const box = canvasRef.current?.getBoundingClientRect();
-        if (!nodes.length || !box) return;
-        const bounds = flow.getNodesBounds(nodes);
-        const pad = 40;
-        const fit = Math.min((box.width - 2 * pad) / bounds.width, (box.height - 2 * pad) / bounds.height);
-        const zoom = Math.min(MAX_FIT_ZOOM, Math.max(MIN_FIT_ZOOM, fit));
-        const x = bounds.width * zoom > box.width - 2 * pad ? pad - bounds.x * zoom : (box.width - bounds.width * zoom) / 2 - bounds.x * zoom;
-        const y = bounds.height * zoom > box.height - 2 * pad ? pad - bounds.y * zoom : (box.height - bounds.height * zoom) / 2 - bounds.y * zoom;
-        void flow.setViewport({ x, y, zoom }, { duration });
+        if (!flow.getNodes().length) return;
+        void flow.fitView({ padding: FIT_PADDING, minZoom: MIN_ZOOM, maxZoom: MAX_FIT_ZOOM, duration });
       }, 30);
     },
     [flow],
@@ -230,13 +239,21 @@ function Editor({ workflowId }: { workflowId: string | null }) {
     (record = true) => {
       const current = docRef.current;
       if (!current.nodes.length) return;
-      const ids = new Set(current.nodes.map((node) => node.id));
-      const drawn = current.edges.filter((edge) => ids.has(edge.source) && ids.has(edge.target));
-      const placed = layout(current.nodes, drawn);
+      // Each node's targets top to bottom in the order of its output ports (a condition's
+      // `true` branch above its `false` one), so that the edges leaving it do not cross.
+      const ports = new Map(current.nodes.map((node) => [node.id, portsOf(node.data.def, typeMap.get(node.data.def.type)).outputs]));
+      const placed = layout(
+        current.nodes,
+        current.edges.map((edge) => ({ source: edge.source, target: edge.target, port: sourceHandleOf(edge) })),
+        (source, port) => {
+          const index = ports.get(source)?.indexOf(port) ?? -1;
+          return index >= 0 ? index : defaultPortRank(port);
+        },
+      );
       update((d) => ({ ...d, nodes: d.nodes.map((node, index) => ({ ...node, position: placed[index].position })) }), record);
       fitSoon();
     },
-    [docRef, update, fitSoon],
+    [docRef, update, fitSoon, typeMap],
   );
 
   // A graph without positions is laid out, and a loaded one fitted, once its nodes are measured.
@@ -627,6 +644,11 @@ function Editor({ workflowId }: { workflowId: string | null }) {
     return { types: typeMap, nodeIssues, usedPorts };
   }, [issues, doc.edges, typeMap]);
 
+  const minimapColor = useCallback(
+    (node: FlowNode) => (canvasInfo.nodeIssues.get(node.id)?.some((issue) => issue.severity !== "warning") ? "#e03131" : (CATEGORY_COLORS[typeMap.get(node.data.def.type)?.category ?? ""] ?? "#98a2b3")),
+    [canvasInfo, typeMap],
+  );
+
   const renderedEdges = useMemo(() => {
     const bad = new Map<string, "error" | "warning">();
     for (const issue of issues) {
@@ -696,6 +718,8 @@ function Editor({ workflowId }: { workflowId: string | null }) {
         onChange={(change, key) => updateNode(node.id, change, key)}
         onRename={(next) => update((d) => renameNode(d, node.id, next))}
         onDelete={deleteSelection}
+        catalog={catalog}
+        lastRun={lastRun}
       />
     );
   } else if (selectedNodes.length > 1) {
@@ -732,6 +756,15 @@ function Editor({ workflowId }: { workflowId: string | null }) {
     );
   }
 
+  // What `{{ }}` completes to in the inspector: the selected node's upstream, or every node
+  // for the workflow's outputs.
+  const referenceKey = selectedNodes.length === 1 ? selectedNodes[0].id : null;
+  const references = useMemo(
+    () => (selectedNodes.length > 1 || selectedEdges.length ? [] : referencesFor(doc, referenceKey, typeMap)),
+    // The references change with the graph, the inputs and the node ids, not with positions.
+    [referenceKey, typeMap, validation.currentKey, selectedNodes.length, selectedEdges.length],
+  );
+
   // ---------------------------------------------------------------- page
   const validationCurrent = validation.state.checkedKey === validation.currentKey;
   const knownInvalid = validationCurrent && validation.state.status === "done" && !validation.state.valid;
@@ -758,7 +791,15 @@ function Editor({ workflowId }: { workflowId: string | null }) {
           {saving ? "Saving…" : dirty ? "Unsaved changes" : version ? "Saved" : ""}
         </span>
         <div className="ed-spacer" />
-        <div className="ed-group">
+        <div className="ed-group ed-drawer-toggles">
+          <button type="button" data-testid="toggle-palette" aria-pressed={drawer === "palette"} onClick={() => setDrawer(drawer === "palette" ? null : "palette")}>
+            + Nodes
+          </button>
+          <button type="button" data-testid="toggle-inspector" aria-pressed={drawer === "inspector"} onClick={() => setDrawer(drawer === "inspector" ? null : "inspector")}>
+            Inspector
+          </button>
+        </div>
+        <div className="ed-group ed-history">
           <button type="button" onClick={history.undo} disabled={!history.canUndo} title="Undo (Ctrl+Z)" data-testid="undo">
             Undo
           </button>
@@ -769,7 +810,7 @@ function Editor({ workflowId }: { workflowId: string | null }) {
         <button type="button" onClick={() => autoLayout()} disabled={!doc.nodes.length} title="Arrange left to right (L)" data-testid="auto-layout">
           Auto-layout
         </button>
-        <div className="ed-group">
+        <div className="ed-group ed-files">
           <button type="button" onClick={() => setDialog("import")} title="Import JSON or YAML" data-testid="import-definition">
             Import
           </button>
@@ -797,8 +838,20 @@ function Editor({ workflowId }: { workflowId: string | null }) {
           ▶ Run
         </button>
       </div>
-      <div className="ed-main">
-        <Palette types={types} error={typesError} onAdd={(type) => addNode(type)} />
+      <div className={`ed-main${drawer ? ` drawer-${drawer}` : ""}`}>
+        {drawer && (
+          <button type="button" className="ed-drawer-close" data-testid="close-drawer" aria-label="Close" onClick={() => setDrawer(null)}>
+            ×
+          </button>
+        )}
+        <Palette
+          types={types}
+          error={typesError}
+          onAdd={(type) => {
+            addNode(type);
+            setDrawer(null);
+          }}
+        />
         <div className="ed-center">
           <div className="ed-canvas" data-testid="canvas" ref={canvasRef} onDragOver={onDragOver} onDrop={onDrop}>
             {loading && <div className="ed-overlay">Loading workflow…</div>}
@@ -819,13 +872,15 @@ function Editor({ workflowId }: { workflowId: string | null }) {
                   onSelectionDragStop={settleDrag}
                   deleteKeyCode={null}
                   defaultViewport={inherited?.viewport ?? { x: 40, y: 40, zoom: 1 }}
-                  minZoom={0.2}
+                  minZoom={MIN_ZOOM}
                   maxZoom={2}
                   snapToGrid
                   snapGrid={[10, 10]}
+                  colorMode={theme}
                 >
-                  <Background gap={20} size={1} color="#d0d5dd" />
+                  <Background gap={20} size={1} color={theme === "dark" ? "#3a4452" : "#d0d5dd"} />
                   <Controls showInteractive={false} position="bottom-left" />
+                  <MiniMap pannable zoomable position="bottom-right" ariaLabel="Minimap" nodeColor={minimapColor} nodeStrokeWidth={3} />
                 </ReactFlow>
               </CanvasInfo.Provider>
             )}
@@ -844,10 +899,10 @@ function Editor({ workflowId }: { workflowId: string | null }) {
               </div>
             )}
           </div>
-          <IssuesPanel state={validation.state} stale={!validationCurrent} describe={describe} onPick={pickIssue} />
+          <IssuesPanel state={validation.state} blank={blank} stale={!validationCurrent} describe={describe} onPick={pickIssue} />
         </div>
         <aside className="ed-inspector" data-testid="inspector" aria-label="Inspector">
-          {inspector}
+          <References.Provider value={references}>{inspector}</References.Provider>
         </aside>
       </div>
       {dialog === "import" && <ImportDialog onImport={importDefinition} onClose={() => setDialog(null)} />}

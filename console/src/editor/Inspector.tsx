@@ -6,6 +6,9 @@ import { Field, JsonInput, NumberInput, ParamField, TextInput, type FieldProblem
 import { nodeIdProblem, uid, type FlowEdge, type FlowNode, type Meta } from "./model";
 import type { LocatedIssue } from "./validation";
 import { TypeBadge } from "./NodeCard";
+import type { Catalog } from "./catalog";
+import { ModelPicker, ToolArguments, ToolChecklist, ToolPicker } from "./pickers";
+import { LastRun, type LastRunState } from "./LastRun";
 
 // ------------------------------------------------------------------ helpers
 
@@ -96,11 +99,15 @@ export function NodeInspector({
   onChange,
   onRename,
   onDelete,
+  catalog,
+  lastRun,
 }: {
   node: FlowNode;
   spec: NodeTypeSpec | undefined;
   issues: LocatedIssue[];
   otherIds: string[];
+  catalog: Catalog | null;
+  lastRun: LastRunState;
   onChange: (update: (def: NodeDef) => NodeDef, historyKey: string) => void;
   onRename: (next: string) => void;
   onDelete: () => void;
@@ -177,22 +184,31 @@ export function NodeInspector({
 
       <h4>Parameters</h4>
       {known.length === 0 && extraParams.length === 0 && <p className="ed-muted ed-small">This node type has no parameters.</p>}
-      {known.map((name) => (
-        <ParamField
-          key={name}
-          name={name}
-          schema={properties[name]}
-          value={params[name]}
-          required={required.has(name)}
-          error={paramIssue(name)}
-          onChange={(value) => setParam(name, value)}
-        />
-      ))}
+      {known.map((name) => {
+        const field = {
+          value: params[name],
+          required: required.has(name),
+          error: paramIssue(name),
+          onChange: (value: unknown) => setParam(name, value),
+        };
+        const hint = typeof properties[name]?.description === "string" ? (properties[name].description as string) : undefined;
+        const props = { ...field, catalog, hint };
+        if ((def.type === "llm" || def.type === "agent") && name === "model") return <ModelPicker key={name} {...props} />;
+        if (def.type === "agent" && name === "tools") return <ToolChecklist key={name} {...props} />;
+        if (def.type === "tool" && name === "name") return <ToolPicker key={name} {...props} />;
+        if (def.type === "tool" && name === "arguments") {
+          const tool = catalog?.tools?.find((candidate) => candidate.name === params.name);
+          return <ToolArguments key={`${name}:${tool?.name ?? ""}`} tool={tool} value={params[name]} error={props.error} onChange={props.onChange} />;
+        }
+        return <ParamField key={name} name={name} schema={properties[name]} {...field} />;
+      })}
       {extraParams.map((name) => (
         <Field key={name} label={`${name} (not in the schema)`} error={fieldIssue(`params.${name}`)}>
           <JsonInput testId={`param-${name}`} value={params[name]} onChange={(value) => setParam(name, value)} />
         </Field>
       ))}
+
+      <LastRun nodeId={def.id} state={lastRun} />
 
       <h4>Execution</h4>
       <Field label="Run only when" hint="An expression, e.g. fetch.status == 200" error={fieldIssue("when")}>

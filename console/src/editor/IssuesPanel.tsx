@@ -4,11 +4,14 @@ import type { LocatedIssue, ValidationState } from "./validation";
 
 export function IssuesPanel({
   state,
+  blank,
   stale,
   describe,
   onPick,
 }: {
   state: ValidationState;
+  /** Nothing written yet: a hint instead of problems. */
+  blank?: boolean;
   /** The document changed since the issues were computed (a check is due). */
   stale: boolean;
   describe: (issue: LocatedIssue) => string;
@@ -20,7 +23,10 @@ export function IssuesPanel({
   const ordered = [...errors, ...warnings];
   let summary: string;
   let tone: string;
-  if (state.status === "failed") {
+  if (blank) {
+    summary = "Nothing to check yet: add a node from the palette and name the workflow.";
+    tone = "muted";
+  } else if (state.status === "failed") {
     summary = state.error ?? "Validation unavailable";
     tone = "warning";
   } else if (state.status === "idle" || (state.checkedKey === null && state.status === "checking")) {
@@ -37,7 +43,7 @@ export function IssuesPanel({
     summary = "Valid — no problems";
     tone = "ok";
   }
-  const checking = state.status === "checking" || stale;
+  const checking = !blank && (state.status === "checking" || stale);
 
   return (
     <section className={`ed-issues${open ? " open" : ""}`} data-testid="validation-issues" aria-label="Problems">
@@ -49,7 +55,7 @@ export function IssuesPanel({
         </span>
         {checking && state.checkedKey !== null && <span className="ed-muted ed-small">checking…</span>}
       </button>
-      {open && ordered.length > 0 && (
+      {open && !blank && ordered.length > 0 && (
         <ul>
           {ordered.map((issue, index) => (
             <li key={index}>

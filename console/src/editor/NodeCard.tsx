@@ -52,6 +52,32 @@ export function TypeBadge({ type, category }: { type: string; category: string |
   );
 }
 
+/** What a card says under its name about what the node calls: the tool, or the model (a
+ * fallback chain as `a → b`) and an agent's tools. */
+export function nodeDetail(def: { type: string; params?: Record<string, unknown> }): string | null {
+  const params = def.params ?? {};
+  const text = (value: unknown) => (Array.isArray(value) ? value.map(String).join(" → ") : typeof value === "string" ? value : "");
+  if (def.type === "tool") return text(params.name) ? `tool: ${text(params.name)}` : null;
+  if (def.type === "llm" || def.type === "agent") {
+    const model = text(params.model);
+    const tools = def.type === "agent" && Array.isArray(params.tools) && params.tools.length ? ` · tools: ${params.tools.map(String).join(", ")}` : "";
+    return model || tools ? `model: ${model || "—"}${tools}` : null;
+  }
+  return null;
+}
+
+/** The unconditional port of a branching node (a condition's or a switch's `out`) is taken
+ * whichever branch runs: the card names it so. */
+const ALWAYS = "always";
+function portLabel(port: string, spec: NodeTypeSpec | undefined): { text: string; title: string } {
+  const branching = spec !== undefined && (spec.dynamic_ports !== null || spec.output_ports.some((p) => p !== "out" && p !== "error"));
+  if (port === "out" && branching) {
+    return { text: ALWAYS, title: "output port 'out': runs its targets after this node whichever branch is taken" };
+  }
+  if (port === "error") return { text: port, title: "output port 'error': taken when this node fails (on_error: fail_branch)" };
+  return { text: port, title: `output port '${port}'` };
+}
+
 function withExtras(declared: string[], used: Set<string> | undefined): { port: string; known: boolean }[] {
   const ports = declared.map((port) => ({ port, known: true }));
   for (const port of used ?? []) if (!declared.includes(port)) ports.push({ port, known: false });
@@ -71,6 +97,7 @@ export const NodeCard = memo(function NodeCard({ id, data, selected }: NodeProps
   const warnings = issues.filter((issue) => issue.severity === "warning");
   const shown = issues.length > 0;
   const title = def.label || spec?.title || def.type;
+  const detail = nodeDetail(def);
 
   // Handles come and go with switch cases, on_error and edges: React Flow must re-measure.
   const updateNodeInternals = useUpdateNodeInternals();
@@ -100,6 +127,11 @@ export const NodeCard = memo(function NodeCard({ id, data, selected }: NodeProps
             {def.id}
             {title !== def.type && <span className="ed-node-type"> · {def.type}</span>}
           </div>
+          {detail && (
+            <div className="ed-node-detail" data-testid="node-detail" title={detail}>
+              {detail}
+            </div>
+          )}
         </div>
         {shown && (
           <span className={`ed-node-alert ${errors.length ? "error" : "warning"}`} aria-label={`${issues.length} problem${issues.length === 1 ? "" : "s"}`}>
@@ -109,16 +141,20 @@ export const NodeCard = memo(function NodeCard({ id, data, selected }: NodeProps
       </div>
       {named && (
         <div className="ed-node-ports">
-          {outputs.map(({ port, known }) => (
-            <div
-              key={port}
-              className={`ed-port${known ? "" : " unknown"}${port === "error" ? " error-port" : ""}`}
-              title={known ? undefined : `'${def.type}' has no output port '${port}'`}
-            >
-              {port}
-              <Handle type="source" position={Position.Right} id={port} title={`output port '${port}'`} />
-            </div>
-          ))}
+          {outputs.map(({ port, known }) => {
+            const label = portLabel(port, spec);
+            return (
+              <div
+                key={port}
+                className={`ed-port${known ? "" : " unknown"}${port === "error" ? " error-port" : ""}${label.text === ALWAYS ? " always-port" : ""}`}
+                data-port={port}
+                title={known ? label.title : `'${def.type}' has no output port '${port}'`}
+              >
+                {label.text}
+                <Handle type="source" position={Position.Right} id={port} title={label.title} />
+              </div>
+            );
+          })}
         </div>
       )}
       {!named && <Handle type="source" position={Position.Right} id="out" title="output" />}

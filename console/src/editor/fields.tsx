@@ -5,6 +5,7 @@
 // (undo, rename, import) replaces the draft.
 import { useEffect, useId, useRef, useState, type ReactNode } from "react";
 import type { JsonSchema } from "../lib/types";
+import { useReferenceAutocomplete } from "./references";
 
 type Parsed = { ok: true; value: unknown } | { ok: false; error: string };
 
@@ -133,18 +134,25 @@ interface InputProps {
 export function TextInput({ value, onChange, testId, id, placeholder, multiline }: InputProps & { multiline?: boolean }) {
   const text = asText(value);
   const change = (next: string) => onChange(next === "" ? undefined : next);
-  return multiline ? (
-    <textarea
-      id={id}
-      data-testid={testId}
-      className="ed-code"
-      rows={Math.min(8, Math.max(3, text.split("\n").length))}
-      value={text}
-      placeholder={placeholder}
-      onChange={(event) => change(event.target.value)}
-    />
-  ) : (
-    <input id={id} data-testid={testId} value={text} placeholder={placeholder} onChange={(event) => change(event.target.value)} />
+  const { bind, menu } = useReferenceAutocomplete(text, change);
+  return (
+    <div className="ed-suggest-wrap">
+      {multiline ? (
+        <textarea
+          {...bind}
+          id={id}
+          data-testid={testId}
+          className="ed-code"
+          rows={Math.min(8, Math.max(3, text.split("\n").length))}
+          value={text}
+          placeholder={placeholder}
+          onChange={(event) => change(event.target.value)}
+        />
+      ) : (
+        <input {...bind} id={id} data-testid={testId} value={text} placeholder={placeholder} onChange={(event) => change(event.target.value)} />
+      )}
+      {menu}
+    </div>
   );
 }
 
@@ -168,19 +176,24 @@ export function NumberInput({ value, onChange, testId, id, placeholder, integer 
 
 export function JsonInput({ value, onChange, testId, id, placeholder, rows = 3 }: InputProps & { rows?: number }) {
   const draft = useDraft(value, formatLoose, parseLoose, onChange);
+  const { bind, menu } = useReferenceAutocomplete(draft.text, draft.edit);
   return (
     <>
-      <textarea
-        id={id}
-        data-testid={testId}
-        className="ed-code"
-        spellCheck={false}
-        rows={Math.min(10, Math.max(rows, draft.text.split("\n").length))}
-        value={draft.text}
-        placeholder={placeholder}
-        aria-invalid={draft.error ? true : undefined}
-        onChange={(event) => draft.edit(event.target.value)}
-      />
+      <div className="ed-suggest-wrap">
+        <textarea
+          {...bind}
+          id={id}
+          data-testid={testId}
+          className="ed-code"
+          spellCheck={false}
+          rows={Math.min(10, Math.max(rows, draft.text.split("\n").length))}
+          value={draft.text}
+          placeholder={placeholder}
+          aria-invalid={draft.error ? true : undefined}
+          onChange={(event) => draft.edit(event.target.value)}
+        />
+        {menu}
+      </div>
       {draft.error && <div className="ed-field-error">{draft.error}</div>}
     </>
   );
@@ -220,6 +233,7 @@ export function ParamField({
   required,
   error,
   onChange,
+  testPrefix = "param-",
 }: {
   name: string;
   schema: JsonSchema;
@@ -227,10 +241,12 @@ export function ParamField({
   required: boolean;
   error?: FieldProblem;
   onChange: (value: unknown) => void;
+  /** The field's data-testid is the prefix and the name. */
+  testPrefix?: string;
 }) {
   const id = useId();
   const kind = kindOf(schema);
-  const testId = `param-${name}`;
+  const testId = `${testPrefix}${name}`;
   const hint = typeof schema.description === "string" ? schema.description : undefined;
   const fallback = schema.default;
   let input: ReactNode;

@@ -4,7 +4,7 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { api, ApiError } from "../lib/api";
 import type { ValidationIssue, ValidationReport } from "../lib/types";
-import { toDefinition, type Doc } from "./model";
+import { EMPTY_DOC, toDefinition, type Doc } from "./model";
 
 export const VALIDATE_DELAY_MS = 400;
 
@@ -30,11 +30,22 @@ export function validationKey(doc: Doc): string {
   return JSON.stringify(toDefinition(doc, false));
 }
 
+/** The key of a blank document: nothing to check, so nothing is reported on it. */
+export const BLANK_KEY = validationKey(EMPTY_DOC);
+
+/** Server messages in words a workflow's author uses (pydantic speaks of strings). */
+function friendly(issue: ValidationIssue): ValidationIssue {
+  if (issue.field === "name" && /at least 1 character/.test(issue.message)) {
+    return { ...issue, message: "The workflow needs a name (the box at the top left)." };
+  }
+  return issue;
+}
+
 export function locate(report: ValidationReport, sent: Doc): LocatedIssue[] {
   const firstById = new Map<string, string>();
   for (const node of sent.nodes) if (!firstById.has(node.data.def.id)) firstById.set(node.data.def.id, node.id);
   return report.issues.map((issue) => {
-    const located: LocatedIssue = { ...issue };
+    const located: LocatedIssue = { ...friendly(issue) };
     const onNode = issue.field?.match(/^nodes\[(\d+)\]\.?(.*)$/);
     const onEdge = issue.field?.match(/^edges\[(\d+)\]\.?(.*)$/);
     if (onNode) {

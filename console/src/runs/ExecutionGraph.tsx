@@ -12,7 +12,8 @@ import {
   type Node,
   type NodeProps,
 } from "@xyflow/react";
-import { NODE_HEIGHT, NODE_WIDTH, layout } from "../lib/layout";
+import { useTheme } from "../lib/theme";
+import { NODE_HEIGHT, NODE_WIDTH, defaultPortRank, layout } from "../lib/layout";
 import type { Definition } from "../lib/types";
 import type { NodeRunDetail, NodeStream } from "./executionState";
 import { formatDuration } from "./format";
@@ -82,6 +83,7 @@ export function ExecutionGraph({
   selected: string | null;
   onSelect: (nodeId: string | null) => void;
 }) {
+  const { theme } = useTheme();
   // Positions depend only on the definition: statuses change, the drawing stays put.
   const positions = useMemo(() => {
     const defs = definition.nodes;
@@ -89,7 +91,13 @@ export function ExecutionGraph({
     if (saved) return Object.fromEntries(defs.map((node) => [node.id, node.position!]));
     const placed = layout(
       defs.map((node) => ({ id: node.id, position: { x: 0, y: 0 }, data: {}, width: NODE_WIDTH, height: NODE_HEIGHT })),
-      definition.edges.map((edge, index) => ({ id: `e${index}`, source: edge.source, target: edge.target })),
+      definition.edges.map((edge) => ({ source: edge.source, target: edge.target, port: edge.source_port })),
+      (source, port) => {
+        // A switch's case ports top to bottom in the order of its cases.
+        const cases = definition.nodes.find((node) => node.id === source)?.params?.cases;
+        const index = Array.isArray(cases) ? cases.map(String).indexOf(port) : -1;
+        return index >= 0 ? index : defaultPortRank(port);
+      },
     );
     return Object.fromEntries(placed.map((node) => [node.id, node.position]));
   }, [definition]);
@@ -151,6 +159,7 @@ export function ExecutionGraph({
         fitView
         fitViewOptions={{ padding: 0.2, maxZoom: 1.1 }}
         minZoom={0.2}
+        colorMode={theme}
         onNodeClick={(_, node) => onSelect(node.id)}
         onPaneClick={() => onSelect(null)}
       >

@@ -18,8 +18,14 @@ export interface FieldSpec {
   schema?: JsonSchema;
 }
 
-/** What an input holds: text, or a checkbox's state. */
+/** What an input holds: text, or a yes/no state ("" for a yes/no nobody chose yet). */
 export type RawValue = string | boolean;
+
+/** A required yes/no without a default: chosen explicitly (true or false), never assumed, so
+ * an untouched form does not submit a `false` nobody picked. */
+export function needsChoice(field: FieldSpec): boolean {
+  return field.kind === "boolean" && !field.options && field.required && typeof field.defaultValue !== "boolean";
+}
 
 const KINDS: FieldKind[] = ["string", "number", "integer", "boolean", "object", "array", "any"];
 
@@ -83,7 +89,7 @@ export function useFieldValues() {
 
 export function initialRaw(field: FieldSpec): RawValue {
   const value = field.defaultValue;
-  if (field.kind === "boolean") return value === true;
+  if (field.kind === "boolean") return needsChoice(field) ? "" : value === true;
   if (value === undefined || value === null) return "";
   if (field.options) return JSON.stringify(value);
   if (typeof value === "string" && field.kind !== "object" && field.kind !== "array") return value;
@@ -96,7 +102,10 @@ export type Parsed = { present: false; error?: string } | { present: true; value
 
 /** The typed value of one field, or why it cannot be one. */
 export function parseRaw(field: FieldSpec, raw: RawValue): Parsed {
-  if (field.kind === "boolean") return { present: true, value: raw === true };
+  if (field.kind === "boolean") {
+    if (raw === "") return field.required ? { present: false, error: "Choose true or false." } : { present: false };
+    return { present: true, value: raw === true };
+  }
   const text = typeof raw === "string" ? raw : String(raw);
   if (field.options) {
     if (text === "") return field.required ? { present: false, error: "Required." } : { present: false };
@@ -289,7 +298,25 @@ export function FieldInput({
   const id = `${testId}-control`;
   const label = field.title ?? field.name;
   let control;
-  if (field.kind === "boolean" && !field.options) {
+  if (needsChoice(field)) {
+    control = (
+      <div className="rf-choice" role="radiogroup" aria-label={label} data-testid={testId} data-chosen={value === "" ? "none" : String(value)}>
+        {[true, false].map((option) => (
+          <label key={String(option)} className="rf-check">
+            <input
+              type="radio"
+              name={id}
+              id={option ? id : undefined}
+              data-testid={`${testId}-${option}`}
+              checked={value === option}
+              onChange={() => onChange(option)}
+            />
+            <span>{String(option)}</span>
+          </label>
+        ))}
+      </div>
+    );
+  } else if (field.kind === "boolean" && !field.options) {
     control = (
       <label className="rf-check">
         <input

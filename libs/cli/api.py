@@ -59,7 +59,9 @@ def api_error(method: str, path: str, response: httpx.Response) -> CliError:
         code, message = body["code"], body["message"]
     except (ValueError, KeyError, TypeError):
         return CliError(f"{method} {path}: HTTP {response.status_code}")
-    lines = [f"{code}: {message}", *(f"  {line}" for line in detail_lines(body.get("details")))]
+    # A detail the message already spells out (a 422 lists its first ones) is not repeated.
+    details = [line for line in detail_lines(body.get("details")) if line not in message]
+    lines = [f"{code}: {message}", *(f"  {line}" for line in details)]
     if response.status_code == 401:
         lines.append("  (pass --api-key or set HEDDLE_API_KEY; `heddle serve` prints its key)")
     return CliError("\n".join(lines))

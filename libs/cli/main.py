@@ -14,6 +14,7 @@ callers. Exit codes: 0 success; 1 an error, or a failed or cancelled execution; 
 from __future__ import annotations
 
 import argparse
+import enum
 import importlib
 import json
 import os
@@ -57,6 +58,14 @@ app.add_typer(schedules_app, name="schedules")
 app.add_typer(keys_app, name="keys")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(db_app, name="db")
+
+
+class LogLevel(enum.StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -511,8 +520,7 @@ def resume(ctx: typer.Context, execution_id: ExecutionArg, json_output: JsonFlag
 
 @app.command()
 def retry(ctx: typer.Context, execution_id: ExecutionArg, json_output: JsonFlag = False) -> None:
-    """Re-run a failed execution, reusing the outputs of the nodes that succeeded; prints the
-    new execution's id."""
+    """Re-run a failed execution (reusing what succeeded); prints the new execution's id."""
     _control(ctx, execution_id, "retry", json_output)
 
 
@@ -566,7 +574,7 @@ def logs(
     execution_id: ExecutionArg,
     node: Annotated[str | None, typer.Option(help="Only this node's records.")] = None,
     level: Annotated[
-        str | None, typer.Option(help="Minimum level: DEBUG, INFO, WARNING, ERROR.")
+        LogLevel | None, typer.Option(case_sensitive=False, help="Minimum level.")
     ] = None,
     follow_logs: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing until the execution ends.")
@@ -578,7 +586,7 @@ def logs(
     if node:
         params["node_id"] = node
     if level:
-        params["level"] = level.upper()
+        params["level"] = level.value
     seen: set[tuple[Any, ...]] = set()
     console = _out()
 

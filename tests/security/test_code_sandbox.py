@@ -143,6 +143,22 @@ async def test_formatting_still_works(services: Services) -> None:
     assert result.output == {"result": ["1 'a'   2", "5", "3", "0", "007"]}
 
 
+async def test_every_allowed_module_works_in_the_jail(services: Services) -> None:
+    # Their extension modules and shared libraries (libcrypto, libuuid...) are bound in.
+    source = (
+        "import json, math, re, datetime, itertools, collections, functools, statistics\n"
+        "import random, string, decimal, fractions, operator, textwrap, uuid, hashlib, base64\n"
+        "result = [hashlib.sha256(b'x').hexdigest()[:8], uuid.uuid4().version,\n"
+        "          str(decimal.Decimal(1) / 8), statistics.mean([1, 2, 3]),\n"
+        "          base64.b64encode(b'hi').decode(), random.Random(1).randint(5, 5),\n"
+        "          datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc).isoformat()]\n"
+    )
+    result = await run_code(services, source)
+    assert result.output == {
+        "result": ["2d711642", 4, "0.125", 2, "aGk=", 5, "2026-01-02T00:00:00+00:00"]
+    }
+
+
 @pytest.mark.parametrize(
     ("source", "message"),
     [

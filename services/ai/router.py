@@ -5,6 +5,16 @@ call it, retrying 429/5xx/timeouts (tenacity, exponential backoff with jitter, o
 provider's Retry-After when it sends one); the first model that answers serves the call
 and the answer names it, with the models tried before it. Streams fall back the same way
 until the first token has been sent; after that a failure ends the stream.
+
+A caller that retries by its own policy sends ``max_attempts`` 1 (an llm or agent node with
+``retry.max_attempts`` > 1 does): then every model of the chain is tried once per call and
+the node's policy alone decides about retries, so the provider is called at most
+``retry.max_attempts`` times per model, not that times the provider's ``max_attempts``.
+
+What a call went through (each retry, each model that failed) is logged with the caller's
+execution and node ids, and handed back to the caller as log records (``Completion.logs``,
+or ``details.logs`` of the error), so that a node returns them with its outcome and they
+reach the run's logs.
 """
 
 from __future__ import annotations
@@ -73,6 +83,10 @@ class CompletionCall:
     provider: str = ""  # serve the named models from this provider, configured or not
     deadline: float | None = None  # time.monotonic() value after which nobody listens
     tags: dict[str, str] = field(default_factory=dict)  # execution_id, node_id, tenant_id
+    # Attempts per model, at most the provider's max_attempts; None: the provider's.
+    max_attempts: int | None = None
+    # Log records of what the call went through, handed back to the caller.
+    logs: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -85,6 +99,7 @@ class Completion:
     provider: str
     fallbacks_tried: list[str]
     finish_reason: str
+    logs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def total_tokens(self) -> int:
@@ -112,6 +127,40 @@ class _Failure:
     message: str
     status: int | None = None
     retryable: bool = True
+
+
+#: Log records handed back per call at most (they travel in a gRPC trailer on failure).
+MAX_CALL_LOGS = 20
+_MAX_LOGGED_ERROR = 300
+
+
+def _label(route: Route) -> str:
+    """How messages name a route: the model, and its provider when the names differ."""
+    if route.model == route.slot.name:
+        return route.model
+    return f"{route.model} ({route.slot.name})"
+
+
+def _note(call: CompletionCall, level: int, message: str, route: Route, **fields: Any) -> None:
+    """Log one step of a call with the caller's ids, and keep it for the caller."""
+    data = {"model": route.model, "provider": route.slot.name, **fields}
+    log.log(level, message, extra={**data, **call.tags})
+    if len(call.logs) < MAX_CALL_LOGS:
+        call.logs.append(
+            {
+                "level": logging.getLevelName(level).lower(),
+                "message": message,
+                "logger": log.name,
+                "service": "ai",
+                "fields": data,
+            }
+        )
+
+
+def _short(text: str) -> str:
+    if len(text) <= _MAX_LOGGED_ERROR:
+        return text
+    return text[: _MAX_LOGGED_ERROR - 1] + "\u2026"
 
 
 def normalize_messages(call: CompletionCall) -> list[dict[str, Any]]:
@@ -282,7 +331,7 @@ class Router:
         failures: list[_Failure] = []
         for route in routes:
             if not route.slot.breaker.allow():
-                self._skip(route, tried, failures)
+                self._skip(call, route, tried, failures)
                 continue
             started = self._clock()
             request = self._request(call, route, messages)
@@ -291,13 +340,13 @@ class Router:
                     route, call, partial(route.slot.provider.complete, request)
                 )
             except ProviderError as error:
-                self._failed(route, error, tried, failures)
+                self._failed(call, route, error, tried, failures)
                 continue
             except BaseException:
                 route.slot.breaker.release()
                 raise
             return self._succeeded(route, call, result, tried, started)
-        raise _exhausted(failures)
+        raise _exhausted(failures, call.logs)
 
     async def stream(self, call: CompletionCall) -> AsyncIterator[str | Completion]:
         """Text deltas, then one Completion."""
@@ -308,7 +357,7 @@ class Router:
         failures: list[_Failure] = []
         for route in routes:
             if not route.slot.breaker.allow():
-                self._skip(route, tried, failures)
+                self._skip(call, route, tried, failures)
                 continue
             started = self._clock()
             request = self._request(call, route, messages)
@@ -317,7 +366,7 @@ class Router:
                     route, call, partial(_open_stream, route.slot.provider, request)
                 )
             except ProviderError as error:
-                self._failed(route, error, tried, failures)
+                self._failed(call, route, error, tried, failures)
                 continue
             except BaseException:
                 route.slot.breaker.release()
@@ -328,10 +377,14 @@ class Router:
                     yield piece
                     piece = await anext(pieces)
             except ProviderError as error:
-                self._failed(route, error, [], [])
+                self._failed(call, route, error, [], [])
                 raise Unavailable(
-                    f"stream from {route.model} broke off: {error.message}",
-                    details={"model": route.model, "provider": route.slot.name},
+                    f"stream from {_label(route)} broke off: {error.message}",
+                    details={
+                        "model": route.model,
+                        "provider": route.slot.name,
+                        "logs": call.logs,
+                    },
                 ) from error
             except BaseException:
                 route.slot.breaker.release()
@@ -340,14 +393,19 @@ class Router:
                 await pieces.aclose()
             yield self._succeeded(route, call, piece, tried, started)
             return
-        raise _exhausted(failures)
+        raise _exhausted(failures, call.logs)
 
     async def _with_retries(
         self, route: Route, call: CompletionCall, operation: Callable[[], Awaitable[T]]
     ) -> T:
         config = route.slot.config
-        # A half-open breaker lets one probe through: one attempt, no retries.
-        attempts = 1 if route.slot.breaker.state is BreakerState.HALF_OPEN else config.max_attempts
+        # A half-open breaker lets one probe through: one attempt, no retries. A caller that
+        # retries by its own policy asks for fewer attempts (1), never for more.
+        attempts = config.max_attempts
+        if call.max_attempts is not None:
+            attempts = max(1, min(attempts, call.max_attempts))
+        if route.slot.breaker.state is BreakerState.HALF_OPEN:
+            attempts = 1
         # Exponential backoff with jitter, so that replicas don't retry in lock-step.
         backoff = wait_exponential(
             multiplier=config.backoff_initial_s, max=config.backoff_max_s
@@ -372,9 +430,18 @@ class Router:
         def before_sleep(state: RetryCallState) -> None:
             LLM_RETRIES.labels(route.model, route.slot.name).inc()
             error = state.outcome.exception() if state.outcome else None
-            log.warning(
-                "retrying LLM call",
-                extra={"model": route.model, "provider": route.slot.name, "error": str(error)},
+            text = _short(error.message if isinstance(error, ProviderError) else str(error))
+            delay = round(state.upcoming_sleep, 3)
+            _note(
+                call,
+                logging.WARNING,
+                f"LLM call to {_label(route)} failed (attempt {state.attempt_number} of "
+                f"{attempts}): {text}; retrying in {delay:g} s",
+                route,
+                attempt=state.attempt_number,
+                max_attempts=attempts,
+                delay_s=delay,
+                error=text,
             )
 
         retrying = AsyncRetrying(
@@ -390,13 +457,22 @@ class Router:
     def _past_deadline(self, call: CompletionCall, wait: float) -> bool:
         return call.deadline is not None and self._clock() + wait >= call.deadline
 
-    def _skip(self, route: Route, tried: list[str], failures: list[_Failure]) -> None:
+    def _skip(
+        self, call: CompletionCall, route: Route, tried: list[str], failures: list[_Failure]
+    ) -> None:
         LLM_REQUESTS.labels(route.model, route.slot.name, "breaker_open").inc()
         tried.append(route.model)
-        failures.append(_Failure(route, f"circuit breaker of {route.slot.name} is open"))
+        message = f"circuit breaker of {route.slot.name} is open"
+        failures.append(_Failure(route, message))
+        _note(call, logging.WARNING, f"LLM call to {_label(route)} skipped: {message}", route)
 
     def _failed(
-        self, route: Route, error: ProviderError, tried: list[str], failures: list[_Failure]
+        self,
+        call: CompletionCall,
+        route: Route,
+        error: ProviderError,
+        tried: list[str],
+        failures: list[_Failure],
     ) -> None:
         LLM_REQUESTS.labels(route.model, route.slot.name, "error").inc()
         if error.retryable:
@@ -405,9 +481,15 @@ class Router:
             route.slot.breaker.record_success()  # it answered: the provider is up
         tried.append(route.model)
         failures.append(_Failure(route, error.message, error.status, error.retryable))
-        log.warning(
-            "LLM call failed",
-            extra={"model": route.model, "provider": route.slot.name, "error": error.message},
+        text = _short(error.message)
+        _note(
+            call,
+            logging.WARNING,
+            f"LLM call to {_label(route)} failed: {text}",
+            route,
+            status=error.status,
+            retryable=error.retryable,
+            error=text,
         )
 
     def _succeeded(
@@ -444,6 +526,7 @@ class Router:
             provider=route.slot.name,
             fallbacks_tried=list(tried),
             finish_reason=result.finish_reason,
+            logs=list(call.logs),
         )
 
 
@@ -460,8 +543,8 @@ async def _open_stream(
     return first, pieces
 
 
-def _exhausted(failures: list[_Failure]) -> HeddleError:
-    details = {
+def _exhausted(failures: list[_Failure], logs: list[dict[str, Any]]) -> HeddleError:
+    details: dict[str, Any] = {
         "attempts": [
             {
                 "model": f.route.model,
@@ -470,9 +553,10 @@ def _exhausted(failures: list[_Failure]) -> HeddleError:
                 "status": f.status,
             }
             for f in failures
-        ]
+        ],
+        "logs": logs,
     }
-    summary = "; ".join(f"{f.route.model}: {f.message}" for f in failures)
+    summary = "; ".join(f"{_label(f.route)}: {f.message}" for f in failures)
     message = f"no model of the chain could answer ({summary})"
     answered = [f for f in failures if not f.retryable]
     if answered and len(answered) == len(failures):

@@ -40,6 +40,7 @@ def to_call(request: ai_pb2.CompleteRequest, context: grpc.aio.ServicerContext) 
         max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
         provider=request.provider,
         deadline=time.monotonic() + remaining if remaining is not None else None,
+        max_attempts=request.max_attempts if request.max_attempts > 0 else None,
         tags={
             key: value
             for key, value in (
@@ -65,6 +66,7 @@ def to_response(completion: Completion) -> ai_pb2.CompleteResponse:
         tool_calls_json=jsonutil.dumps(completion.tool_calls),
         fallbacks_tried=completion.fallbacks_tried,
         finish_reason=completion.finish_reason,
+        logs_json=jsonutil.dumps(completion.logs) if completion.logs else b"",
     )
 
 

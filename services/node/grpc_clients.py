@@ -42,6 +42,16 @@ def node_error(error: grpc.RpcError, service: str) -> NodeError:
     )
 
 
+def ai_error(error: grpc.RpcError) -> NodeError:
+    """node_error for the ai service, with the log records the failed call came back with
+    (its retries, the models that failed) moved from the details to the error's logs."""
+    failure = node_error(error, "ai")
+    details = failure.details.get("details")
+    if isinstance(details, dict) and isinstance(details.get("logs"), list):
+        failure.logs = details.pop("logs") or None
+    return failure
+
+
 def _completion(response: ai_pb2.CompleteResponse) -> dict[str, Any]:
     return {
         "text": response.text,
@@ -55,6 +65,7 @@ def _completion(response: ai_pb2.CompleteResponse) -> dict[str, Any]:
         "tool_calls": jsonutil.loads(response.tool_calls_json) or [],
         "finish_reason": response.finish_reason,
         "fallbacks_tried": list(response.fallbacks_tried),
+        "logs": jsonutil.loads(response.logs_json) if response.logs_json else [],
     }
 
 
@@ -75,6 +86,7 @@ class GrpcAiClient:
         provider: str | None,
         tools: list[dict[str, Any]] | None,
         messages: list[dict[str, Any]] | None,
+        max_attempts: int | None,
     ) -> ai_pb2.CompleteRequest:
         request = ai_pb2.CompleteRequest(
             models=[model] if isinstance(model, str) else list(model),
@@ -85,6 +97,7 @@ class GrpcAiClient:
             tools_json=jsonutil.dumps(tools) if tools is not None else b"",
             execution_id=execution_id_var.get() or "",
             node_id=node_id_var.get() or "",
+            max_attempts=max_attempts or 0,
         )
         if temperature is not None:
             request.temperature = temperature
@@ -102,14 +115,15 @@ class GrpcAiClient:
         provider: str | None = None,
         tools: list[dict[str, Any]] | None = None,
         messages: list[dict[str, Any]] | None = None,
+        max_attempts: int | None = None,
     ) -> dict[str, Any]:
         request = self._request(
-            model, prompt, system, temperature, max_tokens, provider, tools, messages
+            model, prompt, system, temperature, max_tokens, provider, tools, messages, max_attempts
         )
         try:
             response = await self._stub.Complete(request, timeout=self._deadline_s)
         except grpc.RpcError as error:
-            raise node_error(error, "ai") from error
+            raise ai_error(error) from error
         return _completion(response)
 
     async def stream(
@@ -122,10 +136,11 @@ class GrpcAiClient:
         provider: str | None = None,
         tools: list[dict[str, Any]] | None = None,
         messages: list[dict[str, Any]] | None = None,
+        max_attempts: int | None = None,
     ) -> AsyncIterator[str | dict[str, Any]]:
         """Text deltas as they come, then the whole completion as a dict."""
         request = self._request(
-            model, prompt, system, temperature, max_tokens, provider, tools, messages
+            model, prompt, system, temperature, max_tokens, provider, tools, messages, max_attempts
         )
         try:
             async for chunk in self._stub.StreamComplete(request, timeout=self._deadline_s):
@@ -134,7 +149,7 @@ class GrpcAiClient:
                 elif chunk.delta:
                     yield chunk.delta
         except grpc.RpcError as error:
-            raise node_error(error, "ai") from error
+            raise ai_error(error) from error
 
     async def list_models(self) -> list[dict[str, Any]]:
         try:

@@ -782,7 +782,14 @@ class ExecutionRunner:
     def _system(self, node: NodeState | None) -> dict[str, Any]:
         system: dict[str, Any] = {"execution_id": self.id, "workflow_id": self.row.workflow_id}
         if node is not None:
-            system.update(node_id=node.node_id, attempt=node.attempt)
+            retry = self.specs[node.node_id].retry
+            # max_attempts: the node's own policy; its ai calls then make no retries of their
+            # own on top of it (the ai service's are per call, so they would multiply).
+            system.update(
+                node_id=node.node_id,
+                attempt=node.attempt,
+                max_attempts=retry.max_attempts if retry is not None else 1,
+            )
         return system
 
     # ---- dispatch -----------------------------------------------------------------------

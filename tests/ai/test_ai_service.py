@@ -436,3 +436,59 @@ async def test_node_client_maps_results_and_errors(ai_service) -> None:
         assert caught.value.retryable is True
     finally:
         await channel.close()
+
+
+async def test_a_caller_that_retries_itself_gets_one_attempt_per_model_and_the_logs(
+    fake_llm, ai_service, caplog
+) -> None:
+    """Issue #16 item 11: max_attempts 1 (a node with its own retry policy) makes no provider
+    retries; every retry and failure is logged with the caller's ids and handed back."""
+    fake_llm.script("local", *[error_reply(503, "overloaded")] * 3)
+    stub = await ai_service(openai_catalog(fake_llm))
+    ids = {"execution_id": "exec-1", "node_id": "ask"}
+    async with grpc.aio.insecure_channel(stub.address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await ai_pb2_grpc.AiServiceStub(channel).Complete(
+                request("small", prompt="hi", max_attempts=1, **ids), timeout=5
+            )
+    assert len(fake_llm.calls("local")) == 1
+    error = from_rpc_error(caught.value)
+    assert error.message == (
+        "no model of the chain could answer (small (local): HTTP 503: overloaded)"
+    )
+    assert [(r["level"], r["message"], r["service"]) for r in error.details["logs"]] == [
+        ("warning", "LLM call to small (local) failed: HTTP 503: overloaded", "ai")
+    ]
+
+    # The provider's own attempts (3) when the caller does not retry: each retry is logged.
+    reply = await stub.Complete(request("small", prompt="hi", **ids), timeout=5)
+    assert reply.text == "hello" and len(fake_llm.calls("local")) == 4
+    logs = json.loads(reply.logs_json)
+    assert [r["fields"]["attempt"] for r in logs] == [1, 2]
+    assert logs[0]["message"].startswith(
+        "LLM call to small (local) failed (attempt 1 of 3): HTTP 503: overloaded; retrying in"
+    )
+    logged = [
+        r for r in caplog.records if r.name == "services.ai.router" and r.levelname == "WARNING"
+    ]
+    assert len(logged) == 3
+    assert all((r.execution_id, r.node_id) == ("exec-1", "ask") for r in logged)
+
+
+async def test_node_client_moves_the_logs_of_a_failed_call_to_the_error(ai_service) -> None:
+    stub = await ai_service()
+    channel = create_channel(stub.address)
+    try:
+        with pytest.raises(NodeError) as caught:
+            await GrpcAiClient(channel, deadline_s=5).complete(
+                "echo", prompt="[[fail:400]]", max_attempts=1
+            )
+    finally:
+        await channel.close()
+    assert caught.value.message == (
+        "ai: no model of the chain could answer (echo: scripted failure HTTP 400)"
+    )
+    assert [r["message"] for r in caught.value.logs or []] == [
+        "LLM call to echo failed: scripted failure HTTP 400"
+    ]
+    assert "logs" not in caught.value.details["details"]

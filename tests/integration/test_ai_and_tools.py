@@ -22,6 +22,7 @@ from services.node.registry import default_registry
 from services.workflow.catalog import ToolCatalog
 from services.workflow.validation import validate_definition
 from tests.ai.fake_llm import FakeLLM, RunningServer, error_reply, openai_reply, openai_stream
+from tests.helpers import assert_eventually
 from tests.integration.helpers import create_workflow, events, node, run, wait_final
 from tests.tool.tool_testkit import stdio_mcp
 
@@ -42,6 +43,17 @@ def catalog(fake: FakeLLM) -> dict[str, Any]:
                 **FAST,
             },
             "backup": {"type": "openai", "base_url": fake.openai_url("backup"), **FAST},
+            # Retries of its own, as a provider is configured by default (no model: nodes
+            # name it with `provider`).
+            "flaky": {
+                "type": "openai",
+                "base_url": fake.openai_url("flaky"),
+                **FAST,
+                "max_attempts": 3,
+                "backoff_initial_s": 0.01,
+                "backoff_max_s": 0.02,
+                "breaker_failure_threshold": 100,
+            },
         },
         "models": [
             {"name": "local-gpt", "provider": "local", "model": "llama-test-8b"},
@@ -463,3 +475,94 @@ async def test_a_tool_service_that_does_not_answer_does_not_fail_validation() ->
     )
     assert report.valid
     assert [(w.code, w.node_id) for w in report.warnings] == [("tools_not_checked", "calc")]
+
+
+# ---------------------------------------------------------------------------- retries
+
+
+def flaky_llm(**node: Any) -> dict[str, Any]:
+    return {
+        "id": "ask",
+        "type": "llm",
+        "params": {"model": "m", "provider": "flaky", "prompt": "hi"},
+        **node,
+    }
+
+
+async def run_logs(client: httpx.AsyncClient, execution_id: str, count: int) -> list[dict]:
+    """The run's log records of node ask once there are `count` from the ai service."""
+
+    async def from_ai() -> list[dict]:
+        response = await client.get(
+            f"/api/v1/executions/{execution_id}/logs", params={"node_id": "ask"}
+        )
+        assert response.status_code == 200, response.text
+        return [r for r in response.json()["records"] if r["service"] == "ai"]
+
+    await assert_eventually(
+        lambda: _count_is(from_ai, count), timeout=10, message="ai records in the run's logs"
+    )
+    return sorted(await from_ai(), key=lambda r: (r["attempt"], r["ts"]))
+
+
+async def _count_is(records: Any, count: int) -> bool:
+    return len(await records()) >= count
+
+
+async def test_a_node_retry_policy_is_not_multiplied_by_the_providers(
+    client: httpx.AsyncClient, fake_llm: FakeLLM
+) -> None:
+    """Issue #16 item 11: retry.max_attempts 3 against a failing provider made 3 x 3 calls."""
+    fake_llm.script("flaky", *[error_reply(503, "overloaded")] * 20)
+    retried = flaky_llm(retry={"max_attempts": 3, "initial_delay_s": 0, "max_delay_s": 0})
+    execution = await run_nodes(client, "node-retries", retried)
+    assert execution["status"] == "failed"
+    entry = node(execution, "ask")
+    assert entry["attempts"] == 3
+    assert len(fake_llm.calls("flaky")) == 3  # one call per node attempt, not 3 each
+    # the prefix once (the provider named itself and the router named it again)
+    assert entry["error"]["message"] == (
+        "ai: no model of the chain could answer (m (flaky): HTTP 503: overloaded)"
+    )
+    records = await run_logs(client, execution["id"], 3)
+    assert [(r["attempt"], r["level"], r["node_id"]) for r in records] == [
+        (1, "warning", "ask"),
+        (2, "warning", "ask"),
+        (3, "warning", "ask"),
+    ]
+    assert {r["message"] for r in records} == {"LLM call to m (flaky) failed: HTTP 503: overloaded"}
+
+
+async def test_provider_retries_are_in_the_run_logs_with_the_node(
+    client: httpx.AsyncClient, fake_llm: FakeLLM
+) -> None:
+    """Without a node retry policy the provider's own retries apply, and the run shows them."""
+    fake_llm.script("flaky", error_reply(503, "overloaded"), error_reply(429, "slow down"))
+    execution = await run_nodes(client, "provider-retries", flaky_llm())
+    assert execution["status"] == "succeeded", execution["error"]
+    assert len(fake_llm.calls("flaky")) == 3
+    records = await run_logs(client, execution["id"], 2)
+    messages = [r["message"] for r in records]
+    assert len(messages) == 2
+    assert messages[0].startswith(
+        "LLM call to m (flaky) failed (attempt 1 of 3): HTTP 503: overloaded; retrying in "
+    )
+    assert messages[1].startswith(
+        "LLM call to m (flaky) failed (attempt 2 of 3): HTTP 429: slow down; retrying in "
+    )
+    assert all(r["node_id"] == "ask" and r["level"] == "warning" for r in records)
+    assert records[0]["fields"]["provider"] == "flaky"
+    assert records[0]["fields"]["attempt"] == 1
+
+
+async def test_a_scripted_echo_failure_names_echo_once(client: httpx.AsyncClient) -> None:
+    failing = {
+        "id": "ask",
+        "type": "llm",
+        "params": {"model": "echo", "prompt": "[[fail:400]]"},
+    }
+    execution = await run_nodes(client, "echo-fails", failing)
+    error = failed_node(execution, "ask")
+    assert error["message"] == (
+        "ai: no model of the chain could answer (echo: scripted failure HTTP 400)"
+    )

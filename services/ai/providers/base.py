@@ -60,6 +60,10 @@ class ProviderError(Exception):
     ``retryable`` marks failures that say nothing about the request (rate limits, 5xx,
     timeouts, refused connections): they are retried, count against the circuit breaker
     and move on to the next model of a fallback chain.
+
+    ``message`` does not name the provider: the router, which knows the route, does (a
+    provider that prefixed its own name gave ``echo: echo: ...`` once the router added the
+    model's).
     """
 
     def __init__(
@@ -215,7 +219,7 @@ class HttpProvider(Provider):
             data = response.json()
         except ValueError as error:
             raise ProviderError(
-                f"{self.name}: response is not JSON", retryable=True, status=response.status_code
+                "response is not JSON", retryable=True, status=response.status_code
             ) from error
         return self.parse_response(data)
 
@@ -239,13 +243,13 @@ class HttpProvider(Provider):
 
     def _transport_error(self, error: httpx.HTTPError) -> ProviderError:
         if isinstance(error, httpx.TimeoutException):
-            return ProviderError(f"{self.name}: timed out ({type(error).__name__})", retryable=True)
-        return ProviderError(f"{self.name}: {type(error).__name__}: {error}", retryable=True)
+            return ProviderError(f"timed out ({type(error).__name__})", retryable=True)
+        return ProviderError(f"{type(error).__name__}: {error}", retryable=True)
 
     def _status_error(self, response: httpx.Response) -> ProviderError:
         status = response.status_code
         return ProviderError(
-            f"{self.name}: HTTP {status}: {_error_message(response)}",
+            f"HTTP {status}: {_error_message(response)}",
             retryable=is_retryable_status(status),
             status=status,
             retry_after=parse_retry_after(response.headers),

@@ -97,7 +97,7 @@ def echo_answer(messages: list[dict[str, Any]]) -> ChatResult:
     if failure:
         status = int(failure.group(1))
         raise ProviderError(
-            f"echo: scripted failure HTTP {status}",
+            f"scripted failure HTTP {status}",
             retryable=is_retryable_status(status),
             status=status,
         )

@@ -119,7 +119,7 @@ class OpenAIProvider(HttpProvider):
     def parse_response(self, body: dict[str, Any]) -> ChatResult:
         choices = body.get("choices") or []
         if not choices:
-            raise ProviderError(f"{self.name}: response has no choices", retryable=True)
+            raise ProviderError("response has no choices", retryable=True)
         message = choices[0].get("message") or {}
         calls = [_tool_call(call) for call in message.get("tool_calls") or []]
         return ChatResult(

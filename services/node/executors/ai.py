@@ -32,6 +32,18 @@ COMPLETION_PARAMS: dict[str, Any] = {
 USAGE_SCHEMA = {"type": "object", "additionalProperties": {"type": "integer"}}
 
 
+def provider_attempts(request: NodeRequest) -> int | None:
+    """The ai service's attempts per model for this node's calls: 1 when the node has a retry
+    policy of its own (``system.max_attempts`` > 1), so its retries and the provider's are
+    not multiplied (3 node attempts x 3 provider attempts made 9 calls); None otherwise
+    (the provider's policy is then the only one)."""
+    system = request.context.get("system")
+    node_attempts = system.get("max_attempts") if isinstance(system, dict) else None
+    if isinstance(node_attempts, int) and node_attempts > 1:
+        return 1
+    return None
+
+
 class LlmExecutor(Executor):
     spec = NodeTypeSpec(
         type="llm",
@@ -77,6 +89,7 @@ class LlmExecutor(Executor):
             "provider": params.get("provider"),
             "tools": None,
             "messages": None,
+            "max_attempts": provider_attempts(request),
         }
         stream = getattr(services.ai, "stream", None)
         if request.progress is not None and stream is not None:
@@ -96,7 +109,9 @@ class LlmExecutor(Executor):
                 "model": reply.get("model") or "",
                 # Which backups were tried before the one that served (empty: the primary).
                 "fallbacks_tried": list(reply.get("fallbacks_tried") or []),
-            }
+            },
+            # The ai service's retries and failed models, for the run's logs.
+            logs=list(reply.get("logs") or []),
         )
 
 
@@ -189,17 +204,25 @@ class AgentExecutor(Executor):
             )
 
         text = ""
+        attempts = provider_attempts(request)
         for step in range(max_steps):
-            reply = await services.ai.complete(
-                model=params["model"],
-                prompt=None,
-                system=params.get("instructions"),
-                temperature=params.get("temperature"),
-                max_tokens=params.get("max_tokens"),
-                provider=params.get("provider"),
-                tools=tools or None,
-                messages=messages,
-            )
+            try:
+                reply = await services.ai.complete(
+                    model=params["model"],
+                    prompt=None,
+                    system=params.get("instructions"),
+                    temperature=params.get("temperature"),
+                    max_tokens=params.get("max_tokens"),
+                    provider=params.get("provider"),
+                    tools=tools or None,
+                    messages=messages,
+                    max_attempts=attempts,
+                )
+            except NodeError as exc:
+                # the steps so far belong to the run's logs as much as the failed call's
+                exc.logs = [*logs, *(exc.logs or [])] or None
+                raise
+            logs.extend(reply.get("logs") or [])
             text = reply.get("text") or ""
             calls = reply.get("tool_calls") or []
             if not calls:

@@ -103,8 +103,11 @@ class AiClient(Protocol):
         provider: str | None = None,
         tools: list[dict[str, Any]] | None = None,
         messages: list[dict[str, Any]] | None = None,
+        max_attempts: int | None = None,
     ) -> dict[str, Any]:
-        """Return {"text", "usage", "model", "tool_calls"}; raise NodeError on failure."""
+        """Return {"text", "usage", "model", "tool_calls", "logs"}; raise NodeError on
+        failure (with the call's log records in its ``logs``). ``max_attempts`` bounds the ai
+        service's own retries per model (1: none, the caller retries); None: its default."""
         ...
 
 

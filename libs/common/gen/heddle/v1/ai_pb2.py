@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12heddle/v1/ai.proto\x12\theddle.v1\"\x8a\x02\n\x0f\x43ompleteRequest\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0e\n\x06system\x18\x03 \x01(\t\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x15\n\rmessages_json\x18\x07 \x01(\x0c\x12\x12\n\ntools_json\x18\x08 \x01(\x0c\x12\x14\n\x0c\x65xecution_id\x18\t \x01(\t\x12\x0f\n\x07node_id\x18\n \x01(\t\x12\x11\n\ttenant_id\x18\x0b \x01(\tB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokens\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"\xab\x01\n\x10\x43ompleteResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x1f\n\x05usage\x18\x04 \x01(\x0b\x32\x10.heddle.v1.Usage\x12\x17\n\x0ftool_calls_json\x18\x05 \x01(\x0c\x12\x17\n\x0f\x66\x61llbacks_tried\x18\x06 \x03(\t\x12\x15\n\rfinish_reason\x18\x07 \x01(\t\"J\n\rCompleteChunk\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12*\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1b.heddle.v1.CompleteResponse\"\x13\n\x11ListModelsRequest\"f\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x15\n\rbreaker_state\x18\x04 \x01(\t\x12\x11\n\tinfo_json\x18\x05 \x01(\x0c\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.heddle.v1.ModelInfo2\xe5\x01\n\tAiService\x12\x43\n\x08\x43omplete\x12\x1a.heddle.v1.CompleteRequest\x1a\x1b.heddle.v1.CompleteResponse\x12H\n\x0eStreamComplete\x12\x1a.heddle.v1.CompleteRequest\x1a\x18.heddle.v1.CompleteChunk0\x01\x12I\n\nListModels\x12\x1c.heddle.v1.ListModelsRequest\x1a\x1d.heddle.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12heddle/v1/ai.proto\x12\theddle.v1\"\xa0\x02\n\x0f\x43ompleteRequest\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0e\n\x06system\x18\x03 \x01(\t\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x15\n\rmessages_json\x18\x07 \x01(\x0c\x12\x12\n\ntools_json\x18\x08 \x01(\x0c\x12\x14\n\x0c\x65xecution_id\x18\t \x01(\t\x12\x0f\n\x07node_id\x18\n \x01(\t\x12\x11\n\ttenant_id\x18\x0b \x01(\t\x12\x14\n\x0cmax_attempts\x18\x0c \x01(\x05\x42\x0e\n\x0c_temperatureB\r\n\x0b_max_tokens\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"\xbe\x01\n\x10\x43ompleteResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x1f\n\x05usage\x18\x04 \x01(\x0b\x32\x10.heddle.v1.Usage\x12\x17\n\x0ftool_calls_json\x18\x05 \x01(\x0c\x12\x17\n\x0f\x66\x61llbacks_tried\x18\x06 \x03(\t\x12\x15\n\rfinish_reason\x18\x07 \x01(\t\x12\x11\n\tlogs_json\x18\x08 \x01(\x0c\"J\n\rCompleteChunk\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12*\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1b.heddle.v1.CompleteResponse\"\x13\n\x11ListModelsRequest\"f\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x15\n\rbreaker_state\x18\x04 \x01(\t\x12\x11\n\tinfo_json\x18\x05 \x01(\x0c\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.heddle.v1.ModelInfo2\xe5\x01\n\tAiService\x12\x43\n\x08\x43omplete\x12\x1a.heddle.v1.CompleteRequest\x1a\x1b.heddle.v1.CompleteResponse\x12H\n\x0eStreamComplete\x12\x1a.heddle.v1.CompleteRequest\x1a\x18.heddle.v1.CompleteChunk0\x01\x12I\n\nListModels\x12\x1c.heddle.v1.ListModelsRequest\x1a\x1d.heddle.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,19 +32,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'heddle.v1.ai_pb2', _globals
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COMPLETEREQUEST']._serialized_start=34
-  _globals['_COMPLETEREQUEST']._serialized_end=300
-  _globals['_USAGE']._serialized_start=302
-  _globals['_USAGE']._serialized_end=381
-  _globals['_COMPLETERESPONSE']._serialized_start=384
-  _globals['_COMPLETERESPONSE']._serialized_end=555
-  _globals['_COMPLETECHUNK']._serialized_start=557
-  _globals['_COMPLETECHUNK']._serialized_end=631
-  _globals['_LISTMODELSREQUEST']._serialized_start=633
-  _globals['_LISTMODELSREQUEST']._serialized_end=652
-  _globals['_MODELINFO']._serialized_start=654
-  _globals['_MODELINFO']._serialized_end=756
-  _globals['_LISTMODELSRESPONSE']._serialized_start=758
-  _globals['_LISTMODELSRESPONSE']._serialized_end=816
-  _globals['_AISERVICE']._serialized_start=819
-  _globals['_AISERVICE']._serialized_end=1048
+  _globals['_COMPLETEREQUEST']._serialized_end=322
+  _globals['_USAGE']._serialized_start=324
+  _globals['_USAGE']._serialized_end=403
+  _globals['_COMPLETERESPONSE']._serialized_start=406
+  _globals['_COMPLETERESPONSE']._serialized_end=596
+  _globals['_COMPLETECHUNK']._serialized_start=598
+  _globals['_COMPLETECHUNK']._serialized_end=672
+  _globals['_LISTMODELSREQUEST']._serialized_start=674
+  _globals['_LISTMODELSREQUEST']._serialized_end=693
+  _globals['_MODELINFO']._serialized_start=695
+  _globals['_MODELINFO']._serialized_end=797
+  _globals['_LISTMODELSRESPONSE']._serialized_start=799
+  _globals['_LISTMODELSRESPONSE']._serialized_end=857
+  _globals['_AISERVICE']._serialized_start=860
+  _globals['_AISERVICE']._serialized_end=1089
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CompleteRequest(_message.Message):
-    __slots__ = ("models", "prompt", "system", "temperature", "max_tokens", "provider", "messages_json", "tools_json", "execution_id", "node_id", "tenant_id")
+    __slots__ = ("models", "prompt", "system", "temperature", "max_tokens", "provider", "messages_json", "tools_json", "execution_id", "node_id", "tenant_id", "max_attempts")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class CompleteRequest(_message.Message):
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedScalarFieldContainer[str]
     prompt: str
     system: str
@@ -30,7 +31,8 @@ class CompleteRequest(_message.Message):
     execution_id: str
     node_id: str
     tenant_id: str
-    def __init__(self, models: _Optional[_Iterable[str]] = ..., prompt: _Optional[str] = ..., system: _Optional[str] = ..., temperature: _Optional[float] = ..., max_tokens: _Optional[int] = ..., provider: _Optional[str] = ..., messages_json: _Optional[bytes] = ..., tools_json: _Optional[bytes] = ..., execution_id: _Optional[str] = ..., node_id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    max_attempts: int
+    def __init__(self, models: _Optional[_Iterable[str]] = ..., prompt: _Optional[str] = ..., system: _Optional[str] = ..., temperature: _Optional[float] = ..., max_tokens: _Optional[int] = ..., provider: _Optional[str] = ..., messages_json: _Optional[bytes] = ..., tools_json: _Optional[bytes] = ..., execution_id: _Optional[str] = ..., node_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., max_attempts: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -43,7 +45,7 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
-    __slots__ = ("text", "model", "provider", "usage", "tool_calls_json", "fallbacks_tried", "finish_reason")
+    __slots__ = ("text", "model", "provider", "usage", "tool_calls_json", "fallbacks_tried", "finish_reason", "logs_json")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +53,7 @@ class CompleteResponse(_message.Message):
     TOOL_CALLS_JSON_FIELD_NUMBER: _ClassVar[int]
     FALLBACKS_TRIED_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    LOGS_JSON_FIELD_NUMBER: _ClassVar[int]
     text: str
     model: str
     provider: str
@@ -58,7 +61,8 @@ class CompleteResponse(_message.Message):
     tool_calls_json: bytes
     fallbacks_tried: _containers.RepeatedScalarFieldContainer[str]
     finish_reason: str
-    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., tool_calls_json: _Optional[bytes] = ..., fallbacks_tried: _Optional[_Iterable[str]] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+    logs_json: bytes
+    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., tool_calls_json: _Optional[bytes] = ..., fallbacks_tried: _Optional[_Iterable[str]] = ..., finish_reason: _Optional[str] = ..., logs_json: _Optional[bytes] = ...) -> None: ...
 
 class CompleteChunk(_message.Message):
     __slots__ = ("delta", "final")

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.prompt import Confirm, Prompt
 from rich.table import Table
 from rich.text import Text
@@ -238,7 +239,7 @@ class ProgressView:
 
     def say(self, text: str) -> None:
         if self.live is not None:
-            self.live.console.print(text, soft_wrap=True)
+            self.live.console.print(Text(text), soft_wrap=True)
         else:
             print(text, flush=True)
 
@@ -270,15 +271,15 @@ def ask_for_answer(console: Console, schema: Any) -> Any:
             try:
                 return json.loads(raw)
             except ValueError as error:
-                console.print(f"[red]not JSON: {error}[/red]")
+                console.print(Text(f"not JSON: {error}", style="red"))
     required = set(schema.get("required") or [])
     answer: dict[str, Any] = {}
     for name, prop in properties.items():
         prop = prop if isinstance(prop, dict) else {}
         kind = prop.get("type") if isinstance(prop.get("type"), str) else None
-        label = str(prop.get("title") or name)
+        label = escape(str(prop.get("title") or name))
         if prop.get("description"):
-            label += f" [dim]({prop['description']})[/dim]"
+            label += f" [dim]({escape(str(prop['description']))})[/dim]"
         if kind == "boolean":
             default = prop.get("default")
             answer[name] = Confirm.ask(
@@ -297,7 +298,7 @@ def ask_for_answer(console: Console, schema: Any) -> Any:
             )
             if raw == "" and default is None:
                 if name in required:
-                    console.print(f"[red]{name} is required[/red]")
+                    console.print(Text(f"{name} is required", style="red"))
                     continue
                 break
             if choices:
@@ -307,7 +308,7 @@ def ask_for_answer(console: Console, schema: Any) -> Any:
                 answer[name] = convert(name, raw, kind, option="field")
                 break
             except CliError as error:
-                console.print(f"[red]{error}[/red]")
+                console.print(Text(str(error), style="red"))
     return answer
 
 
@@ -333,7 +334,7 @@ def answer_waiting_node(
         return
     view.stop()
     try:
-        console.print(f"[bold]{node_id}[/bold] asks: {data.get('prompt') or 'input'}")
+        console.print(Text.assemble((node_id, "bold"), f" asks: {data.get('prompt') or 'input'}"))
         for _ in range(3):
             answer = ask_for_answer(console, schema)
             try:
@@ -343,8 +344,8 @@ def answer_waiting_node(
                 )
                 return
             except CliError as error:
-                console.print(f"[red]error: {error}[/red]")
-        console.print(f"answer later with: {' '.join(command)}")
+                console.print(Text(f"error: {error}", style="red"))
+        console.print(Text(f"answer later with: {' '.join(command)}"))
     finally:
         view.restart()
 

@@ -480,6 +480,21 @@ async def test_dark_mode_follows_the_system_setting_and_a_toggle(
     await toggle.click()
     await expect(toggle).to_have_attribute("data-choice", "system")
 
+    # The run pages too.
+    await page.emulate_media(color_scheme="dark")
+    execution_id = await run(api, workflow_id, {"url": "http://example.test"})
+    await wait_final(api, execution_id)
+    await page.goto(f"/#/executions/{execution_id}")
+    await expect(page.get_by_test_id("exec-node-check")).to_be_visible()
+    for selector in [".ev-side", ".ev-graph", ".ev-node", ".ev-json"]:
+        assert dark(await background(page, selector)), selector
+    await screenshot("dark-execution")
+    await page.goto("/#/executions")
+    await expect(page.locator("table.data")).to_be_visible()
+    for selector in [".table-wrap", "table.data th"]:
+        assert dark(await background(page, selector)), selector
+    await screenshot("dark-executions")
+
 
 async def test_at_390_px_the_canvas_shows_and_palette_and_inspector_are_drawers(
     page: Page, api: httpx.AsyncClient, screenshot: Screenshot

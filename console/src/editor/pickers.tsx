@@ -24,12 +24,19 @@ export function ModelPicker({ value, onChange, catalog, required, error, hint }:
   const models = catalog?.models ?? null;
   const listed = typeof value === "string" && (models ?? []).some((model) => model.name === value);
   const [other, setOther] = useState(false);
-  const custom = other || (value !== undefined && !listed) || models === null;
+  // Until the list is read the select waits (a model that is there is not shown as "other").
+  const loading = catalog === null;
+  const custom = !loading && (other || (value !== undefined && !listed) || models === null);
   const chosen = listed ? (models ?? []).find((model) => model.name === value) : undefined;
-  const description = chosen?.info?.description;
+  const description = models === null && catalog?.error ? catalog.error : chosen?.info?.description;
   return (
     <Field label="model" required={required} htmlFor={id} error={error} hint={description ? `${description} ${hint ?? ""}` : hint}>
-      {models !== null && (
+      {loading && (
+        <select id={id} data-testid="param-model" disabled value="">
+          <option value="">{typeof value === "string" ? value : "Loading models…"}</option>
+        </select>
+      )}
+      {!loading && models !== null && (
         <select
           id={id}
           data-testid="param-model"
@@ -61,6 +68,15 @@ export function ToolPicker({ value, onChange, catalog, required, error }: Picker
   const id = useId();
   const tools = catalog?.tools ?? null;
   const known = tools?.find((tool) => tool.name === value);
+  if (catalog === null) {
+    return (
+      <Field label="tool" required={required} htmlFor={id} error={error}>
+        <select id={id} data-testid="param-name" disabled value="">
+          <option value="">{typeof value === "string" ? value : "Loading tools…"}</option>
+        </select>
+      </Field>
+    );
+  }
   if (tools === null) {
     return (
       <Field label="name" required={required} htmlFor={id} error={error} hint={catalog?.error ?? "The tool's name."}>

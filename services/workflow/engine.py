@@ -4,6 +4,7 @@ batches, takes over executions whose owner died, and bounds concurrency."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import uuid
@@ -44,6 +45,7 @@ from services.workflow.definition import WorkflowDefinition
 from services.workflow.dispatcher import NodeDispatcher
 from services.workflow.events import EventNotifier
 from services.workflow.inputs import validate_human_input, validate_inputs
+from services.workflow.liveness import ReplicaLiveness
 from services.workflow.models import ExecutionRequestRow, ExecutionRow, NodeRunRow
 from services.workflow.planner import ExecutionPlan
 from services.workflow.runner import ExecutionRunner, LostOwnership, NodeState, _Batch
@@ -116,6 +118,18 @@ class Engine:
         self._starved: deque[ExecutionRunner] = deque()
         self._background: list[asyncio.Task[None]] = []
         self._closing = False
+        self._recover_now = asyncio.Event()
+        self.liveness = (
+            ReplicaLiveness(
+                self.db.url.render_as_string(hide_password=False),
+                settings.replica_id,
+                check_s=settings.liveness_check_s,
+                settle_s=settings.lease_ttl_s,
+                on_released=lambda _replicas: self._recover_now.set(),
+            )
+            if self.db.dialect.name == "postgresql" and settings.liveness_check_s > 0
+            else None
+        )
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -125,6 +139,8 @@ class Engine:
             asyncio.create_task(self._lease_loop(), name="engine-leases"),
             asyncio.create_task(self._requests_loop(), name="engine-requests"),
         ]
+        if self.liveness is not None:
+            self.liveness.start()
 
     async def stop(self) -> None:
         """Stop driving executions; their leases lapse and another replica takes over."""
@@ -138,6 +154,9 @@ class Engine:
         await asyncio.gather(
             *self._background, *(r.task for r in runners if r.task), return_exceptions=True
         )
+        if self.liveness is not None:
+            # Last: once the session closes, peers take over what the runners left.
+            await self.liveness.stop()
         if self._writer is not None:
             await self._writer.close()
 
@@ -688,7 +707,10 @@ class Engine:
                 raise
             except Exception:
                 log.warning("recovery scan failed; will retry", exc_info=True)
-            await asyncio.sleep(self.settings.recovery_interval_s)
+            # Woken at once when the liveness check released a dead replica's executions.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recover_now.wait(), self.settings.recovery_interval_s)
+            self._recover_now.clear()
 
     async def _lease_loop(self) -> None:
         interval = self.settings.lease_ttl_s / 3

@@ -144,6 +144,18 @@ class WebhookBindingRow(Base):
     )
 
 
+class ReplicaRow(Base):
+    """A live workflow replica and the name of the database session it holds open: a
+    replica whose session is gone is dead (see liveness.py), and its executions are
+    released at once rather than when their leases lapse."""
+
+    __tablename__ = "workflow_replicas"
+
+    replica_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    session_name: Mapped[str] = mapped_column(String(63))
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class ExecutionRequestRow(Base):
     """A control or input request for an execution another replica drives: the owner picks it
     up, applies it and records the outcome for the replica that received the call."""

@@ -57,6 +57,15 @@ class WorkflowSettings(CommonSettings):
     recovery_interval_s: float = Field(
         default=2.0, gt=0, description="How often a replica looks for executions to take over."
     )
+    liveness_check_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="On PostgreSQL, how often a replica checks that its peers' database "
+        "sessions are still open: a replica whose process died is detected within about "
+        "this long and its executions are taken over at once, not after lease_ttl_s; a "
+        "slow or stopped replica keeps its session and is never taken over this way. "
+        "0 turns the check off (leases only).",
+    )
     max_runner_crashes: int = Field(
         default=3,
         ge=1,

@@ -8,15 +8,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
+import statistics
+import time
 
 import pytest
 
 from tests.e2e.conftest import (
     E2E,
+    check_nodes_succeeded_once,
     create_workflow,
     execute,
+    layered_delays,
     wait_final,
+    wait_progress,
 )
+from tests.helpers import assert_eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -145,3 +153,86 @@ async def test_a_redispatched_http_request_repeats_its_idempotency_key(
     assert server.keys[1] == server.keys[0], server.keys
     assert server.effects == 1
     assert await _owner(e2e, execution_id) is None
+
+
+def _other(replica: str) -> str:
+    return REPLICAS[1] if replica == REPLICAS[0] else REPLICAS[0]
+
+
+async def test_a_dead_owner_is_taken_over_well_within_its_lease(fresh_topology: E2E) -> None:
+    """SIGKILL the owner of a running execution five times (restarting it in between): each
+    time the other replica takes the execution over within seconds, although the lease
+    (10 s, renewed every 3.3 s) is still valid for at least 6.7 s after the kill: the dead
+    owner's database session vanished with it. Every execution completes, each node
+    succeeding once."""
+    e2e = fresh_topology
+    # A chain of 12 delays (0.15-0.6 s each): about 4 s of work.
+    definition = layered_delays("chain", 12, 1, seconds=0.3)
+    node_ids = [node["id"] for node in definition["nodes"]]
+    takeovers: list[float] = []
+    executions: list[str] = []
+    async with e2e.client() as client:
+        workflow_id = await create_workflow(client, definition)
+        for _ in range(5):
+            execution_id = await execute(client, workflow_id)
+            executions.append(execution_id)
+            await wait_progress(e2e, execution_id, completed=2)
+            owner = await _owner(e2e, execution_id)
+            assert owner in REPLICAS, owner
+            e2e.topology.kill(owner)
+            killed_at = time.monotonic()
+
+            async def taken_over(execution_id: str = execution_id, owner: str = owner) -> bool:
+                return await _owner(e2e, execution_id) == _other(owner)
+
+            await assert_eventually(taken_over, timeout=20, interval=0.05, message="no takeover")
+            takeovers.append(time.monotonic() - killed_at)
+            e2e.topology.start(owner)
+            await e2e.topology.wait_healthy(timeout_s=60, names=[owner])
+        finished = [await wait_final(client, ex_id, timeout=60) for ex_id in executions]
+
+    print(
+        f"\ntakeover after SIGKILL of the owner: median {statistics.median(takeovers):.2f} s "
+        f"over {len(takeovers)} kills ({', '.join(f'{t:.2f}' for t in takeovers)}); "
+        f"lease TTL {PRODUCTION_LEASE_TTL_S:g} s"
+    )
+    # Lease expiry alone takes 6.7-10 s after a kill.
+    assert max(takeovers) < 6.0, takeovers
+    for execution in finished:
+        check_nodes_succeeded_once(execution, node_ids)
+    e2e.assert_no_crash()
+
+
+async def test_a_stopped_owner_is_not_taken_over(fresh_topology: E2E) -> None:
+    """A CPU-starved owner (SIGSTOP for 2 s, then SIGCONT) keeps its executions: no
+    takeover, no node re-dispatched, every node run exactly once."""
+    e2e = fresh_topology
+    # A chain of 20 delays: about 7.5 s of work, still running when the sampling ends.
+    definition = layered_delays("stalled", 20, 1, seconds=0.3)
+    node_ids = [node["id"] for node in definition["nodes"]]
+    async with e2e.client() as client:
+        workflow_id = await create_workflow(client, definition)
+        execution_id = await execute(client, workflow_id)
+        await wait_progress(e2e, execution_id, completed=2)
+        owner = await _owner(e2e, execution_id)
+        assert owner in REPLICAS, owner
+        pid = e2e.topology.pid(owner)
+        owners: set[str | None] = set()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            stop_until = time.monotonic() + 2.0
+            while time.monotonic() < stop_until:  # the owner, sampled while it is stopped
+                owners.add(await _owner(e2e, execution_id))
+                await asyncio.sleep(0.1)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        for _ in range(20):  # and for two seconds after it resumed
+            owners.add(await _owner(e2e, execution_id))
+            await asyncio.sleep(0.1)
+        execution = await wait_final(client, execution_id, timeout=60)
+
+    assert owners == {owner}, owners
+    check_nodes_succeeded_once(execution, node_ids)
+    assert all(node["attempts"] == 1 for node in execution["nodes"]), execution["nodes"]
+    assert execution_id not in e2e.topology.log_path(_other(owner)).read_text()
+    e2e.assert_no_crash()

@@ -37,6 +37,7 @@ from tenacity import (
     wait_random,
 )
 
+from libs.common import jsonutil
 from libs.common.errors import (
     FailedPrecondition,
     HeddleError,
@@ -129,9 +130,14 @@ class _Failure:
     retryable: bool = True
 
 
-#: Log records handed back per call at most (they travel in a gRPC trailer on failure).
+#: Log records handed back per call at most.
 MAX_CALL_LOGS = 20
-_MAX_LOGGED_ERROR = 300
+#: Bytes (as JSON) of a failed call's error: message and details travel in a gRPC trailer,
+#: and a trailer over the metadata limit (8 KiB soft, 16 KiB hard) replaces the error with
+#: RESOURCE_EXHAUSTED and no details at all. Log records fill what the rest leaves.
+MAX_ERROR_BYTES = 4500
+#: Characters of a provider's error text kept in messages, details and log records.
+_MAX_LOGGED_ERROR = 200
 
 
 def _label(route: Route) -> str:
@@ -155,6 +161,27 @@ def _note(call: CompletionCall, level: int, message: str, route: Route, **fields
                 "fields": data,
             }
         )
+
+
+def _error_logs(logs: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+    """The first records of logs that fit budget bytes, and a note of the rest."""
+    kept: list[dict[str, Any]] = []
+    size = 0
+    for record in logs:
+        size += len(jsonutil.dumps(record))
+        if size > budget:
+            kept.append(
+                {
+                    "level": "warning",
+                    "message": f"{len(logs) - len(kept)} more log records of this call "
+                    "are in the ai service's log",
+                    "logger": log.name,
+                    "service": "ai",
+                }
+            )
+            break
+        kept.append(record)
+    return kept
 
 
 def _short(text: str) -> str:
@@ -383,7 +410,7 @@ class Router:
                     details={
                         "model": route.model,
                         "provider": route.slot.name,
-                        "logs": call.logs,
+                        "logs": _error_logs(call.logs, MAX_ERROR_BYTES // 2),
                     },
                 ) from error
             except BaseException:
@@ -441,7 +468,6 @@ class Router:
                 attempt=state.attempt_number,
                 max_attempts=attempts,
                 delay_s=delay,
-                error=text,
             )
 
         retrying = AsyncRetrying(
@@ -480,8 +506,8 @@ class Router:
         else:
             route.slot.breaker.record_success()  # it answered: the provider is up
         tried.append(route.model)
-        failures.append(_Failure(route, error.message, error.status, error.retryable))
         text = _short(error.message)
+        failures.append(_Failure(route, text, error.status, error.retryable))
         _note(
             call,
             logging.WARNING,
@@ -489,7 +515,6 @@ class Router:
             route,
             status=error.status,
             retryable=error.retryable,
-            error=text,
         )
 
     def _succeeded(
@@ -544,20 +569,20 @@ async def _open_stream(
 
 
 def _exhausted(failures: list[_Failure], logs: list[dict[str, Any]]) -> HeddleError:
-    details: dict[str, Any] = {
-        "attempts": [
-            {
-                "model": f.route.model,
-                "provider": f.route.slot.name,
-                "error": f.message,
-                "status": f.status,
-            }
-            for f in failures
-        ],
-        "logs": logs,
-    }
+    attempts = [
+        {
+            "model": f.route.model,
+            "provider": f.route.slot.name,
+            "error": f.message,
+            "status": f.status,
+        }
+        for f in failures
+    ]
     summary = "; ".join(f"{_label(f.route)}: {f.message}" for f in failures)
     message = f"no model of the chain could answer ({summary})"
+    # the message travels twice (the status' text and the error trailer)
+    room = MAX_ERROR_BYTES - 2 * len(message.encode()) - len(jsonutil.dumps(attempts))
+    details: dict[str, Any] = {"attempts": attempts, "logs": _error_logs(logs, room)}
     answered = [f for f in failures if not f.retryable]
     if answered and len(answered) == len(failures):
         if all(f.status in (401, 403) for f in answered):

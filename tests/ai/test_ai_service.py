@@ -492,3 +492,34 @@ async def test_node_client_moves_the_logs_of_a_failed_call_to_the_error(ai_servi
         "LLM call to echo failed: scripted failure HTTP 400"
     ]
     assert "logs" not in caught.value.details["details"]
+
+
+async def test_many_long_failures_still_come_back_as_the_error_with_its_details(
+    fake_llm, ai_service
+) -> None:
+    """The error travels in a gRPC trailer: 30 failed attempts with 2,000-character messages
+    must not outgrow it (it became RESOURCE_EXHAUSTED without details)."""
+    catalog: dict[str, Any] = {"providers": {}, "models": []}
+    for name in ("p1", "p2", "p3"):
+        catalog["providers"][name] = {
+            "type": "openai",
+            "base_url": fake_llm.openai_url(name),
+            "max_attempts": 10,
+            "backoff_initial_s": 0,
+            "backoff_max_s": 0,
+            "breaker_failure_threshold": 100,
+        }
+        catalog["models"].append({"name": f"{name}-model", "provider": name})
+        fake_llm.script(name, *[error_reply(500, "x" * 2000)] * 10)
+    stub = await ai_service(catalog)
+    async with grpc.aio.insecure_channel(stub.address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await ai_pb2_grpc.AiServiceStub(channel).Complete(
+                request("p1-model", "p2-model", "p3-model", prompt="hi"), timeout=10
+            )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    error = from_rpc_error(caught.value)
+    assert [a["model"] for a in error.details["attempts"]] == ["p1-model", "p2-model", "p3-model"]
+    logs = error.details["logs"]
+    assert logs[0]["message"].startswith("LLM call to p1-model (p1) failed (attempt 1 of 10)")
+    assert logs[-1]["message"].endswith("more log records of this call are in the ai service's log")

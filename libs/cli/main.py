@@ -542,18 +542,14 @@ def submit_input(
 ) -> None:
     """Answer a waiting human_input node."""
     with _api(ctx) as api:
+        waiting = _waiting_for(api, execution_id, node)
         if len(data) == 1 and "=" not in data[0].split("{", 1)[0]:
             try:
                 answer: Any = json.loads(data[0])
             except ValueError:
                 raise CliError(f"--data: not JSON and not key=value: {data[0]!r}") from None
         else:
-            execution = api.get(f"/api/v1/executions/{execution_id}")
-            waiting = next(
-                (n.get("waiting") for n in execution.get("nodes", []) if n["node_id"] == node),
-                None,
-            )
-            schema = (waiting or {}).get("schema") if isinstance(waiting, dict) else None
+            schema = waiting.get("schema")
             properties = schema.get("properties") if isinstance(schema, dict) else None
             answer = parse_pairs(data, declared_types(properties), option="--data")
         reply = api.post(
@@ -563,6 +559,24 @@ def submit_input(
         _print_json(reply)
     else:
         _out().print(f"execution {reply['id']}  {_status_text(reply['status'])}", highlight=False)
+
+
+def _waiting_for(api: Api, execution_id: str, node_id: str, patience_s: float = 15.0) -> Any:
+    """What the node asks for, once it waits: a node that has not reached the human_input
+    step yet (`heddle run --no-wait` just before) is waited for, for a while."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        execution = api.get(f"/api/v1/executions/{execution_id}")
+        node = next((n for n in execution.get("nodes", []) if n["node_id"] == node_id), None)
+        status = node["status"] if node else None
+        if status == "waiting":
+            return node.get("waiting") if node and isinstance(node.get("waiting"), dict) else {}
+        not_yet = {None, "pending", "running", "retrying"}
+        if execution["status"] in {"succeeded", "failed", "cancelled"} or status not in not_yet:
+            return {}  # the service says why it cannot take an answer
+        if time.monotonic() >= deadline:
+            return {}
+        time.sleep(0.2)
 
 
 # --- logs --------------------------------------------------------------------------------

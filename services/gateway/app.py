@@ -8,6 +8,7 @@ from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from libs.common.kv import create_kv
+from services.gateway.cors import add_cors
 from services.gateway.audit import AuditMiddleware
 from services.gateway.auth import GatewayDatabase, Security, authenticate_connection
 from services.gateway.clients import ServiceClients
@@ -57,7 +58,9 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    # Outermost: a preflight is answered before authentication, which it never carries.
+    add_cors(app, settings)
+    app.openapi = lambda: build_openapi(app, settings)  # type: ignore[method-assign]
     return app
 
 

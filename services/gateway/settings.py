@@ -137,4 +137,20 @@ class GatewaySettings(CommonSettings):
         description="Most API keys the cache remembers (least recently used first out).",
     )
 
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Comma-separated origins (scheme://host[:port]) whose browser scripts may "
+        "call the API (CORS); `*` allows any origin. Empty (the default): no CORS headers, "
+        "and a preflight is refused, since the console is served from the gateway's own origin.",
+    )
+    cors_allow_credentials: bool = Field(
+        default=False,
+        description="Let allowed origins send cookies or HTTP authentication "
+        "(Access-Control-Allow-Credentials); the allowed origin is then echoed, never `*`.",
+    )
+    cors_max_age_s: int = Field(
+        default=600, ge=0, description="Seconds a browser may cache a preflight's answer."
+    )
+
     _split_ready_required = field_validator("ready_required", mode="before")(split_csv)
+    _split_cors_origins = field_validator("cors_allow_origins", mode="before")(split_csv)

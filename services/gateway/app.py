@@ -8,10 +8,10 @@ from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from libs.common.kv import create_kv
-from services.gateway.cors import add_cors
 from services.gateway.audit import AuditMiddleware
 from services.gateway.auth import GatewayDatabase, Security, authenticate_connection
 from services.gateway.clients import ServiceClients
+from services.gateway.cors import add_cors
 from services.gateway.errors import CatchAllMiddleware, install_error_handlers
 from services.gateway.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from services.gateway.routes import catalog, executions, health, schedules, security, workflows
@@ -60,7 +60,7 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)
     # Outermost: a preflight is answered before authentication, which it never carries.
     add_cors(app, settings)
-    app.openapi = lambda: build_openapi(app, settings)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
 

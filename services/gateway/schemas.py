@@ -7,13 +7,20 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from libs.common.jsontypes import JSON_NUMBER, JsonBool, JsonDatetime, JsonInt
 from libs.common.node_types import NodeTypeSpec
+from services.workflow.definition import WorkflowDefinition as WorkflowDefinition
 
 ExecutionStatus = Literal["pending", "running", "paused", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 T = TypeVar("T")
+
+# Request bodies take JSON integers and booleans as JSON Schema reads them (`true` is not 1,
+# "5" is not 5), and integers within the range of the protobuf field they go to.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 
 class _Request(BaseModel):
@@ -40,43 +47,10 @@ class ErrorResponse(BaseModel):
 # --- workflows ----------------------------------------------------------------------------
 
 
-class NodeDefinition(BaseModel):
-    """One node of a definition (only the common fields are listed; params are per type)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    id: str
-    type: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    retry: dict[str, Any] | None = None
-    timeout_s: float | None = None
-    on_error: str | None = Field(default=None, description="fail, continue, skip, fail_branch")
-    default_output: Any = None
-    cache: dict[str, Any] | None = None
-    when: str | None = None
-
-
-class EdgeDefinition(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    source: str
-    target: str
-    source_port: str | None = None
-    target_port: str | None = None
-
-
-class WorkflowDefinition(BaseModel):
-    """A workflow definition, sent as the request body (JSON, or YAML with a YAML media type)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    name: str
-    description: str | None = None
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    nodes: list[NodeDefinition] = Field(default_factory=list)
-    edges: list[EdgeDefinition] = Field(default_factory=list)
-    outputs: dict[str, Any] | None = None
-
+# The workflow service's own model of a definition is what /docs shows for the bodies that
+# carry one (read by hand, as JSON or YAML): a mirror of it here drifted (no minLength on
+# name, a nullable description, extra fields allowed) while the service refused those.
+# (It is imported above as WorkflowDefinition.)
 
 DEFINITION_REF = {"$ref": "#/components/schemas/WorkflowDefinition"}
 
@@ -119,14 +93,18 @@ class Page(BaseModel, Generic[T]):
 
 
 class ExecuteRequest(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"inputs": {"name": "Ada"}, "idempotency_key": "order-42"}]}
+    )
+
     inputs: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = Field(
         default=None,
         max_length=256,
         description="Same key, same execution. The Idempotency-Key header works as well.",
     )
-    version: int | None = Field(
-        default=None, ge=1, description="Workflow version; latest if unset."
+    version: Annotated[int, Field(ge=1, le=INT32_MAX), JSON_NUMBER] | None = Field(
+        default=None, description="Workflow version; latest if unset."
     )
 
 
@@ -192,6 +170,10 @@ class ExecutionOut(BaseModel):
 
 
 class SubmitInputRequest(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"node_id": "approve", "data": {"approved": True}}]}
+    )
+
     node_id: str = Field(min_length=1)
     data: Any = Field(description="The answer, checked against the node's schema.")
 
@@ -217,15 +199,31 @@ class LogPage(BaseModel):
 
 
 class ScheduleIn(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "nightly report",
+                    "workflow_id": "0b7c1a9e-2f4d-4c3a-9e1b-6d5f8a7c9e21",
+                    "cron": "0 2 * * *",
+                    "timezone": "Europe/Paris",
+                    "inputs": {"name": "nightly"},
+                }
+            ]
+        }
+    )
+
     workflow_id: str = Field(min_length=1)
     cron: str = Field(min_length=1, description="5 fields, or 6 with seconds first.")
     timezone: str = Field(default="UTC", description="IANA time zone name.")
     inputs: dict[str, Any] = Field(default_factory=dict)
-    enabled: bool = True
+    enabled: JsonBool = True
     misfire_policy: Literal["skip", "run_once", "run_all"] = "skip"
-    misfire_limit: int = Field(default=0, ge=0, description="Cap on fires replayed by run_all.")
-    start_at: datetime | None = None
-    end_at: datetime | None = None
+    misfire_limit: JsonInt = Field(
+        default=0, ge=0, le=INT32_MAX, description="Cap on fires replayed by run_all."
+    )
+    start_at: JsonDatetime | None = None
+    end_at: JsonDatetime | None = None
     name: str = ""
 
 
@@ -312,6 +310,10 @@ _MEMBER_SCOPES: tuple[ScopeName, ...] = ("read", "write", "execute")
 
 
 class GrantIn(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"principal": "user:ada@example.com", "role": "viewer"}]}
+    )
+
     principal: str = Field(
         min_length=1,
         max_length=300,
@@ -334,14 +336,22 @@ class GrantList(BaseModel):
 
 
 class ApiKeyIn(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "CI deploys", "scopes": ["read", "execute"], "expires_in_days": 90}
+            ]
+        }
+    )
+
     name: str = Field(default="", max_length=200, description="What the key is for.")
     scopes: list[ScopeName] = Field(
         default_factory=lambda: list(_MEMBER_SCOPES),
         max_length=4,
         description="read, write, execute; admin makes the key a tenant admin.",
     )
-    expires_in_days: int | None = Field(
-        default=None, ge=1, le=3650, description="Lifetime; never expires if unset."
+    expires_in_days: Annotated[int, Field(ge=1, le=3650), JSON_NUMBER] | None = Field(
+        default=None, description="Lifetime; never expires if unset."
     )
 
 
@@ -363,6 +373,10 @@ class ApiKeyCreated(ApiKeyOut):
 
 
 class SecretIn(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "OPENAI_API_KEY", "value": "sk-..."}]}
+    )
+
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", description="{{ secrets.NAME }}")
     value: str = Field(min_length=1, max_length=65536, description="Write-only.")
 

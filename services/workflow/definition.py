@@ -11,9 +11,11 @@ import gc
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
+
+from libs.common.jsontypes import JSON_NUMBER, JsonBool, JsonFloat, JsonInt
 
 __all__ = [
     "BARE_EXPRESSION_PARAMS",
@@ -65,6 +67,8 @@ InputType = Literal["string", "number", "integer", "boolean", "object", "array",
 
 
 class _Model(BaseModel):
+    # Numbers and booleans are taken as JSON Schema (the API's contract) reads them: `0` is
+    # not false, "3" is not 3 (pydantic's lax mode would convert both).
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -72,7 +76,7 @@ class InputSpec(_Model):
     """One declared input of the workflow (``{{ inputs.<name> }}``)."""
 
     type: InputType = "any"
-    required: bool = False
+    required: JsonBool = False
     default: Any = None
     description: str = ""
 
@@ -80,17 +84,17 @@ class InputSpec(_Model):
 class RetryPolicy(_Model):
     """``max_attempts`` counts every attempt: 1 means no retry."""
 
-    max_attempts: int = Field(default=1, ge=1, le=100)
+    max_attempts: JsonInt = Field(default=1, ge=1, le=100)
     backoff: Literal["exponential", "fixed"] = "exponential"
-    initial_delay_s: float = Field(default=0.5, ge=0, le=3600)
-    max_delay_s: float = Field(default=30.0, ge=0, le=86400)
-    jitter: bool = True
+    initial_delay_s: JsonFloat = Field(default=0.5, ge=0, le=3600)
+    max_delay_s: JsonFloat = Field(default=30.0, ge=0, le=86400)
+    jitter: JsonBool = True
 
 
 class CachePolicy(_Model):
     """Opt-in result cache; ``ttl_s=None`` keeps entries until evicted."""
 
-    ttl_s: float | None = Field(default=None, gt=0)
+    ttl_s: Annotated[float, Field(gt=0), Strict()] | None = None
 
 
 class NodeSpec(_Model):
@@ -102,7 +106,7 @@ class NodeSpec(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
     when: str | None = None
     retry: RetryPolicy | None = None
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: Annotated[float, Field(gt=0), Strict()] | None = None
     on_error: OnError = "fail"
     default_output: Any = None
     cache: CachePolicy | None = None
@@ -124,7 +128,7 @@ class EdgeSpec(_Model):
 
 
 class WorkflowSettings(_Model):
-    max_concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    max_concurrency: Annotated[int, Field(ge=1, le=10_000), JSON_NUMBER] | None = None
 
 
 class TriggerSpec(_Model):
@@ -138,7 +142,8 @@ class WorkflowDefinition(_Model):
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
-    nodes: list[NodeSpec]
+    # validation.py reports an empty list (empty_workflow); the schema says so too.
+    nodes: list[NodeSpec] = Field(json_schema_extra={"minItems": 1})
     edges: list[EdgeSpec] = Field(default_factory=list)
     outputs: dict[str, Any] | None = None
     settings: WorkflowSettings = Field(default_factory=WorkflowSettings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Annotated
 
@@ -58,8 +59,13 @@ async def fire_trigger(
     guard.require(caller, "fire_trigger")
     inputs = await read_object(request, "The inputs", required=False)
     source = f"webhook:{name}"
-    # Namespaced by trigger: the same client key sent to two triggers means two fires.
-    dedupe_key = f"{source}:{idempotency_key or uuid.uuid4().hex}"
+    # Namespaced by trigger: the same client key sent to two triggers means two fires. A long
+    # key goes as its digest, so the execution's idempotency key (this, plus the workflow id)
+    # fits its column.
+    key = idempotency_key or uuid.uuid4().hex
+    if len(key) > 64:
+        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    dedupe_key = f"{source}:{key}"
     reply = await clients.call(
         clients.workflow.FireTrigger,
         workflow_pb2.FireTriggerRequest(

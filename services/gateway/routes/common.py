@@ -247,12 +247,64 @@ async def read_definition(request: Request) -> bytes:
         raise _body_error("value_error", str(error)) from None
 
 
+_DEFINITION_EXAMPLE: dict[str, Any] = {
+    "name": "hello",
+    "description": "Greets whoever is named in the inputs.",
+    "inputs": {"name": {"type": "string", "default": "world"}},
+    "nodes": [
+        {"id": "start", "type": "input"},
+        {"id": "greet", "type": "template", "params": {"template": "Hello {{ inputs.name }}!"}},
+    ],
+    "edges": [{"source": "start", "target": "greet"}],
+}
+_DEFINITION_YAML_EXAMPLE = """\
+name: hello
+inputs:
+  name: {type: string, default: world}
+nodes:
+  - {id: start, type: input}
+  - id: greet
+    type: template
+    params: {template: "Hello {{ inputs.name }}!"}
+edges:
+  - {source: start, target: greet}
+"""
+_DEFINITION = {"$ref": "#/components/schemas/WorkflowDefinition"}
+
 DEFINITION_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/WorkflowDefinition"}},
-            "application/yaml": {"schema": {"$ref": "#/components/schemas/WorkflowDefinition"}},
+            "application/json": {
+                "schema": _DEFINITION,
+                "examples": {"hello": {"summary": "Two nodes", "value": _DEFINITION_EXAMPLE}},
+            },
+            "application/yaml": {
+                "schema": _DEFINITION,
+                "examples": {"hello": {"summary": "Two nodes", "value": _DEFINITION_YAML_EXAMPLE}},
+            },
+        },
+    }
+}
+
+# /validate reports on any object (a missing name is an issue in its 200 report, not a 422):
+# its body is documented as such, with the definition's schema as the description's pointer.
+_ANY_OBJECT = {
+    "type": "object",
+    "description": "A candidate WorkflowDefinition; the report lists what makes it invalid.",
+}
+VALIDATE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": _ANY_OBJECT,
+                "examples": {"hello": {"summary": "Two nodes", "value": _DEFINITION_EXAMPLE}},
+            },
+            "application/yaml": {
+                "schema": _ANY_OBJECT,
+                "examples": {"hello": {"summary": "Two nodes", "value": _DEFINITION_YAML_EXAMPLE}},
+            },
         },
     }
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, WebSocket, status
@@ -12,9 +11,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from libs.common import jsonutil
 from libs.common.errors import HeddleError, NotFound
+from libs.common.jsontypes import JsonDatetime
 from services.gateway.auth import Principal, Security, authenticate_connection, get_security
 from services.gateway.convert import execution_out, log_record_out, paginate, to_timestamp
-from services.gateway.errors import error_body, invalid_request
+from services.gateway.errors import error_body
+from services.gateway.openapi import SSE_DESCRIPTION
 from services.gateway.roles import WorkflowAction
 from services.gateway.routes.common import (
     ERROR_RESPONSES,
@@ -29,6 +30,7 @@ from services.gateway.routes.common import (
     get_settings,
 )
 from services.gateway.schemas import (
+    INT64_MAX,
     TERMINAL_STATUSES,
     ExecutionOut,
     ExecutionStarted,
@@ -195,8 +197,8 @@ async def query_logs(
     node_id: Annotated[str | None, Query(description="Only this node's.")] = None,
     level: Annotated[LogLevel | None, Query(description="Minimum level.")] = None,
     text: Annotated[str | None, Query(max_length=500, description="Substring to find.")] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: JsonDatetime | None = None,
+    until: JsonDatetime | None = None,
     page_size: Annotated[int | None, Query(ge=1, description="Records per page.")] = None,
     page_token: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> LogPage:
@@ -222,34 +224,20 @@ async def query_logs(
     )
 
 
-def _resume_point(after: int | None, last_event_id: str | None) -> int:
-    """Last-Event-ID (sent by a reconnecting browser) wins over ?after=; neither: from 1."""
-    if last_event_id is not None and last_event_id.strip():
-        value = last_event_id.strip()
-        if not value.isdigit():
-            raise invalid_request(
-                [
-                    {
-                        "type": "int_parsing",
-                        "loc": ("header", "last-event-id"),
-                        "msg": "Input should be a valid integer",
-                        "input": value,
-                    }
-                ]
-            )
-        return int(value)
-    return after or 0
-
-
 AfterSeq = Annotated[
     int | None,
-    Query(ge=0, description="Resume after this sequence number; replay from the first if unset."),
+    Query(
+        ge=0,
+        le=INT64_MAX,
+        description="Resume after this sequence number; replay from the first if unset.",
+    ),
 ]
 
 
 @router.get(
     "/executions/{execution_id}/events",
     summary="Live events as Server-Sent Events",
+    description=SSE_DESCRIPTION,
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "`id`/`event`/`data` frames"},
@@ -264,7 +252,16 @@ async def stream_events(
     caller: Caller,
     guard: Guard,
     after: AfterSeq = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[
+        int | None,
+        Header(
+            alias="last-event-id",
+            ge=0,
+            le=INT64_MAX,
+            description="Sent by a reconnecting EventSource: the `id` (seq) of the last event "
+            "it received. Wins over ?after=.",
+        ),
+    ] = None,
     access_token: Annotated[
         str | None,
         Query(
@@ -273,7 +270,7 @@ async def stream_events(
         ),
     ] = None,
 ) -> Response:
-    after_seq = _resume_point(after, last_event_id)
+    after_seq = last_event_id if last_event_id is not None else after or 0
     # Read first, so that an unknown id is a 404 rather than an error inside a 200 stream.
     execution = await _authorized(clients, guard, caller, execution_id, "read")
     if execution.status in TERMINAL_STATUSES and 0 < execution.last_seq <= after_seq:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 from heddle.v1 import scheduler_pb2, workflow_pb2
 
 from libs.common.errors import NotFound
+from libs.common.jsontypes import JsonDatetime
 from services.gateway.auth import Principal, Security
 from services.gateway.convert import (
     from_timestamp,
@@ -68,6 +68,7 @@ async def list_schedules(
 async def create_schedule(
     body: ScheduleIn,
     request: Request,
+    response: Response,
     clients: Clients,
     tenant: Tenant,
     caller: Caller,
@@ -80,6 +81,7 @@ async def create_schedule(
         scheduler_pb2.CreateScheduleRequest(spec=schedule_spec(body), tenant_id=tenant),
     )
     request.state.audit_object_id = reply.id
+    response.headers["Location"] = f"/api/v1/schedules/{reply.id}"
     return schedule_out(reply)
 
 
@@ -122,7 +124,7 @@ async def preview_schedule(
     cron: Annotated[str, Query(min_length=1, description="5 fields, or 6 with seconds first.")],
     timezone: Annotated[str, Query(description="IANA time zone name.")] = "UTC",
     count: Annotated[int, Query(ge=1, le=100)] = 5,
-    after: Annotated[datetime | None, Query(description="Start point; now if unset.")] = None,
+    after: Annotated[JsonDatetime | None, Query(description="Start point; now if unset.")] = None,
 ) -> SchedulePreview:
     guard.require(caller, "read_catalog")
     reply = await clients.call(

@@ -58,7 +58,7 @@ async def list_api_keys(caller: Caller, guard: Guard, paging: Paging) -> Page[Ap
     summary="Create an API key: the response holds the key, shown this once",
 )
 async def create_api_key(
-    body: ApiKeyIn, request: Request, caller: Caller, guard: Guard
+    body: ApiKeyIn, request: Request, response: Response, caller: Caller, guard: Guard
 ) -> ApiKeyCreated:
     guard.require(caller, "manage_api_keys")
     _require_auth(guard.enabled)
@@ -78,6 +78,7 @@ async def create_api_key(
         created_by=caller.id,
     )
     request.state.audit_object_id = row.id
+    response.headers["Location"] = f"/api/v1/api-keys/{row.id}"
     return ApiKeyCreated(**api_key_out(row).model_dump(), key=token)
 
 

@@ -12,6 +12,7 @@ from services.gateway.convert import grant_out, paginate, validation_report, wor
 from services.gateway.routes.common import (
     DEFINITION_BODY,
     ERROR_RESPONSES,
+    VALIDATE_BODY,
     Caller,
     Clients,
     Guard,
@@ -21,6 +22,7 @@ from services.gateway.routes.common import (
     read_definition,
 )
 from services.gateway.schemas import (
+    INT32_MAX,
     ExecuteRequest,
     ExecutionStarted,
     GrantIn,
@@ -52,7 +54,7 @@ async def list_node_types(clients: Clients, caller: Caller, guard: Guard) -> Res
 @router.post(
     "/workflows/validate",
     summary="Validate a definition without saving it",
-    openapi_extra=DEFINITION_BODY,
+    openapi_extra=VALIDATE_BODY,
 )
 async def validate_workflow(
     request: Request, clients: Clients, tenant: Tenant, caller: Caller, guard: Guard
@@ -91,7 +93,12 @@ async def list_workflows(
     openapi_extra=DEFINITION_BODY,
 )
 async def create_workflow(
-    request: Request, clients: Clients, tenant: Tenant, caller: Caller, guard: Guard
+    request: Request,
+    response: Response,
+    clients: Clients,
+    tenant: Tenant,
+    caller: Caller,
+    guard: Guard,
 ) -> WorkflowOut:
     guard.require(caller, "create_workflow")
     definition = await read_definition(request)
@@ -101,6 +108,7 @@ async def create_workflow(
     )
     request.state.audit_object_id = reply.id
     await guard.owner_created(caller, reply.id)
+    response.headers["Location"] = f"/api/v1/workflows/{reply.id}"
     return workflow_out(reply)
 
 
@@ -112,7 +120,7 @@ async def get_workflow(
     caller: Caller,
     guard: Guard,
     version: Annotated[
-        int | None, Query(ge=1, description="A past version; latest if unset.")
+        int | None, Query(ge=1, le=INT32_MAX, description="A past version; latest if unset.")
     ] = None,
 ) -> WorkflowOut:
     workflow_id = checked_id(workflow_id, "workflow")

@@ -262,6 +262,14 @@ def example_answer(schema: Any) -> list[str]:
     return args
 
 
+def waiting_hint(execution_id: str, event: dict[str, Any]) -> str:
+    """`answer with: <the heddle input command>` for a node.waiting event."""
+    node_id = str(event.get("node_id") or "")
+    schema = _data_of(event).get("schema")
+    command = [cli_command(), "input", execution_id, node_id, *example_answer(schema)]
+    return f"  answer with: {' '.join(command)}"
+
+
 def ask_for_answer(console: Console, schema: Any) -> Any:
     """Ask on the terminal for each field of a human_input node's JSON Schema."""
     properties = schema.get("properties") if isinstance(schema, dict) else None
@@ -328,9 +336,9 @@ def answer_waiting_node(
     node = next((n for n in execution.get("nodes", []) if n["node_id"] == node_id), None)
     if node is None or node.get("status") != "waiting":
         return  # answered already (a replayed event)
-    command = [cli_command(), "input", execution_id, node_id, *example_answer(schema)]
+    hint = waiting_hint(execution_id, event)
     if not interactive:
-        view.say(f"  answer with: {' '.join(command)}")
+        view.say(hint)
         return
     view.stop()
     try:
@@ -345,7 +353,7 @@ def answer_waiting_node(
                 return
             except CliError as error:
                 console.print(Text(f"error: {error}", style="red"))
-        console.print(Text(f"answer later with: {' '.join(command)}"))
+        console.print(Text(hint.strip().replace("answer with", "answer later with")))
     finally:
         view.restart()
 

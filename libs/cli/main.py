@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from libs.cli.api import DEFAULT_SERVER, Api, CliError, dumps, issue_text
-from libs.cli.follow import error_text, events, follow, stdin_is_terminal
+from libs.cli.follow import error_text, events, follow, stdin_is_terminal, waiting_hint
 from libs.cli.inputs import declared_types, parse_inputs, parse_pairs
 
 YAML_SUFFIXES = {".yaml", ".yml"}
@@ -279,8 +279,9 @@ def run(
                 f"  execution {execution_id}"
             )
             if json_output:
-                for _ in events(api, execution_id):
-                    pass
+                for event in events(api, execution_id):
+                    if event.get("type") == "node.waiting":  # stdout is for the JSON
+                        print(waiting_hint(execution_id, event), file=sys.stderr, flush=True)
             else:
                 try:
                     follow(api, console, execution_id, title, interactive)

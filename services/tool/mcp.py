@@ -22,10 +22,13 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 from libs.common.errors import DeadlineExceeded, FailedPrecondition, Unavailable
-from services.tool.registry import Tool, ToolRegistry
+from services.tool.registry import Tool, ToolRegistry, call_idempotency_key
 from services.tool.settings import McpServerConfig
 
 log = logging.getLogger(__name__)
+
+#: Where a call's idempotency key goes in an MCP request's `_meta` (MCP's prefix/name form).
+IDEMPOTENCY_META_KEY = "io.heddle/idempotency-key"
 
 
 class McpConnection:
@@ -130,9 +133,11 @@ class McpConnection:
             if not cursor:
                 return tools
 
-    async def call(self, tool: str, arguments: dict[str, Any]) -> Any:
+    async def call(self, tool: str, arguments: dict[str, Any], idempotency_key: str = "") -> Any:
         session = await self.session()
-        result = await self._guard(session.call_tool(tool, arguments))
+        # MCP has no idempotency field: the key travels in the request's _meta.
+        meta = {IDEMPOTENCY_META_KEY: idempotency_key} if idempotency_key else None
+        result = await self._guard(session.call_tool(tool, arguments, meta=meta))  # type: ignore[arg-type]
         content = [_content(item) for item in result.content or []]
         if result.is_error:
             text = " ".join(c if isinstance(c, str) else str(c) for c in content)
@@ -217,6 +222,6 @@ class McpTools:
 
 def _caller(connection: McpConnection, tool: str) -> Any:
     async def call(arguments: dict[str, Any]) -> Any:
-        return await connection.call(tool, arguments)
+        return await connection.call(tool, arguments, call_idempotency_key.get())
 
     return call

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,11 @@ from libs.common.errors import DeadlineExceeded, HeddleError, InvalidArgument, N
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+#: The idempotency key of the call a handler runs ("" when the caller sent none): the same
+#: for a node attempt re-sent after a crash, so a handler with side effects (an MCP server,
+#: which gets it in the request's _meta) can deduplicate.
+call_idempotency_key: ContextVar[str] = ContextVar("call_idempotency_key", default="")
 
 
 @dataclass
@@ -94,8 +100,15 @@ class ToolRegistry:
             )
         return tool
 
-    async def call(self, name: str, arguments: Any, timeout_s: float | None = None) -> Any:
-        """Validate ``arguments`` against the tool's schema, then run it within the timeout."""
+    async def call(
+        self,
+        name: str,
+        arguments: Any,
+        timeout_s: float | None = None,
+        idempotency_key: str = "",
+    ) -> Any:
+        """Validate ``arguments`` against the tool's schema, then run it within the timeout
+        (the handler sees idempotency_key in `call_idempotency_key`)."""
         tool = self.get(name)
         if arguments is None:
             arguments = {}
@@ -104,6 +117,7 @@ class ToolRegistry:
             fields = ", ".join(f"{p['path'] or '(arguments)'}: {p['message']}" for p in problems)
             raise InvalidArgument(f"invalid arguments for tool {name!r}: {fields}", problems)
         limit = min(t for t in (timeout_s, self.call_timeout_s) if t is not None)
+        call_idempotency_key.set(idempotency_key)
         try:
             async with asyncio.timeout(limit):
                 result = await tool.handler(arguments)

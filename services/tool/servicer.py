@@ -45,6 +45,9 @@ class ToolServicer(tool_pb2_grpc.ToolServiceServicer):
                 [{"path": "", "message": "not valid JSON"}],
             ) from error
         result = await self.registry.call(
-            request.name, arguments, timeout_s=context.time_remaining()
+            request.name,
+            arguments,
+            timeout_s=context.time_remaining(),
+            idempotency_key=request.idempotency_key,
         )
         return tool_pb2.CallToolResponse(result_json=jsonutil.dumps(result))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 app = MCPServer("testkit")
@@ -26,6 +26,13 @@ def shout(text: str) -> str:
 def fail(reason: str) -> str:
     """Always fails with the reason."""
     raise ToolError(reason)
+
+
+@app.tool()
+def idempotency_key(ctx: Context) -> str:
+    """The idempotency key the call's _meta carried ("" without one)."""
+    meta = ctx.request_context.meta or {}
+    return str(meta.get("io.heddle/idempotency-key", ""))
 
 
 @app.tool()

@@ -156,7 +156,13 @@ async def test_mcp_stdio_tools_are_listed_and_called(tool_service) -> None:
     stub = await tool_service(mcp_servers=[stdio_mcp("kit")])
     listed = await stub.ListTools(tool_pb2.ListToolsRequest(), timeout=10)
     mcp_tools = {t.name: t for t in listed.tools if t.source == "mcp:kit"}
-    assert set(mcp_tools) == {"kit.add", "kit.shout", "kit.fail", "kit.crash"}
+    assert set(mcp_tools) == {
+        "kit.add",
+        "kit.shout",
+        "kit.fail",
+        "kit.crash",
+        "kit.idempotency_key",
+    }
     assert json.loads(mcp_tools["kit.add"].input_schema_json)["required"] == ["a", "b"]
     assert await call(stub, "kit.add", {"a": 2, "b": 40}) == {"result": 42}
     assert await call(stub, "kit.shout", {"text": "hi"}) == {"result": "HI"}
@@ -167,6 +173,18 @@ async def test_mcp_stdio_tools_are_listed_and_called(tool_service) -> None:
     failed = await failure(stub, "kit.fail", {"reason": "no luck"})
     assert failed.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "no luck" in failed.details()
+
+
+async def test_a_calls_idempotency_key_reaches_the_mcp_server(tool_service) -> None:
+    stub = await tool_service(mcp_servers=[stdio_mcp("kit")])
+    keyed = await stub.CallTool(
+        tool_pb2.CallToolRequest(
+            name="kit.idempotency_key", arguments_json=b"{}", idempotency_key="ex/n/1"
+        ),
+        timeout=10,
+    )
+    assert json.loads(keyed.result_json) == {"result": "ex/n/1"}
+    assert await call(stub, "kit.idempotency_key", {}) == {"result": ""}
 
 
 async def test_mcp_server_that_died_is_reconnected(tool_service) -> None:

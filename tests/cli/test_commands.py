@@ -182,10 +182,13 @@ async def test_execution_commands(server: str, stack: Stack, tmp_path: Path) -> 
     assert refused.code == 1
     assert refused.err.startswith("error: invalid_argument: ")
     assert "'count' is a required property" in refused.err
+    following = asyncio.ensure_future(heddle(server, "logs", execution_id, "--follow"))
     answered = await heddle(
         server, "input", execution_id, "approve", "-d", '{"approved": false, "count": 2}'
     )
     assert answered.code == 0, answered.err
+    followed_to_the_end = await asyncio.wait_for(following, 30)  # ends with the execution
+    assert followed_to_the_end.code == 0, followed_to_the_end.err
 
     async def succeeded() -> bool:
         shown = await heddle(server, "executions", "show", execution_id, "--json")

@@ -906,6 +906,18 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         except KeyboardInterrupt:
             return 130
+        except BrokenPipeError:
+            raise
+        except Exception as error:  # a bug: still one line, unless asked for the traceback
+            if os.environ.get("HEDDLE_DEBUG"):
+                raise
+            print(
+                f"error: internal: {type(error).__name__}: {error} "
+                "(HEDDLE_DEBUG=1 shows the traceback)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
         except SystemExit as exited:
             code = exited.code
             return code if isinstance(code, int) else (0 if code is None else 1)

@@ -148,6 +148,16 @@ def _with_port(command: str, port: int) -> str:
 
 
 def _start_stack(copy: Path, port: int, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    # Never let `make run` in the copy (re)install into the shared venv: an editable install
+    # made there would point at the copy, which is deleted afterwards.
+    plan = subprocess.run(
+        ["make", "-n", "run"], cwd=copy, env=env, capture_output=True, text=True, check=False
+    ).stdout
+    if "pip" in plan:
+        raise RuntimeError(
+            "`make run` would install into .venv first; run `make` (or `make test`) in the "
+            f"repository once so that .venv is up to date:\n{plan}"
+        )
     serve_env = {**env, "HEDDLE_HTTP_PORT": str(port), "HEDDLE_FREE_PORTS": "1"}
     serve_env.pop("HEDDLE_SERVER", None)
     process = subprocess.Popen(

@@ -229,7 +229,11 @@ def run(
     ctx: typer.Context,
     files: Annotated[
         list[Path],
-        typer.Argument(help="Workflow definitions (.yaml, .yml or .json).", show_default=False),
+        typer.Argument(
+            metavar="FILE",
+            help="Workflow definitions (.yaml, .yml or .json).",
+            show_default=False,
+        ),
     ],
     input_pairs: Annotated[
         list[str] | None,
@@ -317,7 +321,7 @@ def _summary(console: Console, execution: dict[str, Any]) -> None:
 @app.command()
 def validate(
     ctx: typer.Context,
-    files: Annotated[list[Path], typer.Argument(help="Definitions to check.")],
+    files: Annotated[list[Path], typer.Argument(metavar="FILE", help="Definitions to check.")],
     json_output: JsonFlag = False,
 ) -> None:
     """Validate definitions without saving them."""

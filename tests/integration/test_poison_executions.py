@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.workflow.engine import Engine
 from services.workflow.runner import ExecutionRunner
 from tests.integration.helpers import (
     create_workflow,
@@ -96,3 +97,42 @@ async def test_a_runner_that_keeps_crashing_fails_its_execution_after_the_limit(
     assert stream[-1]["data"]["error"]["message"] == error["message"]
     assert event_types(stream, "boom").count("node.started") == 3
     assert [e["seq"] for e in stream] == list(range(1, len(stream) + 1))
+
+
+@pytest.mark.parametrize("stack", [FAST_RECOVERY], indirect=True)
+async def test_a_takeover_that_keeps_failing_counts_as_a_crash(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner crashes once (injected), and then every takeover fails before a runner
+    starts (injected into resuming): those count too, so the execution fails after the
+    limit rather than being claimed and dropped forever."""
+    original = ExecutionRunner._apply_outcome
+
+    def faulty(self: ExecutionRunner, outcome: Any) -> None:
+        if outcome.node_id == "boom":
+            raise RuntimeError("injected fault in the runner")
+        original(self, outcome)
+
+    async def cannot_resume(self: Engine, execution_id: str) -> None:
+        raise RuntimeError("injected fault in the takeover")
+
+    monkeypatch.setattr(ExecutionRunner, "_apply_outcome", faulty)
+    monkeypatch.setattr(Engine, "_resume", cannot_resume)
+    workflow_id = await create_workflow(
+        client,
+        {
+            "name": "unresumable",
+            "nodes": [{"id": "boom", "type": "noop"}, {"id": "end", "type": "noop"}],
+            "edges": [{"source": "boom", "target": "end"}],
+        },
+    )
+    execution = await wait_final(client, await run(client, workflow_id), timeout=60)
+
+    assert execution["status"] == "failed", execution
+    error = execution["error"]
+    assert error["type"] == "ExecutionCrashed", error
+    assert "crashed 3 times" in error["message"], error
+    assert "RuntimeError: injected fault in the takeover" in error["message"], error
+    stream = await events(client, execution["id"])
+    assert event_types(stream, "boom").count("node.started") == 1  # never resumed
+    assert event_types(stream)[-1] == "execution.failed"

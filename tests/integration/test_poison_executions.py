@@ -3,11 +3,13 @@ execution, never in a loop of takeovers."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
+from libs.cli.stack import Stack, start_stack
 from services.workflow.engine import Engine
 from services.workflow.runner import ExecutionRunner
 from tests.integration.helpers import (
@@ -19,8 +21,18 @@ from tests.integration.helpers import (
     wait_final,
 )
 
-# Crashed executions are released at once and claimed by the next recovery scan.
-FAST_RECOVERY = {"recovery_interval_s": 0.2}
+
+@pytest.fixture
+async def stack(database_url: str) -> AsyncIterator[Stack]:
+    """The embedded stack on SQLite and on PostgreSQL; a crashed execution is released at
+    once and claimed by the next recovery scan (every 0.2 s)."""
+    running = await start_stack(
+        {"database_url": database_url, "recovery_interval_s": 0.2}, ephemeral_ports=True
+    )
+    try:
+        yield running
+    finally:
+        await running.stop()
 
 
 async def test_a_missing_secret_beside_a_sibling_fails_the_execution(
@@ -51,7 +63,6 @@ async def test_a_missing_secret_beside_a_sibling_fails_the_execution(
     assert event_types(stream)[-1] == "execution.failed"
 
 
-@pytest.mark.parametrize("stack", [FAST_RECOVERY], indirect=True)
 async def test_a_runner_that_keeps_crashing_fails_its_execution_after_the_limit(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -99,7 +110,6 @@ async def test_a_runner_that_keeps_crashing_fails_its_execution_after_the_limit(
     assert [e["seq"] for e in stream] == list(range(1, len(stream) + 1))
 
 
-@pytest.mark.parametrize("stack", [FAST_RECOVERY], indirect=True)
 async def test_a_takeover_that_keeps_failing_counts_as_a_crash(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

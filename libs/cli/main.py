@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from libs.cli.api import DEFAULT_SERVER, Api, CliError, dumps, issue_text
 from libs.cli.follow import error_text, events, follow, stdin_is_terminal, waiting_hint
@@ -613,32 +615,31 @@ def logs(
         if json_output:
             print(json.dumps(record, ensure_ascii=False), flush=True)
             return
-        where = f" {record['node_id']}" if record.get("node_id") else ""
-        console.print(
-            f"[dim]{record.get('ts') or ''}[/dim] {_level_text(record['level'])}{where}"
+        level_name = str(record["level"])
+        line = Text.assemble(
+            (f"{record.get('ts') or ''} ", "dim"),
+            (f"{level_name:<7}", _LEVEL_STYLES.get(level_name.upper(), "")),
+            f" {record['node_id']}" if record.get("node_id") else "",
             f"  {record['message']}",
-            highlight=False,
-            markup=True,
         )
+        console.print(line, highlight=False)
 
+    # A record reaches the log service through the broker, possibly after a later one: each
+    # poll re-reads a margin before the newest record seen (duplicates are dropped).
+    since: datetime | None = None
     with _api(ctx) as api:
         while True:
-            ended = (
-                api.get(f"/api/v1/executions/{execution_id}")["status"]
-                in {
-                    "succeeded",
-                    "failed",
-                    "cancelled",
-                }
-                if follow_logs
-                else True
-            )
+            ended = not follow_logs or api.get(f"/api/v1/executions/{execution_id}")["status"] in {
+                "succeeded",
+                "failed",
+                "cancelled",
+            }
             token: str | None = None
             while True:
-                page = api.get(
-                    f"/api/v1/executions/{execution_id}/logs",
-                    params={**params, **({"page_token": token} if token else {})},
-                )
+                query = {**params, **({"page_token": token} if token else {})}
+                if since is not None:
+                    query["since"] = (since - FOLLOW_MARGIN).isoformat()
+                page = api.get(f"/api/v1/executions/{execution_id}/logs", params=query)
                 for record in page["records"]:
                     key = (
                         record.get("ts"),
@@ -649,6 +650,9 @@ def logs(
                     if key not in seen:
                         seen.add(key)
                         emit(record)
+                    stamp = _parse_ts(record.get("ts"))
+                    if stamp is not None and (since is None or stamp > since):
+                        since = stamp
                 token = page.get("next_page_token")
                 if not token:
                     break
@@ -657,10 +661,17 @@ def logs(
             time.sleep(1.0)
 
 
-def _level_text(level: str) -> str:
-    style = {"ERROR": "red", "CRITICAL": "red", "WARNING": "yellow", "DEBUG": "dim"}.get(level)
-    padded = f"{level:<7}"
-    return f"[{style}]{padded}[/{style}]" if style else padded
+_LEVEL_STYLES = {"ERROR": "red", "CRITICAL": "red", "WARNING": "yellow", "DEBUG": "dim"}
+FOLLOW_MARGIN = timedelta(seconds=10)
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 # --- schedules ---------------------------------------------------------------------------

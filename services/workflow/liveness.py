@@ -107,16 +107,21 @@ class ReplicaLiveness:
         await self._close()
 
     async def _loop(self) -> None:
+        failing = False
         while True:
             try:
                 if self._connection is None or self._connection.is_closed():
                     await self._connect()
                 elif asyncio.get_running_loop().time() >= self._judge_from:
                     await self._check_peers(self._connection)
+                failing = False
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.warning("replica liveness check failed; reconnecting", exc_info=True)
+                # Once per outage, not every check_s while the database is away.
+                if not failing:
+                    log.warning("replica liveness check failed; reconnecting", exc_info=True)
+                failing = True
                 await self._close()
             await asyncio.sleep(self._check_s)
 

@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 
 import httpx
+import pytest
 
 from libs.cli.stack import Stack
 from tests.cli.conftest import EXAMPLES, HEDDLE, REPO, ask_workflow, cli_env, heddle
@@ -323,3 +324,29 @@ async def test_piped_output_has_no_escapes_and_completion_prints_a_script(server
         server, _HEDDLE_COMPLETE="complete_bash", COMP_WORDS="heddle executions ", COMP_CWORD="2"
     )
     assert words.out.split() == ["list", "show"]
+
+
+@pytest.mark.parametrize("stack", [{"code_sandbox": "unsafe-process"}], indirect=True)
+async def test_logs_print_what_nodes_logged(server: str, tmp_path: Path) -> None:
+    """`heddle logs` shows a code node's prints as they are (brackets are not markup), filters
+    by node, and --json gives one record a line."""
+    printing = tmp_path / "printing.yaml"
+    printing.write_text(
+        "name: printing\nnodes:\n  - id: talk\n    type: code\n"
+        "    params: {source: \"print('step [1/2] [bold]done')\\nresult = 1\"}\n"
+    )
+    ran = await heddle(server, "run", str(printing), "--json")
+    assert ran.code == 0, ran.err
+    execution_id = json.loads(ran.out)["id"]
+
+    async def logged() -> bool:
+        return "talk" in (await heddle(server, "logs", execution_id, "--node", "talk")).out
+
+    await assert_eventually(logged, timeout=20)
+    shown = await heddle(server, "logs", execution_id, "--node", "talk")
+    assert "step [1/2] [bold]done" in shown.out, shown.out
+    records = [
+        json.loads(line)
+        for line in (await heddle(server, "logs", execution_id, "--json")).out.splitlines()
+    ]
+    assert any(r["message"] == "step [1/2] [bold]done" and r["node_id"] == "talk" for r in records)

@@ -47,6 +47,16 @@ class NodeTypeSpec(BaseModel):
     output_ports: list[str] = Field(
         default_factory=lambda: [DEFAULT_PORT], description="Named output handles (static ones)."
     )
+    source: Literal["builtin", "worker"] = Field(
+        default="builtin",
+        description="builtin: run by the node service; worker: a tenant's custom type, run by "
+        "the workers that registered it.",
+    )
+    connected: bool = Field(
+        default=True,
+        description="Whether something can run it now: always for a built-in type; for a "
+        "custom type, whether a worker serving it is connected.",
+    )
     dynamic_ports: Literal["switch_cases"] | None = Field(
         default=None,
         description="'switch_cases': one output port per entry of params.cases plus 'default'.",

@@ -7,7 +7,8 @@ from alembic import context
 import services.gateway.models
 import services.log.models
 import services.scheduler.models
-import services.workflow.models  # noqa: F401  (every model registers its tables)
+import services.workflow.models
+import services.workflow.worker_models  # noqa: F401  (every model registers its tables)
 from libs.common.db import Base
 
 target_metadata = Base.metadata

@@ -19,12 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import hmac
 import logging
 import math
 import re
-import secrets
 import time
 import uuid
 from collections import OrderedDict
@@ -40,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
+from libs.common.apikeys import API_KEY_PREFIX, hash_secret, new_api_key, parse_api_key
 from libs.common.db import create_engine, session_factory, utcnow
 from libs.common.errors import (
     FailedPrecondition,
@@ -65,8 +64,6 @@ from services.gateway.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
-API_KEY_PREFIX = "hk_"
-_KEY_PATTERN = re.compile(r"^hk_([0-9a-f]{12})_([A-Za-z0-9_\-]{20,200})$")
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
 DEFAULT_SCOPES: tuple[str, ...] = ("read", "write", "execute")
 ADMIN_SCOPES: tuple[str, ...] = SCOPES
@@ -109,22 +106,6 @@ ANONYMOUS = Principal(
 
 def unauthenticated(message: str) -> HTTPException:
     return HTTPException(401, message, headers={"WWW-Authenticate": 'Bearer realm="heddle"'})
-
-
-def new_api_key() -> tuple[str, str, str]:
-    """A fresh key: (the full token shown once, its prefix, its secret part)."""
-    prefix = secrets.token_hex(6)
-    secret = secrets.token_urlsafe(32)
-    return f"{API_KEY_PREFIX}{prefix}_{secret}", prefix, secret
-
-
-def parse_api_key(token: str) -> tuple[str, str] | None:
-    match = _KEY_PATTERN.match(token)
-    return (match.group(1), match.group(2)) if match else None
-
-
-def hash_secret(pepper: str, secret: str) -> str:
-    return hmac.new(pepper.encode(), secret.encode(), hashlib.sha256).hexdigest()
 
 
 class GatewayDatabase:

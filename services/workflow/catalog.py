@@ -1,22 +1,27 @@
 """What validation checks definitions against, fetched over gRPC and cached: the node types
-the node replicas offer and the tools the tool service offers."""
+the node replicas offer, the custom node types each tenant's workers registered (from the
+database), and the tools the tool service offers."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from heddle.v1 import node_pb2, tool_pb2, tool_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import jsonutil
 from libs.common.errors import Unavailable
 from libs.common.grpcutil import TlsFiles, create_channel
 from libs.common.node_types import NodeTypeSpec
+from services.workflow import worker_repository as worker_repo
 from services.workflow.dispatcher import NodeDispatcher
+from services.workflow.worker_models import CustomNodeTypeRow
+from services.workflow.workers import CustomType
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,36 @@ class NodeCatalog:
         self._specs: dict[str, NodeTypeSpec] = {}
         self._raw: bytes = b"[]"
         self._lock = asyncio.Lock()
+        #: The tenants' custom types; None: this replica serves no workers (built-ins only).
+        self.custom: CustomTypes | None = None
+
+    async def for_tenant(self, tenant_id: str) -> dict[str, NodeTypeSpec]:
+        """The built-in types plus the tenant's custom ones (what its definitions may use)."""
+        builtins = await self.get()
+        if self.custom is None:
+            return builtins
+        custom = await self.custom.specs(tenant_id)
+        return {**builtins, **custom} if custom else builtins
+
+    def version(self, node_type: str, tenant_id: str) -> int:
+        """The version of a type (part of cache keys): a custom type's from the tenant's
+        registration, as last loaded."""
+        if self.custom is not None and "." in node_type:
+            spec = self.custom.cached(tenant_id).get(node_type)
+            if spec is not None:
+                return spec.spec.version
+        spec_ = self._specs.get(node_type)
+        return spec_.version if spec_ is not None else 1
+
+    async def listing(self, tenant_id: str) -> bytes:
+        """The node types a tenant sees, as JSON: built-ins (`source: builtin`) then its custom
+        types (`source: worker`, `connected`: whether a worker serving it is connected)."""
+        raw = await self.raw()
+        if self.custom is None:
+            return raw
+        items = list(jsonutil.loads(raw) or [])
+        items.extend(await self.custom.listing(tenant_id))
+        return jsonutil.dumps(items) or b"[]"
 
     def cached(self) -> dict[str, NodeTypeSpec]:
         return self._specs
@@ -75,6 +110,64 @@ class NodeCatalog:
             self._raw = reply.node_types_json
             return
         raise Unavailable(f"no node replica answered ListNodeTypes: {last_error}")
+
+
+class CustomTypes:
+    """Each tenant's custom node types from `custom_node_types`, cached for ``ttl_s`` (a
+    registration on this replica refreshes at once; one on another replica is seen within
+    ``ttl_s``)."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        connected: Callable[[str], Awaitable[set[str]]],
+        *,
+        ttl_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessions = sessions
+        self._connected = connected
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._cache: dict[str, tuple[float, dict[str, CustomType]]] = {}
+
+    def cached(self, tenant_id: str) -> dict[str, CustomType]:
+        found = self._cache.get(tenant_id)
+        return found[1] if found is not None else {}
+
+    def forget(self, tenant_id: str) -> None:
+        self._cache.pop(tenant_id, None)
+
+    async def types(self, tenant_id: str) -> dict[str, CustomType]:
+        found = self._cache.get(tenant_id)
+        if found is not None and self._clock() < found[0]:
+            return found[1]
+        async with self._sessions() as session:
+            rows = await worker_repo.custom_types(session, tenant_id)
+        types = {row.type: custom_type_from_row(row) for row in rows}
+        self._cache[tenant_id] = (self._clock() + self._ttl_s, types)
+        return types
+
+    async def specs(self, tenant_id: str) -> dict[str, NodeTypeSpec]:
+        return {name: custom.spec for name, custom in (await self.types(tenant_id)).items()}
+
+    async def listing(self, tenant_id: str) -> list[dict[str, Any]]:
+        types = await self.types(tenant_id)
+        if not types:
+            return []
+        connected = await self._connected(tenant_id)
+        return [custom.listing(name in connected) for name, custom in types.items()]
+
+
+def custom_type_from_row(row: CustomNodeTypeRow) -> CustomType:
+    stored = row.spec or {}
+    return CustomType(
+        tenant_id=row.tenant_id,
+        spec=NodeTypeSpec.model_validate(stored.get("spec") or {}),
+        version=row.version,
+        input_schema=stored.get("input_schema") or {},
+        digest=row.digest,
+    )
 
 
 class ToolCatalog:

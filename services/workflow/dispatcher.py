@@ -20,14 +20,15 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import grpc
-from heddle.v1 import node_pb2, node_pb2_grpc
+from heddle.v1 import node_pb2, node_pb2_grpc, worker_pb2_grpc
 from opentelemetry import context as otel_context
 
 from libs.common.grpcutil import AUTH_METADATA_KEY, TlsFiles, create_channel
 from libs.common.metrics import DISPATCH_IN_FLIGHT
+from services.workflow.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +47,18 @@ def _key(item: node_pb2.NodeTask | node_pb2.NodeOutcome) -> AttemptKey:
     return (item.execution_id, item.node_id, item.attempt)
 
 
+class _Cancellable(Protocol):
+    def cancel(self, key: AttemptKey) -> None: ...
+
+
 @dataclass
 class DispatchHandle:
     """The calls and stream entries carrying one dispatch; cancelling it cancels them (and
     the node attempts)."""
 
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    streamed: dict[AttemptKey, _WorkStream] = field(default_factory=dict)
+    #: Where each streamed attempt is (a work stream, or the worker pool): `.cancel(key)`.
+    streamed: dict[AttemptKey, _Cancellable] = field(default_factory=dict)
 
     def active(self) -> bool:
         return bool(self.tasks or self.streamed)
@@ -164,6 +170,8 @@ class _WorkStream:
         try:
             async for response in call:
                 self._deliver(response.outcomes)
+                if response.unavailable:
+                    self._unavailable(response.unavailable, response.unavailable_reason)
         except grpc.aio.AioRpcError as error:
             reason = error.code().name
         except Exception as error:  # never leave attempts waiting on a dead reader
@@ -189,6 +197,13 @@ class _WorkStream:
                 group[1].append(outcome)
         for handler, delivered in groups.values():
             handler(delivered)
+
+    def _unavailable(self, refs: Sequence[node_pb2.AttemptRef], reason: str) -> None:
+        """The other end will send no outcome for these (a relayed attempt's worker left)."""
+        for ref in refs:
+            entry = self._take((ref.execution_id, ref.node_id, ref.attempt))
+            if entry is not None:
+                entry.on_failure([entry.task], reason or "NodeUnavailable: no outcome")
 
     def _broken(self, call: grpc.aio.StreamStreamCall, reason: str) -> None:
         stale = self._call is not call
@@ -299,6 +314,9 @@ class NodeDispatcher:
         self._metadata = ((AUTH_METADATA_KEY, service_token),) if service_token else ()
         self._resolve_every_s = resolve_every_s
         self._resolver: asyncio.Task[None] | None = None
+        #: The workers connected to this replica (custom node types); None: none served.
+        self.workers: WorkerPool | None = None
+        self.relay: WorkerRelay | None = None
 
     def _tls_for(self, host: str) -> TlsFiles | None:
         # Certificates name the service, not the pod address the channel now dials.
@@ -373,8 +391,11 @@ class NodeDispatcher:
             self._resolver = asyncio.create_task(self._resolve_loop(), name="node-resolver")
         handle = DispatchHandle()
         batch: list[node_pb2.NodeTask] = []
+        custom: list[node_pb2.NodeTask] = []
         for task in tasks:
-            if task.timeout_s > 0:
+            if "." in task.node_type and self.workers is not None:
+                custom.append(task)  # a custom type (namespaced): served by workers
+            elif task.timeout_s > 0:
                 self._start_call(handle, [task], task.timeout_s + 1.0, on_outcomes, on_failure)
             else:
                 batch.append(task)
@@ -387,6 +408,8 @@ class NodeDispatcher:
                     self._stream(self._pick()).send(
                         part, handle, self._default_timeout_s, on_outcomes, on_failure
                     )
+        if custom and self.workers is not None:
+            self.workers.dispatch(custom, handle, on_outcomes, on_failure)
         return handle
 
     def _stream(self, replica: _Replica) -> _WorkStream:
@@ -456,9 +479,66 @@ class NodeDispatcher:
             on_failure(list(pending.values()), "NodeUnavailable: replica returned no outcome")
 
     async def close(self) -> None:
+        if self.relay is not None:
+            await self.relay.close()
         if self._resolver is not None:
             self._resolver.cancel()
         for replica in self._replicas:
             if replica.stream is not None:
                 await replica.stream.close()
             await replica.channel.close()
+
+
+class _RelayStub:
+    """Another workflow replica's WorkerService.Relay, shaped as a node replica's stub: the
+    relay stream is a `Work` stream, so `_WorkStream` carries it unchanged."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.Work = worker_pb2_grpc.WorkerServiceStub(channel).Relay
+
+
+class WorkerRelay:
+    """Relays attempts of custom types to the replicas whose workers serve them (the
+    `RemoteRoute` of the worker pool): one relay stream per peer replica, opened on first
+    use; a broken one hands its attempts back to the engine like a node replica's."""
+
+    def __init__(
+        self,
+        lookup: Callable[[tuple[str, str]], str | None],
+        *,
+        service_token: str = "",
+        tls: TlsFiles | None = None,
+        default_timeout_s: float = 3600.0,
+    ) -> None:
+        self.lookup = lookup
+        self._service_token = service_token
+        self._tls = tls
+        self._default_timeout_s = default_timeout_s
+        self._metadata = ((AUTH_METADATA_KEY, service_token),) if service_token else ()
+        self._peers: dict[str, _Replica] = {}
+
+    def send(
+        self,
+        address: str,
+        task: node_pb2.NodeTask,
+        handle: Any,
+        on_outcomes: OutcomeHandler,
+        on_failure: FailureHandler,
+    ) -> None:
+        peer = self._peers.get(address)
+        if peer is None:
+            channel = create_channel(address, service_token=self._service_token, tls=self._tls)
+            stub = cast(node_pb2_grpc.NodeServiceStub, _RelayStub(channel))
+            peer = self._peers[address] = _Replica(address, stub, channel)
+        if peer.stream is None:
+            peer.stream = _WorkStream(peer, self._metadata)
+        timeout_s = task.timeout_s + 10.0 if task.timeout_s > 0 else self._default_timeout_s
+        if handle is None:
+            handle = DispatchHandle()
+        peer.stream.send([task], handle, timeout_s, on_outcomes, on_failure)
+
+    async def close(self) -> None:
+        for peer in self._peers.values():
+            if peer.stream is not None:
+                await peer.stream.close()
+            await peer.channel.close()

@@ -163,7 +163,7 @@ class Engine:
     # ---- compiled definitions -----------------------------------------------------------
 
     async def compiled(
-        self, workflow_id: str, version: int, raw: dict[str, Any]
+        self, workflow_id: str, version: int, raw: dict[str, Any], tenant_id: str = ""
     ) -> CompiledWorkflow:
         key = (workflow_id, version)
         found = self._compiled.get(key)
@@ -171,7 +171,7 @@ class Engine:
             self._compiled.move_to_end(key)
             return found
         definition = WorkflowDefinition.model_validate(raw)
-        node_types = await self.catalog.get()
+        node_types = await self.catalog.for_tenant(tenant_id)  # its custom types too
         plan = ExecutionPlan.build(definition, node_types)
         compiled = CompiledWorkflow(
             workflow_id,
@@ -186,9 +186,8 @@ class Engine:
             self._compiled.popitem(last=False)
         return compiled
 
-    def type_version(self, node_type: str) -> int:
-        spec = self.catalog.cached().get(node_type)
-        return spec.version if spec is not None else 1
+    def type_version(self, node_type: str, tenant_id: str = "") -> int:
+        return self.catalog.version(node_type, tenant_id)
 
     # ---- starting executions ------------------------------------------------------------
 
@@ -238,7 +237,7 @@ class Engine:
                 raise NotFound(f"workflow {workflow_id!r} has no version {version}")
             if parent_execution_id is None:
                 await self._check_concurrency_quota(session, tenant_id)
-        compiled = await self.compiled(workflow_id, version, version_row.definition)
+        compiled = await self.compiled(workflow_id, version, version_row.definition, tenant_id)
         resolved_inputs = validate_inputs(compiled.definition, inputs)
         now = utcnow()
         span = _TRACER.start_span(
@@ -690,7 +689,9 @@ class Engine:
             node_rows = await repo.node_runs(session, execution_id)
         if version is None:
             return None
-        compiled = await self.compiled(row.workflow_id, row.workflow_version, version.definition)
+        compiled = await self.compiled(
+            row.workflow_id, row.workflow_version, version.definition, row.tenant_id
+        )
         nodes = {node.node_id: NodeState.from_row(node) for node in node_rows}
         log.info("took over execution", extra={"execution_id": execution_id})
         return self._launch(row, compiled, nodes)

@@ -911,7 +911,7 @@ class ExecutionRunner:
         spec = self.specs[node.node_id]
         return cache_key(
             spec.type,
-            self.engine.type_version(spec.type),
+            self.engine.type_version(spec.type, self.row.tenant_id),
             self.params_json[spec.id],
             node.inputs or {},
             self.row.tenant_id,

@@ -30,6 +30,7 @@ from services.workflow.events import EventNotifier
 from services.workflow.relay import OutboxRelay
 from services.workflow.servicer import WorkflowServicer, start_from_trigger
 from services.workflow.settings import WorkflowSettings
+from services.workflow.worker_server import WorkerEndpoint, start_workers
 from services.workflow.workflows import WorkflowStore
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class WorkflowService:
     subscription: Subscription
     dispatcher: NodeDispatcher
     db: AsyncEngine
+    workers: WorkerEndpoint | None = None
 
     @property
     def port(self) -> int:
@@ -59,6 +61,8 @@ class WorkflowService:
 
     async def stop(self) -> None:
         await self.subscription.cancel()
+        if self.workers is not None:
+            await self.workers.stop()
         await self.grpc.stop(grace=1.0)
         await self.engine.stop()
         await self.relay.stop()
@@ -78,6 +82,7 @@ async def serve(
     db = create_engine(settings.database_url)
     own_bus, own_kv = bus is None, kv is None
     dispatcher: NodeDispatcher | None = None
+    workers: WorkerEndpoint | None = None
     try:
         await upgrade(db)
         sessions = session_factory(db)
@@ -105,6 +110,7 @@ async def serve(
         relay = OutboxRelay(sessions, bus)
         engine.relay = relay
         store = WorkflowStore(settings, sessions, catalog)
+        workers = await start_workers(settings, sessions, dispatcher, catalog)
         servicer = WorkflowServicer(engine, store)
         server = await start_grpc_server(
             "workflow",
@@ -117,6 +123,8 @@ async def serve(
         )
     except BaseException:
         # A failed start (a port taken, the database down) leaves nothing open behind it.
+        if workers is not None:
+            await workers.stop()
         if dispatcher is not None:
             await dispatcher.close()
         if own_bus and bus is not None:
@@ -152,6 +160,7 @@ async def serve(
         subscription,
         dispatcher,
         db,
+        workers,
     )
 
 

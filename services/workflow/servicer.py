@@ -168,7 +168,9 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
     async def ValidateWorkflow(
         self, request: workflow_pb2.ValidateWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> workflow_pb2.ValidateWorkflowResponse:
-        report = await self.store.validate(_loads_field(request.definition_json, "definition"))
+        report = await self.store.validate(
+            _loads_field(request.definition_json, "definition"), _tenant(request.tenant_id)
+        )
         return workflow_pb2.ValidateWorkflowResponse(
             valid=report.valid,
             issues=[
@@ -226,7 +228,8 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
     async def ListNodeTypes(
         self, request: node_pb2.ListNodeTypesRequest, context: grpc.aio.ServicerContext
     ) -> node_pb2.ListNodeTypesResponse:
-        return node_pb2.ListNodeTypesResponse(node_types_json=await self.engine.catalog.raw())
+        listing = await self.engine.catalog.listing(_tenant(request.tenant_id))
+        return node_pb2.ListNodeTypesResponse(node_types_json=listing)
 
     # ---- executions ---------------------------------------------------------------------
 

@@ -81,6 +81,46 @@ class WorkflowSettings(CommonSettings):
     request_poll_s: float = Field(
         default=0.2, gt=0, description="How often a replica looks for requests forwarded to it."
     )
+    worker_port: int | None = Field(
+        default=None,
+        description="Port of the worker endpoint (WorkerService.Connect, API-key auth, no "
+        "service token: the one port workers outside the cluster dial); default "
+        "<gRPC port> + 100, 0 = a free port.",
+    )
+    worker_advertise_address: str = Field(
+        default="",
+        description="host:port at which other workflow replicas reach this one's gRPC port "
+        "to relay attempts to its workers; empty: <bind_host or hostname>:<gRPC port>.",
+    )
+    auth_enabled: bool = Field(
+        default=True,
+        description="Workers must present a tenant's API key (the gateway's setting of the "
+        "same name); false: every worker serves the default tenant.",
+    )
+    api_key_pepper: str = Field(
+        default="", description="The gateway's api_key_pepper (API keys are verified with it)."
+    )
+    worker_heartbeat_interval_s: float = Field(
+        default=1.0, gt=0, description="How often a worker is asked to send a heartbeat."
+    )
+    worker_heartbeat_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="A worker silent for this long is dead: its attempts are re-sent to "
+        "another worker (a broken connection is noticed at once).",
+    )
+    worker_schedule_to_start_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Default of a custom node's schedule_to_start_timeout_s: how long an "
+        "attempt waits `queued` for a worker serving its type before it fails.",
+    )
+    worker_presence_refresh_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a replica publishes which custom types its workers serve "
+        "(and how often a queued attempt looks for a worker on another replica).",
+    )
     max_definition_nodes: int = Field(default=10_000, ge=1, description="Nodes in a definition.")
     max_definition_edges: int = Field(default=50_000, ge=1, description="Edges in a definition.")
     max_call_depth: int = Field(default=10, ge=1, description="Sub-workflow nesting limit.")

@@ -38,8 +38,9 @@ class WorkflowStore:
         self.sessions = sessions
         self.catalog = catalog
 
-    async def validate(self, raw: Any) -> ValidationReport:
-        node_types = await self.catalog.get()
+    async def validate(self, raw: Any, tenant_id: str = "") -> ValidationReport:
+        """Validate against the built-in node types and the tenant's custom ones."""
+        node_types = await self.catalog.for_tenant(tenant_id)
         tool_catalog = self.catalog.tools
         tools = await tool_catalog.get() if tool_catalog is not None else None
         return validate_definition(
@@ -51,8 +52,8 @@ class WorkflowStore:
             tools_unavailable=tool_catalog.error if tool_catalog is not None else None,
         )
 
-    async def _checked(self, raw: Any) -> dict[str, Any]:
-        report = await self.validate(raw)
+    async def _checked(self, raw: Any, tenant_id: str) -> dict[str, Any]:
+        report = await self.validate(raw, tenant_id)
         if not report.valid or report.definition is None:
             count = sum(1 for issue in report.errors if issue.severity == "error")
             raise InvalidArgument(
@@ -61,7 +62,7 @@ class WorkflowStore:
         return report.definition.model_dump(mode="json", exclude_none=True)
 
     async def create(self, tenant_id: str, raw: Any) -> tuple[WorkflowRow, WorkflowVersionRow]:
-        definition = await self._checked(raw)
+        definition = await self._checked(raw, tenant_id)
         now = utcnow()
         workflow = WorkflowRow(
             id=str(uuid.uuid4()),
@@ -92,7 +93,7 @@ class WorkflowStore:
         self, tenant_id: str, workflow_id: str, raw: Any
     ) -> tuple[WorkflowRow, WorkflowVersionRow]:
         """Save raw as the next version; executions keep running the version they started."""
-        definition = await self._checked(raw)
+        definition = await self._checked(raw, tenant_id)
         now = utcnow()
         async with self.sessions() as session, session.begin():
             workflow = await repo.get_workflow(session, tenant_id, workflow_id)

@@ -11,7 +11,8 @@ from sqlalchemy import inspect
 import services.gateway.models
 import services.log.models
 import services.scheduler.models
-import services.workflow.models  # noqa: F401
+import services.workflow.models
+import services.workflow.worker_models  # noqa: F401
 from libs.common.db import Base, create_engine
 from libs.migrations import upgrade
 

@@ -43,10 +43,15 @@ router = APIRouter(prefix="/api/v1", tags=["workflows"], responses=ERROR_RESPONS
     response_model=NodeTypeList,
     summary="Node types with their input, output and param schemas",
 )
-async def list_node_types(clients: Clients, caller: Caller, guard: Guard) -> Response:
+async def list_node_types(
+    clients: Clients, tenant: Tenant, caller: Caller, guard: Guard
+) -> Response:
     guard.require(caller, "read_catalog")
-    reply = await clients.call(clients.workflow.ListNodeTypes, node_pb2.ListNodeTypesRequest())
-    # Already JSON from the node registry: pass it through rather than re-encode it.
+    # The built-in types and the tenant's custom ones (`source`: builtin/worker, `connected`).
+    reply = await clients.call(
+        clients.workflow.ListNodeTypes, node_pb2.ListNodeTypesRequest(tenant_id=tenant)
+    )
+    # Already JSON from the workflow service: pass it through rather than re-encode it.
     node_types = jsonutil.loads(reply.node_types_json) or []
     return Response(jsonutil.dumps({"node_types": node_types}), media_type="application/json")
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from heddle.v1 import common_pb2 as heddle_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14heddle/v1/node.proto\x12\theddle.v1\x1a\x16heddle/v1/common.proto\"\x16\n\x14ListNodeTypesRequest\"0\n\x15ListNodeTypesResponse\x12\x17\n\x0fnode_types_json\x18\x01 \x01(\x0c\"E\n\tLiveInput\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x13\n\x0bsource_port\x18\x02 \x01(\t\x12\x13\n\x0btarget_port\x18\x03 \x01(\t\"\x9d\x02\n\x08NodeTask\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x11\n\tnode_type\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x13\n\x0bparams_json\x18\x07 \x01(\x0c\x12\x14\n\x0c\x63ontext_json\x18\x08 \x01(\x0c\x12$\n\x06inputs\x18\t \x03(\x0b\x32\x14.heddle.v1.LiveInput\x12\x11\n\ttimeout_s\x18\n \x01(\x01\x12\x0c\n\x04when\x18\x0b \x01(\t\x12\x11\n\ttenant_id\x18\x0c \x01(\t\x12\x13\n\x0btraceparent\x18\r \x01(\t\"\x86\x03\n\x0bNodeOutcome\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12)\n\x04kind\x18\x04 \x01(\x0e\x32\x1b.heddle.v1.NodeOutcome.Kind\x12\x13\n\x0boutput_json\x18\x05 \x01(\x0c\x12\x11\n\tall_ports\x18\x06 \x01(\x08\x12\x14\n\x0c\x61\x63tive_ports\x18\x07 \x03(\t\x12#\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x14.heddle.v1.ErrorInfo\x12\x14\n\x0cwaiting_json\x18\t \x01(\x0c\x12\x11\n\tlogs_json\x18\n \x01(\x0c\x12\x12\n\nstarted_at\x18\x0b \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x0c \x01(\x01\"_\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\r\n\tSUCCEEDED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\x12\x0b\n\x07WAITING\x10\x03\x12\x0b\n\x07SKIPPED\x10\x04\x12\x0c\n\x08PROGRESS\x10\x05\"9\n\x13\x45xecuteNodesRequest\x12\"\n\x05tasks\x18\x01 \x03(\x0b\x32\x13.heddle.v1.NodeTask\"X\n\x0bWorkRequest\x12\"\n\x05tasks\x18\x01 \x03(\x0b\x32\x13.heddle.v1.NodeTask\x12%\n\x06\x63\x61ncel\x18\x02 \x03(\x0b\x32\x15.heddle.v1.AttemptRef\"D\n\nAttemptRef\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"@\n\x14\x45xecuteNodesResponse\x12(\n\x08outcomes\x18\x01 \x03(\x0b\x32\x16.heddle.v1.NodeOutcome2\xb5\x02\n\x0bNodeService\x12R\n\rListNodeTypes\x12\x1f.heddle.v1.ListNodeTypesRequest\x1a .heddle.v1.ListNodeTypesResponse\x12Q\n\x0c\x45xecuteNodes\x12\x1e.heddle.v1.ExecuteNodesRequest\x1a\x1f.heddle.v1.ExecuteNodesResponse0\x01\x12:\n\x0b\x45xecuteNode\x12\x13.heddle.v1.NodeTask\x1a\x16.heddle.v1.NodeOutcome\x12\x43\n\x04Work\x12\x16.heddle.v1.WorkRequest\x1a\x1f.heddle.v1.ExecuteNodesResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14heddle/v1/node.proto\x12\theddle.v1\x1a\x16heddle/v1/common.proto\")\n\x14ListNodeTypesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"0\n\x15ListNodeTypesResponse\x12\x17\n\x0fnode_types_json\x18\x01 \x01(\x0c\"E\n\tLiveInput\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x13\n\x0bsource_port\x18\x02 \x01(\t\x12\x13\n\x0btarget_port\x18\x03 \x01(\t\"\x9d\x02\n\x08NodeTask\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x11\n\tnode_type\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x13\n\x0bparams_json\x18\x07 \x01(\x0c\x12\x14\n\x0c\x63ontext_json\x18\x08 \x01(\x0c\x12$\n\x06inputs\x18\t \x03(\x0b\x32\x14.heddle.v1.LiveInput\x12\x11\n\ttimeout_s\x18\n \x01(\x01\x12\x0c\n\x04when\x18\x0b \x01(\t\x12\x11\n\ttenant_id\x18\x0c \x01(\t\x12\x13\n\x0btraceparent\x18\r \x01(\t\"\x86\x03\n\x0bNodeOutcome\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12)\n\x04kind\x18\x04 \x01(\x0e\x32\x1b.heddle.v1.NodeOutcome.Kind\x12\x13\n\x0boutput_json\x18\x05 \x01(\x0c\x12\x11\n\tall_ports\x18\x06 \x01(\x08\x12\x14\n\x0c\x61\x63tive_ports\x18\x07 \x03(\t\x12#\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x14.heddle.v1.ErrorInfo\x12\x14\n\x0cwaiting_json\x18\t \x01(\x0c\x12\x11\n\tlogs_json\x18\n \x01(\x0c\x12\x12\n\nstarted_at\x18\x0b \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x0c \x01(\x01\"_\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\r\n\tSUCCEEDED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\x12\x0b\n\x07WAITING\x10\x03\x12\x0b\n\x07SKIPPED\x10\x04\x12\x0c\n\x08PROGRESS\x10\x05\"9\n\x13\x45xecuteNodesRequest\x12\"\n\x05tasks\x18\x01 \x03(\x0b\x32\x13.heddle.v1.NodeTask\"X\n\x0bWorkRequest\x12\"\n\x05tasks\x18\x01 \x03(\x0b\x32\x13.heddle.v1.NodeTask\x12%\n\x06\x63\x61ncel\x18\x02 \x03(\x0b\x32\x15.heddle.v1.AttemptRef\"D\n\nAttemptRef\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"\x88\x01\n\x14\x45xecuteNodesResponse\x12(\n\x08outcomes\x18\x01 \x03(\x0b\x32\x16.heddle.v1.NodeOutcome\x12*\n\x0bunavailable\x18\x02 \x03(\x0b\x32\x15.heddle.v1.AttemptRef\x12\x1a\n\x12unavailable_reason\x18\x03 \x01(\t2\xb5\x02\n\x0bNodeService\x12R\n\rListNodeTypes\x12\x1f.heddle.v1.ListNodeTypesRequest\x1a .heddle.v1.ListNodeTypesResponse\x12Q\n\x0c\x45xecuteNodes\x12\x1e.heddle.v1.ExecuteNodesRequest\x1a\x1f.heddle.v1.ExecuteNodesResponse0\x01\x12:\n\x0b\x45xecuteNode\x12\x13.heddle.v1.NodeTask\x1a\x16.heddle.v1.NodeOutcome\x12\x43\n\x04Work\x12\x16.heddle.v1.WorkRequest\x1a\x1f.heddle.v1.ExecuteNodesResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,25 +33,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'heddle.v1.node_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LISTNODETYPESREQUEST']._serialized_start=59
-  _globals['_LISTNODETYPESREQUEST']._serialized_end=81
-  _globals['_LISTNODETYPESRESPONSE']._serialized_start=83
-  _globals['_LISTNODETYPESRESPONSE']._serialized_end=131
-  _globals['_LIVEINPUT']._serialized_start=133
-  _globals['_LIVEINPUT']._serialized_end=202
-  _globals['_NODETASK']._serialized_start=205
-  _globals['_NODETASK']._serialized_end=490
-  _globals['_NODEOUTCOME']._serialized_start=493
-  _globals['_NODEOUTCOME']._serialized_end=883
-  _globals['_NODEOUTCOME_KIND']._serialized_start=788
-  _globals['_NODEOUTCOME_KIND']._serialized_end=883
-  _globals['_EXECUTENODESREQUEST']._serialized_start=885
-  _globals['_EXECUTENODESREQUEST']._serialized_end=942
-  _globals['_WORKREQUEST']._serialized_start=944
-  _globals['_WORKREQUEST']._serialized_end=1032
-  _globals['_ATTEMPTREF']._serialized_start=1034
-  _globals['_ATTEMPTREF']._serialized_end=1102
-  _globals['_EXECUTENODESRESPONSE']._serialized_start=1104
-  _globals['_EXECUTENODESRESPONSE']._serialized_end=1168
-  _globals['_NODESERVICE']._serialized_start=1171
-  _globals['_NODESERVICE']._serialized_end=1480
+  _globals['_LISTNODETYPESREQUEST']._serialized_end=100
+  _globals['_LISTNODETYPESRESPONSE']._serialized_start=102
+  _globals['_LISTNODETYPESRESPONSE']._serialized_end=150
+  _globals['_LIVEINPUT']._serialized_start=152
+  _globals['_LIVEINPUT']._serialized_end=221
+  _globals['_NODETASK']._serialized_start=224
+  _globals['_NODETASK']._serialized_end=509
+  _globals['_NODEOUTCOME']._serialized_start=512
+  _globals['_NODEOUTCOME']._serialized_end=902
+  _globals['_NODEOUTCOME_KIND']._serialized_start=807
+  _globals['_NODEOUTCOME_KIND']._serialized_end=902
+  _globals['_EXECUTENODESREQUEST']._serialized_start=904
+  _globals['_EXECUTENODESREQUEST']._serialized_end=961
+  _globals['_WORKREQUEST']._serialized_start=963
+  _globals['_WORKREQUEST']._serialized_end=1051
+  _globals['_ATTEMPTREF']._serialized_start=1053
+  _globals['_ATTEMPTREF']._serialized_end=1121
+  _globals['_EXECUTENODESRESPONSE']._serialized_start=1124
+  _globals['_EXECUTENODESRESPONSE']._serialized_end=1260
+  _globals['_NODESERVICE']._serialized_start=1263
+  _globals['_NODESERVICE']._serialized_end=1572
 # @@protoc_insertion_point(module_scope)

@@ -9,8 +9,10 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ListNodeTypesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
 
 class ListNodeTypesResponse(_message.Message):
     __slots__ = ("node_types_json",)
@@ -125,7 +127,11 @@ class AttemptRef(_message.Message):
     def __init__(self, execution_id: _Optional[str] = ..., node_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class ExecuteNodesResponse(_message.Message):
-    __slots__ = ("outcomes",)
+    __slots__ = ("outcomes", "unavailable", "unavailable_reason")
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
     outcomes: _containers.RepeatedCompositeFieldContainer[NodeOutcome]
-    def __init__(self, outcomes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ...) -> None: ...
+    unavailable: _containers.RepeatedCompositeFieldContainer[AttemptRef]
+    unavailable_reason: str
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[NodeOutcome, _Mapping]]] = ..., unavailable: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ..., unavailable_reason: _Optional[str] = ...) -> None: ...

@@ -9,7 +9,8 @@ Both implement the `KV` protocol with the same semantics:
 - `lease(name, owner, ttl_s)` is compare-and-set ownership (execution ownership, scheduler
   leadership): it succeeds when the lease is free or already `owner`'s (and extends it);
   `renew_lease` extends only an owned lease, `release_lease` frees only an owned lease;
-- `rate_limit(key, rate_per_s, burst)` is a token bucket, atomic in Redis (one Lua script).
+- `rate_limit(key, rate_per_s, burst)` is a token bucket, atomic in Redis (one Lua script);
+- `delete_prefix(prefix)` removes every key that starts with prefix (cache invalidation).
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ class KV(Protocol):
     async def lease_owner(self, name: str) -> str | None: ...
 
     async def rate_limit(self, key: str, rate_per_s: float, burst: int) -> tuple[bool, float]: ...
+
+    async def delete_prefix(self, prefix: str) -> int: ...
 
     async def close(self) -> None: ...
 
@@ -205,6 +208,12 @@ class MemoryKV:
         self._buckets[key] = (tokens, now)
         return False, (1 - tokens) / rate_per_s
 
+    async def delete_prefix(self, prefix: str) -> int:
+        doomed = [key for key in self._data if key.startswith(prefix)]
+        for key in doomed:
+            del self._data[key]
+        return len(doomed)
+
     async def close(self) -> None:
         return None
 
@@ -260,14 +269,34 @@ class RedisKV:
         )
         return bool(allowed), float(retry_after)
 
+    async def delete_prefix(self, prefix: str) -> int:
+        # SCAN, not KEYS: it never blocks the server for long, whatever the key count.
+        pattern = _glob_escape(self._key(prefix)) + "*"
+        removed = 0
+        batch: list[bytes] = []
+        async for key in self._redis.scan_iter(match=pattern, count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                removed += int(await self._redis.unlink(*batch))
+                batch = []
+        if batch:
+            removed += int(await self._redis.unlink(*batch))
+        return removed
+
     async def close(self) -> None:
         await self._redis.aclose()
 
 
-def create_kv(url: str) -> KV:
-    """The store for HEDDLE_REDIS_URL: memory:// (in-process) or redis:// / rediss://."""
+def _glob_escape(text: str) -> str:
+    """A literal prefix for a Redis MATCH pattern."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def create_kv(url: str, *, prefix: str = "heddle:") -> KV:
+    """The store for HEDDLE_REDIS_URL: memory:// (in-process) or redis:// / rediss://;
+    `prefix` namespaces a Redis store's keys (the result cache has its own)."""
     if url.startswith("memory:"):
         return MemoryKV()
     if url.startswith(("redis:", "rediss:", "unix:")):
-        return RedisKV(url)
+        return RedisKV(url, prefix=prefix)
     raise ValueError(f"HEDDLE_REDIS_URL: unsupported scheme in {url!r} (memory:// or redis://)")

@@ -54,6 +54,34 @@ class CommonSettings(BaseSettings):
     redis_url: str = Field(
         default="memory://", description="memory:// for in-process, redis://host:6379/0 for Redis."
     )
+    cache_url: str = Field(
+        default="",
+        description="Store of the shared result-cache tier: redis://... (production: its own "
+        "Redis with maxmemory-policy allkeys-lru, so locks and rate limits in HEDDLE_REDIS_URL "
+        "are never evicted), memory://, or empty: the store of HEDDLE_REDIS_URL.",
+    )
+    cache_prefix: str = Field(
+        default="heddle-cache:", description="Key prefix of the shared result-cache tier."
+    )
+    cache_default_ttl_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="TTL of a cached node result whose node sets no cache.ttl_s: every cache "
+        "key expires.",
+    )
+    cache_memory_entries: int = Field(
+        default=10000, ge=0, description="Most entries of the in-process result-cache tier."
+    )
+    cache_memory_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Most bytes (of values) of the in-process result-cache tier (LRU out).",
+    )
+    cache_disk_path: str = Field(
+        default="",
+        description="Folder of the optional disk result-cache tier (the embedded mode); off "
+        "when empty.",
+    )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop",
         description="Event loop of the service processes: uvloop (measured here: a gRPC round "

@@ -134,3 +134,16 @@ async def test_rate_limit_keys_are_independent(kv: KV, key: str) -> None:
 async def test_rate_limit_rejects_nonsense(kv: KV, key: str) -> None:
     with pytest.raises(ValueError):
         await kv.rate_limit(key, rate_per_s=0, burst=1)
+
+
+async def test_delete_prefix_removes_only_that_prefix(kv: KV, key: str) -> None:
+    await kv.set(f"{key}/a*", b"1")
+    await kv.set(f"{key}/a*/b", b"2", ttl_s=60)
+    await kv.set(f"{key}/ab", b"3")  # '*' is literal: not under the prefix
+    await kv.set(f"{key}-x", b"4")
+    assert await kv.delete_prefix(f"{key}/a*") == 2
+    assert await kv.get(f"{key}/a*") is None and await kv.get(f"{key}/a*/b") is None
+    assert await kv.get(f"{key}/ab") == b"3" and await kv.get(f"{key}-x") == b"4"
+    assert await kv.delete_prefix(f"{key}/none") == 0
+    await kv.delete(f"{key}/ab")
+    await kv.delete(f"{key}-x")

@@ -82,14 +82,15 @@ async def test_a_workflow_definition_with_a_nul_is_refused_and_located(
         assert_refused_at(await api.post("/api/v1/workflows", json=body), loc)
         assert_refused_at(await api.put(f"/api/v1/workflows/{workflow_id}", json=body), loc)
         assert_refused_at(await api.post("/api/v1/workflows/validate", json=body), loc)
-    # YAML spells it "\0": the same rule.
-    yaml_body = 'name: "a\\0b"\nnodes: [{id: start, type: input}]\n'
-    response = await api.post(
-        "/api/v1/workflows",
-        content=yaml_body,
-        headers={"Content-Type": "application/yaml"},
-    )
-    assert_refused_at(response, "body.name")
+    # YAML spells it in more ways: the same rule.
+    for spelling in ("\\0", "\\x00", "\\u0000", "\\U00000000"):
+        yaml_body = f'name: "a{spelling}b"\nnodes: [{{id: start, type: input}}]\n'
+        response = await api.post(
+            "/api/v1/workflows",
+            content=yaml_body,
+            headers={"Content-Type": "application/yaml"},
+        )
+        assert_refused_at(response, "body.name")
     # Nothing was stored on the way.
     listed = (await api.get("/api/v1/workflows")).json()
     assert [item["name"] for item in listed["items"]] == ["hello"]

@@ -24,6 +24,7 @@ from services.gateway.settings import GatewaySettings
 #: naming where (one rule for every route, rather than a 500 from whichever column it hits).
 NUL = "\x00"
 NUL_MESSAGE = "String should not contain the NUL character (U+0000)"
+_NUL_SPELLINGS = (b"\\u0000", b"\\0", b"\\x00", b"\\U00000000", b"\x00")
 
 YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 # A YAML body of a few KB can alias its way to billions of values; cap the expansion.
@@ -211,12 +212,11 @@ async def refuse_nul_characters(request: Request) -> None:
         if NUL in name or NUL in value:
             errors.append(_nul_error(("query", name.replace(NUL, "\\u0000")), value))
     body = await request.body()
-    media_type = _media_type(request)
-    # In JSON a NUL can only be written \u0000 (a raw one is a syntax error): skip the parse
-    # of the bodies that cannot hold one. YAML has more spellings: always look.
-    if body.strip() and (media_type in YAML_MEDIA_TYPES or b"\\u0000" in body):
+    # A body that spells no NUL is not parsed twice: in JSON only \u0000 makes one (a raw
+    # one is a syntax error); YAML also has \0, \x00, \U00000000 and the raw byte.
+    if any(spelling in body for spelling in _NUL_SPELLINGS):
         try:
-            document = parse_document(body, media_type)
+            document = parse_document(body, _media_type(request))
         except Exception:  # the route reports a malformed body itself
             document = None
         errors.extend(nul_errors(document, ("body",)))

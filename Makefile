@@ -11,8 +11,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml libs/sdk/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps -e libs/sdk
 	touch $(STAMP)
 
 ## Start the whole stack embedded (SQLite, in-process bus); gateway on http://127.0.0.1:8080
@@ -39,6 +40,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy --config-file libs/sdk/pyproject.toml
 	cd console && { test -d node_modules || npm ci --no-audit --no-fund; } && npx tsc --noEmit
 
 fmt: $(STAMP)

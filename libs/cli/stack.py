@@ -190,7 +190,11 @@ async def _start_stack(
         gateway_settings = GatewaySettings(
             **{**base, "http_port": 0 if ephemeral_ports else (http_port or 8080)}
         )
-        gateway = GatewayServer(gateway_settings)
+        # An in-process store is shared (one process): the gateway's cache invalidation
+        # reaches the workflow service's result cache.
+        gateway = GatewayServer(
+            gateway_settings, kv=kv if base.get("redis_url", "memory://") == "memory://" else None
+        )
         bound = await gateway.start()
         stack.services["gateway"] = gateway
         stack._stop_order.append(gateway)

@@ -33,6 +33,7 @@ import secrets
 import struct
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +113,10 @@ class MemoryTier:
         self._publish()
 
     def delete_prefix(self, prefix: str) -> int:
-        doomed = [key for key in self._entries if key.startswith(prefix)]
+        return self.delete_where(lambda key: key.startswith(prefix))
+
+    def delete_where(self, doomed_key: Callable[[str], bool]) -> int:
+        doomed = [key for key in self._entries if doomed_key(key)]
         for key in doomed:
             self._drop(key)
         self._publish()
@@ -227,12 +231,32 @@ class ResultCache:
         self.refill_ttl_s = refill_ttl_s
         self.hits = 0
         self.misses = 0
+        self._seen: dict[str, str] = {}
 
     async def _generation(self, name: str) -> str:
         if self.control is None:
             return "0"
         value = await self.control.get(f"{self.prefix}gen:{name}")
-        return value.decode() if value is not None else "0"
+        generation = value.decode() if value is not None else "0"
+        seen = self._seen.get(name)
+        if seen is not None and seen != generation and self.memory is not None:
+            # Another process invalidated this scope: drop what this memory tier kept of it.
+            # (Workflow-level names hold no "/"; their prefix covers every node.)
+            self._forget_in_memory(name, seen)
+        if len(self._seen) >= 100_000:
+            self._seen.clear()
+        self._seen[name] = generation
+        return generation
+
+    def _forget_in_memory(self, name: str, generation: str) -> None:
+        assert self.memory is not None
+        workflow_id, _, node_id = name.partition("/")
+        workflow = f"{self.prefix}{workflow_id}/"
+        if not node_id:
+            self.memory.delete_where(lambda key: key.startswith(f"{workflow}{generation}/"))
+        else:
+            marker = f"/{node_id}/{generation}/"
+            self.memory.delete_where(lambda key: key.startswith(workflow) and marker in key)
 
     async def _scoped(self, scope: CacheScope, digest: str) -> str:
         workflow_gen = await self._generation(scope.workflow_id)

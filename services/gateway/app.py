@@ -17,7 +17,15 @@ from services.gateway.openapi import (
     method_not_allowed,
     operation_id,
 )
-from services.gateway.routes import catalog, executions, health, schedules, security, workflows
+from services.gateway.routes import (
+    cache,
+    catalog,
+    executions,
+    health,
+    schedules,
+    security,
+    workflows,
+)
 from services.gateway.routes.common import refuse_nul_characters
 from services.gateway.routes.console import install_console
 from services.gateway.settings import GatewaySettings
@@ -54,6 +62,7 @@ def create_app(
         schedules.router,
         catalog.router,
         security.router,
+        cache.router,
     ):
         app.include_router(router, dependencies=authenticated)
     app.include_router(executions.ws_router)

@@ -41,6 +41,7 @@ ACTIONS: dict[tuple[str, str], tuple[str, str] | None] = {
     ("DELETE", "/api/v1/api-keys/{key_id}"): ("delete", "api_key"),
     ("POST", "/api/v1/secrets"): ("update", "secret"),
     ("DELETE", "/api/v1/secrets/{name}"): ("delete", "secret"),
+    ("DELETE", "/api/v1/cache"): ("invalidate", "cache"),
 }
 
 

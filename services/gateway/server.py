@@ -12,8 +12,10 @@ from typing import Any
 
 import uvicorn
 
+from libs.common.kv import KV
 from libs.common.runtime import init_process, run
 from services.gateway.app import create_app
+from services.gateway.auth import GatewayDatabase, Security
 from services.gateway.clients import ServiceClients
 from services.gateway.settings import GatewaySettings
 
@@ -42,11 +44,20 @@ class GatewayServer:
     `stop()` drains connections (within shutdown_grace_s) and closes the gRPC channels.
     """
 
-    def __init__(self, settings: GatewaySettings, clients: ServiceClients | None = None) -> None:
+    def __init__(
+        self, settings: GatewaySettings, clients: ServiceClients | None = None, kv: KV | None = None
+    ) -> None:
+        """`kv`: a store to share (the embedded stack's in-process one, so that the gateway's
+        cache invalidation and the workflow service see the same generations)."""
         self.settings = settings
         self._owns_clients = clients is None
         self.clients = clients or ServiceClients.connect(settings)
-        self.app = create_app(settings, self.clients)
+        guard = (
+            Security(settings, GatewayDatabase(settings.database_url), kv)
+            if kv is not None
+            else None
+        )
+        self.app = create_app(settings, self.clients, guard)
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.port: int | None = None

@@ -22,6 +22,7 @@ from services.node.executors.flow import (
 from services.node.executors.http import HttpRequestExecutor
 from services.node.executors.human import HumanInputExecutor
 from services.node.executors.integration import MapExecutor, SubworkflowExecutor, ToolExecutor
+from services.node.executors.sql import SqlExecutor
 
 
 class UnknownNodeTypeError(LookupError):
@@ -49,6 +50,13 @@ class NodeTypeRegistry:
     def __contains__(self, node_type: object) -> bool:
         return node_type in self._executors
 
+    async def close(self) -> None:
+        """Release what executors hold (sql's connection pools); each one that has ``close``."""
+        for executor in self._executors.values():
+            close = getattr(executor, "close", None)
+            if close is not None:
+                await close()
+
     def specs(self) -> list[NodeTypeSpec]:
         """Every registered type's spec, in registration order (the palette's order)."""
         return [executor.spec for executor in self._executors.values()]
@@ -75,6 +83,7 @@ def default_registry() -> NodeTypeRegistry:
         LlmExecutor(),
         AgentExecutor(),
         HumanInputExecutor(),
+        SqlExecutor(),
     ]
     for executor in executors:
         registry.register(executor)

@@ -43,6 +43,8 @@ class NodeService:
         if self.bus is not None:
             await self.bus.close()
         await self.http.aclose()
+        # Executors that hold connections (sql's pools) close them.
+        await self.servicer.runner.registry.close()
         for channel in self.channels:
             await channel.close()  # type: ignore[attr-defined]
 

@@ -48,6 +48,14 @@ class NodeServiceSettings(CommonSettings):
         default=86_400.0, gt=0, description="Longest a subworkflow/map node waits for a child."
     )
 
+    sql_max_rows: int = Field(default=10_000, gt=0, description="Largest max_rows of sql.")
+    sql_max_engines: int = Field(
+        default=16, gt=0, description="Database connection pools kept for sql nodes."
+    )
+    sql_pool_size: int = Field(
+        default=4, gt=0, description="Connections of each sql connection pool."
+    )
+
     _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)
 
     def executor_settings(self) -> NodeSettings:
@@ -59,4 +67,7 @@ class NodeServiceSettings(CommonSettings):
             code_bwrap_path=self.code_bwrap_path,
             code_allow_network=self.code_allow_network,
             code_scratch_mb=self.code_scratch_mb,
+            sql_max_rows=self.sql_max_rows,
+            sql_max_engines=self.sql_max_engines,
+            sql_pool_size=self.sql_pool_size,
         )

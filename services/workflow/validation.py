@@ -55,6 +55,13 @@ CONTEXT_ROOTS: frozenset[str] = frozenset({"inputs", "system", "secrets", "env",
 _EXPRESSION_REQUIRED = frozenset({"condition", "switch", "transform"})
 _INPUT_TYPE = "input"
 _MAP_TYPE = "map"
+_SQL_TYPE = "sql"
+
+
+def _holds_sql_template(query: Any) -> bool:
+    return isinstance(query, str) and ("{{" in query or "{%" in query)
+
+
 #: Keywords whose errors are about an instance as a whole: with a template somewhere inside
 #: it, the value at run time is unknown, so such an error may be a false alarm.
 _COMBINATORS = frozenset({"anyOf", "oneOf", "allOf", "not", "if", "then", "else"})
@@ -685,6 +692,16 @@ class _Checker:
                     )
             if node.type == _INPUT_TYPE:
                 input_nodes.append(position)
+            if node.type == _SQL_TYPE and _holds_sql_template(node.params.get("query")):
+                # Values reach the database as bound parameters only (no SQL injection).
+                issues.add(
+                    "templated_sql",
+                    f"sql node '{node.id}': the query may not contain templates ({{{{ }}}} or "
+                    "{% %}); pass values as bound parameters (:name in the query, "
+                    "params.parameters.name beside it)",
+                    node_id=node.id,
+                    field=f"nodes[{raw_index}].params.query",
+                )
             if node.type in _EXPRESSION_REQUIRED:
                 expression = node.params.get("expression")
                 if not isinstance(expression, str) or not expression.strip():

@@ -184,6 +184,21 @@ class NodeSettings(BaseModel):
         default=64, gt=0, description="Upper bound of a map node's concurrency param."
     )
     agent_max_steps: int = Field(default=50, gt=0, description="Upper bound of max_steps.")
+    sql_max_rows: int = Field(
+        default=10_000, gt=0, description="Upper bound of a sql node's max_rows param."
+    )
+    sql_default_timeout_s: float = Field(
+        default=30.0, gt=0, description="Statement timeout of a sql node that sets none."
+    )
+    sql_max_engines: int = Field(
+        default=16,
+        gt=0,
+        description="Connection pools (one per database URL) a node replica keeps for sql "
+        "nodes; the least recently used one is closed beyond this.",
+    )
+    sql_pool_size: int = Field(
+        default=4, gt=0, description="Connections of each sql connection pool."
+    )
 
     _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)
 

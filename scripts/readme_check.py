@@ -116,14 +116,14 @@ def _copy_repository(target: Path) -> None:
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, destination)
     (target / ".venv").symlink_to(REPO / ".venv")
-    # `make run` reinstalls when pyproject.toml is newer than the venv's stamp; in the copy
-    # that would point the shared editable install at the copy. The venv is the repository's
-    # (as fresh as `make test` keeps it), so the copy's pyproject.toml never looks newer.
+    # `make run` reinstalls when a pyproject.toml is newer than the venv's stamp; in the copy
+    # that would point the shared editable installs at the copy. The venv is the repository's
+    # (as fresh as `make test` keeps it), so no pyproject.toml of the copy looks newer.
     stamp = REPO / ".venv" / ".installed"
     if stamp.exists():
-        copied = target / "pyproject.toml"
-        when = min(copied.stat().st_mtime, stamp.stat().st_mtime)
-        os.utime(copied, (when, when))
+        for copied in target.rglob("pyproject.toml"):
+            when = min(copied.stat().st_mtime, stamp.stat().st_mtime)
+            os.utime(copied, (when, when))
 
 
 def _environment(port: int) -> dict[str, str]:

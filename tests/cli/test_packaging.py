@@ -18,7 +18,8 @@ def test_the_distribution_is_heddle_engine_with_the_heddle_command() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["name"] == SERVER_DISTRIBUTION
     assert project["scripts"] == {"heddle": "libs.cli.main:main"}
-    assert SDK_DISTRIBUTION in (REPO / "pyproject.toml").read_text()  # the SDK's name, reserved
+    sdk = tomllib.loads((REPO / "libs/sdk/pyproject.toml").read_text())["project"]
+    assert sdk["name"] == SDK_DISTRIBUTION
     installed = importlib.metadata.distribution(SERVER_DISTRIBUTION)
     scripts = {e.name: e.value for e in installed.entry_points if e.group == "console_scripts"}
     assert scripts == {"heddle": "libs.cli.main:main"}

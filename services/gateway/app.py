@@ -24,6 +24,7 @@ from services.gateway.routes import (
     health,
     schedules,
     security,
+    versions,
     workflows,
 )
 from services.gateway.routes.common import refuse_nul_characters
@@ -63,6 +64,7 @@ def create_app(
         catalog.router,
         security.router,
         cache.router,
+        versions.router,
     ):
         app.include_router(router, dependencies=authenticated)
     app.include_router(executions.ws_router)

@@ -64,3 +64,37 @@ class AuditRow(Base):
     request_id: Mapped[str] = mapped_column(String(128), default="")
 
     __table_args__ = (Index("ix_audit_records_tenant_ts", "tenant_id", "ts"),)
+
+
+class WorkflowVersionAuthorRow(Base):
+    """Who saved each version of a workflow through the gateway (the workflow service keeps
+    the definitions; versions saved before this table existed have no row: author unknown)."""
+
+    __tablename__ = "workflow_version_authors"
+
+    workflow_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(300), default="")
+    # The version this one restored (POST .../versions/{n}/rollback); None: an edit.
+    rollback_of: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class NodePresetRow(Base):
+    """One version of a node preset: a saved, named parameter set of a node type, per tenant.
+    Every save is a new row (id, version); the highest version is the current one."""
+
+    __tablename__ = "node_presets"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    node_type: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    params: Mapped[Any] = mapped_column(default=dict)
+    created_by: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_node_presets_tenant_type", "tenant_id", "node_type", "name"),)

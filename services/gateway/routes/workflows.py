@@ -21,6 +21,7 @@ from services.gateway.routes.common import (
     checked_id,
     read_definition,
 )
+from services.gateway.routes.versions import record_version_author
 from services.gateway.schemas import (
     INT32_MAX,
     ExecuteRequest,
@@ -113,6 +114,7 @@ async def create_workflow(
     )
     request.state.audit_object_id = reply.id
     await guard.owner_created(caller, reply.id)
+    await record_version_author(guard, caller, reply)
     response.headers["Location"] = f"/api/v1/workflows/{reply.id}"
     return workflow_out(reply)
 
@@ -159,6 +161,7 @@ async def update_workflow(
             id=workflow_id, definition_json=definition, tenant_id=tenant
         ),
     )
+    await record_version_author(guard, caller, reply)
     return workflow_out(reply)
 
 

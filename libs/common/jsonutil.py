@@ -5,12 +5,13 @@ one as a float (rounded). JSON itself has no such limit, and a node may well pro
 `2 ** 64`, so both directions fall back to the standard library's exact encoder and decoder
 for such documents only: encoding tries orjson first and falls back on its 64-bit error;
 decoding checks the bytes for a digit run long enough to overflow 64 bits (a translate and
-two substring searches, both in C) before it trusts orjson's result.
+a substring search, both in C) and hands only such documents to the standard library.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
@@ -18,14 +19,10 @@ import orjson
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 # orjson decodes integers in [-2**63, 2**64 - 1] exactly. Anything outside has at least 20
-# digits, or is negative with at least 19: map digits to "0", "-" to itself, the rest to " ".
-_DIGITS = bytes(
-    b"0"[0] if byte in b"0123456789" else byte if byte == b"-"[0] else b" "[0]
-    for byte in range(256)
-)
+# digits, or is negative with at least 19: map digits and "-" to "0", the rest to " ", and
+# look for 20 zeros (a false alarm, e.g. a long number in a string, only costs the slow path).
+_DIGITS = bytes(b"0"[0] if byte in b"0123456789-" else b" "[0] for byte in range(256))
 _LONG_RUN = b"0" * 20
-_LONG_NEGATIVE = b"-" + b"0" * 19
-_SHORTEST_BIG = len(_LONG_NEGATIVE)
 
 
 def _fallback(value: Any) -> Any:
@@ -51,13 +48,19 @@ def _is_int_overflow(error: TypeError) -> bool:
 
 
 def _encode_exact(value: Any) -> str:
-    return json.dumps(
-        value,
-        default=_stdlib_default,
-        ensure_ascii=False,
-        allow_nan=False,
-        separators=(",", ":"),
-    )
+    try:
+        return json.dumps(
+            value,
+            default=_stdlib_default,
+            ensure_ascii=False,
+            allow_nan=False,
+            separators=(",", ":"),
+        )
+    except ValueError as error:
+        # Python's own bound on int <-> str conversions (sys.get_int_max_str_digits(), 4300
+        # by default) holds for JSON too: refuse with orjson's error type, as for any
+        # value that cannot be encoded.
+        raise orjson.JSONEncodeError(f"value cannot be encoded as JSON: {error}") from error
 
 
 def _reject_constant(name: str) -> Any:
@@ -79,19 +82,44 @@ def dumps(value: Any) -> bytes:
 
 
 def loads(data: bytes | str | None) -> Any:
-    """Decode JSON bytes; empty input decodes to None. Big integers decode exactly."""
+    """Decode JSON bytes; empty input decodes to None. Big integers decode exactly.
+
+    Invalid JSON raises orjson.JSONDecodeError (a ValueError), whichever decoder ran."""
     if not data:
         return None
-    value = orjson.loads(data)
-    if len(data) >= _SHORTEST_BIG:
-        raw = data.encode() if isinstance(data, str) else bytes(data)
-        digits = raw.translate(_DIGITS)
-        if _LONG_RUN in digits or _LONG_NEGATIVE in digits:
-            # Perhaps an integer orjson rounded to a float (or only a long run of digits in
-            # a string): the standard library decodes integers exactly. orjson has already
-            # checked the document is valid JSON.
-            return json.loads(raw, parse_constant=_reject_constant)
-    return value
+    if len(data) >= len(_LONG_RUN):
+        raw = data.encode() if isinstance(data, str) else data
+        if _LONG_RUN in raw.translate(_DIGITS):
+            # Perhaps an integer orjson would round to a float, or refuse beyond 1e308 (or
+            # only a long run of digits in a string): the standard library decodes integers
+            # exactly, up to Python's bound on int <-> str conversions (4300 digits), as
+            # dumps encodes them.
+            return _decode_exact(raw)
+    return orjson.loads(data)
+
+
+def _decode_exact(raw: bytes) -> Any:
+    try:
+        # orjson validates (syntax, UTF-8, lone surrogates, NaN) as for any document...
+        orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        # ...except that it refuses integers beyond 1e308 as "infinity": decoded below.
+        if not error.msg.startswith("number is infinity"):
+            raise
+    text = raw.decode()
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as error:
+        raise orjson.JSONDecodeError(error.msg, error.doc, error.pos) from None
+    except ValueError as error:  # beyond the int <-> str bound, or a float beyond 1e308
+        raise orjson.JSONDecodeError(str(error), text, 0) from None
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"number is infinity when parsed as double: {text[:40]}")
+    return number
 
 
 def dumps_str(value: Any) -> str:

@@ -93,3 +93,31 @@ async def test_integers_beyond_64_bits_round_trip(any_client: httpx.AsyncClient)
     succeeded = [e for e in stream if e["type"] == "node.completed" and e["node_id"] == "code"]
     assert succeeded, [e["type"] for e in stream]
     assert succeeded[0]["data"]["output"] == {"result": [BIG, HUGE]}
+
+
+async def test_integers_beyond_pythons_bound_fail_clearly(any_client: httpx.AsyncClient) -> None:
+    # 4300 digits is where Python stops converting ints to text: past it, a clear refusal
+    # (never an internal error, nor a 500 from the exact decoder).
+    workflow_id = await create_workflow(
+        any_client,
+        {
+            "name": "too-big",
+            "nodes": [
+                {"id": "start", "type": "input"},
+                {"id": "power", "type": "code", "params": {"source": "result = 10 ** 4400"}},
+            ],
+            "edges": [{"source": "start", "target": "power"}],
+        },
+    )
+    execution = await wait_final(any_client, await run(any_client, workflow_id))
+    assert execution["status"] == "failed"
+    error = node(execution, "power")["error"]
+    assert error["type"] == "CodeError", error
+    assert "result is not JSON-serializable" in error["message"]
+
+    refused = await any_client.post(
+        f"/api/v1/workflows/{workflow_id}/execute",
+        content=b'{"inputs": {"n": ' + b"9" * 5000 + b"}}",
+        headers={"content-type": "application/json"},
+    )
+    assert refused.status_code == 400, refused.text

@@ -73,3 +73,22 @@ def test_empty_and_none() -> None:
     assert jsonutil.dumps(None) == b""
     assert jsonutil.loads(b"") is None
     assert jsonutil.loads(None) is None
+
+
+def test_integers_beyond_1e308_round_trip_up_to_pythons_bound() -> None:
+    # orjson refuses these as "infinity" when decoding; the exact path takes them.
+    for value in (10**400, -(10**4000)):
+        assert jsonutil.loads(jsonutil.dumps({"v": value})) == {"v": value}
+
+
+def test_integers_beyond_pythons_bound_are_refused_with_orjsons_errors() -> None:
+    # Python converts ints of at most 4300 digits to and from text: refused cleanly both
+    # ways (the gateway answers 400 for a JSONDecodeError; encoders map a TypeError).
+    with pytest.raises(orjson.JSONEncodeError, match="4300 digits"):
+        jsonutil.dumps({"v": 10**4400})
+    with pytest.raises(orjson.JSONDecodeError, match="4300 digits"):
+        jsonutil.loads(b'{"v": ' + b"9" * 5000 + b"}")
+    with pytest.raises(orjson.JSONDecodeError, match="infinity"):
+        jsonutil.loads(b"[1e400, 123456789012345678901234]")
+    with pytest.raises(orjson.JSONDecodeError):
+        jsonutil.loads(b'["\\ud800", 123456789012345678901234]')  # a lone surrogate

@@ -36,6 +36,7 @@ TENANT_ACTIONS: dict[str, Literal["member", "admin"]] = {
     "list_all": "admin",  # every workflow/execution/schedule of the tenant, without grants
     "manage_api_keys": "admin",
     "manage_secrets": "admin",
+    "manage_webhooks": "admin",
     "read_audit": "admin",
     "fire_trigger": "admin",
 }
@@ -53,6 +54,7 @@ ACTION_SCOPES: dict[str, Scope] = {
     "list_all": "read",
     "manage_api_keys": "admin",
     "manage_secrets": "admin",
+    "manage_webhooks": "admin",
     "read_audit": "admin",
     "fire_trigger": "execute",
 }

@@ -152,5 +152,12 @@ class GatewaySettings(CommonSettings):
         default=600, ge=0, description="Seconds a browser may cache a preflight's answer."
     )
 
+    http_allow_hosts: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Comma-separated hosts and CIDRs a webhook URL may point at although they "
+        "are private, loopback or link-local (the http_request node's policy and variable).",
+    )
+
     _split_ready_required = field_validator("ready_required", mode="before")(split_csv)
+    _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)
     _split_cors_origins = field_validator("cors_allow_origins", mode="before")(split_csv)

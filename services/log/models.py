@@ -1,11 +1,20 @@
-"""The `log_records` table."""
+"""The log service's tables: `log_records`, and the outbound webhooks it delivers."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from libs.common.db import Base
@@ -48,4 +57,56 @@ class LogRecordRow(Base):
     __table_args__ = (
         # QueryLogs reads one execution in (ts, id) order.
         Index("ix_log_records_execution_ts_id", "execution_id", "ts", "id"),
+    )
+
+
+class WebhookRow(Base):
+    """An outbound webhook subscription: events of a tenant POSTed to a URL, signed.
+
+    Written by the gateway (/api/v1/webhooks), read by the log service's deliverer.
+    """
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    # Event type patterns (AMQP topic syntax: `execution.failed`, `node.*`, `#`).
+    events: Mapped[Any] = mapped_column(default=list)
+    # Only events of this workflow; None: every workflow of the tenant.
+    workflow_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    # The HMAC key, encrypted with HEDDLE_SECRETS_KEY (libs.common.secrets.SecretBox).
+    secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column()
+    updated_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class WebhookDeliveryRow(Base):
+    """One event for one subscription: its attempts, and where they ended (delivered, or
+    dead after the last retry: the dead-letter record)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    subscription_id: Mapped[str] = mapped_column(String(36))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    # "<execution_id>:<seq>": the Idempotency-Key header; one delivery per subscription.
+    event_id: Mapped[str] = mapped_column(String(100))
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[Any] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # delivered, dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str] = mapped_column(String(1000), default="")
+    created_at: Mapped[dt.datetime] = mapped_column()
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # The replica delivering it holds it until then; a sweep takes over expired leases.
+    lease_until: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_id", name="uq_webhook_deliveries_event"),
+        Index("ix_webhook_deliveries_subscription_created", "subscription_id", "created_at"),
+        Index("ix_webhook_deliveries_status_lease", "status", "lease_until"),
     )

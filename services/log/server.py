@@ -21,6 +21,7 @@ from services.log.consumer import LogConsumer
 from services.log.retention import run_retention
 from services.log.servicer import LogServicer
 from services.log.settings import LogSettings
+from services.log.webhooks import DeliveryPolicy, WebhookDeliverer
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class LogServer(GrpcServer):
 
     consumer: LogConsumer | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    webhooks: WebhookDeliverer | None = None
     engine: AsyncEngine | None = None
     owned_bus: EventBus | None = None
 
@@ -40,6 +42,8 @@ class LogServer(GrpcServer):
         await super().stop(grace)
         if self.consumer is not None:
             await self.consumer.stop()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -56,6 +60,7 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
     engine = create_engine(settings.database_url)
     owned_bus = None
     consumer = None
+    webhooks = None
     try:
         await upgrade(engine)
         if bus is None:
@@ -71,6 +76,11 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
             events_queue=settings.events_queue,
         )
         await consumer.start()
+        if settings.webhooks_enabled:
+            webhooks = WebhookDeliverer(
+                sessions, bus, settings.secrets_key, _delivery_policy(settings)
+            )
+            await webhooks.start()
         servicer = LogServicer(
             sessions,
             default_page_size=settings.default_page_size,
@@ -88,6 +98,8 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
     except BaseException:
         if consumer is not None:
             await consumer.stop()
+        if webhooks is not None:
+            await webhooks.stop()
         if owned_bus is not None:
             await owned_bus.close()
         await engine.dispose()
@@ -109,8 +121,22 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
         health=server.health,
         consumer=consumer,
         tasks=[retention],
+        webhooks=webhooks,
         engine=engine,
         owned_bus=owned_bus,
+    )
+
+
+def _delivery_policy(settings: LogSettings) -> DeliveryPolicy:
+    return DeliveryPolicy(
+        max_attempts=settings.webhook_max_attempts,
+        backoff_s=settings.webhook_backoff_s,
+        backoff_max_s=settings.webhook_backoff_max_s,
+        timeout_s=settings.webhook_timeout_s,
+        sweep_interval_s=settings.webhook_sweep_interval_s,
+        concurrency=settings.webhook_concurrency,
+        allow_hosts=tuple(settings.http_allow_hosts),
+        queue=settings.webhook_queue,
     )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
 
-from libs.common.settings import CommonSettings
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from libs.common.settings import CommonSettings, split_csv
 
 
 class LogSettings(CommonSettings):
@@ -35,3 +38,36 @@ class LogSettings(CommonSettings):
     )
     default_page_size: int = Field(default=100, ge=1, description="QueryLogs page size if unset.")
     max_page_size: int = Field(default=1000, ge=1, description="Largest QueryLogs page.")
+    webhooks_enabled: bool = Field(
+        default=True, description="Deliver outbound webhooks (/api/v1/webhooks) from here."
+    )
+    webhook_queue: str = Field(
+        default="log.webhooks",
+        description="Durable queue of heddle.events execution.* and node.* events that the "
+        "webhook deliverer consumes (log replicas compete on it).",
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, description="POSTs of one event before its delivery is dead."
+    )
+    webhook_backoff_s: float = Field(
+        default=0.5, gt=0, description="Wait before the first retry; doubled at each retry."
+    )
+    webhook_backoff_max_s: float = Field(
+        default=30.0, gt=0, description="Longest wait between two attempts."
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of one POST.")
+    webhook_sweep_interval_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often a replica takes over the deliveries of a replica that died.",
+    )
+    webhook_concurrency: int = Field(
+        default=32, ge=1, description="Webhook POSTs a replica makes at once."
+    )
+    http_allow_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated hosts and CIDRs that webhooks may reach although they are "
+        "private, loopback or link-local (the http_request node's policy and variable).",
+    )
+
+    _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)

@@ -8,7 +8,6 @@ from libs.common.kv import create_kv
 from services.gateway.audit import AuditMiddleware
 from services.gateway.auth import GatewayDatabase, Security, authenticate_connection
 from services.gateway.clients import ServiceClients
-from services.gateway.cors import add_cors
 from services.gateway.errors import CatchAllMiddleware, install_error_handlers
 from services.gateway.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from services.gateway.openapi import (
@@ -23,10 +22,10 @@ from services.gateway.routes import (
     catalog,
     executions,
     health,
+    presets,
     schedules,
     security,
     versions,
-    webhooks,
     workflows,
 )
 from services.gateway.routes.common import refuse_nul_characters
@@ -65,9 +64,9 @@ def create_app(
         schedules.router,
         catalog.router,
         security.router,
-        webhooks.router,
         cache.router,
         versions.router,
+        presets.router,
     ):
         app.include_router(router, dependencies=authenticated)
     app.include_router(executions.ws_router)
@@ -81,7 +80,5 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
-    # Outermost: a preflight is answered before authentication, which it never carries.
-    add_cors(app, settings)
     app.openapi = lambda: build_openapi(app, settings)  # type: ignore[method-assign]
     return app

@@ -42,6 +42,9 @@ ACTIONS: dict[tuple[str, str], tuple[str, str] | None] = {
     ("POST", "/api/v1/secrets"): ("update", "secret"),
     ("DELETE", "/api/v1/secrets/{name}"): ("delete", "secret"),
     ("DELETE", "/api/v1/cache"): ("invalidate", "cache"),
+    ("POST", "/api/v1/node-presets"): ("create", "node_preset"),
+    ("PUT", "/api/v1/node-presets/{preset_id}"): ("update", "node_preset"),
+    ("DELETE", "/api/v1/node-presets/{preset_id}"): ("delete", "node_preset"),
     ("POST", "/api/v1/workflows/{workflow_id}/versions/{version}/rollback"): (
         "rollback",
         "workflow",

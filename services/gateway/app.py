@@ -8,6 +8,7 @@ from libs.common.kv import create_kv
 from services.gateway.audit import AuditMiddleware
 from services.gateway.auth import GatewayDatabase, Security, authenticate_connection
 from services.gateway.clients import ServiceClients
+from services.gateway.cors import add_cors
 from services.gateway.errors import CatchAllMiddleware, install_error_handlers
 from services.gateway.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from services.gateway.openapi import (
@@ -26,6 +27,7 @@ from services.gateway.routes import (
     schedules,
     security,
     versions,
+    webhooks,
     workflows,
 )
 from services.gateway.routes.common import refuse_nul_characters
@@ -67,6 +69,7 @@ def create_app(
         cache.router,
         versions.router,
         presets.router,
+        webhooks.router,
     ):
         app.include_router(router, dependencies=authenticated)
     app.include_router(executions.ws_router)
@@ -80,5 +83,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
+    # Outermost: a preflight is answered before authentication, which it never carries.
+    add_cors(app, settings)
     app.openapi = lambda: build_openapi(app, settings)  # type: ignore[method-assign]
     return app

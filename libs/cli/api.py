@@ -2,18 +2,22 @@
 
 Credentials: --api-key / HEDDLE_API_KEY when given; otherwise, when the gateway answers 401,
 the development key that the embedded stack (`heddle serve`, `make run`) offers to loopback
-callers at GET /console/config, the way the web console signs itself in.
+callers at GET /console/config, the way the web console signs itself in, or else the one
+`heddle up` keeps in var/dev-api-key.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
+#: Where `heddle serve` and `heddle up` leave their development admin key.
+DEV_API_KEY_FILE = Path("var/dev-api-key")
 
 
 class CliError(Exception):
@@ -98,15 +102,22 @@ class Api:
             ) from None
 
     def adopt_dev_key(self) -> bool:
-        """Take the embedded stack's development key, once, if the gateway offers one."""
+        """Take a development key, once: the one the embedded stack offers to loopback
+        callers, else the one `heddle up` (or `make run`) left in var/dev-api-key here."""
         if self._explicit_key or self._asked_for_dev_key:
             return False
         self._asked_for_dev_key = True
+        offered: Any = None
         try:
             offered = self.http.get("/console/config").json().get("dev_api_key")
         except (httpx.HTTPError, ValueError, AttributeError):
-            return False
+            offered = None
         if not isinstance(offered, str) or not offered:
+            try:
+                offered = DEV_API_KEY_FILE.read_text().strip()
+            except OSError:
+                return False
+        if not offered:
             return False
         self.http.headers["authorization"] = f"Bearer {offered}"
         return True

@@ -350,3 +350,17 @@ async def test_logs_print_what_nodes_logged(server: str, tmp_path: Path) -> None
         for line in (await heddle(server, "logs", execution_id, "--json")).out.splitlines()
     ]
     assert any(r["message"] == "step [1/2] [bold]done" and r["node_id"] == "talk" for r in records)
+
+
+async def test_the_key_heddle_up_leaves_in_var_is_used(
+    server: str, stack: Stack, tmp_path: Path
+) -> None:
+    """A gateway that offers no development key (the production topology of `heddle up`):
+    the CLI sends the admin key `heddle up` keeps in var/dev-api-key."""
+    stack.services["gateway"].app.state.console_dev_key = None
+    refused = await heddle(server, "workflows", "list", cwd=tmp_path)
+    assert refused.code == 1 and refused.err.startswith("error: unauthenticated: ")
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "dev-api-key").write_text(stack.admin_key + "\n")
+    listed = await heddle(server, "workflows", "list", "--json", cwd=tmp_path)
+    assert listed.code == 0, listed.err

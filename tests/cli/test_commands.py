@@ -39,10 +39,10 @@ async def test_no_key_needed_on_loopback_and_errors_are_one_line(server: str) ->
 
 async def test_an_unchanged_file_saves_no_new_version(server: str, tmp_path: Path) -> None:
     """Item 3: the server's normalised definition is compared with the file's, normalised
-    the same way (every example: defaults, edges, conditions, merges, outputs)."""
+    the same way (the examples: defaults, edges, conditions, merges, human input, outputs)."""
     inputs = ["-i", "name=x", "-i", "amount=1", "-i", "text=x"]
-    for example in sorted(EXAMPLES.glob("*.yaml")):
-        name = example.stem
+    for name in ("hello", "branching", "summarize", "approval"):  # conditions, merges, llm...
+        example = EXAMPLES / f"{name}.yaml"
         definition = example.read_text()
         copy = tmp_path / example.name
         copy.write_text(definition)

@@ -19,6 +19,7 @@ from services.gateway.openapi import (
     operation_id,
 )
 from services.gateway.routes import (
+    batches,
     cache,
     catalog,
     executions,
@@ -70,6 +71,7 @@ def create_app(
         versions.router,
         presets.router,
         webhooks.router,
+        batches.router,
     ):
         app.include_router(router, dependencies=authenticated)
     app.include_router(executions.ws_router)

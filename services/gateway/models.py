@@ -1,4 +1,4 @@
-"""Tables the gateway owns: API keys, per-workflow role grants and the audit trail."""
+"""Tables the gateway owns: API keys, per-workflow role grants, the audit trail and batch runs."""
 
 from __future__ import annotations
 
@@ -98,3 +98,39 @@ class NodePresetRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_node_presets_tenant_type", "tenant_id", "node_type", "name"),)
+
+
+class BatchRow(Base):
+    """A batch run: one execution per item, at most `concurrency` running at once."""
+
+    __tablename__ = "execution_batches"
+
+    # Derived from (tenant, workflow, item keys): the same batch posted again is this one.
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    workflow_id: Mapped[str] = mapped_column(String(36))
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # The gateway replica driving it holds it until then (renewed); another takes over after.
+    lease_until: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_execution_batches_tenant_created", "tenant_id", "created_at"),)
+
+
+class BatchItemRow(Base):
+    """One input of a batch and the execution it started."""
+
+    __tablename__ = "execution_batch_items"
+
+    batch_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(256))
+    inputs: Mapped[Any] = mapped_column()
+    execution_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    # queued, running, then the execution's final status; rejected when it could not start.
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    error: Mapped[str] = mapped_column(String(1000), default="")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, ClassVar
 
+from heddle.v1 import common_pb2, workflow_pb2
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from libs.common import jsonutil
-from libs.common.errors import DeadlineExceeded, HeddleError
+from libs.common.errors import DeadlineExceeded, HeddleError, NotFound
 from services.gateway.convert import event_json
 from services.gateway.errors import error_body
 
@@ -71,43 +73,327 @@ async def sse_body(events: AsyncGenerator[Any, None], heartbeat_s: float) -> Asy
         yield f"event: error\ndata: {data}\n\n".encode()
 
 
-async def forward_to_websocket(websocket: WebSocket, events: AsyncGenerator[Any, None]) -> None:
-    """Send each event as a JSON text frame until the stream ends or the client leaves."""
-
-    async def forward() -> None:
-        async for event in events:
-            await websocket.send_text(jsonutil.dumps_str(event_json(event)))
-
-    async def until_disconnect() -> None:
-        with contextlib.suppress(WebSocketDisconnect):
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-
-    sender = asyncio.ensure_future(forward())
-    listener = asyncio.ensure_future(until_disconnect())
-    try:
-        await asyncio.wait({sender, listener}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (sender, listener):
-            task.cancel()
-        await asyncio.gather(sender, listener, return_exceptions=True)
-        await events.aclose()
-    if listener.done() and not listener.cancelled():
-        return  # the client went away
-    error = sender.exception() if not sender.cancelled() else None
-    if isinstance(error, DeadlineExceeded):
-        await websocket.close(code=1000)
-    elif isinstance(error, HeddleError):
-        await websocket.send_text(jsonutil.dumps_str(error_body(**error.to_dict())))
-        await websocket.close(code=ws_close_code(error))
-    elif error is not None:
-        raise error
-    else:
-        await websocket.close(code=1000)
-
-
 def ws_close_code(error: HeddleError) -> int:
     """Application close codes mirror HTTP statuses: 4404, 4503..."""
     return 4000 + error.http_status if error.http_status < 1000 else 1011
+
+
+# ---- the interactive WebSocket ----------------------------------------------------------------
+
+#: How often a workflow subscription looks for the workflow's new executions.
+WORKFLOW_POLL_S = 0.5
+#: Bounds of one socket: subscriptions, and the size of a client frame.
+MAX_SUBSCRIPTIONS = 100
+MAX_FRAME_CHARS = 1_000_000
+
+#: (execution_id, action) -> the execution (an ExecutionOut), when the caller may do action
+#: on it; raises NotFound (also for another tenant's execution) or PermissionDenied.
+Authorize = Callable[[str, str], Awaitable[Any]]
+
+
+class BadFrame(HeddleError):
+    code = "invalid_argument"
+    http_status = 422
+
+
+class InteractiveSession:
+    """One socket's conversation (the client messages are in the gateway README):
+
+    - `subscribe` {execution_id, after?} or {workflow_id}: the execution's events (from
+      `after`), or those of every execution of the workflow running now or started later;
+    - `unsubscribe` {execution_id} or {workflow_id};
+    - `send_input` {execution_id, node_id, data}: answer a waiting human_input node;
+    - `execute_workflow` {workflow_id, inputs?, version?, idempotency_key?}: start an
+      execution and follow it on this socket;
+    - `cancel` {execution_id};
+    - `ping`.
+
+    Each is answered with `{"type": "ack", "request": <type>, "id": <the client's id>, ...}`
+    or `{"type": "error", "request": ..., "id": ..., "error": {code, message, details}}`; a
+    bad frame (malformed JSON, an unknown type, a missing field, another tenant's execution)
+    gets an error frame and the socket stays open. Events are the SSE route's JSON, each with
+    its `execution_id`; when a followed execution's stream ends, `{"type": "unsubscribed",
+    "execution_id", "reason": "ended"}`.
+    """
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        clients: Any,
+        guard: Any,
+        caller: Any,
+        authorize: Authorize,
+    ) -> None:
+        self.websocket = websocket
+        self.clients = clients
+        self.guard = guard
+        self.caller = caller
+        self.authorize = authorize
+        self.executions: dict[str, asyncio.Task[None]] = {}
+        self.workflows: dict[str, asyncio.Task[None]] = {}
+        self._send_lock = asyncio.Lock()
+        self._closing: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        async with self._send_lock:
+            await self.websocket.send_text(jsonutil.dumps_str(frame))
+
+    async def run(self, initial: str | None = None, after: int = 0) -> None:
+        """Serve until the client leaves. With `initial` (the /ws/v1/executions/{id} route),
+        that execution is followed from the start and the socket closes (1000) when its
+        stream ends, as it always did."""
+        if initial is not None:
+            self.executions[initial] = asyncio.ensure_future(
+                self._follow(initial, after, close_at_end=True)
+            )
+        receiver = asyncio.ensure_future(self._receive())
+        try:
+            waiters: set[asyncio.Future[Any]] = {receiver, self._closing}
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if self._closing in done:
+                with contextlib.suppress(Exception):
+                    await self.websocket.close(code=self._closing.result())
+        finally:
+            receiver.cancel()
+            tasks = [receiver, *self.executions.values(), *self.workflows.values()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if receiver.done() and not receiver.cancelled() and receiver.exception() is not None:
+            error = receiver.exception()
+            if not isinstance(error, WebSocketDisconnect):
+                raise error  # type: ignore[misc]
+
+    def _close(self, code: int) -> None:
+        if not self._closing.done():
+            self._closing.set_result(code)
+
+    async def _receive(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None and message.get("bytes") is not None:
+                text = message["bytes"].decode("utf-8", "replace")
+            await self._handle(text or "")
+
+    async def _handle(self, text: str) -> None:
+        request: str | None = None
+        frame_id: Any = None
+        try:
+            if len(text) > MAX_FRAME_CHARS:
+                raise BadFrame(f"a frame is at most {MAX_FRAME_CHARS} characters")
+            try:
+                frame = jsonutil.loads(text)
+            except ValueError as error:
+                raise BadFrame(f"not JSON: {error}") from None
+            if not isinstance(frame, dict):
+                raise BadFrame("a frame is a JSON object with a `type`")
+            frame_id = frame.get("id")
+            request = frame.get("type") if isinstance(frame.get("type"), str) else None
+            handler = self._handlers.get(request or "")
+            if handler is None:
+                raise BadFrame(
+                    f"unknown message type {frame.get('type')!r}",
+                    details={"types": sorted(self._handlers)},
+                )
+            extra = await handler(self, frame)
+            await self.send({"type": "ack", "request": request, "id": frame_id, **extra})
+        except HeddleError as error:
+            await self.send(
+                {"type": "error", "request": request, "id": frame_id, "error": error.to_dict()}
+            )
+
+    # ---- messages ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _field(frame: dict[str, Any], name: str, kind: type = str) -> Any:
+        value = frame.get(name)
+        if not isinstance(value, kind) or (kind is str and not value):
+            raise BadFrame(f"`{name}` is required ({kind.__name__})", details=[{"field": name}])
+        return value
+
+    def _room(self) -> None:
+        if len(self.executions) + len(self.workflows) >= MAX_SUBSCRIPTIONS:
+            raise BadFrame(f"at most {MAX_SUBSCRIPTIONS} subscriptions on one socket")
+
+    async def _subscribe(self, frame: dict[str, Any]) -> dict[str, Any]:
+        if "workflow_id" in frame and "execution_id" not in frame:
+            workflow_id = self._field(frame, "workflow_id")
+            await self._require_workflow(workflow_id, "read")
+            if workflow_id not in self.workflows:
+                self._room()
+                self.workflows[workflow_id] = asyncio.ensure_future(self._watch(workflow_id))
+            return {"workflow_id": workflow_id}
+        execution_id = self._field(frame, "execution_id")
+        after = frame.get("after", 0)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise BadFrame("`after` is a sequence number >= 0", details=[{"field": "after"}])
+        execution = await self.authorize(execution_id, "read")
+        if execution.id not in self.executions:
+            self._room()
+            self.executions[execution.id] = asyncio.ensure_future(self._follow(execution.id, after))
+        return {"execution_id": execution.id}
+
+    async def _unsubscribe(self, frame: dict[str, Any]) -> dict[str, Any]:
+        if "workflow_id" in frame and "execution_id" not in frame:
+            workflow_id = self._field(frame, "workflow_id")
+            task = self.workflows.pop(workflow_id, None)
+            if task is None:
+                raise BadFrame(f"not subscribed to workflow {workflow_id!r}")
+            task.cancel()
+            return {"workflow_id": workflow_id}
+        execution_id = self._field(frame, "execution_id")
+        follow = self.executions.pop(execution_id, None)
+        if follow is None:
+            raise BadFrame(f"not subscribed to execution {execution_id!r}")
+        follow.cancel()
+        return {"execution_id": execution_id}
+
+    async def _send_input(self, frame: dict[str, Any]) -> dict[str, Any]:
+        execution_id = self._field(frame, "execution_id")
+        node_id = self._field(frame, "node_id")
+        if "data" not in frame:
+            raise BadFrame("`data` is required", details=[{"field": "data"}])
+        execution = await self.authorize(execution_id, "execute")
+        reply = await self.clients.call(
+            self.clients.workflow.SubmitInput,
+            workflow_pb2.SubmitInputRequest(
+                id=execution.id,
+                node_id=node_id,
+                data_json=jsonutil.dumps(frame["data"]),
+                tenant_id=self.caller.tenant_id,
+            ),
+        )
+        return {"execution_id": execution.id, "status": reply.status}
+
+    async def _execute_workflow(self, frame: dict[str, Any]) -> dict[str, Any]:
+        workflow_id = self._field(frame, "workflow_id")
+        inputs = frame.get("inputs", {})
+        version = frame.get("version", 0)
+        key = frame.get("idempotency_key", "")
+        if not isinstance(inputs, dict):
+            raise BadFrame("`inputs` is an object", details=[{"field": "inputs"}])
+        if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version < 2**31:
+            raise BadFrame("`version` is a version number", details=[{"field": "version"}])
+        if not isinstance(key, str) or len(key) > 256:
+            raise BadFrame("`idempotency_key` is a string", details=[{"field": "idempotency_key"}])
+        await self._require_workflow(workflow_id, "execute")
+        self._room()
+        reply = await self.clients.call(
+            self.clients.workflow.StartExecution,
+            workflow_pb2.StartExecutionRequest(
+                workflow_id=workflow_id,
+                version=version,
+                inputs_json=jsonutil.dumps(inputs),
+                idempotency_key=key,
+                tenant_id=self.caller.tenant_id,
+                trigger="api",
+            ),
+        )
+        if reply.execution_id not in self.executions:
+            self.executions[reply.execution_id] = asyncio.ensure_future(
+                self._follow(reply.execution_id, 0)
+            )
+        return {"execution_id": reply.execution_id, "status": reply.status}
+
+    async def _cancel(self, frame: dict[str, Any]) -> dict[str, Any]:
+        execution = await self.authorize(self._field(frame, "execution_id"), "execute")
+        reply = await self.clients.call(
+            self.clients.workflow.ControlExecution,
+            workflow_pb2.ControlExecutionRequest(
+                id=execution.id,
+                action=workflow_pb2.ControlExecutionRequest.CANCEL,
+                tenant_id=self.caller.tenant_id,
+            ),
+        )
+        return {"execution_id": execution.id, "status": reply.status}
+
+    async def _ping(self, frame: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    _handlers: ClassVar[dict[str, Callable[..., Awaitable[dict[str, Any]]]]] = {
+        "subscribe": _subscribe,
+        "unsubscribe": _unsubscribe,
+        "send_input": _send_input,
+        "execute_workflow": _execute_workflow,
+        "cancel": _cancel,
+        "ping": _ping,
+    }
+
+    async def _require_workflow(self, workflow_id: str, action: str) -> None:
+        try:
+            uuid.UUID(workflow_id)
+        except ValueError:
+            raise NotFound(f"workflow {workflow_id!r} not found") from None
+        await self.guard.require_workflow(self.caller, workflow_id, action)
+        # Another tenant's workflow is not found (an admin passes the role check).
+        await self.clients.call(
+            self.clients.workflow.GetWorkflow,
+            workflow_pb2.GetWorkflowRequest(id=workflow_id, tenant_id=self.caller.tenant_id),
+        )
+
+    # ---- forwarding ---------------------------------------------------------------------
+
+    async def _follow(self, execution_id: str, after: int, close_at_end: bool = False) -> None:
+        events = self.clients.stream_events(execution_id, after, self.caller.tenant_id)
+        reason = "ended"
+        try:
+            async for event in events:
+                await self.send(event_json(event))
+        except DeadlineExceeded:
+            pass  # the stream's own deadline: the client resubscribes with `after`
+        except HeddleError as error:
+            await self.send(
+                {"type": "error", "execution_id": execution_id, "error": error.to_dict()}
+            )
+            if close_at_end:
+                self._close(ws_close_code(error))
+                return
+            reason = "error"
+        finally:
+            await events.aclose()
+        if close_at_end:
+            self._close(1000)
+            return
+        if self.executions.get(execution_id) is asyncio.current_task():
+            del self.executions[execution_id]
+        await self.send({"type": "unsubscribed", "execution_id": execution_id, "reason": reason})
+
+    async def _watch(self, workflow_id: str) -> None:
+        """Follow every execution of the workflow that runs now or starts later."""
+        seen: set[str] = set()
+        first = True
+        while True:
+            try:
+                reply = await self._list_executions(workflow_id)
+            except HeddleError as error:
+                self.workflows.pop(workflow_id, None)
+                await self.send(
+                    {"type": "error", "workflow_id": workflow_id, "error": error.to_dict()}
+                )
+                await self.send(
+                    {"type": "unsubscribed", "workflow_id": workflow_id, "reason": "error"}
+                )
+                return
+            for execution in reply.executions:
+                if execution.id in seen:
+                    continue
+                seen.add(execution.id)
+                finished = execution.status in ("succeeded", "failed", "cancelled")
+                if (first and finished) or execution.id in self.executions:
+                    continue
+                self.executions[execution.id] = asyncio.ensure_future(self._follow(execution.id, 0))
+            first = False
+            await asyncio.sleep(WORKFLOW_POLL_S)
+
+    async def _list_executions(self, workflow_id: str) -> Any:
+        return await self.clients.call(
+            self.clients.workflow.ListExecutions,
+            workflow_pb2.ListExecutionsRequest(
+                page=common_pb2.PageRequest(page=1, page_size=100),
+                workflow_id=workflow_id,
+                tenant_id=self.caller.tenant_id,
+            ),
+        )

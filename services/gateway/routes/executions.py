@@ -40,7 +40,7 @@ from services.gateway.schemas import (
     Page,
     SubmitInputRequest,
 )
-from services.gateway.streams import forward_to_websocket, sse_body, ws_close_code
+from services.gateway.streams import InteractiveSession, sse_body, ws_close_code
 
 router = APIRouter(prefix="/api/v1", tags=["executions"], responses=ERROR_RESPONSES)
 ws_router = APIRouter(tags=["executions"])
@@ -313,5 +313,36 @@ async def execution_websocket(
         await websocket.send_text(jsonutil.dumps_str(error_body(**error.to_dict())))
         await websocket.close(code=ws_close_code(error))
         return
-    events = clients.stream_events(execution.id, after or 0, caller.tenant_id)
-    await forward_to_websocket(websocket, events)
+    await _interactive(websocket, caller).run(initial=execution.id, after=after or 0)
+
+
+def _interactive(websocket: WebSocket, caller: Principal) -> InteractiveSession:
+    clients, guard = get_clients(websocket), get_security(websocket)
+
+    async def authorize(execution_id: str, action: str) -> ExecutionOut:
+        return await _authorized(clients, guard, caller, execution_id, action)  # type: ignore[arg-type]
+
+    return InteractiveSession(websocket, clients, guard, caller, authorize)
+
+
+@ws_router.websocket("/ws/v1/stream")
+async def interactive_websocket(websocket: WebSocket) -> None:
+    """One socket for many executions: the client sends `subscribe`/`unsubscribe` (an
+    execution, or every execution of a workflow), `send_input`, `execute_workflow` (start and
+    follow), `cancel` and `ping`, each answered with an `ack` or an `error` frame; events of
+    every followed execution arrive as on /ws/v1/executions/{id}. A bad frame gets an error
+    frame and the socket stays open. Authenticated as the other routes; a refused credential
+    is an error frame and close code 4401."""
+    await websocket.accept()
+    try:
+        caller = await authenticate_connection(websocket)
+    except StarletteHTTPException as refused:
+        code = "resource_exhausted" if refused.status_code == 429 else "unauthenticated"
+        await websocket.send_text(jsonutil.dumps_str(error_body(code, str(refused.detail))))
+        await websocket.close(code=4000 + refused.status_code)
+        return
+    except HeddleError as error:
+        await websocket.send_text(jsonutil.dumps_str(error_body(**error.to_dict())))
+        await websocket.close(code=ws_close_code(error))
+        return
+    await _interactive(websocket, caller).run()

@@ -50,6 +50,12 @@ DEFAULT_MAX_EDGES = 50_000
 
 #: Names a template may read besides node ids. ``item``/``index`` exist inside ``map``.
 CONTEXT_ROOTS: frozenset[str] = frozenset({"inputs", "system", "secrets", "env", "item", "index"})
+#: `env` stays a reserved root but is refused: the deployment's environment is not exposed to
+#: workflows (it holds the services' own credentials); inputs and secrets are the way in.
+ENV_REFUSED = (
+    "'env' is not available to workflows: pass deployment values as inputs, or store them "
+    "as secrets and use {{ secrets.NAME }}"
+)
 
 #: Node types whose ``expression`` param is mandatory.
 _EXPRESSION_REQUIRED = frozenset({"condition", "switch", "transform"})
@@ -1008,6 +1014,11 @@ class _Checker:
                 for message in info.errors:
                     issues.add("invalid_expression", message, node_id=node.id, field=where)
                 for name in sorted(info.names) if len(info.names) > 1 else info.names:
+                    if name == "env":
+                        issues.add(
+                            "unsupported_reference", ENV_REFUSED, node_id=node.id, field=where
+                        )
+                        continue
                     if name in CONTEXT_ROOTS:
                         continue
                     target = index.get(name)
@@ -1075,7 +1086,9 @@ class _Checker:
             for message in info.errors:
                 self.issues.add("invalid_expression", message, field=where)
             for name in sorted(info.names):
-                if name not in CONTEXT_ROOTS and name not in self.index:
+                if name == "env":
+                    self.issues.add("unsupported_reference", ENV_REFUSED, field=where)
+                elif name not in CONTEXT_ROOTS and name not in self.index:
                     self.issues.add(
                         "unknown_reference",
                         f"output '{key}' references '{name}', which is not a node",

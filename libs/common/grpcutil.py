@@ -456,6 +456,9 @@ def _refuse(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     )
 
 
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
 @dataclass
 class GrpcServer:
     """A started gRPC server and its health servicer."""
@@ -480,8 +483,10 @@ async def start_grpc_server(
     port: int = 0,
     service_token: str = "",
     tls: TlsFiles | None = None,
+    serving: bool = True,
 ) -> GrpcServer:
-    """Build, register and start a server; health turns SERVING only once it listens.
+    """Build, register and start a server; health turns SERVING only once it listens
+    (with `serving=False` it stays NOT_SERVING: the caller sets it once its service is up).
 
     With `tls` the port speaks mutual TLS: a client without a certificate signed by the CA
     is refused in the handshake, before any handler (health included) sees the call.
@@ -508,8 +513,9 @@ async def start_grpc_server(
     if bound == 0:
         raise OSError(f"{name}: cannot bind gRPC port {host}:{port}")
     await server.start()
+    status = health_pb2.HealthCheckResponse.SERVING if serving else _NOT_SERVING
     for service in ("", *service_full_names):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(service, status)
     log.info("grpc server started", extra={"grpc_service": name, "port": bound})
     return GrpcServer(name=name, server=server, port=bound, health=health_servicer)
 

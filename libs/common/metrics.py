@@ -44,6 +44,18 @@ BUS_CONSUMED = Counter(
     ["queue", "outcome"],
 )
 BUS_QUEUE_DEPTH = Gauge("heddle_bus_queue_depth", "Messages waiting in a broker queue.", ["queue"])
+PERIODIC_ITERATIONS = Counter(
+    "heddle_periodic_iterations_total", "Runs of a periodic background loop.", ["loop"]
+)
+PERIODIC_FAILURES = Counter(
+    "heddle_periodic_failures_total", "Runs of a periodic background loop that raised.", ["loop"]
+)
+PERIODIC_DURATION = Histogram(
+    "heddle_periodic_duration_seconds",
+    "Duration of one run of a periodic background loop.",
+    ["loop"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+)
 
 
 def serve_metrics(port: int | None, host: str = "0.0.0.0") -> None:

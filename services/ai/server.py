@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 from heddle.v1 import ai_pb2, ai_pb2_grpc
 
-from libs.common.grpcutil import GrpcServer, TlsFiles, start_grpc_server
+from libs.common.grpcutil import GrpcServer, TlsFiles
 from libs.common.runtime import run_service
+from libs.common.service import RunningService, ServiceStack, start_service
 from services.ai.providers import Provider, create_provider
 from services.ai.router import Router
 from services.ai.servicer import AiServicer
@@ -19,16 +19,12 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = ai_pb2.DESCRIPTOR.services_by_name["AiService"].full_name
 
 
-@dataclass
-class AiServer(GrpcServer):
-    """The running server plus the router whose HTTP clients it closes on stop."""
+class AiServer(RunningService):
+    """The running AI service and the router whose HTTP clients its stack closes."""
 
-    router: Router | None = field(default=None)
-
-    async def stop(self, grace: float = 2.0) -> None:
-        await super().stop(grace)
-        if self.router is not None:
-            await self.router.aclose()
+    def __init__(self, stack: ServiceStack, grpc_server: GrpcServer, router: Router) -> None:
+        super().__init__(stack, grpc_server)
+        self.router = router
 
 
 def build_router(settings: AiSettings) -> Router:
@@ -41,13 +37,14 @@ def build_router(settings: AiSettings) -> Router:
     return Router(catalog, providers)
 
 
-async def serve(settings: AiSettings) -> GrpcServer:
+async def serve(settings: AiSettings) -> AiServer:
     """Start the AI service; stop it with ``await server.stop()``."""
-    router = build_router(settings)
-    servicer = AiServicer(router)
-    try:
-        server = await start_grpc_server(
-            "ai",
+
+    async def build(stack: ServiceStack) -> AiServer:
+        router = build_router(settings)
+        stack.callback(router.aclose)
+        servicer = AiServicer(router)
+        server = await stack.grpc_server(
             [SERVICE_NAME],
             lambda s: ai_pb2_grpc.add_AiServiceServicer_to_server(servicer, s),
             host=settings.bind_host,
@@ -55,17 +52,10 @@ async def serve(settings: AiSettings) -> GrpcServer:
             service_token=settings.service_token,
             tls=TlsFiles.from_settings(settings),
         )
-    except BaseException:
-        await router.aclose()
-        raise
-    log.info("ai service ready", extra={"models": [m.name for m in router.catalog.models]})
-    return AiServer(
-        name=server.name,
-        server=server.server,
-        port=server.port,
-        health=server.health,
-        router=router,
-    )
+        log.info("ai service ready", extra={"models": [m.name for m in router.catalog.models]})
+        return AiServer(stack, server, router)
+
+    return await start_service("ai", build)
 
 
 def main() -> None:

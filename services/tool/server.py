@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 import httpx
 from heddle.v1 import tool_pb2, tool_pb2_grpc
 
-from libs.common.grpcutil import GrpcServer, TlsFiles, start_grpc_server
+from libs.common.grpcutil import GrpcServer, TlsFiles
 from libs.common.runtime import run_service
+from libs.common.service import RunningService, ServiceStack, start_service
 from services.tool.builtins import register_builtins
 from services.tool.mcp import McpTools
 from services.tool.registry import ToolRegistry
@@ -21,32 +21,30 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = tool_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name
 
 
-@dataclass
-class ToolServer(GrpcServer):
-    """The running server plus what it closes on stop (HTTP client, MCP sessions)."""
+class ToolServer(RunningService):
+    """The running tool service (its stack closes the HTTP client and the MCP sessions)."""
 
-    http: httpx.AsyncClient | None = field(default=None)
-    mcp: McpTools | None = field(default=None)
-
-    async def stop(self, grace: float = 2.0) -> None:
-        await super().stop(grace)
-        if self.mcp is not None:
-            await self.mcp.close()
-        if self.http is not None:
-            await self.http.aclose()
+    def __init__(
+        self, stack: ServiceStack, grpc_server: GrpcServer, http: httpx.AsyncClient, mcp: McpTools
+    ) -> None:
+        super().__init__(stack, grpc_server)
+        self.http = http
+        self.mcp = mcp
 
 
-async def serve(settings: ToolSettings) -> GrpcServer:
+async def serve(settings: ToolSettings) -> ToolServer:
     """Start the tool service; stop it with ``await server.stop()``."""
-    registry = ToolRegistry(call_timeout_s=settings.tool_call_timeout_s)
-    # Redirects are followed by the tool itself so that each hop is checked by netguard.
-    http = httpx.AsyncClient(follow_redirects=False, timeout=settings.http_timeout_s)
-    register_builtins(registry, settings, http)
-    mcp = McpTools(registry, settings.mcp_servers)
-    try:
+
+    async def build(stack: ServiceStack) -> ToolServer:
+        registry = ToolRegistry(call_timeout_s=settings.tool_call_timeout_s)
+        # Redirects are followed by the tool itself so that each hop is checked by netguard.
+        http = httpx.AsyncClient(follow_redirects=False, timeout=settings.http_timeout_s)
+        stack.callback(http.aclose)
+        register_builtins(registry, settings, http)
+        mcp = McpTools(registry, settings.mcp_servers)
+        stack.callback(mcp.close)
         await mcp.refresh_missing()
-        server = await start_grpc_server(
-            "tool",
+        server = await stack.grpc_server(
             [SERVICE_NAME],
             lambda s: tool_pb2_grpc.add_ToolServiceServicer_to_server(
                 ToolServicer(registry, mcp), s
@@ -56,19 +54,10 @@ async def serve(settings: ToolSettings) -> GrpcServer:
             service_token=settings.service_token,
             tls=TlsFiles.from_settings(settings),
         )
-    except BaseException:
-        await mcp.close()
-        await http.aclose()
-        raise
-    log.info("tool service ready", extra={"tools": [t.name for t in registry.list()]})
-    return ToolServer(
-        name=server.name,
-        server=server.server,
-        port=server.port,
-        health=server.health,
-        http=http,
-        mcp=mcp,
-    )
+        log.info("tool service ready", extra={"tools": [t.name for t in registry.list()]})
+        return ToolServer(stack, server, http, mcp)
+
+    return await start_service("tool", build)
 
 
 def main() -> None:

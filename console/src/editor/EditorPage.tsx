@@ -26,6 +26,7 @@ import type { Definition, NodeDef, NodeTypeSpec, Workflow } from "../lib/types";
 import { HelpDialog, ImportDialog } from "./Dialogs";
 import { useHistory, type Saved } from "./history";
 import { EdgeInspector, NodeInspector, WorkflowPanel } from "./Inspector";
+import { HistoryButton } from "./HistoryPanel";
 import { IssuesPanel } from "./IssuesPanel";
 import { useCatalog } from "./catalog";
 import { useLastRun } from "./LastRun";
@@ -821,6 +822,7 @@ function Editor({ workflowId }: { workflowId: string | null }) {
             YAML ↓
           </button>
         </div>
+        <HistoryButton workflowId={workflowId} />
         <button type="button" className="ed-help-button" onClick={() => setDialog("help")} title="Keyboard shortcuts (?)" aria-label="Keyboard shortcuts">
           ?
         </button>

@@ -128,7 +128,9 @@ def diff_definitions(
         for key, edge in new_edges.items()
     ] + [EdgeDiff(change="removed", edge=e) for k, e in old_edges.items() if k not in new_edges]
     fields: dict[str, dict[str, Any]] = {}
-    for name in sorted(set(before or {}) | set(after or {})):
+    # The first version is all new: its fields are not "changes".
+    names = set(before) | set(after or {}) if before is not None else set()
+    for name in sorted(names):
         if name in ("nodes", "edges"):
             continue
         old, new = (before or {}).get(name), (after or {}).get(name)

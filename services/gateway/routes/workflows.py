@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import grpc
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from heddle.v1 import node_pb2, workflow_pb2
 
 from libs.common import jsonutil
-from services.gateway.convert import grant_out, paginate, validation_report, workflow_out
+from libs.common.errors import from_rpc_error
+from services.gateway.auth import Principal, Security
+from services.gateway.convert import (
+    execution_out,
+    grant_out,
+    paginate,
+    validation_report,
+    workflow_out,
+)
 from services.gateway.routes.common import (
     DEFINITION_BODY,
     ERROR_RESPONSES,
@@ -25,6 +35,7 @@ from services.gateway.routes.versions import record_version_author
 from services.gateway.schemas import (
     INT32_MAX,
     ExecuteRequest,
+    ExecutionOut,
     ExecutionStarted,
     GrantIn,
     GrantList,
@@ -200,10 +211,26 @@ async def execute_workflow(
     body: Annotated[ExecuteRequest | None, Body()] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)] = None,
 ) -> ExecutionStarted:
-    body = body or ExecuteRequest()
     workflow_id = checked_id(workflow_id, "workflow")
+    reply = await _start(workflow_id, body, idempotency_key, clients, tenant, caller, guard)
+    response.headers["Location"] = f"/api/v1/executions/{reply.execution_id}"
+    return ExecutionStarted(
+        execution_id=reply.execution_id, status=reply.status, created=reply.created
+    )
+
+
+async def _start(
+    workflow_id: str,
+    body: ExecuteRequest | None,
+    idempotency_key: str | None,
+    clients: Clients,
+    tenant: str,
+    caller: Principal,
+    guard: Security,
+) -> workflow_pb2.StartExecutionResponse:
+    body = body or ExecuteRequest()
     await guard.require_workflow(caller, workflow_id, "execute")
-    reply = await clients.call(
+    return await clients.call(
         clients.workflow.StartExecution,
         workflow_pb2.StartExecutionRequest(
             workflow_id=workflow_id,
@@ -214,10 +241,61 @@ async def execute_workflow(
             trigger="api",
         ),
     )
-    response.headers["Location"] = f"/api/v1/executions/{reply.execution_id}"
-    return ExecutionStarted(
-        execution_id=reply.execution_id, status=reply.status, created=reply.created
-    )
+
+
+RUN_WAIT_MAX_S = 300.0
+
+
+@router.post(
+    "/workflows/{workflow_id}/run",
+    tags=["executions"],
+    summary="Start an execution and answer with its outcome when it ends (blocking mode)",
+    description="200 with the finished execution (status, outputs or error; no per-node "
+    "records: GET the execution for those) when it ends within `wait` seconds, otherwise 202 "
+    "with its id, as /execute answers, to wait again or follow its events. The wait is a "
+    "completion notification in the workflow service, not a poll loop.",
+    responses={
+        status.HTTP_202_ACCEPTED: {
+            "model": ExecutionStarted,
+            "description": "Still running when the wait ran out",
+        }
+    },
+)
+async def run_workflow(
+    workflow_id: str,
+    clients: Clients,
+    tenant: Tenant,
+    caller: Caller,
+    guard: Guard,
+    body: Annotated[ExecuteRequest | None, Body()] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)] = None,
+    wait: Annotated[
+        float,
+        Query(gt=0, le=RUN_WAIT_MAX_S, description="Seconds to wait for the end (default 30)."),
+    ] = 30.0,
+) -> ExecutionOut:
+    workflow_id = checked_id(workflow_id, "workflow")
+    started = await _start(workflow_id, body, idempotency_key, clients, tenant, caller, guard)
+    try:
+        finished = await clients.workflow.WaitExecution(
+            workflow_pb2.WaitExecutionRequest(
+                id=started.execution_id, tenant_id=tenant, summary=True
+            ),
+            timeout=wait,
+        )
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise from_rpc_error(error) from None
+        location = f"/api/v1/executions/{started.execution_id}"
+        still_running = ExecutionStarted(
+            execution_id=started.execution_id, status=started.status, created=started.created
+        )
+        return JSONResponse(  # type: ignore[return-value]
+            still_running.model_dump(),
+            status_code=status.HTTP_202_ACCEPTED,
+            headers={"Location": location},
+        )
+    return execution_out(finished)
 
 
 # ---- roles --------------------------------------------------------------------------------

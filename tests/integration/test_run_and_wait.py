@@ -1,0 +1,103 @@
+"""POST /api/v1/workflows/{id}/run: start, wait for the end, answer with the outcome (200),
+or with the id when the wait runs out (202)."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.integration.helpers import create_workflow, get_execution, wait_final
+
+DIVIDE = {
+    "name": "divide",
+    "inputs": {"d": {"type": "number", "required": True}},
+    "nodes": [
+        {"id": "start", "type": "input"},
+        {
+            "id": "ratio",
+            "type": "code",
+            "params": {"source": "result = 10 / inputs['inputs']['d']"},
+        },
+        {"id": "done", "type": "output", "params": {"value": {"ratio": "{{ ratio.result }}"}}},
+    ],
+    "edges": [{"source": "start", "target": "ratio"}, {"source": "ratio", "target": "done"}],
+}
+
+SLOW = {
+    "name": "slow",
+    "nodes": [
+        {"id": "start", "type": "input"},
+        {"id": "sleepy", "type": "delay", "params": {"seconds": 1.5}},
+        {"id": "done", "type": "output", "params": {"value": "woke"}},
+    ],
+    "edges": [{"source": "start", "target": "sleepy"}, {"source": "sleepy", "target": "done"}],
+}
+
+
+async def test_run_answers_with_the_outputs_when_the_execution_ends(
+    client: httpx.AsyncClient,
+) -> None:
+    workflow_id = await create_workflow(client, DIVIDE)
+    response = await client.post(
+        f"/api/v1/workflows/{workflow_id}/run", params={"wait": 20}, json={"inputs": {"d": 4}}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "succeeded"
+    assert body["outputs"] == {"ratio": 2.5}
+    assert body["workflow_id"] == workflow_id
+    assert body["nodes"] == []  # the summary: GET the execution for the node records
+    stored = await get_execution(client, body["id"])
+    assert stored["status"] == "succeeded" and stored["outputs"] == {"ratio": 2.5}
+
+
+async def test_run_of_a_failing_execution_answers_with_its_error(
+    client: httpx.AsyncClient,
+) -> None:
+    workflow_id = await create_workflow(client, DIVIDE)
+    response = await client.post(f"/api/v1/workflows/{workflow_id}/run", json={"inputs": {"d": 0}})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "failed"
+    assert body["error"] is not None
+    assert "division by zero" in body["error"]["message"]
+
+
+async def test_run_answers_202_with_the_id_when_the_wait_runs_out(
+    client: httpx.AsyncClient,
+) -> None:
+    workflow_id = await create_workflow(client, SLOW)
+    response = await client.post(f"/api/v1/workflows/{workflow_id}/run", params={"wait": 0.2})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    execution_id = body["execution_id"]
+    assert body["created"] is True
+    assert response.headers["location"] == f"/api/v1/executions/{execution_id}"
+    # It went on running: the wait running out cancels nothing.
+    finished = await wait_final(client, execution_id)
+    assert finished["status"] == "succeeded"
+    assert finished["outputs"] == {"done": "woke"}
+
+
+async def test_run_with_an_idempotency_key_answers_with_the_same_execution(
+    client: httpx.AsyncClient,
+) -> None:
+    workflow_id = await create_workflow(client, DIVIDE)
+    path = f"/api/v1/workflows/{workflow_id}/run"
+    first = await client.post(path, json={"inputs": {"d": 5}}, headers={"Idempotency-Key": "k1"})
+    again = await client.post(path, json={"inputs": {"d": 5}}, headers={"Idempotency-Key": "k1"})
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert first.json()["id"] == again.json()["id"]
+    assert again.json()["outputs"] == {"ratio": 2.0}
+
+
+async def test_run_refuses_a_wait_out_of_range_and_an_unknown_workflow(
+    client: httpx.AsyncClient,
+) -> None:
+    workflow_id = await create_workflow(client, DIVIDE)
+    for wait in (0, -1, 301):
+        response = await client.post(
+            f"/api/v1/workflows/{workflow_id}/run", params={"wait": wait}, json={}
+        )
+        assert response.status_code == 422, (wait, response.text)
+    missing = await client.post("/api/v1/workflows/wf_doesnotexist/run", json={})
+    assert missing.status_code == 404, missing.text

@@ -13,6 +13,7 @@ import logging
 import time
 
 from libs.common.kv import KV
+from libs.common.periodic import run_periodic
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,9 @@ class LeaderElector:
         """Campaign until cancelled; then resign (unless release_on_stop is off, which tests
         use to act as a killed process)."""
         try:
-            while True:
-                await self.try_acquire()
-                await asyncio.sleep(self.ttl_s / 3)
+            await run_periodic(
+                "scheduler-leader", lambda: self.ttl_s / 3, self.try_acquire, immediately=True
+            )
         finally:
             if self._release_on_stop:
                 await asyncio.shield(self.resign())

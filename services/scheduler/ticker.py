@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common.bus import EventBus
 from libs.common.db import utcnow
+from libs.common.periodic import run_periodic
 from services.scheduler import repository
 from services.scheduler.cron import plan_fires
 from services.scheduler.models import Schedule
@@ -56,17 +57,19 @@ class Ticker:
 
     async def run(self) -> None:
         """Tick until cancelled; a cancelled ticker first finishes the tick in progress."""
-        while True:
-            if self._is_leader():
-                tick = asyncio.ensure_future(self.tick())
-                try:
-                    await asyncio.shield(tick)
-                except asyncio.CancelledError:
-                    await asyncio.gather(tick, return_exceptions=True)
-                    raise
-                except Exception:
-                    log.exception("scheduler tick failed")
-            await asyncio.sleep(self.tick_s)
+        await run_periodic(
+            "scheduler-ticker", lambda: self.tick_s, self._tick_as_leader, immediately=True
+        )
+
+    async def _tick_as_leader(self) -> None:
+        if not self._is_leader():
+            return
+        tick = asyncio.ensure_future(self.tick())
+        try:
+            await asyncio.shield(tick)
+        except asyncio.CancelledError:
+            await asyncio.gather(tick, return_exceptions=True)
+            raise
 
     async def tick(self) -> int:
         """Publish every due fire once; the number of fires published."""

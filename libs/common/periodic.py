@@ -1,0 +1,79 @@
+"""The one periodic background loop (`periodic(name, interval, fn)`), with logging and
+metrics of its own: iterations, failures and duration, labelled by the loop's name."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from libs.common.metrics import PERIODIC_DURATION, PERIODIC_FAILURES, PERIODIC_ITERATIONS
+
+log = logging.getLogger(__name__)
+
+Interval = float | Callable[[], float]
+
+
+async def run_periodic(
+    name: str,
+    interval: Interval,
+    fn: Callable[[], Awaitable[Any]],
+    *,
+    immediately: bool = False,
+) -> None:
+    """Call `fn` every `interval` seconds until cancelled.
+
+    `interval` is a number or a function giving the next wait (for jitter or a setting that
+    changes). `fn` may return a number: the wait before the next call (e.g. 0 when a batch
+    came back full and more work is waiting); anything else means `interval`. A failure is
+    logged with its traceback and counted; the loop goes on. `immediately` calls `fn` once
+    before the first wait.
+    """
+    iterations = PERIODIC_ITERATIONS.labels(name)
+    failures = PERIODIC_FAILURES.labels(name)
+    duration = PERIODIC_DURATION.labels(name)
+    wait: float | None = 0.0 if immediately else None
+    while True:
+        await asyncio.sleep(_seconds(interval) if wait is None else wait)
+        wait = None
+        started = time.perf_counter()
+        try:
+            result = await fn()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            failures.inc()
+            log.exception("periodic task failed", extra={"loop": name})
+        else:
+            if isinstance(result, int | float) and not isinstance(result, bool):
+                wait = max(0.0, float(result))
+        finally:
+            iterations.inc()
+            duration.observe(time.perf_counter() - started)
+
+
+def _seconds(interval: Interval) -> float:
+    return max(0.0, float(interval() if callable(interval) else interval))
+
+
+def periodic(
+    name: str,
+    interval: Interval,
+    fn: Callable[[], Awaitable[Any]],
+    *,
+    immediately: bool = False,
+) -> asyncio.Task[None]:
+    """Start `run_periodic(name, interval, fn)` as a task named `name` (cancel it to stop)."""
+    return asyncio.create_task(run_periodic(name, interval, fn, immediately=immediately), name=name)
+
+
+async def cancel_tasks(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel tasks and wait for them; what they raise on the way out is not re-raised."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

@@ -276,7 +276,7 @@ function Editor({ workflowId }: { workflowId: string | null }) {
   }, [measured, autoLayout, fitSoon, docRef, doc.nodes]);
 
   const addNode = useCallback(
-    (type: string, at?: { x: number; y: number }) => {
+    (type: string, at?: { x: number; y: number }, preset?: Record<string, unknown>) => {
       let position = at;
       if (!position) {
         // A click adds the node to the right of the selected one (the usual next step), else
@@ -301,6 +301,7 @@ function Editor({ workflowId }: { workflowId: string | null }) {
         const fallback = spec?.params_schema.properties?.[name]?.default;
         if (fallback !== undefined) params[name] = fallback;
       }
+      if (preset) Object.assign(params, preset);
       const snapped = { x: Math.round(position.x / 10) * 10, y: Math.round(position.y / 10) * 10 };
       if (!at) {
         // Pan to a node added out of view (to the right of a node near the edge).
@@ -851,6 +852,10 @@ function Editor({ workflowId }: { workflowId: string | null }) {
           error={typesError}
           onAdd={(type) => {
             addNode(type);
+            setDrawer(null);
+          }}
+          onAddPreset={(type, params) => {
+            addNode(type, undefined, params);
             setDrawer(null);
           }}
         />

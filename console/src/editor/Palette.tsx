@@ -1,7 +1,8 @@
 // Node types by category, searchable; drag one onto the canvas or click it to add it.
-import { useMemo, useState } from "react";
+import { Fragment, useMemo, useState } from "react";
 import type { NodeTypeSpec } from "../lib/types";
 import { TypeBadge } from "./NodeCard";
+import { PresetItems, usePresets } from "./PalettePresets";
 
 export const DRAG_MIME = "application/x-heddle-node-type";
 
@@ -18,12 +19,15 @@ export function Palette({
   types,
   error,
   onAdd,
+  onAddPreset,
 }: {
   types: NodeTypeSpec[];
   error: string | null;
   onAdd: (type: string) => void;
+  onAddPreset?: (type: string, params: Record<string, unknown>) => void;
 }) {
   const [query, setQuery] = useState("");
+  const presets = usePresets();
   const groups = useMemo(() => {
     const needle = query.trim().toLowerCase();
     const matching = types.filter(
@@ -65,8 +69,8 @@ export function Palette({
           <section key={category}>
             <h3>{CATEGORY_TITLES[category] ?? category}</h3>
             {specs.map((spec) => (
+              <Fragment key={spec.type}>
               <button
-                key={spec.type}
                 type="button"
                 className="ed-palette-item"
                 data-testid={`palette-${spec.type}`}
@@ -85,6 +89,8 @@ export function Palette({
                   <span className="ed-palette-type">{spec.type}</span>
                 </span>
               </button>
+              {onAddPreset && <PresetItems presets={presets.get(spec.type)} onAdd={onAddPreset} />}
+              </Fragment>
             ))}
           </section>
         ))}

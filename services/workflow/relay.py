@@ -12,14 +12,12 @@ number).
 from __future__ import annotations
 
 import asyncio
-import calendar
 import contextlib
 import datetime as dt
 import logging
 from collections.abc import Sequence
 from typing import Any, cast
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from heddle.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -27,6 +25,8 @@ from libs.common import jsonutil
 from libs.common.bus import EVENTS_EXCHANGE, EventBus, publishing
 from libs.common.db import utcnow
 from libs.common.metrics import EVENTS_PUBLISHED, OUTBOX_BACKLOG
+from libs.common.periodic import periodic
+from libs.common.timeutil import to_timestamp
 from libs.common.tracing import context_from_traceparent
 from services.workflow import repository as repo
 
@@ -37,9 +37,7 @@ def event_to_proto(row: Any) -> events_pb2.Event:
     """An Event message from an EventRow or the dict the runner wrote."""
     get = row.get if isinstance(row, dict) else lambda key: getattr(row, key)
     when = cast(dt.datetime, get("ts"))
-    # Timestamp.FromDatetime is pure Python and shows in the relay's profile: do it directly.
-    # (A naive datetime is UTC, as FromDatetime has it.)
-    ts = Timestamp(seconds=calendar.timegm(when.utctimetuple()), nanos=when.microsecond * 1000)
+    ts = to_timestamp(when)
     return events_pb2.Event(
         execution_id=get("execution_id"),
         seq=get("seq"),
@@ -70,6 +68,7 @@ class OutboxRelay:
         self._bus = bus
         self._sweep_interval_s = sweep_interval_s
         self._mark_interval_s = mark_interval_s
+        self._first_sweep = True
         self._batch_size = batch_size
         # (trace root of the execution, its events)
         self._queue: asyncio.Queue[tuple[str, Sequence[Any]]] = asyncio.Queue()
@@ -86,8 +85,8 @@ class OutboxRelay:
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._publish_loop(), name="outbox-publish"),
-            asyncio.create_task(self._mark_loop(), name="outbox-mark"),
-            asyncio.create_task(self._sweep_loop(), name="outbox-sweep"),
+            periodic("outbox-mark", self._mark_interval_s, self._mark),
+            periodic("outbox-sweep", self._sweep_interval_s, self._sweep_once, immediately=True),
         ]
 
     async def stop(self) -> None:
@@ -157,16 +156,6 @@ class OutboxRelay:
             self._to_mark.extend(keys)
             raise
 
-    async def _mark_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._mark_interval_s)
-            try:
-                await self._mark()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("marking events published failed; will retry", exc_info=True)
-
     async def sweep(self, older_than: dt.datetime | None) -> int:
         """Publish events a crash left unpublished; returns how many."""
         total = 0
@@ -184,19 +173,16 @@ class OutboxRelay:
             if len(rows) < self._batch_size:
                 return total
 
-    async def _sweep_loop(self) -> None:
-        older_than: dt.datetime | None = None  # at start-up: everything
-        while True:
-            try:
-                swept = await self.sweep(older_than)
-                if swept:
-                    log.info("relayed events left unpublished", extra={"count": swept})
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("outbox sweep failed; will retry", exc_info=True)
-            await asyncio.sleep(self._sweep_interval_s)
-            older_than = utcnow() - dt.timedelta(seconds=self._sweep_interval_s)
+    async def _sweep_once(self) -> None:
+        # At start-up everything; later only what is older than an interval (the rest may be
+        # on its way through the publish loop).
+        older_than = (
+            None if self._first_sweep else utcnow() - dt.timedelta(seconds=self._sweep_interval_s)
+        )
+        self._first_sweep = False
+        swept = await self.sweep(older_than)
+        if swept:
+            log.info("relayed events left unpublished", extra={"count": swept})
 
 
 def _by_execution(groups: Sequence[tuple[str, Sequence[Any]]]) -> list[tuple[str, list[Any]]]:

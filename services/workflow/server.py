@@ -4,23 +4,16 @@ and the gRPC server."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
-from heddle.v1 import events_pb2, workflow_pb2, workflow_pb2_grpc
+from heddle.v1 import workflow_pb2, workflow_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs.common.bus import (
-    TRIGGERS_EXCHANGE,
-    EventBus,
-    Message,
-    Subscription,
-    create_bus,
-    traced,
-)
-from libs.common.db import create_engine, session_factory
-from libs.common.grpcutil import GrpcServer, TlsFiles, start_grpc_server
-from libs.common.kv import KV, create_kv
+from libs.common.bus import EventBus
+from libs.common.db import session_factory
+from libs.common.grpcutil import GrpcServer, TlsFiles
+from libs.common.kv import KV
 from libs.common.runtime import run_service
+from libs.common.service import RunningService, ServiceStack, start_service
 from libs.migrations import upgrade
 from services.workflow import models  # noqa: F401  (registers the tables)
 from services.workflow.catalog import NodeCatalog, ToolCatalog
@@ -28,50 +21,41 @@ from services.workflow.dispatcher import NodeDispatcher
 from services.workflow.engine import Engine
 from services.workflow.events import EventNotifier
 from services.workflow.relay import OutboxRelay
-from services.workflow.servicer import WorkflowServicer, start_from_trigger
+from services.workflow.servicer import WorkflowServicer
 from services.workflow.settings import WorkflowSettings
+from services.workflow.triggers import consume_triggers
 from services.workflow.worker_server import WorkerEndpoint, start_workers
 from services.workflow.workflows import WorkflowStore
 
 log = logging.getLogger(__name__)
 
-TRIGGERS_QUEUE = "workflow.triggers"
 
+class WorkflowService(RunningService):
+    """A running workflow service; its stack closes everything it opened."""
 
-@dataclass
-class WorkflowService:
-    """A running workflow service and everything it owns."""
-
-    settings: WorkflowSettings
-    engine: Engine
-    relay: OutboxRelay
-    grpc: GrpcServer
-    bus: EventBus
-    own_bus: bool
-    kv: KV
-    own_kv: bool
-    subscription: Subscription
-    dispatcher: NodeDispatcher
-    db: AsyncEngine
-    workers: WorkerEndpoint | None = None
-
-    @property
-    def port(self) -> int:
-        return self.grpc.port
-
-    async def stop(self) -> None:
-        await self.subscription.cancel()
-        if self.workers is not None:
-            await self.workers.stop()
-        await self.grpc.stop(grace=1.0)
-        await self.engine.stop()
-        await self.relay.stop()
-        await self.dispatcher.close()
-        if self.own_bus:
-            await self.bus.close()
-        if self.own_kv:
-            await self.kv.close()
-        await self.db.dispose()
+    def __init__(
+        self,
+        stack: ServiceStack,
+        grpc_server: GrpcServer,
+        *,
+        settings: WorkflowSettings,
+        engine: Engine,
+        relay: OutboxRelay,
+        bus: EventBus,
+        kv: KV,
+        dispatcher: NodeDispatcher,
+        db: AsyncEngine,
+        workers: WorkerEndpoint,
+    ) -> None:
+        super().__init__(stack, grpc_server)
+        self.settings = settings
+        self.engine = engine
+        self.relay = relay
+        self.bus = bus
+        self.kv = kv
+        self.dispatcher = dispatcher
+        self.db = db
+        self.workers = workers
 
 
 async def serve(
@@ -79,89 +63,64 @@ async def serve(
 ) -> WorkflowService:
     """Start the workflow service; pass `bus`/`kv` to share them (embedded mode), else they are
     built from the settings and closed on stop."""
-    db = create_engine(settings.database_url)
-    own_bus, own_kv = bus is None, kv is None
-    dispatcher: NodeDispatcher | None = None
-    workers: WorkerEndpoint | None = None
-    try:
+
+    async def build(stack: ServiceStack) -> WorkflowService:
+        db = stack.database(settings.database_url)
         await upgrade(db)
         sessions = session_factory(db)
-        if bus is None:
-            bus = create_bus(settings.broker_url, settings.broker_prefix)
-            await bus.connect()
-        if kv is None:
-            kv = create_kv(settings.redis_url)
+        shared_bus = await stack.bus(settings.broker_url, settings.broker_prefix, bus)
+        shared_kv = stack.kv(settings.redis_url, kv)
+        tls = TlsFiles.from_settings(settings)
         dispatcher = NodeDispatcher(
             settings.node_addresses,
             batch_size=settings.dispatch_batch_size,
             default_timeout_s=settings.node_default_timeout_s,
             service_token=settings.service_token,
-            tls=TlsFiles.from_settings(settings),
+            tls=tls,
         )
+        stack.callback(dispatcher.close)
         catalog = NodeCatalog(
             dispatcher,
-            tools=ToolCatalog(
-                settings.tool_address,
-                service_token=settings.service_token,
-                tls=TlsFiles.from_settings(settings),
-            ),
+            tools=ToolCatalog(settings.tool_address, service_token=settings.service_token, tls=tls),
         )
-        engine = Engine(settings, sessions, dispatcher, catalog, kv, EventNotifier())
-        relay = OutboxRelay(sessions, bus)
+        engine = Engine(settings, sessions, dispatcher, catalog, shared_kv, EventNotifier())
+        relay = OutboxRelay(sessions, shared_bus)
         engine.relay = relay
         store = WorkflowStore(settings, sessions, catalog)
         workers = await start_workers(settings, sessions, dispatcher, catalog)
+        stack.callback(workers.stop)
+        relay.start()
+        stack.callback(relay.stop)
+        await engine.start()
+        stack.callback(engine.stop)
+        subscription = await consume_triggers(shared_bus, engine)
+        stack.callback(subscription.cancel)
+        # Last: once it answers, everything behind it runs; on stop it is the first to go, so
+        # no call reaches a stopped engine.
         servicer = WorkflowServicer(engine, store)
-        server = await start_grpc_server(
-            "workflow",
+        server = await stack.grpc_server(
             [workflow_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
             lambda s: workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(servicer, s),
             host=settings.bind_host,
             port=settings.port_for("workflow"),
             service_token=settings.service_token,
-            tls=TlsFiles.from_settings(settings),
+            tls=tls,
+            grace_s=1.0,
         )
-    except BaseException:
-        # A failed start (a port taken, the database down) leaves nothing open behind it.
-        if workers is not None:
-            await workers.stop()
-        if dispatcher is not None:
-            await dispatcher.close()
-        if own_bus and bus is not None:
-            await bus.close()
-        if own_kv and kv is not None:
-            await kv.close()
-        await db.dispose()
-        raise
+        return WorkflowService(
+            stack,
+            server,
+            settings=settings,
+            engine=engine,
+            relay=relay,
+            bus=shared_bus,
+            kv=shared_kv,
+            dispatcher=dispatcher,
+            db=db,
+            workers=workers,
+        )
 
-    async def on_trigger(message: Message) -> None:
-        fire = events_pb2.TriggerFire.FromString(message.body)
-        await start_from_trigger(engine, fire)
-
-    subscription = await bus.subscribe(
-        TRIGGERS_EXCHANGE,
-        ["trigger.#"],
-        traced(on_trigger, "workflow", TRIGGERS_QUEUE),
-        queue=TRIGGERS_QUEUE,
-        prefetch=16,
-    )
-
-    relay.start()
-    await engine.start()
-    return WorkflowService(
-        settings,
-        engine,
-        relay,
-        server,
-        bus,
-        own_bus,
-        kv,
-        own_kv,
-        subscription,
-        dispatcher,
-        db,
-        workers,
-    )
+    return await start_service("workflow", build)
 
 
 def main() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -14,8 +12,10 @@ from heddle.v1 import common_pb2, events_pb2, node_pb2, workflow_pb2, workflow_p
 
 from libs.common import jsonutil
 from libs.common.errors import InvalidArgument, NotFound
+from libs.common.timeutil import optional_timestamp
 from services.workflow import repository as repo
 from services.workflow.engine import Engine
+from services.workflow.following import Follower
 from services.workflow.models import (
     DEFAULT_TENANT,
     ExecutionRow,
@@ -25,7 +25,7 @@ from services.workflow.models import (
 )
 from services.workflow.models import WorkflowVersionRow as VersionRow
 from services.workflow.relay import event_to_proto
-from services.workflow.status import FINAL_EXECUTION_STATUSES
+from services.workflow.triggers import fire_from_proto, start_from_trigger
 from services.workflow.workflows import WorkflowStore
 
 _ACTIONS = {
@@ -33,24 +33,10 @@ _ACTIONS = {
     workflow_pb2.ControlExecutionRequest.PAUSE: "pause",
     workflow_pb2.ControlExecutionRequest.RESUME: "resume",
 }
-# Followers of an execution another replica drives see its events within this. Cheaper than
-# every replica consuming every event.
-_POLL_S = 0.25
-# Followers of an execution this replica drives are woken by every write; the poll is only a
-# safety net (a takeover moves the execution away), so an idle stream costs little.
-_LOCAL_POLL_S = 5.0
-
-
-def _ts(value: dt.datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def _iso_ts(value: str | None) -> Timestamp | None:
-    return _ts(dt.datetime.fromisoformat(value)) if value else None
+    return optional_timestamp(dt.datetime.fromisoformat(value)) if value else None
 
 
 def _error(error: dict[str, Any] | None) -> common_pb2.ErrorInfo | None:
@@ -91,8 +77,8 @@ def workflow_to_proto(workflow: WorkflowRow, version: VersionRow | None) -> work
         version=version.version if version else workflow.latest_version,
         description=workflow.description,
         definition_json=jsonutil.dumps(version.definition) if version else b"",
-        created_at=_ts(workflow.created_at),
-        updated_at=_ts(workflow.updated_at),
+        created_at=optional_timestamp(workflow.created_at),
+        updated_at=optional_timestamp(workflow.updated_at),
         tenant_id=workflow.tenant_id,
     )
 
@@ -105,8 +91,8 @@ def node_to_proto(node: NodeRunRow) -> workflow_pb2.NodeRun:
         attempts=node.attempt,
         output_json=jsonutil.dumps(node.output),
         error=_error(node.error),
-        started_at=_ts(node.started_at),
-        finished_at=_ts(node.finished_at),
+        started_at=optional_timestamp(node.started_at),
+        finished_at=optional_timestamp(node.finished_at),
         attempt_history=[
             workflow_pb2.NodeAttempt(
                 attempt=item.get("attempt", 0),
@@ -134,9 +120,9 @@ def execution_to_proto(
         inputs_json=jsonutil.dumps(row.inputs),
         outputs_json=jsonutil.dumps(row.outputs),
         error=_error(row.error),
-        created_at=_ts(row.created_at),
-        started_at=_ts(row.started_at),
-        finished_at=_ts(row.finished_at),
+        created_at=optional_timestamp(row.created_at),
+        started_at=optional_timestamp(row.started_at),
+        finished_at=optional_timestamp(row.finished_at),
         nodes=[node_to_proto(node) for node in ordered],
         parent_execution_id=row.parent_execution_id or "",
         trigger=row.trigger,
@@ -162,6 +148,7 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
         self.store = store
         self.sessions = engine.sessions
         self.max_page = engine.settings.max_page_size
+        self.follower = Follower(engine)
 
     # ---- definitions --------------------------------------------------------------------
 
@@ -267,7 +254,14 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
     async def GetExecution(
         self, request: workflow_pb2.GetExecutionRequest, context: grpc.aio.ServicerContext
     ) -> workflow_pb2.Execution:
-        return await self._load_execution(_tenant(request.tenant_id), request.id)
+        tenant = _tenant(request.tenant_id)
+        if request.summary:
+            async with self.sessions() as session:
+                row = await repo.get_execution(session, tenant, request.id)
+            if row is None:
+                raise NotFound(f"execution {request.id!r} not found")
+            return execution_to_proto(row)
+        return await self._load_execution(tenant, request.id)
 
     async def ListExecutions(
         self, request: workflow_pb2.ListExecutionsRequest, context: grpc.aio.ServicerContext
@@ -320,76 +314,25 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
         self, request: workflow_pb2.WaitExecutionRequest, context: grpc.aio.ServicerContext
     ) -> workflow_pb2.Execution:
         tenant = _tenant(request.tenant_id)
-        while True:
-            runner = self.engine.runners.get(request.id)
-            if runner is not None and runner.row.tenant_id == tenant:
-                # Driven here: its end is an in-memory event, no need to poll the database.
-                await asyncio.shield(runner.finished)
-            async with self._wake_on_write(request.id) as wake:
-                async with self.sessions() as session:
-                    row = await repo.get_execution(session, tenant, request.id)
-                if row is None:
-                    raise NotFound(f"execution {request.id!r} not found")
-                if row.status in FINAL_EXECUTION_STATUSES:
-                    if request.summary:
-                        return execution_to_proto(row)
-                    return await self._load_execution(tenant, request.id)
-                await wake
+        row = await self.follower.wait_final(tenant, request.id)
+        if request.summary:
+            return execution_to_proto(row)
+        return await self._load_execution(tenant, request.id)
 
     async def StreamEvents(
         self, request: workflow_pb2.StreamEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[events_pb2.Event]:
-        tenant = _tenant(request.tenant_id)
-        execution_id = request.execution_id
-        async with self.sessions() as session:
-            if await repo.get_execution(session, tenant, execution_id) is None:
-                raise NotFound(f"execution {execution_id!r} not found")
-        after = max(0, request.after_seq)
-        while True:
-            async with self._wake_on_write(execution_id) as wake:
-                async with self.sessions() as session:
-                    rows = await repo.events_after(session, execution_id, after)
-                    status = None
-                    if not rows:
-                        row = await repo.get_execution(session, tenant, execution_id)
-                        status = row.status if row else None
-                for event in rows:
-                    after = event.seq
-                    yield event_to_proto(event)
-                if rows:
-                    continue
-                if status is None:
-                    return
-                if status in FINAL_EXECUTION_STATUSES:
-                    # The last batch (its events and the final status, one transaction) may
-                    # have committed between the two reads above: read the events once more,
-                    # or the stream would end without the execution's last events.
-                    async with self.sessions() as session:
-                        rows = await repo.events_after(session, execution_id, after)
-                    for event in rows:
-                        after = event.seq
-                        yield event_to_proto(event)
-                    return
-                await wake
-
-    @contextlib.asynccontextmanager
-    async def _wake_on_write(self, execution_id: str) -> AsyncIterator[asyncio.Future[None]]:
-        """A wake-up registered BEFORE the caller reads the database: a write (and its
-        notification) landing between the read and the wait must not be missed, or the
-        follower would sleep a whole poll interval with news waiting."""
-        interval = _LOCAL_POLL_S if execution_id in self.engine.runners else _POLL_S
-        wake = asyncio.ensure_future(self.engine.notifier.wait(execution_id, interval))
-        await asyncio.sleep(0)  # let it register its waiter now
-        try:
-            yield wake
-        finally:
-            wake.cancel()
+        events = self.follower.events(
+            _tenant(request.tenant_id), request.execution_id, request.after_seq
+        )
+        async for event in events:
+            yield event_to_proto(event)
 
     async def FireTrigger(
         self, request: workflow_pb2.FireTriggerRequest, context: grpc.aio.ServicerContext
     ) -> workflow_pb2.FireTriggerResponse:
         return workflow_pb2.FireTriggerResponse(
-            execution_ids=await start_from_trigger(self.engine, request.fire)
+            execution_ids=await start_from_trigger(self.engine, fire_from_proto(request.fire))
         )
 
     # ---- secrets ------------------------------------------------------------------------
@@ -418,41 +361,7 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
 def _secret_info(row: SecretRow) -> workflow_pb2.SecretInfo:
     # Names and times only: the value (and its ciphertext) never leaves the service.
     return workflow_pb2.SecretInfo(
-        name=row.name, created_at=_ts(row.created_at), updated_at=_ts(row.updated_at)
+        name=row.name,
+        created_at=optional_timestamp(row.created_at),
+        updated_at=optional_timestamp(row.updated_at),
     )
-
-
-async def start_from_trigger(engine: Engine, fire: events_pb2.TriggerFire) -> list[str]:
-    """Start what a fire asks for: its workflow, or every workflow bound to its webhook.
-
-    The dedupe key makes a repeated fire a no-op (one execution per key and workflow).
-    """
-    if not fire.dedupe_key:
-        raise InvalidArgument("trigger fire has no dedupe_key")
-    tenant = _tenant(fire.tenant_id)
-    inputs = _loads_field(fire.inputs_json, "inputs")
-    if fire.workflow_id:
-        targets = [fire.workflow_id]
-    elif fire.source.startswith("webhook:"):
-        name = fire.source.removeprefix("webhook:")
-        async with engine.sessions() as session:
-            targets = await repo.webhook_workflows(session, tenant, name)
-        if not targets:
-            raise NotFound(f"no workflow is bound to the webhook trigger {name!r}")
-    else:
-        raise InvalidArgument("trigger fire names no workflow_id")
-    started = []
-    for workflow_id in targets:
-        key = f"trigger:{fire.dedupe_key}"
-        if not fire.workflow_id:
-            key = f"{key}:{workflow_id}"
-        row, _ = await engine.start_execution(
-            tenant_id=tenant,
-            workflow_id=workflow_id,
-            version=0,
-            inputs=inputs,
-            idempotency_key=key,
-            trigger=fire.source or "trigger",
-        )
-        started.append(row.id)
-    return started

@@ -114,6 +114,20 @@ async def _delete_secret(ctx: Context) -> Request:
     return "DELETE", f"/api/v1/secrets/{name}", None
 
 
+async def _create_preset(ctx: Context) -> Request:
+    body = {"node_type": "noop", "name": f"p-{uuid.uuid4().hex[:8]}", "params": {}}
+    return "POST", "/api/v1/node-presets", body
+
+
+async def _read_preset(ctx: Context) -> Request:
+    response = await ctx.admin.post(
+        "/api/v1/node-presets",
+        json={"node_type": "noop", "name": f"p-{uuid.uuid4().hex[:8]}", "params": {}},
+    )
+    assert response.status_code == 201, response.text
+    return "GET", f"/api/v1/node-presets/{response.json()['id']}", None
+
+
 ENDPOINTS = [
     Endpoint("node types", "member", False, _static("GET", "/api/v1/node-types")),
     Endpoint("validate", "member", False, _static("POST", "/api/v1/workflows/validate", {})),
@@ -203,6 +217,21 @@ ENDPOINTS = [
     ),
     Endpoint("delete secret", "admin", True, _delete_secret),
     Endpoint("audit", "admin", False, _static("GET", "/api/v1/audit")),
+    Endpoint(
+        "invalidate cache", "update", True, _static("DELETE", "/api/v1/cache?workflow_id={w}")
+    ),
+    Endpoint("versions", "read", True, _static("GET", "/api/v1/workflows/{w}/versions")),
+    Endpoint("read version", "read", True, _static("GET", "/api/v1/workflows/{w}/versions/1")),
+    Endpoint(
+        "diff versions", "read", True, _static("GET", "/api/v1/workflows/{w}/versions/1/diff")
+    ),
+    Endpoint(
+        "rollback", "update", True, _static("POST", "/api/v1/workflows/{w}/versions/1/rollback")
+    ),
+    Endpoint("list presets", "member", False, _static("GET", "/api/v1/node-presets")),
+    Endpoint("create preset", "member", False, _create_preset),
+    # Another tenant's preset is not found; any member of the tenant reads it.
+    Endpoint("read preset", "member", True, _read_preset),
 ]
 
 DENIED = {401, 403, 404}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import hashlib
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, WebSocket, status
 from fastapi.responses import StreamingResponse
@@ -30,6 +31,7 @@ from services.gateway.routes.common import (
     get_settings,
 )
 from services.gateway.schemas import (
+    INT32_MAX,
     INT64_MAX,
     TERMINAL_STATUSES,
     ExecutionOut,
@@ -74,11 +76,13 @@ async def list_executions(
     return paginate([execution_out(e) for e in reply.executions], reply.page)
 
 
-async def _get_execution(clients: Clients, execution_id: str, tenant: str) -> ExecutionOut:
+async def _get_execution(
+    clients: Clients, execution_id: str, tenant: str, summary: bool = False
+) -> ExecutionOut:
     reply = await clients.call(
         clients.workflow.GetExecution,
         workflow_pb2.GetExecutionRequest(
-            id=checked_id(execution_id, "execution"), tenant_id=tenant
+            id=checked_id(execution_id, "execution"), tenant_id=tenant, summary=summary
         ),
     )
     return execution_out(reply)
@@ -90,10 +94,12 @@ async def _authorized(
     caller: Principal,
     execution_id: str,
     action: WorkflowAction,
+    summary: bool = False,
 ) -> ExecutionOut:
     """The execution, when the caller's role on its workflow allows action; an execution of
-    a workflow the caller may not read is a 404, like one of another tenant."""
-    execution = await _get_execution(clients, execution_id, caller.tenant_id)
+    a workflow the caller may not read is a 404, like one of another tenant. summary: read
+    without the node records (the controls and streams need only the status)."""
+    execution = await _get_execution(clients, execution_id, caller.tenant_id, summary)
     try:
         await guard.require_workflow(caller, execution.workflow_id, action)
     except NotFound:
@@ -104,18 +110,47 @@ async def _authorized(
 @router.get(
     "/executions/{execution_id}",
     summary="An execution with every node's status, attempts, output, error and timings",
+    response_model=ExecutionOut,
+    responses={304: {"description": "Unchanged since the ETag sent in If-None-Match"}},
 )
 async def get_execution(
-    execution_id: str, clients: Clients, caller: Caller, guard: Guard
-) -> ExecutionOut:
-    return await _authorized(clients, guard, caller, execution_id, "read")
+    execution_id: str,
+    clients: Clients,
+    caller: Caller,
+    guard: Guard,
+    view: Annotated[
+        Literal["full", "summary"],
+        Query(description="summary: the execution without its node records (one row read)."),
+    ] = "full",
+    node_offset: Annotated[
+        int, Query(ge=0, le=INT32_MAX, description="Skip this many node records.")
+    ] = 0,
+    node_limit: Annotated[
+        int | None, Query(ge=1, le=INT32_MAX, description="At most this many node records.")
+    ] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=1000)] = None,
+) -> Response:
+    execution = await _authorized(
+        clients, guard, caller, execution_id, "read", summary=view == "summary"
+    )
+    if node_offset or node_limit is not None:
+        end = None if node_limit is None else node_offset + node_limit
+        execution.nodes = execution.nodes[node_offset:end]
+    body = jsonutil.dumps(execution.model_dump(mode="json"))
+    # A strong validator of exactly these bytes: a poller that already holds them gets a
+    # 304 and no body (a 1000-node execution is megabytes).
+    etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if if_none_match is not None and etag in {tag.strip() for tag in if_none_match.split(",")}:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def _add_control_route(name: str, action: _Control.Action, summary: str) -> None:
     async def control(
         execution_id: str, clients: Clients, tenant: Tenant, caller: Caller, guard: Guard
     ) -> ExecutionOut:
-        await _authorized(clients, guard, caller, execution_id, "execute")
+        await _authorized(clients, guard, caller, execution_id, "execute", summary=True)
         reply = await clients.call(
             clients.workflow.ControlExecution,
             _Control(id=checked_id(execution_id, "execution"), action=action, tenant_id=tenant),
@@ -146,7 +181,7 @@ async def submit_input(
     caller: Caller,
     guard: Guard,
 ) -> ExecutionOut:
-    await _authorized(clients, guard, caller, execution_id, "execute")
+    await _authorized(clients, guard, caller, execution_id, "execute", summary=True)
     reply = await clients.call(
         clients.workflow.SubmitInput,
         workflow_pb2.SubmitInputRequest(
@@ -173,7 +208,7 @@ async def retry_execution(
     caller: Caller,
     guard: Guard,
 ) -> ExecutionStarted:
-    await _authorized(clients, guard, caller, execution_id, "execute")
+    await _authorized(clients, guard, caller, execution_id, "execute", summary=True)
     reply = await clients.call(
         clients.workflow.RetryExecution,
         workflow_pb2.RetryExecutionRequest(
@@ -203,7 +238,7 @@ async def query_logs(
     page_token: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> LogPage:
     size = bounded_page_size(request, page_size)  # a bad request is a 422 before a 404
-    await _authorized(clients, guard, caller, execution_id, "read")
+    await _authorized(clients, guard, caller, execution_id, "read", summary=True)
     reply = await clients.call(
         clients.log.QueryLogs,
         log_pb2.QueryLogsRequest(
@@ -272,7 +307,7 @@ async def stream_events(
 ) -> Response:
     after_seq = last_event_id if last_event_id is not None else after or 0
     # Read first, so that an unknown id is a 404 rather than an error inside a 200 stream.
-    execution = await _authorized(clients, guard, caller, execution_id, "read")
+    execution = await _authorized(clients, guard, caller, execution_id, "read", summary=True)
     if execution.status in TERMINAL_STATUSES and 0 < execution.last_seq <= after_seq:
         # 204 tells a browser's EventSource to stop reconnecting: there is nothing more.
         return Response(status_code=status.HTTP_204_NO_CONTENT)

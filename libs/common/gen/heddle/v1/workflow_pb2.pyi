@@ -238,12 +238,14 @@ class Execution(_message.Message):
     def __init__(self, id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., status: _Optional[str] = ..., inputs_json: _Optional[bytes] = ..., outputs_json: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeRun, _Mapping]]] = ..., parent_execution_id: _Optional[str] = ..., trigger: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., tenant_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., last_seq: _Optional[int] = ..., retry_of: _Optional[str] = ...) -> None: ...
 
 class GetExecutionRequest(_message.Message):
-    __slots__ = ("id", "tenant_id")
+    __slots__ = ("id", "tenant_id", "summary")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant_id: str
-    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    summary: bool
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., summary: bool = ...) -> None: ...
 
 class ListExecutionsRequest(_message.Message):
     __slots__ = ("page", "workflow_id", "status", "tenant_id", "restrict_to_workflows", "workflow_ids")

@@ -14,7 +14,7 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,37 +119,44 @@ class StubWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self.closed = asyncio.Event()
 
-    async def _messages(self) -> AsyncIterator[worker_pb2.WorkerMessage]:
-        yield worker_pb2.WorkerMessage(
-            register=worker_pb2.Register(
-                worker_name=self.name,
-                node_types=self.types,
-                max_concurrency=self.max_concurrency,
-                sdk_version="stub",
-            )
-        )
-        while True:
-            message = await self._outbox.get()
-            if message is None:
-                return
-            yield message
-
     async def start(self) -> worker_pb2.Registered:
         """Connect and register; raises grpc.aio.AioRpcError when refused."""
         self._channel = grpc.aio.insecure_channel(self.address)
         metadata = (("x-api-key", self.api_key),) if self.api_key else ()
-        self._call = worker_pb2_grpc.WorkerServiceStub(self._channel).Connect(
-            self._messages(), metadata=metadata
+        self._call = worker_pb2_grpc.WorkerServiceStub(self._channel).Connect(metadata=metadata)
+        register = worker_pb2.Register(
+            worker_name=self.name,
+            node_types=self.types,
+            max_concurrency=self.max_concurrency,
+            sdk_version="stub",
         )
+        try:
+            await self._call.write(worker_pb2.WorkerMessage(register=register))
+        except grpc.aio.AioRpcError:
+            raise
+        except Exception:  # the call already ended: its status says why
+            await self._call
+            raise
         first = await self._call.read()
         if first is grpc.aio.EOF:
             await self._call  # raises the status
             raise RuntimeError("stream ended before Registered")
         self.registered = first.registered
-        self._tasks = [asyncio.create_task(self._receive())]
+        self._tasks = [asyncio.create_task(self._receive()), asyncio.create_task(self._send())]
         if self.heartbeats:
             self._tasks.append(asyncio.create_task(self._beat()))
         return self.registered
+
+    async def _send(self) -> None:
+        try:
+            while True:
+                message = await self._outbox.get()
+                if message is None:
+                    await self._call.done_writing()
+                    return
+                await self._call.write(message)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass
 
     async def _beat(self) -> None:
         assert self.registered is not None

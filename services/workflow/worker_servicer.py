@@ -130,9 +130,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         request_iterator: AsyncIterator[worker_pb2.WorkerMessage],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[worker_pb2.ServerMessage]:
-        messages = aiter(request_iterator)
         try:
             tenant_id = await self._tenant(context)
+            # (Not before: a request iterator never read would warn when collected.)
+            messages = aiter(request_iterator)
             try:
                 first = await anext(messages)
             except StopAsyncIteration:

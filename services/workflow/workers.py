@@ -425,8 +425,15 @@ class WorkerPool:
     async def _watch(self) -> None:
         interval = max(0.05, self.heartbeat_timeout_s / 4)
         while self.connections:
+            before = time.monotonic()
             await asyncio.sleep(interval)
             now = time.monotonic()
+            if now - before > 2 * interval:
+                # This replica's loop stalled: the heartbeats may be waiting unread in its
+                # sockets. Judge nobody on this round; count silence from now.
+                for connection in self.connections.values():
+                    connection.last_seen = max(connection.last_seen, now - interval)
+                continue
             for connection in list(self.connections.values()):
                 silent = now - connection.last_seen
                 if silent > self.heartbeat_timeout_s:

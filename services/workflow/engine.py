@@ -10,7 +10,6 @@ import logging
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from opentelemetry import trace
@@ -41,6 +40,7 @@ from libs.common.tracing import (
 from services.workflow import pg_writer
 from services.workflow import repository as repo
 from services.workflow.catalog import NodeCatalog
+from services.workflow.compiled import CompiledWorkflow
 from services.workflow.definition import WorkflowDefinition
 from services.workflow.dispatcher import NodeDispatcher
 from services.workflow.events import EventNotifier
@@ -48,7 +48,7 @@ from services.workflow.inputs import validate_human_input, validate_inputs
 from services.workflow.liveness import ReplicaLiveness
 from services.workflow.models import ExecutionRequestRow, ExecutionRow, NodeRunRow
 from services.workflow.planner import ExecutionPlan
-from services.workflow.runner import ExecutionRunner, LostOwnership, NodeState, _Batch
+from services.workflow.runner import ExecutionRunner, Flush, LostOwnership, NodeState
 from services.workflow.secrets import SecretStore
 from services.workflow.settings import WorkflowSettings
 from services.workflow.status import ACTIVE_EXECUTION_STATUSES, FINAL_EXECUTION_STATUSES
@@ -70,18 +70,7 @@ def _current_link() -> list[trace.Link]:
     return [trace.Link(current)] if current.is_valid else []
 
 
-@dataclass
-class CompiledWorkflow:
-    """A validated definition version with its plan, pre-encoded params and the secrets
-    each node's templates read (None: none)."""
-
-    workflow_id: str
-    version: int
-    definition: WorkflowDefinition
-    plan: ExecutionPlan
-    params_json: dict[str, bytes]
-    secrets: dict[str, set[str] | None]
-
+__all__ = ["CompiledWorkflow", "Engine"]
 
 _EXECUTION_COLUMNS = tuple(ExecutionRow.__table__.columns)
 
@@ -113,6 +102,8 @@ class Engine:
         self.secrets = SecretStore(sessions, settings.secrets_key)
         self.relay: OutboxRelay | None = None
         self.runners: dict[str, ExecutionRunner] = {}
+        #: Until when this replica's lease on each execution it drives is known to hold.
+        self._leases: dict[str, dt.datetime] = {}
         self._compiled: OrderedDict[tuple[str, int], CompiledWorkflow] = OrderedDict()
         self._free_slots = settings.max_concurrency_global
         self._starved: deque[ExecutionRunner] = deque()
@@ -357,6 +348,7 @@ class Engine:
     ) -> ExecutionRunner:
         runner = ExecutionRunner(self, row, compiled, nodes)
         self.runners[row.id] = runner
+        self._leases[row.id] = row.lease_expires_at or utcnow()
         runner.start()
         return runner
 
@@ -414,8 +406,7 @@ class Engine:
             )
             await self._forward(execution_id, "input", {"node_id": node_id, "data": data})
             return
-        state = runner.nodes.get(node_id)
-        status, waiting = (state.status, state.waiting) if state else (None, None)
+        status, waiting = runner.node_status(node_id)
         _check_input(execution_id, node_id, status, waiting, data)
         await runner.submit_input(node_id, data)
 
@@ -426,7 +417,7 @@ class Engine:
         when another live replica drives it."""
         runner = self.runners.get(execution_id)
         if runner is not None:
-            if runner.row.tenant_id != tenant_id:
+            if runner.tenant_id != tenant_id:
                 raise NotFound(f"execution {execution_id!r} not found")
             return runner
         async with self.sessions() as session:
@@ -488,8 +479,7 @@ class Engine:
             if request.kind == "control":
                 await runner.control(payload["action"])
             else:
-                state = runner.nodes.get(payload["node_id"])
-                status, waiting = (state.status, state.waiting) if state else (None, None)
+                status, waiting = runner.node_status(payload["node_id"])
                 _check_input(
                     request.execution_id, payload["node_id"], status, waiting, payload.get("data")
                 )
@@ -500,61 +490,63 @@ class Engine:
 
     # ---- persistence --------------------------------------------------------------------
 
-    async def persist(self, runner: ExecutionRunner, batch: _Batch) -> None:
+    async def persist(self, flush: Flush) -> None:
         """Write one batch in one transaction, fenced on ownership; retried through outages."""
-        execution_values = dict(batch.execution)
+        execution_id = flush.execution_id
+        execution_values = dict(flush.execution)
         # The lease loop renews leases every third of their time to live; a write extends
         # its execution's lease only when that renewal looks late. (Extending it on every
         # write changed an indexed column, so each step's fence update could not be a HOT
         # update: new entries in every index of executions, per step.) A final write
         # releases ownership (owner=None), still fenced on the current owner.
         extended = None
-        if "lease_expires_at" not in execution_values and runner.lease_until - utcnow() < (
+        lease_until = self._leases.get(execution_id) or utcnow()
+        if "lease_expires_at" not in execution_values and lease_until - utcnow() < (
             dt.timedelta(seconds=self.settings.lease_ttl_s * 2 / 3)
         ):
             extended = execution_values["lease_expires_at"] = self._lease_until()
 
         nodes = [
-            {"execution_id": runner.id, "node_id": node.node_id, **node.row()}
-            for node in batch.nodes.values()
+            {"execution_id": execution_id, "node_id": node.node_id, **node.row()}
+            for node in flush.nodes
         ]
 
         async def write() -> None:
             if self._writer is not None:
                 owned = await self._writer.write(
-                    execution_id=runner.id,
+                    execution_id=execution_id,
                     owner=self.settings.replica_id,
                     execution_values=execution_values,
                     nodes=nodes,
-                    events=batch.events,
-                    trace_id=runner.row.trace_id,
-                    tenant_id=runner.row.tenant_id,
-                    workflow_id=runner.row.workflow_id,
+                    events=flush.events,
+                    trace_id=flush.trace_id,
+                    tenant_id=flush.tenant_id,
+                    workflow_id=flush.workflow_id,
                 )
             else:
                 async with self.db.begin() as connection:
                     owned = await repo.fence_execution(
-                        connection, runner.id, self.settings.replica_id, execution_values
+                        connection, execution_id, self.settings.replica_id, execution_values
                     )
                     if owned:
                         await repo.update_node_runs(connection, nodes)
-                        await repo.insert_event_rows(connection, batch.events)
+                        await repo.insert_event_rows(connection, flush.events)
             if not owned:
-                raise LostOwnership(runner.id)
+                raise LostOwnership(execution_id)
 
         await self.with_db_retries(write)
-        if extended is not None:
-            runner.lease_until = extended
+        if extended is not None and execution_id in self._leases:
+            self._leases[execution_id] = extended
 
-    def committed(self, runner: ExecutionRunner, batch: _Batch) -> None:
+    def committed(self, flush: Flush) -> None:
         """Hand a written batch's events to the relay and wake the stream followers. The
         runner calls it after sending the batch's attempts out: woken first, the relay's
         publishing would otherwise sit between the commit and the dispatch of a chain's step.
         """
-        if batch.events:
-            self.notifier.notify(runner.id)
+        if flush.events:
+            self.notifier.notify(flush.execution_id)
             if self.relay is not None:
-                self.relay.enqueue(batch.events, runner.row.trace_parent)
+                self.relay.enqueue(flush.events, flush.trace_parent)
 
     async def with_db_retries(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run operation, retrying transient database errors with backoff for up to a minute."""
@@ -589,7 +581,10 @@ class Engine:
         while self._starved and self._free_slots > 0:
             self._starved.popleft().wake()
 
-    # ---- cache --------------------------------------------------------------------------
+    # ---- secrets and cache ----------------------------------------------------------------
+
+    async def resolve_secrets(self, tenant_id: str, names: set[str] | None) -> dict[str, str]:
+        return await self.secrets.resolve(tenant_id, names)
 
     async def cache_get(self, key: str) -> bytes | None:
         return await self.kv.get(f"cache:{key}")
@@ -605,6 +600,7 @@ class Engine:
     def runner_finished(self, runner: ExecutionRunner) -> None:
         if self.runners.get(runner.id) is runner:
             del self.runners[runner.id]
+            self._leases.pop(runner.id, None)
         if runner in self._starved:
             self._starved.remove(runner)
         self.notifier.notify(runner.id)
@@ -730,8 +726,8 @@ class Engine:
                 log.warning("lease renewal failed; will retry", exc_info=True)
                 continue
             for execution_id in held:
-                if (renewed := self.runners.get(execution_id)) is not None:
-                    renewed.lease_until = until
+                if execution_id in self._leases:
+                    self._leases[execution_id] = until
             for execution_id in set(owned) - held:
                 runner = self.runners.get(execution_id)
                 if (

@@ -1,8 +1,11 @@
 """Property tests: PlanState, driven in random completion orders, agrees with the sequential
-reference interpreter, and never makes a node ready too early or twice."""
+reference interpreter, and never makes a node ready too early or twice; the execution core
+(which owns a PlanState) does too, taken over at random points."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -10,6 +13,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.workflow.definition import WorkflowDefinition
+from services.workflow.execution import (
+    Begin,
+    CoreConfig,
+    ExecutionCore,
+    ExecutionInfo,
+    ExecutionStatus,
+    NodeResult,
+    NodeState,
+    Settle,
+    StartAttempt,
+)
 from services.workflow.planner import ExecutionPlan, Outcome, OutcomeKind, PlanState
 from services.workflow.reference import Behaviour, run_reference
 from services.workflow.validation import validate_definition
@@ -210,3 +224,97 @@ def test_topological_order_respects_every_edge(scenario: Scenario) -> None:
     assert sorted(rank) == sorted(plan.node_ids)
     for edge in scenario.definition.edges:
         assert rank[edge.source] < rank[edge.target]
+
+
+# ---- the same scenarios through the execution core -------------------------------------
+
+CORE_STATUS = {
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "failed_continue": "failed",
+    "failed_branch": "failed",
+    "skipped": "skipped",
+}
+
+
+def _result(scenario: Scenario, node_id: str, attempt: int) -> NodeResult:
+    behaviour = scenario.behaviours[node_id]
+    if behaviour.result == "succeed":
+        ports = None if behaviour.ports is None else tuple(sorted(behaviour.ports))
+        return NodeResult(node_id, attempt, "succeeded", output=behaviour.output, ports=ports)
+    if behaviour.result == "when_false":
+        return NodeResult(node_id, attempt, "skipped")
+    error = {"type": "NodeError", "message": "scripted", "retryable": False, "details": None}
+    return NodeResult(node_id, attempt, "failed", error=error)
+
+
+def _taken_over(core: ExecutionCore) -> ExecutionCore:
+    """The core another replica builds from the persisted rows after this one died."""
+    nodes = {
+        node_id: dataclasses.replace(node, attempts=list(node.attempts), infra_failures=0)
+        for node_id, node in core.nodes.items()
+    }
+    info = dataclasses.replace(core.info, status=core.status.value, last_seq=core.seq)
+    return ExecutionCore(info, core.definition, core.plan, nodes, core.config)
+
+
+@settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=scenarios(), data=st.data())
+def test_the_core_in_random_orders_matches_the_reference(
+    scenario: Scenario, data: st.DataObject
+) -> None:
+    """ExecutionCore, fed attempts and results in a random order (and taken over by another
+    replica at a random step, late results of the lost attempts arriving after), ends every
+    node as the reference interpreter does, and the execution fails exactly when it does."""
+    definition = scenario.definition
+    plan = ExecutionPlan.build(definition, CATALOG)
+    reference = run_reference(definition, lambda node_id, _inputs: scenario.behaviours[node_id])
+    nodes = {n.id: NodeState(n.id, n.type) for n in definition.nodes}
+    info = ExecutionInfo(id="e1", workflow_id="w1", tenant_id="t1", status="pending")
+    core = ExecutionCore(info, definition, plan, nodes, CoreConfig())
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    core.apply(Begin(), now)
+    in_flight: dict[str, int] = {}
+    takeover_at = data.draw(st.integers(0, 2 * len(definition.nodes)), label="takeover_at")
+    started_once: set[str] = set()
+    for step in range(10 * len(definition.nodes) + 10):
+        if core.final:
+            break
+        if step == takeover_at and in_flight:
+            core = _taken_over(core)
+            lost, in_flight = in_flight, {}
+            core.apply(Begin(), now)
+            for node_id, attempt in lost.items():
+                # The lost attempt's result arrives late: fenced off, nothing changes.
+                late = core.apply(_result(scenario, node_id, attempt), now)
+                assert not late.nodes and not late.events and not late.released
+        choices = (["start"] if core.room else []) + (["finish"] if in_flight else [])
+        if not choices:
+            core.apply(Settle(), now)
+            assert core.final, f"stuck: ready={list(core.ready)} statuses={core.nodes}"
+            break
+        now += dt.timedelta(milliseconds=1)
+        if data.draw(st.sampled_from(choices), label="action") == "start":
+            node_id = core.ready[data.draw(st.integers(0, len(core.ready) - 1), label="pick")]
+            fx = core.apply(StartAttempt(node_id), now)
+            (started,) = fx.attempts
+            assert started.node_id == node_id
+            in_flight[node_id] = started.attempt
+            started_once.add(node_id)
+        else:
+            node_id = data.draw(st.sampled_from(sorted(in_flight)), label="complete")
+            fx = core.apply(_result(scenario, node_id, in_flight.pop(node_id)), now)
+            # Its slot back; and when it failed the execution, those of the attempts cancelled.
+            assert fx.released == 1 + (len(in_flight) if core.final else 0)
+            if core.final:
+                in_flight.clear()
+        core.apply(Settle(), now)
+    assert core.final
+    assert core.in_flight == 0
+    assert (core.status == ExecutionStatus.FAILED) == reference.failed
+    for node_id, node in core.nodes.items():
+        expected = CORE_STATUS[reference.statuses[node_id]]
+        if reference.failed:
+            assert node.status in (expected, "cancelled"), node_id
+        else:
+            assert node.status == expected, node_id

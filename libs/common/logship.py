@@ -24,6 +24,7 @@ from prometheus_client import Counter
 from libs.common import jsonutil
 from libs.common.bus import LOGS_EXCHANGE, EventBus
 from libs.common.logging import attempt_var, execution_id_var, node_id_var
+from libs.common.timeutil import to_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class LogShipper:
             fields_json=jsonutil.dumps(fields) if fields else b"",
             tenant_id=self.tenant_id,
         )
-        message.ts.FromDatetime(dt.datetime.fromtimestamp(record.created, dt.UTC))
+        message.ts.CopyFrom(to_timestamp(dt.datetime.fromtimestamp(record.created, dt.UTC)))
         return message
 
     def enqueue(self, message: events_pb2.LogRecord) -> None:

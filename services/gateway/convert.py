@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from heddle.v1 import common_pb2, scheduler_pb2
 
 from libs.common import jsonutil
+from libs.common.timeutil import field_datetime as time_of
+from libs.common.timeutil import from_timestamp
+from libs.common.timeutil import optional_timestamp as to_timestamp
 from services.gateway.models import ApiKeyRow, AuditRow, RoleGrantRow
 from services.gateway.schemas import (
     ApiKeyOut,
@@ -33,25 +35,6 @@ from services.gateway.schemas import (
 )
 
 T = TypeVar("T")
-
-
-def from_timestamp(stamp: Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-def time_of(message: Message, field: str) -> datetime | None:
-    """A Timestamp field as an aware UTC datetime, None when unset."""
-    if not message.HasField(field):
-        return None
-    return from_timestamp(getattr(message, field))
-
-
-def to_timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
-    return stamp
 
 
 def iso(value: datetime | None) -> str | None:

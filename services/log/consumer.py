@@ -31,6 +31,7 @@ from libs.common.bus import (
     traced,
 )
 from libs.common.db import utcnow
+from libs.common.timeutil import from_timestamp
 from services.log import repository
 from services.log.models import DEFAULT_TENANT, LEVELS, normalize_level
 
@@ -44,7 +45,7 @@ RECORDS_REJECTED = Counter(
 
 def _timestamp(stamp: Any) -> dt.datetime:
     if stamp.seconds or stamp.nanos:
-        return stamp.ToDatetime(tzinfo=dt.UTC)
+        return from_timestamp(stamp)
     return utcnow()
 
 

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
-
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from heddle.v1 import events_pb2, log_pb2, log_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import jsonutil
 from libs.common.errors import InvalidArgument
+from libs.common.timeutil import field_datetime, to_timestamp
 from services.log import repository
 from services.log.models import DEFAULT_TENANT, LEVELS, LogRecordRow, normalize_level
-
-
-def _datetime(message: Any, field: str) -> dt.datetime | None:
-    if not message.HasField(field):
-        return None
-    stamp: Timestamp = getattr(message, field)
-    return stamp.ToDatetime(tzinfo=dt.UTC)
 
 
 def to_proto(row: LogRecordRow) -> events_pb2.LogRecord:
@@ -36,7 +26,7 @@ def to_proto(row: LogRecordRow) -> events_pb2.LogRecord:
         fields_json=jsonutil.dumps(row.fields),
         tenant_id=row.tenant_id,
     )
-    record.ts.FromDatetime(row.ts.astimezone(dt.UTC))
+    record.ts.CopyFrom(to_timestamp(row.ts))
     return record
 
 
@@ -72,8 +62,8 @@ class LogServicer(log_pb2_grpc.LogServiceServicer):
             execution_id=request.execution_id,
             node_id=request.node_id,
             min_level_no=min_level_no,
-            since=_datetime(request, "since"),
-            until=_datetime(request, "until"),
+            since=field_datetime(request, "since"),
+            until=field_datetime(request, "until"),
             text=request.text,
             page_size=min(request.page_size or self._default_page_size, self._max_page_size),
             page_token=request.page_token,

@@ -53,6 +53,7 @@ from libs.common.bus import EVENTS_EXCHANGE, EventBus, Message, Subscription, to
 from libs.common.db import utcnow
 from libs.common.netguard import ForbiddenAddressError, check_url_allowed_async
 from libs.common.secrets import SecretBox
+from libs.common.timeutil import from_timestamp
 from services.log.models import DEFAULT_TENANT, WebhookDeliveryRow, WebhookRow
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def payload(event: events_pb2.Event) -> dict[str, Any]:
         "workflow_id": event.workflow_id,
         "node_id": event.node_id or None,
         "seq": event.seq,
-        "ts": event.ts.ToDatetime(tzinfo=dt.UTC).isoformat() if event.ts.seconds else None,
+        "ts": from_timestamp(event.ts).isoformat() if event.ts.seconds else None,
         "data": jsonutil.loads(event.data_json) if event.data_json else None,
     }
 

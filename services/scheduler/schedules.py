@@ -15,6 +15,7 @@ from libs.common import jsonutil
 from libs.common.bus import TRIGGERS_EXCHANGE, EventBus, publishing
 from libs.common.db import utcnow
 from libs.common.errors import InvalidArgument, NotFound
+from libs.common.timeutil import to_timestamp
 from services.scheduler import repository
 from services.scheduler.cron import (
     DEFAULT_MISFIRE_LIMIT,
@@ -111,7 +112,7 @@ def fire_message(
         source=source,
         tenant_id=schedule.tenant_id,
     )
-    fire.scheduled_time.FromDatetime(scheduled_time.astimezone(dt.UTC))
+    fire.scheduled_time.CopyFrom(to_timestamp(scheduled_time))
     return fire
 
 

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
-
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from heddle.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 from libs.common import jsonutil
 from libs.common.errors import InvalidArgument
+from libs.common.timeutil import field_datetime, optional_timestamp
 from services.scheduler.models import Schedule
 from services.scheduler.schedules import ScheduleManager, ScheduleSpec
 
 MAX_PAGE_SIZE = 1000
-
-
-def _timestamp(value: dt.datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(dt.UTC))
-    return stamp
-
-
-def _datetime(message: Any, field: str) -> dt.datetime | None:
-    if not message.HasField(field):
-        return None
-    stamp: Timestamp = getattr(message, field)
-    return stamp.ToDatetime(tzinfo=dt.UTC)
 
 
 def to_spec(spec: scheduler_pb2.ScheduleSpec) -> ScheduleSpec:
@@ -48,8 +30,8 @@ def to_spec(spec: scheduler_pb2.ScheduleSpec) -> ScheduleSpec:
         enabled=spec.enabled,
         misfire_policy=spec.misfire_policy,
         misfire_limit=spec.misfire_limit,
-        start_at=_datetime(spec, "start_at"),
-        end_at=_datetime(spec, "end_at"),
+        start_at=field_datetime(spec, "start_at"),
+        end_at=field_datetime(spec, "end_at"),
         name=spec.name,
     )
 
@@ -66,14 +48,14 @@ def to_proto(schedule: Schedule) -> scheduler_pb2.Schedule:
             enabled=schedule.enabled,
             misfire_policy=schedule.misfire_policy,
             misfire_limit=schedule.misfire_limit,
-            start_at=_timestamp(schedule.start_at),
-            end_at=_timestamp(schedule.end_at),
+            start_at=optional_timestamp(schedule.start_at),
+            end_at=optional_timestamp(schedule.end_at),
             name=schedule.name,
         ),
-        next_fire_at=_timestamp(schedule.next_fire_at),
-        last_fire_at=_timestamp(schedule.last_fire_at),
-        created_at=_timestamp(schedule.created_at),
-        updated_at=_timestamp(schedule.updated_at),
+        next_fire_at=optional_timestamp(schedule.next_fire_at),
+        last_fire_at=optional_timestamp(schedule.last_fire_at),
+        created_at=optional_timestamp(schedule.created_at),
+        updated_at=optional_timestamp(schedule.updated_at),
     )
 
 
@@ -128,8 +110,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         self, request: scheduler_pb2.PreviewScheduleRequest, context: grpc.aio.ServicerContext
     ) -> scheduler_pb2.PreviewScheduleResponse:
         fires = self._manager.preview(
-            request.cron, request.timezone, request.count, _datetime(request, "after")
+            request.cron, request.timezone, request.count, field_datetime(request, "after")
         )
         return scheduler_pb2.PreviewScheduleResponse(
-            fire_times=[stamp for fire in fires if (stamp := _timestamp(fire)) is not None]
+            fire_times=[stamp for fire in fires if (stamp := optional_timestamp(fire)) is not None]
         )

@@ -32,7 +32,6 @@ DISPATCH_LATENCY = Histogram(
     "From a node becoming ready to its attempt starting on a node replica.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
-NODES_IN_FLIGHT = Gauge("heddle_nodes_in_flight", "Node attempts running on this node replica.")
 DISPATCH_IN_FLIGHT = Gauge(
     "heddle_dispatch_in_flight", "Node attempts this workflow replica has dispatched and awaits."
 )

@@ -12,10 +12,11 @@ from libs.common.grpcutil import GrpcServer, TlsFiles
 from libs.common.logship import LogShipper
 from libs.common.runtime import run_service
 from libs.common.service import RunningService, ServiceStack, start_service
+from services.node.attempts import NodeRunner
 from services.node.executors.base import Services
 from services.node.grpc_clients import GrpcAiClient, GrpcToolClient
 from services.node.registry import default_registry
-from services.node.servicer import NodeRunner, NodeServicer
+from services.node.servicer import NodeServicer
 from services.node.settings import NodeServiceSettings
 from services.node.workflow_client import GrpcWorkflowClient
 

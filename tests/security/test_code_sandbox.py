@@ -24,10 +24,10 @@ import pytest
 from heddle.v1 import node_pb2
 
 from libs.common import jsonutil
+from services.node.attempts import NodeRunner
 from services.node.executors import code
 from services.node.executors.base import NodeError, NodeResult, NodeSettings, Services
 from services.node.registry import default_registry
-from services.node.servicer import NodeRunner
 from tests.helpers import assert_eventually
 from tests.integration.helpers import create_workflow, node, run, wait_final
 from tests.unit.node.conftest import make_request

@@ -1,0 +1,187 @@
+"""One node attempt: gate, executor, timeout and error classification, from the NodeTask
+the dispatcher sent to the NodeOutcome it gets back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from heddle.v1 import common_pb2, node_pb2
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from libs.common import jsonutil
+from libs.common.expressions import ExpressionError, evaluate
+from libs.common.logging import attempt_var, execution_id_var, node_id_var
+from libs.common.secrets import redact_outcome, redactable
+from libs.common.tracing import context_from_traceparent, spans_wanted, tracer
+from services.node.executors.base import NodeError, NodeRequest, NodeResult, Services
+from services.node.metrics import NODES_IN_FLIGHT
+from services.node.registry import NodeTypeRegistry, UnknownNodeTypeError
+
+log = logging.getLogger(__name__)
+_TRACER = tracer("node")
+
+Outcome = node_pb2.NodeOutcome
+
+
+def _failed(task: node_pb2.NodeTask, error: NodeError, started: float) -> Outcome:
+    return Outcome(
+        execution_id=task.execution_id,
+        node_id=task.node_id,
+        attempt=task.attempt,
+        kind=Outcome.FAILED,
+        error=common_pb2.ErrorInfo(
+            type=error.type,
+            message=error.message,
+            retryable=error.retryable,
+            details_json=jsonutil.dumps(error.details or None),
+        ),
+        started_at=started,
+        finished_at=time.time(),
+        logs_json=jsonutil.dumps(error.logs or None),
+    )
+
+
+def _done(task: node_pb2.NodeTask, result: NodeResult, started: float) -> Outcome:
+    outcome = Outcome(
+        execution_id=task.execution_id,
+        node_id=task.node_id,
+        attempt=task.attempt,
+        started_at=started,
+        finished_at=time.time(),
+        logs_json=jsonutil.dumps(result.logs or None),
+    )
+    if result.waiting is not None:
+        outcome.kind = Outcome.WAITING
+        outcome.waiting_json = jsonutil.dumps(result.waiting)
+        return outcome
+    outcome.kind = Outcome.SUCCEEDED
+    outcome.output_json = jsonutil.dumps(result.output)
+    if result.active_ports is None:
+        outcome.all_ports = True
+    else:
+        outcome.active_ports.extend(result.active_ports)
+    return outcome
+
+
+class NodeRunner:
+    """Runs one node attempt: gate, executor, timeout, and error classification."""
+
+    def __init__(self, registry: NodeTypeRegistry, services: Services) -> None:
+        self.registry = registry
+        self.services = services
+
+    async def run(
+        self, task: node_pb2.NodeTask, progress: Callable[[dict[str, Any]], None] | None = None
+    ) -> Outcome:
+        """Run the attempt; when it was given secrets, their values are redacted from the
+        outcome (output, error, logs) before it leaves this service.
+
+        The attempt runs in a `node.execute` span, a child of the workflow's `node.attempt`
+        span (task.traceparent), so the ai and tool calls of the executor join the trace.
+        """
+        if b"secrets" in task.context_json:
+            progress = None  # progress is not redacted: a node holding secrets reports none
+        if not spans_wanted():
+            # Nobody reads spans: keep the trace context (for log lines and calls) only.
+            token = otel_context.attach(
+                context_from_traceparent(task.traceparent) or otel_context.get_current()
+            )
+            try:
+                with NODES_IN_FLIGHT.track_inprogress():
+                    outcome = await self._run(task, progress)
+            finally:
+                otel_context.detach(token)
+            return self._redacted(task, outcome)
+        with (
+            NODES_IN_FLIGHT.track_inprogress(),
+            _TRACER.start_as_current_span(
+                f"node.execute {task.node_type}",
+                context=context_from_traceparent(task.traceparent),
+                attributes={
+                    "heddle.execution_id": task.execution_id,
+                    "heddle.node_id": task.node_id,
+                    "heddle.node_type": task.node_type,
+                    "heddle.attempt": task.attempt,
+                },
+            ) as span,
+        ):
+            outcome = await self._run(task, progress)
+            if outcome.kind == Outcome.FAILED:
+                # The type only: the message may hold what the redaction below removes.
+                span.set_status(trace.StatusCode.ERROR, outcome.error.type)
+        return self._redacted(task, outcome)
+
+    @staticmethod
+    def _redacted(task: node_pb2.NodeTask, outcome: Outcome) -> Outcome:
+        if b"secrets" not in task.context_json:
+            return outcome
+        secrets = (jsonutil.loads(task.context_json) or {}).get("secrets")
+        values = redactable(list(secrets.values())) if isinstance(secrets, dict) else []
+        return redact_outcome(outcome, values) if values else outcome
+
+    async def _run(
+        self, task: node_pb2.NodeTask, progress: Callable[[dict[str, Any]], None] | None
+    ) -> Outcome:
+        started = time.time()
+        execution_id_var.set(task.execution_id)
+        node_id_var.set(task.node_id)
+        attempt_var.set(task.attempt)
+        try:
+            context = jsonutil.loads(task.context_json) or {}
+            if task.when:
+                try:
+                    gate = evaluate(task.when, context)
+                except ExpressionError as error:
+                    raise NodeError("ExpressionError", f"when: {error.message}") from error
+                if not gate:
+                    return Outcome(
+                        execution_id=task.execution_id,
+                        node_id=task.node_id,
+                        attempt=task.attempt,
+                        kind=Outcome.SKIPPED,
+                        started_at=started,
+                        finished_at=time.time(),
+                    )
+            try:
+                executor = self.registry.get(task.node_type)
+            except UnknownNodeTypeError as error:
+                raise NodeError("UnknownNodeType", str(error)) from error
+            request = NodeRequest(
+                execution_id=task.execution_id,
+                node_id=task.node_id,
+                node_type=task.node_type,
+                attempt=task.attempt,
+                idempotency_key=task.idempotency_key,
+                params=jsonutil.loads(task.params_json) or {},
+                context=context,
+                inputs=[
+                    (i.source, i.source_port or None, i.target_port or None) for i in task.inputs
+                ],
+                timeout_s=task.timeout_s or None,
+                tenant_id=task.tenant_id,
+                progress=progress,
+            )
+            if task.timeout_s > 0:
+                try:
+                    async with asyncio.timeout(task.timeout_s):
+                        result = await executor.execute(request, self.services)
+                except TimeoutError as error:
+                    raise NodeError(
+                        "Timeout",
+                        f"node did not finish within timeout_s={task.timeout_s:g}",
+                        retryable=True,
+                    ) from error
+            else:
+                result = await executor.execute(request, self.services)
+            return _done(task, result, started)
+        except NodeError as error:
+            return _failed(task, error, started)
+        except Exception as error:
+            log.exception("node executor crashed")
+            crash = NodeError("InternalError", f"{type(error).__name__}: {error}")
+            return _failed(task, crash, started)

@@ -11,15 +11,23 @@ import asyncio
 import itertools
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from libs.common.messages import (
+    EVENTS_EXCHANGE,
+    LOGS_EXCHANGE,
+    TRIGGERS_EXCHANGE,
+    Handler,
+    Message,
+    OutgoingMessage,
+)
 from libs.common.metrics import BUS_CONSUMED, BUS_QUEUE_DEPTH
 from libs.common.tracing import (
     SERVICE_ATTRIBUTE,
@@ -30,26 +38,24 @@ from libs.common.tracing import (
     tracer,
 )
 
+__all__ = [
+    "EVENTS_EXCHANGE",
+    "LOGS_EXCHANGE",
+    "TRIGGERS_EXCHANGE",
+    "EventBus",
+    "Handler",
+    "InProcessBus",
+    "Message",
+    "OutgoingMessage",
+    "Subscription",
+    "create_bus",
+    "publishing",
+    "topic_matches",
+    "traced",
+]
+
 log = logging.getLogger(__name__)
 _TRACER = tracer(__name__)
-
-EVENTS_EXCHANGE = "heddle.events"
-TRIGGERS_EXCHANGE = "heddle.triggers"
-LOGS_EXCHANGE = "heddle.logs"
-
-
-@dataclass(frozen=True)
-class Message:
-    """A delivered message."""
-
-    exchange: str
-    routing_key: str
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-    delivery: int = 1  # 1 on first delivery, more on redelivery
-
-
-Handler = Callable[[Message], Awaitable[None]]
 
 
 @contextmanager
@@ -106,10 +112,6 @@ def traced(handler: Handler, service: str, queue: str = "") -> Handler:
 
 class Subscription(Protocol):
     async def cancel(self) -> None: ...
-
-
-#: What publish_many takes: (routing key, body, headers).
-OutgoingMessage = tuple[str, bytes, dict[str, str]]
 
 
 class EventBus(Protocol):

@@ -49,7 +49,8 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError
 
-from libs.common.bus import (
+from libs.common.errors import Unavailable
+from libs.common.messages import (
     EVENTS_EXCHANGE,
     LOGS_EXCHANGE,
     TRIGGERS_EXCHANGE,
@@ -57,7 +58,6 @@ from libs.common.bus import (
     Message,
     OutgoingMessage,
 )
-from libs.common.errors import Unavailable
 from libs.common.metrics import BUS_CONSUMED, BUS_QUEUE_DEPTH
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import random
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -172,15 +172,22 @@ class Worker:
                 self.registered.clear()
                 if self._draining.is_set() or self._stopped.is_set():
                     break
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay * random.uniform(0.5, 1.0)):
-                        await self._draining.wait()
+                await self._pause(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self.reconnect_max_s)
         finally:
             if handle_signals:
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     self._loop.remove_signal_handler(signum)
             self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep before re-dialling; a drain or stop ends it early."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._draining, self._stopped)]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     def drain(self) -> None:
         """Take no new attempts, finish those in flight, then stop (thread-safe)."""
@@ -252,27 +259,21 @@ class Worker:
 
     async def _session(self) -> None:
         outgoing: asyncio.Queue[worker_pb2.WorkerMessage | None] = asyncio.Queue()
-        self._outgoing = outgoing
-
-        async def requests() -> AsyncIterator[worker_pb2.WorkerMessage]:
-            yield self._registration()
-            while True:
-                message = await outgoing.get()
-                if message is None:
-                    return
-                yield message
-
         async with self._channel() as channel:
             # The generated _grpc module has no stubs (protoc writes none for it).
             stub = worker_pb2_grpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
-            call = stub.Connect(requests(), metadata=(("x-api-key", self.api_key),))
+            # No request iterator: messages are written by one task, so that cancelling the
+            # call never races an async generator that is still being iterated.
+            call = stub.Connect(metadata=(("x-api-key", self.api_key),))
             helpers: list[asyncio.Task[None]] = []
             try:
+                await call.write(self._registration())
                 first = await call.read()
                 if first is grpc.aio.EOF or first.WhichOneof("body") != "registered":
                     raise WorkerError("PROTOCOL", "the cluster did not answer the registration")
                 registered = first.registered
                 self.worker_id, self.tenant_id = registered.worker_id, registered.tenant_id
+                self._outgoing = outgoing
                 self.registered.set()
                 log.info(
                     "worker %s registered %s with %s (tenant %s)",
@@ -282,6 +283,7 @@ class Worker:
                     self.tenant_id,
                 )
                 interval = registered.heartbeat_interval_s or 5.0
+                helpers.append(asyncio.create_task(self._write(call, outgoing)))
                 helpers.append(asyncio.create_task(self._heartbeats(interval)))
                 helpers.append(asyncio.create_task(self._drain_when_asked(call)))
                 helpers.append(asyncio.create_task(self._stop_when_asked(call)))
@@ -300,11 +302,24 @@ class Worker:
                     raise
                 return  # we cancelled the call (stop, or a drain the cluster did not close)
             finally:
-                for helper in helpers:
-                    helper.cancel()
                 self._outgoing = None
                 self._abandon()
                 call.cancel()
+                for helper in helpers:
+                    helper.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
+
+    @staticmethod
+    async def _write(call: Any, outgoing: asyncio.Queue[worker_pb2.WorkerMessage | None]) -> None:
+        try:
+            while True:
+                message = await outgoing.get()
+                if message is None:
+                    await call.done_writing()
+                    return
+                await call.write(message)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            return  # the call ended: the reader sees why
 
     async def _heartbeats(self, interval: float) -> None:
         while True:

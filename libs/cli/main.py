@@ -866,6 +866,23 @@ def _stack(module_name: str, function_name: str, **options: Any) -> None:
     raise typer.Exit(code)
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def worker(ctx: typer.Context) -> None:
+    """Serve the @node_type functions of modules or .py files to a cluster (heddle_sdk).
+
+    heddle worker MODULE_OR_FILE... [--server HOST:PORT] [--api-key KEY] [--max-concurrency N]
+    (`heddle worker --help` for every option)
+    """
+    try:  # the SDK is a package of its own (libs/sdk): only this command needs it
+        from heddle_sdk.cli import run as run_worker
+    except ImportError:
+        raise CliError("`heddle worker` needs the SDK: pip install ./libs/sdk") from None
+    raise typer.Exit(run_worker(ctx.args, prog="heddle worker"))
+
+
 @app.command()
 def serve(
     port: Annotated[

@@ -399,3 +399,38 @@ async def test_kill_9_mid_attempt_is_retried_on_another_worker(
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def heddle_worker(*args: str) -> subprocess.Popen[str]:
+    """`heddle worker slow_nodes.py ARGS` with no HEDDLE_API_KEY in its environment."""
+    env = {k: v for k, v in os.environ.items() if k != "HEDDLE_API_KEY"}
+    heddle = Path(sys.executable).parent / "heddle"
+    module = str(Path(__file__).parent / "slow_nodes.py")
+    return subprocess.Popen(
+        [str(heddle), "worker", module, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def test_heddle_worker_takes_the_development_key_of_a_local_stack(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    process = heddle_worker("--server", worker_address(stack), "--gateway", stack.gateway_url)
+    try:
+        await assert_eventually(lambda: _connected(client, "acme.sleep"), timeout=20)
+        process.send_signal(signal.SIGTERM)
+        _, errors = await asyncio.to_thread(process.communicate, timeout=20)
+        assert process.returncode == 0, errors
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+    # No key and no local gateway to ask: a one-line error, exit 2.
+    refused = heddle_worker("--server", "203.0.113.1:1")
+    _, errors = await asyncio.to_thread(refused.communicate, timeout=60)
+    assert refused.returncode == 2
+    assert "API key" in errors

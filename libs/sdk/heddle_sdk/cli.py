@@ -15,6 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import urlsplit
+
+import httpx
 
 from heddle_sdk.errors import WorkerError
 from heddle_sdk.nodes import collect_node_types
@@ -22,6 +25,22 @@ from heddle_sdk.worker import Worker
 
 #: The embedded stack's worker port (the workflow service's gRPC port + 100).
 DEFAULT_WORKER_SERVER = "127.0.0.1:50151"
+DEFAULT_GATEWAY = "http://127.0.0.1:8080"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def development_key(server: str, gateway: str) -> str:
+    """The key the embedded stack offers to loopback callers ("" when none): only asked
+    for when both the worker endpoint and the gateway are on this machine."""
+    host = server.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    if host not in LOOPBACK or (urlsplit(gateway).hostname or "") not in LOOPBACK:
+        return ""
+    try:
+        offered = httpx.get(f"{gateway.rstrip('/')}/console/config", timeout=5).json()
+    except (httpx.HTTPError, ValueError):
+        return ""
+    key = offered.get("dev_api_key") if isinstance(offered, dict) else None
+    return key if isinstance(key, str) else ""
 
 
 def load_module(spec: str) -> ModuleType:
@@ -62,6 +81,12 @@ def build_parser(prog: str = "heddle-worker") -> argparse.ArgumentParser:
         default=os.environ.get("HEDDLE_API_KEY", ""),
         help="an API key of the tenant with the execute scope (HEDDLE_API_KEY)",
     )
+    parser.add_argument(
+        "--gateway",
+        default=os.environ.get("HEDDLE_SERVER", DEFAULT_GATEWAY),
+        help="without --api-key, a loopback worker asks this local gateway for the embedded "
+        "stack's development key, as the CLI does (HEDDLE_SERVER)",
+    )
     parser.add_argument("--max-concurrency", type=int, default=10, help="attempts at once")
     parser.add_argument("--name", default=None, help="a name for logs and the node-type list")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
@@ -83,9 +108,13 @@ def run(argv: Sequence[str] | None = None, prog: str = "heddle-worker") -> int:
     if not node_types:
         print(f"{prog}: no @node_type functions in {' '.join(args.modules)}", file=sys.stderr)
         return 2
+    api_key = args.api_key or development_key(args.server, args.gateway)
+    if not api_key:
+        print(f"{prog}: an API key is needed: --api-key or HEDDLE_API_KEY", file=sys.stderr)
+        return 2
     worker = Worker(
         args.server,
-        args.api_key,
+        api_key,
         node_types,
         max_concurrency=args.max_concurrency,
         name=args.name,

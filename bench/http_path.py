@@ -64,6 +64,16 @@ def chain(length: int) -> dict[str, Any]:
     return {"name": f"http-chain-{length}", "nodes": nodes, "edges": edges}
 
 
+# One API key and tenant send every request of the bench: the per-key rate limit (50/s by
+# default) and the tenant quota of 100 running executions
+# would measure themselves. Both are still checked on every request (its Redis round trip stays in).
+BENCH_LIMITS = {
+    "rate_limit_per_s": 1_000_000.0,
+    "rate_limit_burst": 1_000_000,
+    "quota_max_concurrent_executions": 100_000,
+}
+
+
 @dataclass
 class Target:
     """A running Heddle whose HTTP API the bench drives."""
@@ -86,7 +96,7 @@ async def _serve_embedded(database_url: str) -> None:
     from libs.common.secrets import generate_key
 
     stack = await start_stack(
-        {"database_url": database_url, "secrets_key": generate_key()},
+        {"database_url": database_url, "secrets_key": generate_key(), **BENCH_LIMITS},
         ephemeral_ports=True,
     )
     print(json.dumps({"url": stack.gateway_url, "key": stack.admin_key}), flush=True)
@@ -141,7 +151,11 @@ async def start_production(tmp: str) -> tuple[Target, str]:
         ports=TopologyPorts.free(),
         database_url=url,
         log_level="WARNING",
-        extra_env={"HEDDLE_BOOTSTRAP_API_KEY": key, "HEDDLE_SECRETS_KEY": generate_key()},
+        extra_env={
+            "HEDDLE_BOOTSTRAP_API_KEY": key,
+            "HEDDLE_SECRETS_KEY": generate_key(),
+            **{f"HEDDLE_{name.upper()}": str(value) for name, value in BENCH_LIMITS.items()},
+        },
     )
     topology = spawn_topology(specs, f"{tmp}/log", cwd=ROOT)
     try:

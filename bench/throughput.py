@@ -1,0 +1,164 @@
+"""Per execution through the HTTP API: many small workflows, as many users send them.
+
+    python bench/throughput.py [--topology embedded|production|both] [--seconds 10]
+
+Three figures per stack (started as bench/http_path.py starts them):
+1. sequential run-and-wait of `input -> template -> output`: p50/p99 of one
+   `POST /run` after another (one client);
+2. throughput of a 10-node workflow (input -> 8 noop -> output) with 20 clients, each
+   running run-and-wait in a loop: executions/s and the p50/p99 of a run;
+3. submit latency at a fixed offered rate (100 executions/s, open loop: a submit is sent on
+   schedule whether or not the previous one answered): p50/p99 of `POST /execute`, then the
+   time until every one of them ended.
+Prints the CPU calibration before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from engine import calibration_ms
+from http_path import client, create, run_and_wait, running
+
+TEMPLATE = {
+    "name": "tp-template",
+    "inputs": {"name": {"type": "string", "required": False}},
+    "nodes": [
+        {"id": "start", "type": "input"},
+        {"id": "greet", "type": "template", "params": {"template": "hello {{ inputs.name }}"}},
+        {"id": "done", "type": "output", "params": {"value": "{{ greet.text }}"}},
+    ],
+    "edges": [{"source": "start", "target": "greet"}, {"source": "greet", "target": "done"}],
+}
+
+
+def ten_nodes() -> dict[str, Any]:
+    nodes: list[dict[str, Any]] = [{"id": "start", "type": "input"}]
+    nodes += [{"id": f"n{i}", "type": "noop"} for i in range(8)]
+    nodes.append({"id": "done", "type": "output", "params": {"value": "ok"}})
+    ids = [node["id"] for node in nodes]
+    edges = [{"source": a, "target": b} for a, b in itertools.pairwise(ids)]
+    return {"name": "tp-ten", "nodes": nodes, "edges": edges}
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def ms(values: list[float]) -> str:
+    return (
+        f"p50 {quantile(values, 0.5) * 1000:.1f} ms, p99 {quantile(values, 0.99) * 1000:.1f} ms"
+        f" (n={len(values)})"
+    )
+
+
+async def sequential(http: httpx.AsyncClient, workflow_id: str, count: int) -> str:
+    for _ in range(5):
+        await run_and_wait(http, workflow_id, {"name": "warm"})
+    times = [(await run_and_wait(http, workflow_id, {"name": "Ada"}))[0] for _ in range(count)]
+    return f"sequential run-and-wait input->template->output: {ms(times)}"
+
+
+async def concurrent(target: Any, workflow_id: str, clients: int, seconds: float) -> str:
+    deadline = time.perf_counter() + seconds
+    times: list[float] = []
+
+    async def one_client() -> None:
+        async with client(target) as http:
+            while time.perf_counter() < deadline:
+                times.append((await run_and_wait(http, workflow_id))[0])
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    elapsed = time.perf_counter() - start
+    return (
+        f"{clients} clients x 10-node run-and-wait: {len(times) / elapsed:.0f} executions/s "
+        f"({len(times) * 10 / elapsed:.0f} node runs/s), run {ms(times)}"
+    )
+
+
+async def offered_rate(target: Any, workflow_id: str, rate: float, seconds: float) -> str:
+    submits: list[float] = []
+    ids: list[str] = []
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with client(target, limits=limits) as http:
+
+        async def submit() -> None:
+            start = time.perf_counter()
+            response = await http.post(f"/api/v1/workflows/{workflow_id}/execute", json={})
+            submits.append(time.perf_counter() - start)
+            response.raise_for_status()
+            ids.append(response.json()["execution_id"])
+
+        tasks = []
+        begin = time.perf_counter()
+        for index in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, begin + index / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(submit()))
+        await asyncio.gather(*tasks)
+        sent_in = time.perf_counter() - begin
+        for execution_id in ids:  # every one ends: nothing was accepted and dropped
+            while True:
+                response = await http.get(
+                    f"/api/v1/executions/{execution_id}", params={"view": "summary"}
+                )
+                if response.json()["status"] in {"succeeded", "failed", "cancelled"}:
+                    break
+                await asyncio.sleep(0.05)
+        drained = time.perf_counter() - begin
+    return (
+        f"submit at {rate:g}/s for {seconds:g} s (offered over {sent_in:.1f} s): {ms(submits)}; "
+        f"all {len(ids)} ended after {drained:.1f} s"
+    )
+
+
+async def bench(kind: str, args: argparse.Namespace) -> list[str]:
+    lines = []
+    async with running(kind) as target, client(target) as http:
+        template = await create(http, TEMPLATE)
+        ten = await create(http, ten_nodes())
+        for line in (
+            await sequential(http, template, args.sequential),
+            await concurrent(target, ten, args.clients, args.seconds),
+            await offered_rate(target, ten, args.rate, args.seconds),
+        ):
+            print(f"  {kind:10} {line}", flush=True)
+            lines.append(line)
+    return lines
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    kinds = ["embedded", "production"] if args.topology == "both" else [args.topology]
+    print(f"calibration before: {calibration_ms():.0f} ms (~175 ms at full speed)", flush=True)
+    results = {kind: await bench(kind, args) for kind in kinds}
+    print(f"calibration after: {calibration_ms():.0f} ms", flush=True)
+    print("\nsummary:")
+    for kind, lines in results.items():
+        for line in lines:
+            print(f"  {kind:10} {line}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--topology", choices=["embedded", "production", "both"], default="both")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--sequential", type=int, default=200, help="sequential runs")
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=100.0, help="offered executions/s")
+    args = parser.parse_args()
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -99,6 +99,7 @@ def run(argv: Sequence[str] | None = None, prog: str = "heddle-worker") -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     try:
         modules = [load_module(spec) for spec in args.modules]
     except ImportError as error:

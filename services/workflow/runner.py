@@ -27,6 +27,7 @@ from heddle.v1 import node_pb2
 from opentelemetry import trace
 
 from libs.common import jsonutil
+from libs.common.cache import CacheScope
 from libs.common.db import utcnow
 from libs.common.errors import FailedPrecondition, HeddleError
 from libs.common.metrics import (
@@ -59,6 +60,7 @@ from services.workflow.execution import (
     NodeResult,
     NodeState,
     Progress,
+    Queued,
     Settle,
     StartAttempt,
     StartedAttempt,
@@ -104,6 +106,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _TRACER = tracer("workflow")
+#: Statuses of a node whose attempt is out (a queued one waits for a worker).
+_IN_FLIGHT = frozenset({"running", "queued"})
 _RESULT_KINDS: dict[int, Literal["succeeded", "failed", "waiting", "skipped"]] = {
     node_pb2.NodeOutcome.SUCCEEDED: "succeeded",
     node_pb2.NodeOutcome.FAILED: "failed",
@@ -172,9 +176,11 @@ class EngineHost(Protocol):
 
     async def resolve_secrets(self, tenant_id: str, names: set[str] | None) -> dict[str, str]: ...
 
-    async def cache_get(self, key: str) -> bytes | None: ...
+    async def cache_get(self, scope: CacheScope, key: str) -> bytes | None: ...
 
-    async def cache_set(self, key: str, value: bytes, ttl_s: float | None) -> None: ...
+    async def cache_set(
+        self, scope: CacheScope, key: str, value: bytes, ttl_s: float | None
+    ) -> None: ...
 
     def type_version(self, node_type: str, tenant_id: str = "") -> int: ...
 
@@ -262,7 +268,7 @@ class _Batch:
     execution: dict[str, Any] = field(default_factory=dict)
     to_send: list[node_pb2.NodeTask] = field(default_factory=list)
     replies: list[asyncio.Future[None]] = field(default_factory=list)
-    cache_writes: list[tuple[str, bytes, float | None]] = field(default_factory=list)
+    cache_writes: list[tuple[CacheScope, str, bytes, float | None]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.nodes or self.events or self.execution or self.to_send or self.replies)
@@ -417,12 +423,16 @@ class ExecutionRunner:
     def _apply_outcome(self, outcome: node_pb2.NodeOutcome) -> None:
         kind = outcome.kind
         if kind == node_pb2.NodeOutcome.PROGRESS:
-            delta = (jsonutil.loads(outcome.output_json) or {}).get("delta")
+            progress = jsonutil.loads(outcome.output_json) or {}
+            delta = progress.get("delta")
             if delta:
                 self._feed(Progress(outcome.node_id, outcome.attempt, str(delta)))
+            elif "queued" in progress:  # a custom type's attempt waits for a worker, or not
+                waiting, reason = bool(progress["queued"]), str(progress.get("reason", ""))
+                self._feed(Queued(outcome.node_id, outcome.attempt, waiting, reason))
             return
         node = self.core.nodes.get(outcome.node_id)
-        if node is None or node.attempt != outcome.attempt or node.status != "running":
+        if node is None or node.attempt != outcome.attempt or node.status not in _IN_FLIGHT:
             return  # fenced off by the core too; not worth decoding
         if self.core.redactions:
             outcome = redact_outcome(outcome, self.core.redactions)
@@ -503,7 +513,8 @@ class ExecutionRunner:
         for store in fx.cache:
             node = self.core.nodes[store.node_id]
             key = self._cache_key(node.node_id, node.inputs or {})
-            batch.cache_writes.append((key, jsonutil.dumps(store.value), store.ttl_s))
+            scope = CacheScope(self.row.workflow_id, node.node_id)
+            batch.cache_writes.append((scope, key, jsonutil.dumps(store.value), store.ttl_s))
         return fx
 
     # ---- dispatch -----------------------------------------------------------------------
@@ -545,7 +556,8 @@ class ExecutionRunner:
         cached = None
         if spec.cache is not None and secret_error is None:
             inputs = {k: v for k, v in context.items() if k != "system"}
-            hit = await self.engine.cache_get(self._cache_key(node_id, inputs))
+            scope = CacheScope(self.row.workflow_id, node_id)
+            hit = await self.engine.cache_get(scope, self._cache_key(node_id, inputs))
             if hit is not None:
                 cached = jsonutil.loads(hit)
         fx = self._feed(
@@ -650,8 +662,8 @@ class ExecutionRunner:
         for reply in batch.replies:
             if not reply.done():
                 reply.set_result(None)
-        for key, value, ttl in batch.cache_writes:
-            await self.engine.cache_set(key, value, ttl)
+        for scope, key, value, ttl in batch.cache_writes:
+            await self.engine.cache_set(scope, key, value, ttl)
 
     # ---- helpers ------------------------------------------------------------------------
 

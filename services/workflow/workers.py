@@ -218,6 +218,16 @@ def _failed(task: node_pb2.NodeTask, type_: str, message: str, retryable: bool =
     )
 
 
+def _progress(task: node_pb2.NodeTask, data: dict[str, Any]) -> Any:
+    return node_pb2.NodeOutcome(
+        execution_id=task.execution_id,
+        node_id=task.node_id,
+        attempt=task.attempt,
+        kind=node_pb2.NodeOutcome.PROGRESS,
+        output_json=jsonutil.dumps(data),
+    )
+
+
 class _GateClosed(Exception):
     pass
 
@@ -491,6 +501,12 @@ class WorkerPool:
         )
         self._queued.setdefault(key, deque()).append(pending)
         QUEUED_ATTEMPTS.labels(*key).inc()
+        reason = (
+            f"no connected worker serving {pending.task.node_type!r} has a free slot"
+            if self._by_type.get(key)
+            else f"no worker serving {pending.task.node_type!r} is connected"
+        )
+        pending.on_outcomes([_progress(pending.task, {"queued": True, "reason": reason})])
         log.info(
             "attempt queued: no worker serves its type",
             extra={
@@ -584,6 +600,8 @@ class WorkerPool:
         if attempt.secrets_json:
             secrets = jsonutil.loads(attempt.secrets_json) or {}
             pending.secrets = redactable(list(secrets.values()))
+        if pending.queued_at:
+            pending.on_outcomes([_progress(task, {"queued": False})])  # the node runs again
         pending.worker = worker
         worker.running[_key(task)] = pending
         if task.timeout_s > 0:

@@ -20,7 +20,14 @@ from prometheus_client import REGISTRY
 
 from libs.cli.stack import Stack, start_stack
 from tests.helpers import assert_eventually
-from tests.integration.helpers import create_workflow, events, node, run, wait_final
+from tests.integration.helpers import (
+    create_workflow,
+    events,
+    get_execution,
+    node,
+    run,
+    wait_final,
+)
 from tests.worker_stub import StubWorker, declared
 
 
@@ -286,11 +293,21 @@ async def test_a_queued_attempt_runs_when_a_worker_connects(
     workflow_id = await create_workflow(client, slow(0.01))
     execution_id = await run(client, workflow_id)
     await assert_eventually(lambda: queued("acme.slow") == 1, timeout=10)
+
+    async def node_queued() -> bool:
+        return node(await get_execution(client, execution_id), "s")["status"] == "queued"
+
+    await assert_eventually(node_queued, timeout=10, message="the node never showed queued")
     late = await start_worker(stack, ["acme.slow"], name="late")
     execution = await wait_final(client, execution_id)
     assert execution["status"] == "succeeded", execution["error"]
     assert node(execution, "s")["output"]["worker"] == "late"
     assert queued("acme.slow") == 0
+    stream = await events(client, execution_id)
+    kinds = [e["type"] for e in stream if e.get("node_id") == "s"]
+    assert kinds == ["node.started", "node.queued", "node.assigned", "node.completed"], kinds
+    queued_event = next(e for e in stream if e["type"] == "node.queued")
+    assert queued_event["data"]["reason"] == "no worker serving 'acme.slow' is connected"
     await late.stop()
 
 

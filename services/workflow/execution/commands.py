@@ -59,6 +59,17 @@ class Progress:
 
 
 @dataclass(frozen=True, slots=True)
+class Queued:
+    """A sent attempt of a custom type waits for a worker serving its type (`waiting`), or a
+    worker took it (not `waiting`): the node is `queued` meanwhile."""
+
+    node_id: str
+    attempt: int
+    waiting: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DispatchFailed:
     """An attempt could not be delivered or its call broke: `reason` is "Type: message"."""
 
@@ -104,6 +115,7 @@ Command = (
     | StartAttempt
     | NodeResult
     | Progress
+    | Queued
     | DispatchFailed
     | TimerDue
     | Control

@@ -31,6 +31,7 @@ from services.workflow.execution.commands import (
     HumanInput,
     NodeResult,
     Progress,
+    Queued,
     Settle,
     StartAttempt,
     TimerDue,
@@ -68,7 +69,8 @@ NODE_TRANSITIONS: Mapping[tuple[NodeStatus, NodeStatus], str] = {
     (_S.RETRYING, _S.RUNNING): "retry",
     # Takeover: an attempt in flight when its owner died is sent again.
     (_S.RUNNING, _S.RUNNING): "redispatch",
-    (_S.QUEUED, _S.RUNNING): "redispatch",
+    (_S.QUEUED, _S.RUNNING): "redispatch",  # or: a worker took the queued attempt
+    (_S.RUNNING, _S.QUEUED): "queue",  # no connected worker can take it yet
     (_S.RUNNING, _S.SUCCEEDED): "succeed",
     (_S.RUNNING, _S.CACHED): "cache_hit",
     (_S.RUNNING, _S.FAILED): "fail",
@@ -407,8 +409,10 @@ class ExecutionCore:
     def _in_flight_node(self, node_id: str, attempt: int) -> NodeState | None:
         node = self.nodes.get(node_id)
         # A late result of a superseded attempt (or of a cancelled execution) is fenced off.
-        if node is None or node.attempt != attempt or node.status != _S.RUNNING:
+        if node is None or node.attempt != attempt or node.status not in (_S.RUNNING, _S.QUEUED):
             return None
+        if node.status == _S.QUEUED:
+            self._move(node, _S.RUNNING)  # ends while queued (schedule-to-start timeout)
         if self._lost and node_id in self._lost:
             return None
         self._end_in_flight(node)
@@ -468,6 +472,21 @@ class ExecutionCore:
             return
         if command.delta:
             self.progress.setdefault(node.node_id, []).append(command.delta)
+
+    def _queued(self, command: Queued) -> None:
+        node = self.nodes.get(command.node_id)
+        if node is None or node.attempt != command.attempt:
+            return
+        if command.waiting and node.status == _S.RUNNING:
+            self._move(node, _S.QUEUED)
+            data = {"attempt": node.attempt, "type": node.node_type, "reason": command.reason}
+            self._event("node.queued", node.node_id, data)
+        elif not command.waiting and node.status == _S.QUEUED:
+            self._move(node, _S.RUNNING)
+            self._event("node.assigned", node.node_id, {"attempt": node.attempt})
+        else:
+            return
+        self._dirty(node)
 
     def _dispatch_failed(self, command: DispatchFailed) -> None:
         node = self._in_flight_node(command.node_id, command.attempt)
@@ -639,7 +658,7 @@ class ExecutionCore:
         self.ready.clear()
         for node in self.nodes.values():
             if node.status not in TERMINAL_NODE:
-                if node.status == _S.RUNNING and node.node_id not in self._lost:
+                if node.status in (_S.RUNNING, _S.QUEUED) and node.node_id not in self._lost:
                     self._end_in_flight(node)
                     node.attempts.append(_attempt_record(node, status.value, now, None))
                     self._fx.ended.append(AttemptEnded(node.node_id, node.node_type, status.value))
@@ -778,6 +797,7 @@ ExecutionCore._HANDLERS.update(
         StartAttempt: ExecutionCore._start_attempt,
         NodeResult: ExecutionCore._node_result,
         Progress: ExecutionCore._progress,
+        Queued: ExecutionCore._queued,
         DispatchFailed: ExecutionCore._dispatch_failed,
         TimerDue: ExecutionCore._timer_due,
         Control: ExecutionCore._control,

@@ -30,6 +30,7 @@ _COMMANDS: dict[str, type] = {
         cmd.StartAttempt,
         cmd.NodeResult,
         cmd.Progress,
+        cmd.Queued,
         cmd.DispatchFailed,
         cmd.TimerDue,
         cmd.Control,

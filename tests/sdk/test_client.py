@@ -58,8 +58,19 @@ async def test_workflows_executions_and_idempotency(sdk: AsyncClient) -> None:
     assert done.outputs == {"greeting": "Hello, Ada!"}
     assert done.node("greet").status == "succeeded"
 
+    sent: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        sent.append(f"{request.method} {request.url.path}")
+
+    sdk.http.event_hooks["request"].append(record)
     ran = await sdk.run(created.id, {"name": "Cy"}, timeout=20)
     assert (ran.status, ran.outputs) == ("succeeded", {"greeting": "Hello, Cy!"})
+    # The gateway's run-and-wait answered it: one request, no event stream.
+    assert sent == [f"POST /api/v1/workflows/{created.id}/run"]
+    sdk.http.event_hooks["request"].clear()
+    with pytest.raises(NotFound):
+        await sdk.run("0" * 32, timeout=5)
 
     await sdk.delete_workflow(created.id)
     with pytest.raises(NotFound) as missing:

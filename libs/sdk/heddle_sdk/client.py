@@ -141,6 +141,14 @@ def _execute_body(
     return body
 
 
+#: The longest wait the gateway's run-and-wait takes in one request.
+RUN_WAIT_MAX_S = 300.0
+
+
+def _run_params(timeout: float | None) -> dict[str, float]:
+    return {"wait": min(timeout, RUN_WAIT_MAX_S) if timeout else 30.0}
+
+
 def _parsed(method: str, path: str, response: httpx.Response) -> Any:
     if response.is_success:
         return response.json() if response.content else None
@@ -318,11 +326,32 @@ class AsyncClient(_Base):
         version: int | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - a budget for the whole wait
     ) -> Execution:
-        """Execute and wait for the end; the finished execution."""
-        started = await self.execute(
-            workflow_id, inputs, idempotency_key=idempotency_key, version=version
+        """Execute and wait for the end: the finished execution (without per-node records
+        when the gateway's run-and-wait answered; `get_execution` has them).
+
+        Uses POST /workflows/{id}/run?wait= (one request for a short run); a run that
+        outlasts that wait is followed by its events, and a gateway without the route gets
+        execute + wait."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        body = _execute_body(inputs, idempotency_key, version)
+        path = f"/api/v1/workflows/{workflow_id}/run"
+        params = _run_params(timeout)
+        response = await self._send(
+            "POST", path, json=body, params=params, timeout=params["wait"] + 10.0
         )
-        return await self.wait(started.execution_id, timeout=timeout)
+        if response.status_code in (404, 405):
+            await self.get_workflow(workflow_id)  # NotFound when the 404 was about it
+            started = await self.execute(
+                workflow_id, inputs, idempotency_key=idempotency_key, version=version
+            )
+        else:
+            reply = _parsed("POST", path, response)
+            if response.status_code == 200:
+                return Execution.model_validate(reply)
+            started = ExecutionStarted.model_validate(reply)
+        left = None if deadline is None else max(deadline - loop.time(), 0.001)
+        return await self.wait(started.execution_id, timeout=left)
 
     async def get_execution(self, execution_id: str) -> Execution:
         body = await self.request("GET", f"/api/v1/executions/{execution_id}")
@@ -518,10 +547,24 @@ class Client(_Base):
         version: int | None = None,
         timeout: float | None = None,
     ) -> Execution:
-        started = self.execute(
-            workflow_id, inputs, idempotency_key=idempotency_key, version=version
-        )
-        return self.wait(started.execution_id, timeout=timeout)
+        """As AsyncClient.run."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        body = _execute_body(inputs, idempotency_key, version)
+        path = f"/api/v1/workflows/{workflow_id}/run"
+        params = _run_params(timeout)
+        response = self._send("POST", path, json=body, params=params, timeout=params["wait"] + 10.0)
+        if response.status_code in (404, 405):
+            self.get_workflow(workflow_id)  # NotFound when the 404 was about the workflow
+            started = self.execute(
+                workflow_id, inputs, idempotency_key=idempotency_key, version=version
+            )
+        else:
+            reply = _parsed("POST", path, response)
+            if response.status_code == 200:
+                return Execution.model_validate(reply)
+            started = ExecutionStarted.model_validate(reply)
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+        return self.wait(started.execution_id, timeout=left)
 
     def get_execution(self, execution_id: str) -> Execution:
         return Execution.model_validate(self.request("GET", f"/api/v1/executions/{execution_id}"))

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from libs.common import jsonutil
+from libs.common.cache import CacheScope, create_result_cache
 from libs.common.db import utcnow
 from libs.common.errors import (
     FailedPrecondition,
@@ -41,6 +42,7 @@ from services.workflow import pg_writer
 from services.workflow import repository as repo
 from services.workflow.catalog import NodeCatalog
 from services.workflow.compiled import CompiledWorkflow
+from services.workflow.completions import CompletionNotices
 from services.workflow.definition import WorkflowDefinition
 from services.workflow.dispatcher import NodeDispatcher
 from services.workflow.events import EventNotifier
@@ -98,9 +100,14 @@ class Engine:
         self.dispatcher = dispatcher
         self.catalog = catalog
         self.kv = kv
+        # Bounded in-process tier, the shared tier (HEDDLE_CACHE_URL or the KV's Redis), and the
+        # generations that DELETE /api/v1/cache bumps kept in `kv` (libs/common/cache.py).
+        self.result_cache, self._cache_store = create_result_cache(settings, kv)
         self.notifier = notifier
         self.secrets = SecretStore(sessions, settings.secrets_key)
         self.relay: OutboxRelay | None = None
+        # Set by the server on PostgreSQL: tells the other replicas' followers of an end.
+        self.completions: CompletionNotices | None = None
         self.runners: dict[str, ExecutionRunner] = {}
         #: Until when this replica's lease on each execution it drives is known to hold.
         self._leases: dict[str, dt.datetime] = {}
@@ -150,6 +157,8 @@ class Engine:
             await self.liveness.stop()
         if self._writer is not None:
             await self._writer.close()
+        if self._cache_store is not None:
+            await self._cache_store.close()
 
     # ---- compiled definitions -----------------------------------------------------------
 
@@ -586,11 +595,13 @@ class Engine:
     async def resolve_secrets(self, tenant_id: str, names: set[str] | None) -> dict[str, str]:
         return await self.secrets.resolve(tenant_id, names)
 
-    async def cache_get(self, key: str) -> bytes | None:
-        return await self.kv.get(f"cache:{key}")
+    async def cache_get(self, scope: CacheScope, key: str) -> bytes | None:
+        return await self.result_cache.get(scope, key)
 
-    async def cache_set(self, key: str, value: bytes, ttl_s: float | None) -> None:
-        await self.kv.set(f"cache:{key}", value, ttl_s=ttl_s)
+    async def cache_set(
+        self, scope: CacheScope, key: str, value: bytes, ttl_s: float | None
+    ) -> None:
+        await self.result_cache.set(scope, key, value, ttl_s)
 
     # ---- ownership ----------------------------------------------------------------------
 
@@ -604,6 +615,8 @@ class Engine:
         if runner in self._starved:
             self._starved.remove(runner)
         self.notifier.notify(runner.id)
+        if self.completions is not None:
+            self.completions.announce(runner.id)
 
     async def runner_crashed(
         self, execution_id: str, error: BaseException, redactions: list[str] | None = None
@@ -651,6 +664,8 @@ class Engine:
         )
         EXECUTIONS.labels("failed").inc()
         self.notifier.notify(execution_id)
+        if self.completions is not None:
+            self.completions.announce(execution_id)
         if self.relay is not None:
             event, trace_parent = failed
             self.relay.enqueue([event], trace_parent)

@@ -10,7 +10,7 @@ import httpx
 from libs.cli.stack import Stack
 from libs.common.cache import CacheScope, create_result_cache
 from libs.common.settings import CommonSettings
-from tests.integration.helpers import create_workflow
+from tests.integration.helpers import create_workflow, run, wait_final
 
 FLOW = {"name": "cached", "nodes": [{"id": "a", "type": "noop"}, {"id": "b", "type": "noop"}]}
 
@@ -49,3 +49,39 @@ async def test_delete_cache_needs_an_existing_workflow(client: httpx.AsyncClient
     assert response.status_code == 404
     response = await client.delete("/api/v1/cache", params={"workflow_id": "not-a-uuid"})
     assert response.status_code == 404
+
+
+CACHED = {
+    "name": "cached-run",
+    "nodes": [
+        {"id": "a", "type": "template", "params": {"template": "A"}, "cache": {"ttl_s": 60}},
+        {"id": "b", "type": "template", "params": {"template": "B"}, "cache": {"ttl_s": 60}},
+    ],
+}
+
+
+async def test_runs_hit_the_cache_until_it_is_invalidated(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    workflow_id = await create_workflow(client, CACHED)
+
+    async def statuses() -> dict[str, str]:
+        execution = await wait_final(client, await run(client, workflow_id))
+        assert execution["status"] == "succeeded", execution["error"]
+        return {n["node_id"]: n["status"] for n in execution["nodes"]}
+
+    assert await statuses() == {"a": "succeeded", "b": "succeeded"}
+    assert await statuses() == {"a": "cached", "b": "cached"}
+    # The workflow service's cache is the bounded tiered one, scoped by workflow and node.
+    engine = stack.services["workflow"].engine
+    assert len(engine.result_cache.memory) == 2
+
+    response = await client.delete(
+        "/api/v1/cache", params={"workflow_id": workflow_id, "node_id": "a"}
+    )
+    assert response.status_code == 200, response.text
+    assert await statuses() == {"a": "succeeded", "b": "cached"}
+    response = await client.delete("/api/v1/cache", params={"workflow_id": workflow_id})
+    assert response.status_code == 200, response.text
+    assert await statuses() == {"a": "succeeded", "b": "succeeded"}
+    assert await statuses() == {"a": "cached", "b": "cached"}

@@ -22,6 +22,7 @@ from services.gateway.routes import (
     batches,
     cache,
     catalog,
+    events,
     executions,
     health,
     presets,
@@ -72,6 +73,7 @@ def create_app(
         presets.router,
         webhooks.router,
         batches.router,
+        events.router,
     ):
         app.include_router(router, dependencies=authenticated)
     app.include_router(executions.ws_router)

@@ -39,6 +39,7 @@ TENANT_ACTIONS: dict[str, Literal["member", "admin"]] = {
     "manage_webhooks": "admin",
     "read_audit": "admin",
     "fire_trigger": "admin",
+    "send_event": "admin",
 }
 
 #: The scope an action needs.
@@ -57,6 +58,7 @@ ACTION_SCOPES: dict[str, Scope] = {
     "manage_webhooks": "admin",
     "read_audit": "admin",
     "fire_trigger": "execute",
+    "send_event": "execute",
 }
 
 

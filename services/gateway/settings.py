@@ -158,6 +158,13 @@ class GatewaySettings(CommonSettings):
         "are private, loopback or link-local (the http_request node's policy and variable).",
     )
 
+    event_keep_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long an event POSTed to /api/v1/events that no wait_event node waits "
+        "for yet is kept for one that starts waiting later (and the most a request may ask).",
+    )
+
     _split_ready_required = field_validator("ready_required", mode="before")(split_csv)
     _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)
     _split_cors_origins = field_validator("cors_allow_origins", mode="before")(split_csv)

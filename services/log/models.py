@@ -110,3 +110,43 @@ class WebhookDeliveryRow(Base):
         Index("ix_webhook_deliveries_subscription_created", "subscription_id", "created_at"),
         Index("ix_webhook_deliveries_status_lease", "status", "lease_until"),
     )
+
+
+class EventWaiterRow(Base):
+    """A wait_event node waiting for (name, correlation key): the index events are looked up
+    in. Written when its `node.waiting` event is consumed; deleted by whoever delivers to it
+    (the delete is the claim: one delivery per waiter)."""
+
+    __tablename__ = "event_waiters"
+
+    execution_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    correlation_key: Mapped[str] = mapped_column(String(500))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column()
+
+    __table_args__ = (Index("ix_event_waiters_lookup", "tenant_id", "name", "correlation_key"),)
+
+
+class ReceivedEventRow(Base):
+    """An event POSTed to /api/v1/events. One that found no waiter is kept until expires_at
+    for a node that starts waiting later (consumed_at set when one took it)."""
+
+    __tablename__ = "received_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    correlation_key: Mapped[str] = mapped_column(String(500))
+    data: Mapped[Any] = mapped_column(default=None, nullable=True)
+    received_at: Mapped[dt.datetime] = mapped_column()
+    expires_at: Mapped[dt.datetime] = mapped_column()
+    consumed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    delivered_to: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        Index("ix_received_events_lookup", "tenant_id", "name", "correlation_key", "received_at"),
+        Index("ix_received_events_expires", "expires_at"),
+    )

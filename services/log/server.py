@@ -8,16 +8,18 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
-from heddle.v1 import log_pb2, log_pb2_grpc
+import grpc
+from heddle.v1 import log_pb2, log_pb2_grpc, workflow_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common.bus import EventBus, create_bus
 from libs.common.db import create_engine, session_factory
-from libs.common.grpcutil import GrpcServer, TlsFiles, start_grpc_server
+from libs.common.grpcutil import GrpcServer, TlsFiles, create_channel, start_grpc_server
 from libs.common.runtime import run_service
 from libs.migrations import upgrade
 from services.log import models  # noqa: F401  (registers the table)
 from services.log.consumer import LogConsumer
+from services.log.event_waits import EventWaitIndexer, grpc_submitter
 from services.log.retention import run_retention
 from services.log.servicer import LogServicer
 from services.log.settings import LogSettings
@@ -35,6 +37,8 @@ class LogServer(GrpcServer):
     consumer: LogConsumer | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     webhooks: WebhookDeliverer | None = None
+    event_waits: EventWaitIndexer | None = None
+    workflow_channel: grpc.aio.Channel | None = None
     engine: AsyncEngine | None = None
     owned_bus: EventBus | None = None
 
@@ -44,6 +48,10 @@ class LogServer(GrpcServer):
             await self.consumer.stop()
         if self.webhooks is not None:
             await self.webhooks.stop()
+        if self.event_waits is not None:
+            await self.event_waits.stop()
+        if self.workflow_channel is not None:
+            await self.workflow_channel.close()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -61,6 +69,12 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
     owned_bus = None
     consumer = None
     webhooks = None
+    event_waits = None
+    workflow_channel = create_channel(
+        settings.workflow_address,
+        service_token=settings.service_token,
+        tls=TlsFiles.from_settings(settings),
+    )
     try:
         await upgrade(engine)
         if bus is None:
@@ -81,6 +95,16 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
                 sessions, bus, settings.secrets_key, _delivery_policy(settings)
             )
             await webhooks.start()
+        # wait_event nodes resume through SubmitInput, as a human's input does.
+        event_waits = EventWaitIndexer(
+            sessions,
+            bus,
+            grpc_submitter(
+                workflow_pb2_grpc.WorkflowServiceStub(workflow_channel), settings.grpc_deadline_s
+            ),
+            queue=settings.event_waits_queue,
+        )
+        await event_waits.start()
         servicer = LogServicer(
             sessions,
             default_page_size=settings.default_page_size,
@@ -100,6 +124,9 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
             await consumer.stop()
         if webhooks is not None:
             await webhooks.stop()
+        if event_waits is not None:
+            await event_waits.stop()
+        await workflow_channel.close()
         if owned_bus is not None:
             await owned_bus.close()
         await engine.dispose()
@@ -122,6 +149,8 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
         consumer=consumer,
         tasks=[retention],
         webhooks=webhooks,
+        event_waits=event_waits,
+        workflow_channel=workflow_channel,
         engine=engine,
         owned_bus=owned_bus,
     )

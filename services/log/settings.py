@@ -70,4 +70,9 @@ class LogSettings(CommonSettings):
         "private, loopback or link-local (the http_request node's policy and variable).",
     )
 
+    event_waits_queue: str = Field(
+        default="log.event_waits",
+        description="Durable queue of the node.waiting events that index wait_event nodes.",
+    )
+
     _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)

@@ -23,6 +23,7 @@ from services.node.executors.http import HttpRequestExecutor
 from services.node.executors.human import HumanInputExecutor
 from services.node.executors.integration import MapExecutor, SubworkflowExecutor, ToolExecutor
 from services.node.executors.sql import SqlExecutor
+from services.node.executors.wait import WaitEventExecutor
 
 
 class UnknownNodeTypeError(LookupError):
@@ -84,6 +85,7 @@ def default_registry() -> NodeTypeRegistry:
         AgentExecutor(),
         HumanInputExecutor(),
         SqlExecutor(),
+        WaitEventExecutor(),
     ]
     for executor in executors:
         registry.register(executor)

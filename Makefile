@@ -41,6 +41,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy --config-file libs/sdk/pyproject.toml
+	$(BIN)/lint-imports
 	cd console && { test -d node_modules || npm ci --no-audit --no-fund; } && npx tsc --noEmit
 
 fmt: $(STAMP)

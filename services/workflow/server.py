@@ -17,6 +17,7 @@ from libs.common.service import RunningService, ServiceStack, start_service
 from libs.migrations import upgrade
 from services.workflow import models  # noqa: F401  (registers the tables)
 from services.workflow.catalog import NodeCatalog, ToolCatalog
+from services.workflow.completions import CompletionNotices
 from services.workflow.dispatcher import NodeDispatcher
 from services.workflow.engine import Engine
 from services.workflow.events import EventNotifier
@@ -84,6 +85,11 @@ async def serve(
             tools=ToolCatalog(settings.tool_address, service_token=settings.service_token, tls=tls),
         )
         engine = Engine(settings, sessions, dispatcher, catalog, shared_kv, EventNotifier())
+        completions = CompletionNotices(settings.database_url, engine.notifier)
+        if completions.enabled:
+            completions.start()
+            stack.callback(completions.stop)
+            engine.completions = completions
         relay = OutboxRelay(sessions, shared_bus)
         engine.relay = relay
         store = WorkflowStore(settings, sessions, catalog)

@@ -148,7 +148,10 @@ class HistoryRecorder:
             },
             "execution": plain(info),
             "config": plain(core.config),
-            "nodes": {node_id: node_row(node) for node_id, node in core.nodes.items()},
+            # A list: the core's node order (cancel closes nodes in it) survives sort_keys.
+            "nodes": [
+                {"node_id": node_id, **node_row(node)} for node_id, node in core.nodes.items()
+            ],
             "steps": [],
         }
         self._on_close = on_close
@@ -187,7 +190,7 @@ def core_from(history: Mapping[str, Any]) -> ExecutionCore:
     plan = ExecutionPlan.build(definition, node_types)
     info = dict(history["execution"])
     info["created_at"] = _time(info.get("created_at"))
-    nodes = {node_id: _node_from(node_id, row) for node_id, row in history["nodes"].items()}
+    nodes = {row["node_id"]: _node_from(row["node_id"], row) for row in history["nodes"]}
     # Delays with jitter are random: replay the ones the history recorded, in order.
     recorded = iter([delay for step in history["steps"] for delay in step.get("retry_delays", ())])
 

@@ -109,16 +109,18 @@ class TopologyPorts:
         count = 5 + workflow_replicas + node_replicas
         taken: set[int] = set()
 
-        def pick() -> int:
+        def pick(worker_offset: int = 0) -> int:
+            # A workflow replica also opens its worker endpoint at its port + worker_offset
+            # (services/workflow/worker_server.py): no other process may get that one.
             while True:
                 port = free_port(host)
-                if port not in taken:
-                    taken.add(port)
+                if port not in taken and port + worker_offset not in taken:
+                    taken.update({port, port + worker_offset})
                     return port
 
         return cls(
             http=pick(),
-            workflow=tuple(pick() for _ in range(workflow_replicas)),
+            workflow=tuple(pick(worker_offset=100) for _ in range(workflow_replicas)),
             node=tuple(pick() for _ in range(node_replicas)),
             ai=pick(),
             tool=pick(),

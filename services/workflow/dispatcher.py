@@ -530,6 +530,7 @@ class WorkerRelay:
             channel = create_channel(address, service_token=self._service_token, tls=self._tls)
             stub = cast(node_pb2_grpc.NodeServiceStub, _RelayStub(channel))
             peer = self._peers[address] = _Replica(address, stub, channel)
+            log.info("relaying to the workers of a peer replica", extra={"peer": address})
         if peer.stream is None:
             peer.stream = _WorkStream(peer, self._metadata)
         timeout_s = task.timeout_s + 10.0 if task.timeout_s > 0 else self._default_timeout_s

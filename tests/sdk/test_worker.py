@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -434,3 +436,55 @@ async def test_heddle_worker_takes_the_development_key_of_a_local_stack(
     _, errors = await asyncio.to_thread(refused.communicate, timeout=60)
     assert refused.returncode == 2
     assert "API key" in errors
+
+
+in_flight: list[int] = [0, 0]  # now, most at once
+in_flight_lock = threading.Lock()
+
+
+@node_type("acme.busy")
+def busy(seconds: float) -> dict[str, Any]:
+    """Blocks its thread (a plain def): the worker's heartbeats must go on meanwhile."""
+    with in_flight_lock:
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight[1], in_flight[0])
+    try:
+        time.sleep(seconds)
+    finally:
+        with in_flight_lock:
+            in_flight[0] -= 1
+    return {"slept": seconds}
+
+
+async def test_slots_heartbeats_and_timeouts(stack: Stack, client: httpx.AsyncClient) -> None:
+    in_flight[:] = [0, 0]
+    cancelled.clear()
+    worker = Worker(worker_address(stack), stack.admin_key, [busy, wait_forever], max_concurrency=2)
+    async with serving(worker):
+        # Five 2.5 s attempts on two slots, each longer than the 1.5 s heartbeat timeout: the
+        # slots bound them, and the heartbeats keep the slow but healthy worker alive.
+        workflow_id = await create_workflow(
+            client,
+            {
+                "name": "busy",
+                "nodes": [
+                    {"id": f"b{i}", "type": "acme.busy", "params": {"seconds": 2.5}}
+                    for i in range(5)
+                ],
+            },
+        )
+        execution = await wait_final(client, await run(client, workflow_id), timeout=60)
+        assert execution["status"] == "succeeded", execution
+        assert [n["attempts"] for n in execution["nodes"]] == [1] * 5
+        assert in_flight[1] == 2
+
+        # The node's timeout_s reaches the function: the attempt fails, the coroutine is
+        # cancelled.
+        timed_id = await create_workflow(
+            client,
+            {"name": "timed", "nodes": [{"id": "w", "type": "acme.wait", "timeout_s": 0.5}]},
+        )
+        timed = await wait_final(client, await run(client, timed_id), timeout=30)
+        assert timed["status"] == "failed"
+        assert "0.5" in node(timed, "w")["error"]["message"]
+        await assert_eventually(lambda: cancelled == ["w"], timeout=10)

@@ -42,7 +42,6 @@ from services.workflow import pg_writer
 from services.workflow import repository as repo
 from services.workflow.catalog import NodeCatalog
 from services.workflow.compiled import CompiledWorkflow
-from services.workflow.completions import CompletionNotices
 from services.workflow.definition import WorkflowDefinition
 from services.workflow.dispatcher import NodeDispatcher
 from services.workflow.events import EventNotifier
@@ -106,8 +105,6 @@ class Engine:
         self.notifier = notifier
         self.secrets = SecretStore(sessions, settings.secrets_key)
         self.relay: OutboxRelay | None = None
-        # Set by the server on PostgreSQL: tells the other replicas' followers of an end.
-        self.completions: CompletionNotices | None = None
         self.runners: dict[str, ExecutionRunner] = {}
         #: Until when this replica's lease on each execution it drives is known to hold.
         self._leases: dict[str, dt.datetime] = {}
@@ -615,8 +612,6 @@ class Engine:
         if runner in self._starved:
             self._starved.remove(runner)
         self.notifier.notify(runner.id)
-        if self.completions is not None:
-            self.completions.announce(runner.id)
 
     async def runner_crashed(
         self, execution_id: str, error: BaseException, redactions: list[str] | None = None
@@ -664,8 +659,6 @@ class Engine:
         )
         EXECUTIONS.labels("failed").inc()
         self.notifier.notify(execution_id)
-        if self.completions is not None:
-            self.completions.announce(execution_id)
         if self.relay is not None:
             event, trace_parent = failed
             self.relay.enqueue([event], trace_parent)

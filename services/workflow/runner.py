@@ -60,6 +60,7 @@ from services.workflow.execution import (
     NodeResult,
     NodeState,
     Progress,
+    Queued,
     Settle,
     StartAttempt,
     StartedAttempt,
@@ -105,6 +106,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _TRACER = tracer("workflow")
+#: Statuses of a node whose attempt is out (a queued one waits for a worker).
+_IN_FLIGHT = frozenset({"running", "queued"})
 _RESULT_KINDS: dict[int, Literal["succeeded", "failed", "waiting", "skipped"]] = {
     node_pb2.NodeOutcome.SUCCEEDED: "succeeded",
     node_pb2.NodeOutcome.FAILED: "failed",
@@ -420,12 +423,16 @@ class ExecutionRunner:
     def _apply_outcome(self, outcome: node_pb2.NodeOutcome) -> None:
         kind = outcome.kind
         if kind == node_pb2.NodeOutcome.PROGRESS:
-            delta = (jsonutil.loads(outcome.output_json) or {}).get("delta")
+            progress = jsonutil.loads(outcome.output_json) or {}
+            delta = progress.get("delta")
             if delta:
                 self._feed(Progress(outcome.node_id, outcome.attempt, str(delta)))
+            elif "queued" in progress:  # a custom type's attempt waits for a worker, or not
+                waiting, reason = bool(progress["queued"]), str(progress.get("reason", ""))
+                self._feed(Queued(outcome.node_id, outcome.attempt, waiting, reason))
             return
         node = self.core.nodes.get(outcome.node_id)
-        if node is None or node.attempt != outcome.attempt or node.status != "running":
+        if node is None or node.attempt != outcome.attempt or node.status not in _IN_FLIGHT:
             return  # fenced off by the core too; not worth decoding
         if self.core.redactions:
             outcome = redact_outcome(outcome, self.core.redactions)

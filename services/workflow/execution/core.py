@@ -411,10 +411,10 @@ class ExecutionCore:
         # A late result of a superseded attempt (or of a cancelled execution) is fenced off.
         if node is None or node.attempt != attempt or node.status not in (_S.RUNNING, _S.QUEUED):
             return None
+        if self._lost and node_id in self._lost:
+            return None  # checked first: a stale result must not move the node
         if node.status == _S.QUEUED:
             self._move(node, _S.RUNNING)  # ends while queued (schedule-to-start timeout)
-        if self._lost and node_id in self._lost:
-            return None
         self._end_in_flight(node)
         return node
 

@@ -257,3 +257,15 @@ def test_takeover_sends_lost_attempts_again_with_the_same_key() -> None:
     again = taken.apply(StartAttempt("a"), T0)
     assert again.attempts[0].idempotency_key == "e1/a/1"
     assert again.transitions == ["redispatch"]
+
+
+def test_a_stale_result_of_a_queued_attempt_lost_in_a_takeover_changes_nothing() -> None:
+    core = core_for(chain("a"))
+    nodes = {"a": NodeState("a", "noop", status=NodeStatus.QUEUED, attempt=1)}
+    info = ExecutionInfo(id="e1", workflow_id="w1", tenant_id="t1", status="running")
+    taken = ExecutionCore(info, core.definition, core.plan, nodes, CoreConfig())
+    taken.apply(Begin(), T0)
+    stale = taken.apply(ok("a", 1), T0)
+    assert stale.transitions == [] and not stale.nodes
+    assert taken.nodes["a"].status == "queued"
+    assert taken.apply(StartAttempt("a"), T0).transitions == ["redispatch"]

@@ -488,3 +488,74 @@ async def test_slots_heartbeats_and_timeouts(stack: Stack, client: httpx.AsyncCl
         assert timed["status"] == "failed"
         assert "0.5" in node(timed, "w")["error"]["message"]
         await assert_eventually(lambda: cancelled == ["w"], timeout=10)
+
+
+class CuttableProxy:
+    """A TCP proxy to the worker endpoint whose connections the test can cut (a network
+    outage between a worker and the cluster)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_a_lost_connection_is_dialled_again(stack: Stack, client: httpx.AsyncClient) -> None:
+    proxy = CuttableProxy(stack.services["workflow"].workers.port)
+    await proxy.start()
+    worker = Worker(f"127.0.0.1:{proxy.port}", stack.admin_key, [flaky], reconnect_max_s=0.5)
+    try:
+        async with serving(worker) as task:
+            first_id = worker.worker_id
+            proxy.cut()
+            await assert_eventually(
+                lambda: worker.registered.is_set() and worker.worker_id not in ("", first_id),
+                timeout=15,
+                message="the worker did not register again",
+            )
+            assert not task.done()
+            attempts_seen.clear()
+            workflow_id = await create_workflow(
+                client,
+                {
+                    "name": "after-outage",
+                    "nodes": [{"id": "f", "type": "acme.flaky", "retry": {"max_attempts": 2}}],
+                },
+            )
+            execution = await wait_final(client, await run(client, workflow_id))
+            assert execution["status"] == "succeeded", execution
+    finally:
+        await proxy.stop()

@@ -24,32 +24,28 @@ async def run_periodic(
     *,
     immediately: bool = False,
 ) -> None:
-    """Call `fn` every `interval` seconds until cancelled.
+    """Call `fn` every `interval` seconds until cancelled (what it returns is ignored).
 
     `interval` is a number or a function giving the next wait (for jitter or a setting that
-    changes). `fn` may return a number: the wait before the next call (e.g. 0 when a batch
-    came back full and more work is waiting); anything else means `interval`. A failure is
-    logged with its traceback and counted; the loop goes on. `immediately` calls `fn` once
-    before the first wait.
+    changes). A failure is logged with its traceback and counted; the loop goes on.
+    `immediately` calls `fn` once before the first wait.
     """
     iterations = PERIODIC_ITERATIONS.labels(name)
     failures = PERIODIC_FAILURES.labels(name)
     duration = PERIODIC_DURATION.labels(name)
-    wait: float | None = 0.0 if immediately else None
+    first = immediately
     while True:
-        await asyncio.sleep(_seconds(interval) if wait is None else wait)
-        wait = None
+        if not first:
+            await asyncio.sleep(_seconds(interval))
+        first = False
         started = time.perf_counter()
         try:
-            result = await fn()
+            await fn()
         except asyncio.CancelledError:
             raise
         except Exception:
             failures.inc()
             log.exception("periodic task failed", extra={"loop": name})
-        else:
-            if isinstance(result, int | float) and not isinstance(result, bool):
-                wait = max(0.0, float(result))
         finally:
             iterations.inc()
             duration.observe(time.perf_counter() - started)

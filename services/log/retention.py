@@ -3,7 +3,6 @@ sweep never holds long locks."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 
@@ -33,18 +32,3 @@ async def sweep(
     if total:
         log.info("retention sweep", extra={"deleted": total, "cutoff": cutoff.isoformat()})
     return total
-
-
-async def run_retention(
-    sessions: async_sessionmaker[AsyncSession],
-    retention: dt.timedelta,
-    batch_rows: int,
-    interval_s: float,
-) -> None:
-    """Sweep every interval_s until cancelled."""
-    while True:
-        try:
-            await sweep(sessions, retention, batch_rows)
-        except Exception:
-            log.exception("retention sweep failed")
-        await asyncio.sleep(interval_s)

@@ -52,6 +52,7 @@ from libs.common import jsonutil
 from libs.common.bus import EVENTS_EXCHANGE, EventBus, Message, Subscription, topic_matches
 from libs.common.db import utcnow
 from libs.common.netguard import ForbiddenAddressError, check_url_allowed_async
+from libs.common.periodic import periodic
 from libs.common.secrets import SecretBox
 from libs.common.timeutil import from_timestamp
 from services.log.models import DEFAULT_TENANT, WebhookDeliveryRow, WebhookRow
@@ -166,7 +167,9 @@ class WebhookDeliverer:
             queue=self.policy.queue,
             prefetch=256,
         )
-        self._sweeper = asyncio.create_task(self._sweep_loop(), name="webhook-sweeper")
+        self._sweeper = periodic(
+            "webhook-sweeper", self.policy.sweep_interval_s, self.sweep, immediately=True
+        )
 
     async def stop(self) -> None:
         if self._subscription is not None:
@@ -439,13 +442,3 @@ class WebhookDeliverer:
         for delivery_id in taken:
             self._spawn(delivery_id)
         return len(taken)
-
-    async def _sweep_loop(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("webhook sweep failed")
-            await asyncio.sleep(self.policy.sweep_interval_s)

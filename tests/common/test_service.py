@@ -123,18 +123,18 @@ async def test_periodic_runs_again_after_a_failure_and_counts_it() -> None:
     )
 
 
-async def test_periodic_waits_what_fn_returns_and_runs_immediately_when_asked() -> None:
+async def test_periodic_runs_immediately_when_asked_then_waits_its_interval() -> None:
     calls = 0
 
-    async def drain() -> float | None:
+    async def sweep() -> int:
         nonlocal calls
         calls += 1
-        # A full batch: go again at once; then the (hour-long) interval.
-        return 0.0 if calls < 3 else None
+        return 0  # what fn returns is not a wait
 
-    stack = ServiceStack("drain")
-    stack.periodic("drain-loop", 3600, drain, immediately=True)
-    await assert_eventually(lambda: calls == 3)
+    stack = ServiceStack("sweep")
+    task = stack.periodic("sweep-loop", 3600, sweep, immediately=True)
+    await assert_eventually(lambda: calls == 1)
     await asyncio.sleep(0.05)
-    assert calls == 3
+    assert calls == 1  # the next run is an hour away
     await stack.aclose()
+    assert task.cancelled()

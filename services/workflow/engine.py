@@ -31,6 +31,7 @@ from libs.common.errors import (
 )
 from libs.common.kv import KV
 from libs.common.metrics import EXECUTIONS, EXECUTIONS_STARTED
+from libs.common.periodic import periodic
 from libs.common.secrets import redact, referenced_secrets
 from libs.common.tracing import (
     context_from_traceparent,
@@ -42,6 +43,7 @@ from services.workflow import pg_writer
 from services.workflow import repository as repo
 from services.workflow.catalog import NodeCatalog
 from services.workflow.compiled import CompiledWorkflow
+from services.workflow.completions import CompletionNotices
 from services.workflow.definition import WorkflowDefinition
 from services.workflow.dispatcher import NodeDispatcher
 from services.workflow.events import EventNotifier
@@ -105,12 +107,17 @@ class Engine:
         self.notifier = notifier
         self.secrets = SecretStore(sessions, settings.secrets_key)
         self.relay: OutboxRelay | None = None
+        # Set by the server on PostgreSQL: tells the other replicas' followers of an end.
+        self.completions: CompletionNotices | None = None
         self.runners: dict[str, ExecutionRunner] = {}
         #: Until when this replica's lease on each execution it drives is known to hold.
         self._leases: dict[str, dt.datetime] = {}
         self._compiled: OrderedDict[tuple[str, int], CompiledWorkflow] = OrderedDict()
         self._free_slots = settings.max_concurrency_global
         self._starved: deque[ExecutionRunner] = deque()
+        #: Runners refused some of the slots they asked for, until a request is met in full
+        #: (the fairness rule's "tenants waiting"; `_starved` is only who to wake).
+        self._wanting: set[ExecutionRunner] = set()
         self._background: list[asyncio.Task[None]] = []
         self._closing = False
         self._recover_now = asyncio.Event()
@@ -131,8 +138,8 @@ class Engine:
     async def start(self) -> None:
         self._background = [
             asyncio.create_task(self._recovery_loop(), name="engine-recovery"),
-            asyncio.create_task(self._lease_loop(), name="engine-leases"),
-            asyncio.create_task(self._requests_loop(), name="engine-requests"),
+            periodic("engine-leases", self.settings.lease_ttl_s / 3, self._renew_leases),
+            periodic("engine-requests", self.settings.request_poll_s, self._apply_requests),
         ]
         if self.liveness is not None:
             self.liveness.start()
@@ -458,23 +465,16 @@ class Engine:
             async with self.sessions() as session, session.begin():
                 await repo.delete_request(session, request.id)
 
-    async def _requests_loop(self) -> None:
+    async def _apply_requests(self) -> None:
         """Apply requests other replicas received for executions this replica drives."""
-        while not self._closing:
-            await asyncio.sleep(self.settings.request_poll_s)
-            if not self.runners:
-                continue
-            try:
-                async with self.sessions() as session:
-                    pending = await repo.pending_requests(session, self.settings.replica_id)
-                for request in pending:
-                    error = await self._apply_request(request)
-                    async with self.sessions() as session, session.begin():
-                        await repo.answer_request(session, request.id, error)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("forwarded requests failed; will retry", exc_info=True)
+        if self._closing or not self.runners:
+            return
+        async with self.sessions() as session:
+            pending = await repo.pending_requests(session, self.settings.replica_id)
+        for request in pending:
+            error = await self._apply_request(request)
+            async with self.sessions() as session, session.begin():
+                await repo.answer_request(session, request.id, error)
 
     async def _apply_request(self, request: ExecutionRequestRow) -> dict[str, Any] | None:
         runner = self.runners.get(request.execution_id)
@@ -575,10 +575,28 @@ class Engine:
 
     def reserve_slots(self, wanted: int, runner: ExecutionRunner) -> int:
         granted = min(wanted, self._free_slots)
+        if self.settings.tenant_fairness and granted:
+            granted = min(granted, self._fair_room(runner))
+        if granted < wanted:
+            self._wanting.add(runner)
+        else:
+            self._wanting.discard(runner)
         self._free_slots -= granted
         if granted < wanted and runner not in self._starved:
             self._starved.append(runner)
         return granted
+
+    def _fair_room(self, runner: ExecutionRunner) -> int:
+        """Slots the runner's tenant may still take while other tenants wait for slots: its
+        equal share of the replica's, less what its executions hold. Work-conserving: with
+        no other tenant waiting there is no cap, so one tenant alone uses every slot."""
+        tenant = runner.tenant_id
+        waiting = {other.tenant_id for other in self._wanting} - {tenant}
+        if not waiting:
+            return self.settings.max_concurrency_global
+        share = max(1, self.settings.max_concurrency_global // (len(waiting) + 1))
+        held = sum(r.core.in_flight for r in self.runners.values() if r.tenant_id == tenant)
+        return max(0, share - held)
 
     def release_slots(self, count: int) -> None:
         if count <= 0:
@@ -611,7 +629,10 @@ class Engine:
             self._leases.pop(runner.id, None)
         if runner in self._starved:
             self._starved.remove(runner)
+        self._wanting.discard(runner)
         self.notifier.notify(runner.id)
+        if self.completions is not None:
+            self.completions.announce(runner.id)
 
     async def runner_crashed(
         self, execution_id: str, error: BaseException, redactions: list[str] | None = None
@@ -659,6 +680,8 @@ class Engine:
         )
         EXECUTIONS.labels("failed").inc()
         self.notifier.notify(execution_id)
+        if self.completions is not None:
+            self.completions.announce(execution_id)
         if self.relay is not None:
             event, trace_parent = failed
             self.relay.enqueue([event], trace_parent)
@@ -717,34 +740,26 @@ class Engine:
                 await asyncio.wait_for(self._recover_now.wait(), self.settings.recovery_interval_s)
             self._recover_now.clear()
 
-    async def _lease_loop(self) -> None:
-        interval = self.settings.lease_ttl_s / 3
-        while not self._closing:
-            await asyncio.sleep(interval)
-            owned = list(self.runners)
-            if not owned:
-                continue
-            until = self._lease_until()
-            try:
-                async with self.sessions() as session, session.begin():
-                    held = await repo.renew_leases(session, self.settings.replica_id, owned, until)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("lease renewal failed; will retry", exc_info=True)
-                continue
-            for execution_id in held:
-                if execution_id in self._leases:
-                    self._leases[execution_id] = until
-            for execution_id in set(owned) - held:
-                runner = self.runners.get(execution_id)
-                if (
-                    runner is not None
-                    and runner.task is not None
-                    and runner.status not in (FINAL_EXECUTION_STATUSES)
-                ):
-                    log.warning("lost lease", extra={"execution_id": execution_id})
-                    runner.task.cancel()
+    async def _renew_leases(self) -> None:
+        """Renew the leases of what this replica drives; stop driving what it lost."""
+        owned = list(self.runners)
+        if self._closing or not owned:
+            return
+        until = self._lease_until()
+        async with self.sessions() as session, session.begin():
+            held = await repo.renew_leases(session, self.settings.replica_id, owned, until)
+        for execution_id in held:
+            if execution_id in self._leases:
+                self._leases[execution_id] = until
+        for execution_id in set(owned) - held:
+            runner = self.runners.get(execution_id)
+            if (
+                runner is not None
+                and runner.task is not None
+                and runner.status not in (FINAL_EXECUTION_STATUSES)
+            ):
+                log.warning("lost lease", extra={"execution_id": execution_id})
+                runner.task.cancel()
 
 
 def _check_input(

@@ -165,6 +165,7 @@ class NodeRunner:
                 timeout_s=task.timeout_s or None,
                 tenant_id=task.tenant_id,
                 progress=progress,
+                checkpoint=_checkpoint(context),
             )
             if task.timeout_s > 0:
                 try:
@@ -185,3 +186,11 @@ class NodeRunner:
             log.exception("node executor crashed")
             crash = NodeError("InternalError", f"{type(error).__name__}: {error}")
             return _failed(task, crash, started)
+
+
+def _checkpoint(context: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint the workflow service hands back to a re-dispatched attempt, as
+    ``system.checkpoint`` of its context (what an earlier attempt reported)."""
+    system = context.get("system")
+    checkpoint = system.get("checkpoint") if isinstance(system, dict) else None
+    return checkpoint if isinstance(checkpoint, dict) else None

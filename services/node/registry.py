@@ -22,6 +22,7 @@ from services.node.executors.flow import (
 from services.node.executors.http import HttpRequestExecutor
 from services.node.executors.human import HumanInputExecutor
 from services.node.executors.integration import MapExecutor, SubworkflowExecutor, ToolExecutor
+from services.node.executors.loop import LoopExecutor
 from services.node.executors.sql import SqlExecutor
 from services.node.executors.wait import WaitEventExecutor
 
@@ -78,6 +79,7 @@ def default_registry() -> NodeTypeRegistry:
         MergeExecutor(),
         DelayExecutor(),
         MapExecutor(registry),
+        LoopExecutor(registry),
         HttpRequestExecutor(),
         ToolExecutor(),
         SubworkflowExecutor(),

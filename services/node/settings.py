@@ -49,6 +49,9 @@ class NodeServiceSettings(CommonSettings):
     )
 
     sql_max_rows: int = Field(default=10_000, gt=0, description="Largest max_rows of sql.")
+    loop_max_iterations: int = Field(
+        default=1000, gt=0, description="Largest max_iterations of a loop node."
+    )
     sql_max_engines: int = Field(
         default=16, gt=0, description="Database connection pools kept for sql nodes."
     )
@@ -68,6 +71,7 @@ class NodeServiceSettings(CommonSettings):
             code_allow_network=self.code_allow_network,
             code_scratch_mb=self.code_scratch_mb,
             sql_max_rows=self.sql_max_rows,
+            loop_max_iterations=self.loop_max_iterations,
             sql_max_engines=self.sql_max_engines,
             sql_pool_size=self.sql_pool_size,
         )

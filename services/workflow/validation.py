@@ -48,8 +48,11 @@ __all__ = [
 DEFAULT_MAX_NODES = 10_000
 DEFAULT_MAX_EDGES = 50_000
 
-#: Names a template may read besides node ids. ``item``/``index`` exist inside ``map``.
-CONTEXT_ROOTS: frozenset[str] = frozenset({"inputs", "system", "secrets", "env", "item", "index"})
+#: Names a template may read besides node ids. ``item``/``index`` exist inside ``map``,
+#: ``loop`` inside a loop node's inline node and conditions.
+CONTEXT_ROOTS: frozenset[str] = frozenset(
+    {"inputs", "system", "secrets", "env", "item", "index", "loop"}
+)
 #: `env` stays a reserved root but is refused: the deployment's environment is not exposed to
 #: workflows (it holds the services' own credentials); inputs and secrets are the way in.
 ENV_REFUSED = (

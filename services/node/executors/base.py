@@ -47,6 +47,9 @@ class NodeRequest:
     # Reports progress while the attempt runs (an llm node's tokens: {"delta": "..."}); the
     # workflow service publishes it as events. None when nobody listens.
     progress: Callable[[dict[str, Any]], None] | None = None
+    # What an earlier attempt of this node reported as {"checkpoint": ...} on its progress
+    # channel, handed back so that this one resumes there (a loop's iterations); None: none.
+    checkpoint: dict[str, Any] | None = None
 
 
 @dataclass
@@ -186,6 +189,9 @@ class NodeSettings(BaseModel):
     agent_max_steps: int = Field(default=50, gt=0, description="Upper bound of max_steps.")
     sql_max_rows: int = Field(
         default=10_000, gt=0, description="Upper bound of a sql node's max_rows param."
+    )
+    loop_max_iterations: int = Field(
+        default=1000, gt=0, description="Upper bound of a loop node's max_iterations."
     )
     sql_default_timeout_s: float = Field(
         default=30.0, gt=0, description="Statement timeout of a sql node that sets none."

@@ -39,6 +39,12 @@ class WorkflowSettings(CommonSettings):
     max_concurrency_global: int = Field(
         default=4096, ge=1, description="Nodes of all executions in flight at once on a replica."
     )
+    tenant_fairness: bool = Field(
+        default=True,
+        description="While other tenants wait for node slots, a tenant takes at most its equal "
+        "share of this replica's max_concurrency_global, so one tenant's fan-out does not "
+        "starve another's small runs (bench/fairness.py); off: first come, first served.",
+    )
     dispatch_batch_size: int = Field(
         default=128, ge=1, description="Most node attempts sent to a replica in one call."
     )

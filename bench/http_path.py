@@ -233,6 +233,30 @@ def _stats(values: list[float]) -> str:
     )
 
 
+async def detail_reads(http: httpx.AsyncClient, workflow_id: str) -> str:
+    """GET of the latest execution of workflow_id: full, ?view=summary, and a 304."""
+    listing = await http.get("/api/v1/executions", params={"workflow_id": workflow_id})
+    execution_id = listing.json()["items"][0]["id"]
+    path = f"/api/v1/executions/{execution_id}"
+    figures = []
+    cases: tuple[tuple[str, dict[str, str], dict[str, str] | None], ...] = (
+        ("full", {}, {}),
+        ("summary", {"view": "summary"}, {}),
+        ("full 304", {}, None),
+    )
+    for name, params, headers in cases:
+        if headers is None:
+            headers = {"If-None-Match": (await http.get(path)).headers["etag"]}
+        times, size = [], 0
+        for _ in range(5):
+            start = time.perf_counter()
+            response = await http.get(path, params=params, headers=headers)
+            times.append(time.perf_counter() - start)
+            size = len(response.content)
+        figures.append(f"{name} {statistics.median(times) * 1000:.1f} ms ({size} bytes)")
+    return ", ".join(figures)
+
+
 async def bench_heddle(kind: str, runs: int, width: int, length: int) -> dict[str, str]:
     results: dict[str, str] = {}
     async with running(kind) as target, client(target) as http:
@@ -251,6 +275,10 @@ async def bench_heddle(kind: str, runs: int, width: int, length: int) -> dict[st
                 f"client {_stats(observed)}; server-reported median "
                 f"{statistics.median(reported):.3f} s"
             )
+            if label.startswith("W1"):
+                reads = await detail_reads(http, workflow_id)
+                results["GET of a W1 execution"] = reads
+                print(f"  {kind:10} GET of a W1 execution: {reads}", flush=True)
             print(f"  {kind:10} {label}: {results[label]}", flush=True)
     return results
 

@@ -29,6 +29,7 @@ from libs.common.db import create_engine
 from libs.common.grpcutil import GrpcServer, TlsFiles, create_channel, start_grpc_server
 from libs.common.kv import KV, create_kv
 from libs.common.periodic import Interval, cancel_tasks, periodic, run_periodic
+from libs.common.settings import CommonSettings
 
 __all__ = [
     "RunningService",
@@ -124,6 +125,27 @@ class ServiceStack:
         self.callback(server.stop, grace_s)
         self._servers.append((server, service_full_names))
         return server
+
+    async def service_server(
+        self,
+        settings: CommonSettings,
+        service: str,
+        service_full_names: Sequence[str],
+        register: Callable[[grpc.aio.Server], None],
+        *,
+        grace_s: float = 2.0,
+    ) -> GrpcServer:
+        """`grpc_server` on the service's own address, token and TLS from its settings."""
+        return await self.grpc_server(
+            service_full_names,
+            register,
+            host=settings.bind_host,
+            port=settings.port_for(service),
+            service_token=settings.service_token,
+            tls=TlsFiles.from_settings(settings),
+            grace_s=grace_s,
+            name=service,
+        )
 
     def task(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """A background task, cancelled (and awaited) on close."""

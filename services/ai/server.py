@@ -6,7 +6,7 @@ import logging
 
 from heddle.v1 import ai_pb2, ai_pb2_grpc
 
-from libs.common.grpcutil import GrpcServer, TlsFiles
+from libs.common.grpcutil import GrpcServer
 from libs.common.runtime import run_service
 from libs.common.service import RunningService, ServiceStack, start_service
 from services.ai.providers import Provider, create_provider
@@ -44,13 +44,11 @@ async def serve(settings: AiSettings) -> AiServer:
         router = build_router(settings)
         stack.callback(router.aclose)
         servicer = AiServicer(router)
-        server = await stack.grpc_server(
+        server = await stack.service_server(
+            settings,
+            "ai",
             [SERVICE_NAME],
             lambda s: ai_pb2_grpc.add_AiServiceServicer_to_server(servicer, s),
-            host=settings.bind_host,
-            port=settings.port_for("ai"),
-            service_token=settings.service_token,
-            tls=TlsFiles.from_settings(settings),
         )
         log.info("ai service ready", extra={"models": [m.name for m in router.catalog.models]})
         return AiServer(stack, server, router)

@@ -95,13 +95,11 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
             default_page_size=settings.default_page_size,
             max_page_size=settings.max_page_size,
         )
-        server = await stack.grpc_server(
+        server = await stack.service_server(
+            settings,
+            "log",
             [SERVICE_NAME],
             lambda s: log_pb2_grpc.add_LogServiceServicer_to_server(servicer, s),
-            host=settings.bind_host,
-            port=settings.port_for("log"),
-            service_token=settings.service_token,
-            tls=tls,
         )
         log.info("log service ready")
         return LogServer(stack, server, consumer, webhooks, event_waits)

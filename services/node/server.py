@@ -70,13 +70,11 @@ async def serve(settings: NodeServiceSettings, *, bus: EventBus | None = None) -
         # Executors that hold connections (sql's pools) close them.
         stack.callback(registry.close)
         servicer = NodeServicer(NodeRunner(registry, services), settings.max_concurrent_nodes)
-        server = await stack.grpc_server(
+        server = await stack.service_server(
+            settings,
+            "node",
             [node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name],
             lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
-            host=settings.bind_host,
-            port=settings.port_for("node"),
-            service_token=token,
-            tls=tls,
             grace_s=1.0,
         )
         return NodeService(stack, server, settings, servicer)

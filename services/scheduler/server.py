@@ -9,7 +9,7 @@ from heddle.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 from libs.common.bus import EventBus
 from libs.common.db import session_factory
-from libs.common.grpcutil import GrpcServer, TlsFiles
+from libs.common.grpcutil import GrpcServer
 from libs.common.kv import KV
 from libs.common.runtime import run_service
 from libs.common.service import RunningService, ServiceStack, cancel_tasks, start_service
@@ -78,13 +78,11 @@ async def serve(
         servicer = SchedulerServicer(
             ScheduleManager(sessions, shared_bus), settings.default_page_size
         )
-        server = await stack.grpc_server(
+        server = await stack.service_server(
+            settings,
+            "scheduler",
             [SERVICE_NAME],
             lambda s: scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(servicer, s),
-            host=settings.bind_host,
-            port=settings.port_for("scheduler"),
-            service_token=settings.service_token,
-            tls=TlsFiles.from_settings(settings),
         )
         service = SchedulerServer(stack, server, elector, ticker, [])
         # Closed first: ticking and campaigning stop (the lease handed back) before the rest.

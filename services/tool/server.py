@@ -7,7 +7,7 @@ import logging
 import httpx
 from heddle.v1 import tool_pb2, tool_pb2_grpc
 
-from libs.common.grpcutil import GrpcServer, TlsFiles
+from libs.common.grpcutil import GrpcServer
 from libs.common.runtime import run_service
 from libs.common.service import RunningService, ServiceStack, start_service
 from services.tool.builtins import register_builtins
@@ -44,15 +44,13 @@ async def serve(settings: ToolSettings) -> ToolServer:
         mcp = McpTools(registry, settings.mcp_servers)
         stack.callback(mcp.close)
         await mcp.refresh_missing()
-        server = await stack.grpc_server(
+        server = await stack.service_server(
+            settings,
+            "tool",
             [SERVICE_NAME],
             lambda s: tool_pb2_grpc.add_ToolServiceServicer_to_server(
                 ToolServicer(registry, mcp), s
             ),
-            host=settings.bind_host,
-            port=settings.port_for("tool"),
-            service_token=settings.service_token,
-            tls=TlsFiles.from_settings(settings),
         )
         log.info("tool service ready", extra={"tools": [t.name for t in registry.list()]})
         return ToolServer(stack, server, http, mcp)

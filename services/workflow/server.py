@@ -104,13 +104,11 @@ async def serve(
         # Last: once it answers, everything behind it runs; on stop it is the first to go, so
         # no call reaches a stopped engine.
         servicer = WorkflowServicer(engine, store)
-        server = await stack.grpc_server(
+        server = await stack.service_server(
+            settings,
+            "workflow",
             [workflow_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
             lambda s: workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(servicer, s),
-            host=settings.bind_host,
-            port=settings.port_for("workflow"),
-            service_token=settings.service_token,
-            tls=tls,
             grace_s=1.0,
         )
         return WorkflowService(

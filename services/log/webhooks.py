@@ -348,7 +348,7 @@ class WebhookDeliverer:
             )
         try:
             await check_url_allowed_async(url, list(self.policy.allow_hosts))
-        except ForbiddenAddressError as exc:
+        except (ForbiddenAddressError, UnicodeError, ValueError) as exc:
             raise _Forbidden(str(exc)) from None
         except OSError as exc:
             await self._note(delivery.id, None, f"cannot resolve the host: {exc}")

@@ -11,6 +11,8 @@ from heddle.v1 import workflow_pb2
 from pydantic import BaseModel, Field
 
 from libs.common import jsonutil
+from libs.common.errors import HeddleError
+from services.gateway.errors import dependency_unavailable, unavailable
 from services.gateway.routes.common import ERROR_RESPONSES, Caller, Clients, Guard
 from services.log.event_waits import receive_event
 
@@ -72,17 +74,25 @@ async def send_event(
         )
 
     event_id = str(uuid.uuid4())
-    sessions = await guard.db.sessions()
-    resumed, row = await receive_event(
-        sessions,
-        submit,
-        event_id=event_id,
-        tenant_id=caller.tenant_id,
-        name=body.name,
-        correlation_key=body.correlation_key,
-        data=body.data,
-        keep_s=keep_s,
-    )
+    try:
+        sessions = await guard.db.sessions()
+        resumed, row = await receive_event(
+            sessions,
+            submit,
+            event_id=event_id,
+            tenant_id=caller.tenant_id,
+            name=body.name,
+            correlation_key=body.correlation_key,
+            data=body.data,
+            keep_s=keep_s,
+        )
+    except HeddleError:
+        raise
+    except Exception as error:
+        # The database down or out of connections: 503 with Retry-After, never a 500.
+        if dependency_unavailable(error):
+            raise unavailable("database", error) from error
+        raise
     request.state.audit_object_id = event_id
     return EventAccepted(
         id=event_id,

@@ -112,7 +112,7 @@ async def _check_url(url: str, allow: list[str]) -> None:
         await check_url_allowed_async(url, allow)
     except ForbiddenAddressError as exc:
         raise InvalidArgument(str(exc), [{"field": "url"}]) from None
-    except OSError as exc:
+    except (OSError, UnicodeError, ValueError) as exc:  # no such host, an unencodable name
         raise InvalidArgument(f"cannot resolve the URL's host: {exc}", [{"field": "url"}]) from None
 
 

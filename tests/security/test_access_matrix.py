@@ -155,6 +155,7 @@ ENDPOINTS = [
     ),
     Endpoint("delete workflow", "delete", True, _delete_workflow),
     Endpoint("execute", "execute", True, _static("POST", "/api/v1/workflows/{w}/execute", {})),
+    Endpoint("run", "execute", True, _static("POST", "/api/v1/workflows/{w}/run?wait=10", {})),
     Endpoint("list grants", "read", True, _static("GET", "/api/v1/workflows/{w}/grants")),
     Endpoint(
         "grant",
@@ -169,6 +170,12 @@ ENDPOINTS = [
     Endpoint("revoke grant", "share", True, _delete_grant),
     Endpoint("list executions", "member", False, _static("GET", "/api/v1/executions")),
     Endpoint("read execution", "read", True, _static("GET", "/api/v1/executions/{e}")),
+    Endpoint(
+        "read execution summary",
+        "read",
+        True,
+        _static("GET", "/api/v1/executions/{e}?view=summary"),
+    ),
     *(
         Endpoint(
             f"{action} execution",

@@ -14,6 +14,7 @@ import uvicorn
 
 from libs.common.kv import KV
 from libs.common.runtime import init_process, run
+from libs.common.service import ServiceStack, start_service
 from services.gateway.app import create_app
 from services.gateway.auth import GatewayDatabase, Security
 from services.gateway.clients import ServiceClients
@@ -60,9 +61,18 @@ class GatewayServer:
         self.app = create_app(settings, self.clients, guard)
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stack: ServiceStack | None = None
+        self._clients_closed = False
         self.port: int | None = None
 
     async def start(self) -> int:
+        """Listen; what start opened is closed again if it fails (see libs/common/service)."""
+        self._stack = await start_service("gateway", self._build)
+        assert self.port is not None
+        return self.port
+
+    async def _build(self, stack: ServiceStack) -> ServiceStack:
+        stack.callback(self._close_clients)
         # Fail fast on a bad database URL or bootstrap key, before the socket listens.
         await self.app.state.security.install_bootstrap_key()
         config = uvicorn.Config(
@@ -78,6 +88,7 @@ class GatewayServer:
         host = self.settings.http_host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.create_server((host, self.settings.http_port), family=family)
+        stack.sync_callback(listener.close)
         # Accepted sockets inherit TCP_NODELAY from the listener. Without it a keep-alive
         # request waits ~40 ms (Nagle against the client's delayed ACK): the plain asyncio loop
         # sets it only on sockets created with IPPROTO_TCP, which create_server's are not.
@@ -86,15 +97,14 @@ class GatewayServer:
         server = _EmbeddedServer(config)
         self._server = server
         self._task = asyncio.create_task(server.serve(sockets=[listener]), name="gateway-http")
+        stack.callback(self._stop_http)
         listening = asyncio.ensure_future(server.listening.wait())
         await asyncio.wait({listening, self._task}, return_when=asyncio.FIRST_COMPLETED)
         listening.cancel()
         if not server.started:
-            listener.close()
-            await self._task
             raise RuntimeError("gateway: the HTTP server stopped while starting")
         log.info("gateway listening", extra={"host": self.settings.http_host, "port": self.port})
-        return self.port
+        return stack
 
     def client_sockets(self) -> list[Any]:
         """The sockets of the open client connections (socket-like: `getsockopt` works)."""
@@ -107,11 +117,24 @@ class GatewayServer:
         return [t.get_extra_info("socket") for t in transports if t is not None]
 
     async def stop(self) -> None:
+        """Drain connections (within shutdown_grace_s), then close the clients."""
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+        else:
+            await self._close_clients()
+
+    async def _stop_http(self) -> None:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._server = self._task = None
+
+    async def _close_clients(self) -> None:
+        if self._clients_closed:
+            return
+        self._clients_closed = True
         await self.app.state.security.close()
         if self._owns_clients:
             await self.clients.close()

@@ -54,7 +54,7 @@ def declared(name: str, **extra: Any) -> worker_pb2.CustomNodeType:
         "acme.fail": {"title": "Fail", "category": "testing"},
     }
     base = types[name]
-    return worker_pb2.CustomNodeType(type=name, version="1", **{**base, **extra})
+    return worker_pb2.CustomNodeType(type=name, **{"version": "1", **base, **extra})
 
 
 async def _upper(worker: StubWorker, attempt: Any, params: dict[str, Any], inputs: Any) -> Any:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -130,13 +130,44 @@ class CustomTypes:
         self._ttl_s = ttl_s
         self._clock = clock
         self._cache: dict[str, tuple[float, dict[str, CustomType]]] = {}
+        self._refreshing: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def cached(self, tenant_id: str) -> dict[str, CustomType]:
+        """What was last loaded (for the run-time version lookup, which cannot wait); an
+        expired entry is reloaded in the background."""
         found = self._cache.get(tenant_id)
+        if found is None or self._clock() >= found[0]:
+            self._refresh_soon(tenant_id)
         return found[1] if found is not None else {}
 
-    def forget(self, tenant_id: str) -> None:
-        self._cache.pop(tenant_id, None)
+    def _refresh_soon(self, tenant_id: str) -> None:
+        if tenant_id in self._refreshing:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._refreshing.add(tenant_id)
+
+        async def refresh() -> None:
+            try:
+                await self.types(tenant_id)
+            except Exception:  # the database is down: the next lookup tries again
+                log.warning("custom node types not reloaded", exc_info=True)
+            finally:
+                self._refreshing.discard(tenant_id)
+
+        task = loop.create_task(refresh())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def registered(self, tenant_id: str, types: Iterable[CustomType]) -> None:
+        """A worker here registered these: use them at once; reload the rest on next use."""
+        found = self._cache.get(tenant_id)
+        known = dict(found[1]) if found is not None else {}
+        known.update({custom.spec.type: custom for custom in types})
+        self._cache[tenant_id] = (float("-inf"), known)
 
     async def types(self, tenant_id: str) -> dict[str, CustomType]:
         found = self._cache.get(tenant_id)

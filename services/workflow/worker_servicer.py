@@ -122,7 +122,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                     utcnow(),
                 )
         if self.catalog.custom is not None:
-            self.catalog.custom.forget(tenant_id)
+            self.catalog.custom.registered(tenant_id, types)
         return types
 
     async def Connect(

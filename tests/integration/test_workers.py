@@ -394,3 +394,32 @@ async def test_cancel_reaches_the_worker_and_timeouts_hold(
     assert [(ref.node_id, ref.attempt) for ref in worker.cancelled] == [("s", 1)]
     assert (await wait_final(client, execution_id))["status"] == "cancelled"
     await worker.stop()
+
+
+async def test_cache_keys_include_the_custom_types_version(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    first = await start_worker(stack, ["acme.upper"], name="v1")
+    cached = {
+        "name": "cached",
+        "nodes": [
+            {"id": "up", "type": "acme.upper", "params": {"text": "x"}, "cache": {"ttl_s": 600}}
+        ],
+        "edges": [],
+    }
+    workflow_id = await create_workflow(client, cached)
+    one = await wait_final(client, await run(client, workflow_id))
+    two = await wait_final(client, await run(client, workflow_id))
+    assert [node(one, "up")["status"], node(two, "up")["status"]] == ["succeeded", "cached"]
+    assert len(first.attempts) == 1
+    await first.stop()
+    # Version 2 of the type: the cached result of version 1 is not reused.
+    second = StubWorker(
+        worker_address(stack), stack.admin_key, [declared("acme.upper", version="2")], name="v2"
+    )
+    await second.start()
+    three = await wait_final(client, await run(client, workflow_id))
+    assert node(three, "up")["status"] == "succeeded"
+    assert node(three, "up")["output"]["worker"] == "v2"
+    assert len(second.attempts) == 1
+    await second.stop()

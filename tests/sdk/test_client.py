@@ -192,6 +192,15 @@ async def test_typed_errors_and_the_catalog(stack: Stack, sdk: AsyncClient) -> N
         assert refused.value.status == 401
 
 
+async def test_a_loopback_client_without_key_takes_the_development_key(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HEDDLE_API_KEY", raising=False)
+    async with AsyncClient(stack.gateway_url) as keyless:
+        assert isinstance(await keyless.list_workflows(), list)
+        assert keyless.api_key == stack.admin_key
+
+
 async def test_the_blocking_client(stack: Stack) -> None:
     def use_it() -> dict[str, Any]:
         with Client(stack.gateway_url, stack.admin_key) as client:

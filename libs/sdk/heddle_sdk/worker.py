@@ -149,6 +149,8 @@ class Worker:
     async def serve(self, *, handle_signals: bool = False) -> None:
         """The worker's life in the current event loop: connect, serve, reconnect."""
         self._loop = asyncio.get_running_loop()
+        # Plain-def node functions run here, one thread per slot (a new pool per serve()).
+        self._threads = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="heddle-node")
         if handle_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(signum, self._on_signal)

@@ -72,8 +72,11 @@ class PresenceBoard:
 
     async def _loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+            # arrives as the wake fires, and stop() would then wait for this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.refresh_s)
+                async with asyncio.timeout(self.refresh_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.refresh()

@@ -3,8 +3,16 @@ or with the id when the wait runs out (202)."""
 
 from __future__ import annotations
 
-import httpx
+import asyncio
 
+import httpx
+from heddle.v1 import workflow_pb2, workflow_pb2_grpc
+
+from libs.cli.stack import Stack
+from libs.common.grpcutil import start_grpc_server
+from services.workflow.servicer import WorkflowServicer
+from services.workflow.workflows import WorkflowStore
+from tests.helpers import assert_eventually
 from tests.integration.helpers import create_workflow, get_execution, wait_final
 
 DIVIDE = {
@@ -101,3 +109,36 @@ async def test_run_refuses_a_wait_out_of_range_and_an_unknown_workflow(
         assert response.status_code == 422, (wait, response.text)
     missing = await client.post("/api/v1/workflows/wf_doesnotexist/run", json={})
     assert missing.status_code == 404, missing.text
+
+
+async def test_run_waits_on_when_the_workflow_service_connection_goes_away(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    """The wait is a read: a connection dropped under it (a replica restarting, the
+    channel's maximum connection age) makes the gateway wait again, not answer 503."""
+    workflow_id = await create_workflow(client, SLOW)
+    running = asyncio.create_task(
+        client.post(f"/api/v1/workflows/{workflow_id}/run", params={"wait": 30})
+    )
+    service = stack.services["workflow"]
+    engine = service.engine
+    await assert_eventually(lambda: len(engine.runners) == 1, message="never started")
+    await asyncio.sleep(0.2)  # the gateway's WaitExecution is in flight now
+    await service.grpc.stop(grace=0)
+    await asyncio.sleep(0.3)
+    servicer = WorkflowServicer(
+        engine, WorkflowStore(engine.settings, engine.sessions, engine.catalog)
+    )
+    replacement = await start_grpc_server(
+        "workflow",
+        [workflow_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
+        lambda server: workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(servicer, server),
+        port=service.grpc.port,
+    )
+    try:
+        response = await running
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "succeeded"
+        assert response.json()["outputs"] == {"done": "woke"}
+    finally:
+        await replacement.stop(grace=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Annotated
 
 import grpc
@@ -244,6 +246,37 @@ async def _start(
 
 
 RUN_WAIT_MAX_S = 300.0
+_REWAIT_S = 5.0
+
+
+async def _wait_final(
+    clients: Clients, execution_id: str, tenant: str, wait_s: float
+) -> workflow_pb2.Execution | None:
+    """The execution once it ended, or None when wait_s ran out first. A wait is a read: when
+    its connection goes away under it (a replica stopping, the channel's maximum connection
+    age), it is made again for the time that is left."""
+    deadline = time.monotonic() + wait_s
+    request = workflow_pb2.WaitExecutionRequest(id=execution_id, tenant_id=tenant, summary=True)
+    unavailable_since: float | None = None
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            finished: workflow_pb2.Execution = await clients.workflow.WaitExecution(
+                request, timeout=remaining
+            )
+            return finished
+        except grpc.RpcError as error:
+            code = error.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return None
+            now = time.monotonic()
+            unavailable_since = unavailable_since or now
+            # Unavailable for this long: the workflow service is down, not one connection.
+            if code != grpc.StatusCode.UNAVAILABLE or now - unavailable_since > _REWAIT_S:
+                raise from_rpc_error(error) from None
+            await asyncio.sleep(min(0.2, max(0.0, deadline - now)))
 
 
 @router.post(
@@ -276,16 +309,8 @@ async def run_workflow(
 ) -> ExecutionOut:
     workflow_id = checked_id(workflow_id, "workflow")
     started = await _start(workflow_id, body, idempotency_key, clients, tenant, caller, guard)
-    try:
-        finished = await clients.workflow.WaitExecution(
-            workflow_pb2.WaitExecutionRequest(
-                id=started.execution_id, tenant_id=tenant, summary=True
-            ),
-            timeout=wait,
-        )
-    except grpc.RpcError as error:
-        if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise from_rpc_error(error) from None
+    finished = await _wait_final(clients, started.execution_id, tenant, wait)
+    if finished is None:
         location = f"/api/v1/executions/{started.execution_id}"
         still_running = ExecutionStarted(
             execution_id=started.execution_id, status=started.status, created=started.created

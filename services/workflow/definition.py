@@ -129,6 +129,11 @@ class EdgeSpec(_Model):
 
 class WorkflowSettings(_Model):
     max_concurrency: Annotated[int, Field(ge=1, le=10_000), JSON_NUMBER] | None = None
+    #: The execution fails with a Timeout after this many seconds (the tenant's maximum
+    #: duration still applies when shorter).
+    timeout_s: Annotated[float, Field(gt=0), Strict()] | None = None
+    #: The retry policy of every node that sets none of its own.
+    retry: RetryPolicy | None = None
 
 
 class TriggerSpec(_Model):

@@ -175,6 +175,13 @@ class Engine:
             self._compiled.move_to_end(key)
             return found
         definition = WorkflowDefinition.model_validate(raw)
+        default_retry = definition.settings.retry
+        if default_retry is not None:  # the workflow's default for nodes without their own
+            nodes = [
+                node if node.retry is not None else node.model_copy(update={"retry": default_retry})
+                for node in definition.nodes
+            ]
+            definition = definition.model_copy(update={"nodes": nodes})
         node_types = await self.catalog.for_tenant(tenant_id)  # its custom types too
         plan = ExecutionPlan.build(definition, node_types)
         compiled = CompiledWorkflow(

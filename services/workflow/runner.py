@@ -166,6 +166,13 @@ class Dispatcher(Protocol):
     ) -> DispatchHandle: ...
 
 
+def _deadline_s(quota_s: float | None, timeout_s: float | None) -> float:
+    """The execution's deadline: the shorter of the tenant's maximum duration and the
+    workflow's settings.timeout_s (0: none)."""
+    limits = [float(limit) for limit in (quota_s, timeout_s) if limit]
+    return min(limits) if limits else 0.0
+
+
 class EngineHost(Protocol):
     """The engine as its runners see it."""
 
@@ -312,7 +319,10 @@ class ExecutionRunner:
             CoreConfig(
                 dispatch_retries=settings.dispatch_retries,
                 concurrency=settings.max_concurrency_per_execution,
-                deadline_s=float(settings.quota_for(row.tenant_id).max_execution_duration_s or 0.0),
+                deadline_s=_deadline_s(
+                    settings.quota_for(row.tenant_id).max_execution_duration_s,
+                    compiled.definition.settings.timeout_s,
+                ),
             ),
         )
         self.specs = self.core.specs

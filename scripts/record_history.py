@@ -6,7 +6,9 @@ Starts the embedded stack on a throw-away SQLite database, turns on the runner's
 hook (ExecutionRunner.recorder_factory), runs each scenario below through the HTTP API as a
 client would (cancel, pause, input, a crash and takeover, ...) and writes one JSON history per
 scenario: the core's starting state and every command it applied, with its effects. Re-record
-only when a change to the rules is meant to alter behaviour, and review the diff.
+only when a change to the rules is meant to alter behaviour, and review the diff. A history
+holds what the core saw, resolved secret values included (StartAttempt.secret_values): record
+with test secrets only.
 """
 
 from __future__ import annotations

@@ -260,15 +260,23 @@ def run(
     results: list[dict[str, Any]] = []
     with _api(ctx) as api:
         started = []
+        finished: set[str] = set()
         for file in files:
             workflow, saved = save_workflow(api, str(file))
             declared = (workflow.get("definition") or {}).get("inputs")
             inputs = parse_inputs(
                 input_pairs or [], str(input_file) if input_file else None, declared
             )
-            execution = api.post(
-                f"/api/v1/workflows/{workflow['id']}/execute", json={"inputs": inputs}
-            )
+            if json_output and not no_wait:
+                # Run-and-wait: most runs end within the short wait and need no event
+                # stream; a longer one (or one waiting for input) answers 202 and is followed.
+                execution = _run_briefly(api, workflow["id"], inputs)
+                if execution.pop("finished"):
+                    finished.add(execution["execution_id"])
+            else:
+                execution = api.post(
+                    f"/api/v1/workflows/{workflow['id']}/execute", json={"inputs": inputs}
+                )
             started.append((workflow, saved, execution["execution_id"]))
             if no_wait:
                 if json_output:
@@ -284,7 +292,9 @@ def run(
                 f"{workflow['name']} v{workflow['version']}{'' if saved else ' (unchanged)'}"
                 f"  execution {execution_id}"
             )
-            if json_output:
+            if json_output and execution_id in finished:
+                pass  # it ended within the run's wait: no events to follow
+            elif json_output:
                 for event in events(api, execution_id):
                     if event.get("type") == "node.waiting":  # stdout is for the JSON
                         print(waiting_hint(execution_id, event), file=sys.stderr, flush=True)
@@ -305,6 +315,19 @@ def run(
     if json_output:
         _print_json(results[0] if len(results) == 1 else results)
     raise typer.Exit(max(_exit_code(e["status"]) for e in results))
+
+
+RUN_WAIT_S = 2.0
+
+
+def _run_briefly(api: Api, workflow_id: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """POST /run with a short wait: {"execution_id", "status", "finished"}."""
+    response = api.request(
+        "POST", f"/api/v1/workflows/{workflow_id}/run?wait={RUN_WAIT_S:g}", json={"inputs": inputs}
+    )
+    if "execution_id" in response:  # 202: still running
+        return {**response, "finished": False}
+    return {"execution_id": response["id"], "status": response["status"], "finished": True}
 
 
 def _summary(console: Console, execution: dict[str, Any]) -> None:

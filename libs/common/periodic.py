@@ -23,12 +23,14 @@ async def run_periodic(
     fn: Callable[[], Awaitable[Any]],
     *,
     immediately: bool = False,
+    wake: asyncio.Event | None = None,
 ) -> None:
     """Call `fn` every `interval` seconds until cancelled (what it returns is ignored).
 
     `interval` is a number or a function giving the next wait (for jitter or a setting that
     changes). A failure is logged with its traceback and counted; the loop goes on.
-    `immediately` calls `fn` once before the first wait.
+    `immediately` calls `fn` once before the first wait; setting `wake` ends a wait early
+    (it is cleared before `fn` runs, so a set during the run calls it again at once).
     """
     iterations = PERIODIC_ITERATIONS.labels(name)
     failures = PERIODIC_FAILURES.labels(name)
@@ -36,7 +38,7 @@ async def run_periodic(
     first = immediately
     while True:
         if not first:
-            await asyncio.sleep(_seconds(interval))
+            await _wait(_seconds(interval), wake)
         first = False
         started = time.perf_counter()
         try:
@@ -51,6 +53,18 @@ async def run_periodic(
             duration.observe(time.perf_counter() - started)
 
 
+async def _wait(seconds: float, wake: asyncio.Event | None) -> None:
+    if wake is None:
+        await asyncio.sleep(seconds)
+        return
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+    # arrives as the wake fires, and the loop would never stop.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wake.wait()
+    wake.clear()
+
+
 def _seconds(interval: Interval) -> float:
     return max(0.0, float(interval() if callable(interval) else interval))
 
@@ -61,9 +75,11 @@ def periodic(
     fn: Callable[[], Awaitable[Any]],
     *,
     immediately: bool = False,
+    wake: asyncio.Event | None = None,
 ) -> asyncio.Task[None]:
     """Start `run_periodic(name, interval, fn)` as a task named `name` (cancel it to stop)."""
-    return asyncio.create_task(run_periodic(name, interval, fn, immediately=immediately), name=name)
+    loop = run_periodic(name, interval, fn, immediately=immediately, wake=wake)
+    return asyncio.create_task(loop, name=name)
 
 
 async def cancel_tasks(tasks: Sequence[asyncio.Task[Any]]) -> None:

@@ -4,7 +4,6 @@ batches, takes over executions whose owner died, and bounds concurrency."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import uuid
@@ -137,7 +136,14 @@ class Engine:
 
     async def start(self) -> None:
         self._background = [
-            asyncio.create_task(self._recovery_loop(), name="engine-recovery"),
+            # Woken at once when the liveness check released a dead replica's executions.
+            periodic(
+                "engine-recovery",
+                self.settings.recovery_interval_s,
+                self._recover_orphans,
+                immediately=True,
+                wake=self._recover_now,
+            ),
             periodic("engine-leases", self.settings.lease_ttl_s / 3, self._renew_leases),
             periodic("engine-requests", self.settings.request_poll_s, self._apply_requests),
         ]
@@ -730,22 +736,15 @@ class Engine:
         log.info("took over execution", extra={"execution_id": execution_id})
         return self._launch(row, compiled, nodes)
 
-    async def _recovery_loop(self) -> None:
-        while not self._closing:
-            try:
-                async with self.sessions() as session:
-                    orphaned = await repo.orphaned_executions(session)
-                for execution_id in orphaned:
-                    if execution_id not in self.runners:
-                        await self.take_over(execution_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("recovery scan failed; will retry", exc_info=True)
-            # Woken at once when the liveness check released a dead replica's executions.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._recover_now.wait(), self.settings.recovery_interval_s)
-            self._recover_now.clear()
+    async def _recover_orphans(self) -> None:
+        """Take over the executions whose lease lapsed (their replica died)."""
+        if self._closing:
+            return
+        async with self.sessions() as session:
+            orphaned = await repo.orphaned_executions(session)
+        for execution_id in orphaned:
+            if execution_id not in self.runners:
+                await self.take_over(execution_id)
 
     async def _renew_leases(self) -> None:
         """Renew the leases of what this replica drives; stop driving what it lost."""

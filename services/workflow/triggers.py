@@ -4,16 +4,18 @@ workflow, or every workflow bound to its webhook, once per dedupe key."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from heddle.v1 import events_pb2
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import jsonutil
 from libs.common.bus import TRIGGERS_EXCHANGE, EventBus, Message, Subscription, traced
 from libs.common.errors import InvalidArgument, NotFound
 from services.workflow import repository as repo
 from services.workflow.models import DEFAULT_TENANT
+
+if TYPE_CHECKING:
+    from services.workflow.engine import Engine
 
 TRIGGERS_QUEUE = "workflow.triggers"
 
@@ -43,22 +45,7 @@ def fire_from_proto(fire: events_pb2.TriggerFire) -> Fire:
     )
 
 
-class _Engine(Protocol):
-    sessions: async_sessionmaker[AsyncSession]
-
-    async def start_execution(
-        self,
-        *,
-        tenant_id: str,
-        workflow_id: str,
-        version: int,
-        inputs: Any,
-        idempotency_key: str | None,
-        trigger: str = ...,
-    ) -> tuple[Any, bool]: ...
-
-
-async def start_from_trigger(engine: _Engine, fire: Fire) -> list[str]:
+async def start_from_trigger(engine: Engine, fire: Fire) -> list[str]:
     """Start what a fire asks for; the ids of the executions (a repeated fire: the same).
 
     The dedupe key makes a repeated fire a no-op (one execution per key and workflow).
@@ -92,7 +79,7 @@ async def start_from_trigger(engine: _Engine, fire: Fire) -> list[str]:
     return started
 
 
-async def consume_triggers(bus: EventBus, engine: _Engine) -> Subscription:
+async def consume_triggers(bus: EventBus, engine: Engine) -> Subscription:
     """Start what every fire on the triggers exchange asks for (one shared queue)."""
 
     async def on_trigger(message: Message) -> None:

@@ -138,3 +138,24 @@ async def test_periodic_runs_immediately_when_asked_then_waits_its_interval() ->
     assert calls == 1  # the next run is an hour away
     await stack.aclose()
     assert task.cancelled()
+
+
+async def test_periodic_wakes_early_when_its_event_is_set() -> None:
+    calls = 0
+    wake = asyncio.Event()
+
+    async def scan() -> None:
+        nonlocal calls
+        calls += 1
+
+    task = periodic("wake-loop", 3600, scan, wake=wake)
+    try:
+        await asyncio.sleep(0.05)
+        assert calls == 0  # an hour to the first run
+        wake.set()
+        await assert_eventually(lambda: calls == 1)
+        assert not wake.is_set()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

@@ -4,8 +4,9 @@ embedded stack (every service in this process, on ephemeral ports)."""
 from __future__ import annotations
 
 import os
+import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -78,3 +79,59 @@ async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     headers = {"Authorization": f"Bearer {stack.admin_key}"} if stack.admin_key else {}
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30, headers=headers) as http:
         yield http
+
+
+# ---- integration / e2e markers -------------------------------------------------------------
+# Tests under tests/integration and tests/e2e, tests that take a real PostgreSQL database
+# (pg_url), and the real-infrastructure cases of the fixtures parametrized over memory and
+# the real thing (database_url "postgres", bus "rabbitmq", kv "redis", ...) are marked here,
+# so `-m "not integration"` runs what needs no infrastructure. Any other test that opens a
+# connection to the shared PostgreSQL, Redis, RabbitMQ or MariaDB ports without one of the
+# markers fails, naming them.
+_INFRA_PORTS = {5432: "PostgreSQL", 6379: "Redis", 5672: "RabbitMQ", 3306: "MariaDB"}
+_INFRA_MARKERS = ("integration", "e2e")
+# The parameters of the fixtures that run a test against memory and the real thing.
+_REAL_PARAMS = {"postgres", "postgresql", "rabbitmq", "redis", "mariadb", "mysql"}
+_unmarked_connections: list[str] | None = None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.parts
+        if "e2e" in parts:
+            item.add_marker(pytest.mark.e2e)
+        elif "integration" in parts:
+            item.add_marker(pytest.mark.integration)
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        fixtures = getattr(item, "fixturenames", ())
+        real = any(isinstance(value, str) and value in _REAL_PARAMS for value in params.values())
+        if "pg_url" in fixtures or real:
+            item.add_marker(pytest.mark.integration)
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if event != "socket.connect" or _unmarked_connections is None:
+        return
+    address = args[1]
+    if isinstance(address, tuple) and len(address) >= 2 and address[1] in _INFRA_PORTS:
+        _unmarked_connections.append(f"{_INFRA_PORTS[address[1]]} at {address[0]}:{address[1]}")
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture(autouse=True)
+def _infra_needs_a_marker(request: pytest.FixtureRequest) -> Iterator[None]:
+    global _unmarked_connections
+    marked = any(request.node.get_closest_marker(name) for name in _INFRA_MARKERS)
+    _unmarked_connections = None if marked else []
+    try:
+        yield
+    finally:
+        seen, _unmarked_connections = _unmarked_connections, None
+    if seen:
+        pytest.fail(
+            "this test connects to real infrastructure "
+            f"({', '.join(sorted(set(seen)))}) but is not marked integration or e2e"
+        )

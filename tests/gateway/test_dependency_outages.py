@@ -27,6 +27,9 @@ from tests.gateway.conftest import start_execution
 from tests.helpers import assert_eventually
 from tests.private_infra import PrivatePostgres, PrivateRedis
 
+# Private Redis and PostgreSQL instances, stopped and started by the tests.
+pytestmark = pytest.mark.integration
+
 ADMIN_KEY = "hk_0123456789ab_" + "s" * 40
 
 

@@ -27,7 +27,7 @@ from heddle.v1 import node_pb2, node_pb2_grpc, worker_pb2_grpc
 from opentelemetry import context as otel_context
 
 from libs.common.grpcutil import AUTH_METADATA_KEY, TlsFiles, create_channel
-from libs.common.metrics import DISPATCH_IN_FLIGHT
+from services.workflow.metrics import DISPATCH_IN_FLIGHT
 from services.workflow.workers import WorkerPool
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,6 @@ from libs.common.errors import (
     error_from_dict,
 )
 from libs.common.kv import KV
-from libs.common.metrics import EXECUTIONS, EXECUTIONS_STARTED
 from libs.common.periodic import periodic
 from libs.common.secrets import redact, referenced_secrets
 from libs.common.tracing import (
@@ -48,6 +47,7 @@ from services.workflow.dispatcher import NodeDispatcher
 from services.workflow.events import EventNotifier
 from services.workflow.inputs import validate_human_input, validate_inputs
 from services.workflow.liveness import ReplicaLiveness
+from services.workflow.metrics import EXECUTIONS, EXECUTIONS_STARTED
 from services.workflow.models import ExecutionRequestRow, ExecutionRow, NodeRunRow
 from services.workflow.planner import ExecutionPlan
 from services.workflow.runner import ExecutionRunner, Flush, LostOwnership, NodeState

@@ -24,11 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from libs.common import jsonutil
 from libs.common.bus import EVENTS_EXCHANGE, EventBus, publishing
 from libs.common.db import utcnow
-from libs.common.metrics import EVENTS_PUBLISHED, OUTBOX_BACKLOG
 from libs.common.periodic import periodic
 from libs.common.timeutil import to_timestamp
 from libs.common.tracing import context_from_traceparent
 from services.workflow import repository as repo
+from services.workflow.metrics import EVENTS_PUBLISHED, OUTBOX_BACKLOG
 
 log = logging.getLogger(__name__)
 

@@ -30,14 +30,6 @@ from libs.common import jsonutil
 from libs.common.cache import CacheScope
 from libs.common.db import utcnow
 from libs.common.errors import FailedPrecondition, HeddleError
-from libs.common.metrics import (
-    DISPATCH_LATENCY,
-    EXECUTIONS,
-    EXECUTIONS_RUNNING,
-    NODE_DURATION,
-    NODE_RETRIES,
-    NODES_FINISHED,
-)
 from libs.common.secrets import redact_outcome
 from libs.common.tracing import (
     context_from_traceparent,
@@ -81,6 +73,14 @@ from services.workflow.execution import (
     TimerDue as CoreTimerDue,
 )
 from services.workflow.execution.core import EVENT_OUTPUT_LIMIT, MAX_LOG_EVENTS
+from services.workflow.metrics import (
+    DISPATCH_LATENCY,
+    EXECUTIONS,
+    EXECUTIONS_RUNNING,
+    NODE_DURATION,
+    NODE_RETRIES,
+    NODES_FINISHED,
+)
 
 if TYPE_CHECKING:
     import datetime as dt

@@ -107,8 +107,51 @@ def build_openapi(app: FastAPI, settings: GatewaySettings) -> dict[str, Any]:
                     operation["security"] = [{"bearer": []}]
                 for parameter in operation.get("parameters", []):
                     _tighten_parameter(parameter, settings)
+                _add_links(operation)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+#: OpenAPI links: what a created object's id leads to (clients and stateful testers follow
+#: them). operation id -> (its status, the id's JSON pointer, parameter, target operations).
+_LINKS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "createWorkflow": (
+        "201",
+        "/id",
+        "workflow_id",
+        ("getWorkflow", "updateWorkflow", "executeWorkflow", "listGrants", "deleteWorkflow"),
+    ),
+    "executeWorkflow": (
+        "202",
+        "/execution_id",
+        "execution_id",
+        ("getExecution", "streamEvents", "queryLogs", "cancelExecution", "retryExecution"),
+    ),
+    "createSchedule": (
+        "201",
+        "/id",
+        "schedule_id",
+        ("getSchedule", "updateSchedule", "triggerSchedule", "deleteSchedule"),
+    ),
+    "createApiKey": ("201", "/id", "key_id", ("revokeApiKey",)),
+}
+
+
+def _add_links(operation: dict[str, Any]) -> None:
+    found = _LINKS.get(operation.get("operationId", ""))
+    if found is None:
+        return
+    status, pointer, parameter, targets = found
+    response = operation.get("responses", {}).get(status)
+    if response is None:
+        return
+    response["links"] = {
+        target[0].upper() + target[1:]: {
+            "operationId": target,
+            "parameters": {parameter: f"$response.body#{pointer}"},
+        }
+        for target in targets
+    }
 
 
 def _tighten_parameter(parameter: dict[str, Any], settings: GatewaySettings) -> None:

@@ -138,3 +138,24 @@ async def test_the_event_stream_and_the_websocket_are_documented(
     description = document["info"]["description"]
     for fact in ("/ws/v1/executions/{execution_id}", "Upgrade: websocket", "4404", "?after="):
         assert fact in description, fact
+
+
+async def test_links_lead_from_created_objects_to_their_operations(
+    client: httpx.AsyncClient,
+) -> None:
+    document = await _document(client)
+    operations = {
+        operation["operationId"]: operation
+        for item in document["paths"].values()
+        for operation in item.values()
+    }
+    created = operations["createWorkflow"]["responses"]["201"]["links"]
+    assert {"GetWorkflow", "ExecuteWorkflow"} <= set(created)
+    started = operations["executeWorkflow"]["responses"]["202"]["links"]
+    assert started["StreamEvents"]["parameters"] == {"execution_id": "$response.body#/execution_id"}
+    for operation in operations.values():
+        for response in operation["responses"].values():
+            for link in response.get("links", {}).values():
+                target = operations[link["operationId"]]
+                names = {parameter["name"] for parameter in target.get("parameters", [])}
+                assert set(link["parameters"]) <= names, link

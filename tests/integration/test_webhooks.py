@@ -238,3 +238,30 @@ async def test_a_private_address_is_refused_unless_allowed(client: httpx.AsyncCl
         "/api/v1/webhooks", json={"url": "http://127.0.0.1/x", "events": ["Execution Failed"]}
     )
     assert bad_pattern.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "stack",
+    [{"webhook_backoff_s": 0.1, "webhook_backoff_max_s": 0.2, "webhook_max_attempts": 2}],
+    indirect=True,
+)
+async def test_after_the_last_attempt_a_delivery_is_dead(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    workflow_id = await _two_node_workflow(client, "dead-lettered")
+    nobody = f"http://127.0.0.1:{_free_port()}/hook"  # nothing listens there
+    hook = await _subscribe(
+        client, url=nobody, events=["execution.completed"], workflow_id=workflow_id
+    )
+    await wait_final(client, await run(client, workflow_id))
+
+    async def dead() -> bool:
+        items = await _deliveries(client, hook["id"])
+        return len(items) == 1 and items[0]["status"] == "dead"
+
+    await assert_eventually(dead, timeout=15, interval=0.2)
+    (item,) = await _deliveries(client, hook["id"])
+    assert item["attempts"] == 2
+    assert item["last_status_code"] is None and "Connect" in item["last_error"]
+    only_dead = await client.get(f"/api/v1/webhooks/{hook['id']}/deliveries?status=dead")
+    assert [entry["id"] for entry in only_dead.json()["items"]] == [item["id"]]

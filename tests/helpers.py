@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 
 async def assert_eventually(
-    predicate: Callable[[], bool | Awaitable[bool]],
+    predicate: Callable[[], object | Awaitable[object]],
     timeout: float = 5.0,  # noqa: ASYNC109 - a polling budget, not a cancellation scope
     interval: float = 0.02,
     message: str = "",

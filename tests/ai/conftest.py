@@ -31,8 +31,8 @@ async def ai_service() -> AsyncIterator[AiFactory]:
         channel = create_channel(f"127.0.0.1:{server.port}")
         started.append((server, channel))
         stub = ai_pb2_grpc.AiServiceStub(channel)
-        stub.address = f"127.0.0.1:{server.port}"  # type: ignore[attr-defined]
-        stub.server = server  # type: ignore[attr-defined]
+        stub.address = f"127.0.0.1:{server.port}"
+        stub.server = server
         return stub
 
     yield start

@@ -417,11 +417,12 @@ async def test_node_client_maps_results_and_errors(ai_service) -> None:
     channel = create_channel(stub.address)
     try:
         client = GrpcAiClient(channel, deadline_s=5)
-        result = await client.complete("echo", prompt="[[tool:current_time]]", tools=TOOLS)
-        assert result["tool_calls"][0]["name"] == "current_time"
-        assert result["model"] == "echo" and result["usage"]["total_tokens"] > 0
+        reply = await client.complete("echo", prompt="[[tool:current_time]]", tools=TOOLS)
+        assert reply["tool_calls"][0]["name"] == "current_time"
+        assert reply["model"] == "echo" and reply["usage"]["total_tokens"] > 0
         pieces = [p async for p in client.stream(["echo"], prompt="a b")]
-        assert pieces[-1]["text"] == "echo: a b"
+        last = pieces[-1]  # chunks, then the reply
+        assert isinstance(last, dict) and last["text"] == "echo: a b"
         with pytest.raises(NodeError) as caught:
             await client.complete("nope", prompt="x")
         assert caught.value.retryable is False and "nope" in caught.value.message

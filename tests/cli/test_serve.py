@@ -60,7 +60,7 @@ async def test_the_banner_commands_work_as_printed_and_a_second_serve_is_refused
     )
     assert serve.stdout is not None
     try:
-        banner = []
+        banner: list[str] = []
         while not banner or not banner[-1].startswith("Try: "):
             line = await asyncio.wait_for(serve.stdout.readline(), 90)
             assert line, f"serve ended: {banner}"

@@ -10,7 +10,7 @@ import re
 
 import httpx
 import yaml
-from playwright.async_api import Dialog, Download, Locator, Page, expect
+from playwright.async_api import Dialog, Download, FilePayload, Locator, Page, expect
 
 from libs.cli.stack import Stack
 from tests.console.conftest import Screenshot
@@ -306,11 +306,9 @@ async def test_import_yaml_auto_layout_and_export_json_and_yaml(
     await page.get_by_test_id("import-definition").click()
     await page.get_by_test_id("import-file").set_input_files(
         files=[
-            {
-                "name": "branches.yaml",
-                "mimeType": "application/yaml",
-                "buffer": IMPORTED_YAML.encode(),
-            }
+            FilePayload(
+                name="branches.yaml", mimeType="application/yaml", buffer=IMPORTED_YAML.encode()
+            )
         ]
     )
     await expect(page.get_by_test_id("import-text")).to_have_value(IMPORTED_YAML)

@@ -45,7 +45,7 @@ from services.gateway.server import GatewayServer
 from services.gateway.settings import GatewaySettings
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
-NODE_TYPES = [
+NODE_TYPES: list[dict[str, Any]] = [
     {"type": "input", "title": "Input"},
     {"type": "template", "title": "Template", "params_schema": {"type": "object"}},
     {"type": "output", "title": "Output"},
@@ -130,7 +130,7 @@ class FakeWorkflowService(workflow_pb2_grpc.WorkflowServiceServicer):
                 )
         return issues
 
-    async def ValidateWorkflow(self, request, context):  # type: ignore[no-untyped-def]
+    async def ValidateWorkflow(self, request, context):
         self._record(request)
         issues = self._issues(jsonutil.loads(request.definition_json))
         return workflow_pb2.ValidateWorkflowResponse(valid=not issues, issues=issues)
@@ -157,20 +157,20 @@ class FakeWorkflowService(workflow_pb2_grpc.WorkflowServiceServicer):
         versions.append(workflow)
         return workflow
 
-    async def CreateWorkflow(self, request, context):  # type: ignore[no-untyped-def]
+    async def CreateWorkflow(self, request, context):
         self._record(request)
         return self._save(str(uuid.uuid4()), request.definition_json)
 
-    async def UpdateWorkflow(self, request, context):  # type: ignore[no-untyped-def]
+    async def UpdateWorkflow(self, request, context):
         self._record(request)
         self._workflow(request.id)
         return self._save(request.id, request.definition_json)
 
-    async def GetWorkflow(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetWorkflow(self, request, context):
         self._record(request)
         return self._workflow(request.id, request.version)
 
-    async def ListWorkflows(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListWorkflows(self, request, context):
         self._record(request)
         latest = []
         for versions in self.workflows.values():
@@ -181,13 +181,13 @@ class FakeWorkflowService(workflow_pb2_grpc.WorkflowServiceServicer):
         items, info = _page(latest, request.page)
         return workflow_pb2.ListWorkflowsResponse(workflows=items, page=info)
 
-    async def DeleteWorkflow(self, request, context):  # type: ignore[no-untyped-def]
+    async def DeleteWorkflow(self, request, context):
         self._record(request)
         self._workflow(request.id)
         del self.workflows[request.id]
         return workflow_pb2.DeleteWorkflowResponse()
 
-    async def ListNodeTypes(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListNodeTypes(self, request, context):
         self._record(request)
         return node_pb2.ListNodeTypesResponse(node_types_json=jsonutil.dumps(NODE_TYPES))
 
@@ -253,7 +253,7 @@ class FakeWorkflowService(workflow_pb2_grpc.WorkflowServiceServicer):
             await self.finish(execution.id, "succeeded", jsonutil.loads(inputs_json))
         return execution
 
-    async def StartExecution(self, request, context):  # type: ignore[no-untyped-def]
+    async def StartExecution(self, request, context):
         self._record(request)
         workflow = self._workflow(request.workflow_id, request.version)
         for execution in self.executions.values():
@@ -271,11 +271,11 @@ class FakeWorkflowService(workflow_pb2_grpc.WorkflowServiceServicer):
             execution_id=execution.id, status=execution.status, created=True
         )
 
-    async def GetExecution(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetExecution(self, request, context):
         self._record(request)
         return self._execution(request.id)
 
-    async def ListExecutions(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListExecutions(self, request, context):
         self._record(request)
         matching = []
         for execution in self.executions.values():
@@ -290,7 +290,7 @@ class FakeWorkflowService(workflow_pb2_grpc.WorkflowServiceServicer):
         items, info = _page(matching, request.page)
         return workflow_pb2.ListExecutionsResponse(executions=items, page=info)
 
-    async def ControlExecution(self, request, context):  # type: ignore[no-untyped-def]
+    async def ControlExecution(self, request, context):
         self._record(request)
         execution = self._execution(request.id)
         if execution.status in TERMINAL:
@@ -302,14 +302,14 @@ class FakeWorkflowService(workflow_pb2_grpc.WorkflowServiceServicer):
             execution.status = "paused" if action == "PAUSE" else "running"
         return execution
 
-    async def SubmitInput(self, request, context):  # type: ignore[no-untyped-def]
+    async def SubmitInput(self, request, context):
         self._record(request)
         execution = self._execution(request.id)
         if request.node_id not in {node.node_id for node in execution.nodes}:
             raise FailedPrecondition(f"node {request.node_id} is not waiting for input")
         return execution
 
-    async def RetryExecution(self, request, context):  # type: ignore[no-untyped-def]
+    async def RetryExecution(self, request, context):
         self._record(request)
         previous = self._execution(request.id)
         if previous.status != "failed":
@@ -320,11 +320,11 @@ class FakeWorkflowService(workflow_pb2_grpc.WorkflowServiceServicer):
             execution_id=execution.id, status=execution.status, created=True
         )
 
-    async def WaitExecution(self, request, context):  # type: ignore[no-untyped-def]
+    async def WaitExecution(self, request, context):
         self._record(request)
         return self._execution(request.id)
 
-    async def StreamEvents(self, request, context):  # type: ignore[no-untyped-def]
+    async def StreamEvents(self, request, context):
         self._record(request)
         execution = self._execution(request.execution_id)
         sent = request.after_seq
@@ -344,7 +344,7 @@ class FakeWorkflowService(workflow_pb2_grpc.WorkflowServiceServicer):
             self.stream_cancelled.set()
             raise
 
-    async def FireTrigger(self, request, context):  # type: ignore[no-untyped-def]
+    async def FireTrigger(self, request, context):
         self._record(request)
         name = request.fire.source.removeprefix("webhook:")
         started = []
@@ -370,7 +370,7 @@ class FakeSchedulerService(scheduler_pb2_grpc.SchedulerServiceServicer):
         if len(spec.cron.split()) not in (5, 6):
             raise InvalidArgument(f"invalid cron expression {spec.cron!r}", {"field": "cron"})
 
-    async def CreateSchedule(self, request, context):  # type: ignore[no-untyped-def]
+    async def CreateSchedule(self, request, context):
         self._check(request.spec)
         schedule = scheduler_pb2.Schedule(
             id=str(uuid.uuid4()), spec=request.spec, created_at=_now(), next_fire_at=_now()
@@ -378,28 +378,28 @@ class FakeSchedulerService(scheduler_pb2_grpc.SchedulerServiceServicer):
         self.schedules[schedule.id] = schedule
         return schedule
 
-    async def UpdateSchedule(self, request, context):  # type: ignore[no-untyped-def]
+    async def UpdateSchedule(self, request, context):
         self._check(request.spec)
         schedule = self._get(request.id)
         schedule.spec.CopyFrom(request.spec)
         return schedule
 
-    async def GetSchedule(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetSchedule(self, request, context):
         return self._get(request.id)
 
-    async def ListSchedules(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListSchedules(self, request, context):
         items, info = _page(list(self.schedules.values()), request.page)
         return scheduler_pb2.ListSchedulesResponse(schedules=items, page=info)
 
-    async def DeleteSchedule(self, request, context):  # type: ignore[no-untyped-def]
+    async def DeleteSchedule(self, request, context):
         self._get(request.id)
         del self.schedules[request.id]
         return scheduler_pb2.DeleteScheduleResponse()
 
-    async def TriggerSchedule(self, request, context):  # type: ignore[no-untyped-def]
+    async def TriggerSchedule(self, request, context):
         return scheduler_pb2.TriggerScheduleResponse(dedupe_key=f"{self._get(request.id).id}:now")
 
-    async def PreviewSchedule(self, request, context):  # type: ignore[no-untyped-def]
+    async def PreviewSchedule(self, request, context):
         self._check(scheduler_pb2.ScheduleSpec(cron=request.cron))
         start = datetime(2025, 1, 1, tzinfo=UTC)
         times = []
@@ -411,7 +411,7 @@ class FakeSchedulerService(scheduler_pb2_grpc.SchedulerServiceServicer):
 
 
 class FakeLogService(log_pb2_grpc.LogServiceServicer):
-    async def QueryLogs(self, request, context):  # type: ignore[no-untyped-def]
+    async def QueryLogs(self, request, context):
         records = [
             events_pb2.LogRecord(
                 execution_id=request.execution_id,
@@ -434,7 +434,7 @@ class FakeLogService(log_pb2_grpc.LogServiceServicer):
 
 
 class FakeToolService(tool_pb2_grpc.ToolServiceServicer):
-    async def ListTools(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListTools(self, request, context):
         return tool_pb2.ListToolsResponse(
             tools=[
                 tool_pb2.ToolInfo(
@@ -448,7 +448,7 @@ class FakeToolService(tool_pb2_grpc.ToolServiceServicer):
 
 
 class FakeAiService(ai_pb2_grpc.AiServiceServicer):
-    async def ListModels(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListModels(self, request, context):
         return ai_pb2.ListModelsResponse(
             models=[ai_pb2.ModelInfo(name="echo", provider="echo", healthy=True)]
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import IntegrityError
@@ -202,7 +203,7 @@ async def test_the_postgresql_batch_writer_round_trips_every_column(pg_url: str)
             "started_at": started,
             "attempt": 1,
         }
-        nodes = [
+        nodes: list[dict[str, Any]] = [
             {
                 **base,
                 "node_id": "a",
@@ -228,7 +229,7 @@ async def test_the_postgresql_batch_writer_round_trips_every_column(pg_url: str)
             {"seq": 1, "type": "node.completed", "node_id": "a", "ts": finished, "data": {"o": 1}},
             {"seq": 2, "type": "node.started", "node_id": "b", "ts": finished, "data": {}},
         ]
-        write = {
+        write: dict[str, Any] = {
             "execution_id": execution_id,
             "execution_values": {"last_seq": 2, "outputs": {"r": [1]}},
             "nodes": nodes,

@@ -53,11 +53,11 @@ async def second_replica(stack: Stack) -> AsyncIterator[WorkflowService]:
         await service.stop()
 
 
-async def _grpc_error(call):  # type: ignore[no-untyped-def]
+async def _grpc_error(call):
     try:
         await call
     except Exception as error:
-        return from_rpc_error(error)  # type: ignore[arg-type]
+        return from_rpc_error(error)
     raise AssertionError("the call succeeded")
 
 

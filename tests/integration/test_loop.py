@@ -74,7 +74,7 @@ async def test_max_iterations_reached_fails_naming_the_node(
 async def services() -> Any:
     async with httpx.AsyncClient() as http:
         yield Services(
-            ai=FakeAi(),  # type: ignore[arg-type]
+            ai=FakeAi(),
             tools=FakeTools(),
             workflows=FakeWorkflows(),
             http=http,

@@ -35,7 +35,7 @@ DATABASES = {"postgres": PG_URL, "mariadb": MARIA_URL}
 async def services() -> AsyncIterator[Services]:
     async with httpx.AsyncClient() as client:
         yield Services(
-            ai=FakeAi(),  # type: ignore[arg-type]
+            ai=FakeAi(),
             tools=FakeTools(),
             workflows=FakeWorkflows(),
             http=client,

@@ -5,8 +5,10 @@ attempts back for a retry elsewhere."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import pytest
@@ -76,7 +78,7 @@ async def test_a_wave_travels_on_both_streams_and_every_attempt_gets_its_outcome
         # A chain's steps reuse the open streams: no new call per attempt.
         for step in range(5):
             dispatcher.dispatch([_task(f"c{step}")], seen.on_outcomes, seen.on_failure)
-            await assert_eventually(lambda step=step: seen.outcomes[-1].node_id == f"c{step}")
+            await assert_eventually(functools.partial(last_outcome_is, seen, f"c{step}"))
         assert not seen.failures
     finally:
         await dispatcher.close()
@@ -198,3 +200,7 @@ async def test_a_dns_name_stands_for_every_replica_it_resolves_to(
         assert not seen.failures
     finally:
         await dispatcher.close()
+
+
+def last_outcome_is(seen: Any, node_id: str) -> bool:
+    return bool(seen.outcomes) and seen.outcomes[-1].node_id == node_id

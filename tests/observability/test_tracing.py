@@ -4,9 +4,9 @@ broker hop to the log service, with correct parent links (embedded stack, in-mem
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -45,11 +45,16 @@ AI_AND_TOOLS = {
 }
 
 
+# A finished span whose attributes and parent the tests know are set (the SDK's own type has
+# them Optional, which every assertion would have to re-check).
+Span = Any
+
+
 def _hex(trace_id: int) -> str:
     return f"{trace_id:032x}"
 
 
-def _one(spans: Sequence[ReadableSpan], name: str, **attributes: object) -> ReadableSpan:
+def _one(spans: Sequence[Span], name: str, **attributes: object) -> Span:
     found = [
         span
         for span in spans
@@ -60,7 +65,7 @@ def _one(spans: Sequence[ReadableSpan], name: str, **attributes: object) -> Read
     return found[0]
 
 
-def _descends(span: ReadableSpan, ancestor: ReadableSpan, spans: Sequence[ReadableSpan]) -> bool:
+def _descends(span: Span, ancestor: Span, spans: Sequence[Span]) -> bool:
     by_id = {s.context.span_id: s for s in spans}
     parent = span.parent
     while parent is not None:
@@ -88,7 +93,7 @@ async def test_one_trace_covers_an_execution_end_to_end(
     await assert_eventually(
         consumed, timeout=15, message="the log service never consumed a traced event"
     )
-    every = exporter.get_finished_spans()
+    every: list[Span] = list(exporter.get_finished_spans())
     spans = [s for s in every if _hex(s.context.trace_id) == trace_id]
 
     # Every span that says it belongs to this execution is in its trace.
@@ -124,7 +129,7 @@ async def test_one_trace_covers_an_execution_end_to_end(
         assert executed[0].attributes["heddle.service"] == "node"
         assert executed[0].attributes["heddle.node_id"] == node_id
 
-    def executed_by(node_id: str) -> ReadableSpan:
+    def executed_by(node_id: str) -> Span:
         return _one(spans, f"node.execute {attempts[node_id].attributes['heddle.node_type']}")
 
     # Attempts travel on the dispatcher's long-lived Work stream, which belongs to no one
@@ -164,7 +169,9 @@ async def test_an_incoming_traceparent_is_continued(
         "/api/v1/workflows", headers={"traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01"}
     )
     assert response.status_code == 200
-    spans = [s for s in exporter.get_finished_spans() if _hex(s.context.trace_id) == caller_trace]
+    spans: list[Span] = [
+        s for s in exporter.get_finished_spans() if _hex(s.context.trace_id) == caller_trace
+    ]
     request = _one(spans, "GET /api/v1/workflows")
     assert request.parent is not None and request.parent.span_id == 0x00F067AA0BA902B7
     listed = _one(spans, "heddle.v1.WorkflowService/ListWorkflows")
@@ -185,9 +192,9 @@ async def test_a_fired_schedule_continues_the_trace_through_the_broker(
     fired = await client.post(f"/api/v1/schedules/{schedule.json()['id']}/trigger")
     assert fired.status_code == 202, fired.text
 
-    def trace_of_request() -> list[ReadableSpan]:
+    def trace_of_request() -> list[Span]:
         # Spans of this request's trace only: other stacks of this process may be tracing too.
-        spans = exporter.get_finished_spans()
+        spans: list[Span] = list(exporter.get_finished_spans())
         request = [s for s in spans if s.name == "POST /api/v1/schedules/{schedule_id}/trigger"]
         if len(request) != 1:
             return []

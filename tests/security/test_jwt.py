@@ -63,7 +63,7 @@ async def test_jwt_principals(stack: Stack) -> None:
             token(aud="someone-else"),
             token(iss="https://evil"),
             token(_key="not-the-secret-not-the-secret-0123456789"),
-            jwt.encode({"sub": "x", "exp": int(time.time()) + 60}, None, algorithm="none"),
+            jwt.encode({"sub": "x", "exp": int(time.time()) + 60}, None, algorithm="none"),  # type: ignore[arg-type]  # unsigned on purpose
         ):
             response = await http.get("/api/v1/workflows", headers=bearer(bad))
             assert response.status_code == 401, bad

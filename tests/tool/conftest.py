@@ -23,7 +23,7 @@ async def tool_service() -> AsyncIterator[ToolFactory]:
         channel = create_channel(f"127.0.0.1:{server.port}")
         started.append((server, channel))
         stub = tool_pb2_grpc.ToolServiceStub(channel)
-        stub.address = f"127.0.0.1:{server.port}"  # type: ignore[attr-defined]
+        stub.address = f"127.0.0.1:{server.port}"
         return stub
 
     yield start

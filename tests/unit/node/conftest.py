@@ -79,7 +79,7 @@ def _json(status: int, value: Any, **headers: str) -> tuple[int, dict[str, str],
     return status, {"content-type": "application/json", **headers}, json.dumps(value).encode()
 
 
-def _route(method: str, path: str, headers: dict[str, str], body: bytes):  # type: ignore[no-untyped-def]
+def _route(method: str, path: str, headers: dict[str, str], body: bytes):
     if path.startswith("/echo"):
         return _json(
             200, {"method": method, "path": path, "headers": headers, "body": body.decode()}

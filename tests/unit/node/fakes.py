@@ -16,11 +16,30 @@ class FakeAi:
         self.replies = list(replies or [])
         self.calls: list[dict[str, Any]] = []
 
-    async def complete(self, model: str | list[str], **kwargs: Any) -> dict[str, Any]:
+    async def complete(
+        self,
+        model: str | list[str],
+        prompt: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        provider: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        messages: list[dict[str, Any]] | None = None,
+        max_attempts: int | None = None,
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "prompt": prompt,
+            "system": system,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "provider": provider,
+            "tools": tools,
+            # Copied: the agent appends to its list, which must not rewrite the history.
+            "messages": None if messages is None else list(messages),
+            "max_attempts": max_attempts,
+        }
         self.calls.append({"model": model, **kwargs})
-        # Copy what the agent passes by reference so later appends don't rewrite history.
-        if kwargs.get("messages") is not None:
-            self.calls[-1]["messages"] = list(kwargs["messages"])
         if self.replies:
             reply = self.replies.pop(0)
         else:

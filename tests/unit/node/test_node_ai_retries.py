@@ -30,7 +30,7 @@ async def test_llm_asks_for_no_provider_retries_when_the_node_retries(
     run_node: RunNode, services: Services, node_attempts: int, asked: int | None
 ) -> None:
     ai = FakeAi([{"text": "ok", "logs": [RETRY_LOG]}])
-    services.ai = ai  # type: ignore[assignment]  # a fake, as in tests/unit/node/conftest.py
+    services.ai = ai
     result = await run_node("llm", {"model": "m", "prompt": "hi"}, context=system(node_attempts))
     assert ai.calls[0]["max_attempts"] == asked
     assert result.logs == [RETRY_LOG]
@@ -40,18 +40,18 @@ async def test_llm_asks_for_no_provider_retries_when_the_node_retries(
 class FailingAi(FakeAi):
     """Answers with a tool call first, then fails as the ai service does, with its logs."""
 
-    async def complete(self, model: str | list[str], **kwargs: Any) -> dict[str, Any]:
+    async def complete(self, model: str | list[str], *args: Any, **kwargs: Any) -> dict[str, Any]:
         if self.calls:
             self.calls.append({"model": model, **kwargs})
             raise NodeError("UnavailableError", "ai: down", retryable=True, logs=[RETRY_LOG])
-        return await super().complete(model, **kwargs)
+        return await super().complete(model, *args, **kwargs)
 
 
 async def test_an_agent_that_fails_keeps_its_steps_and_the_ai_logs(
     run_node: RunNode, services: Services
 ) -> None:
     failing = FailingAi([{"text": "", "tool_calls": [{"id": "c1", "name": "clock"}]}])
-    services.ai = failing  # type: ignore[assignment]
+    services.ai = failing
     services.tools.tools["clock"] = lambda arguments: "noon"  # type: ignore[attr-defined]
     with pytest.raises(NodeError) as caught:
         await run_node(

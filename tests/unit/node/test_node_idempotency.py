@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from services.node.executors.base import NodeError, NodeSettings, Services
+from services.workflow.execution.state import NodeStatus
 from services.workflow.runner import NodeState, dispatch_key
 from tests.unit.node.conftest import RunNode
 from tests.unit.node.fakes import FakeAi, FakeTools
@@ -92,7 +93,9 @@ def _node(attempt: int, *history: tuple[str, str | None]) -> NodeState:
         {"attempt": index, "status": status, "error": {"type": error} if error else None}
         for index, (status, error) in enumerate(history, start=1)
     ]
-    return NodeState("n", "http_request", status="running", attempt=attempt, attempts=records)
+    return NodeState(
+        "n", "http_request", status=NodeStatus.RUNNING, attempt=attempt, attempts=records
+    )
 
 
 def test_dispatch_key_is_kept_while_the_outcome_is_unknown() -> None:

@@ -21,11 +21,13 @@ __all__ = [
     "BARE_EXPRESSION_PARAMS",
     "LITERAL_PARAMS",
     "NODE_ID_PATTERN",
+    "ON_FAILURE_NODE_ID",
     "RESERVED_NAMES",
     "CachePolicy",
     "EdgeSpec",
     "InputSpec",
     "NodeSpec",
+    "OnFailureSpec",
     "RetryPolicy",
     "TriggerSpec",
     "WorkflowDefinition",
@@ -136,6 +138,41 @@ class WorkflowSettings(_Model):
     retry: RetryPolicy | None = None
 
 
+#: The node id of a workflow's on_failure handler (a leading '_' keeps it apart from the
+#: ids editors choose; validation refuses a node of that id when a handler is declared).
+ON_FAILURE_NODE_ID = "_on_failure"
+
+
+class OnFailureSpec(_Model):
+    """The workflow's failure handler, run once when an execution fails: an inline node
+    (``type`` and ``params``) or a sub-workflow (``workflow_id`` and ``inputs``). Its
+    templates read ``{{ error.message }}``, ``{{ error.node_id }}``, the inputs and the
+    outputs of the nodes that succeeded. The execution stays failed whatever it returns."""
+
+    type: str | None = Field(default=None, min_length=1, max_length=100)
+    params: dict[str, Any] = Field(default_factory=dict)
+    workflow_id: str | None = Field(default=None, min_length=1, max_length=200)
+    inputs: dict[str, Any] | None = None
+    retry: RetryPolicy | None = None
+    timeout_s: Annotated[float, Field(gt=0), Strict()] | None = None
+
+    def node(self) -> NodeSpec:
+        """The handler as the node the engine runs."""
+        if self.workflow_id is not None:
+            node_type = "subworkflow"
+            params: dict[str, Any] = {"workflow_id": self.workflow_id, "inputs": self.inputs or {}}
+        else:
+            node_type, params = self.type or "", self.params
+        return NodeSpec(
+            id=ON_FAILURE_NODE_ID,
+            type=node_type,
+            params=params,
+            retry=self.retry,
+            timeout_s=self.timeout_s,
+            label="on_failure",
+        )
+
+
 class TriggerSpec(_Model):
     """An event that starts the workflow: `POST /api/v1/triggers/<name>` for a webhook."""
 
@@ -153,6 +190,7 @@ class WorkflowDefinition(_Model):
     outputs: dict[str, Any] | None = None
     settings: WorkflowSettings = Field(default_factory=WorkflowSettings)
     triggers: list[TriggerSpec] = Field(default_factory=list)
+    on_failure: OnFailureSpec | None = None
     metadata: dict[str, Any] | None = None
     ui: dict[str, Any] | None = None
 

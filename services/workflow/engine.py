@@ -42,7 +42,7 @@ from services.workflow import repository as repo
 from services.workflow.catalog import NodeCatalog
 from services.workflow.compiled import CompiledWorkflow
 from services.workflow.completions import CompletionNotices
-from services.workflow.definition import WorkflowDefinition
+from services.workflow.definition import ON_FAILURE_NODE_ID, WorkflowDefinition
 from services.workflow.dispatcher import NodeDispatcher
 from services.workflow.events import EventNotifier
 from services.workflow.inputs import validate_human_input, validate_inputs
@@ -190,6 +190,13 @@ class Engine:
             definition = definition.model_copy(update={"nodes": nodes})
         node_types = await self.catalog.for_tenant(tenant_id)  # its custom types too
         plan = ExecutionPlan.build(definition, node_types)
+        if definition.on_failure is not None:
+            # The failure handler gets a node row like every node, outside the plan's graph:
+            # the core makes it ready when the execution fails (see ExecutionCore).
+            handler = definition.on_failure.node()
+            if handler.retry is None and default_retry is not None:
+                handler = handler.model_copy(update={"retry": default_retry})
+            definition = definition.model_copy(update={"nodes": [*definition.nodes, handler]})
         compiled = CompiledWorkflow(
             workflow_id,
             version,
@@ -392,7 +399,8 @@ class Engine:
             previous = {
                 node.node_id: node
                 for node in await repo.node_runs(session, execution_id)
-                if node.status in ("succeeded", "cached")
+                # The failure handler runs again if the retry fails too.
+                if node.status in ("succeeded", "cached") and node.node_id != ON_FAILURE_NODE_ID
             }
         return await self.start_execution(
             tenant_id=tenant_id,

@@ -27,9 +27,11 @@ from libs.common import jsonutil
 from libs.common.expressions import inspect_templates, is_templated
 from libs.common.node_types import ERROR_PORT, NodeTypeSpec
 from services.workflow.definition import (
+    ON_FAILURE_NODE_ID,
     EdgeSpec,
     InputSpec,
     NodeSpec,
+    OnFailureSpec,
     WorkflowDefinition,
     allocation_burst,
     expression_sources,
@@ -519,6 +521,7 @@ def _validate(
 
     checker = _Checker(issues, node_types, nodes, edges, inputs, outputs, broken_ids)
     checker.tools, checker.tools_unavailable = tools, tools_unavailable
+    checker.on_failure = definition.on_failure if definition is not None else None
     checker.run()
     return _report(issues, definition)
 
@@ -646,6 +649,7 @@ class _Checker:
         self.tools: Mapping[str, Mapping[str, Any]] | None = None
         self.tools_unavailable: str | None = None
         self._namespaces: frozenset[str] | None = None
+        self.on_failure: OnFailureSpec | None = None
 
     def run(self) -> None:
         if not self.nodes and not self.issues.errors:
@@ -655,6 +659,76 @@ class _Checker:
         order, components = self._check_cycles()
         self._check_references(_Ancestors(self.preds, order, components))
         self._check_outputs()
+        if self.on_failure is not None:
+            self._check_on_failure(self.on_failure)
+
+    def _check_on_failure(self, handler: OnFailureSpec) -> None:
+        """The workflow's failure handler: one of a node type or a workflow id, known type,
+        valid params, templates that read the error, inputs and nodes only."""
+        issues = self.issues
+        if (handler.type is None) == (handler.workflow_id is None):
+            issues.add(
+                "invalid_on_failure",
+                "on_failure needs exactly one of 'type' (an inline node) or 'workflow_id' "
+                "(a sub-workflow)",
+                field="on_failure",
+            )
+            return
+        if handler.workflow_id is not None and handler.params:
+            issues.add(
+                "invalid_on_failure",
+                "on_failure: 'params' belong to an inline node; a sub-workflow takes 'inputs'",
+                field="on_failure.params",
+            )
+        if handler.type is not None and handler.inputs is not None:
+            issues.add(
+                "invalid_on_failure",
+                "on_failure: 'inputs' belong to a sub-workflow; an inline node takes 'params'",
+                field="on_failure.inputs",
+            )
+        if ON_FAILURE_NODE_ID in self.index:
+            position = self.index[ON_FAILURE_NODE_ID]
+            issues.add(
+                "reserved_node_id",
+                f"'{ON_FAILURE_NODE_ID}' is the on_failure handler's id; rename this node",
+                node_id=ON_FAILURE_NODE_ID,
+                field=self._field(position, "id"),
+            )
+        node = handler.node()
+        field_prefix = "on_failure.inputs" if handler.workflow_id is not None else "on_failure"
+        spec = self.node_types.get(node.type)
+        if spec is None:
+            issues.add(
+                "unknown_node_type",
+                f"on_failure has unknown type '{node.type}'",
+                field="on_failure.type",
+            )
+        else:
+            checker = _checker_for(spec)
+            for error in checker.errors(node.params) if checker is not None else []:
+                where = _pointer("on_failure.params", list(error.absolute_path))
+                if handler.workflow_id is not None:
+                    where = "on_failure"
+                issues.add("invalid_params", f"{where}: {error.message}", field=where)
+        for field, value, bare in expression_sources(node):
+            info = inspect_templates(value, expression=bare)
+            where = (
+                f"{field_prefix}{field.removeprefix('params.inputs')}"
+                if handler.workflow_id is not None
+                else f"on_failure.{field}"
+            )
+            for message in info.errors:
+                issues.add("invalid_expression", message, field=where)
+            for name in sorted(info.names):
+                if name == "env":
+                    issues.add("unsupported_reference", ENV_REFUSED, field=where)
+                elif name not in CONTEXT_ROOTS and name != "error" and name not in self.index:
+                    issues.add(
+                        "unknown_reference",
+                        f"on_failure references '{name}', which is neither a node nor one of "
+                        "error, inputs, system, secrets",
+                        field=where,
+                    )
 
     def _field(self, position: int, rest: str) -> str:
         return f"nodes[{self.nodes[position][0]}].{rest}"

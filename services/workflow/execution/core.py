@@ -21,7 +21,7 @@ from tenacity import RetryCallState, wait_exponential, wait_fixed, wait_random
 from libs.common import jsonutil
 from libs.common.expressions import ExpressionError, render
 from libs.common.secrets import redact, redactable
-from services.workflow.definition import NodeSpec, WorkflowDefinition
+from services.workflow.definition import ON_FAILURE_NODE_ID, NodeSpec, WorkflowDefinition
 from services.workflow.execution.commands import (
     Begin,
     Command,
@@ -89,6 +89,9 @@ _FINISH_EVENTS = {
     _S.FAILED: "node.failed",
     _S.SKIPPED: "node.skipped",
 }
+
+
+_NODE_FAILED: dict[str, Any] = {"type": "NodeFailed", "message": "a node failed"}
 
 
 class IllegalTransition(RuntimeError):
@@ -231,6 +234,10 @@ class ExecutionCore:
         #: Nodes whose attempt was lost with the previous owner, not yet sent again: a result
         #: of that attempt can only be stale.
         self._lost: set[str] = set()
+        #: The workflow's on_failure handler node (a node row outside the plan's graph), and
+        #: the failure it is handling once the execution failed (None: not failing).
+        self.handler_id = ON_FAILURE_NODE_ID if ON_FAILURE_NODE_ID in nodes else None
+        self._failure: dict[str, Any] | None = None
         self._fx = Effects()
         self._now = dt.datetime.min.replace(tzinfo=dt.UTC)
 
@@ -310,7 +317,16 @@ class ExecutionCore:
         transition = self.state.start()
         self._mark_skipped(transition.skipped, "not on a taken branch")
         self._make_ready(transition.ready)
-        if self.state.failed:
+        handler = self.nodes.get(self.handler_id) if self.handler_id else None
+        if (
+            handler is not None
+            and self.info.error is not None
+            and handler.status not in TERMINAL_NODE
+        ):
+            # Taken over while its failure handler was due or running: resume the handler
+            # (its intent is the error persisted with the failure).
+            self._handle_failure(handler, self.info.error)
+        elif self.state.failed:
             self._fail_execution(
                 self.info.error or {"type": "NodeFailed", "message": "a node failed"}
             )
@@ -321,6 +337,7 @@ class ExecutionCore:
             and not self.ready
             and self.in_flight == 0
             and self.state.is_finished()
+            and self._failure is None
         ):
             self._finish()
         self._emit_progress()
@@ -328,7 +345,10 @@ class ExecutionCore:
     def _control(self, command: Control) -> None:
         if self.status in FINAL_EXECUTION:
             return
-        if command.action == "cancel":
+        if command.action == "cancel" and self._failure is not None:
+            # Cancelling a failed execution's handler: it stays failed.
+            self._fail_execution(self._failure)
+        elif command.action == "cancel":
             self._fx.cancel_dispatches = True
             self._close_remaining(_S.CANCELLED)
             self.status = ExecutionStatus.CANCELLED
@@ -402,7 +422,9 @@ class ExecutionCore:
                 attempt=node.attempt,
                 idempotency_key=dispatch_key(self.id, node),
                 context=context,
-                live_inputs=self.state.live_inputs(node.node_id),
+                live_inputs=[]
+                if node.node_id == self.handler_id
+                else self.state.live_inputs(node.node_id),
             )
         )
 
@@ -639,6 +661,10 @@ class ExecutionCore:
         self._event(_FINISH_EVENTS[status], node.node_id, data)
         if self.status in FINAL_EXECUTION:
             return
+        if node.node_id == self.handler_id:
+            # The failure handler ended (whatever its result): the execution fails now.
+            self._fail_execution(self._failure or self.info.error or _NODE_FAILED)
+            return
         transition = self.state.complete(node.node_id, outcome)
         self._mark_skipped(transition.skipped, f"upstream {node.node_id!r} did not lead here")
         self._make_ready(transition.ready)
@@ -653,11 +679,11 @@ class ExecutionCore:
             self._dirty(node)
             self._event("node.skipped", node_id, {"status": "skipped", "reason": reason})
 
-    def _close_remaining(self, status: NodeStatus) -> None:
+    def _close_remaining(self, status: NodeStatus, keep: str | None = None) -> None:
         now = self._now
         self.ready.clear()
         for node in self.nodes.values():
-            if node.status not in TERMINAL_NODE:
+            if node.status not in TERMINAL_NODE and node.node_id != keep:
                 if node.status in (_S.RUNNING, _S.QUEUED) and node.node_id not in self._lost:
                     self._end_in_flight(node)
                     node.attempts.append(_attempt_record(node, status.value, now, None))
@@ -672,6 +698,12 @@ class ExecutionCore:
     def _fail_execution(self, error: dict[str, Any]) -> None:
         if self.status in FINAL_EXECUTION:
             return
+        handler = self.nodes.get(self.handler_id) if self.handler_id else None
+        if handler is not None and self._failure is None and handler.status not in TERMINAL_NODE:
+            self._handle_failure(handler, error)
+            return
+        if self._failure is not None:
+            error = self._failure  # the failure the handler ran for, not a later one
         self._fx.cancel_dispatches = True
         self._close_remaining(_S.CANCELLED)
         self.status = ExecutionStatus.FAILED
@@ -679,12 +711,31 @@ class ExecutionCore:
         self._fx.transitions.append("execution.fail")
         self._event("execution.failed", None, {"error": error})
 
+    def _handle_failure(self, handler: NodeState, error: dict[str, Any]) -> None:
+        """The execution failed and has an on_failure handler: stop the rest, persist the
+        error with the handler's intent (the execution row's error while it still runs, in
+        the same flush as the failure), and make the handler ready. Runs on takeover too."""
+        self._failure = error
+        self._fx.cancel_dispatches = True
+        self._close_remaining(_S.CANCELLED, keep=handler.node_id)
+        self._fx.execution["error"] = error
+        self._fx.transitions.append("execution.on_failure")
+        self._event("execution.on_failure", handler.node_id, {"error": error})
+        if handler.status == _S.PENDING:
+            self._make_ready([handler.node_id])
+        elif handler.node_id in self._lost:
+            # Taken over while it ran: Begin made it ready, and closing the rest cleared that.
+            self.ready.append(handler.node_id)
+
     def _finish(self) -> None:
         try:
             outputs = self._outputs()
         except ExpressionError as error:
             self._fail_execution({"type": "OutputError", "message": error.message})
             return
+        handler = self.nodes.get(self.handler_id) if self.handler_id else None
+        if handler is not None and handler.status == _S.PENDING:
+            self._mark_skipped([handler.node_id], "the execution did not fail")
         self.status = ExecutionStatus.SUCCEEDED
         self._fx.execution.update(
             status="succeeded", outputs=outputs, finished_at=self._now, owner=None
@@ -765,6 +816,13 @@ class ExecutionCore:
         )
 
     def _context_for(self, node: NodeState, attempt: int) -> dict[str, Any]:
+        if node.node_id == self.handler_id:
+            # The failure handler reads the error, the inputs and every node's output.
+            handling = self.full_context()
+            handling["system"] = self._system(node, attempt)
+            failure = self._failure or self.info.error or _NODE_FAILED
+            handling["error"] = {"node_id": None, **failure}
+            return handling
         context: dict[str, Any] = {
             "inputs": self.info.inputs or {},
             "system": self._system(node, attempt),

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common.db import utcnow
+from libs.common.periodic import periodic
 from services.workflow import worker_repository as repo
 from services.workflow.workers import TypeKey, WorkerPool
 
@@ -49,7 +50,10 @@ class PresenceBoard:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="worker-presence")
+        # Woken early when the local workers change.
+        self._task = periodic(
+            "worker-presence", lambda: self.refresh_s, self._refresh_and_relay, wake=self._wake
+        )
 
     def changed(self) -> None:
         """The local workers changed: publish soon (not on the caller's path)."""
@@ -70,18 +74,11 @@ class PresenceBoard:
     def fresh_after(self) -> dt.datetime:
         return utcnow() - dt.timedelta(seconds=3 * self.refresh_s + 1.0)
 
-    async def _loop(self) -> None:
-        while True:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
-            # arrives as the wake fires, and stop() would then wait for this task forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.refresh_s):
-                    await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self.refresh()
-            except Exception:  # the database is down: keep what we know, try again
-                log.warning("worker presence refresh failed", exc_info=True)
+    async def _refresh_and_relay(self) -> None:
+        try:
+            # The database down: keep what we know (periodic logs it), try again next round.
+            await self.refresh()
+        finally:
             self._pool.relay_queued()
 
     async def refresh(self) -> None:

@@ -220,7 +220,12 @@ def test_compose_ports_and_healthchecks_match_the_code() -> None:
         assert str(port) in spec["expose"], service
         assert env["HEDDLE_METRICS_PORT"] == str(METRICS_PORT), service
         assert str(METRICS_PORT) in spec["expose"], service
-        assert "ports" not in spec, f"{service}: only the gateway is published"
+        if service == "workflow":  # the worker endpoint, for SDK workers outside compose
+            worker_port = int(env["HEDDLE_WORKER_PORT"])
+            assert worker_port == port + 100  # the setting's default
+            assert spec["ports"] == [f"{worker_port}-{worker_port + 1}:{worker_port}"]
+            continue
+        assert "ports" not in spec, f"{service}: only the gateway and workers' port are published"
     assert (ROOT / "libs" / "cli" / "healthcheck.py").exists()
 
 

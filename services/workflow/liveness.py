@@ -30,6 +30,8 @@ from collections.abc import Callable
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from libs.common.periodic import periodic
+
 log = logging.getLogger(__name__)
 
 _ACTIVE = ["pending", "running", "paused"]
@@ -93,9 +95,12 @@ class ReplicaLiveness:
         self._judge_from = 0.0
         self._connections = 0
         self._task: asyncio.Task[None] | None = None
+        self._failing = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="engine-liveness")
+        self._task = periodic(
+            "engine-liveness", lambda: self._check_s, self._check_round, immediately=True
+        )
 
     async def stop(self) -> None:
         """Close the session: peers release whatever this replica still owned (call it
@@ -106,24 +111,20 @@ class ReplicaLiveness:
                 await self._task
         await self._close()
 
-    async def _loop(self) -> None:
-        failing = False
-        while True:
-            try:
-                if self._connection is None or self._connection.is_closed():
-                    await self._connect()
-                elif asyncio.get_running_loop().time() >= self._judge_from:
-                    await self._check_peers(self._connection)
-                failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Once per outage, not every check_s while the database is away.
-                if not failing:
-                    log.warning("replica liveness check failed; reconnecting", exc_info=True)
-                failing = True
-                await self._close()
-            await asyncio.sleep(self._check_s)
+    async def _check_round(self) -> None:
+        try:
+            if self._connection is None or self._connection.is_closed():
+                await self._connect()
+            elif asyncio.get_running_loop().time() >= self._judge_from:
+                await self._check_peers(self._connection)
+            self._failing = False
+        except Exception:
+            # Logged once per outage, not every check_s while the database is away (so the
+            # failure is handled here, not left to periodic()).
+            if not self._failing:
+                log.warning("replica liveness check failed; reconnecting", exc_info=True)
+            self._failing = True
+            await self._close()
 
     async def _connect(self) -> None:
         await self._close()

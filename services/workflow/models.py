@@ -100,6 +100,9 @@ class NodeRunRow(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     # When a retry or a human-input timeout is due (re-armed after a crash).
     due_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # The last checkpoint an attempt reported (a loop's iterations): handed back to the next
+    # attempt as system.checkpoint.
+    checkpoint: Mapped[Any] = mapped_column(default=None, nullable=True)
 
 
 class EventRow(Base):

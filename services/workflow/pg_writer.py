@@ -46,6 +46,7 @@ _NODE_COLUMNS = (
     ("started_at", "timestamptz"),
     ("finished_at", "timestamptz"),
     ("due_at", "timestamptz"),
+    ("checkpoint", "jsonb"),
 )
 _NODE_NAMES = ("node_id", *(name for name, _ in _NODE_COLUMNS))
 _EVENT_NAMES = ("seq", "type", "node_id", "ts", "data")

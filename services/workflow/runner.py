@@ -42,6 +42,7 @@ from services.workflow.execution import (
     OUTCOME_UNKNOWN_ERRORS,
     AttemptEnded,
     Begin,
+    Checkpoint,
     Command,
     CoreConfig,
     Effects,
@@ -299,6 +300,8 @@ class ExecutionRunner:
         self.id = row.id
         self.row = row
         self.tenant_id = row.tenant_id
+        #: 0-9: higher-priority executions take a saturated replica's slots first.
+        self.priority = 5
         self.params_json = compiled.params_json
         self.secret_refs = compiled.secrets
         self.core = ExecutionCore(
@@ -437,6 +440,11 @@ class ExecutionRunner:
             delta = progress.get("delta")
             if delta:
                 self._feed(Progress(outcome.node_id, outcome.attempt, str(delta)))
+            elif isinstance(progress.get("checkpoint"), dict):  # e.g. a loop's iteration
+                rest = {k: v for k, v in progress.items() if k != "checkpoint"}
+                self._feed(
+                    Checkpoint(outcome.node_id, outcome.attempt, progress["checkpoint"], rest)
+                )
             elif "queued" in progress:  # a custom type's attempt waits for a worker, or not
                 waiting, reason = bool(progress["queued"]), str(progress.get("reason", ""))
                 self._feed(Queued(outcome.node_id, outcome.attempt, waiting, reason))

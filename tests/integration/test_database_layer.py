@@ -213,6 +213,7 @@ async def test_the_postgresql_batch_writer_round_trips_every_column(pg_url: str)
                 "attempts": [{"attempt": 1, "status": "succeeded"}],
                 "inputs": {"inputs": {"q": "?"}},
                 "finished_at": finished,
+                "checkpoint": None,
             },
             {
                 **base,
@@ -223,6 +224,7 @@ async def test_the_postgresql_batch_writer_round_trips_every_column(pg_url: str)
                 "attempts": [],
                 "inputs": None,
                 "finished_at": None,
+                "checkpoint": {"index": 2, "previous": {"é": [1, None]}, "outputs": [0, 1]},
             },
         ]
         events = [
@@ -251,7 +253,14 @@ async def test_the_postgresql_batch_writer_round_trips_every_column(pg_url: str)
             stored = {n.node_id: n for n in await repo.node_runs(session, execution_id)}
             for node in nodes:
                 got = stored[node["node_id"]]
-                for column in ("status", "attempt", "output", "active_ports", "attempts"):
+                for column in (
+                    "status",
+                    "attempt",
+                    "output",
+                    "active_ports",
+                    "attempts",
+                    "checkpoint",
+                ):
                     assert getattr(got, column) == node[column], column
                 assert got.inputs == node["inputs"] and got.error is None
                 assert got.started_at == started and got.finished_at == node["finished_at"]

@@ -9,6 +9,7 @@ executions replay through it in tests/workflow/execution/.
 
 from services.workflow.execution.commands import (
     Begin,
+    Checkpoint,
     Command,
     Control,
     DeadlineDue,
@@ -47,6 +48,7 @@ __all__ = [
     "AttemptEnded",
     "Begin",
     "CacheStore",
+    "Checkpoint",
     "Command",
     "Control",
     "CoreConfig",

@@ -59,6 +59,18 @@ class Progress:
 
 
 @dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A running attempt reported how far it got (a loop after each iteration): `checkpoint`
+    is kept on the node row and handed back to its next attempt (after a takeover or a retry)
+    as system.checkpoint; `progress` (e.g. {"iteration": 2}) is published as node.progress."""
+
+    node_id: str
+    attempt: int
+    checkpoint: dict[str, Any]
+    progress: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Queued:
     """A sent attempt of a custom type waits for a worker serving its type (`waiting`), or a
     worker took it (not `waiting`): the node is `queued` meanwhile."""
@@ -115,6 +127,7 @@ Command = (
     | StartAttempt
     | NodeResult
     | Progress
+    | Checkpoint
     | Queued
     | DispatchFailed
     | TimerDue

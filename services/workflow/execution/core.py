@@ -24,6 +24,7 @@ from libs.common.secrets import redact, redactable
 from services.workflow.definition import ON_FAILURE_NODE_ID, NodeSpec, WorkflowDefinition
 from services.workflow.execution.commands import (
     Begin,
+    Checkpoint,
     Command,
     Control,
     DeadlineDue,
@@ -495,6 +496,14 @@ class ExecutionCore:
         if command.delta:
             self.progress.setdefault(node.node_id, []).append(command.delta)
 
+    def _checkpoint(self, command: Checkpoint) -> None:
+        node = self.nodes.get(command.node_id)
+        if node is None or node.attempt != command.attempt or node.status != _S.RUNNING:
+            return  # a stale attempt's report: never overwrite what the current one reached
+        node.checkpoint = command.checkpoint
+        self._dirty(node)
+        self._event("node.progress", node.node_id, {**command.progress, "attempt": node.attempt})
+
     def _queued(self, command: Queued) -> None:
         node = self.nodes.get(command.node_id)
         if node is None or node.attempt != command.attempt:
@@ -846,6 +855,8 @@ class ExecutionCore:
                 attempt=attempt,
                 max_attempts=retry.max_attempts if retry is not None else 1,
             )
+            if node.checkpoint is not None:
+                system["checkpoint"] = node.checkpoint
         return system
 
 
@@ -855,6 +866,7 @@ ExecutionCore._HANDLERS.update(
         StartAttempt: ExecutionCore._start_attempt,
         NodeResult: ExecutionCore._node_result,
         Progress: ExecutionCore._progress,
+        Checkpoint: ExecutionCore._checkpoint,
         Queued: ExecutionCore._queued,
         DispatchFailed: ExecutionCore._dispatch_failed,
         TimerDue: ExecutionCore._timer_due,

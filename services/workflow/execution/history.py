@@ -30,6 +30,7 @@ _COMMANDS: dict[str, type] = {
         cmd.StartAttempt,
         cmd.NodeResult,
         cmd.Progress,
+        cmd.Checkpoint,
         cmd.Queued,
         cmd.DispatchFailed,
         cmd.TimerDue,
@@ -105,6 +106,8 @@ def encode_effects(fx: Effects) -> dict[str, Any]:
 
 def node_row(node: NodeState) -> dict[str, Any]:
     row: dict[str, Any] = {"node_type": node.node_type, **plain(node.row())}
+    if row["checkpoint"] is None:
+        del row["checkpoint"]  # histories recorded before checkpoints existed stay valid
     return row
 
 
@@ -123,6 +126,7 @@ def _node_from(node_id: str, row: Mapping[str, Any]) -> NodeState:
         started_at=_time(row.get("started_at")),
         finished_at=_time(row.get("finished_at")),
         due_at=_time(row.get("due_at")),
+        checkpoint=row.get("checkpoint"),
     )
 
 

@@ -76,6 +76,8 @@ class NodeState:
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     due_at: dt.datetime | None = None
+    #: The last checkpoint an attempt reported, handed back to the next one (system.checkpoint).
+    checkpoint: dict[str, Any] | None = None
     # Not persisted: dispatch faults absorbed so far, and when the attempt in flight began.
     infra_failures: int = 0
     attempt_started: dt.datetime | None = None
@@ -98,6 +100,7 @@ class NodeState:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "due_at": self.due_at,
+            "checkpoint": self.checkpoint,
         }
 
     @classmethod
@@ -116,4 +119,5 @@ class NodeState:
             started_at=row.started_at,
             finished_at=row.finished_at,
             due_at=row.due_at,
+            checkpoint=row.checkpoint,
         )

@@ -59,6 +59,7 @@ from libs.common.messages import (
     OutgoingMessage,
 )
 from libs.common.metrics import BUS_CONSUMED, BUS_QUEUE_DEPTH
+from libs.common.periodic import periodic
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class RabbitBus:
         self._depth_poll_interval_s = depth_poll_interval_s
         self._watched: set[str] = set()
         self._depth_poller: asyncio.Task[None] | None = None
+        self._depth_channel: AbstractChannel | None = None
         self.url = url
         self.max_deliveries = max_deliveries
         self._connect_timeout_s = connect_timeout_s
@@ -187,6 +189,7 @@ class RabbitBus:
             self._depth_poller.cancel()
             await asyncio.gather(self._depth_poller, return_exceptions=True)
             self._depth_poller = None
+            await self._close_depth_channel()
         for subscription in list(self._subscriptions):
             await subscription.cancel()
         if self._connection is not None:
@@ -315,42 +318,38 @@ class RabbitBus:
     def _watch_depth(self, queue: str) -> None:
         self._watched.add(queue)
         if self._depth_poller is None or self._depth_poller.done():
-            self._depth_poller = asyncio.create_task(
-                self._poll_depths(), name="rabbitmq-queue-depth"
+            self._depth_poller = periodic(
+                "rabbitmq-queue-depth",
+                self._depth_poll_interval_s,
+                self._poll_depths,
+                immediately=True,
             )
 
     async def _poll_depths(self) -> None:
-        channel: AbstractChannel | None = None
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(self._connect_timeout_s):
-                        if channel is None or channel.is_closed:
-                            assert self._connection is not None
-                            channel = await self._connection.channel(publisher_confirms=False)
-                        # The raw channel: a passive declare through aio-pika's robust channel
-                        # answers from its cache of declared queues, not from the broker.
-                        raw = await channel.get_underlay_channel()
-                        for queue in sorted(self._watched):
-                            declared = await raw.queue_declare(
-                                self.broker_name(queue), passive=True
-                            )
-                            BUS_QUEUE_DEPTH.labels(queue).set(declared.message_count or 0)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:
-                    # Broker away (the robust connection reconnects) or a queue deleted under
-                    # us (the broker closes the channel): try again next round.
-                    log.debug("queue depth poll failed: %r", error)
-                    if channel is not None and not channel.is_closed:
-                        with contextlib.suppress(Exception):
-                            await channel.close()
-                    channel = None
-                await asyncio.sleep(self._depth_poll_interval_s)
-        finally:
-            if channel is not None and not channel.is_closed:
-                with contextlib.suppress(*CONNECTION_EXCEPTIONS):
-                    await channel.close()
+            async with asyncio.timeout(self._connect_timeout_s):
+                channel = self._depth_channel
+                if channel is None or channel.is_closed:
+                    assert self._connection is not None
+                    channel = await self._connection.channel(publisher_confirms=False)
+                    self._depth_channel = channel
+                # The raw channel: a passive declare through aio-pika's robust channel
+                # answers from its cache of declared queues, not from the broker.
+                raw = await channel.get_underlay_channel()
+                for queue in sorted(self._watched):
+                    declared = await raw.queue_declare(self.broker_name(queue), passive=True)
+                    BUS_QUEUE_DEPTH.labels(queue).set(declared.message_count or 0)
+        except Exception as error:
+            # Broker away (the robust connection reconnects) or a queue deleted under us (the
+            # broker closes the channel): try again next round (a debug line, not an error).
+            log.debug("queue depth poll failed: %r", error)
+            await self._close_depth_channel()
+
+    async def _close_depth_channel(self) -> None:
+        channel, self._depth_channel = self._depth_channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
 
 @dataclass(eq=False)

@@ -106,6 +106,11 @@ class ExecuteRequest(_Request):
     version: Annotated[int, Field(ge=1, le=INT32_MAX), JSON_NUMBER] | None = Field(
         default=None, description="Workflow version; latest if unset."
     )
+    priority: Annotated[int, Field(ge=0, le=9), JSON_NUMBER] | None = Field(
+        default=None,
+        description="0-9 (5 if unset): when the replica's node slots are saturated, the "
+        "ready nodes of higher-priority executions start first.",
+    )
 
 
 class ExecutionStarted(BaseModel):

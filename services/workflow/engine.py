@@ -77,6 +77,14 @@ __all__ = ["CompiledWorkflow", "Engine"]
 _EXECUTION_COLUMNS = tuple(ExecutionRow.__table__.columns)
 
 
+#: The priority of an execution that names none (0-9, higher first when slots are saturated).
+DEFAULT_PRIORITY = 5
+
+
+def _priority_of(runner: ExecutionRunner) -> int:
+    return runner.priority
+
+
 class Engine:
     """Runs the executions this replica owns."""
 
@@ -230,6 +238,7 @@ class Engine:
         retry_of: str | None = None,
         reused: dict[str, NodeRunRow] | None = None,
         trace_parent: str = "",
+        priority: int = DEFAULT_PRIORITY,
     ) -> tuple[ExecutionRow, bool]:
         """Persist a new execution with every node pending, then start running it.
 
@@ -361,7 +370,7 @@ class Engine:
         span.set_attribute("heddle.execution_id", row.id)
         span.end()
         EXECUTIONS_STARTED.labels(trigger).inc()
-        self._launch(row, compiled, nodes)
+        self._launch(row, compiled, nodes, priority)
         return row, True
 
     async def _check_concurrency_quota(self, session: AsyncSession, tenant_id: str) -> None:
@@ -377,9 +386,14 @@ class Engine:
             )
 
     def _launch(
-        self, row: ExecutionRow, compiled: CompiledWorkflow, nodes: dict[str, NodeState]
+        self,
+        row: ExecutionRow,
+        compiled: CompiledWorkflow,
+        nodes: dict[str, NodeState],
+        priority: int = DEFAULT_PRIORITY,
     ) -> ExecutionRunner:
         runner = ExecutionRunner(self, row, compiled, nodes)
+        runner.priority = priority
         self.runners[row.id] = runner
         self._leases[row.id] = row.lease_expires_at or utcnow()
         runner.start()
@@ -598,6 +612,8 @@ class Engine:
         granted = min(wanted, self._free_slots)
         if self.settings.tenant_fairness and granted:
             granted = min(granted, self._fair_room(runner))
+        if granted and self._outranked(runner):
+            granted = 0
         if granted < wanted:
             self._wanting.add(runner)
         else:
@@ -606,6 +622,20 @@ class Engine:
         if granted < wanted and runner not in self._starved:
             self._starved.append(runner)
         return granted
+
+    def _outranked(self, runner: ExecutionRunner) -> bool:
+        """Whether a higher-priority execution waits for slots that it could take now (ready
+        nodes, not held back by the fairness rule): the slots go to it first."""
+        higher = [
+            other
+            for other in self._wanting
+            if other.priority > runner.priority and other is not runner and other.core.room > 0
+        ]
+        if not higher:
+            return False
+        if not self.settings.tenant_fairness:
+            return True
+        return any(self._fair_room(other) > 0 for other in higher)
 
     def _fair_room(self, runner: ExecutionRunner) -> int:
         """Slots the runner's tenant may still take while other tenants wait for slots: its
@@ -624,7 +654,10 @@ class Engine:
             return
         self._free_slots += count
         while self._starved and self._free_slots > 0:
-            self._starved.popleft().wake()
+            # The highest priority first (the longest waiting among equals).
+            best = max(self._starved, key=_priority_of)
+            self._starved.remove(best)
+            best.wake()
 
     # ---- secrets and cache ----------------------------------------------------------------
 

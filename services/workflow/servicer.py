@@ -63,6 +63,15 @@ def _tenant(value: str) -> str:
     return value or DEFAULT_TENANT
 
 
+def _priority(request: workflow_pb2.StartExecutionRequest) -> int:
+    """The execution's priority: 0-9, 5 when unset."""
+    if not request.HasField("priority"):
+        return 5
+    if not 0 <= request.priority <= 9:
+        raise InvalidArgument(f"priority must be 0-9, got {request.priority}")
+    return request.priority
+
+
 def _loads_field(data: bytes, field: str) -> Any:
     try:
         return jsonutil.loads(data)
@@ -233,6 +242,7 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
             parent_node_id=request.parent_node_id or None,
             trigger=request.trigger or "api",
             depth=request.depth,
+            priority=_priority(request),
         )
         return workflow_pb2.StartExecutionResponse(
             execution_id=row.id, status=row.status, created=created

@@ -241,6 +241,7 @@ async def _start(
             idempotency_key=body.idempotency_key or idempotency_key or "",
             tenant_id=tenant,
             trigger="api",
+            priority=body.priority,
         ),
     )
 

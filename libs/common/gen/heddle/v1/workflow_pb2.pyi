@@ -126,7 +126,7 @@ class DeleteWorkflowResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class StartExecutionRequest(_message.Message):
-    __slots__ = ("workflow_id", "version", "inputs_json", "idempotency_key", "parent_execution_id", "parent_node_id", "tenant_id", "trigger", "depth")
+    __slots__ = ("workflow_id", "version", "inputs_json", "idempotency_key", "parent_execution_id", "parent_node_id", "tenant_id", "trigger", "depth", "priority")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,7 @@ class StartExecutionRequest(_message.Message):
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     TRIGGER_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     version: int
     inputs_json: bytes
@@ -145,7 +146,8 @@ class StartExecutionRequest(_message.Message):
     tenant_id: str
     trigger: str
     depth: int
-    def __init__(self, workflow_id: _Optional[str] = ..., version: _Optional[int] = ..., inputs_json: _Optional[bytes] = ..., idempotency_key: _Optional[str] = ..., parent_execution_id: _Optional[str] = ..., parent_node_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., trigger: _Optional[str] = ..., depth: _Optional[int] = ...) -> None: ...
+    priority: int
+    def __init__(self, workflow_id: _Optional[str] = ..., version: _Optional[int] = ..., inputs_json: _Optional[bytes] = ..., idempotency_key: _Optional[str] = ..., parent_execution_id: _Optional[str] = ..., parent_node_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., trigger: _Optional[str] = ..., depth: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class StartExecutionResponse(_message.Message):
     __slots__ = ("execution_id", "status", "created")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from libs.common import jsonutil
 from libs.common.db import utcnow
 from libs.common.errors import HeddleError, ResourceExhausted, Unavailable
+from libs.common.periodic import periodic
 from services.gateway.auth import GatewayDatabase
 from services.gateway.clients import ServiceClients
 from services.gateway.models import BatchItemRow, BatchRow
@@ -80,7 +82,7 @@ class BatchDriver:
                 await task
 
     async def _drive(self, batch: BatchRow) -> None:
-        renew = asyncio.create_task(self._renew(batch.id))
+        renew = periodic("batch-lease", LEASE_S / 3, functools.partial(self._renew, batch.id))
         try:
             async with self.db.session() as session:
                 items = (
@@ -118,15 +120,13 @@ class BatchDriver:
                 await renew
 
     async def _renew(self, batch_id: str) -> None:
-        while True:
-            await asyncio.sleep(LEASE_S / 3)
-            with contextlib.suppress(HeddleError):
-                async with self.db.transaction() as session:
-                    await session.execute(
-                        update(BatchRow)
-                        .where(BatchRow.id == batch_id)
-                        .values(lease_until=utcnow() + dt.timedelta(seconds=LEASE_S))
-                    )
+        with contextlib.suppress(HeddleError):
+            async with self.db.transaction() as session:
+                await session.execute(
+                    update(BatchRow)
+                    .where(BatchRow.id == batch_id)
+                    .values(lease_until=utcnow() + dt.timedelta(seconds=LEASE_S))
+                )
 
     async def _start(self, batch: BatchRow, item: BatchItemRow) -> bool:
         """Start (or find, by its key) the item's execution; False if it was refused."""

@@ -27,6 +27,7 @@ from heddle.v1 import node_pb2, node_pb2_grpc, worker_pb2_grpc
 from opentelemetry import context as otel_context
 
 from libs.common.grpcutil import AUTH_METADATA_KEY, TlsFiles, create_channel
+from libs.common.periodic import periodic
 from services.workflow.metrics import DISPATCH_IN_FLIGHT
 from services.workflow.workers import WorkerPool
 
@@ -329,17 +330,15 @@ class NodeDispatcher:
         stub = node_pb2_grpc.NodeServiceStub(channel)
         self._replicas.append(_Replica(address, stub, channel, origin=origin))
 
-    async def _resolve_loop(self) -> None:
+    async def _resolve(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self._resolve_every_s)
-            for target, (host, port) in self._names.items():
-                try:
-                    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-                except OSError:
-                    continue  # keep what we have until the name resolves again
-                self._follow(target, host, _targets(infos, port))
-            await self._drop_retired()
+        for target, (host, port) in self._names.items():
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError:
+                continue  # keep what we have until the name resolves again
+            self._follow(target, host, _targets(infos, port))
+        await self._drop_retired()
 
     def _follow(self, target: str, host: str, wanted: list[str]) -> None:
         known = {replica.address for replica in self._replicas}
@@ -388,7 +387,7 @@ class NodeDispatcher:
     ) -> DispatchHandle:
         """Start sending tasks; returns at once. Handlers run on the event loop."""
         if self._names and self._resolver is None:
-            self._resolver = asyncio.create_task(self._resolve_loop(), name="node-resolver")
+            self._resolver = periodic("node-resolver", self._resolve_every_s, self._resolve)
         handle = DispatchHandle()
         batch: list[node_pb2.NodeTask] = []
         custom: list[node_pb2.NodeTask] = []

@@ -26,7 +26,7 @@ test: $(STAMP) infra
 	@scripts/ensure_chromium.sh
 	@scripts/ensure_sandbox.sh
 	@echo "Console screenshots: $(CURDIR)/var/screenshots"
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 	@echo "Console screenshots: $(CURDIR)/var/screenshots"
 
 ## Rebuild the web console (console/ -> services/gateway/console_dist, committed)

@@ -146,6 +146,7 @@ def execution_out(execution: Any) -> ExecutionOut:
         idempotency_key=_or_none(execution.idempotency_key),
         trace_id=_or_none(execution.trace_id),
         last_seq=execution.last_seq,
+        priority=execution.priority,
         nodes=[_node_run_out(node) for node in execution.nodes],
     )
 

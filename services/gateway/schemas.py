@@ -169,6 +169,7 @@ class ExecutionOut(BaseModel):
     idempotency_key: str | None = None
     trace_id: str | None = None
     last_seq: int = Field(default=0, description="Sequence number of the latest event.")
+    priority: int = Field(default=5, description="0-9: higher first when slots are saturated.")
     nodes: list[NodeRunOut] = Field(
         default_factory=list, description="Every node's run; empty in list responses."
     )

@@ -299,6 +299,7 @@ class Engine:
             lease_expires_at=self._lease_until(),
             last_seq=0,
             crashes=0,
+            priority=priority,
         )
         node_rows = []
         for node in compiled.definition.nodes:
@@ -370,7 +371,7 @@ class Engine:
         span.set_attribute("heddle.execution_id", row.id)
         span.end()
         EXECUTIONS_STARTED.labels(trigger).inc()
-        self._launch(row, compiled, nodes, priority)
+        self._launch(row, compiled, nodes)
         return row, True
 
     async def _check_concurrency_quota(self, session: AsyncSession, tenant_id: str) -> None:
@@ -386,14 +387,9 @@ class Engine:
             )
 
     def _launch(
-        self,
-        row: ExecutionRow,
-        compiled: CompiledWorkflow,
-        nodes: dict[str, NodeState],
-        priority: int = DEFAULT_PRIORITY,
+        self, row: ExecutionRow, compiled: CompiledWorkflow, nodes: dict[str, NodeState]
     ) -> ExecutionRunner:
         runner = ExecutionRunner(self, row, compiled, nodes)
-        runner.priority = priority
         self.runners[row.id] = runner
         self._leases[row.id] = row.lease_expires_at or utcnow()
         runner.start()
@@ -429,6 +425,7 @@ class Engine:
             retry_of=row.id,
             reused=previous,
             trace_parent=row.trace_parent,
+            priority=row.priority,
         )
 
     # ---- control ------------------------------------------------------------------------

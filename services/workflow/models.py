@@ -70,6 +70,8 @@ class ExecutionRow(Base):
     # Runs of this execution that ended in an exception of its runner (or of its takeover):
     # the poison-execution guard fails it after HEDDLE_MAX_RUNNER_CRASHES of them.
     crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # 0-9: a saturated replica's slots go to higher-priority executions' ready nodes first.
+    priority: Mapped[int] = mapped_column(Integer, default=5, server_default="5")
 
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_executions_idempotency"),

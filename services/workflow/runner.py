@@ -301,7 +301,7 @@ class ExecutionRunner:
         self.row = row
         self.tenant_id = row.tenant_id
         #: 0-9: higher-priority executions take a saturated replica's slots first.
-        self.priority = 5
+        self.priority: int = row.priority if row.priority is not None else 5
         self.params_json = compiled.params_json
         self.secret_refs = compiled.secrets
         self.core = ExecutionCore(

@@ -140,6 +140,7 @@ def execution_to_proto(
         trace_id=row.trace_id,
         last_seq=row.last_seq,
         retry_of=row.retry_of or "",
+        priority=row.priority if row.priority is not None else 5,
     )
 
 

@@ -82,3 +82,13 @@ async def test_priority_outside_0_to_9_is_refused(client: httpx.AsyncClient) -> 
         f"/api/v1/workflows/{workflow_id}/execute", json={"inputs": {}, "priority": 10}
     )
     assert response.status_code == 422, response.text
+
+
+async def test_the_priority_is_kept_with_the_execution(client: httpx.AsyncClient) -> None:
+    workflow_id = await create_workflow(client, URGENT)
+    execution = await wait_final(client, await _execute(client, workflow_id, 7), timeout=30)
+    assert execution["priority"] == 7
+    listed = (await client.get("/api/v1/executions", params={"workflow_id": workflow_id})).json()
+    assert [item["priority"] for item in listed["items"]] == [7]
+    default = await wait_final(client, await _execute(client, workflow_id, None), timeout=30)
+    assert default["priority"] == 5

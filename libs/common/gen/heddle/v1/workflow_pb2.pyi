@@ -200,7 +200,7 @@ class NodeRun(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., node_type: _Optional[str] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., output_json: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_history: _Optional[_Iterable[_Union[NodeAttempt, _Mapping]]] = ..., waiting_json: _Optional[bytes] = ..., inputs_json: _Optional[bytes] = ...) -> None: ...
 
 class Execution(_message.Message):
-    __slots__ = ("id", "workflow_id", "workflow_version", "status", "inputs_json", "outputs_json", "error", "created_at", "started_at", "finished_at", "nodes", "parent_execution_id", "trigger", "idempotency_key", "tenant_id", "trace_id", "last_seq", "retry_of")
+    __slots__ = ("id", "workflow_id", "workflow_version", "status", "inputs_json", "outputs_json", "error", "created_at", "started_at", "finished_at", "nodes", "parent_execution_id", "trigger", "idempotency_key", "tenant_id", "trace_id", "last_seq", "retry_of", "priority")
     ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +219,7 @@ class Execution(_message.Message):
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     RETRY_OF_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     id: str
     workflow_id: str
     workflow_version: int
@@ -237,7 +238,8 @@ class Execution(_message.Message):
     trace_id: str
     last_seq: int
     retry_of: str
-    def __init__(self, id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., status: _Optional[str] = ..., inputs_json: _Optional[bytes] = ..., outputs_json: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeRun, _Mapping]]] = ..., parent_execution_id: _Optional[str] = ..., trigger: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., tenant_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., last_seq: _Optional[int] = ..., retry_of: _Optional[str] = ...) -> None: ...
+    priority: int
+    def __init__(self, id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., status: _Optional[str] = ..., inputs_json: _Optional[bytes] = ..., outputs_json: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeRun, _Mapping]]] = ..., parent_execution_id: _Optional[str] = ..., trigger: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., tenant_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., last_seq: _Optional[int] = ..., retry_of: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class GetExecutionRequest(_message.Message):
     __slots__ = ("id", "tenant_id", "summary")

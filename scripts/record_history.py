@@ -184,6 +184,12 @@ async def on_error_fail(client: Client, stack: Stack) -> str:
     return await _run(client, _failing("fail"))
 
 
+async def on_failure_handler(client: Client, stack: Stack) -> str:
+    definition = _failing("fail")
+    definition["on_failure"] = {"type": "transform", "params": {"expression": "error.message"}}
+    return await _run(client, definition)
+
+
 async def on_error_continue(client: Client, stack: Stack) -> str:
     return await _run(client, _failing("continue", default_output={"value": 0}))
 
@@ -451,6 +457,7 @@ SCENARIOS: dict[str, Callable[[Client, Stack], Awaitable[str]]] = {
         join_with_skips,
         retries_then_continue,
         on_error_fail,
+        on_failure_handler,
         on_error_continue,
         on_error_skip,
         on_error_fail_branch,

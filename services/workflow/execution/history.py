@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from libs.common.node_types import NodeTypeSpec
-from services.workflow.definition import WorkflowDefinition
+from services.workflow.definition import ON_FAILURE_NODE_ID, WorkflowDefinition
 from services.workflow.execution import commands as cmd
 from services.workflow.execution.core import CoreConfig, ExecutionCore, ExecutionInfo
 from services.workflow.execution.effects import Effects
@@ -191,7 +191,11 @@ def core_from(history: Mapping[str, Any]) -> ExecutionCore:
     node_types = {
         name: NodeTypeSpec.model_validate(spec) for name, spec in history["node_types"].items()
     }
-    plan = ExecutionPlan.build(definition, node_types)
+    graph = definition
+    if definition.on_failure is not None:  # the engine plans the graph without its handler
+        nodes_only = [n for n in definition.nodes if n.id != ON_FAILURE_NODE_ID]
+        graph = definition.model_copy(update={"nodes": nodes_only})
+    plan = ExecutionPlan.build(graph, node_types)
     info = dict(history["execution"])
     info["created_at"] = _time(info.get("created_at"))
     nodes = {row["node_id"]: _node_from(row["node_id"], row) for row in history["nodes"]}

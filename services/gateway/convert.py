@@ -190,6 +190,7 @@ def schedule_spec(body: ScheduleIn) -> scheduler_pb2.ScheduleSpec:
         start_at=to_timestamp(body.start_at),
         end_at=to_timestamp(body.end_at),
         name=body.name,
+        priority=body.priority,
     )
 
 
@@ -205,6 +206,7 @@ def schedule_out(schedule: Any) -> ScheduleOut:
         enabled=spec.enabled,
         misfire_policy=spec.misfire_policy,
         misfire_limit=spec.misfire_limit,
+        priority=spec.priority if spec.HasField("priority") else 5,
         start_at=time_of(spec, "start_at"),
         end_at=time_of(spec, "end_at"),
         next_fire_at=time_of(schedule, "next_fire_at"),

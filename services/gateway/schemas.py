@@ -231,6 +231,7 @@ class ScheduleIn(_Request):
     start_at: JsonDatetime | None = None
     end_at: JsonDatetime | None = None
     name: str = ""
+    priority: JsonInt = Field(default=5, ge=0, le=9, description="Of the executions it starts.")
 
 
 class ScheduleOut(BaseModel):
@@ -243,6 +244,7 @@ class ScheduleOut(BaseModel):
     enabled: bool
     misfire_policy: str
     misfire_limit: int
+    priority: int = 5
     start_at: datetime | None = None
     end_at: datetime | None = None
     next_fire_at: datetime | None = None

@@ -28,6 +28,8 @@ class Schedule(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     misfire_policy: Mapped[str] = mapped_column(String(16), default="skip")
     misfire_limit: Mapped[int] = mapped_column(Integer, default=10)
+    # 0-9: the priority of the executions it starts.
+    priority: Mapped[int] = mapped_column(Integer, default=5, server_default="5")
     start_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     end_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     next_fire_at: Mapped[dt.datetime | None] = mapped_column(default=None)

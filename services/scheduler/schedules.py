@@ -45,6 +45,7 @@ class ScheduleSpec:
     start_at: dt.datetime | None = None
     end_at: dt.datetime | None = None
     name: str = ""
+    priority: int = 5
 
 
 @dataclass
@@ -81,6 +82,8 @@ def validate_spec(spec: ScheduleSpec) -> ScheduleSpec:
         problems.add("end_at", "must be after start_at")
     if len(spec.name) > 200:
         problems.add("name", "is longer than 200 characters")
+    if not 0 <= spec.priority <= 9:
+        problems.add("priority", "must be 0-9")
     problems.raise_if_any()
     return ScheduleSpec(
         workflow_id=spec.workflow_id,
@@ -93,6 +96,7 @@ def validate_spec(spec: ScheduleSpec) -> ScheduleSpec:
         start_at=spec.start_at,
         end_at=spec.end_at,
         name=spec.name,
+        priority=spec.priority,
     )
 
 
@@ -111,6 +115,7 @@ def fire_message(
         inputs_json=jsonutil.dumps(schedule.inputs),
         source=source,
         tenant_id=schedule.tenant_id,
+        priority=schedule.priority if schedule.priority is not None else 5,
     )
     fire.scheduled_time.CopyFrom(to_timestamp(scheduled_time))
     return fire
@@ -231,6 +236,7 @@ def _apply(schedule: Schedule, spec: ScheduleSpec, now: dt.datetime) -> None:
     schedule.inputs = spec.inputs
     schedule.misfire_policy = spec.misfire_policy
     schedule.misfire_limit = spec.misfire_limit
+    schedule.priority = spec.priority
     schedule.cron = spec.cron
     schedule.timezone = spec.timezone
     schedule.start_at = spec.start_at

@@ -33,6 +33,7 @@ def to_spec(spec: scheduler_pb2.ScheduleSpec) -> ScheduleSpec:
         start_at=field_datetime(spec, "start_at"),
         end_at=field_datetime(spec, "end_at"),
         name=spec.name,
+        priority=spec.priority if spec.HasField("priority") else 5,
     )
 
 
@@ -51,6 +52,7 @@ def to_proto(schedule: Schedule) -> scheduler_pb2.Schedule:
             start_at=optional_timestamp(schedule.start_at),
             end_at=optional_timestamp(schedule.end_at),
             name=schedule.name,
+            priority=schedule.priority,
         ),
         next_fire_at=optional_timestamp(schedule.next_fire_at),
         last_fire_at=optional_timestamp(schedule.last_fire_at),

@@ -29,6 +29,7 @@ class Fire:
     source: str
     dedupe_key: str
     inputs: Any
+    priority: int = 5
 
 
 def fire_from_proto(fire: events_pb2.TriggerFire) -> Fire:
@@ -42,6 +43,7 @@ def fire_from_proto(fire: events_pb2.TriggerFire) -> Fire:
         source=fire.source,
         dedupe_key=fire.dedupe_key,
         inputs=inputs,
+        priority=fire.priority if fire.HasField("priority") else 5,
     )
 
 
@@ -74,6 +76,7 @@ async def start_from_trigger(engine: Engine, fire: Fire) -> list[str]:
             inputs=fire.inputs,
             idempotency_key=key,
             trigger=fire.source or "trigger",
+            priority=fire.priority,
         )
         started.append(row.id)
     return started

@@ -92,3 +92,29 @@ async def test_the_priority_is_kept_with_the_execution(client: httpx.AsyncClient
     assert [item["priority"] for item in listed["items"]] == [7]
     default = await wait_final(client, await _execute(client, workflow_id, None), timeout=30)
     assert default["priority"] == 5
+
+
+async def test_a_schedule_starts_executions_with_its_priority(client: httpx.AsyncClient) -> None:
+    workflow_id = await create_workflow(client, URGENT)
+    created = await client.post(
+        "/api/v1/schedules",
+        json={"workflow_id": workflow_id, "cron": "0 0 1 1 *", "priority": 8},
+    )
+    assert created.status_code == 201, created.text
+    schedule = created.json()
+    assert schedule["priority"] == 8
+    refused = await client.post(
+        "/api/v1/schedules", json={"workflow_id": workflow_id, "cron": "0 0 1 1 *", "priority": 12}
+    )
+    assert refused.status_code == 422, refused.text
+    fired = await client.post(f"/api/v1/schedules/{schedule['id']}/trigger")
+    assert fired.status_code < 300, fired.text
+
+    async def started() -> bool:
+        listed = await client.get("/api/v1/executions", params={"workflow_id": workflow_id})
+        return len(listed.json()["items"]) == 1
+
+    await assert_eventually(started, timeout=15, message="the schedule started nothing")
+    listed = await client.get("/api/v1/executions", params={"workflow_id": workflow_id})
+    (execution,) = listed.json()["items"]
+    assert execution["priority"] == 8

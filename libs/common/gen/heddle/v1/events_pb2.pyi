@@ -31,7 +31,7 @@ class Event(_message.Message):
     def __init__(self, execution_id: _Optional[str] = ..., seq: _Optional[int] = ..., type: _Optional[str] = ..., node_id: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., data_json: _Optional[bytes] = ..., trace_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
 
 class TriggerFire(_message.Message):
-    __slots__ = ("dedupe_key", "workflow_id", "schedule_id", "scheduled_time", "inputs_json", "source", "tenant_id")
+    __slots__ = ("dedupe_key", "workflow_id", "schedule_id", "scheduled_time", "inputs_json", "source", "tenant_id", "priority")
     DEDUPE_KEY_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class TriggerFire(_message.Message):
     INPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     dedupe_key: str
     workflow_id: str
     schedule_id: str
@@ -46,7 +47,8 @@ class TriggerFire(_message.Message):
     inputs_json: bytes
     source: str
     tenant_id: str
-    def __init__(self, dedupe_key: _Optional[str] = ..., workflow_id: _Optional[str] = ..., schedule_id: _Optional[str] = ..., scheduled_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inputs_json: _Optional[bytes] = ..., source: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    priority: int
+    def __init__(self, dedupe_key: _Optional[str] = ..., workflow_id: _Optional[str] = ..., schedule_id: _Optional[str] = ..., scheduled_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inputs_json: _Optional[bytes] = ..., source: _Optional[str] = ..., tenant_id: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class LogRecord(_message.Message):
     __slots__ = ("execution_id", "node_id", "attempt", "level", "message", "ts", "trace_id", "logger", "service", "fields_json", "tenant_id")

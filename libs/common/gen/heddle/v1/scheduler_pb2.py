@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from heddle.v1 import common_pb2 as heddle_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19heddle/v1/scheduler.proto\x12\theddle.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16heddle/v1/common.proto\"\x80\x02\n\x0cScheduleSpec\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ron\x18\x02 \x01(\t\x12\x10\n\x08timezone\x18\x03 \x01(\t\x12\x13\n\x0binputs_json\x18\x04 \x01(\x0c\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12\x16\n\x0emisfire_policy\x18\x06 \x01(\t\x12\x15\n\rmisfire_limit\x18\x07 \x01(\x05\x12,\n\x08start_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x65nd_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04name\x18\n \x01(\t\"\x94\x02\n\x08Schedule\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x04spec\x18\x02 \x01(\x0b\x32\x17.heddle.v1.ScheduleSpec\x12\x30\n\x0cnext_fire_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_fire_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttenant_id\x18\x07 \x01(\t\"Q\n\x15\x43reateScheduleRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.heddle.v1.ScheduleSpec\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"]\n\x15UpdateScheduleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x04spec\x18\x02 \x01(\x0b\x32\x17.heddle.v1.ScheduleSpec\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"3\n\x12GetScheduleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"d\n\x14ListSchedulesRequest\x12$\n\x04page\x18\x01 \x01(\x0b\x32\x16.heddle.v1.PageRequest\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"b\n\x15ListSchedulesResponse\x12&\n\tschedules\x18\x01 \x03(\x0b\x32\x13.heddle.v1.Schedule\x12!\n\x04page\x18\x02 \x01(\x0b\x32\x13.heddle.v1.PageInfo\"6\n\x15\x44\x65leteScheduleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse\"7\n\x16TriggerScheduleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"-\n\x17TriggerScheduleResponse\x12\x12\n\ndedupe_key\x18\x01 \x01(\t\"r\n\x16PreviewScheduleRequest\x12\x0c\n\x04\x63ron\x18\x01 \x01(\t\x12\x10\n\x08timezone\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12)\n\x05\x61\x66ter\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x17PreviewScheduleResponse\x12.\n\nfire_times\x18\x01 \x03(\x0b\x32\x1a.google.protobuf.Timestamp2\xc6\x04\n\x10SchedulerService\x12G\n\x0e\x43reateSchedule\x12 .heddle.v1.CreateScheduleRequest\x1a\x13.heddle.v1.Schedule\x12G\n\x0eUpdateSchedule\x12 .heddle.v1.UpdateScheduleRequest\x1a\x13.heddle.v1.Schedule\x12\x41\n\x0bGetSchedule\x12\x1d.heddle.v1.GetScheduleRequest\x1a\x13.heddle.v1.Schedule\x12R\n\rListSchedules\x12\x1f.heddle.v1.ListSchedulesRequest\x1a .heddle.v1.ListSchedulesResponse\x12U\n\x0e\x44\x65leteSchedule\x12 .heddle.v1.DeleteScheduleRequest\x1a!.heddle.v1.DeleteScheduleResponse\x12X\n\x0fTriggerSchedule\x12!.heddle.v1.TriggerScheduleRequest\x1a\".heddle.v1.TriggerScheduleResponse\x12X\n\x0fPreviewSchedule\x12!.heddle.v1.PreviewScheduleRequest\x1a\".heddle.v1.PreviewScheduleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19heddle/v1/scheduler.proto\x12\theddle.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16heddle/v1/common.proto\"\xa4\x02\n\x0cScheduleSpec\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ron\x18\x02 \x01(\t\x12\x10\n\x08timezone\x18\x03 \x01(\t\x12\x13\n\x0binputs_json\x18\x04 \x01(\x0c\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12\x16\n\x0emisfire_policy\x18\x06 \x01(\t\x12\x15\n\rmisfire_limit\x18\x07 \x01(\x05\x12,\n\x08start_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x65nd_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04name\x18\n \x01(\t\x12\x15\n\x08priority\x18\x0b \x01(\x05H\x00\x88\x01\x01\x42\x0b\n\t_priority\"\x94\x02\n\x08Schedule\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x04spec\x18\x02 \x01(\x0b\x32\x17.heddle.v1.ScheduleSpec\x12\x30\n\x0cnext_fire_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_fire_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttenant_id\x18\x07 \x01(\t\"Q\n\x15\x43reateScheduleRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.heddle.v1.ScheduleSpec\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"]\n\x15UpdateScheduleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x04spec\x18\x02 \x01(\x0b\x32\x17.heddle.v1.ScheduleSpec\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"3\n\x12GetScheduleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"d\n\x14ListSchedulesRequest\x12$\n\x04page\x18\x01 \x01(\x0b\x32\x16.heddle.v1.PageRequest\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"b\n\x15ListSchedulesResponse\x12&\n\tschedules\x18\x01 \x03(\x0b\x32\x13.heddle.v1.Schedule\x12!\n\x04page\x18\x02 \x01(\x0b\x32\x13.heddle.v1.PageInfo\"6\n\x15\x44\x65leteScheduleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse\"7\n\x16TriggerScheduleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"-\n\x17TriggerScheduleResponse\x12\x12\n\ndedupe_key\x18\x01 \x01(\t\"r\n\x16PreviewScheduleRequest\x12\x0c\n\x04\x63ron\x18\x01 \x01(\t\x12\x10\n\x08timezone\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12)\n\x05\x61\x66ter\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x17PreviewScheduleResponse\x12.\n\nfire_times\x18\x01 \x03(\x0b\x32\x1a.google.protobuf.Timestamp2\xc6\x04\n\x10SchedulerService\x12G\n\x0e\x43reateSchedule\x12 .heddle.v1.CreateScheduleRequest\x1a\x13.heddle.v1.Schedule\x12G\n\x0eUpdateSchedule\x12 .heddle.v1.UpdateScheduleRequest\x1a\x13.heddle.v1.Schedule\x12\x41\n\x0bGetSchedule\x12\x1d.heddle.v1.GetScheduleRequest\x1a\x13.heddle.v1.Schedule\x12R\n\rListSchedules\x12\x1f.heddle.v1.ListSchedulesRequest\x1a .heddle.v1.ListSchedulesResponse\x12U\n\x0e\x44\x65leteSchedule\x12 .heddle.v1.DeleteScheduleRequest\x1a!.heddle.v1.DeleteScheduleResponse\x12X\n\x0fTriggerSchedule\x12!.heddle.v1.TriggerScheduleRequest\x1a\".heddle.v1.TriggerScheduleResponse\x12X\n\x0fPreviewSchedule\x12!.heddle.v1.PreviewScheduleRequest\x1a\".heddle.v1.PreviewScheduleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,31 +34,31 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'heddle.v1.scheduler_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SCHEDULESPEC']._serialized_start=98
-  _globals['_SCHEDULESPEC']._serialized_end=354
-  _globals['_SCHEDULE']._serialized_start=357
-  _globals['_SCHEDULE']._serialized_end=633
-  _globals['_CREATESCHEDULEREQUEST']._serialized_start=635
-  _globals['_CREATESCHEDULEREQUEST']._serialized_end=716
-  _globals['_UPDATESCHEDULEREQUEST']._serialized_start=718
-  _globals['_UPDATESCHEDULEREQUEST']._serialized_end=811
-  _globals['_GETSCHEDULEREQUEST']._serialized_start=813
-  _globals['_GETSCHEDULEREQUEST']._serialized_end=864
-  _globals['_LISTSCHEDULESREQUEST']._serialized_start=866
-  _globals['_LISTSCHEDULESREQUEST']._serialized_end=966
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=968
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1066
-  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1068
-  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1122
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1124
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1148
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1150
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1205
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1207
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=1252
-  _globals['_PREVIEWSCHEDULEREQUEST']._serialized_start=1254
-  _globals['_PREVIEWSCHEDULEREQUEST']._serialized_end=1368
-  _globals['_PREVIEWSCHEDULERESPONSE']._serialized_start=1370
-  _globals['_PREVIEWSCHEDULERESPONSE']._serialized_end=1443
-  _globals['_SCHEDULERSERVICE']._serialized_start=1446
-  _globals['_SCHEDULERSERVICE']._serialized_end=2028
+  _globals['_SCHEDULESPEC']._serialized_end=390
+  _globals['_SCHEDULE']._serialized_start=393
+  _globals['_SCHEDULE']._serialized_end=669
+  _globals['_CREATESCHEDULEREQUEST']._serialized_start=671
+  _globals['_CREATESCHEDULEREQUEST']._serialized_end=752
+  _globals['_UPDATESCHEDULEREQUEST']._serialized_start=754
+  _globals['_UPDATESCHEDULEREQUEST']._serialized_end=847
+  _globals['_GETSCHEDULEREQUEST']._serialized_start=849
+  _globals['_GETSCHEDULEREQUEST']._serialized_end=900
+  _globals['_LISTSCHEDULESREQUEST']._serialized_start=902
+  _globals['_LISTSCHEDULESREQUEST']._serialized_end=1002
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=1004
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1102
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1104
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1158
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1160
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1184
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1186
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1241
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1243
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=1288
+  _globals['_PREVIEWSCHEDULEREQUEST']._serialized_start=1290
+  _globals['_PREVIEWSCHEDULEREQUEST']._serialized_end=1404
+  _globals['_PREVIEWSCHEDULERESPONSE']._serialized_start=1406
+  _globals['_PREVIEWSCHEDULERESPONSE']._serialized_end=1479
+  _globals['_SCHEDULERSERVICE']._serialized_start=1482
+  _globals['_SCHEDULERSERVICE']._serialized_end=2064
 # @@protoc_insertion_point(module_scope)

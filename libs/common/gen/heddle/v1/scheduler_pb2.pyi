@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ScheduleSpec(_message.Message):
-    __slots__ = ("workflow_id", "cron", "timezone", "inputs_json", "enabled", "misfire_policy", "misfire_limit", "start_at", "end_at", "name")
+    __slots__ = ("workflow_id", "cron", "timezone", "inputs_json", "enabled", "misfire_policy", "misfire_limit", "start_at", "end_at", "name", "priority")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     CRON_FIELD_NUMBER: _ClassVar[int]
     TIMEZONE_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class ScheduleSpec(_message.Message):
     START_AT_FIELD_NUMBER: _ClassVar[int]
     END_AT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     cron: str
     timezone: str
@@ -32,7 +33,8 @@ class ScheduleSpec(_message.Message):
     start_at: _timestamp_pb2.Timestamp
     end_at: _timestamp_pb2.Timestamp
     name: str
-    def __init__(self, workflow_id: _Optional[str] = ..., cron: _Optional[str] = ..., timezone: _Optional[str] = ..., inputs_json: _Optional[bytes] = ..., enabled: bool = ..., misfire_policy: _Optional[str] = ..., misfire_limit: _Optional[int] = ..., start_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
+    priority: int
+    def __init__(self, workflow_id: _Optional[str] = ..., cron: _Optional[str] = ..., timezone: _Optional[str] = ..., inputs_json: _Optional[bytes] = ..., enabled: bool = ..., misfire_policy: _Optional[str] = ..., misfire_limit: _Optional[int] = ..., start_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., name: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class Schedule(_message.Message):
     __slots__ = ("id", "spec", "next_fire_at", "last_fire_at", "created_at", "updated_at", "tenant_id")

@@ -14,7 +14,7 @@ from services.node.executors.base import NodeError, NodeRequest, NodeSettings, S
 from services.node.registry import default_registry
 from tests.integration import helpers
 from tests.integration.helpers import ScriptedServer, create_workflow, node, run, wait_final
-from tests.unit.node.fakes import FakeAi, FakeTools, FakeWorkflows
+from tests.node.fakes import FakeAi, FakeTools, FakeWorkflows
 
 pytestmark = pytest.mark.integration
 http_server = helpers.http_server

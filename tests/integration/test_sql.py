@@ -22,7 +22,7 @@ from libs.cli.stack import Stack
 from services.node.executors.base import NodeError, NodeRequest, NodeSettings, Services
 from services.node.executors.sql import SqlExecutor
 from tests.integration.helpers import create_workflow, events, node, run, wait_final
-from tests.unit.node.fakes import FakeAi, FakeTools, FakeWorkflows
+from tests.node.fakes import FakeAi, FakeTools, FakeWorkflows
 
 pytestmark = pytest.mark.integration
 

@@ -30,8 +30,8 @@ from services.node.executors.base import NodeError, NodeResult, NodeSettings, Se
 from services.node.registry import default_registry
 from tests.helpers import assert_eventually
 from tests.integration.helpers import create_workflow, node, run, wait_final
-from tests.unit.node.conftest import make_request
-from tests.unit.node.fakes import FakeAi, FakeTools, FakeWorkflows
+from tests.node.conftest import make_request
+from tests.node.fakes import FakeAi, FakeTools, FakeWorkflows
 
 # Every attribute is read by a class pattern's keyword, none by `.`: before the fix this
 # reached os.system through _wrap_close.__init__.__globals__.

@@ -30,7 +30,7 @@ from services.workflow.execution import (
 )
 from services.workflow.planner import ExecutionPlan
 from services.workflow.validation import validate_definition
-from tests.unit.catalog import core_catalog
+from tests.workflow.catalog import core_catalog
 
 CATALOG = core_catalog()
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

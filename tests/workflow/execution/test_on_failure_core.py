@@ -21,7 +21,7 @@ from services.workflow.execution import (
 )
 from services.workflow.planner import ExecutionPlan
 from services.workflow.validation import validate_definition
-from tests.unit.catalog import core_catalog
+from tests.workflow.catalog import core_catalog
 from tests.workflow.execution.test_execution_core import event_types, failed, ok
 
 CATALOG = core_catalog()

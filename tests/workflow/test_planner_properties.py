@@ -27,7 +27,7 @@ from services.workflow.execution import (
 from services.workflow.planner import ExecutionPlan, Outcome, OutcomeKind, PlanState
 from services.workflow.reference import Behaviour, run_reference
 from services.workflow.validation import validate_definition
-from tests.unit.catalog import core_catalog
+from tests.workflow.catalog import core_catalog
 
 CATALOG = core_catalog()
 ON_ERROR = ["fail", "continue", "skip", "fail_branch"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.unit.node.conftest import RunNode
+from tests.node.conftest import RunNode
 
 
 async def test_a_map_runs_an_inline_node_that_carries_an_id(run_node: RunNode) -> None:

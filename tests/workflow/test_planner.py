@@ -13,7 +13,7 @@ from services.workflow.planner import (
     PlanStateError,
     Transition,
 )
-from tests.unit.catalog import core_catalog
+from tests.workflow.catalog import core_catalog
 
 CATALOG = core_catalog()
 

@@ -2,7 +2,7 @@
 schemas, the tool service's tool names and input schemas, and the map's inline node.
 
 The node types are the node service's own (their real output schemas), not the reduced
-catalog of tests/unit/catalog.py.
+catalog of tests/workflow/catalog.py.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import pytest
 from services.node.executors.base import NodeError, NodeSettings, Services
 from services.workflow.execution.state import NodeStatus
 from services.workflow.runner import NodeState, dispatch_key
-from tests.unit.node.conftest import RunNode
-from tests.unit.node.fakes import FakeAi, FakeTools
+from tests.node.conftest import RunNode
+from tests.node.fakes import FakeAi, FakeTools
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from services.node.executors.base import NodeError, with_port_lists
 from services.node.registry import default_registry
-from tests.unit.node.conftest import RunNode, make_request
+from tests.node.conftest import RunNode, make_request
 
 
 async def test_input_outputs_the_execution_inputs(run_node: RunNode) -> None:

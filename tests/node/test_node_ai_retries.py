@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from services.node.executors.base import NodeError, Services
-from tests.unit.node.conftest import RunNode
-from tests.unit.node.fakes import FakeAi
+from tests.node.conftest import RunNode
+from tests.node.fakes import FakeAi
 
 RETRY_LOG = {
     "level": "warning",

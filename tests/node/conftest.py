@@ -12,7 +12,7 @@ import pytest
 
 from services.node.executors.base import NodeRequest, NodeResult, NodeSettings, Services
 from services.node.registry import NodeTypeRegistry, default_registry
-from tests.unit.node.fakes import FakeAi, FakeTools, FakeWorkflows
+from tests.node.fakes import FakeAi, FakeTools, FakeWorkflows
 
 RunNode = Callable[..., Awaitable[NodeResult]]
 

@@ -4,7 +4,7 @@ import pytest
 
 from services.node.executors.base import NodeError
 from services.node.executors.human import validate_human_input
-from tests.unit.node.conftest import RunNode
+from tests.node.conftest import RunNode
 
 SCHEMA = {
     "type": "object",

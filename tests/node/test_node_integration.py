@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from services.node.executors.base import NodeError, Services
-from tests.unit.node.conftest import RunNode
-from tests.unit.node.fakes import FakeTools, FakeWorkflows
+from tests.node.conftest import RunNode
+from tests.node.fakes import FakeTools, FakeWorkflows
 
 
 async def test_tool_renders_arguments(run_node: RunNode, services: Services) -> None:

@@ -12,7 +12,7 @@ from services.workflow.validation import (
     _compile_fast,
     validate_definition,
 )
-from tests.unit.catalog import core_catalog
+from tests.workflow.catalog import core_catalog
 
 CATALOG = core_catalog()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.workflow.validation import validate_definition
-from tests.unit.catalog import core_catalog
+from tests.workflow.catalog import core_catalog
 
 CATALOG = core_catalog()
 

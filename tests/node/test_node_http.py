@@ -6,7 +6,7 @@ import pytest
 
 from services.node.executors.base import NodeError, NodeSettings, Services
 from services.node.executors.http import parse_retry_after
-from tests.unit.node.conftest import RunNode
+from tests.node.conftest import RunNode
 
 
 @pytest.fixture

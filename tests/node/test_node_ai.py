@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 
 from services.node.executors.base import NodeError, Services
-from tests.unit.node.conftest import RunNode
-from tests.unit.node.fakes import FakeAi, FakeTools
+from tests.node.conftest import RunNode
+from tests.node.fakes import FakeAi, FakeTools
 
 
 async def test_llm_calls_the_ai_service(run_node: RunNode, services: Services) -> None:

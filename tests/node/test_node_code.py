@@ -5,7 +5,7 @@ import time
 import pytest
 
 from services.node.executors.base import NodeError, NodeSettings, Services
-from tests.unit.node.conftest import RunNode
+from tests.node.conftest import RunNode
 
 
 async def code_error(run_node: RunNode, source: str, **kwargs: object) -> NodeError:

@@ -159,8 +159,10 @@ async def test_the_work_stream_needs_the_service_token(replicas: list[NodeServic
     async with create_channel(address) as channel:
         stub = node_pb2_grpc.NodeServiceStub(channel)
         refused = stub.Work()
-        await refused.write(node_pb2.WorkRequest(tasks=[_task("x")]))
+        # The server may end the stream before the first write is through: the refusal
+        # surfaces at the write or at the read, whichever comes first.
         with pytest.raises(grpc.aio.AioRpcError) as error:
+            await refused.write(node_pb2.WorkRequest(tasks=[_task("x")]))
             await refused.read()
         assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
 

@@ -131,8 +131,16 @@ async def test_a_run_moves_the_engine_metrics(client: httpx.AsyncClient) -> None
         route="/api/v1/workflows/{workflow_id}/execute",
         status="202",
     )
-    # The log service consumed the `log` event of the code node's output through the bus.
-    moved("heddle_bus_messages_consumed_total", 1, queue="log.events", outcome="ack")
+
+    # The log service consumed the `log` event of the code node's output through the bus:
+    # asynchronously, so perhaps only after the execution's end was read.
+    async def consumed() -> bool:
+        now = await scrape(client)
+        label = {"queue": "log.events", "outcome": "ack"}
+        name = "heddle_bus_messages_consumed_total"
+        return value(now, name, **label) - value(before, name, **label) >= 1
+
+    await assert_eventually(consumed, timeout=10, message="the log service consumed no event")
     # Gauges that return to rest between runs: exported, never negative.
     for name, labels in (
         ("heddle_outbox_backlog", {}),

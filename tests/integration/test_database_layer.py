@@ -302,6 +302,7 @@ async def test_the_postgresql_writer_inserts_an_execution_with_its_nodes(pg_url:
                 owner="replica-a",
                 last_seq=0,
                 crashes=0,
+                priority=7,
             )
             return {c.key: getattr(row, c.key) for c in ExecutionRow.__table__.columns}
 

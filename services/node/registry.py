@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from libs.common.node_types import NodeTypeSpec
-from services.node.executors.ai import AgentExecutor, LlmExecutor
+from services.node.executors.agent import AgentExecutor
+from services.node.executors.ai import LlmExecutor
 from services.node.executors.base import NodeExecutor
 from services.node.executors.code import CodeExecutor
 from services.node.executors.core import (

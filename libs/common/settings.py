@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Loopback gRPC ports of the services (the gateway serves HTTP on http_port).
@@ -140,6 +140,32 @@ class CommonSettings(BaseSettings):
         default="",
         description="Base64 of the 32-byte AES-256-GCM key that encrypts tenant secrets at rest "
         "(the workflow service); empty: secrets are unavailable.",
+    )
+
+    artifact_url: str = Field(
+        default="file://./var/artifacts",
+        description="Artifact store (files, large values by reference, snapshots): "
+        "file://./path (a local folder, the embedded mode) or s3://bucket/prefix (any "
+        "S3-compatible store: MinIO, AWS S3; endpoint and credentials below).",
+    )
+    artifact_s3_endpoint: str = Field(
+        default="", description="S3 endpoint URL (http://minio:9000); empty: AWS's."
+    )
+    artifact_s3_region: str = Field(default="us-east-1", description="S3 region.")
+    artifact_s3_access_key: SecretStr = Field(
+        default=SecretStr(""), description="S3 access key id (a secret)."
+    )
+    artifact_s3_secret_key: SecretStr = Field(
+        default=SecretStr(""), description="S3 secret access key (a secret)."
+    )
+    artifact_s3_create_bucket: bool = Field(
+        default=True, description="Create the bucket at first use when it is missing."
+    )
+    claim_check_bytes: int = Field(
+        default=256 * 1024,
+        gt=0,
+        description="A node output or execution input whose JSON is larger than this is "
+        "stored in the artifact store and carried by reference (the claim check).",
     )
 
     _split_node_addresses = field_validator("node_addresses", mode="before")(split_csv)

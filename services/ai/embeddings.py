@@ -1,0 +1,138 @@
+"""Embeddings: the offline hashed n-gram embedder and the OpenAI-compatible ``/v1/embeddings``.
+
+The offline embedder (``hash`` provider) needs no model and no network, and gives the same
+vector for the same text on every machine: each text becomes sparse features — its words
+(lower-cased, stop words dropped), word bigrams and the character trigrams of each word —,
+each feature is hashed (CRC-32, not Python's salted ``hash``) to one of ``dim`` buckets with a
+sign, weighted by ``1 + log(tf)`` and the feature kind, and the vector is L2-normalised. Two
+texts sharing rare words (names, numbers, codes) get a high cosine, which is what lexical
+questions over documents need; it knows no synonyms (a real model does: the
+``openai``-compatible provider serves OpenAI, vLLM, Ollama and TEI).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+
+from services.ai.providers.base import ProviderError, _error_message, is_retryable_status
+
+DEFAULT_DIM = 512
+_WORD = re.compile(r"[\w][\w\-]*", re.UNICODE)
+# The words that say nothing of what a passage is about; questions are full of them.
+STOP_WORDS = frozenset(
+    """a an and are as at be by can did do does for from has have how in is it its of on or
+    that the their there these this to was were what when where which who whom whose why
+    will with you your i we our they them he she his her not no yes""".split()  # noqa: SIM905
+)
+_WEIGHTS = {"w": 1.0, "b": 0.7, "c": 0.25}
+
+
+def _features(text: str) -> Counter[str]:
+    words = [w for w in (m.group(0).lower() for m in _WORD.finditer(text)) if w not in STOP_WORDS]
+    features: Counter[str] = Counter()
+    for word in words:
+        features["w:" + word] += 1
+        padded = f"<{word}>"
+        for i in range(len(padded) - 2):
+            features["c:" + padded[i : i + 3]] += 1
+    for first, second in itertools.pairwise(words):
+        features[f"b:{first} {second}"] += 1
+    return features
+
+
+class HashEmbedder:
+    """Deterministic, offline text embeddings (see the module's docstring)."""
+
+    kind = "hash"
+
+    def __init__(self, dim: int = DEFAULT_DIM) -> None:
+        if dim < 8:
+            raise ValueError("dim must be at least 8")
+        self.dim = dim
+
+    def embed_one(self, text: str) -> np.ndarray:
+        vector = np.zeros(self.dim, dtype=np.float32)
+        for feature, count in _features(text).items():
+            code = zlib.crc32(feature.encode("utf-8"))
+            sign = 1.0 if code & 1 else -1.0
+            vector[(code >> 1) % self.dim] += sign * _WEIGHTS[feature[0]] * (1 + math.log(count))
+        norm = float(np.linalg.norm(vector))
+        return vector / norm if norm else vector
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One row per text, float32, unit length (zero for a text without words)."""
+        matrix = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            matrix[row] = self.embed_one(text)
+        return matrix
+
+
+class OpenAIEmbeddings:
+    """``POST {base_url}/embeddings`` as OpenAI, vLLM, Ollama (``/v1``) and TEI serve it."""
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str,
+        api_key: str | None,
+        timeout_s: float,
+        connect_timeout_s: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            headers={**(headers or {}), **auth},
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def embed(
+        self, model: str, texts: Sequence[str], dimensions: int | None = None
+    ) -> tuple[list[list[float]], int]:
+        """(vectors in input order, prompt tokens) — raises ProviderError."""
+        body: dict[str, Any] = {"model": model, "input": list(texts), "encoding_format": "float"}
+        if dimensions:
+            body["dimensions"] = dimensions
+        try:
+            response = await self._client.post("/embeddings", json=body)
+        except httpx.TimeoutException as error:
+            raise ProviderError(f"timed out ({type(error).__name__})", retryable=True) from error
+        except httpx.HTTPError as error:
+            raise ProviderError(f"{type(error).__name__}: {error}", retryable=True) from error
+        if response.status_code >= 400:
+            raise ProviderError(
+                f"HTTP {response.status_code}: {_error_message(response)}",
+                retryable=is_retryable_status(response.status_code),
+                status=response.status_code,
+            )
+        try:
+            data = response.json()
+            rows = sorted(data["data"], key=lambda item: int(item.get("index", 0)))
+            vectors = [[float(x) for x in row["embedding"]] for row in rows]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ProviderError(
+                f"malformed embeddings response: {error}", retryable=False
+            ) from error
+        if len(vectors) != len(texts):
+            raise ProviderError(
+                f"asked {len(texts)} embeddings, got {len(vectors)}", retryable=False
+            )
+        usage = data.get("usage") or {}
+        return vectors, int(usage.get("prompt_tokens") or 0)

@@ -1,0 +1,1 @@
+"""Knowledge bases: chunking documents, a vector index behind one interface, retrieval."""

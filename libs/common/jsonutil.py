@@ -4,8 +4,13 @@ orjson is fast but holds integers to 64 bits: it refuses to encode a larger one 
 one as a float (rounded). JSON itself has no such limit, and a node may well produce
 `2 ** 64`, so both directions fall back to the standard library's exact encoder and decoder
 for such documents only: encoding tries orjson first and falls back on its 64-bit error;
-decoding checks the bytes for a digit run long enough to overflow 64 bits (a translate and
-a substring search, both in C) and hands only such documents to the standard library.
+decoding runs orjson first and hands a document to the standard library only when orjson's
+result may have lost an integer: it refused one beyond 1e308, or the result holds a float of
+magnitude >= 2**63 (what an integer beyond 64 bits becomes). That check walks the decoded
+values while they are few for the document's size (text-heavy documents: a handful of
+values for kilobytes of bytes), and otherwise scans the bytes for a digit run long enough to
+overflow 64 bits (a translate and a substring search, both in C); either way a false alarm
+(a float literal such as 1e19, a long number in a string) only costs the exact path.
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 # look for 20 zeros (a false alarm, e.g. a long number in a string, only costs the slow path).
 _DIGITS = bytes(b"0"[0] if byte in b"0123456789-" else b" "[0] for byte in range(256))
 _LONG_RUN = b"0" * 20
+# An integer beyond [-2**63, 2**64 - 1] decoded by orjson is a float at least this big.
+_LOSSY_FLOAT = 9.2e18
+# Walking one decoded value costs about as much as scanning ~100 bytes of its document: walk
+# at most one value per 2**9 bytes (a walk that runs out adds <= 1/5 to the scan it falls
+# back to), and only when that allows a few (short documents: the scan is sub-microsecond).
+_BYTES_PER_VALUE_SHIFT = 9
+_MIN_WALK = 4
 
 
 def _fallback(value: Any) -> Any:
@@ -87,25 +99,59 @@ def loads(data: bytes | str | None) -> Any:
     Invalid JSON raises orjson.JSONDecodeError (a ValueError), whichever decoder ran."""
     if not data:
         return None
-    if len(data) >= len(_LONG_RUN):
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        # orjson refuses integers beyond 1e308 as "infinity": the exact path decodes them.
+        if not error.msg.startswith("number is infinity"):
+            raise
+        return _decode_exact(data.encode() if isinstance(data, str) else data)
+    if len(data) < len(_LONG_RUN):
+        return value  # too short to hold an integer beyond 64 bits
+    kind = type(value)
+    lossy: bool | None = None
+    if kind is float:
+        lossy = not -_LOSSY_FLOAT < value < _LOSSY_FLOAT
+    elif kind is dict or kind is list:
+        budget = len(data) >> _BYTES_PER_VALUE_SHIFT
+        if budget >= _MIN_WALK:
+            lossy = _lossy_floats(value, budget)
+    else:
+        return value
+    if lossy is None:  # many values for the size: the byte scan is cheaper than a walk
         raw = data.encode() if isinstance(data, str) else data
-        if _LONG_RUN in raw.translate(_DIGITS):
-            # Perhaps an integer orjson would round to a float, or refuse beyond 1e308 (or
-            # only a long run of digits in a string): the standard library decodes integers
-            # exactly, up to Python's bound on int <-> str conversions (4300 digits), as
-            # dumps encodes them.
-            return _decode_exact(raw)
-    return orjson.loads(data)
+        lossy = _LONG_RUN in raw.translate(_DIGITS)
+    if lossy:
+        # Perhaps an integer orjson rounded to a float: the standard library decodes
+        # integers exactly, up to Python's bound on int <-> str conversions (4300 digits),
+        # as dumps encodes them.
+        return _decode_exact(data.encode() if isinstance(data, str) else data)
+    return value
+
+
+def _lossy_floats(value: dict[str, Any] | list[Any], budget: int) -> bool | None:
+    """Whether value holds a float of magnitude >= 2**63 (perhaps a rounded integer); None
+    when it holds more than `budget` values before an answer (the caller scans bytes)."""
+    stack: list[Any] = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return None
+        item = pop()
+        kind = type(item)
+        if kind is dict:
+            extend(item.values())
+        elif kind is list:
+            extend(item)
+        elif kind is float and not -_LOSSY_FLOAT < item < _LOSSY_FLOAT:
+            return True
+    return False
 
 
 def _decode_exact(raw: bytes) -> Any:
-    try:
-        # orjson validates (syntax, UTF-8, lone surrogates, NaN) as for any document...
-        orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        # ...except that it refuses integers beyond 1e308 as "infinity": decoded below.
-        if not error.msg.startswith("number is infinity"):
-            raise
+    # orjson has validated the document (syntax, UTF-8, lone surrogates, NaN), except that
+    # it refuses integers beyond 1e308 as "infinity": those are decoded here.
     text = raw.decode()
     try:
         return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)

@@ -92,3 +92,23 @@ def test_integers_beyond_pythons_bound_are_refused_with_orjsons_errors() -> None
         jsonutil.loads(b"[1e400, 123456789012345678901234]")
     with pytest.raises(orjson.JSONDecodeError):
         jsonutil.loads(b'["\\ud800", 123456789012345678901234]')  # a lone surrogate
+
+
+def test_big_integers_are_exact_whichever_check_finds_them() -> None:
+    # Text-heavy: few values for the size, found by walking orjson's result.
+    text_heavy = {"text": "lorem ipsum " * 1000, "nested": [{"n": 2**70}]}
+    # Many values for the size: the walk runs out and the byte scan finds it.
+    number_heavy = {"items": [-(2**64), *range(5000)]}
+    for document in (text_heavy, number_heavy):
+        decoded = jsonutil.loads(jsonutil.dumps(document))
+        assert decoded == document
+        assert jsonutil.loads(jsonutil.dumps_str(document)) == document
+    assert type(jsonutil.loads(b"  18446744073709551616 ")) is int
+
+
+def test_large_floats_stay_floats_on_the_exact_path() -> None:
+    # A float of integer magnitude is a false alarm for the check: decoded the same.
+    document = {"text": "x" * 3000, "f": 1e19, "g": -2.5e300, "i": 7}
+    decoded = jsonutil.loads(jsonutil.dumps(document))
+    assert decoded == document
+    assert type(decoded["f"]) is float and type(decoded["i"]) is int

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "heddle_execution_ended"
 _RECONNECT_S = 1.0
+_IDLE_CHECK_S = 5.0
 
 
 def _dsn(database_url: str) -> str | None:
@@ -95,15 +96,24 @@ class CompletionNotices:
 
     async def _send_loop(self, connection: asyncpg.Connection) -> None:
         while True:
+            # Woken by announce(), or every few seconds to notice a dropped connection.
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for in a loop can swallow
+            # the cancel that stop() sends when it lands as the wait times out.
             with contextlib.suppress(TimeoutError):
-                # Woken by announce(), or every few seconds to notice a dropped connection.
-                await asyncio.wait_for(self._wake.wait(), 5.0)
+                async with asyncio.timeout(_IDLE_CHECK_S):
+                    await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, []
             if batch:
-                # One round trip for every execution that ended meanwhile.
-                await connection.execute(
-                    "SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id", CHANNEL, batch
-                )
+                try:
+                    # One round trip for every execution that ended meanwhile.
+                    await connection.execute(
+                        "SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id", CHANNEL, batch
+                    )
+                except BaseException:
+                    # Sent again on the next connection (a notice is only a wake-up, but
+                    # a follower need not wait for its poll because of a reconnect).
+                    self._pending[:0] = batch
+                    raise
             if connection.is_closed():
                 raise ConnectionError("listening connection closed")

@@ -26,8 +26,11 @@ class EventNotifier:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(execution_id, set()).add(waiter)
         try:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
+            # that lands as the timeout fires, and followers wait in loops.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter, timeout)
+                async with asyncio.timeout(timeout):
+                    await waiter
         finally:
             waiters = self._waiters.get(execution_id)
             if waiters is not None:

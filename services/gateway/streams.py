@@ -85,6 +85,9 @@ WORKFLOW_POLL_S = 0.5
 #: Bounds of one socket: subscriptions, and the size of a client frame.
 MAX_SUBSCRIPTIONS = 100
 MAX_FRAME_CHARS = 1_000_000
+#: When a followed execution's stream ends the socket closes, but a client request in flight
+#: (the `cancel` that ended it) is answered first, waiting at most this long.
+CLOSE_GRACE_S = 10.0
 
 #: (execution_id, action) -> the execution (an ExecutionOut), when the caller may do action
 #: on it; raises NotFound (also for another tenant's execution) or PermissionDenied.
@@ -133,6 +136,9 @@ class InteractiveSession:
         self.workflows: dict[str, asyncio.Task[None]] = {}
         self._send_lock = asyncio.Lock()
         self._closing: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        #: Set while no client request is being handled.
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def send(self, frame: dict[str, Any]) -> None:
         async with self._send_lock:
@@ -141,7 +147,8 @@ class InteractiveSession:
     async def run(self, initial: str | None = None, after: int = 0) -> None:
         """Serve until the client leaves. With `initial` (the /ws/v1/executions/{id} route),
         that execution is followed from the start and the socket closes (1000) when its
-        stream ends, as it always did."""
+        stream ends, as it always did: after answering a client request in flight then (the
+        `cancel` that ended the execution gets its ack before the close)."""
         if initial is not None:
             self.executions[initial] = asyncio.ensure_future(
                 self._follow(initial, after, close_at_end=True)
@@ -151,6 +158,14 @@ class InteractiveSession:
             waiters: set[asyncio.Future[Any]] = {receiver, self._closing}
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if self._closing in done:
+                if not self._idle.is_set() and not receiver.done():
+                    # The stream ended under a request in flight (typically the `cancel` that
+                    # ended the execution): its ack or error goes out before the close.
+                    idle = asyncio.ensure_future(self._idle.wait())
+                    await asyncio.wait(
+                        {idle, receiver}, timeout=CLOSE_GRACE_S, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    idle.cancel()
                 with contextlib.suppress(Exception):
                     await self.websocket.close(code=self._closing.result())
         finally:
@@ -176,7 +191,11 @@ class InteractiveSession:
             text = message.get("text")
             if text is None and message.get("bytes") is not None:
                 text = message["bytes"].decode("utf-8", "replace")
-            await self._handle(text or "")
+            self._idle.clear()
+            try:
+                await self._handle(text or "")
+            finally:
+                self._idle.set()
 
     async def _handle(self, text: str) -> None:
         request: str | None = None

@@ -12,9 +12,11 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosedOK
 
 from libs.cli.stack import Stack
 from services.gateway.auth import ADMIN_SCOPES
+from tests.gateway.conftest import Fakes, start_execution
 from tests.security.support import new_key
 
 pytestmark = pytest.mark.integration
@@ -271,6 +273,8 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays_open(
 async def test_execution_route_takes_client_messages_too(
     stack: Stack, api: httpx.AsyncClient
 ) -> None:
+    # SLOW cannot end by itself within the test: only the cancel ends it. The cancel's ack
+    # and the stream's end race; the ack must come whichever wins.
     execution_id = await start(api, await create(api, SLOW))
     path = f"/ws/v1/executions/{execution_id}"
     async with connect(ws_url(stack, path)) as ws:
@@ -280,4 +284,46 @@ async def test_execution_route_takes_client_messages_too(
         assert ack["type"] == "ack"
         frames = await until(ws, finished(execution_id))
         assert frames[0]["type"] == "execution.started"
-        assert ws.close_code is None or ws.close_code == 1000
+        await _closed_normally(ws)
+
+
+async def _closed_normally(ws: ClientConnection) -> None:
+    """The route closes the socket (1000) once its execution's stream has ended."""
+    with pytest.raises(ConnectionClosedOK):
+        while True:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            assert frame.get("type") not in ("ack", "error"), frame
+    assert ws.close_code == 1000
+
+
+async def test_execution_route_answers_the_cancel_that_ends_its_stream(
+    live_gateway: str, fakes: Fakes
+) -> None:
+    """The stream's end (and so the route's close) comes before the cancel's reply: the
+    reply is held back here, deterministically; the ack still goes out before the close."""
+    fakes.workflow.auto_complete = False
+    finish = fakes.workflow.finish
+    lagging = asyncio.Event()
+
+    async def finish_then_lag(execution_id: str, status: str, outputs: Any = None) -> None:
+        await finish(execution_id, status, outputs)  # the stream ends here
+        lagging.set()
+        await asyncio.sleep(0.5)  # ... and the cancel's reply leaves only now
+
+    fakes.workflow.finish = finish_then_lag  # type: ignore[method-assign]
+    async with httpx.AsyncClient(base_url=f"http://{live_gateway}", timeout=10) as http:
+        execution_id = await start_execution(http)
+    async with connect(f"ws://{live_gateway}/ws/v1/executions/{execution_id}") as ws:
+        await until(ws, lambda fs: any(f.get("type") == "execution.started" for f in fs))
+        ack = await request(ws, {"type": "cancel", "execution_id": execution_id, "id": 7})
+        assert lagging.is_set()
+        assert ack == {
+            "type": "ack",
+            "request": "cancel",
+            "id": 7,
+            "execution_id": execution_id,
+            "status": "cancelled",
+        }
+        frames = await until(ws, finished(execution_id))
+        assert [f["type"] for f in frames][-1] == "execution.cancelled"
+        await _closed_normally(ws)

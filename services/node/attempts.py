@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from heddle.v1 import common_pb2, node_pb2
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 _TRACER = tracer("node")
 
 Outcome = node_pb2.NodeOutcome
+#: Reports a checkpoint and returns once it is committed (see NodeRequest.journal).
+Journal = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def _failed(task: node_pb2.NodeTask, error: NodeError, started: float) -> Outcome:
@@ -76,7 +78,10 @@ class NodeRunner:
         self.services = services
 
     async def run(
-        self, task: node_pb2.NodeTask, progress: Callable[[dict[str, Any]], None] | None = None
+        self,
+        task: node_pb2.NodeTask,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        journal: Journal | None = None,
     ) -> Outcome:
         """Run the attempt; when it was given secrets, their values are redacted from the
         outcome (output, error, logs) before it leaves this service.
@@ -86,6 +91,7 @@ class NodeRunner:
         """
         if b"secrets" in task.context_json:
             progress = None  # progress is not redacted: a node holding secrets reports none
+            journal = None
         if not spans_wanted():
             # Nobody reads spans: keep the trace context (for log lines and calls) only.
             token = otel_context.attach(
@@ -93,7 +99,7 @@ class NodeRunner:
             )
             try:
                 with NODES_IN_FLIGHT.track_inprogress():
-                    outcome = await self._run(task, progress)
+                    outcome = await self._run(task, progress, journal)
             finally:
                 otel_context.detach(token)
             return self._redacted(task, outcome)
@@ -110,7 +116,7 @@ class NodeRunner:
                 },
             ) as span,
         ):
-            outcome = await self._run(task, progress)
+            outcome = await self._run(task, progress, journal)
             if outcome.kind == Outcome.FAILED:
                 # The type only: the message may hold what the redaction below removes.
                 span.set_status(trace.StatusCode.ERROR, outcome.error.type)
@@ -125,7 +131,10 @@ class NodeRunner:
         return redact_outcome(outcome, values) if values else outcome
 
     async def _run(
-        self, task: node_pb2.NodeTask, progress: Callable[[dict[str, Any]], None] | None
+        self,
+        task: node_pb2.NodeTask,
+        progress: Callable[[dict[str, Any]], None] | None,
+        journal: Journal | None = None,
     ) -> Outcome:
         started = time.time()
         execution_id_var.set(task.execution_id)
@@ -166,6 +175,7 @@ class NodeRunner:
                 tenant_id=task.tenant_id,
                 progress=progress,
                 checkpoint=_checkpoint(context),
+                journal=journal,
             )
             if task.timeout_s > 0:
                 try:

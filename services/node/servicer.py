@@ -12,7 +12,11 @@ import grpc
 from heddle.v1 import node_pb2, node_pb2_grpc
 
 from libs.common import jsonutil
-from services.node.attempts import NodeRunner, Outcome
+from services.node.attempts import Journal, NodeRunner, Outcome
+from services.node.executors.base import NodeError
+
+#: (execution, node, attempt, seq) of a journal write waiting for its acknowledgement.
+AckKey = tuple[str, str, int, int]
 
 
 class NodeServicer(node_pb2_grpc.NodeServiceServicer):
@@ -29,7 +33,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     ) -> node_pb2.ListNodeTypesResponse:
         return node_pb2.ListNodeTypesResponse(node_types_json=self.types_json)
 
-    async def _run(self, task: node_pb2.NodeTask, done: asyncio.Queue[Outcome]) -> None:
+    async def _run(
+        self,
+        task: node_pb2.NodeTask,
+        done: asyncio.Queue[Outcome],
+        acks: dict[AckKey, asyncio.Future[bool]] | None = None,
+    ) -> None:
         def progress(data: dict[str, Any]) -> None:
             done.put_nowait(
                 Outcome(
@@ -41,10 +50,31 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 )
             )
 
+        journal: Journal | None = None
+        if acks is not None:
+            sequence = iter(range(1, 1 << 62))
+
+            async def journal(data: dict[str, Any]) -> None:
+                # Sent as progress with an "ack" number; the owner answers once it committed.
+                seq = next(sequence)
+                key = (task.execution_id, task.node_id, task.attempt, seq)
+                waiter = acks[key] = asyncio.get_running_loop().create_future()
+                try:
+                    progress({**data, "ack": seq})
+                    accepted = await waiter
+                finally:
+                    acks.pop(key, None)
+                if not accepted:
+                    raise NodeError(
+                        "Fenced",
+                        "the workflow service refused the journal write: this attempt is no "
+                        "longer the node's current one",
+                    )
+
         async with self.slots:
             self.in_flight += 1
             try:
-                done.put_nowait(await self.runner.run(task, progress))
+                done.put_nowait(await self.runner.run(task, progress, journal))
             finally:
                 self.in_flight -= 1
 
@@ -68,6 +98,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         retries those attempts elsewhere."""
         done: asyncio.Queue[Outcome | None] = asyncio.Queue()  # None: the dispatcher closed
         running: dict[tuple[str, str, int], asyncio.Task[None]] = {}
+        acks: dict[AckKey, asyncio.Future[bool]] = {}  # journal writes awaiting their commit
 
         def finished(key: tuple[str, str, int], task: asyncio.Future[None]) -> None:
             if running.get(key) is task:
@@ -79,9 +110,15 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                     cancelled = running.pop((ref.execution_id, ref.node_id, ref.attempt), None)
                     if cancelled is not None:
                         cancelled.cancel()
+                for ack in request.acks:
+                    waiter = acks.get((ack.execution_id, ack.node_id, ack.attempt, ack.seq))
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(ack.accepted)
                 for task in request.tasks:
                     key = (task.execution_id, task.node_id, task.attempt)
-                    attempt = asyncio.create_task(self._run(task, done))  # type: ignore[arg-type]
+                    attempt = asyncio.create_task(
+                        self._run(task, done, acks)  # type: ignore[arg-type]
+                    )
                     attempt.add_done_callback(functools.partial(finished, key))
                     running[key] = attempt
             done.put_nowait(None)

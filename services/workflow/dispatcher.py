@@ -39,6 +39,9 @@ FailureHandler = Callable[[Sequence[node_pb2.NodeTask], str], None]
 _BENCH_S = 2.0
 #: Node types that report progress while they run: they always travel on a stream.
 STREAMING_TYPES = frozenset({"llm"})
+#: Node types that journal their steps with acknowledged writes (WorkRequest.acks): they
+#: travel on a work stream even with a timeout_s (its node-side timeout still holds).
+JOURNALED_TYPES = frozenset({"agent", "loop"})
 
 
 AttemptKey = tuple[str, str, int]
@@ -70,6 +73,16 @@ class DispatchHandle:
         for key, stream in list(self.streamed.items()):
             stream.cancel(key)
         self.streamed.clear()
+
+    def ack(self, key: AttemptKey, seq: int, accepted: bool) -> bool:
+        """Tell the attempt that its journal write `seq` is committed (or refused); False
+        when the attempt is not on a stream of this dispatch (any more)."""
+        stream = self.streamed.get(key)
+        ack = getattr(stream, "ack", None)
+        if ack is None:
+            return False
+        ack(key, seq, accepted)
+        return True
 
 
 @dataclass(slots=True)
@@ -119,6 +132,18 @@ class _WorkStream:
             execution_id, node_id, attempt = key
             ref = node_pb2.AttemptRef(execution_id=execution_id, node_id=node_id, attempt=attempt)
             self._outbox.put_nowait(node_pb2.WorkRequest(cancel=[ref]))
+
+    def ack(self, key: AttemptKey, seq: int, accepted: bool) -> None:
+        if key in self.pending and self._call is not None:
+            execution_id, node_id, attempt = key
+            ack = node_pb2.JournalAck(
+                execution_id=execution_id,
+                node_id=node_id,
+                attempt=attempt,
+                seq=seq,
+                accepted=accepted,
+            )
+            self._outbox.put_nowait(node_pb2.WorkRequest(acks=[ack]))
 
     def _take(self, key: AttemptKey) -> _Entry | None:
         entry = self.pending.pop(key, None)
@@ -394,6 +419,9 @@ class NodeDispatcher:
         for task in tasks:
             if "." in task.node_type and self.workers is not None:
                 custom.append(task)  # a custom type (namespaced): served by workers
+            elif task.timeout_s > 0 and task.node_type in JOURNALED_TYPES:
+                timeout_s = max(self._default_timeout_s, task.timeout_s + 1.0)
+                self._stream(self._pick()).send([task], handle, timeout_s, on_outcomes, on_failure)
             elif task.timeout_s > 0:
                 self._start_call(handle, [task], task.timeout_s + 1.0, on_outcomes, on_failure)
             else:

@@ -277,9 +277,13 @@ class _Batch:
     to_send: list[node_pb2.NodeTask] = field(default_factory=list)
     replies: list[asyncio.Future[None]] = field(default_factory=list)
     cache_writes: list[tuple[CacheScope, str, bytes, float | None]] = field(default_factory=list)
+    #: Journal writes to acknowledge once committed: (attempt key, seq, accepted).
+    acks: list[tuple[tuple[str, str, int], int, bool]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.nodes or self.events or self.execution or self.to_send or self.replies)
+        return bool(
+            self.nodes or self.events or self.execution or self.to_send or self.replies or self.acks
+        )
 
 
 class ExecutionRunner:
@@ -440,11 +444,8 @@ class ExecutionRunner:
             delta = progress.get("delta")
             if delta:
                 self._feed(Progress(outcome.node_id, outcome.attempt, str(delta)))
-            elif isinstance(progress.get("checkpoint"), dict):  # e.g. a loop's iteration
-                rest = {k: v for k, v in progress.items() if k != "checkpoint"}
-                self._feed(
-                    Checkpoint(outcome.node_id, outcome.attempt, progress["checkpoint"], rest)
-                )
+            elif isinstance(progress.get("checkpoint"), dict):  # a loop's iteration, a step
+                self._journal(outcome, progress)
             elif "queued" in progress:  # a custom type's attempt waits for a worker, or not
                 waiting, reason = bool(progress["queued"]), str(progress.get("reason", ""))
                 self._feed(Queued(outcome.node_id, outcome.attempt, waiting, reason))
@@ -485,6 +486,20 @@ class ExecutionRunner:
             }
             result = NodeResult(outcome.node_id, outcome.attempt, "failed", error=error, logs=logs)
         self._feed(result)
+
+    def _journal(self, outcome: node_pb2.NodeOutcome, progress: dict[str, Any]) -> None:
+        """A checkpoint: kept on the node row; with an "ack" number, acknowledged to the
+        attempt once that row is committed (refused when the core fenced it off)."""
+        checkpoint = progress["checkpoint"]
+        event = str(progress.get("event") or "node.progress")
+        rest = {k: v for k, v in progress.items() if k not in ("checkpoint", "ack", "event")}
+        self._feed(Checkpoint(outcome.node_id, outcome.attempt, checkpoint, rest, event))
+        seq = progress.get("ack")
+        if isinstance(seq, int):
+            node = self.core.nodes.get(outcome.node_id)
+            accepted = node is not None and node.checkpoint is checkpoint
+            key = (outcome.execution_id, outcome.node_id, outcome.attempt)
+            self.batch.acks.append((key, seq, accepted))
 
     def _feed(self, command: Command) -> Effects:
         """Apply one command to the core and perform (or gather) its effects."""
@@ -677,6 +692,10 @@ class ExecutionRunner:
             if len(self.handles) > 64:
                 self.handles = [h for h in self.handles if h.active()]
         self.engine.committed(flush)
+        for attempt_key, seq, accepted in batch.acks:
+            for handle in self.handles:
+                if handle.ack(attempt_key, seq, accepted):
+                    break
         for reply in batch.replies:
             if not reply.done():
                 reply.set_result(None)

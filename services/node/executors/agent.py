@@ -1,11 +1,35 @@
-"""The agent node: a model that calls tools until it has an answer (ReAct loop)."""
+"""The agent node: a model that calls tools until it has an answer (ReAct loop), with every
+step journaled.
+
+Durability: each act of the loop is a journal entry — ``model_call`` (with the model's reply),
+``tool_call`` (written BEFORE the tool runs), ``tool_result``, ``final`` — and the journal is
+the attempt's checkpoint, written with ``save_checkpoint``: on a work stream the write returns
+only once the workflow service has committed it (persist before the next act). An attempt that
+gets a journal back (after its node replica or the owning workflow replica died) replays it:
+journaled model calls are not made again (their replies come from the journal), journaled
+tool results are not fetched again, and a ``tool_call`` without its result is made again with
+the same idempotency key ``<execution>/<node>/<step>.<index>`` (the tool service passes it on,
+to MCP servers in the request's ``_meta``). Each entry is published as an ``agent.step`` event
+and traced as an ``agent.<type>`` span.
+
+Budgets (``budget: {tokens, steps}``) stop the run with ``budget_exceeded``; with
+``output_schema`` the final answer is parsed as JSON and validated, sent back to the model
+once to repair when invalid, and the node fails with the validation errors when still invalid.
+``type: plan_execute`` first asks for a plan (a JSON list of steps), runs each step as a ReAct
+sub-loop, and re-plans once when a step fails.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any
 
+import jsonschema
+
 from libs.common.node_types import NodeTypeSpec
+from libs.common.tracing import tracer
 from services.node.executors.ai import COMPLETION_PARAMS, provider_attempts
 from services.node.executors.base import (
     Executor,
@@ -15,6 +39,35 @@ from services.node.executors.base import (
     Services,
     as_text,
     object_schema,
+    save_checkpoint,
+)
+from services.node.metrics import AGENT_BUDGET_EXCEEDED, AGENT_STEPS, AGENT_TOKENS
+
+_TRACER = tracer("node")
+log = logging.getLogger(__name__)
+
+TOOL_ITEM = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "minLength": 1},
+                "requires_approval": {"type": "boolean", "default": False},
+            },
+            "required": ["name"],
+            "additionalProperties": False,
+        },
+    ]
+}
+
+_REPAIR = (
+    "Your answer is not valid JSON for the required output schema. Problems: {problems}. "
+    "Answer again with only the JSON value."
+)
+_PLAN = (
+    "Before acting, write a plan: answer with only a JSON list of short steps (strings) that "
+    "solve the task."
 )
 
 
@@ -33,11 +86,85 @@ def _tool_call_parts(call: dict[str, Any], index: int) -> tuple[str, str, dict[s
     return str(call.get("id") or f"call_{index}"), str(name), arguments
 
 
+def _tokens(usage: Any) -> int:
+    if not isinstance(usage, dict):
+        return 0
+    total = usage.get("total_tokens")
+    if isinstance(total, int):
+        return total
+    return sum(v for k, v in usage.items() if isinstance(v, int) and k.endswith("tokens"))
+
+
+def budget_exceeded(what: str, limit: int, used: int) -> NodeError:
+    AGENT_BUDGET_EXCEEDED.labels(what).inc()
+    return NodeError(
+        "budget_exceeded",
+        f"the agent run is over its {what} budget: {used} used, {limit} allowed",
+        retryable=False,
+        details={"budget": what, "limit": limit, "used": used},
+    )
+
+
+class Journal:
+    """The agent run's steps so far: replayed from the checkpoint, extended durably."""
+
+    def __init__(self, request: NodeRequest, logs: list[dict[str, Any]]) -> None:
+        self.request = request
+        self.logs = logs  # every step, acted or replayed, is also a log record
+        saved = request.checkpoint or {}
+        self.entries: list[dict[str, Any]] = list(saved.get("journal") or [])
+        self._by_key = {self._key(entry): entry for entry in self.entries}
+        #: Steps of this attempt replayed from the journal rather than acted (tests, logs).
+        self.replayed = 0
+
+    @staticmethod
+    def _key(entry: dict[str, Any]) -> tuple[str, str, Any]:
+        return (entry["type"], str(entry.get("step")), entry.get("index"))
+
+    def get(self, type_: str, step: str, index: int | None = None) -> dict[str, Any] | None:
+        entry = self._by_key.get((type_, step, index))
+        if entry is not None:
+            self.replayed += 1
+            self._log(entry)
+        return entry
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        if entry["type"] != "model_call":
+            summary = entry.get("name") or entry.get("text") or ""
+            record = output_step(entry)
+            self.logs.append(
+                {"level": "info", "message": f"agent {entry['type']}: {summary}", "step": record}
+            )
+
+    @property
+    def tokens(self) -> int:
+        return sum(int(e.get("tokens") or 0) for e in self.entries if e["type"] == "model_call")
+
+    async def write(self, entry: dict[str, Any]) -> None:
+        self.entries.append(entry)
+        self._by_key[self._key(entry)] = entry
+        self._log(entry)
+        AGENT_STEPS.labels(entry["type"]).inc()
+        if entry["type"] == "model_call":
+            AGENT_TOKENS.inc(int(entry.get("tokens") or 0))
+        event: dict[str, Any] = {
+            k: entry[k]
+            for k in ("step", "index", "type", "name", "tokens", "duration_ms", "text")
+            if k in entry
+        }
+        await save_checkpoint(
+            self.request,
+            # A copy of the list: it grows on while the write is on its way.
+            {"checkpoint": {"journal": list(self.entries)}, "event": "agent.step", **event},
+        )
+
+
 class AgentExecutor(Executor):
     spec = NodeTypeSpec(
         type="agent",
         title="Agent",
-        description="A model that calls tools until it has an answer (ReAct loop).",
+        description="A model that calls tools until it has an answer (ReAct loop); every "
+        "model and tool call is a journaled step, resumed after a crash.",
         category="ai",
         params_schema=object_schema(
             {
@@ -55,10 +182,10 @@ class AgentExecutor(Executor):
                 "input": {"description": "Alias of prompt; non-text values are sent as JSON."},
                 "tools": {
                     "type": "array",
-                    "items": {"type": "string"},
-                    "uniqueItems": True,
+                    "items": TOOL_ITEM,
                     "default": [],
-                    "description": "Names of the tools the agent may call.",
+                    "description": "The tools the agent may call: names, or "
+                    "{name, requires_approval}.",
                 },
                 "max_steps": {
                     "type": "integer",
@@ -66,6 +193,31 @@ class AgentExecutor(Executor):
                     "default": 5,
                     "description": "Model calls before the agent stops.",
                 },
+                "budget": {
+                    "type": "object",
+                    "properties": {
+                        "tokens": {"type": "integer", "minimum": 1},
+                        "steps": {"type": "integer", "minimum": 1},
+                    },
+                    "additionalProperties": False,
+                    "description": "Limits of this run: tokens (model usage) and steps "
+                    "(model calls); over either, the node fails with budget_exceeded.",
+                },
+                "output_schema": {
+                    "type": "object",
+                    "description": "JSON Schema of the final answer: parsed as JSON, repaired "
+                    "once by the model when invalid.",
+                },
+                "type": {
+                    "enum": ["react", "plan_execute", "chat"],
+                    "default": "react",
+                    "description": "react: tool loop; plan_execute: a plan, then a loop per "
+                    "step (re-planned once on failure); chat: as react.",
+                },
+                # Set when the definition comes from the agent registry (resolved upstream).
+                "agent_id": {"type": "string"},
+                "agent_version": {"type": "integer"},
+                "session_id": {"type": "string"},
             },
             required=["model"],
             anyOf=[{"required": ["prompt"]}, {"required": ["input"]}],
@@ -73,12 +225,15 @@ class AgentExecutor(Executor):
         output_schema=object_schema(
             {
                 "text": {"type": "string"},
+                "output": {"description": "The parsed answer (with output_schema)."},
+                "plan": {"type": "array", "items": {"type": "string"}},
+                "usage": {"type": "object"},
                 "steps": {
                     "type": "array",
                     "items": {
                         "type": "object",
                         "properties": {
-                            "type": {"enum": ["tool_call", "tool_result", "final"]},
+                            "type": {"enum": ["model_call", "tool_call", "tool_result", "final"]},
                         },
                         "required": ["type"],
                     },
@@ -91,55 +246,157 @@ class AgentExecutor(Executor):
     async def run(
         self, request: NodeRequest, params: dict[str, Any], services: Services
     ) -> NodeResult:
-        task = params["prompt"] if "prompt" in params else as_text(params.get("input"))
-        tools = await self._tool_schemas(params["tools"], services)
-        max_steps = min(params["max_steps"], services.settings.agent_max_steps)
-        messages: list[dict[str, Any]] = [{"role": "user", "content": task}]
-        steps: list[dict[str, Any]] = []
-        # Every step is also a log record, which the workflow service publishes as an event.
-        logs: list[dict[str, Any]] = []
+        run = _AgentRun(request, params, services)
+        log.info(
+            "agent run of %s/%s attempt %d: %d journaled steps",
+            request.execution_id,
+            request.node_id,
+            request.attempt,
+            len(run.journal.entries),
+        )
+        await run.prepare()
+        if params["type"] == "plan_execute":
+            return await run.plan_execute()
+        return await run.react()
 
-        def record(step: dict[str, Any]) -> None:
-            steps.append(step)
-            summary = step.get("name") or step.get("text") or ""
-            logs.append(
-                {"level": "info", "message": f"agent {step['type']}: {summary}", "step": step}
-            )
 
-        text = ""
-        attempts = provider_attempts(request)
-        for step in range(max_steps):
+class _AgentRun:
+    """One attempt of one agent node: the loop, its journal and its limits."""
+
+    def __init__(self, request: NodeRequest, params: dict[str, Any], services: Services) -> None:
+        self.request = request
+        self.params = params
+        self.services = services
+        self.logs: list[dict[str, Any]] = []
+        self.journal = Journal(request, self.logs)
+        self.task = params["prompt"] if "prompt" in params else as_text(params.get("input"))
+        self.names = [t if isinstance(t, str) else t["name"] for t in params["tools"]]
+        self.tools: list[dict[str, Any]] = []
+        self.max_steps = min(params["max_steps"], services.settings.agent_max_steps)
+        self.budget = params.get("budget") or {}
+        self.attempts = provider_attempts(request)
+        self.model_calls = 0
+
+    async def prepare(self) -> None:
+        self.tools = await _tool_schemas(self.names, self.services)
+
+    # ---- steps --------------------------------------------------------------------------
+
+    async def model_call(
+        self, step: str, messages: list[dict[str, Any]], tools: bool = True
+    ) -> dict[str, Any]:
+        """The model's reply for `step`: from the journal, or called and journaled."""
+        self.model_calls += 1
+        limit = self.budget.get("steps")
+        if limit is not None and self.model_calls > limit:
+            raise budget_exceeded("steps", limit, self.model_calls)
+        done = self.journal.get("model_call", step)
+        if done is not None:
+            return dict(done["reply"])
+        limit = self.budget.get("tokens")
+        if limit is not None and self.journal.tokens >= limit:
+            raise budget_exceeded("tokens", limit, self.journal.tokens)
+        started = time.perf_counter()
+        with _TRACER.start_as_current_span(
+            "agent.model_call", attributes={"heddle.agent.step": step}
+        ) as span:
             try:
-                reply = await services.ai.complete(
-                    model=params["model"],
+                reply = await self.services.ai.complete(
+                    model=self.params["model"],
                     prompt=None,
-                    system=params.get("instructions"),
-                    temperature=params.get("temperature"),
-                    max_tokens=params.get("max_tokens"),
-                    provider=params.get("provider"),
-                    tools=tools or None,
+                    system=self.params.get("instructions"),
+                    temperature=self.params.get("temperature"),
+                    max_tokens=self.params.get("max_tokens"),
+                    provider=self.params.get("provider"),
+                    tools=(self.tools or None) if tools else None,
                     messages=messages,
-                    max_attempts=attempts,
+                    max_attempts=self.attempts,
                 )
             except NodeError as exc:
                 # the steps so far belong to the run's logs as much as the failed call's
-                exc.logs = [*logs, *(exc.logs or [])] or None
+                exc.logs = [*self.logs, *(exc.logs or [])] or None
                 raise
-            logs.extend(reply.get("logs") or [])
-            text = reply.get("text") or ""
-            calls = reply.get("tool_calls") or []
+            tokens = _tokens(reply.get("usage"))
+            span.set_attribute("heddle.agent.tokens", tokens)
+        self.logs.extend(reply.get("logs") or [])
+        kept = {
+            "text": reply.get("text") or "",
+            "tool_calls": list(reply.get("tool_calls") or []),
+            "usage": reply.get("usage") or {},
+            "model": reply.get("model") or "",
+        }
+        await self.journal.write(
+            {
+                "type": "model_call",
+                "step": step,
+                "reply": kept,
+                "tokens": tokens,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+        )
+        limit = self.budget.get("tokens")
+        if limit is not None and self.journal.tokens > limit:
+            raise budget_exceeded("tokens", limit, self.journal.tokens)
+        return kept
+
+    async def tool_call(self, step: str, index: int, call: dict[str, Any]) -> tuple[str, str, Any]:
+        """(id, name, result) of one tool call of `step`: journaled before it is made."""
+        call_id, name, arguments = _tool_call_parts(call, index)
+        done = self.journal.get("tool_result", step, index)
+        if done is not None:
+            return call_id, name, done["result"]
+        key = f"{self.request.execution_id}/{self.request.node_id}/{step}.{index}"
+        if self.journal.get("tool_call", step, index) is None:
+            await self.journal.write(
+                {
+                    "type": "tool_call",
+                    "step": step,
+                    "index": index,
+                    "id": call_id,
+                    "name": name,
+                    "arguments": arguments,
+                    "key": key,
+                }
+            )
+        started = time.perf_counter()
+        with _TRACER.start_as_current_span(
+            "agent.tool_call", attributes={"heddle.agent.step": step, "heddle.tool": name}
+        ):
+            result = await _call_tool(name, arguments, self.names, self.services, key)
+        await self.journal.write(
+            {
+                "type": "tool_result",
+                "step": step,
+                "index": index,
+                "id": call_id,
+                "name": name,
+                "result": result,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+        )
+        return call_id, name, result
+
+    async def final(self, step: str, text: str, **extra: Any) -> None:
+        if self.journal.get("final", step) is None:
+            await self.journal.write({"type": "final", "step": step, "text": text, **extra})
+
+    # ---- loops --------------------------------------------------------------------------
+
+    async def loop(
+        self, prefix: str, messages: list[dict[str, Any]], max_steps: int
+    ) -> tuple[str, bool]:
+        """A ReAct loop: (the last text, whether the model answered within max_steps)."""
+        text = ""
+        for number in range(max_steps):
+            step = f"{prefix}{number}"
+            reply = await self.model_call(step, messages)
+            text = reply["text"]
+            calls = reply["tool_calls"]
             if not calls:
-                record({"type": "final", "text": text})
-                return NodeResult(output={"text": text, "steps": steps}, logs=logs)
+                return text, True
             messages.append({"role": "assistant", "content": text, "tool_calls": calls})
             for index, call in enumerate(calls):
-                call_id, name, arguments = _tool_call_parts(call, index)
-                record({"type": "tool_call", "id": call_id, "name": name, "arguments": arguments})
-                # The step and index of the call, after the attempt's key: the same calls of
-                # a re-sent attempt (the same model replies) repeat their keys.
-                key = f"{request.idempotency_key}/{step}.{index}"
-                result = await self._call_tool(name, arguments, params["tools"], services, key)
-                record({"type": "tool_result", "id": call_id, "name": name, "result": result})
+                call_id, name, result = await self.tool_call(step, index, call)
                 messages.append(
                     {
                         "role": "tool",
@@ -148,36 +405,165 @@ class AgentExecutor(Executor):
                         "content": as_text(result),
                     }
                 )
-        record({"type": "final", "text": text, "stopped": "max_steps"})
-        logs.append({"level": "warning", "message": f"agent stopped after {max_steps} steps"})
-        return NodeResult(output={"text": text, "steps": steps}, logs=logs)
+        return text, False
 
-    @staticmethod
-    async def _tool_schemas(names: list[str], services: Services) -> list[dict[str, Any]]:
-        if not names:
-            return []
-        available = {tool.get("name"): tool for tool in await services.tools.list()}
-        missing = [name for name in names if name not in available]
-        if missing:
+    async def react(self) -> NodeResult:
+        messages: list[dict[str, Any]] = [{"role": "user", "content": self.task}]
+        text, answered = await self.loop("", messages, self.max_steps)
+        if not answered:
+            self.logs.append(
+                {"level": "warning", "message": f"agent stopped after {self.max_steps} steps"}
+            )
+            await self.final("end", text, stopped="max_steps")
+            return self.result(text)
+        output, text = await self.structured(messages, text, str(self.max_steps))
+        await self.final("end", text)
+        return self.result(text, output)
+
+    async def plan_execute(self) -> NodeResult:
+        plan = await self.plan("plan", [])
+        results: list[str] = []
+        replanned = False
+        number = 0
+        while number < len(plan):
+            item = plan[number]
+            messages = [
+                {
+                    "role": "user",
+                    "content": f"Task: {self.task}\nPlan: {json.dumps(plan)}\n"
+                    f"Done so far: {json.dumps(results)}\nNow do step {number + 1}: {item}",
+                }
+            ]
+            prefix = f"{'r' if replanned else 'p'}{number}."
+            try:
+                text, answered = await self.loop(prefix, messages, self.max_steps)
+                if not answered:
+                    raise NodeError("StepFailed", f"plan step {number + 1} did not finish")
+            except NodeError as exc:
+                if replanned or exc.type == "budget_exceeded" or exc.retryable:
+                    raise
+                replanned = True
+                plan = await self.plan("replan", [f"step {number + 1} failed: {exc.message}"])
+                results, number = [], 0
+                continue
+            results.append(text)
+            number += 1
+        final_messages = [
+            {
+                "role": "user",
+                "content": f"Task: {self.task}\nResults of the plan's steps: "
+                f"{json.dumps(results)}\nGive the final answer.",
+            }
+        ]
+        reply = await self.model_call("answer", final_messages, tools=False)
+        output, text = await self.structured(final_messages, reply["text"], "answer")
+        await self.final("end", text)
+        return self.result(text, output, plan=plan)
+
+    async def plan(self, step: str, notes: list[str]) -> list[str]:
+        content = f"Task: {self.task}\n{_PLAN}"
+        if notes:
+            content += "\nThe previous plan failed: " + "; ".join(notes)
+        reply = await self.model_call(step, [{"role": "user", "content": content}], tools=False)
+        try:
+            plan = json.loads(reply["text"])
+        except ValueError:
+            plan = None
+        if not isinstance(plan, list) or not plan:
             raise NodeError(
                 "ValidationError",
-                f"unknown tools: {', '.join(missing)}",
-                retryable=False,
-                details={"unknown_tools": missing},
+                f"the model's plan is not a non-empty JSON list: {reply['text'][:200]!r}",
+                details={"plan": reply["text"][:2000]},
             )
-        return [available[name] for name in names]
+        return [as_text(item) for item in plan]
 
-    @staticmethod
-    async def _call_tool(
-        name: str, arguments: dict[str, Any], allowed: list[str], services: Services, key: str
-    ) -> Any:
-        # The model's mistakes (unknown tool, bad arguments) go back to it as the tool's
-        # answer so it can correct itself; infrastructure failures fail the node for a retry.
-        if name not in allowed:
-            return {"error": f"unknown tool '{name}'; available: {', '.join(allowed)}"}
-        try:
-            return await services.tools.call(name, arguments, idempotency_key=key)
-        except NodeError as exc:
-            if exc.retryable:
-                raise
-            return {"error": exc.message}
+    async def structured(
+        self, messages: list[dict[str, Any]], text: str, step: str
+    ) -> tuple[Any, str]:
+        """(parsed output, text) with output_schema (repaired once); (None, text) without."""
+        schema = self.params.get("output_schema")
+        if schema is None:
+            return None, text
+        problems = _problems(schema, text)
+        if not problems:
+            return json.loads(text), text
+        messages.append({"role": "assistant", "content": text})
+        messages.append({"role": "user", "content": _REPAIR.format(problems="; ".join(problems))})
+        reply = await self.model_call(f"repair{step}", messages, tools=False)
+        text = reply["text"]
+        problems = _problems(schema, text)
+        if problems:
+            raise NodeError(
+                "OutputValidationError",
+                "the agent's answer does not match output_schema after one repair: "
+                + "; ".join(problems),
+                details={"problems": problems, "text": text[:2000]},
+            )
+        return json.loads(text), text
+
+    def result(self, text: str, output: Any = None, plan: list[str] | None = None) -> NodeResult:
+        steps = [output_step(e) for e in self.journal.entries if e["type"] != "model_call"]
+        if self.journal.replayed:
+            self.logs.append(
+                {
+                    "level": "info",
+                    "message": f"agent resumed: {self.journal.replayed} steps from its journal",
+                }
+            )
+        value: dict[str, Any] = {
+            "text": text,
+            "steps": steps,
+            "usage": {"total_tokens": self.journal.tokens},
+        }
+        if output is not None:
+            value["output"] = output
+        if plan is not None:
+            value["plan"] = plan
+        return NodeResult(output=value, logs=self.logs)
+
+
+def output_step(entry: dict[str, Any]) -> dict[str, Any]:
+    """A journal entry as the node's output lists it (today's shape: no step bookkeeping)."""
+    return {k: v for k, v in entry.items() if k not in ("step", "index", "key", "duration_ms")}
+
+
+def _problems(schema: dict[str, Any], text: str) -> list[str]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return [f"not JSON: {exc}"]
+    validator = jsonschema.Draft202012Validator(schema)
+    return [
+        f"{'/' + '/'.join(str(p) for p in error.absolute_path)}: {error.message}"
+        for error in sorted(validator.iter_errors(value), key=lambda e: str(e.absolute_path))
+    ]
+
+
+async def _tool_schemas(names: list[str], services: Services) -> list[dict[str, Any]]:
+    if not names:
+        return []
+    available = {tool.get("name"): tool for tool in await services.tools.list()}
+    missing = [name for name in names if name not in available]
+    if missing:
+        raise NodeError(
+            "ValidationError",
+            f"unknown tools: {', '.join(missing)}",
+            retryable=False,
+            details={"unknown_tools": missing},
+        )
+    return [available[name] for name in names]
+
+
+async def _call_tool(
+    name: str, arguments: dict[str, Any], allowed: list[str], services: Services, key: str
+) -> Any:
+    # The model's mistakes (unknown tool, bad arguments) go back to it as the tool's
+    # answer so it can correct itself; infrastructure failures fail the node for a retry.
+    if name not in allowed:
+        return {"error": f"unknown tool '{name}'; available: {', '.join(allowed)}"}
+    try:
+        return await services.tools.call(name, arguments, idempotency_key=key)
+    except NodeError as exc:
+        if exc.retryable:
+            raise
+        return {"error": exc.message}

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -50,6 +50,19 @@ class NodeRequest:
     # What an earlier attempt of this node reported as {"checkpoint": ...} on its progress
     # channel, handed back so that this one resumes there (a loop's iterations); None: none.
     checkpoint: dict[str, Any] | None = None
+    # Reports a checkpoint like ``progress`` and returns once the workflow service has
+    # committed it (persist before the next act); raises NodeError("Fenced") when the write
+    # was refused. None where the attempt's channel has no way back (then: ``progress``).
+    journal: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+
+
+async def save_checkpoint(request: NodeRequest, report: dict[str, Any]) -> None:
+    """Report ``report`` ({"checkpoint": ..., and what to publish}) durably where the channel
+    acknowledges journal writes, as plain progress where it does not."""
+    if request.journal is not None:
+        await request.journal(report)
+    elif request.progress is not None:
+        request.progress(report)
 
 
 @dataclass

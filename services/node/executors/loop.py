@@ -8,10 +8,11 @@ node, naming it.
 
 Durability: after every iteration the attempt reports a checkpoint, ``{"checkpoint":
 {"index", "previous", "outputs"}}`` on its progress channel (the Work stream's PROGRESS
-message), and an attempt that is handed a checkpoint back (``request.checkpoint``) starts at
-the iteration after it. A sub-workflow iteration's child execution is keyed by
-``<execution>/<node>/loop/<index>``, so an iteration re-run after a crash finds the child it
-had started instead of starting another.
+message) and, on a work stream, waits until the workflow service acknowledges it committed
+(WorkRequest.acks) before the next iteration acts; an attempt that is handed a checkpoint
+back (``request.checkpoint``) starts at the iteration after it. A sub-workflow iteration's
+child execution is keyed by ``<execution>/<node>/loop/<index>``, so an iteration re-run
+after a crash finds the child it had started instead of starting another.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from services.node.executors.base import (
     Services,
     evaluate_param,
     object_schema,
+    save_checkpoint,
 )
 from services.node.executors.integration import WORKFLOW_ID_PARAM
 
@@ -143,18 +145,19 @@ class LoopExecutor(Executor):
             again = self._go_on(request, params, {**loop, "output": output})
             previous = output
             index += 1
-            if request.progress is not None:
-                request.progress(
-                    {
-                        "iteration": index - 1,
-                        # A copy: the list grows on while the checkpoint is on its way.
-                        "checkpoint": {
-                            "index": index,
-                            "previous": previous,
-                            "outputs": list(outputs),
-                        },
-                    }
-                )
+            # Committed before the next iteration acts (where the channel acknowledges).
+            await save_checkpoint(
+                request,
+                {
+                    "iteration": index - 1,
+                    # A copy: the list grows on while the checkpoint is on its way.
+                    "checkpoint": {
+                        "index": index,
+                        "previous": previous,
+                        "outputs": list(outputs),
+                    },
+                },
+            )
             if not again:
                 break
         return NodeResult(

@@ -62,12 +62,15 @@ class Progress:
 class Checkpoint:
     """A running attempt reported how far it got (a loop after each iteration): `checkpoint`
     is kept on the node row and handed back to its next attempt (after a takeover or a retry)
-    as system.checkpoint; `progress` (e.g. {"iteration": 2}) is published as node.progress."""
+    as system.checkpoint; `progress` (e.g. {"iteration": 2}) is published as `event`."""
 
     node_id: str
     attempt: int
     checkpoint: dict[str, Any]
     progress: dict[str, Any]
+    #: The event `progress` is published as: node.progress, or agent.step (an agent's
+    #: journaled step: {"step", "type", "tokens", "duration_ms", ...}).
+    event: str = "node.progress"
 
 
 @dataclass(frozen=True, slots=True)

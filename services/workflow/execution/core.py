@@ -63,6 +63,8 @@ OUTCOME_UNKNOWN_ERRORS = frozenset(
 )
 
 _S = NodeStatus
+#: The events a Checkpoint may be published as (any other name: node.progress).
+CHECKPOINT_EVENTS = frozenset({"node.progress", "agent.step"})
 _IN_FLIGHT_FROM = (_S.PENDING, _S.QUEUED, _S.RUNNING, _S.RETRYING, _S.WAITING)
 #: Every allowed node status change, named. Anything else is a bug and raises.
 NODE_TRANSITIONS: Mapping[tuple[NodeStatus, NodeStatus], str] = {
@@ -502,7 +504,8 @@ class ExecutionCore:
             return  # a stale attempt's report: never overwrite what the current one reached
         node.checkpoint = command.checkpoint
         self._dirty(node)
-        self._event("node.progress", node.node_id, {**command.progress, "attempt": node.attempt})
+        event = command.event if command.event in CHECKPOINT_EVENTS else "node.progress"
+        self._event(event, node.node_id, {**command.progress, "attempt": node.attempt})
 
     def _queued(self, command: Queued) -> None:
         node = self.nodes.get(command.node_id)

@@ -109,12 +109,28 @@ class ExecuteNodesRequest(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[NodeTask, _Mapping]]] = ...) -> None: ...
 
 class WorkRequest(_message.Message):
-    __slots__ = ("tasks", "cancel")
+    __slots__ = ("tasks", "cancel", "acks")
     TASKS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    ACKS_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[NodeTask]
     cancel: _containers.RepeatedCompositeFieldContainer[AttemptRef]
-    def __init__(self, tasks: _Optional[_Iterable[_Union[NodeTask, _Mapping]]] = ..., cancel: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ...) -> None: ...
+    acks: _containers.RepeatedCompositeFieldContainer[JournalAck]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[NodeTask, _Mapping]]] = ..., cancel: _Optional[_Iterable[_Union[AttemptRef, _Mapping]]] = ..., acks: _Optional[_Iterable[_Union[JournalAck, _Mapping]]] = ...) -> None: ...
+
+class JournalAck(_message.Message):
+    __slots__ = ("execution_id", "node_id", "attempt", "seq", "accepted")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    node_id: str
+    attempt: int
+    seq: int
+    accepted: bool
+    def __init__(self, execution_id: _Optional[str] = ..., node_id: _Optional[str] = ..., attempt: _Optional[int] = ..., seq: _Optional[int] = ..., accepted: bool = ...) -> None: ...
 
 class AttemptRef(_message.Message):
     __slots__ = ("execution_id", "node_id", "attempt")

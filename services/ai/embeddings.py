@@ -1,6 +1,7 @@
-"""Embeddings: the offline hashed n-gram embedder and the OpenAI-compatible ``/v1/embeddings``.
+"""The offline embedder, served by the ``echo`` provider's Embed (the OpenAI-compatible
+``/embeddings`` is ``OpenAIProvider.embed``).
 
-The offline embedder (``hash`` provider) needs no model and no network, and gives the same
+The offline embedder needs no model and no network, and gives the same
 vector for the same text on every machine: each text becomes sparse features — its words
 (lower-cased, stop words dropped), word bigrams and the character trigrams of each word —,
 each feature is hashed (CRC-32, not Python's salted ``hash``) to one of ``dim`` buckets with a
@@ -18,12 +19,8 @@ import re
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
-import httpx
 import numpy as np
-
-from services.ai.providers.base import ProviderError, _error_message, is_retryable_status
 
 DEFAULT_DIM = 512
 _WORD = re.compile(r"[\w][\w\-]*", re.UNICODE)
@@ -74,65 +71,3 @@ class HashEmbedder:
         for row, text in enumerate(texts):
             matrix[row] = self.embed_one(text)
         return matrix
-
-
-class OpenAIEmbeddings:
-    """``POST {base_url}/embeddings`` as OpenAI, vLLM, Ollama (``/v1``) and TEI serve it."""
-
-    kind = "openai"
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        base_url: str,
-        api_key: str | None,
-        timeout_s: float,
-        connect_timeout_s: float,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            headers={**(headers or {}), **auth},
-        )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def embed(
-        self, model: str, texts: Sequence[str], dimensions: int | None = None
-    ) -> tuple[list[list[float]], int]:
-        """(vectors in input order, prompt tokens) — raises ProviderError."""
-        body: dict[str, Any] = {"model": model, "input": list(texts), "encoding_format": "float"}
-        if dimensions:
-            body["dimensions"] = dimensions
-        try:
-            response = await self._client.post("/embeddings", json=body)
-        except httpx.TimeoutException as error:
-            raise ProviderError(f"timed out ({type(error).__name__})", retryable=True) from error
-        except httpx.HTTPError as error:
-            raise ProviderError(f"{type(error).__name__}: {error}", retryable=True) from error
-        if response.status_code >= 400:
-            raise ProviderError(
-                f"HTTP {response.status_code}: {_error_message(response)}",
-                retryable=is_retryable_status(response.status_code),
-                status=response.status_code,
-            )
-        try:
-            data = response.json()
-            rows = sorted(data["data"], key=lambda item: int(item.get("index", 0)))
-            vectors = [[float(x) for x in row["embedding"]] for row in rows]
-        except (ValueError, KeyError, TypeError) as error:
-            raise ProviderError(
-                f"malformed embeddings response: {error}", retryable=False
-            ) from error
-        if len(vectors) != len(texts):
-            raise ProviderError(
-                f"asked {len(texts)} embeddings, got {len(vectors)}", retryable=False
-            )
-        usage = data.get("usage") or {}
-        return vectors, int(usage.get("prompt_tokens") or 0)

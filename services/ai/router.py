@@ -47,7 +47,14 @@ from libs.common.errors import (
     Unavailable,
 )
 from services.ai.breaker import BreakerState, CircuitBreaker
-from services.ai.providers.base import ROLES, ChatRequest, ChatResult, Provider, ProviderError
+from services.ai.providers.base import (
+    ROLES,
+    ChatRequest,
+    ChatResult,
+    EmbedResult,
+    Provider,
+    ProviderError,
+)
 from services.ai.settings import AiCatalog, ProviderConfig
 
 log = logging.getLogger(__name__)
@@ -105,6 +112,19 @@ class Completion:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Embeddings:
+    vectors: list[list[float]]
+    model: str
+    provider: str
+    prompt_tokens: int
+    fallbacks_tried: list[str]
+
+
+#: Texts per Embed call at most (OpenAI's own limit is 2048 inputs).
+MAX_EMBED_TEXTS = 2048
 
 
 @dataclass
@@ -373,6 +393,44 @@ class Router:
                 route.slot.breaker.release()
                 raise
             return self._succeeded(route, call, result, tried, started)
+        raise _exhausted(failures, call.logs)
+
+    async def embed(
+        self, call: CompletionCall, texts: list[str], dimensions: int | None = None
+    ) -> Embeddings:
+        """Vectors of texts from the first model of the chain that answers (retries, breaker)."""
+        if not texts:
+            raise InvalidArgument("texts: at least one text to embed")
+        if len(texts) > MAX_EMBED_TEXTS:
+            raise InvalidArgument(f"texts: at most {MAX_EMBED_TEXTS} per call, got {len(texts)}")
+        if not call.models:
+            call.models = [self.catalog.default_embedding_model]
+        tried: list[str] = []
+        failures: list[_Failure] = []
+        for route in self.routes(call):
+            if not route.slot.breaker.allow():
+                self._skip(call, route, tried, failures)
+                continue
+            started = self._clock()
+            try:
+                result: EmbedResult = await self._with_retries(
+                    route,
+                    call,
+                    partial(route.slot.provider.embed, route.upstream, texts, dimensions),
+                )
+            except ProviderError as error:
+                self._failed(call, route, error, tried, failures)
+                continue
+            except BaseException:
+                route.slot.breaker.release()
+                raise
+            route.slot.breaker.record_success()
+            LLM_REQUESTS.labels(route.model, route.slot.name, "success").inc()
+            LLM_TOKENS.labels(route.model, "prompt").inc(result.prompt_tokens)
+            LLM_LATENCY.labels(route.model, route.slot.name).observe(self._clock() - started)
+            return Embeddings(
+                result.vectors, route.model, route.slot.name, result.prompt_tokens, tried
+            )
         raise _exhausted(failures, call.logs)
 
     async def stream(self, call: CompletionCall) -> AsyncIterator[str | Completion]:

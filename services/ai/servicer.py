@@ -88,6 +88,32 @@ class AiServicer(ai_pb2_grpc.AiServiceServicer):
             else:
                 yield ai_pb2.CompleteChunk(delta=piece)
 
+    async def Embed(
+        self, request: ai_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> ai_pb2.EmbedResponse:
+        remaining = context.time_remaining()
+        call = CompletionCall(
+            models=[request.model] if request.model else [],
+            deadline=time.monotonic() + remaining if remaining is not None else None,
+            tags={
+                key: value
+                for key, value in (
+                    ("execution_id", request.execution_id),
+                    ("node_id", request.node_id),
+                    ("tenant_id", request.tenant_id),
+                )
+                if value
+            },
+        )
+        result = await self.router.embed(call, list(request.texts), request.dimensions or None)
+        return ai_pb2.EmbedResponse(
+            embeddings=[ai_pb2.Embedding(values=vector) for vector in result.vectors],
+            model=result.model,
+            provider=result.provider,
+            prompt_tokens=result.prompt_tokens,
+            fallbacks_tried=result.fallbacks_tried,
+        )
+
     async def ListModels(
         self, request: ai_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> ai_pb2.ListModelsResponse:

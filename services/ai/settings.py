@@ -89,6 +89,10 @@ class AiCatalog(BaseModel):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: list[ModelConfig] = Field(default_factory=list)
     default_model: str = ECHO
+    default_embedding_model: str = Field(
+        default=ECHO,
+        description="Model Embed uses when a request names none (echo: the offline embedder).",
+    )
 
     @model_validator(mode="after")
     def _check_references(self) -> AiCatalog:
@@ -109,6 +113,11 @@ class AiCatalog(BaseModel):
                 raise ValueError(f"model {model.name!r} has unknown fallbacks {unknown}")
         if self.default_model not in names:
             raise ValueError(f"default_model {self.default_model!r} is not a configured model")
+        if self.default_embedding_model not in names:
+            raise ValueError(
+                f"default_embedding_model {self.default_embedding_model!r} "
+                "is not a configured model"
+            )
         return self
 
     def model(self, name: str) -> ModelConfig | None:
@@ -152,8 +161,9 @@ class AiSettings(CommonSettings):
         by_name = {m.get("name"): m for m in document["models"] if isinstance(m, dict)}
         by_name.update({m.get("name"): m for m in overlay.get("models", []) if isinstance(m, dict)})
         document["models"] = list(by_name.values())
-        if "default_model" in overlay:
-            document["default_model"] = overlay["default_model"]
+        for key in ("default_model", "default_embedding_model"):
+            if key in overlay:
+                document[key] = overlay[key]
         if self.ai_default_model:
             document["default_model"] = self.ai_default_model
         try:

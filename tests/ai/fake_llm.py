@@ -165,6 +165,23 @@ def anthropic_stream(
     return Reply(sse=events)
 
 
+def embeddings_reply(texts: list[str]) -> Reply:
+    """OpenAI's embeddings body: [len(text), index, 1.0] per input, listed in reverse order
+    (the index field, not the order, says which input a vector is for)."""
+    rows = [
+        {"object": "embedding", "index": i, "embedding": [float(len(t)), float(i), 1.0]}
+        for i, t in enumerate(texts)
+    ]
+    return Reply(
+        body={
+            "object": "list",
+            "data": rows[::-1],
+            "model": "m",
+            "usage": {"prompt_tokens": 3 * len(texts), "total_tokens": 3 * len(texts)},
+        }
+    )
+
+
 def error_reply(status: int, message: str = "boom", **headers: str) -> Reply:
     return Reply(
         status=status,
@@ -184,6 +201,7 @@ class FakeLLM:
             routes=[
                 Route("/{name}/v1/chat/completions", self._handle, methods=["POST"]),
                 Route("/{name}/v1/messages", self._handle, methods=["POST"]),
+                Route("/{name}/v1/embeddings", self._handle, methods=["POST"]),
             ]
         )
 
@@ -205,6 +223,8 @@ class FakeLLM:
         self.seen.append(Seen(name, dict(request.headers), body))
         if self.queues[name]:
             reply = self.queues[name].popleft()
+        elif request.url.path.endswith("/embeddings"):
+            reply = embeddings_reply(body["input"])
         elif request.url.path.endswith("/messages"):
             reply = anthropic_stream(["hi", " there"]) if body.get("stream") else anthropic_reply()
         else:

@@ -54,6 +54,12 @@ class ChatResult:
     finish_reason: str = "stop"
 
 
+@dataclass
+class EmbedResult:
+    vectors: list[list[float]]
+    prompt_tokens: int = 0
+
+
 class ProviderError(Exception):
     """A provider call failed.
 
@@ -99,6 +105,12 @@ class Provider(ABC):
     def describe(self) -> dict[str, Any]:
         """Public facts for ListModels; never credentials."""
         return {"type": self.kind}
+
+    async def embed(
+        self, model: str, texts: Sequence[str], dimensions: int | None = None
+    ) -> EmbedResult:
+        """Embedding vectors of texts, in order; a provider without embeddings refuses."""
+        raise ProviderError(f"{self.kind} providers serve no embeddings", retryable=False)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
+from services.ai.embeddings import DEFAULT_DIM, HashEmbedder
 from services.ai.providers.base import (
     ChatRequest,
     ChatResult,
+    EmbedResult,
     Provider,
     ProviderError,
     Usage,
@@ -129,3 +131,12 @@ class EchoProvider(Provider):
         for word in _WORDS.findall(result.text):
             yield word
         yield result
+
+    async def embed(
+        self, model: str, texts: Sequence[str], dimensions: int | None = None
+    ) -> EmbedResult:
+        """The offline hashed n-gram embedder (services/ai/embeddings.py)."""
+        if dimensions is not None and not 8 <= dimensions <= 4096:
+            raise ProviderError("dimensions must be between 8 and 4096", retryable=False)
+        matrix = HashEmbedder(dimensions or DEFAULT_DIM).embed(texts)
+        return EmbedResult(matrix.tolist(), whitespace_tokens(texts))

@@ -6,11 +6,15 @@ Only the base URL (and a key, where one is needed) differs between them.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
+
+import httpx
 
 from services.ai.providers.base import (
     ChatRequest,
     ChatResult,
+    EmbedResult,
     HttpProvider,
     ProviderError,
     StreamAccumulator,
@@ -131,6 +135,32 @@ class OpenAIProvider(HttpProvider):
 
     def new_stream(self) -> StreamAccumulator:
         return _OpenAIStream()
+
+    async def embed(
+        self, model: str, texts: Sequence[str], dimensions: int | None = None
+    ) -> EmbedResult:
+        """``POST /embeddings``, as OpenAI, vLLM, Ollama (``/v1``) and TEI serve it."""
+        body: dict[str, Any] = {"model": model, "input": list(texts), "encoding_format": "float"}
+        if dimensions:
+            body["dimensions"] = dimensions
+        try:
+            response = await self._client.post("/embeddings", json=body)
+        except httpx.HTTPError as error:
+            raise self._transport_error(error) from error
+        if response.status_code >= 400:
+            raise self._status_error(response)
+        try:
+            data = response.json()
+            rows = sorted(data["data"], key=lambda item: int(item.get("index", 0)))
+            vectors = [[float(x) for x in row["embedding"]] for row in rows]
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            message = f"malformed embeddings response: {type(error).__name__}: {error}"
+            raise ProviderError(message, retryable=True) from error
+        if len(vectors) != len(texts):
+            message = f"asked for {len(texts)} embeddings, got {len(vectors)}"
+            raise ProviderError(message, retryable=True)
+        usage = data.get("usage") or {}
+        return EmbedResult(vectors, int(usage.get("prompt_tokens") or 0))
 
 
 class _OpenAIStream(StreamAccumulator):

@@ -50,6 +50,11 @@ class AiServiceStub(object):
                 request_serializer=heddle_dot_v1_dot_ai__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=heddle_dot_v1_dot_ai__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/heddle.v1.AiService/Embed',
+                request_serializer=heddle_dot_v1_dot_ai__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_ai__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class AiServiceServicer(object):
@@ -75,6 +80,13 @@ class AiServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Embedding vectors of texts, in order (retries, breaker and fallbacks as Complete).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AiServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +104,11 @@ def add_AiServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=heddle_dot_v1_dot_ai__pb2.ListModelsRequest.FromString,
                     response_serializer=heddle_dot_v1_dot_ai__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=heddle_dot_v1_dot_ai__pb2.EmbedRequest.FromString,
+                    response_serializer=heddle_dot_v1_dot_ai__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +193,33 @@ class AiService(object):
             '/heddle.v1.AiService/ListModels',
             heddle_dot_v1_dot_ai__pb2.ListModelsRequest.SerializeToString,
             heddle_dot_v1_dot_ai__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/heddle.v1.AiService/Embed',
+            heddle_dot_v1_dot_ai__pb2.EmbedRequest.SerializeToString,
+            heddle_dot_v1_dot_ai__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import libs.common.agents  # noqa: F401  (registers the agent tables)
 import services.gateway.models
 import services.log.models
 import services.scheduler.models

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
+from libs.common.artifacts import artifact_settings_of, create_artifact_store
 from libs.common.kv import create_kv
 from services.gateway.audit import AuditMiddleware
 from services.gateway.auth import GatewayDatabase, Security, authenticate_connection
@@ -19,11 +20,13 @@ from services.gateway.openapi import (
     operation_id,
 )
 from services.gateway.routes import (
+    agents,
     batches,
     cache,
     catalog,
     events,
     executions,
+    files,
     health,
     presets,
     schedules,
@@ -58,6 +61,7 @@ def create_app(
         settings, GatewayDatabase(settings.database_url), create_kv(settings.redis_url)
     )
     app.state.security = guard
+    app.state.artifacts = create_artifact_store(artifact_settings_of(settings))
     app.include_router(health.router)
     # Every /api/v1 route authenticates (and rate-limits) first; the WebSocket does it itself.
     # Then U+0000 anywhere in the request is a located 422 (PostgreSQL cannot store it).
@@ -74,8 +78,11 @@ def create_app(
         webhooks.router,
         batches.router,
         events.router,
+        agents.router,
     ):
         app.include_router(router, dependencies=authenticated)
+    # Uploads stream their body: no NUL scan of it (which would read it whole).
+    app.include_router(files.router, dependencies=[Depends(authenticate_connection)])
     app.include_router(executions.ws_router)
     install_console(app)
     install_docs(app)
@@ -84,7 +91,11 @@ def create_app(
     # Added innermost first: request ids wrap everything, so even a 413 carries one.
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(AuditMiddleware, security=guard)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        streamed=frozenset({("POST", "/api/v1/files")}),
+    )
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     # Outermost: a preflight is answered before authentication, which it never carries.

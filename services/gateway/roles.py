@@ -33,6 +33,7 @@ TENANT_ACTIONS: dict[str, Literal["member", "admin"]] = {
     "create_workflow": "member",
     "validate_workflow": "member",
     "read_catalog": "member",
+    "run_agent": "member",  # chat with an agent, open and delete one's own sessions
     "list_all": "admin",  # every workflow/execution/schedule of the tenant, without grants
     "manage_api_keys": "admin",
     "manage_secrets": "admin",
@@ -40,6 +41,10 @@ TENANT_ACTIONS: dict[str, Literal["member", "admin"]] = {
     "read_audit": "admin",
     "fire_trigger": "admin",
     "send_event": "admin",
+    # Files (uploads) are the tenant's: any member uploads, reads and deletes them.
+    "upload_file": "member",
+    "read_file": "member",
+    "delete_file": "member",
 }
 
 #: The scope an action needs.
@@ -52,6 +57,7 @@ ACTION_SCOPES: dict[str, Scope] = {
     "create_workflow": "write",
     "validate_workflow": "read",
     "read_catalog": "read",
+    "run_agent": "execute",
     "list_all": "read",
     "manage_api_keys": "admin",
     "manage_secrets": "admin",
@@ -59,6 +65,9 @@ ACTION_SCOPES: dict[str, Scope] = {
     "read_audit": "admin",
     "fire_trigger": "execute",
     "send_event": "execute",
+    "upload_file": "write",
+    "read_file": "read",
+    "delete_file": "write",
 }
 
 

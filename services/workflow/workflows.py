@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from libs.common.db import utcnow
 from libs.common.errors import InvalidArgument, NotFound, ResourceExhausted
 from services.workflow import repository as repo
+from services.workflow.agent_dispatch import with_agent_references
 from services.workflow.catalog import NodeCatalog
 from services.workflow.models import WorkflowRow, WorkflowVersionRow
 from services.workflow.settings import WorkflowSettings
@@ -43,7 +44,7 @@ class WorkflowStore:
         node_types = await self.catalog.for_tenant(tenant_id)
         tool_catalog = self.catalog.tools
         tools = await tool_catalog.get() if tool_catalog is not None else None
-        return validate_definition(
+        report = validate_definition(
             raw,
             node_types,
             max_nodes=self.settings.max_definition_nodes,
@@ -51,6 +52,7 @@ class WorkflowStore:
             tools=tools,
             tools_unavailable=tool_catalog.error if tool_catalog is not None else None,
         )
+        return await with_agent_references(report, raw, self.sessions, tenant_id)
 
     async def _checked(self, raw: Any, tenant_id: str) -> dict[str, Any]:
         report = await self.validate(raw, tenant_id)

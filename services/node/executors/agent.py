@@ -15,8 +15,8 @@ and traced as an ``agent.<type>`` span.
 Budgets (``budget: {tokens, steps}``) stop the run with ``budget_exceeded``; with
 ``output_schema`` the final answer is parsed as JSON and validated, sent back to the model
 once to repair when invalid, and the node fails with the validation errors when still invalid.
-``type: plan_execute`` first asks for a plan (a JSON list of steps), runs each step as a ReAct
-sub-loop, and re-plans once when a step fails.
+``agent_type: plan_execute`` first asks for a plan (a JSON list of steps), runs each step as a
+ReAct sub-loop, and re-plans once when a step fails.
 """
 
 from __future__ import annotations
@@ -208,19 +208,51 @@ class AgentExecutor(Executor):
                     "description": "JSON Schema of the final answer: parsed as JSON, repaired "
                     "once by the model when invalid.",
                 },
-                "type": {
+                "agent_type": {
                     "enum": ["react", "plan_execute", "chat"],
                     "default": "react",
                     "description": "react: tool loop; plan_execute: a plan, then a loop per "
                     "step (re-planned once on failure); chat: as react.",
                 },
-                # Set when the definition comes from the agent registry (resolved upstream).
-                "agent_id": {"type": "string"},
-                "agent_version": {"type": "integer"},
-                "session_id": {"type": "string"},
+                # Set when the definition comes from the agent registry (resolved by the
+                # workflow service before dispatch: services/workflow/agent_dispatch.py).
+                "agent_id": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "A registered agent (/api/v1/agents): its definition fills "
+                    "the params not given here.",
+                },
+                "agent_version": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Default: the current version.",
+                },
+                "session_id": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "A session of the agent: its history goes before the "
+                    "prompt; both turns are stored.",
+                },
+                "memory": {
+                    "type": "object",
+                    "description": "Window policy: last_n, max_tokens, summary.",
+                },
+                "history": {
+                    "type": "array",
+                    "items": {"type": "object"},
+                    "description": "Earlier messages ({role, content}) sent before the task "
+                    "(set from the session).",
+                },
+                "history_dropped": {
+                    "type": "array",
+                    "items": {"type": "object"},
+                    "description": "Messages the memory window left out (set by dispatch).",
+                },
             },
-            required=["model"],
-            anyOf=[{"required": ["prompt"]}, {"required": ["input"]}],
+            allOf=[
+                {"anyOf": [{"required": ["model"]}, {"required": ["agent_id"]}]},
+                {"anyOf": [{"required": ["prompt"]}, {"required": ["input"]}]},
+            ],
         ),
         output_schema=object_schema(
             {
@@ -246,6 +278,13 @@ class AgentExecutor(Executor):
     async def run(
         self, request: NodeRequest, params: dict[str, Any], services: Services
     ) -> NodeResult:
+        if "model" not in params:
+            raise NodeError(
+                "ValidationError",
+                f"agent node '{request.node_id}': no model (agent "
+                f"'{params.get('agent_id')}' was not resolved to a definition)",
+                details={"param": "model"},
+            )
         run = _AgentRun(request, params, services)
         log.info(
             "agent run of %s/%s attempt %d: %d journaled steps",
@@ -255,7 +294,7 @@ class AgentExecutor(Executor):
             len(run.journal.entries),
         )
         await run.prepare()
-        if params["type"] == "plan_execute":
+        if params["agent_type"] == "plan_execute":
             return await run.plan_execute()
         return await run.react()
 
@@ -270,6 +309,7 @@ class _AgentRun:
         self.logs: list[dict[str, Any]] = []
         self.journal = Journal(request, self.logs)
         self.task = params["prompt"] if "prompt" in params else as_text(params.get("input"))
+        self.history: list[dict[str, Any]] = list(params.get("history") or [])
         self.names = [t if isinstance(t, str) else t["name"] for t in params["tools"]]
         self.tools: list[dict[str, Any]] = []
         self.max_steps = min(params["max_steps"], services.settings.agent_max_steps)
@@ -342,11 +382,12 @@ class _AgentRun:
     async def tool_call(self, step: str, index: int, call: dict[str, Any]) -> tuple[str, str, Any]:
         """(id, name, result) of one tool call of `step`: journaled before it is made."""
         call_id, name, arguments = _tool_call_parts(call, index)
+        called = self.journal.get("tool_call", step, index)
         done = self.journal.get("tool_result", step, index)
         if done is not None:
             return call_id, name, done["result"]
         key = f"{self.request.execution_id}/{self.request.node_id}/{step}.{index}"
-        if self.journal.get("tool_call", step, index) is None:
+        if called is None:
             await self.journal.write(
                 {
                     "type": "tool_call",
@@ -408,7 +449,7 @@ class _AgentRun:
         return text, False
 
     async def react(self) -> NodeResult:
-        messages: list[dict[str, Any]] = [{"role": "user", "content": self.task}]
+        messages = [*self.history, {"role": "user", "content": self.task}]
         text, answered = await self.loop("", messages, self.max_steps)
         if not answered:
             self.logs.append(

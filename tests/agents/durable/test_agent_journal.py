@@ -1,0 +1,202 @@
+"""The agent executor's journal (issue #15): every step is written (and acknowledged) before the
+next act, a resumed attempt replays the journal instead of calling again, a tool call whose
+result was not journaled is re-made with the same key, and a refused write stops the run.
+Also: per-run budgets, structured output with one repair, plan_execute with one re-plan."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from services.node.executors.agent import AgentExecutor
+from services.node.executors.base import NodeError, NodeRequest, NodeResult, Services
+from tests.node.conftest import make_request
+from tests.node.fakes import FakeAi, FakeTools
+
+
+def tool_reply(n: int) -> dict[str, Any]:
+    return {
+        "text": "",
+        "tool_calls": [{"id": f"c{n}", "name": "add", "arguments": {"a": n, "b": 1}}],
+    }
+
+
+class Recorder:
+    """The attempt's journal channel: keeps every write, in order with the tool calls."""
+
+    def __init__(self, order: list[str], refuse_after: int | None = None) -> None:
+        self.writes: list[dict[str, Any]] = []
+        self.order = order
+        self.refuse_after = refuse_after
+
+    async def __call__(self, report: dict[str, Any]) -> None:
+        if self.refuse_after is not None and len(self.writes) >= self.refuse_after:
+            raise NodeError("Fenced", "refused")
+        self.writes.append(report)
+        self.order.append(f"journal {report['type']} {report['step']}")
+
+    @property
+    def last(self) -> dict[str, Any]:
+        checkpoint: dict[str, Any] = self.writes[-1]["checkpoint"]
+        return checkpoint
+
+
+async def run_agent(
+    params: dict[str, Any],
+    ai: FakeAi,
+    tools: FakeTools,
+    journal: Recorder | None = None,
+    checkpoint: dict[str, Any] | None = None,
+    attempt: int = 1,
+) -> NodeResult:
+    request: NodeRequest = make_request("agent", {"model": "m", "prompt": "go", **params})
+    request = dataclasses.replace(request, attempt=attempt, checkpoint=checkpoint, journal=journal)
+    async with httpx.AsyncClient() as http:
+        services = Services(ai=ai, tools=tools, workflows=None, http=http)  # type: ignore[arg-type]
+        return await AgentExecutor().execute(request, services)
+
+
+def counting_tools(order: list[str]) -> FakeTools:
+    def add(arguments: dict[str, Any]) -> int:
+        order.append(f"tool {arguments['a']}")
+        return int(arguments["a"]) + int(arguments["b"])
+
+    return FakeTools({"add": add})
+
+
+async def test_each_step_is_journaled_before_the_next_act() -> None:
+    order: list[str] = []
+    journal = Recorder(order)
+    ai = FakeAi([tool_reply(1), tool_reply(2), {"text": "3"}])
+    result = await run_agent({"tools": ["add"]}, ai, counting_tools(order), journal)
+    assert result.output["text"] == "3"
+    assert order == [
+        "journal model_call 0",
+        "journal tool_call 0",  # persisted before the tool acts
+        "tool 1",
+        "journal tool_result 0",
+        "journal model_call 1",
+        "journal tool_call 1",
+        "tool 2",
+        "journal tool_result 1",
+        "journal model_call 2",
+        "journal final end",
+    ]
+    model_call = journal.writes[0]
+    assert model_call["event"] == "agent.step"
+    assert model_call["tokens"] == 5 and model_call["duration_ms"] >= 0
+    assert journal.last["journal"][0]["reply"]["tool_calls"] == tool_reply(1)["tool_calls"]
+
+
+async def test_a_resumed_attempt_replays_its_journal_and_remakes_an_unfinished_tool_call() -> None:
+    order: list[str] = []
+    # What a crash left: step 0 complete, step 1's tool_call journaled, its result not.
+    journal = [
+        {"type": "model_call", "step": "0", "reply": {**tool_reply(1), "usage": {}}, "tokens": 5},
+        {"type": "tool_call", "step": "0", "index": 0, "id": "c1", "name": "add",
+         "arguments": {"a": 1, "b": 1}, "key": "ex1/n1/0.0"},
+        {"type": "tool_result", "step": "0", "index": 0, "id": "c1", "name": "add", "result": 2},
+        {"type": "model_call", "step": "1", "reply": {**tool_reply(2), "usage": {}}, "tokens": 5},
+        {"type": "tool_call", "step": "1", "index": 0, "id": "c2", "name": "add",
+         "arguments": {"a": 2, "b": 1}, "key": "ex1/n1/1.0"},
+    ]  # fmt: skip
+    ai = FakeAi([{"text": "done"}])
+    tools = counting_tools(order)
+    resumed = Recorder(order)
+    result = await run_agent(
+        {"tools": ["add"]}, ai, tools, resumed, checkpoint={"journal": journal}, attempt=2
+    )
+    assert result.output["text"] == "done"
+    # Only the 3rd model call is made; the journaled ones are replayed.
+    assert len(ai.calls) == 1
+    sent = ai.calls[0]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "tool"]
+    assert sent[2]["content"] == "2" and sent[4]["content"] == "3"
+    # Step 0's tool is not called again; step 1's (no result journaled) is, with its key.
+    assert tools.keys == ["ex1/n1/1.0"]
+    assert order == [
+        "tool 2",
+        "journal tool_result 1",
+        "journal model_call 2",
+        "journal final end",
+    ]
+    assert [s["type"] for s in result.output["steps"]] == [
+        "tool_call", "tool_result", "tool_call", "tool_result", "final"
+    ]  # fmt: skip
+    assert any("resumed: 5 steps" in record["message"] for record in result.logs)
+
+
+async def test_a_refused_journal_write_stops_the_run_before_the_tool_acts() -> None:
+    order: list[str] = []
+    with pytest.raises(NodeError) as caught:
+        await run_agent(
+            {"tools": ["add"]},
+            FakeAi([tool_reply(1), {"text": "x"}]),
+            counting_tools(order),
+            Recorder(order, refuse_after=1),  # the tool_call write is refused
+        )
+    assert caught.value.type == "Fenced"
+    assert order == ["journal model_call 0"]  # the tool never ran
+
+
+async def test_token_and_step_budgets_stop_the_run_with_budget_exceeded() -> None:
+    many = [tool_reply(n) for n in range(1, 9)]
+    with pytest.raises(NodeError) as caught:
+        await run_agent({"tools": ["add"], "budget": {"steps": 2}}, FakeAi(many), FakeTools(
+            {"add": lambda a: 1}))  # fmt: skip
+    assert caught.value.type == "budget_exceeded"
+    assert caught.value.details == {"budget": "steps", "limit": 2, "used": 3}
+    with pytest.raises(NodeError) as caught:
+        # 5 tokens per call: the 3rd call brings 15 > 12.
+        await run_agent(
+            {"tools": ["add"], "budget": {"tokens": 12}, "max_steps": 8},
+            FakeAi(many),
+            FakeTools({"add": lambda a: 1}),
+        )
+    assert caught.value.type == "budget_exceeded"
+    assert caught.value.details["budget"] == "tokens" and caught.value.details["used"] == 15
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+    "required": ["city", "days"],
+}
+
+
+async def test_output_schema_is_validated_and_repaired_once() -> None:
+    ai = FakeAi([{"text": '{"city": "Oslo"}'}, {"text": '{"city": "Oslo", "days": 3}'}])
+    result = await run_agent({"output_schema": SCHEMA}, ai, FakeTools())
+    assert result.output["output"] == {"city": "Oslo", "days": 3}
+    assert len(ai.calls) == 2
+    repair = ai.calls[1]["messages"][-1]["content"]
+    assert "'days' is a required property" in repair and ai.calls[1]["tools"] is None
+
+    ai = FakeAi([{"text": "not json"}, {"text": '{"city": 5, "days": 1}'}])
+    with pytest.raises(NodeError) as caught:
+        await run_agent({"output_schema": SCHEMA}, ai, FakeTools())
+    assert caught.value.type == "OutputValidationError"
+    assert caught.value.details["problems"] == ["/city: 5 is not of type 'string'"]
+
+
+async def test_plan_execute_runs_each_step_and_replans_once_on_failure() -> None:
+    ai = FakeAi(
+        [
+            {"text": json.dumps(["find", "sum"])},
+            {"text": "found"},  # step 1
+            {"text": "", "tool_calls": [{"id": "x", "name": "nope", "arguments": {}}]},
+            {"text": "", "tool_calls": [{"id": "y", "name": "nope", "arguments": {}}]},
+            {"text": json.dumps(["sum it"])},  # step 2 did not finish in max_steps: re-plan
+            {"text": "summed"},
+            {"text": "the answer"},
+        ]
+    )
+    result = await run_agent({"agent_type": "plan_execute", "max_steps": 2}, ai, FakeTools())
+    assert result.output["text"] == "the answer"
+    assert result.output["plan"] == ["sum it"]
+    assert "The previous plan failed: step 2 failed" in ai.calls[4]["messages"][0]["content"]
+    assert "summed" in ai.calls[6]["messages"][0]["content"]

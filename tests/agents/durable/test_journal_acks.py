@@ -1,0 +1,125 @@
+"""Acknowledged journal writes on the node service's Work stream: an agent's step is sent as a
+PROGRESS outcome with an "ack" number and the attempt acts again only once the workflow
+service's JournalAck for it arrives; a refused write (accepted=false) fails the attempt as
+Fenced before its tool runs. And the core publishes such a checkpoint as an agent.step event
+(the history codec keeps the event name)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from heddle.v1 import node_pb2
+
+from libs.common import jsonutil
+from services.node.attempts import NodeRunner
+from services.node.executors.base import Services
+from services.node.registry import default_registry
+from services.node.servicer import NodeServicer
+from services.workflow.execution import Begin, Checkpoint, StartAttempt
+from services.workflow.execution.history import decode_command, encode_command
+from tests.node.fakes import FakeAi, FakeTools
+from tests.workflow.execution.test_execution_core import T0, chain, core_for
+
+Outcome = node_pb2.NodeOutcome
+
+
+def _call(n: int) -> dict[str, Any]:
+    return {"text": "", "tool_calls": [{"id": f"c{n}", "name": "add", "arguments": {"n": n}}]}
+
+
+async def test_a_journal_write_waits_for_its_ack_and_a_refusal_fences_the_attempt() -> None:
+    ai = FakeAi([_call(1), _call(2), {"text": "done"}])
+    tools = FakeTools({"add": lambda arguments: arguments["n"]})
+    inbox: asyncio.Queue[node_pb2.WorkRequest | None] = asyncio.Queue()
+
+    async def requests() -> AsyncIterator[node_pb2.WorkRequest]:
+        while (request := await inbox.get()) is not None:
+            yield request
+
+    async with httpx.AsyncClient() as http:
+        services = Services(ai=ai, tools=tools, workflows=None, http=http)  # type: ignore[arg-type]
+        servicer = NodeServicer(NodeRunner(default_registry(), services), 4)
+        stream = servicer.Work(requests(), None)
+        task = node_pb2.NodeTask(
+            execution_id="e1",
+            node_id="agent",
+            node_type="agent",
+            attempt=1,
+            idempotency_key="e1/agent/1",
+            params_json=json.dumps({"model": "m", "prompt": "go", "tools": ["add"]}).encode(),
+            context_json=b'{"inputs": {}, "system": {}}',
+        )
+        inbox.put_nowait(node_pb2.WorkRequest(tasks=[task]))
+
+        async def next_outcome() -> tuple[Outcome, dict[str, Any]]:
+            response = await asyncio.wait_for(anext(stream), 10)
+            assert len(response.outcomes) == 1, response
+            outcome = response.outcomes[0]
+            return outcome, jsonutil.loads(outcome.output_json) or {}
+
+        def ack(seq: int, accepted: bool = True) -> None:
+            inbox.put_nowait(
+                node_pb2.WorkRequest(
+                    acks=[
+                        node_pb2.JournalAck(
+                            execution_id="e1",
+                            node_id="agent",
+                            attempt=1,
+                            seq=seq,
+                            accepted=accepted,
+                        )
+                    ]
+                )
+            )
+
+        outcome, progress = await next_outcome()
+        assert outcome.kind == Outcome.PROGRESS
+        assert (progress["type"], progress["ack"], progress["event"]) == (
+            "model_call",
+            1,
+            "agent.step",
+        )
+        await asyncio.sleep(0.2)  # unacknowledged: the attempt does not go on
+        assert tools.calls == [] and len(ai.calls) == 1
+        ack(2)  # an ack of another write changes nothing
+        await asyncio.sleep(0.1)
+        assert tools.calls == []
+        ack(1)
+        outcome, progress = await next_outcome()
+        assert (progress["type"], progress["ack"]) == ("tool_call", 2)
+        await asyncio.sleep(0.1)
+        assert tools.calls == []  # persisted before the tool acts: it waits for the ack
+        ack(2)
+        outcome, progress = await next_outcome()
+        assert (progress["type"], progress["ack"]) == ("tool_result", 3)
+        assert tools.calls == [("add", {"n": 1})]
+        ack(3)
+        outcome, progress = await next_outcome()
+        assert (progress["type"], progress["ack"]) == ("model_call", 4)
+        ack(4, accepted=False)  # the owner fenced it off: the step's tool never runs
+        outcome, _ = await next_outcome()
+        assert outcome.kind == Outcome.FAILED and outcome.error.type == "Fenced"
+        assert tools.calls == [("add", {"n": 1})]
+        inbox.put_nowait(None)
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+def test_the_core_publishes_an_agent_step_checkpoint_as_agent_step() -> None:
+    core = core_for(chain("a"))
+    core.apply(Begin(), T0)
+    core.apply(StartAttempt("a"), T0)
+    saved = {"journal": [{"type": "model_call", "step": "0"}]}
+    command = Checkpoint("a", 1, saved, {"type": "model_call", "step": "0"}, "agent.step")
+    fx = core.apply(command, T0)
+    assert [(e["type"], e["data"]) for e in fx.events] == [
+        ("agent.step", {"type": "model_call", "step": "0", "attempt": 1})
+    ]
+    assert fx.nodes["a"].row()["checkpoint"] == saved
+    assert decode_command(encode_command(command)) == command
+    # Any other name is published as node.progress (the event list is closed).
+    other = core.apply(Checkpoint("a", 1, saved, {}, "made.up"), T0)
+    assert [e["type"] for e in other.events] == ["node.progress"]

@@ -1,4 +1,4 @@
-"""Private Redis and PostgreSQL servers that a test may stop and start at will.
+"""Private Redis, PostgreSQL and RabbitMQ servers that a test may stop and start at will.
 
 The machine's shared servers serve every test running at the same time: an outage test must
 never stop them. These run on free ports, with their data in a temporary folder, and are
@@ -8,12 +8,15 @@ stopped when the test (or module) that started them ends, whatever happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
+import aio_pika
 import asyncpg
 import redis.asyncio
 
@@ -161,3 +164,96 @@ class PrivatePostgres:
             _as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"
         )
         self.running = False
+
+
+class PrivateRabbitMQ:
+    """A RabbitMQ node of its own (its own node name, ports and data folder), so that a test
+    may stop and start the broker's application (`stop_app` / `start_app`, as an operator's
+    restart) without touching the shared one. `remove()` halts the node and deletes the folder.
+
+    rabbitmq-server runs as the `rabbitmq` OS user: the folder is made here and given to it."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="heddle-rabbit-"))
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.node = f"heddle-{self.port}@localhost"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def _env(self) -> dict[str, str]:
+        plugins = self.root / "enabled_plugins"
+        plugins.write_text("[].\n")  # no management plugin: no fixed HTTP port
+        return {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.root / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.root / "log"),
+            "RABBITMQ_PID_FILE": str(self.root / "rabbit.pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
+            # Not the machine's rabbitmq.conf: it pins the listener to 5672.
+            "RABBITMQ_CONFIG_FILE": str(self.root / "rabbitmq"),
+        }
+
+    async def start(self) -> None:
+        """Boot the node and wait until it accepts AMQP connections."""
+        assert self._process is None, "already running"
+        env = self._env()
+        if os.geteuid() == 0:
+            for path in (self.root, *self.root.iterdir()):
+                shutil.chown(path, "rabbitmq", "rabbitmq")
+            self.root.chmod(0o755)
+        self._process = await asyncio.to_thread(
+            subprocess.Popen,
+            ["rabbitmq-server"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        await self.wait_accepting(timeout=90)
+
+    async def wait_accepting(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109
+        async def accepts() -> bool:
+            assert self._process is not None and self._process.poll() is None, "rabbitmq died"
+            try:
+                connection = await aio_pika.connect(self.url, timeout=2)
+            except Exception:
+                return False
+            await connection.close()
+            return True
+
+        await assert_eventually(accepts, timeout=timeout, interval=0.2, message="rabbit not up")
+
+    async def ctl(self, *args: str) -> None:
+        """rabbitmqctl against this node (`stop_app`, `start_app`)."""
+        done = await asyncio.to_thread(
+            subprocess.run,
+            ["rabbitmqctl", "-n", self.node, *args],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).decode(errors="replace")
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {output[-2000:]}")
+
+    async def remove(self) -> None:
+        process, self._process = self._process, None
+        try:
+            if process is not None and process.poll() is None:
+                with contextlib.suppress(Exception):
+                    await self.ctl("stop")
+                try:
+                    await asyncio.to_thread(process.wait, 30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    await asyncio.to_thread(process.wait)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)

@@ -1,8 +1,9 @@
 """Issue 5 acceptance: RabbitMQ or PostgreSQL restarts under a running execution; the services
 ride through it and nothing is lost (outbox relay, database retries, leases).
 
-Each restart sits in `infrastructure_restored()`: PostgreSQL and RabbitMQ run and accept
-connections again when the test ends, whatever happened.
+The restarted servers are private (tests/private_infra.py): a PostgreSQL cluster and a
+RabbitMQ node of this module's own, so the machine's shared servers, which every other test
+uses at the same time, never stop. Each test runs a fresh topology (and database) on them.
 """
 
 from __future__ import annotations
@@ -11,35 +12,113 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aio_pika
+import asyncpg
 import pytest
 from heddle.v1 import events_pb2
 
+from libs.cli.topology import TopologyPorts, default_topology, spawn_topology
 from tests.e2e.conftest import (
     E2E,
-    RABBIT_URL,
+    REDIS_URL,
+    _engine_env,
+    _failed,
     check_followed,
     check_history,
     check_nodes_succeeded_once,
     create_workflow,
     execute,
     follow_sse,
-    infrastructure_restored,
     layered_delays,
-    pg_ctl,
-    rabbit_ctl,
     read_sse,
+    run_sync,
     wait_final,
-    wait_postgres,
     wait_progress,
-    wait_rabbitmq,
 )
 from tests.helpers import assert_eventually
+from tests.private_infra import PrivatePostgres, PrivateRabbitMQ
 
 pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Servers:
+    postgres: PrivatePostgres
+    rabbit: PrivateRabbitMQ
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[Servers]:
+    """A private PostgreSQL and RabbitMQ for the module, booted side by side."""
+    postgres, rabbit = PrivatePostgres(), PrivateRabbitMQ()
+
+    async def boot() -> None:
+        async def postgres_up() -> None:
+            await postgres.init()
+            await postgres.start()
+
+        await asyncio.gather(postgres_up(), rabbit.start())
+
+    try:
+        run_sync(boot())
+        yield Servers(postgres, rabbit)
+    finally:
+        run_sync(rabbit.remove())
+        run_sync(postgres.remove())
+
+
+@pytest.fixture
+def restartable(servers: Servers, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[E2E]:
+    """A fresh topology (and database) on the private servers."""
+    name = f"heddle_e2e_{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        admin = await asyncpg.connect(servers.postgres.dsn, timeout=10)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+
+    run_sync(create())
+    host = f"postgres@127.0.0.1:{servers.postgres.port}"
+    specs = default_topology(
+        ports=TopologyPorts.free(),
+        database_url=f"postgresql+asyncpg://{host}/{name}",
+        broker_url=servers.rabbit.url,
+        redis_url=REDIS_URL,
+        extra_env={
+            **_engine_env(),
+            # The module's Redis is the shared one: a scheduler lease of this topology's own.
+            "HEDDLE_LEADER_LEASE_NAME": f"scheduler:leader:{name}",
+        },
+    )
+    topology = spawn_topology(specs, tmp_path / "logs")
+    e2e = E2E(topology, name, specs[0].env["HEDDLE_DATABASE_URL"], f"postgresql://{host}/{name}")
+    try:
+        run_sync(topology.wait_healthy(timeout_s=90))
+        yield e2e
+    finally:
+        if _failed(request):
+            print(f"\n---------- logs of the topology of {request.node.nodeid} ----------")
+            print(e2e.logs())
+        topology.stop(grace=10)
+
+
+@contextlib.asynccontextmanager
+async def restored(servers: Servers) -> AsyncIterator[None]:
+    """Whatever happens inside, the private PostgreSQL and RabbitMQ run after."""
+    try:
+        yield
+    finally:
+        if not servers.postgres.running:
+            await servers.postgres.start()
+        with contextlib.suppress(Exception):
+            await servers.rabbit.ctl("start_app")  # an error here: it already runs
+        await servers.rabbit.wait_accepting()
 
 
 @dataclass
@@ -56,12 +135,12 @@ class BrokerTap:
 
 
 @contextlib.asynccontextmanager
-async def broker_tap() -> AsyncIterator[BrokerTap]:
+async def broker_tap(rabbit: PrivateRabbitMQ) -> AsyncIterator[BrokerTap]:
     """A durable queue bound `#` to heddle.events (it keeps what is published while the
     broker restarts and this consumer reconnects), consumed over a robust connection."""
     tap = BrokerTap()
     name = f"e2e.tap.{uuid.uuid4().hex[:12]}"
-    connection = await aio_pika.connect_robust(RABBIT_URL, reconnect_interval=0.5)
+    connection = await aio_pika.connect_robust(rabbit.url, reconnect_interval=0.5)
     try:
         channel = await connection.channel()
         exchange = await channel.declare_exchange(
@@ -83,28 +162,28 @@ async def broker_tap() -> AsyncIterator[BrokerTap]:
         # re-declare the queue, which then collects every event forever.
         with contextlib.suppress(Exception):
             await connection.close()
-        await wait_rabbitmq(timeout=30)
-        cleanup = await aio_pika.connect(RABBIT_URL, timeout=10)
+        await rabbit.wait_accepting(timeout=30)
+        cleanup = await aio_pika.connect(rabbit.url, timeout=10)
         async with cleanup:
             await (await cleanup.channel()).queue_delete(name)
 
 
-async def test_rabbitmq_restart_mid_run(fresh_topology: E2E) -> None:
-    e2e = fresh_topology
+async def test_rabbitmq_restart_mid_run(restartable: E2E, servers: Servers) -> None:
+    e2e = restartable
     # 8 layers x 10 delays of 0.05-0.2 s, 5 at once: about 3 s of work.
     definition = layered_delays("rabbit-restart", 8, 10, seconds=0.1, max_concurrency=5)
     node_ids = [node["id"] for node in definition["nodes"]]
-    async with broker_tap() as tap, e2e.client() as client:
+    async with broker_tap(servers.rabbit) as tap, e2e.client() as client:
         workflow_id = await create_workflow(client, definition)
         execution_id = await execute(client, workflow_id)
         follower = asyncio.create_task(follow_sse(client, execution_id))
         await wait_progress(e2e, execution_id, completed=10)
-        async with infrastructure_restored():
-            await rabbit_ctl("stop_app")
+        async with restored(servers):
+            await servers.rabbit.ctl("stop_app")
             stopped_at = time.monotonic()
             await asyncio.sleep(1.0)
-            await rabbit_ctl("start_app")
-            await wait_rabbitmq()
+            await servers.rabbit.ctl("start_app")
+            await servers.rabbit.wait_accepting()
         outage_s = time.monotonic() - stopped_at
 
         execution = await wait_final(client, execution_id, timeout=60)
@@ -158,8 +237,8 @@ async def _unpublished(e2e: E2E, execution_id: str) -> bool:
     return rows[0]["n"] == 0
 
 
-async def test_postgres_restart_mid_run(fresh_topology: E2E) -> None:
-    e2e = fresh_topology
+async def test_postgres_restart_mid_run(restartable: E2E, servers: Servers) -> None:
+    e2e = restartable
     # 8 layers x 10 delays of 0.1-0.4 s, 5 at once: about 5 s of work.
     definition = layered_delays("postgres-restart", 8, 10, seconds=0.2, max_concurrency=5)
     node_ids = [node["id"] for node in definition["nodes"]]
@@ -168,11 +247,10 @@ async def test_postgres_restart_mid_run(fresh_topology: E2E) -> None:
         execution_id = await execute(client, workflow_id)
         follower = asyncio.create_task(follow_sse(client, execution_id))
         await wait_progress(e2e, execution_id, completed=10)
-        async with infrastructure_restored():
-            await pg_ctl("stop")
+        async with restored(servers):
+            await servers.postgres.stop()
             await asyncio.sleep(2.0)
-            await pg_ctl("start")
-            await wait_postgres()
+            await servers.postgres.start()
 
         execution = await wait_final(client, execution_id, timeout=90)
         check_nodes_succeeded_once(execution, node_ids)

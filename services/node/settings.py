@@ -58,6 +58,11 @@ class NodeServiceSettings(CommonSettings):
     sql_pool_size: int = Field(
         default=4, gt=0, description="Connections of each sql connection pool."
     )
+    delay_timer_min_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Delays of at least this many seconds are workflow-service timers.",
+    )
 
     _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)
 
@@ -74,4 +79,5 @@ class NodeServiceSettings(CommonSettings):
             loop_max_iterations=self.loop_max_iterations,
             sql_max_engines=self.sql_max_engines,
             sql_pool_size=self.sql_pool_size,
+            delay_timer_min_s=self.delay_timer_min_s,
         )

@@ -218,6 +218,13 @@ class NodeSettings(BaseModel):
     sql_pool_size: int = Field(
         default=4, gt=0, description="Connections of each sql connection pool."
     )
+    delay_timer_min_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="A delay node of at least this many seconds is a timer of the workflow "
+        "service (the node waits, holding no node slot and no task; its execution is "
+        "unloaded while it waits); a shorter one sleeps in its attempt here.",
+    )
 
     _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)
 

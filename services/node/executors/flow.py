@@ -130,5 +130,17 @@ class DelayExecutor(Executor):
     ) -> NodeResult:
         # A delay longer than the node's timeout_s is cut by the timeout (a Timeout failure).
         seconds = float(params["seconds"])
+        if seconds > 0 and seconds >= services.settings.delay_timer_min_s:
+            # A long one is a timer of the workflow service: the node waits (no slot, no task
+            # here), and the core succeeds it when the timer is due (ExecutionCore._timer_due).
+            limit = request.timeout_s or seconds
+            return NodeResult(
+                waiting={
+                    "prompt": f"delay of {seconds:g} s",
+                    "schema": None,
+                    "timeout_s": min(seconds, limit),
+                    "delay": {"seconds": seconds},
+                }
+            )
         await asyncio.sleep(seconds)
         return NodeResult(output={"waited_s": seconds})

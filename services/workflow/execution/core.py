@@ -545,9 +545,18 @@ class ExecutionCore:
             self._fx.transitions.append("retry_due")
             self._make_ready([node.node_id])
         elif command.kind == TimerKind.INPUT_TIMEOUT and node.status == _S.WAITING:
+            waiting = node.waiting or {}
+            delay = waiting.get("delay")
+            message = f"no input within {waiting.get('timeout_s')} s"
+            if isinstance(delay, dict):  # a delay node's timer (services/node/executors/flow.py)
+                seconds = float(delay.get("seconds") or 0)
+                if float(waiting.get("timeout_s") or 0) >= seconds:
+                    self._succeed(node, {"waited_s": seconds}, None, _S.SUCCEEDED)
+                    return
+                message = f"the delay of {seconds:g} s is longer than the node's timeout"
             error = {
                 "type": "Timeout",
-                "message": f"no input within {(node.waiting or {}).get('timeout_s')} s",
+                "message": message,
                 "retryable": False,
                 "details": None,
             }
@@ -559,6 +568,8 @@ class ExecutionCore:
         if node is None or node.status != _S.WAITING:
             status = node.status.value if node else "unknown"
             raise InputRejected(f"node {command.node_id!r} is not waiting for input ({status})")
+        if "delay" in (node.waiting or {}):
+            raise InputRejected(f"node {command.node_id!r} is a delay, not waiting for input")
         self._succeed(node, {"data": command.data}, None, _S.SUCCEEDED)
 
     # ---- rules --------------------------------------------------------------------------

@@ -215,6 +215,29 @@ def test_no_input_in_time_fails_the_node() -> None:
     assert fx.status == "failed"
 
 
+def test_a_delay_timer_succeeds_its_node_refuses_input_and_is_cut_by_a_shorter_timeout() -> None:
+    core = core_for(chain("a", "b"))
+    core.apply(Begin(), T0)
+    core.apply(StartAttempt("a"), T0)
+    delay = {"prompt": "delay of 30 s", "delay": {"seconds": 30}}
+    waiting = core.apply(NodeResult("a", 1, "waiting", waiting={**delay, "timeout_s": 30}), T0)
+    assert waiting.arm == {"a": (TimerKind.INPUT_TIMEOUT, 1, 30.0)}
+    with pytest.raises(InputRejected, match="is a delay"):
+        core.apply(HumanInput("a", {"early": True}), T0)
+    fx = core.apply(TimerDue("a", 1, TimerKind.INPUT_TIMEOUT), T0 + dt.timedelta(seconds=30))
+    assert fx.nodes["a"].status.value == "succeeded" and fx.nodes["a"].output == {"waited_s": 30}
+    assert list(core.ready) == ["b"]
+
+    cut = core_for(chain("a"))
+    cut.apply(Begin(), T0)
+    cut.apply(StartAttempt("a"), T0)
+    cut.apply(NodeResult("a", 1, "waiting", waiting={**delay, "timeout_s": 5}), T0)
+    fx = cut.apply(TimerDue("a", 1, TimerKind.INPUT_TIMEOUT), T0 + dt.timedelta(seconds=5))
+    error = fx.nodes["a"].error
+    assert error is not None and error["type"] == "Timeout" and "delay of 30 s" in error["message"]
+    assert fx.status == "failed"
+
+
 def test_the_deadline_is_armed_from_creation_and_fails_the_execution() -> None:
     core = core_for(chain("a"), deadline_s=10)
     begun = core.apply(Begin(), T0 + dt.timedelta(seconds=4))

@@ -2,12 +2,16 @@
 `bench.noop` (served by one SDK worker process) against the same workflows of the built-in
 `noop` (node replicas), in one run, with the CPU calibration.
 
-    python bench/custom_types.py [--database postgres|sqlite] [--runs 5]
+    python bench/custom_types.py [--topology embedded|production|both] [--runs 5]
 
 Starts node replicas, a workflow service and one worker (`python -m heddle_sdk worker
 bench/custom_nodes.py`) as separate processes; times each execution from StartExecution to
 the end of WaitExecution, as bench/engine.py does. Prints each median, the ratio custom /
 built-in (issue #14's bound: at most 1.3) and the CPU per run of each process group.
+
+Topologies: `embedded` is the embedded stack's storage (SQLite, the in-process event bus);
+`production` is the production topology's (PostgreSQL, events relayed to RabbitMQ with
+confirms, Redis for cache and locks), as bench/engine.py's --production.
 """
 
 from __future__ import annotations
@@ -86,17 +90,11 @@ async def _worker_ready(stub: workflow_pb2_grpc.WorkflowServiceStub, limit_s: fl
         await asyncio.sleep(0.2)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--database", choices=["sqlite", "postgres"], default="postgres")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--node-replicas", type=int, default=1)
-    parser.add_argument("--fan-out", type=int, default=1000)
-    parser.add_argument("--chain", type=int, default=100)
-    args = parser.parse_args()
-
+async def measure(topology: str, args: argparse.Namespace) -> list[float]:
+    """One topology's run: the printed figures; the ratios (chain, fan-out)."""
+    database = "sqlite" if topology == "embedded" else "postgres"
     with tempfile.TemporaryDirectory() as tmp:
-        database_url, pg_name = await engine_bench._database(args.database, tmp)
+        database_url, pg_name = await engine_bench._database(database, tmp)
         ports = {name: free_port() for name in ("workflow", "worker", "ai", "tool")}
         node_ports = [free_port() for _ in range(args.node_replicas)]
         common = {
@@ -109,6 +107,9 @@ async def main() -> None:
             "HEDDLE_WORKER_PORT": str(ports["worker"]),
             "HEDDLE_AUTH_ENABLED": "false",  # the worker serves the default tenant
         }
+        if topology == "production":
+            common["HEDDLE_BROKER_URL"] = "amqp://guest:guest@127.0.0.1:5672/"
+            common["HEDDLE_REDIS_URL"] = "redis://127.0.0.1:6379/0"
         processes = [
             engine_bench._spawn("node", {**common, "HEDDLE_GRPC_PORT": str(port)}, tmp)
             for port in node_ports
@@ -119,6 +120,7 @@ async def main() -> None:
         processes.append(workflow)
         worker = _spawn_worker(ports["worker"], max(args.fan_out, 16), tmp)
         processes.append(worker)
+        ratios = []
         try:
             await engine_bench._wait_healthy(
                 [f"127.0.0.1:{p}" for p in node_ports] + [f"127.0.0.1:{ports['workflow']}"]
@@ -126,8 +128,13 @@ async def main() -> None:
             channel = engine_bench.create_channel(f"127.0.0.1:{ports['workflow']}")
             stub = workflow_pb2_grpc.WorkflowServiceStub(channel)
             await _worker_ready(stub, 60)
+            storage = (
+                "SQLite, in-process bus"
+                if topology == "embedded"
+                else "PostgreSQL, RabbitMQ + Redis"
+            )
             print(
-                f"custom-type benchmark: grpcio {grpc.__version__}, {args.database}, "
+                f"custom-type benchmark, {topology} ({storage}): grpcio {grpc.__version__}, "
                 f"{args.node_replicas} node replica(s), 1 SDK worker, {args.runs} runs each "
                 "(after 1 warm-up)",
                 flush=True,
@@ -142,7 +149,6 @@ async def main() -> None:
                 "node replicas": [p.pid for p in processes[: len(node_ports)]],
                 "worker": [worker.pid],
             }
-            ratios = []
             for label, shape in (
                 (f"chain of {args.chain}", engine_bench.chain(args.chain)),
                 (f"fan-out/fan-in {args.fan_out}", engine_bench.fan_out(args.fan_out)),
@@ -182,6 +188,21 @@ async def main() -> None:
                 except subprocess.TimeoutExpired:
                     process.kill()
             await engine_bench._drop(pg_name)
+    return ratios
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--topology", choices=["embedded", "production", "both"], default="both")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--node-replicas", type=int, default=1)
+    parser.add_argument("--fan-out", type=int, default=1000)
+    parser.add_argument("--chain", type=int, default=100)
+    args = parser.parse_args()
+    kinds = ["embedded", "production"] if args.topology == "both" else [args.topology]
+    summary = {kind: await measure(kind, args) for kind in kinds}
+    for kind, (chain_ratio, fan_ratio) in summary.items():
+        print(f"{kind:<11} chain {chain_ratio:.2f}x, fan-out {fan_ratio:.2f}x (bound {BOUND}x)")
 
 
 if __name__ == "__main__":

@@ -151,6 +151,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             name=first.register.worker_name or "worker",
             types={custom.spec.type: custom for custom in types},
             max_concurrency=max(1, first.register.max_concurrency),
+            batches=first.register.batches,
         )
         reason = "stream ended"
         reader = asyncio.create_task(self._read(connection, messages))
@@ -161,6 +162,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                     tenant_id=tenant_id,
                     heartbeat_interval_s=self.settings.worker_heartbeat_interval_s,
                     heartbeat_timeout_s=self.settings.worker_heartbeat_timeout_s,
+                    batches=connection.batches,
                 )
             )
             self.pool.add(connection)
@@ -168,7 +170,13 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 message = await connection.outbox.get()
                 if message is None:
                     break
-                yield message
+                # What is queued now goes out together (a batching worker's attempts in
+                # one AttemptBatch); nothing waits to fill a batch.
+                ready, ended = connection.ready(message)
+                for out in ready:
+                    yield out
+                if ended:
+                    break
         except asyncio.CancelledError:
             reason = "connection lost"
             raise
@@ -188,6 +196,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 kind = message.WhichOneof("body")
                 if kind == "outcome":
                     pool.outcome(connection, message.outcome.outcome)
+                elif kind == "outcomes":
+                    pool.outcomes(connection, [o.outcome for o in message.outcomes.outcomes])
                 elif kind == "log":
                     pool.log_record(connection, message.log)
                 elif kind == "chunk":

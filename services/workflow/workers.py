@@ -56,6 +56,8 @@ TypeKey = tuple[str, str]  # (tenant_id, node_type)
 SCHEDULE_TO_START_PARAM = "schedule_to_start_timeout_s"
 #: Extra seconds the cluster gives a worker past a node's timeout_s before it stops waiting.
 TIMEOUT_GRACE_S = 5.0
+#: Most attempts in one AttemptBatch (a node replica's work stream takes batches of 128).
+ATTEMPT_BATCH = 128
 
 QUEUED_ATTEMPTS = Gauge(
     "heddle_worker_queued_attempts",
@@ -317,6 +319,8 @@ class WorkerConnection:
     draining: bool = False
     last_seen: float = field(default_factory=time.monotonic)
     closed: bool = False
+    #: The worker takes AttemptBatch messages (Register.batches; an older SDK does not).
+    batches: bool = False
 
     def free(self) -> int:
         return 0 if self.draining or self.closed else self.max_concurrency - len(self.running)
@@ -326,6 +330,41 @@ class WorkerConnection:
         if not self.closed:
             self.closed = True
             self.outbox.put_nowait(None)
+
+    def ready(self, first: worker_pb2.ServerMessage) -> tuple[list[worker_pb2.ServerMessage], bool]:
+        """`first` and whatever else is queued now, as the messages to write: for a batching
+        worker the attempts in a row become one AttemptBatch (at most ATTEMPT_BATCH each),
+        in order with the cancels between them. Never waits for more. Also says whether the
+        stream is to end after them (the None of close())."""
+        if not self.batches:
+            return [first], False
+        messages: list[worker_pb2.ServerMessage] = []
+        attempts: list[worker_pb2.Attempt] = []
+
+        def flush() -> None:
+            if len(attempts) == 1:
+                messages.append(worker_pb2.ServerMessage(attempt=attempts[0]))
+            elif attempts:
+                batch = worker_pb2.AttemptBatch(attempts=attempts)
+                messages.append(worker_pb2.ServerMessage(attempts=batch))
+            attempts.clear()
+
+        message: worker_pb2.ServerMessage | None = first
+        ended = False
+        while message is not None:
+            if message.WhichOneof("body") == "attempt":
+                attempts.append(message.attempt)
+                if len(attempts) >= ATTEMPT_BATCH:
+                    flush()
+            else:
+                flush()
+                messages.append(message)
+            if self.outbox.empty():
+                break
+            message = self.outbox.get_nowait()
+            ended = message is None
+        flush()
+        return messages, ended
 
 
 class RemoteRoute(Protocol):
@@ -647,23 +686,40 @@ class WorkerPool:
     # ---- what workers send --------------------------------------------------------------
 
     def outcome(self, worker: WorkerConnection, outcome: node_pb2.NodeOutcome) -> None:
-        key = _key(outcome)
-        if outcome.kind == node_pb2.NodeOutcome.PROGRESS:
-            pending = worker.running.get(key)
-            if pending is not None and not pending.secrets:
-                pending.on_outcomes([outcome])
-            return
-        pending = worker.running.pop(key, None)
-        if pending is None:
-            return  # cancelled or timed out meanwhile: nobody waits for it
-        self._forget(pending)
-        if pending.logs:
-            logs = pending.logs + list(jsonutil.loads(outcome.logs_json) or [])
-            outcome.logs_json = jsonutil.dumps(logs)
-        if pending.secrets:
-            outcome = redact_outcome(outcome, pending.secrets)
-        pending.on_outcomes([outcome])
-        self._drain_types(worker)
+        self.outcomes(worker, [outcome])
+
+    def outcomes(self, worker: WorkerConnection, outcomes: Iterable[node_pb2.NodeOutcome]) -> None:
+        """Apply what a worker reports (one WorkerOutcome or an OutcomeBatch): each attempt's
+        end is applied once (a repeat, or one cancelled or timed out meanwhile, is dropped),
+        with one handler call per dispatch, as a node replica's batch is delivered."""
+        groups: dict[int, tuple[OutcomeHandler, list[node_pb2.NodeOutcome]]] = {}
+        ended = False
+        for outcome in outcomes:
+            key = _key(outcome)
+            if outcome.kind == node_pb2.NodeOutcome.PROGRESS:
+                pending = worker.running.get(key)
+                if pending is None or pending.secrets:
+                    continue
+            else:
+                pending = worker.running.pop(key, None)
+                if pending is None:
+                    continue  # cancelled or timed out meanwhile: nobody waits for it
+                ended = True
+                self._forget(pending)
+                if pending.logs:
+                    logs = pending.logs + list(jsonutil.loads(outcome.logs_json) or [])
+                    outcome.logs_json = jsonutil.dumps(logs)
+                if pending.secrets:
+                    outcome = redact_outcome(outcome, pending.secrets)
+            group = groups.get(id(pending.on_outcomes))
+            if group is None:
+                groups[id(pending.on_outcomes)] = (pending.on_outcomes, [outcome])
+            else:
+                group[1].append(outcome)
+        for handler, delivered in groups.values():
+            handler(delivered)
+        if ended:
+            self._drain_types(worker)
 
     def log_record(self, worker: WorkerConnection, record: worker_pb2.WorkerLog) -> None:
         pending = worker.running.get(_key(record.attempt))

@@ -26,7 +26,8 @@ print(json.dumps({
     "version": heddle_sdk.__version__,
     "importable": [m for m in ("services", "libs", "heddle", "fastapi", "sqlalchemy")
                    if importlib.util.find_spec(m) is not None],
-    "requires": sorted(re.split(r"[<>=!~ ;]", r)[0] for r in requires),
+    "requires": sorted(re.split(r"[<>=!~ ;]", r)[0] for r in requires if "extra ==" not in r),
+    "extras": sorted(re.split(r"[<>=!~ ;]", r)[0] for r in requires if "extra ==" in r),
     "schema": probe.spec()["params_schema"]["required"],
     "message": worker_pb2.Register(worker_name="x").worker_name,
 }))
@@ -54,9 +55,10 @@ def test_pip_install_alone_builds_and_imports_without_server_code(tmp_path: Path
     )
     assert probe.returncode == 0, probe.stderr
     found = json.loads(probe.stdout)
-    assert found["version"] == "0.1.0"
+    assert found["version"] == "0.2.0"
     assert found["importable"] == []
     assert found["requires"] == ["grpcio", "httpx", "protobuf", "pydantic"]
+    assert found["extras"] == ["uvloop"]  # heddle-sdk[uvloop]: the worker's faster loop
     assert found["schema"] == ["text"]
     assert found["message"] == "x"
     assert (venv / "bin" / "heddle-worker").exists()

@@ -8,7 +8,7 @@ from heddle_sdk import Client, Context, Worker, Workflow, node_type
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from heddle_sdk.client import AsyncClient, Client, Event, Execution, ExecutionStarted
 from heddle_sdk.context import Context, RecordingSink

@@ -1,4 +1,5 @@
-"""Clients of Heddle's HTTP API: `AsyncClient` (asyncio) and `Client` (blocking), on httpx.
+"""Clients of Heddle's HTTP API: `AsyncClient` (asyncio, on httpx) and `Client` (blocking:
+the same AsyncClient, driven on a private event loop thread, so there is one implementation).
 
 Every method maps to one route of /api/v1 and raises a typed `APIError` (with the API's
 code, message and details) when the gateway refuses. `events()` follows an execution's
@@ -15,10 +16,11 @@ import asyncio
 import contextlib
 import json
 import os
+import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -32,6 +34,8 @@ DEFAULT_SERVER = "http://127.0.0.1:8080"
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 FINAL_EVENTS = frozenset({"execution.completed", "execution.failed", "execution.cancelled"})
 Definition: TypeAlias = Workflow | Mapping[str, Any]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class _Out(BaseModel):
@@ -374,7 +378,7 @@ class AsyncClient(_Base):
                 f"execution {execution_id} did not end within {timeout} s"
             ) from None
 
-    async def events(self, execution_id: str, *, after: int = 0) -> AsyncIterator[Event]:
+    async def events(self, execution_id: str, *, after: int = 0) -> AsyncGenerator[Event, None]:
         """Every event after seq `after` until the execution ends; a dropped stream is
         reopened with ?after=<last seq>, so no event is missed or repeated."""
         path = f"/api/v1/executions/{execution_id}/events"
@@ -442,8 +446,71 @@ class AsyncClient(_Base):
         return [NodeTypeInfo.model_validate(t) for t in body["node_types"]]
 
 
-class Client(_Base):
-    """A blocking client of one gateway, with the methods of `AsyncClient`."""
+class _LoopThread:
+    """A private event loop in a daemon thread, where a blocking client's calls run."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="heddle-client", daemon=True
+        )
+        self._thread.start()
+
+    def call(self, work: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
+        """Run `work` on the loop and wait for its result (TimeoutError after `timeout`: the
+        work is cancelled on the loop first)."""
+        if timeout is not None:
+            work = asyncio.wait_for(work, timeout)
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result()
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class _ThreadedTransport(httpx.AsyncBaseTransport):
+    """A blocking httpx transport under the blocking client's AsyncClient: each request is
+    sent in a worker thread, its body read there."""
+
+    def __init__(self, transport: httpx.BaseTransport) -> None:
+        self._transport = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        def send() -> httpx.Response:
+            request.read()
+            response = self._transport.handle_request(request)
+            response.read()
+            return response
+
+        sent = await asyncio.to_thread(send)
+        return httpx.Response(sent.status_code, headers=sent.headers, content=sent.content)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._transport.close)
+
+
+def _blocking(
+    method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[Client, P], R]:
+    """The blocking form of an AsyncClient method: the same call, run on the client's loop."""
+
+    def blocking(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._loop.call(method(self.async_client, *args, **kwargs))
+
+    blocking.__name__ = method.__name__
+    blocking.__qualname__ = f"Client.{method.__name__}"
+    blocking.__doc__ = method.__doc__
+    return blocking
+
+
+class Client:
+    """A blocking client of one gateway, with the methods of `AsyncClient`: it drives an
+    `AsyncClient` on a private event loop in a thread of its own, so both behave alike.
+
+    Usable from any thread, including one whose own event loop runs (the calls block it)."""
 
     def __init__(
         self,
@@ -451,12 +518,29 @@ class Client(_Base):
         api_key: str | None = None,
         *,
         timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(server, api_key)
-        self.http = httpx.Client(
-            base_url=self.server, headers=self._headers(), timeout=timeout, transport=transport
-        )
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            transport = _ThreadedTransport(transport)
+        self._loop = _LoopThread()
+
+        async def make() -> AsyncClient:  # httpx's client belongs to the loop it is made on
+            return AsyncClient(server, api_key, timeout=timeout, transport=transport)
+
+        self.async_client = self._loop.call(make())
+
+    @property
+    def server(self) -> str:
+        return self.async_client.server
+
+    @property
+    def api_key(self) -> str | None:
+        return self.async_client.api_key
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The underlying httpx client (of the private loop: its event hooks are async)."""
+        return self.async_client.http
 
     def __enter__(self) -> Client:
         return self
@@ -465,186 +549,56 @@ class Client(_Base):
         self.close()
 
     def close(self) -> None:
-        self.http.close()
+        if not self._loop.loop.is_closed():
+            self._loop.call(self.async_client.close())
+        self._loop.close()
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self.http.request(method, path, **kwargs)
-            if response.status_code == 401 and self._adopt_dev_key():
-                response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as error:
-            raise ConnectionFailed(f"cannot reach {self.server}: {error}") from error
-        return response
-
-    def _adopt_dev_key(self) -> bool:
-        if self._dev_key_asked:
-            return False
-        self._dev_key_asked = True
-        try:
-            offered = self.http.get("/console/config").json().get("dev_api_key")
-        except (httpx.HTTPError, ValueError, AttributeError):
-            return False
-        if not isinstance(offered, str) or not offered:
-            return False
-        self.api_key = offered
-        self.http.headers["authorization"] = f"Bearer {offered}"
-        return True
+    create_workflow = _blocking(AsyncClient.create_workflow)
+    update_workflow = _blocking(AsyncClient.update_workflow)
+    get_workflow = _blocking(AsyncClient.get_workflow)
+    delete_workflow = _blocking(AsyncClient.delete_workflow)
+    validate = _blocking(AsyncClient.validate)
+    execute = _blocking(AsyncClient.execute)
+    run = _blocking(AsyncClient.run)
+    get_execution = _blocking(AsyncClient.get_execution)
+    wait = _blocking(AsyncClient.wait)
+    submit_input = _blocking(AsyncClient.submit_input)
+    cancel = _blocking(AsyncClient.cancel)
+    pause = _blocking(AsyncClient.pause)
+    resume = _blocking(AsyncClient.resume)
+    retry = _blocking(AsyncClient.retry)
+    list_node_types = _blocking(AsyncClient.list_node_types)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """The parsed JSON of a successful response (None when empty); APIError otherwise."""
-        return _parsed(method, path, self._send(method, path, **kwargs))
-
-    def create_workflow(self, definition: Definition) -> WorkflowInfo:
-        body = self.request("POST", "/api/v1/workflows", json=_definition(definition))
-        return WorkflowInfo.model_validate(body)
-
-    def update_workflow(self, workflow_id: str, definition: Definition) -> WorkflowInfo:
-        path = f"/api/v1/workflows/{workflow_id}"
-        return WorkflowInfo.model_validate(self.request("PUT", path, json=_definition(definition)))
-
-    def get_workflow(self, workflow_id: str, version: int | None = None) -> WorkflowInfo:
-        params = {"version": version} if version is not None else None
-        body = self.request("GET", f"/api/v1/workflows/{workflow_id}", params=params)
-        return WorkflowInfo.model_validate(body)
+        return self._loop.call(self.async_client.request(method, path, **kwargs))
 
     def list_workflows(self) -> list[WorkflowInfo]:
-        return [WorkflowInfo.model_validate(w) for w in self._pages("/api/v1/workflows")]
-
-    def delete_workflow(self, workflow_id: str) -> None:
-        self.request("DELETE", f"/api/v1/workflows/{workflow_id}")
-
-    def validate(self, definition: Definition) -> ValidationReport:
-        body = self.request("POST", "/api/v1/workflows/validate", json=_definition(definition))
-        return ValidationReport.model_validate(body)
-
-    def _pages(self, path: str) -> Iterable[dict[str, Any]]:
-        page = 1
-        while True:
-            listing = self.request("GET", path, params={"page": page, "page_size": 200})
-            yield from listing["items"]
-            if not listing["items"] or page * listing["page_size"] >= listing["total"]:
-                return
-            page += 1
-
-    def execute(
-        self,
-        workflow_id: str,
-        inputs: Mapping[str, Any] | None = None,
-        *,
-        idempotency_key: str | None = None,
-        version: int | None = None,
-    ) -> ExecutionStarted:
-        body = _execute_body(inputs, idempotency_key, version)
-        path = f"/api/v1/workflows/{workflow_id}/execute"
-        return ExecutionStarted.model_validate(self.request("POST", path, json=body))
-
-    def run(
-        self,
-        workflow_id: str,
-        inputs: Mapping[str, Any] | None = None,
-        *,
-        idempotency_key: str | None = None,
-        version: int | None = None,
-        timeout: float | None = None,
-    ) -> Execution:
-        """As AsyncClient.run."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        body = _execute_body(inputs, idempotency_key, version)
-        path = f"/api/v1/workflows/{workflow_id}/run"
-        params = _run_params(timeout)
-        response = self._send("POST", path, json=body, params=params, timeout=params["wait"] + 10.0)
-        if response.status_code in (404, 405):
-            self.get_workflow(workflow_id)  # NotFound when the 404 was about the workflow
-            started = self.execute(
-                workflow_id, inputs, idempotency_key=idempotency_key, version=version
-            )
-        else:
-            reply = _parsed("POST", path, response)
-            if response.status_code == 200:
-                return Execution.model_validate(reply)
-            started = ExecutionStarted.model_validate(reply)
-        left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-        return self.wait(started.execution_id, timeout=left)
-
-    def get_execution(self, execution_id: str) -> Execution:
-        return Execution.model_validate(self.request("GET", f"/api/v1/executions/{execution_id}"))
-
-    def wait(self, execution_id: str, *, timeout: float | None = None) -> Execution:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for _ in self.events(execution_id, deadline=deadline):
-            pass
-        return self.get_execution(execution_id)
+        return self._loop.call(self.async_client.list_workflows())
 
     def events(
         self, execution_id: str, *, after: int = 0, deadline: float | None = None
     ) -> Iterator[Event]:
         """As AsyncClient.events; `deadline` (time.monotonic()) raises ExecutionTimeout."""
-        path = f"/api/v1/executions/{execution_id}/events"
-        last = after
-        pause = 0.05
+        stream = self.async_client.events(execution_id, after=after)
 
-        def remaining() -> float | None:
-            if deadline is None:
-                return None
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ExecutionTimeout(f"execution {execution_id} did not end in time")
-            return left
+        async def following() -> Event | None:
+            return await anext(stream, None)
 
-        while True:
-            params = {"after": last} if last else {}
-            timeout = httpx.Timeout(10.0, read=remaining())
-            try:
-                with self.http.stream("GET", path, params=params, timeout=timeout) as stream:
-                    if stream.status_code == 401 and self._adopt_dev_key():
-                        continue
-                    if not stream.is_success and stream.status_code != 204:
-                        stream.read()
-                        _parsed("GET", path, stream)
-                    parser = _SSEParser()
-                    for line in stream.iter_lines():
-                        frame = parser.feed(line)
-                        if frame is None or frame[0] == "error":
-                            continue
-                        event = Event.model_validate(json.loads(frame[1]))
-                        if event.seq <= last:
-                            continue
-                        last = event.seq
-                        yield event
-                        if event.type in FINAL_EVENTS:
-                            return
-                        pause = 0.05
-                        remaining()
-            except httpx.TransportError:
-                remaining()
-            execution = self.get_execution(execution_id)
-            if execution.done and execution.last_seq <= last:
-                return
-            time.sleep(min(pause, remaining() or pause))
-            pause = min(pause * 2, 2.0)
-
-    def submit_input(self, execution_id: str, node_id: str, data: Mapping[str, Any]) -> Execution:
-        body = {"node_id": node_id, "data": dict(data)}
-        path = f"/api/v1/executions/{execution_id}/input"
-        return Execution.model_validate(self.request("POST", path, json=body))
-
-    def cancel(self, execution_id: str) -> Execution:
-        return self._control(execution_id, "cancel")
-
-    def pause(self, execution_id: str) -> Execution:
-        return self._control(execution_id, "pause")
-
-    def resume(self, execution_id: str) -> Execution:
-        return self._control(execution_id, "resume")
-
-    def _control(self, execution_id: str, action: str) -> Execution:
-        body = self.request("POST", f"/api/v1/executions/{execution_id}/{action}")
-        return Execution.model_validate(body)
-
-    def retry(self, execution_id: str) -> ExecutionStarted:
-        body = self.request("POST", f"/api/v1/executions/{execution_id}/retry")
-        return ExecutionStarted.model_validate(body)
-
-    def list_node_types(self) -> list[NodeTypeInfo]:
-        body = self.request("GET", "/api/v1/node-types")
-        return [NodeTypeInfo.model_validate(t) for t in body["node_types"]]
+        try:
+            while True:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise ExecutionTimeout(f"execution {execution_id} did not end in time")
+                try:
+                    event = self._loop.call(following(), timeout=left)
+                except TimeoutError:
+                    raise ExecutionTimeout(
+                        f"execution {execution_id} did not end in time"
+                    ) from None
+                if event is None:
+                    return
+                yield event
+        finally:
+            if not self._loop.loop.is_closed():
+                self._loop.call(stream.aclose())

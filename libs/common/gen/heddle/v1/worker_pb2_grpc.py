@@ -43,6 +43,14 @@ class WorkerServiceStub(object):
     version already registered by the tenant with a different schema)
     server -> Attempt*, Cancel*          (only of the types this worker registered)
     worker -> Outcome*, Heartbeat*, Log*, TextChunk*, Drain
+
+    Batching: a worker that sets Register.batches (the SDK from 0.2 on) is answered with
+    Registered.batches = true, and from then on the cluster sends the attempts that are ready
+    at one moment in one AttemptBatch (as a node replica's Work stream does: whatever is
+    queued now, never waiting to fill a batch), and the worker may send the outcomes that have
+    finished at one moment in one OutcomeBatch. A worker that does not set it (an older SDK)
+    gets one Attempt per message, as before; a worker told batches = false (an older cluster)
+    sends one WorkerOutcome per message. Either side accepts the single forms at any time.
     A worker sends a Heartbeat at least every `heartbeat_interval_s` (from Registered), even
     when idle; the cluster treats a worker silent for `heartbeat_timeout_s` as dead, and a
     broken stream at once: its attempts in flight are retried on another worker, keeping their
@@ -85,6 +93,14 @@ class WorkerServiceServicer(object):
     version already registered by the tenant with a different schema)
     server -> Attempt*, Cancel*          (only of the types this worker registered)
     worker -> Outcome*, Heartbeat*, Log*, TextChunk*, Drain
+
+    Batching: a worker that sets Register.batches (the SDK from 0.2 on) is answered with
+    Registered.batches = true, and from then on the cluster sends the attempts that are ready
+    at one moment in one AttemptBatch (as a node replica's Work stream does: whatever is
+    queued now, never waiting to fill a batch), and the worker may send the outcomes that have
+    finished at one moment in one OutcomeBatch. A worker that does not set it (an older SDK)
+    gets one Attempt per message, as before; a worker told batches = false (an older cluster)
+    sends one WorkerOutcome per message. Either side accepts the single forms at any time.
     A worker sends a Heartbeat at least every `heartbeat_interval_s` (from Registered), even
     when idle; the cluster treats a worker silent for `heartbeat_timeout_s` as dead, and a
     broken stream at once: its attempts in flight are retried on another worker, keeping their
@@ -147,6 +163,14 @@ class WorkerService(object):
     version already registered by the tenant with a different schema)
     server -> Attempt*, Cancel*          (only of the types this worker registered)
     worker -> Outcome*, Heartbeat*, Log*, TextChunk*, Drain
+
+    Batching: a worker that sets Register.batches (the SDK from 0.2 on) is answered with
+    Registered.batches = true, and from then on the cluster sends the attempts that are ready
+    at one moment in one AttemptBatch (as a node replica's Work stream does: whatever is
+    queued now, never waiting to fill a batch), and the worker may send the outcomes that have
+    finished at one moment in one OutcomeBatch. A worker that does not set it (an older SDK)
+    gets one Attempt per message, as before; a worker told batches = false (an older cluster)
+    sends one WorkerOutcome per message. Either side accepts the single forms at any time.
     A worker sends a Heartbeat at least every `heartbeat_interval_s` (from Registered), even
     when idle; the cluster treats a worker silent for `heartbeat_timeout_s` as dead, and a
     broken stream at once: its attempts in flight are retried on another worker, keeping their

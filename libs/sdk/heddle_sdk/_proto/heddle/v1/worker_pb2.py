@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import node_pb2 as heddle_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16heddle/v1/worker.proto\x12\theddle.v1\x1a\x14heddle/v1/node.proto\"\x87\x02\n\rWorkerMessage\x12\'\n\x08register\x18\x01 \x01(\x0b\x32\x13.heddle.v1.RegisterH\x00\x12+\n\x07outcome\x18\x02 \x01(\x0b\x32\x18.heddle.v1.WorkerOutcomeH\x00\x12)\n\theartbeat\x18\x03 \x01(\x0b\x32\x14.heddle.v1.HeartbeatH\x00\x12#\n\x03log\x18\x04 \x01(\x0b\x32\x14.heddle.v1.WorkerLogH\x00\x12%\n\x05\x63hunk\x18\x05 \x01(\x0b\x32\x14.heddle.v1.TextChunkH\x00\x12!\n\x05\x64rain\x18\x06 \x01(\x0b\x32\x10.heddle.v1.DrainH\x00\x42\x06\n\x04\x62ody\"\x94\x01\n\rServerMessage\x12+\n\nregistered\x18\x01 \x01(\x0b\x32\x15.heddle.v1.RegisteredH\x00\x12%\n\x07\x61ttempt\x18\x02 \x01(\x0b\x32\x12.heddle.v1.AttemptH\x00\x12\'\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x15.heddle.v1.AttemptRefH\x00\x42\x06\n\x04\x62ody\"\xfd\x01\n\x0e\x43ustomNodeType\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x1a\n\x12params_schema_json\x18\x06 \x01(\x0c\x12\x19\n\x11input_schema_json\x18\x07 \x01(\x0c\x12\x1a\n\x12output_schema_json\x18\x08 \x01(\x0c\x12\x13\n\x0binput_ports\x18\t \x03(\t\x12\x18\n\x10list_input_ports\x18\n \x03(\t\x12\x14\n\x0coutput_ports\x18\x0b \x03(\t\"|\n\x08Register\x12\x13\n\x0bworker_name\x18\x01 \x01(\t\x12-\n\nnode_types\x18\x02 \x03(\x0b\x32\x19.heddle.v1.CustomNodeType\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\x05\x12\x13\n\x0bsdk_version\x18\x04 \x01(\t\"m\n\nRegistered\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\x12\x1b\n\x13heartbeat_timeout_s\x18\x04 \x01(\x01\"\x93\x02\n\x07\x41ttempt\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x11\n\tnode_type\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x13\n\x0bparams_json\x18\x07 \x01(\x0c\x12\x13\n\x0binputs_json\x18\x08 \x01(\x0c\x12\x11\n\ttimeout_s\x18\t \x01(\x01\x12\x11\n\ttenant_id\x18\n \x01(\t\x12\x13\n\x0btraceparent\x18\x0b \x01(\t\x12\x14\n\x0csecrets_json\x18\x0c \x01(\x0c\x12\x14\n\x0ctype_version\x18\r \x01(\t\"8\n\rWorkerOutcome\x12\'\n\x07outcome\x18\x01 \x01(\x0b\x32\x16.heddle.v1.NodeOutcome\"9\n\tHeartbeat\x12,\n\x08progress\x18\x01 \x03(\x0b\x32\x1a.heddle.v1.AttemptProgress\"\\\n\x0f\x41ttemptProgress\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.heddle.v1.AttemptRef\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"t\n\tWorkerLog\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.heddle.v1.AttemptRef\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\n\n\x02\x61t\x18\x04 \x01(\x01\x12\x13\n\x0b\x66ields_json\x18\x05 \x01(\x0c\"B\n\tTextChunk\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.heddle.v1.AttemptRef\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\"\x07\n\x05\x44rain2\x98\x01\n\rWorkerService\x12\x41\n\x07\x43onnect\x12\x18.heddle.v1.WorkerMessage\x1a\x18.heddle.v1.ServerMessage(\x01\x30\x01\x12\x44\n\x05Relay\x12\x16.heddle.v1.WorkRequest\x1a\x1f.heddle.v1.ExecuteNodesResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16heddle/v1/worker.proto\x12\theddle.v1\x1a\x14heddle/v1/node.proto\"\xb4\x02\n\rWorkerMessage\x12\'\n\x08register\x18\x01 \x01(\x0b\x32\x13.heddle.v1.RegisterH\x00\x12+\n\x07outcome\x18\x02 \x01(\x0b\x32\x18.heddle.v1.WorkerOutcomeH\x00\x12)\n\theartbeat\x18\x03 \x01(\x0b\x32\x14.heddle.v1.HeartbeatH\x00\x12#\n\x03log\x18\x04 \x01(\x0b\x32\x14.heddle.v1.WorkerLogH\x00\x12%\n\x05\x63hunk\x18\x05 \x01(\x0b\x32\x14.heddle.v1.TextChunkH\x00\x12!\n\x05\x64rain\x18\x06 \x01(\x0b\x32\x10.heddle.v1.DrainH\x00\x12+\n\x08outcomes\x18\x07 \x01(\x0b\x32\x17.heddle.v1.OutcomeBatchH\x00\x42\x06\n\x04\x62ody\"\xc1\x01\n\rServerMessage\x12+\n\nregistered\x18\x01 \x01(\x0b\x32\x15.heddle.v1.RegisteredH\x00\x12%\n\x07\x61ttempt\x18\x02 \x01(\x0b\x32\x12.heddle.v1.AttemptH\x00\x12\'\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x15.heddle.v1.AttemptRefH\x00\x12+\n\x08\x61ttempts\x18\x04 \x01(\x0b\x32\x17.heddle.v1.AttemptBatchH\x00\x42\x06\n\x04\x62ody\"4\n\x0c\x41ttemptBatch\x12$\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x12.heddle.v1.Attempt\":\n\x0cOutcomeBatch\x12*\n\x08outcomes\x18\x01 \x03(\x0b\x32\x18.heddle.v1.WorkerOutcome\"\xfd\x01\n\x0e\x43ustomNodeType\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x1a\n\x12params_schema_json\x18\x06 \x01(\x0c\x12\x19\n\x11input_schema_json\x18\x07 \x01(\x0c\x12\x1a\n\x12output_schema_json\x18\x08 \x01(\x0c\x12\x13\n\x0binput_ports\x18\t \x03(\t\x12\x18\n\x10list_input_ports\x18\n \x03(\t\x12\x14\n\x0coutput_ports\x18\x0b \x03(\t\"\x8d\x01\n\x08Register\x12\x13\n\x0bworker_name\x18\x01 \x01(\t\x12-\n\nnode_types\x18\x02 \x03(\x0b\x32\x19.heddle.v1.CustomNodeType\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\x05\x12\x13\n\x0bsdk_version\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61tches\x18\x05 \x01(\x08\"~\n\nRegistered\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\x12\x1b\n\x13heartbeat_timeout_s\x18\x04 \x01(\x01\x12\x0f\n\x07\x62\x61tches\x18\x05 \x01(\x08\"\x93\x02\n\x07\x41ttempt\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x11\n\tnode_type\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x13\n\x0bparams_json\x18\x07 \x01(\x0c\x12\x13\n\x0binputs_json\x18\x08 \x01(\x0c\x12\x11\n\ttimeout_s\x18\t \x01(\x01\x12\x11\n\ttenant_id\x18\n \x01(\t\x12\x13\n\x0btraceparent\x18\x0b \x01(\t\x12\x14\n\x0csecrets_json\x18\x0c \x01(\x0c\x12\x14\n\x0ctype_version\x18\r \x01(\t\"8\n\rWorkerOutcome\x12\'\n\x07outcome\x18\x01 \x01(\x0b\x32\x16.heddle.v1.NodeOutcome\"9\n\tHeartbeat\x12,\n\x08progress\x18\x01 \x03(\x0b\x32\x1a.heddle.v1.AttemptProgress\"\\\n\x0f\x41ttemptProgress\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.heddle.v1.AttemptRef\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"t\n\tWorkerLog\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.heddle.v1.AttemptRef\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\n\n\x02\x61t\x18\x04 \x01(\x01\x12\x13\n\x0b\x66ields_json\x18\x05 \x01(\x0c\"B\n\tTextChunk\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.heddle.v1.AttemptRef\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\"\x07\n\x05\x44rain2\x98\x01\n\rWorkerService\x12\x41\n\x07\x43onnect\x12\x18.heddle.v1.WorkerMessage\x1a\x18.heddle.v1.ServerMessage(\x01\x30\x01\x12\x44\n\x05Relay\x12\x16.heddle.v1.WorkRequest\x1a\x1f.heddle.v1.ExecuteNodesResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,29 +33,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'heddle.v1.worker_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WORKERMESSAGE']._serialized_start=60
-  _globals['_WORKERMESSAGE']._serialized_end=323
-  _globals['_SERVERMESSAGE']._serialized_start=326
-  _globals['_SERVERMESSAGE']._serialized_end=474
-  _globals['_CUSTOMNODETYPE']._serialized_start=477
-  _globals['_CUSTOMNODETYPE']._serialized_end=730
-  _globals['_REGISTER']._serialized_start=732
-  _globals['_REGISTER']._serialized_end=856
-  _globals['_REGISTERED']._serialized_start=858
-  _globals['_REGISTERED']._serialized_end=967
-  _globals['_ATTEMPT']._serialized_start=970
-  _globals['_ATTEMPT']._serialized_end=1245
-  _globals['_WORKEROUTCOME']._serialized_start=1247
-  _globals['_WORKEROUTCOME']._serialized_end=1303
-  _globals['_HEARTBEAT']._serialized_start=1305
-  _globals['_HEARTBEAT']._serialized_end=1362
-  _globals['_ATTEMPTPROGRESS']._serialized_start=1364
-  _globals['_ATTEMPTPROGRESS']._serialized_end=1456
-  _globals['_WORKERLOG']._serialized_start=1458
-  _globals['_WORKERLOG']._serialized_end=1574
-  _globals['_TEXTCHUNK']._serialized_start=1576
-  _globals['_TEXTCHUNK']._serialized_end=1642
-  _globals['_DRAIN']._serialized_start=1644
-  _globals['_DRAIN']._serialized_end=1651
-  _globals['_WORKERSERVICE']._serialized_start=1654
-  _globals['_WORKERSERVICE']._serialized_end=1806
+  _globals['_WORKERMESSAGE']._serialized_end=368
+  _globals['_SERVERMESSAGE']._serialized_start=371
+  _globals['_SERVERMESSAGE']._serialized_end=564
+  _globals['_ATTEMPTBATCH']._serialized_start=566
+  _globals['_ATTEMPTBATCH']._serialized_end=618
+  _globals['_OUTCOMEBATCH']._serialized_start=620
+  _globals['_OUTCOMEBATCH']._serialized_end=678
+  _globals['_CUSTOMNODETYPE']._serialized_start=681
+  _globals['_CUSTOMNODETYPE']._serialized_end=934
+  _globals['_REGISTER']._serialized_start=937
+  _globals['_REGISTER']._serialized_end=1078
+  _globals['_REGISTERED']._serialized_start=1080
+  _globals['_REGISTERED']._serialized_end=1206
+  _globals['_ATTEMPT']._serialized_start=1209
+  _globals['_ATTEMPT']._serialized_end=1484
+  _globals['_WORKEROUTCOME']._serialized_start=1486
+  _globals['_WORKEROUTCOME']._serialized_end=1542
+  _globals['_HEARTBEAT']._serialized_start=1544
+  _globals['_HEARTBEAT']._serialized_end=1601
+  _globals['_ATTEMPTPROGRESS']._serialized_start=1603
+  _globals['_ATTEMPTPROGRESS']._serialized_end=1695
+  _globals['_WORKERLOG']._serialized_start=1697
+  _globals['_WORKERLOG']._serialized_end=1813
+  _globals['_TEXTCHUNK']._serialized_start=1815
+  _globals['_TEXTCHUNK']._serialized_end=1881
+  _globals['_DRAIN']._serialized_start=1883
+  _globals['_DRAIN']._serialized_end=1890
+  _globals['_WORKERSERVICE']._serialized_start=1893
+  _globals['_WORKERSERVICE']._serialized_end=2045
 # @@protoc_insertion_point(module_scope)

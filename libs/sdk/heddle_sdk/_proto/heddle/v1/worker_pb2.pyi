@@ -8,30 +8,46 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class WorkerMessage(_message.Message):
-    __slots__ = ("register", "outcome", "heartbeat", "log", "chunk", "drain")
+    __slots__ = ("register", "outcome", "heartbeat", "log", "chunk", "drain", "outcomes")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     register: Register
     outcome: WorkerOutcome
     heartbeat: Heartbeat
     log: WorkerLog
     chunk: TextChunk
     drain: Drain
-    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., outcome: _Optional[_Union[WorkerOutcome, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., log: _Optional[_Union[WorkerLog, _Mapping]] = ..., chunk: _Optional[_Union[TextChunk, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ...) -> None: ...
+    outcomes: OutcomeBatch
+    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., outcome: _Optional[_Union[WorkerOutcome, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., log: _Optional[_Union[WorkerLog, _Mapping]] = ..., chunk: _Optional[_Union[TextChunk, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., outcomes: _Optional[_Union[OutcomeBatch, _Mapping]] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("registered", "attempt", "cancel")
+    __slots__ = ("registered", "attempt", "cancel", "attempts")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     attempt: Attempt
     cancel: _node_pb2.AttemptRef
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., attempt: _Optional[_Union[Attempt, _Mapping]] = ..., cancel: _Optional[_Union[_node_pb2.AttemptRef, _Mapping]] = ...) -> None: ...
+    attempts: AttemptBatch
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., attempt: _Optional[_Union[Attempt, _Mapping]] = ..., cancel: _Optional[_Union[_node_pb2.AttemptRef, _Mapping]] = ..., attempts: _Optional[_Union[AttemptBatch, _Mapping]] = ...) -> None: ...
+
+class AttemptBatch(_message.Message):
+    __slots__ = ("attempts",)
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
+    def __init__(self, attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ...) -> None: ...
+
+class OutcomeBatch(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[WorkerOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[WorkerOutcome, _Mapping]]] = ...) -> None: ...
 
 class CustomNodeType(_message.Message):
     __slots__ = ("type", "title", "category", "description", "version", "params_schema_json", "input_schema_json", "output_schema_json", "input_ports", "list_input_ports", "output_ports")
@@ -60,28 +76,32 @@ class CustomNodeType(_message.Message):
     def __init__(self, type: _Optional[str] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., description: _Optional[str] = ..., version: _Optional[str] = ..., params_schema_json: _Optional[bytes] = ..., input_schema_json: _Optional[bytes] = ..., output_schema_json: _Optional[bytes] = ..., input_ports: _Optional[_Iterable[str]] = ..., list_input_ports: _Optional[_Iterable[str]] = ..., output_ports: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("worker_name", "node_types", "max_concurrency", "sdk_version")
+    __slots__ = ("worker_name", "node_types", "max_concurrency", "sdk_version", "batches")
     WORKER_NAME_FIELD_NUMBER: _ClassVar[int]
     NODE_TYPES_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     SDK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
     worker_name: str
     node_types: _containers.RepeatedCompositeFieldContainer[CustomNodeType]
     max_concurrency: int
     sdk_version: str
-    def __init__(self, worker_name: _Optional[str] = ..., node_types: _Optional[_Iterable[_Union[CustomNodeType, _Mapping]]] = ..., max_concurrency: _Optional[int] = ..., sdk_version: _Optional[str] = ...) -> None: ...
+    batches: bool
+    def __init__(self, worker_name: _Optional[str] = ..., node_types: _Optional[_Iterable[_Union[CustomNodeType, _Mapping]]] = ..., max_concurrency: _Optional[int] = ..., sdk_version: _Optional[str] = ..., batches: bool = ...) -> None: ...
 
 class Registered(_message.Message):
-    __slots__ = ("worker_id", "tenant_id", "heartbeat_interval_s", "heartbeat_timeout_s")
+    __slots__ = ("worker_id", "tenant_id", "heartbeat_interval_s", "heartbeat_timeout_s", "batches")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     tenant_id: str
     heartbeat_interval_s: float
     heartbeat_timeout_s: float
-    def __init__(self, worker_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., heartbeat_timeout_s: _Optional[float] = ...) -> None: ...
+    batches: bool
+    def __init__(self, worker_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., heartbeat_timeout_s: _Optional[float] = ..., batches: bool = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("execution_id", "workflow_id", "node_id", "node_type", "attempt", "idempotency_key", "params_json", "inputs_json", "timeout_s", "tenant_id", "traceparent", "secrets_json", "type_version")

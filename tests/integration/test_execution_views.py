@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from tests.integration.helpers import create_workflow, get_execution, run, wait_final
@@ -83,4 +85,55 @@ async def test_etag_answers_304_until_the_execution_changes(client: httpx.AsyncC
     # The summary is another representation: its own validator.
     summary = await client.get(path, params={"view": "summary"})
     assert summary.headers["etag"] != changed.headers["etag"]
+    again = await client.get(
+        path, params={"view": "summary"}, headers={"If-None-Match": summary.headers["etag"]}
+    )
+    assert again.status_code == 304
+    # So is a page of the nodes: the full view's validator does not answer for it.
+    paged = await client.get(
+        path, params={"node_limit": 1}, headers={"If-None-Match": changed.headers["etag"]}
+    )
+    assert paged.status_code == 200 and len(paged.json()["nodes"]) == 1
+    assert paged.headers["etag"] != changed.headers["etag"]
     assert (await get_execution(client, execution_id))["status"] == "succeeded"
+
+
+async def test_etag_changes_with_every_step_of_a_running_execution(
+    client: httpx.AsyncClient,
+) -> None:
+    """The validator is (last_seq, status): a node's progress while the execution stays
+    running is a new validator, and the answer to a stale one is the current body."""
+    workflow_id = await create_workflow(
+        client,
+        {
+            "name": "steps",
+            "nodes": [
+                {"id": "start", "type": "input"},
+                {"id": "first", "type": "noop"},
+                {"id": "sleepy", "type": "delay", "params": {"seconds": 1.0}},
+            ],
+            "edges": [
+                {"source": "start", "target": "first"},
+                {"source": "first", "target": "sleepy"},
+            ],
+        },
+    )
+    execution_id = await run(client, workflow_id)
+    path = f"/api/v1/executions/{execution_id}"
+    seen: dict[str, dict[str, object]] = {}
+    for _ in range(500):  # the delay is 1 s: far fewer rounds than this
+        response = await client.get(path)
+        body = response.json()
+        # The validator names the state the body was read at (nodes are read after the
+        # execution's row, so they are never older than its last_seq).
+        assert f".{body['last_seq']}.{body['status']}." in response.headers["etag"]
+        seen.setdefault(response.headers["etag"], body)
+        if body["status"] not in ("pending", "running"):
+            break
+        await asyncio.sleep(0.02)
+    assert body["status"] == "succeeded"
+    # At least: running with `first` done (sleepy in flight), then succeeded.
+    assert len(seen) >= 2 and len({b["last_seq"] for b in seen.values()}) == len(seen)
+    stale = next(iter(seen))
+    current = await client.get(path, headers={"If-None-Match": stale})
+    assert current.status_code == 200 and current.json() == body

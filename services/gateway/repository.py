@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.models import ApiKeyRow, AuditRow, RoleGrantRow
@@ -85,6 +88,15 @@ async def delete_grants(session: AsyncSession, tenant_id: str, workflow_id: str)
 
 
 # ---- audit --------------------------------------------------------------------------------
+
+
+async def insert_audit(session: AsyncSession, records: list[dict[str, Any]]) -> None:
+    """Insert audit records in one statement; a record already stored (a retry after a
+    commit whose outcome was lost with the connection) is skipped, not an error."""
+    dialect = session.get_bind().dialect.name
+    insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert_into(AuditRow).on_conflict_do_nothing(index_elements=["id"])
+    await session.execute(statement, records)
 
 
 async def list_audit(

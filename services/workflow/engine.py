@@ -47,8 +47,9 @@ from services.workflow.dispatcher import NodeDispatcher
 from services.workflow.events import EventNotifier
 from services.workflow.inputs import validate_human_input, validate_inputs
 from services.workflow.liveness import ReplicaLiveness
-from services.workflow.metrics import EXECUTIONS, EXECUTIONS_STARTED
+from services.workflow.metrics import EXECUTIONS, EXECUTIONS_LOADED, EXECUTIONS_STARTED
 from services.workflow.models import ExecutionRequestRow, ExecutionRow, NodeRunRow
+from services.workflow.parking import Parking
 from services.workflow.planner import ExecutionPlan
 from services.workflow.runner import ExecutionRunner, Flush, LostOwnership, NodeState
 from services.workflow.secrets import SecretStore
@@ -117,6 +118,8 @@ class Engine:
         # Set by the server on PostgreSQL: tells the other replicas' followers of an end.
         self.completions: CompletionNotices | None = None
         self.runners: dict[str, ExecutionRunner] = {}
+        #: Executions this replica owns that only wait, unloaded (services/workflow/parking.py).
+        self.parking = Parking(self._claim_and_resume)
         #: Until when this replica's lease on each execution it drives is known to hold.
         self._leases: dict[str, dt.datetime] = {}
         self._compiled: OrderedDict[tuple[str, int], CompiledWorkflow] = OrderedDict()
@@ -170,6 +173,7 @@ class Engine:
         await asyncio.gather(
             *self._background, *(r.task for r in runners if r.task), return_exceptions=True
         )
+        await self.parking.close()
         if self.liveness is not None:
             # Last: once the session closes, peers take over what the runners left.
             await self.liveness.stop()
@@ -392,6 +396,7 @@ class Engine:
         runner = ExecutionRunner(self, row, compiled, nodes)
         self.runners[row.id] = runner
         self._leases[row.id] = row.lease_expires_at or utcnow()
+        EXECUTIONS_LOADED.inc()
         runner.start()
         return runner
 
@@ -458,13 +463,13 @@ class Engine:
     async def _runner_for(
         self, tenant_id: str, execution_id: str, verb: str
     ) -> ExecutionRunner | None:
-        """The local runner of an active execution (taking it over if its owner died), or None
-        when another live replica drives it."""
+        """The local runner of an active execution (taking it over if its owner died, or
+        reloading it if it is parked here), or None when another live replica drives it."""
         runner = self.runners.get(execution_id)
         if runner is not None:
             if runner.tenant_id != tenant_id:
                 raise NotFound(f"execution {execution_id!r} not found")
-            return runner
+            return await self._unparked(runner)
         async with self.sessions() as session:
             row = await repo.get_execution(session, tenant_id, execution_id)
         if row is None:
@@ -473,7 +478,14 @@ class Engine:
             raise FailedPrecondition(
                 f"execution {execution_id!r} is {row.status}; cannot {verb} it"
             )
-        return await self.take_over(execution_id)
+        return await self._unparked(await self.take_over(execution_id))
+
+    async def _unparked(self, runner: ExecutionRunner | None) -> ExecutionRunner | None:
+        """The runner, or its successor when it parked before the caller could hand it a
+        message (a runner that parked reads no more messages)."""
+        while runner is not None and runner.parked:
+            runner = await self.take_over(runner.id)
+        return runner
 
     async def _forward(self, execution_id: str, kind: str, payload: dict[str, Any]) -> None:
         """Hand a request to the replica that owns the execution and wait for its answer."""
@@ -499,7 +511,7 @@ class Engine:
 
     async def _apply_requests(self) -> None:
         """Apply requests other replicas received for executions this replica drives."""
-        if self._closing or not self.runners:
+        if self._closing or not (self.runners or len(self.parking)):
             return
         async with self.sessions() as session:
             pending = await repo.pending_requests(session, self.settings.replica_id)
@@ -511,6 +523,9 @@ class Engine:
     async def _apply_request(self, request: ExecutionRequestRow) -> dict[str, Any] | None:
         runner = self.runners.get(request.execution_id)
         try:
+            if runner is None and request.execution_id in self.parking:
+                runner = await self.parking.unpark(request.execution_id)
+            runner = await self._unparked(runner)
             if runner is None:
                 raise Unavailable(f"execution {request.execution_id!r} moved; try again")
             payload = request.payload or {}
@@ -678,9 +693,15 @@ class Engine:
         if self.runners.get(runner.id) is runner:
             del self.runners[runner.id]
             self._leases.pop(runner.id, None)
+            EXECUTIONS_LOADED.dec()
+            if runner.parked and not self._closing:
+                # Not ended: unloaded while it waits; still owned (its lease is renewed).
+                self.parking.park(runner)
         if runner in self._starved:
             self._starved.remove(runner)
         self._wanting.discard(runner)
+        if runner.parked:
+            return
         self.notifier.notify(runner.id)
         if self.completions is not None:
             self.completions.announce(runner.id)
@@ -738,9 +759,15 @@ class Engine:
             self.relay.enqueue([event], trace_parent)
 
     async def take_over(self, execution_id: str) -> ExecutionRunner | None:
-        """Claim an execution whose lease lapsed and resume it from the database."""
+        """Claim an execution whose lease lapsed and resume it from the database (or reload
+        one this replica parked)."""
         if execution_id in self.runners:
             return self.runners[execution_id]
+        if execution_id in self.parking:
+            return await self.parking.unpark(execution_id)
+        return await self._claim_and_resume(execution_id)
+
+    async def _claim_and_resume(self, execution_id: str) -> ExecutionRunner | None:
         async with self.sessions() as session, session.begin():
             claimed = await repo.claim_execution(
                 session, execution_id, self.settings.replica_id, self._lease_until()
@@ -786,7 +813,7 @@ class Engine:
 
     async def _renew_leases(self) -> None:
         """Renew the leases of what this replica drives; stop driving what it lost."""
-        owned = list(self.runners)
+        owned = [*self.runners, *self.parking.ids()]
         if self._closing or not owned:
             return
         until = self._lease_until()
@@ -796,6 +823,7 @@ class Engine:
             if execution_id in self._leases:
                 self._leases[execution_id] = until
         for execution_id in set(owned) - held:
+            self.parking.forget(execution_id)
             runner = self.runners.get(execution_id)
             if (
                 runner is not None

@@ -14,6 +14,15 @@ EXECUTIONS_STARTED = Counter("heddle_executions_started_total", "Executions star
 EXECUTIONS_RUNNING = Gauge(
     "heddle_executions_running", "Executions this workflow replica is driving now."
 )
+EXECUTIONS_LOADED = Gauge(
+    "heddle_executions_loaded",
+    "Executions this workflow replica holds in memory (a runner each); a parked one is not.",
+)
+EXECUTIONS_PARKED = Gauge(
+    "heddle_executions_parked",
+    "Executions this workflow replica owns that only wait and are unloaded "
+    "(services/workflow/parking.py).",
+)
 NODE_DURATION = Histogram(
     "heddle_node_duration_seconds",
     "Duration of node attempts, by node type and outcome.",

@@ -16,6 +16,7 @@ The runner talks to the engine only through `EngineHost`; the engine never reads
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import logging
 import time
@@ -39,6 +40,7 @@ from libs.common.tracing import (
     tracer,
 )
 from services.workflow.execution import (
+    DEADLINE_TIMER,
     OUTCOME_UNKNOWN_ERRORS,
     AttemptEnded,
     Begin,
@@ -109,12 +111,19 @@ log = logging.getLogger(__name__)
 _TRACER = tracer("workflow")
 #: Statuses of a node whose attempt is out (a queued one waits for a worker).
 _IN_FLIGHT = frozenset({"running", "queued"})
+#: Statuses of a node that waits for the world (an event, input, a timer): parkable.
+_PARKED_NODE = frozenset({"waiting", "retrying"})
 _RESULT_KINDS: dict[int, Literal["succeeded", "failed", "waiting", "skipped"]] = {
     node_pb2.NodeOutcome.SUCCEEDED: "succeeded",
     node_pb2.NodeOutcome.FAILED: "failed",
     node_pb2.NodeOutcome.WAITING: "waiting",
     node_pb2.NodeOutcome.SKIPPED: "skipped",
 }
+
+
+def _epoch(moment: dt.datetime) -> float:
+    # A naive datetime from the database is UTC.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)).timestamp()
 
 
 class LostOwnership(Exception):
@@ -343,6 +352,10 @@ class ExecutionRunner:
         self.recorder = factory(self.core) if factory is not None else None
         self.finished = asyncio.get_running_loop().create_future()
         self.task: asyncio.Task[None] | None = None
+        #: Set when the runner stopped because the execution only waits (unloaded, not
+        #: ended), with the loop time of its next timer (None: none).
+        self.parked = False
+        self.park_at: float | None = None
 
     # ---- read by the engine -------------------------------------------------------------
 
@@ -359,6 +372,40 @@ class ExecutionRunner:
     def redactions(self) -> list[str]:
         return self.core.redactions
 
+    def _parkable(self) -> bool:
+        """Whether nothing but the world can move the execution on: running, nothing in
+        flight, ready or unwritten, and some node waiting for an event, input or a timer."""
+        core = self.core
+        settings = self.engine.settings
+        if (
+            not settings.park_waiting
+            or core.status != ExecutionStatus.RUNNING
+            or core.in_flight
+            or core.ready
+            or core.progress
+            or self.batch
+            or self.observed
+        ):
+            return False
+        statuses = {node.status.value for node in core.nodes.values()}
+        if statuses & _IN_FLIGHT or not statuses & _PARKED_NODE:
+            return False
+        dues = []
+        for key in core.timers:
+            if key == DEADLINE_TIMER:
+                started = core.info.created_at or utcnow()
+                dues.append(_epoch(started) + core.config.deadline_s)
+            elif (due_at := core.nodes[key].due_at) is not None:
+                dues.append(_epoch(due_at))
+        if not dues:
+            self.park_at = None
+            return True
+        # In the loop's clock (uvloop's timer handles do not tell when they are due).
+        wait_s = min(dues) - time.time()
+        self.park_at = asyncio.get_running_loop().time() + wait_s
+        # A timer due in a moment (a short retry or delay) is cheaper kept than reloaded.
+        return wait_s >= settings.park_min_s
+
     # ---- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
@@ -374,6 +421,11 @@ class ExecutionRunner:
             self._feed(Begin())
             await self._cycle()
             while not core.final:
+                if self.inbox.empty() and self._parkable():
+                    # Only waiting (an event, input, a timer): unloaded, reloaded from the
+                    # database when that arrives (services/workflow/parking.py).
+                    self.parked = True
+                    return
                 message = await self.inbox.get()
                 self._apply(message)
                 while not self.inbox.empty():

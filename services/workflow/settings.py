@@ -39,6 +39,18 @@ class WorkflowSettings(CommonSettings):
     max_concurrency_global: int = Field(
         default=4096, ge=1, description="Nodes of all executions in flight at once on a replica."
     )
+    park_waiting: bool = Field(
+        default=True,
+        description="Unload an execution whose nodes only wait (an event, human input, a "
+        "delay or retry timer): the replica keeps a wait key and a timer for it, and reloads "
+        "it from the database when the event, input or timer comes (services/workflow/"
+        "parking.py); off: every waiting execution stays loaded.",
+    )
+    park_min_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="An execution whose next timer is due sooner than this is not unloaded.",
+    )
     tenant_fairness: bool = Field(
         default=True,
         description="While other tenants wait for node slots, a tenant takes at most its equal "

@@ -172,10 +172,10 @@ def run_sync(coroutine: Any) -> Any:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-def _start(log_dir: Path, extra_env: dict[str, str] | None = None) -> E2E:
+def _start(log_dir: Path, extra_env: dict[str, str] | None = None, metrics: bool = False) -> E2E:
     name, database_url, dsn = run_sync(_create_database())
     specs = default_topology(
-        ports=TopologyPorts.free(),
+        ports=TopologyPorts.free(metrics=metrics),
         database_url=database_url,
         broker_url=RABBIT_URL,
         redis_url=REDIS_URL,
@@ -225,7 +225,12 @@ def topology(
 ) -> Iterator[E2E]:
     """One topology for a whole module (tests that do not break it)."""
     log_dir = tmp_path_factory.mktemp("e2e-logs")
-    e2e = _start(log_dir, getattr(request.module, "EXTRA_ENV", None))
+    # A module that reads the processes' /metrics sets E2E_METRICS = True.
+    e2e = _start(
+        log_dir,
+        getattr(request.module, "EXTRA_ENV", None),
+        getattr(request.module, "E2E_METRICS", False),
+    )
     try:
         yield e2e
     finally:

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import E2E, create_workflow, get_execution, run_sync, wait_final
 from tests.helpers import assert_eventually
@@ -31,8 +32,12 @@ EXTRA_ENV = {
     # Queues of our own: another topology on the same RabbitMQ (a concurrent test run) must
     # not consume this one's node.waiting events.
     "HEDDLE_BROKER_PREFIX": f"wait-{uuid.uuid4().hex[:8]}",
+    # Delays of 2 s and more are workflow-service timers here (the default is 60 s).
+    "HEDDLE_DELAY_TIMER_MIN_S": "2",
 }
 WAITERS = int(os.environ.get("HEDDLE_BENCH_WAITERS", "200"))
+#: The workflow replicas' /metrics tell how many executions they hold loaded and parked.
+E2E_METRICS = True
 
 DEFINITION: dict[str, Any] = {
     "name": "waits-for-payment",
@@ -145,6 +150,82 @@ async def test_a_wait_that_times_out_fails_its_node(topology: E2E) -> None:
         assert paid["status"] == "failed"
 
 
+async def _gauges(e2e: E2E) -> dict[str, float]:
+    """heddle_executions_loaded and _parked summed over the workflow replicas."""
+    totals = {"loaded": 0.0, "parked": 0.0}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for name in _workflow_replicas(e2e):
+            spec = e2e.topology.spec(name)
+            text = (await client.get(f"http://{spec.host}:{spec.metrics_port}/metrics")).text
+            for family in text_string_to_metric_families(text):
+                for kind in totals:
+                    if family.name == f"heddle_executions_{kind}":
+                        totals[kind] += sum(sample.value for sample in family.samples)
+    return totals
+
+
+async def _parked_exactly(e2e: E2E, parked: int, timeout: float) -> None:
+    """Eventually `parked` executions are parked and none is loaded (asserted at the end)."""
+    seen: dict[str, float] = {}
+
+    async def settled() -> bool:
+        seen.update(await _gauges(e2e))
+        return seen == {"loaded": 0.0, "parked": float(parked)}
+
+    await assert_eventually(settled, timeout=timeout, interval=0.3)
+
+
+async def test_a_parked_wait_with_a_timeout_is_reloaded_by_its_timer(topology: E2E) -> None:
+    definition = {
+        **DEFINITION,
+        "name": "waits-parked",
+        "nodes": [
+            DEFINITION["nodes"][0],
+            {**DEFINITION["nodes"][1], "params": {"name": "never", "timeout_s": 3}},
+            DEFINITION["nodes"][2],
+        ],
+    }
+    async with topology.client() as client:
+        workflow_id = await create_workflow(client, definition)
+        started = time.monotonic()
+        execution_id = await _start(client, workflow_id, {"order": "x"})
+        # While it waits the replica holds no runner for it, only its timer.
+        await _parked_exactly(topology, 1, timeout=2.5)
+        execution = await wait_final(client, execution_id)
+        assert time.monotonic() - started >= 3
+        assert execution["status"] == "failed", execution
+        paid = next(node for node in execution["nodes"] if node["node_id"] == "paid")
+        assert paid["status"] == "failed" and paid["error"]["type"] == "Timeout", (
+            execution["error"],
+            paid,
+        )
+        assert paid["attempts"] == 1, paid
+    await _parked_exactly(topology, 0, timeout=10)
+
+
+async def test_a_delay_is_a_timer_its_execution_parked_while_it_runs(topology: E2E) -> None:
+    definition = {
+        "name": "naps",
+        "nodes": [
+            {"id": "start", "type": "input"},
+            {"id": "nap", "type": "delay", "params": {"seconds": 3}},
+        ],
+        "edges": [{"source": "start", "target": "nap"}],
+    }
+    async with topology.client() as client:
+        workflow_id = await create_workflow(client, definition)
+        started = time.monotonic()
+        execution_id = await _start(client, workflow_id, {})
+        # No node attempt sleeps and no runner is loaded: a timer of the owning replica.
+        await _parked_exactly(topology, 1, timeout=2.5)
+        execution = await wait_final(client, execution_id)
+        assert time.monotonic() - started >= 3
+        assert execution["status"] == "succeeded", execution
+        nap = next(node for node in execution["nodes"] if node["node_id"] == "nap")
+        assert nap["output"] == {"waited_s": 3} and nap["attempts"] == 1, nap
+    await _parked_exactly(topology, 0, timeout=10)
+
+
 def _rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -186,6 +267,8 @@ async def test_waiting_executions_survive_a_restart_and_resume_exactly_once(
 
         await assert_eventually(all_indexed, timeout=max(60, WAITERS / 10), interval=0.5)
         print(f"\nall waiting and indexed after {time.monotonic() - phase:.1f} s")
+        # Every waiter unloaded: no runner (no task, no core) for any of them.
+        await _parked_exactly(topology, WAITERS, timeout=30)
         cpu_start = {name: _cpu_s(topology.topology.pid(name)) for name in replicas}
         await asyncio.sleep(3.0)
         grown = 0
@@ -208,6 +291,9 @@ async def test_waiting_executions_survive_a_restart_and_resume_exactly_once(
     # On a loop of its own, as the fixture does (its probes do not mix with pytest-asyncio).
     run_sync(topology.topology.wait_healthy(timeout_s=60))
     print(f"\nrestarted every process in {time.monotonic() - phase:.1f} s")
+    # The new replicas took every waiter over from the database and parked it again.
+    await _parked_exactly(topology, WAITERS, timeout=max(60, WAITERS / 10))
+    print(f"\nall parked again after {time.monotonic() - phase:.1f} s")
 
     async with topology.client(timeout=60) as client:
         gate = asyncio.Semaphore(64)
@@ -242,3 +328,12 @@ async def test_waiting_executions_survive_a_restart_and_resume_exactly_once(
         print(f"\n{WAITERS} executions resumed in {took:.1f} s after the events")
         assert sorted(outputs[e] for e in executions) == list(range(WAITERS))
     assert await _waiters(topology) == before_waiters
+    # Resumed exactly once: one completion of the waiting node per execution.
+    rows = await topology.fetch(
+        "SELECT execution_id, count(*) AS n FROM execution_events WHERE node_id = 'paid' "
+        "AND type = 'node.completed' AND execution_id = ANY($1::text[]) GROUP BY execution_id",
+        executions,
+    )
+    assert sorted(row["n"] for row in rows) == [1] * WAITERS
+    # Ended: nothing of them is held, parked or loaded.
+    await _parked_exactly(topology, 0, timeout=30)

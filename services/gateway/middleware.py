@@ -66,12 +66,20 @@ class BodyLimitMiddleware:
     unbounded body.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        streamed: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
+        """`streamed`: (method, path) of routes that stream their body and bound it themselves
+        (file uploads): their body passes through unread."""
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (scope.get("method"), scope.get("path")) in self.streamed:
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length")

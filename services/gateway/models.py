@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Index, Integer, String
+from sqlalchemy import BigInteger, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from libs.common.db import Base, utcnow
@@ -134,3 +134,26 @@ class BatchItemRow(Base):
     # queued, running, then the execution's final status; rejected when it could not start.
     status: Mapped[str] = mapped_column(String(16), default="queued")
     error: Mapped[str] = mapped_column(String(1000), default="")
+
+
+class FileRow(Base):
+    """An uploaded file: its bytes are in the artifact store under artifact_key."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    artifact_key: Mapped[str] = mapped_column(String(512))
+    created_by: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Removed by the retention loop after this (HEDDLE_FILES_RETENTION_S); None: kept.
+    expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        Index("ix_files_tenant_created", "tenant_id", "created_at"),
+        Index("ix_files_expires", "expires_at"),
+    )

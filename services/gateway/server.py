@@ -18,6 +18,7 @@ from libs.common.service import ServiceStack, start_service
 from services.gateway.app import create_app
 from services.gateway.auth import GatewayDatabase, Security
 from services.gateway.clients import ServiceClients
+from services.gateway.files import files_of
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,13 @@ class GatewayServer:
         stack.callback(self._close_clients)
         # Fail fast on a bad database URL or bootstrap key, before the socket listens.
         await self.app.state.security.install_bootstrap_key()
+        stack.callback(self.app.state.artifacts.close)
+        if self.settings.files_retention_s:
+            stack.periodic(
+                "file-retention",
+                self.settings.files_retention_interval_s,
+                files_of(self.app).remove_expired,
+            )
         config = uvicorn.Config(
             self.app,
             host=self.settings.http_host,

@@ -165,6 +165,43 @@ class GatewaySettings(CommonSettings):
         "for yet is kept for one that starts waiting later (and the most a request may ask).",
     )
 
+    files_max_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        gt=0,
+        description="Largest file POST /api/v1/files accepts (413 above, nothing stored); "
+        "files_tenant_max_bytes overrides it per tenant.",
+    )
+    files_tenant_max_bytes: Annotated[dict[str, int], NoDecode] = Field(
+        default={},
+        description="Per-tenant largest upload: comma-separated tenant=bytes pairs.",
+    )
+    files_quota_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Most bytes of files one tenant may keep (429 above); 0: no quota.",
+    )
+    files_retention_s: float = Field(
+        default=0,
+        ge=0,
+        description="Seconds an uploaded file is kept, then removed by the retention loop; "
+        "0: kept until deleted.",
+    )
+    files_retention_interval_s: float = Field(
+        default=300.0, gt=0, description="Seconds between two runs of the file retention loop."
+    )
+
     _split_ready_required = field_validator("ready_required", mode="before")(split_csv)
     _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)
     _split_cors_origins = field_validator("cors_allow_origins", mode="before")(split_csv)
+
+    @field_validator("files_tenant_max_bytes", mode="before")
+    @classmethod
+    def _parse_tenant_limits(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [part.strip() for part in value.split(",") if part.strip()]
+            return {k.strip(): int(v) for k, v in (pair.split("=", 1) for pair in pairs)}
+        return value
+
+    def file_limit(self, tenant_id: str) -> int:
+        """The largest upload of this tenant."""
+        return self.files_tenant_max_bytes.get(tenant_id, self.files_max_bytes)

@@ -14,6 +14,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from libs.common import jsonutil
+from libs.common.artifacts import ArtifactMissing
+from libs.common.claimcheck import ClaimCheck, ForeignReference, wanted_by
 from libs.common.expressions import ExpressionError, evaluate
 from libs.common.logging import attempt_var, execution_id_var, node_id_var
 from libs.common.secrets import redact_outcome, redactable
@@ -73,9 +75,14 @@ def _done(task: node_pb2.NodeTask, result: NodeResult, started: float) -> Outcom
 class NodeRunner:
     """Runs one node attempt: gate, executor, timeout, and error classification."""
 
-    def __init__(self, registry: NodeTypeRegistry, services: Services) -> None:
+    def __init__(
+        self, registry: NodeTypeRegistry, services: Services, claims: ClaimCheck | None = None
+    ) -> None:
+        """`claims`: large outputs go to the artifact store by reference, and references in
+        an attempt's context are resolved before it runs (libs/common/claimcheck.py)."""
         self.registry = registry
         self.services = services
+        self.claims = claims
 
     async def run(
         self,
@@ -142,6 +149,8 @@ class NodeRunner:
         attempt_var.set(task.attempt)
         try:
             context = jsonutil.loads(task.context_json) or {}
+            if self.claims is not None:
+                context = await self._resolve(task, context)
             if task.when:
                 try:
                     gate = evaluate(task.when, context)
@@ -189,6 +198,8 @@ class NodeRunner:
                     ) from error
             else:
                 result = await executor.execute(request, self.services)
+            if self.claims is not None and result.waiting is None:
+                result.output = await self.claims.check_out(result.output, task.tenant_id)
             return _done(task, result, started)
         except NodeError as error:
             return _failed(task, error, started)
@@ -196,6 +207,24 @@ class NodeRunner:
             log.exception("node executor crashed")
             crash = NodeError("InternalError", f"{type(error).__name__}: {error}")
             return _failed(task, crash, started)
+
+    async def _resolve(self, task: node_pb2.NodeTask, context: dict[str, Any]) -> dict[str, Any]:
+        """The context with the references the attempt reads resolved; a missing artifact
+        fails the attempt, retryably (it may be a store outage), naming the reference."""
+        assert self.claims is not None
+        wanted = wanted_by(task.params_json, task.when, {i.source for i in task.inputs})
+        try:
+            return await self.claims.resolve_context(context, task.tenant_id, wanted)
+        except ArtifactMissing as missing:
+            raise NodeError(
+                "ArtifactMissing",
+                f"an input of this node is stored by reference as artifact://{missing.key}, "
+                "which is missing from the artifact store",
+                retryable=True,
+                details={"ref": f"artifact://{missing.key}"},
+            ) from missing
+        except ForeignReference as foreign:
+            raise NodeError("InvalidReference", str(foreign)) from foreign
 
 
 def _checkpoint(context: dict[str, Any]) -> dict[str, Any] | None:

@@ -7,7 +7,9 @@ import logging
 import httpx
 from heddle.v1 import node_pb2, node_pb2_grpc
 
+from libs.common.artifacts import artifact_settings_of, create_artifact_store
 from libs.common.bus import EventBus
+from libs.common.claimcheck import ClaimCheck
 from libs.common.grpcutil import GrpcServer, TlsFiles
 from libs.common.logship import LogShipper
 from libs.common.runtime import run_service
@@ -69,7 +71,12 @@ async def serve(settings: NodeServiceSettings, *, bus: EventBus | None = None) -
         registry = default_registry()
         # Executors that hold connections (sql's pools) close them.
         stack.callback(registry.close)
-        servicer = NodeServicer(NodeRunner(registry, services), settings.max_concurrent_nodes)
+        artifacts = create_artifact_store(artifact_settings_of(settings))
+        stack.callback(artifacts.close)
+        claims = ClaimCheck(artifacts, settings.claim_check_bytes)
+        servicer = NodeServicer(
+            NodeRunner(registry, services, claims), settings.max_concurrent_nodes
+        )
         server = await stack.service_server(
             settings,
             "node",

@@ -1,0 +1,319 @@
+"""Waiting executions on the production topology: memory and CPU of the workflow replicas.
+
+    python bench/waiters.py [--events 1000] [--delays 10000] [--delay-s 30] [--clients 64]
+
+Starts the topology `make up` starts (2 workflow, 3 node replicas, PostgreSQL in a fresh
+database, RabbitMQ, Redis; every service a process), then:
+
+- wait_event: N executions `input -> wait_event -> output`, each waiting for its own key;
+  once all are parked, the RSS growth of each workflow replica per waiter and their CPU over
+  5 s of idle waiting; then N events through POST /api/v1/events and the time until all have
+  succeeded (each resumed exactly once: one node.completed of the waiting node each);
+- delay: N executions `input -> delay(delay-s) -> output` (delays from 10 s on are timers of
+  the workflow service here: HEDDLE_DELAY_TIMER_MIN_S=10); RSS growth per waiter at the peak
+  of parked executions, CPU while idle-waiting, and the time from the first due timer until
+  all have succeeded.
+
+The replicas' heddle_executions_loaded/_parked gauges (/metrics) say how many executions
+each holds in memory. Prints a CPU calibration (bench/engine.py's loop) before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(BENCH))
+
+from engine import calibration_ms  # noqa: E402
+from http_path import BENCH_LIMITS, drop_database  # noqa: E402
+
+from libs.cli.topology import (  # noqa: E402
+    RunningTopology,
+    TopologyPorts,
+    default_topology,
+    ensure_database,
+    spawn_topology,
+)
+
+WAIT_EVENT: dict[str, Any] = {
+    "name": "bench-waits",
+    "nodes": [
+        {"id": "start", "type": "input"},
+        {
+            "id": "paid",
+            "type": "wait_event",
+            "params": {"name": "bench.paid", "correlation_key": "{{ inputs.key }}"},
+        },
+        {"id": "done", "type": "output", "params": {"value": "{{ paid.data.n }}"}},
+    ],
+    "edges": [{"source": "start", "target": "paid"}, {"source": "paid", "target": "done"}],
+}
+
+
+def delay_workflow(seconds: float) -> dict[str, Any]:
+    return {
+        "name": "bench-naps",
+        "nodes": [
+            {"id": "start", "type": "input"},
+            {"id": "nap", "type": "delay", "params": {"seconds": seconds}},
+            {"id": "done", "type": "output", "params": {"value": "{{ nap.waited_s }}"}},
+        ],
+        "edges": [{"source": "start", "target": "nap"}, {"source": "nap", "target": "done"}],
+    }
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Bench:
+    def __init__(self, topology: RunningTopology, dsn: str, key: str) -> None:
+        self.topology = topology
+        self.dsn = dsn
+        self.replicas = [s.name for s in topology.specs if s.name.startswith("workflow")]
+        self.http = httpx.AsyncClient(
+            base_url=topology.gateway_url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+        )
+
+    async def gauges(self) -> dict[str, dict[str, float]]:
+        """{replica: {"loaded": n, "parked": n}}."""
+        out: dict[str, dict[str, float]] = {}
+        async with httpx.AsyncClient(timeout=10) as client:
+            for name in self.replicas:
+                spec = self.topology.spec(name)
+                text = (await client.get(f"http://{spec.host}:{spec.metrics_port}/metrics")).text
+                values = {"loaded": 0.0, "parked": 0.0}
+                for family in text_string_to_metric_families(text):
+                    for kind in values:
+                        if family.name == f"heddle_executions_{kind}":
+                            values[kind] = sum(s.value for s in family.samples)
+                out[name] = values
+        return out
+
+    def rss(self) -> dict[str, int]:
+        return {name: rss_kb(self.topology.pid(name)) for name in self.replicas}
+
+    async def idle_cpu(self, seconds: float = 5.0) -> dict[str, float]:
+        start = {name: cpu_s(self.topology.pid(name)) for name in self.replicas}
+        await asyncio.sleep(seconds)
+        return {
+            name: (cpu_s(self.topology.pid(name)) - start[name]) / seconds * 100
+            for name in self.replicas
+        }
+
+    async def create(self, definition: dict[str, Any]) -> str:
+        response = await self.http.post("/api/v1/workflows", json=definition)
+        response.raise_for_status()
+        workflow_id: str = response.json()["id"]
+        return workflow_id
+
+    async def start_many(
+        self, workflow_id: str, inputs: list[dict[str, Any]], clients: int
+    ) -> None:
+        gate = asyncio.Semaphore(clients)
+
+        async def one(body: dict[str, Any]) -> None:
+            async with gate:
+                response = await self.http.post(
+                    f"/api/v1/workflows/{workflow_id}/execute", json={"inputs": body}
+                )
+                if response.status_code != 202:
+                    raise SystemExit(f"execute answered {response.status_code}: {response.text}")
+
+        await asyncio.gather(*(one(body) for body in inputs))
+
+    async def count(self, workflow_id: str, status: str) -> int:
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            n: int = await connection.fetchval(
+                "SELECT count(*) FROM executions WHERE workflow_id = $1 AND status = $2",
+                workflow_id,
+                status,
+            )
+        finally:
+            await connection.close()
+        return n
+
+    async def completions_of(self, workflow_id: str, node_id: str) -> list[int]:
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            rows = await connection.fetch(
+                "SELECT count(*) AS n FROM execution_events e JOIN executions x "
+                "ON x.id = e.execution_id WHERE x.workflow_id = $1 AND e.node_id = $2 "
+                "AND e.type = 'node.completed' GROUP BY e.execution_id",
+                workflow_id,
+                node_id,
+            )
+        finally:
+            await connection.close()
+        return [row["n"] for row in rows]
+
+    async def until(self, what: str, predicate: Any, limit_s: float) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < limit_s:
+            if await predicate():
+                return time.monotonic() - started
+            await asyncio.sleep(0.5)
+        raise SystemExit(f"timed out after {limit_s:.0f} s waiting for {what}")
+
+    def report(self, label: str, before: dict[str, int], n: int, cpu: dict[str, float]) -> None:
+        after = self.rss()
+        for name in self.replicas:
+            grown = after[name] - before[name]
+            print(
+                f"  {name}: RSS {before[name] / 1024:.1f} -> {after[name] / 1024:.1f} MB "
+                f"(+{grown / 1024:.1f} MB), idle CPU {cpu[name]:.1f} % of a core"
+            )
+        total = sum(after[name] - before[name] for name in self.replicas)
+        print(f"  {label}: {total * 1024 / n:.0f} B of workflow-replica RSS per waiter", flush=True)
+
+    async def warm_up(self, workflow_id: str, inputs: dict[str, Any]) -> None:
+        # One execution first: imports, pools, the compiled definition are not per waiter.
+        await self.start_many(workflow_id, [inputs], 1)
+
+    async def bench_events(self, n: int, clients: int) -> None:
+        print(f"\nwait_event: {n} executions", flush=True)
+        workflow_id = await self.create(WAIT_EVENT)
+        await self.warm_up(workflow_id, {"key": "warm"})
+        await self.send_events(["warm"], clients)
+        await self.until("the warm-up", lambda: self._done(workflow_id, 1), 60)
+        before = self.rss()
+        started = time.monotonic()
+        await self.start_many(workflow_id, [{"key": f"k{i}"} for i in range(n)], clients)
+        print(f"  started in {time.monotonic() - started:.1f} s", flush=True)
+        took = await self.until("all parked", lambda: self._parked(n), max(120, n / 5))
+        print(f"  all {n} parked {took:.1f} s later: {await self.gauges()}", flush=True)
+        self.report("wait_event", before, n, await self.idle_cpu())
+        started = time.monotonic()
+        await self.send_events([f"k{i}" for i in range(n)], clients)
+        sent = time.monotonic() - started
+        took = await self.until("all resumed", lambda: self._done(workflow_id, n + 1), n)
+        print(
+            f"  {n} events sent in {sent:.1f} s; all succeeded {took + sent:.1f} s after the first"
+        )
+        once = await self.completions_of(workflow_id, "paid")
+        print(f"  resumed exactly once: {len(once) == n + 1 and set(once) == {1}}", flush=True)
+
+    async def _parked(self, n: int) -> bool:
+        gauges = await self.gauges()
+        return sum(g["parked"] for g in gauges.values()) >= n
+
+    async def _done(self, workflow_id: str, n: int) -> bool:
+        return await self.count(workflow_id, "succeeded") >= n
+
+    async def send_events(self, keys: list[str], clients: int) -> None:
+        gate = asyncio.Semaphore(clients)
+
+        async def one(key: str) -> None:
+            body = {"name": "bench.paid", "correlation_key": key, "data": {"n": key}}
+            async with gate:
+                for _ in range(60):
+                    response = await self.http.post("/api/v1/events", json=body)
+                    if response.status_code != 503:
+                        break
+                    await asyncio.sleep(0.5)
+                if response.status_code != 202:
+                    raise SystemExit(f"event answered {response.status_code}: {response.text}")
+
+        await asyncio.gather(*(one(key) for key in keys))
+
+    async def bench_delays(self, n: int, seconds: float, clients: int) -> None:
+        print(f"\ndelay: {n} executions waiting {seconds:g} s each", flush=True)
+        workflow_id = await self.create(delay_workflow(seconds))
+        warm = await self.create(delay_workflow(0))
+        await self.warm_up(warm, {})
+        await self.until("the warm-up", lambda: self._done(warm, 1), 60)
+        before = self.rss()
+        started = time.monotonic()
+        await self.start_many(workflow_id, [{} for _ in range(n)], clients)
+        submit_s = time.monotonic() - started
+        gauges = await self.gauges()
+        parked = sum(g["parked"] for g in gauges.values())
+        loaded = sum(g["loaded"] for g in gauges.values())
+        print(
+            f"  started in {submit_s:.1f} s; then {parked:.0f} parked, {loaded:.0f} loaded "
+            f"(the first timers are due {seconds:g} s after their start)",
+            flush=True,
+        )
+        self.report("delay", before, n, await self.idle_cpu(min(5.0, max(1.0, seconds / 6))))
+        took = await self.until("all delays done", lambda: self._done(workflow_id, n), n + seconds)
+        print(
+            f"  all {n} succeeded {submit_s + took:.1f} s after the first start "
+            f"({submit_s + took - seconds:.1f} s after the first timer was due)",
+            flush=True,
+        )
+        print(f"  then: {await self.gauges()}; RSS {self.rss()} kB", flush=True)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    print(f"calibration before: {calibration_ms():.0f} ms (~175 ms at full speed)", flush=True)
+    database = f"heddle_waiters_bench_{uuid.uuid4().hex[:8]}"
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+    await ensure_database(url)
+    from libs.common.secrets import generate_key
+    from services.gateway.auth import new_api_key
+
+    key = new_api_key()[0]
+    specs = default_topology(
+        ports=TopologyPorts.free(metrics=True),
+        database_url=url,
+        log_level="WARNING",
+        extra_env={
+            "HEDDLE_BOOTSTRAP_API_KEY": key,
+            "HEDDLE_SECRETS_KEY": generate_key(),
+            "HEDDLE_DELAY_TIMER_MIN_S": "10",
+            **{f"HEDDLE_{name.upper()}": str(value) for name, value in BENCH_LIMITS.items()},
+        },
+    )
+    with tempfile.TemporaryDirectory(prefix="heddle-waiters-") as tmp:
+        topology = spawn_topology(specs, f"{tmp}/log", cwd=ROOT)
+        try:
+            await topology.wait_healthy(timeout_s=90)
+            bench = Bench(topology, f"postgresql://postgres@127.0.0.1:5432/{database}", key)
+            if args.events:
+                await bench.bench_events(args.events, args.clients)
+            if args.delays:
+                await bench.bench_delays(args.delays, args.delay_s, args.clients)
+            await bench.http.aclose()
+        finally:
+            topology.stop()
+            await drop_database(database)
+    print(f"\ncalibration after: {calibration_ms():.0f} ms", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1000, help="wait_event executions")
+    parser.add_argument("--delays", type=int, default=10_000, help="delay executions")
+    parser.add_argument("--delay-s", type=float, default=30.0, help="each delay's length")
+    parser.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

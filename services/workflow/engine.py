@@ -7,7 +7,7 @@ import asyncio
 import datetime as dt
 import logging
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -51,6 +51,7 @@ from services.workflow.metrics import EXECUTIONS, EXECUTIONS_LOADED, EXECUTIONS_
 from services.workflow.models import ExecutionRequestRow, ExecutionRow, NodeRunRow
 from services.workflow.parking import Parking
 from services.workflow.planner import ExecutionPlan
+from services.workflow.priority import Waiters
 from services.workflow.runner import ExecutionRunner, Flush, LostOwnership, NodeState
 from services.workflow.secrets import SecretStore
 from services.workflow.settings import WorkflowSettings
@@ -84,6 +85,10 @@ DEFAULT_PRIORITY = 5
 
 def _priority_of(runner: ExecutionRunner) -> int:
     return runner.priority
+
+
+def _tenant_of(runner: ExecutionRunner) -> str:
+    return runner.tenant_id
 
 
 class Engine:
@@ -124,10 +129,11 @@ class Engine:
         self._leases: dict[str, dt.datetime] = {}
         self._compiled: OrderedDict[tuple[str, int], CompiledWorkflow] = OrderedDict()
         self._free_slots = settings.max_concurrency_global
-        self._starved: deque[ExecutionRunner] = deque()
+        #: Who to wake when slots free up, highest priority first (services/workflow/priority).
+        self._starved: Waiters[ExecutionRunner] = Waiters(_priority_of, _tenant_of)
         #: Runners refused some of the slots they asked for, until a request is met in full
         #: (the fairness rule's "tenants waiting"; `_starved` is only who to wake).
-        self._wanting: set[ExecutionRunner] = set()
+        self._wanting: Waiters[ExecutionRunner] = Waiters(_priority_of, _tenant_of)
         self._background: list[asyncio.Task[None]] = []
         self._closing = False
         self._recover_now = asyncio.Event()
@@ -631,8 +637,8 @@ class Engine:
         else:
             self._wanting.discard(runner)
         self._free_slots -= granted
-        if granted < wanted and runner not in self._starved:
-            self._starved.append(runner)
+        if granted < wanted:
+            self._starved.add(runner)
         return granted
 
     def _outranked(self, runner: ExecutionRunner) -> bool:
@@ -640,8 +646,8 @@ class Engine:
         nodes, not held back by the fairness rule): the slots go to it first."""
         higher = [
             other
-            for other in self._wanting
-            if other.priority > runner.priority and other is not runner and other.core.room > 0
+            for other in self._wanting.above(runner.priority)
+            if other is not runner and other.core.room > 0
         ]
         if not higher:
             return False
@@ -654,10 +660,10 @@ class Engine:
         equal share of the replica's, less what its executions hold. Work-conserving: with
         no other tenant waiting there is no cap, so one tenant alone uses every slot."""
         tenant = runner.tenant_id
-        waiting = {other.tenant_id for other in self._wanting} - {tenant}
+        waiting = self._wanting.other_tenants(tenant)
         if not waiting:
             return self.settings.max_concurrency_global
-        share = max(1, self.settings.max_concurrency_global // (len(waiting) + 1))
+        share = max(1, self.settings.max_concurrency_global // (waiting + 1))
         held = sum(r.core.in_flight for r in self.runners.values() if r.tenant_id == tenant)
         return max(0, share - held)
 
@@ -667,9 +673,7 @@ class Engine:
         self._free_slots += count
         while self._starved and self._free_slots > 0:
             # The highest priority first (the longest waiting among equals).
-            best = max(self._starved, key=_priority_of)
-            self._starved.remove(best)
-            best.wake()
+            self._starved.pop_highest().wake()
 
     # ---- secrets and cache ----------------------------------------------------------------
 
@@ -697,8 +701,7 @@ class Engine:
             if runner.parked and not self._closing:
                 # Not ended: unloaded while it waits; still owned (its lease is renewed).
                 self.parking.park(runner)
-        if runner in self._starved:
-            self._starved.remove(runner)
+        self._starved.discard(runner)
         self._wanting.discard(runner)
         if runner.parked:
             return

@@ -21,12 +21,14 @@ run: $(STAMP)
 	@scripts/ensure_sandbox.sh
 	$(BIN)/heddle serve
 
-## Start local PostgreSQL/Redis/RabbitMQ if down, then run the whole suite
+## Start local PostgreSQL/Redis/RabbitMQ if down, then run the whole suite, in parallel workers
+## (pytest-xdist; a module's tests stay on one worker, so module fixtures start once)
+TEST_WORKERS ?= 3
 test: $(STAMP) infra
 	@scripts/ensure_chromium.sh
 	@scripts/ensure_sandbox.sh
 	@echo "Console screenshots: $(CURDIR)/var/screenshots"
-	$(BIN)/python -m pytest -q --durations=30
+	$(BIN)/python -m pytest -q --durations=30 -n $(TEST_WORKERS) --dist loadfile
 	@echo "Console screenshots: $(CURDIR)/var/screenshots"
 
 ## Rebuild the web console (console/ -> services/gateway/console_dist, committed)

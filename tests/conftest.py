@@ -3,6 +3,7 @@ embedded stack (every service in this process, on ephemeral ports)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import uuid
@@ -13,7 +14,17 @@ import asyncpg
 import httpx
 import pytest
 
-from libs.cli.stack import Stack, start_stack
+# Parallel workers (pytest-xdist: `make test` runs `-n 3`): each worker's tests use a Redis
+# database of their own (keys such as rate limits and leases are not named per test). Set
+# before tests/infra_fixtures.py and tests/e2e/conftest.py read it.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _XDIST_WORKER.startswith("gw") and "HEDDLE_TEST_REDIS_URL" not in os.environ:
+    # Databases 4-15 (tests/integration/test_cache_tiers.py names database 3).
+    _index = 4 + int(_XDIST_WORKER[2:]) % 12
+    os.environ["HEDDLE_TEST_REDIS_URL"] = f"redis://127.0.0.1:6379/{_index}"
+
+from libs.cli.stack import Stack, start_stack  # noqa: E402
+from tests.infra_fixtures import delete_deployments  # noqa: E402
 
 POSTGRES_ADMIN_DSN = os.environ.get(
     "HEDDLE_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -23,6 +34,11 @@ POSTGRES_ADMIN_DSN = os.environ.get(
 def _pg_url(name: str) -> str:
     host_part = POSTGRES_ADMIN_DSN.split("://", 1)[1].rsplit("/", 1)[0]
     return f"postgresql+asyncpg://{host_part}/{name}"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The exchanges and queues of the topologies this session started go with it."""
+    asyncio.run(delete_deployments())
 
 
 @pytest.fixture

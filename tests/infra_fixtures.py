@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -72,3 +73,56 @@ async def isolated_database(kind: str, tmp_path: Path) -> AsyncIterator[AsyncEng
         async with admin.begin() as connection:
             await connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         await admin.dispose()
+
+
+# ---- a deployment of its own on the shared RabbitMQ and Redis ------------------------------
+#: Broker prefixes handed out by deployment_env() in this session (removed at its end).
+_PREFIXES: list[str] = []
+
+
+def deployment_prefix() -> str:
+    """A broker prefix of one test deployment (its exchanges and queues: `<prefix>.name`)."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    _PREFIXES.append(prefix)
+    return prefix
+
+
+def deployment_env() -> dict[str, str]:
+    """HEDDLE_* settings that make a topology a deployment of its own on the shared RabbitMQ
+    and Redis: its exchanges and queues carry a prefix of its own (two topologies running at
+    once, in parallel test workers or beside another engineer's run, never consume each
+    other's messages), and its scheduler campaigns for a leadership lease of its own."""
+    prefix = deployment_prefix()
+    return {
+        "HEDDLE_BROKER_PREFIX": prefix,
+        "HEDDLE_LEADER_LEASE_NAME": f"{prefix}:scheduler:leader",
+    }
+
+
+def _rabbit_names(kind: str) -> list[str]:
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", f"list_{kind}", "name"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.stdout.split() if done.returncode == 0 else []
+
+
+async def delete_deployments() -> None:
+    """Delete the exchanges and queues of every prefix deployment_env() gave out (durable:
+    they would stay on the broker after the topology stopped)."""
+    if not _PREFIXES or "127.0.0.1:5672" not in RABBIT_URL:
+        return  # another broker: its own lifecycle
+    starts = tuple(f"{prefix}." for prefix in _PREFIXES)
+    queues = [name for name in _rabbit_names("queues") if name.startswith(starts)]
+    exchanges = [name for name in _rabbit_names("exchanges") if name.startswith(starts)]
+    connection = await aio_pika.connect(RABBIT_URL)
+    async with connection:
+        channel = await connection.channel()
+        for queue in queues:
+            await channel.queue_delete(queue)
+        for exchange in exchanges:
+            await channel.exchange_delete(exchange)
+    _PREFIXES.clear()

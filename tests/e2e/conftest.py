@@ -39,6 +39,7 @@ from libs.cli.topology import (
     tail,
 )
 from tests.helpers import assert_eventually
+from tests.infra_fixtures import deployment_env
 
 POSTGRES_ADMIN_DSN = os.environ.get(
     "HEDDLE_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -179,7 +180,7 @@ def _start(log_dir: Path, extra_env: dict[str, str] | None = None, metrics: bool
         database_url=database_url,
         broker_url=RABBIT_URL,
         redis_url=REDIS_URL,
-        extra_env={**_engine_env(), **(extra_env or {})},
+        extra_env={**_engine_env(), **deployment_env(), **(extra_env or {})},
     )
     topology = spawn_topology(specs, log_dir)
     e2e = E2E(topology, name, database_url, dsn)

@@ -35,6 +35,7 @@ from tests.e2e.conftest import (
     wait_final,
 )
 from tests.helpers import assert_eventually
+from tests.infra_fixtures import deployment_env
 from tests.private_infra import PrivatePostgres, PrivateRedis
 
 pytestmark = pytest.mark.e2e
@@ -82,6 +83,7 @@ def outage_stack(
                 "HEDDLE_AUTH_ENABLED": "true",
                 "HEDDLE_BOOTSTRAP_API_KEY": ADMIN_KEY,
                 "HEDDLE_SECRETS_KEY": generate_key(),
+                **deployment_env(),
             },
         )
         topology = spawn_topology(specs, tmp_path_factory.mktemp("outage-logs"))

@@ -10,7 +10,7 @@ from libs.common.bus import EventBus, InProcessBus
 from libs.common.db import session_factory
 from libs.common.rabbitmq import RabbitBus
 from services.log import models  # noqa: F401  (registers the table)
-from tests.infra_fixtures import RABBIT_URL, isolated_database
+from tests.infra_fixtures import RABBIT_URL, deployment_prefix, isolated_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -26,7 +26,12 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 @pytest.fixture(params=["memory", "rabbitmq"])
 async def bus(request: pytest.FixtureRequest) -> AsyncIterator[EventBus]:
-    instance: EventBus = InProcessBus() if request.param == "memory" else RabbitBus(RABBIT_URL)
+    # On RabbitMQ: exchanges and queues of this test's own (parallel workers share the broker).
+    instance: EventBus = (
+        InProcessBus()
+        if request.param == "memory"
+        else RabbitBus(RABBIT_URL, prefix=deployment_prefix())
+    )
     await instance.connect()
     yield instance
     await instance.close()

@@ -122,6 +122,7 @@ def _node_run_out(node: Any) -> NodeRunOut:
         ],
         waiting=jsonutil.loads(node.waiting_json),
         inputs=jsonutil.loads(node.inputs_json),
+        checkpoint=jsonutil.loads(node.checkpoint_json),
     )
 
 

@@ -149,6 +149,11 @@ class NodeRunOut(BaseModel):
     attempt_history: list[NodeAttemptOut] = Field(default_factory=list)
     waiting: Any = Field(default=None, description="What a waiting human_input node asks for.")
     inputs: Any = Field(default=None, description="The referenced values the node ran with.")
+    checkpoint: Any = Field(
+        default=None,
+        description="The node's last durable checkpoint: for a loop, the iteration reached "
+        "and the results so far ({index, outputs, previous}).",
+    )
 
 
 class ExecutionOut(BaseModel):

@@ -114,6 +114,7 @@ def node_to_proto(node: NodeRunRow) -> workflow_pb2.NodeRun:
         ],
         waiting_json=jsonutil.dumps(node.waiting),
         inputs_json=jsonutil.dumps(node.inputs),
+        checkpoint_json=jsonutil.dumps(node.checkpoint),
     )
 
 

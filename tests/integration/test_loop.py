@@ -56,6 +56,10 @@ async def test_a_loop_polls_until_the_server_answers_done(
     assert output["last"]["json"]["call"] == 6
     # Each iteration saw its own index.
     assert [r.query for r in http_server.received] == [f"i={i}" for i in range(6)]
+    # The node detail shows the last durable checkpoint: iterations done, results so far.
+    checkpoint = node(execution, "poll")["checkpoint"]
+    assert checkpoint["index"] == 6
+    assert [item["json"]["call"] for item in checkpoint["outputs"]] == [1, 2, 3, 4, 5, 6]
 
 
 async def test_max_iterations_reached_fails_naming_the_node(

@@ -174,7 +174,7 @@ class NodeAttempt(_message.Message):
     def __init__(self, attempt: _Optional[int] = ..., status: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ...) -> None: ...
 
 class NodeRun(_message.Message):
-    __slots__ = ("node_id", "node_type", "status", "attempts", "output_json", "error", "started_at", "finished_at", "attempt_history", "waiting_json", "inputs_json")
+    __slots__ = ("node_id", "node_type", "status", "attempts", "output_json", "error", "started_at", "finished_at", "attempt_history", "waiting_json", "inputs_json", "checkpoint_json")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_TYPE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +186,7 @@ class NodeRun(_message.Message):
     ATTEMPT_HISTORY_FIELD_NUMBER: _ClassVar[int]
     WAITING_JSON_FIELD_NUMBER: _ClassVar[int]
     INPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_JSON_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     node_type: str
     status: str
@@ -197,7 +198,8 @@ class NodeRun(_message.Message):
     attempt_history: _containers.RepeatedCompositeFieldContainer[NodeAttempt]
     waiting_json: bytes
     inputs_json: bytes
-    def __init__(self, node_id: _Optional[str] = ..., node_type: _Optional[str] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., output_json: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_history: _Optional[_Iterable[_Union[NodeAttempt, _Mapping]]] = ..., waiting_json: _Optional[bytes] = ..., inputs_json: _Optional[bytes] = ...) -> None: ...
+    checkpoint_json: bytes
+    def __init__(self, node_id: _Optional[str] = ..., node_type: _Optional[str] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., output_json: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_history: _Optional[_Iterable[_Union[NodeAttempt, _Mapping]]] = ..., waiting_json: _Optional[bytes] = ..., inputs_json: _Optional[bytes] = ..., checkpoint_json: _Optional[bytes] = ...) -> None: ...
 
 class Execution(_message.Message):
     __slots__ = ("id", "workflow_id", "workflow_version", "status", "inputs_json", "outputs_json", "error", "created_at", "started_at", "finished_at", "nodes", "parent_execution_id", "trigger", "idempotency_key", "tenant_id", "trace_id", "last_seq", "retry_of", "priority")

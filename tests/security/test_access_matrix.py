@@ -128,6 +128,38 @@ async def _read_preset(ctx: Context) -> Request:
     return "GET", f"/api/v1/node-presets/{response.json()['id']}", None
 
 
+def _agent_body() -> dict[str, Any]:
+    return {"name": f"a-{uuid.uuid4().hex[:8]}", "model": "echo", "type": "chat"}
+
+
+async def _fresh_agent(ctx: Context) -> str:
+    response = await ctx.admin.post("/api/v1/agents", json=_agent_body())
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def _on_agent(
+    method: str, suffix: str = "", body: Any = None
+) -> Callable[[Context], Awaitable[Request]]:
+    """A request on a fresh agent of the default tenant (any member may use it)."""
+
+    async def build(ctx: Context) -> Request:
+        return method, f"/api/v1/agents/{await _fresh_agent(ctx)}{suffix}", body
+
+    return build
+
+
+def _on_file(method: str, suffix: str = "") -> Callable[[Context], Awaitable[Request]]:
+    """A request on a fresh file of the default tenant (any member may use it)."""
+
+    async def build(ctx: Context) -> Request:
+        uploaded = await ctx.admin.post("/api/v1/files", content=b"data")
+        assert uploaded.status_code == 201, uploaded.text
+        return method, f"/api/v1/files/{uploaded.json()['id']}{suffix}", None
+
+    return build
+
+
 ENDPOINTS = [
     Endpoint("node types", "member", False, _static("GET", "/api/v1/node-types")),
     Endpoint("validate", "member", False, _static("POST", "/api/v1/workflows/validate", {})),
@@ -239,6 +271,20 @@ ENDPOINTS = [
     Endpoint("create preset", "member", False, _create_preset),
     # Another tenant's preset is not found; any member of the tenant reads it.
     Endpoint("read preset", "member", True, _read_preset),
+    # Agents: any member reads, registers and chats; another tenant's agent is not found.
+    Endpoint("list agents", "member", False, _static("GET", "/api/v1/agents")),
+    Endpoint("register agent", "member", False, _static("POST", "/api/v1/agents", _agent_body())),
+    Endpoint("read agent", "member", True, _on_agent("GET")),
+    Endpoint("agent versions", "member", True, _on_agent("GET", "/versions")),
+    Endpoint("agent version", "member", True, _on_agent("GET", "/versions/1")),
+    Endpoint("agent sessions", "member", True, _on_agent("GET", "/sessions")),
+    Endpoint("open session", "member", True, _on_agent("POST", "/sessions", {"title": "t"})),
+    Endpoint("chat", "member", True, _on_agent("POST", "/chat", {"message": "hello"})),
+    Endpoint("upload file", "member", False, _static("POST", "/api/v1/files", {"a": 1})),
+    Endpoint("list files", "member", False, _static("GET", "/api/v1/files")),
+    Endpoint("read file", "member", True, _on_file("GET")),
+    Endpoint("file content", "member", True, _on_file("GET", "/content")),
+    Endpoint("delete file", "member", True, _on_file("DELETE")),
 ]
 
 DENIED = {401, 403, 404}
@@ -370,11 +416,14 @@ async def test_mutations_are_audited(stack: Stack, client: httpx.AsyncClient) ->
     execution_id = started.json()["execution_id"]
     await wait_final(client, execution_id)
     await client.post(f"/api/v1/executions/{execution_id}/cancel")  # 409: already finished
+    run_id = await create_workflow(client)
+    assert (await client.post(f"/api/v1/workflows/{run_id}/run", json={})).status_code == 200
     assert (await client.delete(f"/api/v1/workflows/{workflow_id}")).status_code == 204
     records = (await client.get("/api/v1/audit", params={"page_size": 200})).json()["items"]
     seen = {(r["action"], r["object_type"], r["object_id"], r["outcome"]) for r in records}
     assert ("create", "workflow", workflow_id, "success") in seen
     assert ("execute", "workflow", workflow_id, "success") in seen
+    assert ("execute", "workflow", run_id, "success") in seen  # the run-and-wait route
     assert ("cancel", "execution", execution_id, "failed") in seen
     assert ("delete", "workflow", workflow_id, "success") in seen
     assert all(r["principal"].startswith("key:") for r in records)

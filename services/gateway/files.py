@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, select
 
 from libs.common.artifacts import ArtifactRef, ArtifactStore, ArtifactTooLarge, new_key
 from libs.common.db import utcnow
-from libs.common.errors import HeddleError, NotFound, ResourceExhausted
+from libs.common.errors import HeddleError, InvalidArgument, NotFound, ResourceExhausted
 from services.gateway.auth import GatewayDatabase
 from services.gateway.models import FileRow
 
@@ -115,6 +115,12 @@ class FileRepository:
                     f"({room} bytes left)"
                 ) from None
             raise FileTooLarge(max_bytes) from None
+        if ref.size == 0:
+            await self.store.delete(key)
+            raise InvalidArgument(
+                "the file is empty: send its bytes as the body (or a multipart part 'file')",
+                [{"loc": ["body"], "msg": "Field required", "type": "missing"}],
+            )
         now = utcnow()
         row = FileRow(
             id=file_id,

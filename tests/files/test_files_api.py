@@ -170,6 +170,8 @@ async def test_bad_requests_are_4xx(http: httpx.AsyncClient) -> None:
     )
     assert no_boundary.status_code == 422
     assert (await http.get("/api/v1/files/not-a-uuid")).status_code == 404
+    empty = await http.post("/api/v1/files")
+    assert empty.status_code == 422 and "no body" in empty.json()["error"]["message"]
     bad_range = await http.get(
         (await http.post("/api/v1/files", content=b"abc")).json()["content_url"],
         headers={"Range": "items=1-2"},

@@ -232,6 +232,11 @@ async def upload_file(
             part.chunks(),
         )
     else:
+        if declared == "0" or not (declared or request.headers.get("transfer-encoding")):
+            raise InvalidArgument(
+                "the request has no body: send the file's bytes (or a multipart part 'file')",
+                [{"loc": ["body"], "msg": "Field required", "type": "missing"}],
+            )
         file_name = name or ""
         content_type = _content_type(request.headers.get("content-type"))
         chunks = request.stream()

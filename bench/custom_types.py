@@ -122,8 +122,10 @@ async def measure(topology: str, args: argparse.Namespace) -> list[float]:
         processes.append(worker)
         ratios = []
         try:
+            # A loaded machine starts services slowly: give them two minutes.
             await engine_bench._wait_healthy(
-                [f"127.0.0.1:{p}" for p in node_ports] + [f"127.0.0.1:{ports['workflow']}"]
+                [f"127.0.0.1:{p}" for p in node_ports] + [f"127.0.0.1:{ports['workflow']}"],
+                limit_s=120.0,
             )
             channel = engine_bench.create_channel(f"127.0.0.1:{ports['workflow']}")
             stub = workflow_pb2_grpc.WorkflowServiceStub(channel)

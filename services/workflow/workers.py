@@ -506,10 +506,14 @@ class WorkerPool:
         """Send attempts of custom types to a worker here, relay them to another replica's
         worker, or queue them until a worker can take them (`relayed`: they come from
         another replica, and stay here)."""
+        served: dict[TypeKey, bool] = {}  # per wave: a wave is mostly of one type
         for task in tasks:
             key = (task.tenant_id, task.node_type)
             pending = _Pending(task, on_outcomes, on_failure, handle, local_only=relayed)
-            if not relayed and not self.serves(*key) and self.remote is not None:
+            here = served.get(key)
+            if here is None:
+                here = served[key] = self.serves(*key)
+            if not relayed and not here and self.remote is not None:
                 address = self.remote.lookup(key)
                 if address is not None:
                     self.remote.send(address, task, handle, on_outcomes, on_failure)
@@ -524,7 +528,10 @@ class WorkerPool:
                 self._enqueue(key, pending)
 
     def _pick(self, key: TypeKey) -> WorkerConnection | None:
-        candidates = [c for c in self._by_type.get(key, ()) if c.free() > 0]
+        connections = self._by_type.get(key, ())
+        if len(connections) == 1:  # the common case: one worker serves the type here
+            return connections[0] if connections[0].free() > 0 else None
+        candidates = [c for c in connections if c.free() > 0]
         if not candidates:
             return None
         most = max(c.free() for c in candidates)

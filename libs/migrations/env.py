@@ -8,6 +8,7 @@ import libs.common.agents  # noqa: F401  (registers the agent tables)
 import services.gateway.models
 import services.log.models
 import services.scheduler.models
+import services.tool.knowledge.models
 import services.workflow.models
 import services.workflow.worker_models  # noqa: F401  (every model registers its tables)
 from libs.common.db import Base

@@ -31,10 +31,24 @@ STOP_WORDS = frozenset(
     will with you your i we our they them he she his her not no yes""".split()  # noqa: SIM905
 )
 _WEIGHTS = {"w": 1.0, "b": 0.7, "c": 0.25}
+#: How much more a name, code or number counts than an ordinary word (no corpus statistics,
+#: so no IDF: capitalised words inside a sentence, words with digits and acronyms stand in).
+NAME_BOOST = 3.0
 
 
-def _features(text: str) -> Counter[str]:
-    words = [w for w in (m.group(0).lower() for m in _WORD.finditer(text)) if w not in STOP_WORDS]
+def _is_name(word: str) -> bool:
+    """Names, codes and numbers: what tells one passage from another most."""
+    return (
+        any(c.isdigit() for c in word)
+        or (word[0].isupper() and not word.isupper())
+        or (len(word) > 1 and word.isupper())
+    )
+
+
+def _features(text: str) -> tuple[Counter[str], set[str]]:
+    raw = [m.group(0) for m in _WORD.finditer(text)]
+    names = {w.lower() for w in raw if _is_name(w)}
+    words = [w for w in (r.lower() for r in raw) if w not in STOP_WORDS]
     features: Counter[str] = Counter()
     for word in words:
         features["w:" + word] += 1
@@ -43,7 +57,7 @@ def _features(text: str) -> Counter[str]:
             features["c:" + padded[i : i + 3]] += 1
     for first, second in itertools.pairwise(words):
         features[f"b:{first} {second}"] += 1
-    return features
+    return features, names
 
 
 class HashEmbedder:
@@ -58,10 +72,14 @@ class HashEmbedder:
 
     def embed_one(self, text: str) -> np.ndarray:
         vector = np.zeros(self.dim, dtype=np.float32)
-        for feature, count in _features(text).items():
+        features, names = _features(text)
+        for feature, count in features.items():
             code = zlib.crc32(feature.encode("utf-8"))
             sign = 1.0 if code & 1 else -1.0
-            vector[(code >> 1) % self.dim] += sign * _WEIGHTS[feature[0]] * (1 + math.log(count))
+            weight = _WEIGHTS[feature[0]] * (1 + math.log(count))
+            if feature[0] == "w" and feature[2:] in names:
+                weight *= NAME_BOOST
+            vector[(code >> 1) % self.dim] += sign * weight
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm else vector
 

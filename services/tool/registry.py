@@ -27,6 +27,9 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 #: for a node attempt re-sent after a crash, so a handler with side effects (an MCP server,
 #: which gets it in the request's _meta) can deduplicate.
 call_idempotency_key: ContextVar[str] = ContextVar("call_idempotency_key", default="")
+#: The tenant of the call a handler runs (the default tenant when the caller sent none): a
+#: tool over tenant data (knowledge_search) reads only that tenant's.
+call_tenant: ContextVar[str] = ContextVar("call_tenant", default="default")
 
 
 @dataclass
@@ -106,6 +109,7 @@ class ToolRegistry:
         arguments: Any,
         timeout_s: float | None = None,
         idempotency_key: str = "",
+        tenant_id: str = "",
     ) -> Any:
         """Validate ``arguments`` against the tool's schema, then run it within the timeout
         (the handler sees idempotency_key in `call_idempotency_key`)."""
@@ -118,6 +122,7 @@ class ToolRegistry:
             raise InvalidArgument(f"invalid arguments for tool {name!r}: {fields}", problems)
         limit = min(t for t in (timeout_s, self.call_timeout_s) if t is not None)
         call_idempotency_key.set(idempotency_key)
+        call_tenant.set(tenant_id or "default")
         try:
             async with asyncio.timeout(limit):
                 result = await tool.handler(arguments)

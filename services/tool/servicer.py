@@ -49,5 +49,6 @@ class ToolServicer(tool_pb2_grpc.ToolServiceServicer):
             arguments,
             timeout_s=context.time_remaining(),
             idempotency_key=request.idempotency_key,
+            tenant_id=request.tenant_id,
         )
         return tool_pb2.CallToolResponse(result_json=jsonutil.dumps(result))

@@ -56,4 +56,22 @@ class ToolSettings(CommonSettings):
         default=60.0, gt=0, description="Upper bound of any tool call."
     )
 
+    knowledge_index_url: str = Field(
+        default="",
+        description="Vector index of knowledge bases: empty for the embedded one (a SQLite file "
+        "at knowledge_index_path, no server), or a Chroma server's http(s):// URL.",
+    )
+    knowledge_index_path: str = Field(
+        default="var/knowledge/vectors.sqlite", description="File of the embedded vector index."
+    )
+    knowledge_ingest_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often pending documents are looked for (a new "
+        "document wakes the loop at once on the replica that took it).",
+    )
+    knowledge_embed_batch: int = Field(
+        default=64, ge=1, le=2048, description="Chunks per Embed call while ingesting."
+    )
+
     _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)

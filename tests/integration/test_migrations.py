@@ -11,6 +11,7 @@ from sqlalchemy import inspect
 import services.gateway.models
 import services.log.models
 import services.scheduler.models
+import services.tool.knowledge.models
 import services.workflow.models
 import services.workflow.worker_models  # noqa: F401
 from libs.common.db import Base, create_engine

@@ -64,7 +64,9 @@ async def ingested(
     elapsed = time.perf_counter() - started
     assert [e[1] for e in events] == list(range(1, len(batch) + 1))
     assert all(e[2] == len(batch) for e in events)
-    yield knowledge, [*facts[::10], PDF_FACT], outcomes, elapsed
+    # Questions alternate between the Markdown (even) and the text (odd) files.
+    asked = [facts[i * 10 + i % 2] for i in range(20)]
+    yield knowledge, [*asked, PDF_FACT], outcomes, elapsed
     await index.aclose()
 
 

@@ -1,0 +1,263 @@
+"""Knowledge bases in the tool service (KnowledgeService over gRPC) on the embedded stack:
+documents ingested in the background through ai's Embed (offline embedder), retrieval, the
+knowledge_search tool, an agent answering with a citation, a corrupt PDF failing alone,
+tenants kept apart, deleting a document removes its chunks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+import pytest_asyncio
+from corpus import make_corpus, make_pdf
+from heddle.v1 import knowledge_pb2, knowledge_pb2_grpc, tool_pb2, tool_pb2_grpc
+
+from libs.cli.stack import Stack, start_stack
+from libs.common.errors import from_rpc_error
+from libs.common.grpcutil import create_channel
+from tests.helpers import assert_eventually
+from tests.integration.helpers import create_workflow, node, run, wait_final
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def knowledge_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Stack, knowledge_pb2_grpc.KnowledgeServiceStub, grpc.aio.Channel]]:
+    folder: Path = tmp_path_factory.mktemp("knowledge")
+    overrides = {
+        "database_url": f"sqlite+aiosqlite:///{folder / 'heddle.db'}",
+        "knowledge_index_path": str(folder / "vectors.sqlite"),
+        "knowledge_ingest_interval_s": 0.2,
+    }
+    running = await start_stack(overrides, ephemeral_ports=True)
+    channel = create_channel(f"127.0.0.1:{running.ports['tool']}")
+    try:
+        yield running, knowledge_pb2_grpc.KnowledgeServiceStub(channel), channel
+    finally:
+        await channel.close()
+        await running.stop()
+
+
+async def _wait_ingested(
+    stub: knowledge_pb2_grpc.KnowledgeServiceStub, kb: str, tenant: str = ""
+) -> list[knowledge_pb2.Document]:
+    found: list[knowledge_pb2.Document] = []
+
+    async def done() -> bool:
+        reply = await stub.ListDocuments(
+            knowledge_pb2.KnowledgeBaseRef(tenant_id=tenant, knowledge_base_id=kb), timeout=5
+        )
+        found[:] = list(reply.documents)
+        return all(d.status in ("ingested", "failed") for d in found)
+
+    await assert_eventually(done, timeout=30, interval=0.1, message="documents not ingested")
+    return found
+
+
+async def _error(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value
+
+
+async def test_ingest_retrieve_search_delete_and_tenants(knowledge_stack) -> None:
+    _, stub, channel = knowledge_stack
+    base = await stub.CreateKnowledgeBase(
+        knowledge_pb2.CreateKnowledgeBaseRequest(name="handbook", chunk_size=300, chunk_overlap=50),
+        timeout=5,
+    )
+    assert (base.chunk_size, base.embedding_model, base.tenant_id) == (300, "", "default")
+    texts, facts = make_corpus(30, seed=11)
+    documents = [
+        knowledge_pb2.NewDocument(
+            filename=name, text=text, metadata_json=json.dumps({"team": "ops"}).encode()
+        )
+        for name, text in texts.items()
+    ]
+    documents.append(
+        knowledge_pb2.NewDocument(
+            filename="broken.pdf", text="%PDF-1.4 junk", content_type="application/pdf"
+        )
+    )
+    added = await stub.AddDocuments(
+        knowledge_pb2.AddDocumentsRequest(knowledge_base_id=base.id, documents=documents),
+        timeout=10,
+    )
+    assert {d.status for d in added.documents} == {"pending"}
+    listed = await _wait_ingested(stub, base.id)
+    failed = [d for d in listed if d.status == "failed"]
+    assert [d.filename for d in failed] == ["broken.pdf"]
+    assert failed[0].error.startswith("broken.pdf: ")
+    assert "PDF" in failed[0].error
+    assert sum(d.status == "ingested" and d.chunks > 0 for d in listed) == 30
+    summary = await stub.GetKnowledgeBase(
+        knowledge_pb2.KnowledgeBaseRef(knowledge_base_id="handbook"), timeout=5
+    )
+    assert (summary.documents, summary.documents_ingested, summary.documents_failed) == (31, 30, 1)
+    assert summary.chunks == sum(d.chunks for d in listed)
+
+    fact = facts[7]
+    reply = await stub.Retrieve(
+        knowledge_pb2.RetrieveRequest(
+            knowledge_base_id=base.id,
+            query=fact.question,
+            top_k=3,
+            filters_json=json.dumps({"team": "ops"}).encode(),
+        ),
+        timeout=10,
+    )
+    chunks = json.loads(reply.chunks_json)
+    assert len(chunks) == 3
+    best = next(c for c in chunks if c["source"] == fact.document and fact.answer in c["text"])
+    assert best["metadata"] == {"team": "ops"}
+    assert best["citation"] == f"[{fact.document}#{best['position']}]"
+
+    tools = tool_pb2_grpc.ToolServiceStub(channel)
+    result = await tools.CallTool(
+        tool_pb2.CallToolRequest(
+            name="knowledge_search",
+            arguments_json=json.dumps(
+                {"knowledge_base": "handbook", "query": fact.question, "top_k": 3}
+            ).encode(),
+        ),
+        timeout=10,
+    )
+    found = json.loads(result.result_json)
+    assert found["citations"] == [c["citation"] for c in chunks]
+
+    # Another tenant sees none of it.
+    error = await _error(
+        stub.Retrieve(
+            knowledge_pb2.RetrieveRequest(tenant_id="acme", knowledge_base_id=base.id, query="x"),
+            timeout=5,
+        )
+    )
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    other = await stub.ListKnowledgeBases(
+        knowledge_pb2.ListKnowledgeBasesRequest(tenant_id="acme"), timeout=5
+    )
+    assert list(other.knowledge_bases) == []
+
+    # Delete a document: its chunks are gone from retrieval.
+    target = next(d for d in listed if d.filename == fact.document)
+    await stub.DeleteDocument(
+        knowledge_pb2.DocumentRef(knowledge_base_id=base.id, document_id=target.id), timeout=5
+    )
+    reply = await stub.Retrieve(
+        knowledge_pb2.RetrieveRequest(knowledge_base_id=base.id, query=fact.question, top_k=50),
+        timeout=10,
+    )
+    assert all(c["document_id"] != target.id for c in json.loads(reply.chunks_json))
+    after = await stub.GetKnowledgeBase(
+        knowledge_pb2.KnowledgeBaseRef(knowledge_base_id=base.id), timeout=5
+    )
+    assert after.chunks == summary.chunks - target.chunks
+
+
+async def test_bad_input_is_invalid_argument_naming_the_field(knowledge_stack) -> None:
+    _, stub, _ = knowledge_stack
+    base = await stub.CreateKnowledgeBase(
+        knowledge_pb2.CreateKnowledgeBaseRequest(name="bad-input"), timeout=5
+    )
+    error = await _error(
+        stub.CreateKnowledgeBase(
+            knowledge_pb2.CreateKnowledgeBaseRequest(name="bad-input"), timeout=5
+        )
+    )
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    cases = [
+        (
+            stub.AddDocuments(
+                knowledge_pb2.AddDocumentsRequest(
+                    knowledge_base_id=base.id,
+                    documents=[
+                        knowledge_pb2.NewDocument(
+                            filename="a.txt", text="x", metadata_json=b'{"source": "y"}'
+                        )
+                    ],
+                ),
+                timeout=5,
+            ),
+            "documents[0].metadata.source",
+        ),
+        (
+            stub.Retrieve(
+                knowledge_pb2.RetrieveRequest(
+                    knowledge_base_id=base.id, query="q", filters_json=b'{"team": {"$ne": 1}}'
+                ),
+                timeout=5,
+            ),
+            "filters.team",
+        ),
+        (
+            stub.CreateKnowledgeBase(
+                knowledge_pb2.CreateKnowledgeBaseRequest(name="tiny", chunk_size=10), timeout=5
+            ),
+            "chunk size",
+        ),
+    ]
+    for call, where in cases:
+        error = await _error(call)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+        assert where in from_rpc_error(error).message
+
+
+async def test_agent_answers_with_a_citation(knowledge_stack) -> None:
+    running, stub, _ = knowledge_stack
+    base = await stub.CreateKnowledgeBase(
+        knowledge_pb2.CreateKnowledgeBaseRequest(name="ferries", chunk_size=200, chunk_overlap=20),
+        timeout=5,
+    )
+    pdf = make_pdf([["Timetable."], ["The Quorvantic ferry leaves from Pier Seventeen."]])
+    await stub.AddDocuments(
+        knowledge_pb2.AddDocumentsRequest(
+            knowledge_base_id=base.id,
+            documents=[
+                knowledge_pb2.NewDocument(filename="notes.md", text="# Notes\n\nNothing here."),
+                knowledge_pb2.NewDocument(
+                    filename="timetable.pdf",
+                    text=pdf.decode("latin-1"),
+                    content_type="application/pdf",
+                ),
+            ],
+        ),
+        timeout=5,
+    )
+    listed = await _wait_ingested(stub, base.id)
+    assert {d.status for d in listed} == {"ingested"}, listed
+    search = {
+        "knowledge_base": "ferries",
+        "query": "Where does the Quorvantic ferry leave?",
+        "top_k": 1,
+    }
+    definition = {
+        "name": "rag",
+        "nodes": [
+            {
+                "id": "agent",
+                "type": "agent",
+                "params": {
+                    "model": "echo",
+                    "instructions": "Answer from the knowledge base and cite it.",
+                    "prompt": f"[[tool:knowledge_search {json.dumps(search)}]]",
+                    "tools": ["knowledge_search"],
+                    "max_steps": 3,
+                },
+            }
+        ],
+        "outputs": {"answer": "{{ agent.text }}"},
+    }
+    headers = {"Authorization": f"Bearer {running.admin_key}"} if running.admin_key else {}
+    async with httpx.AsyncClient(base_url=running.gateway_url, timeout=30, headers=headers) as http:
+        execution = await wait_final(http, await run(http, await create_workflow(http, definition)))
+    assert execution["status"] == "succeeded", execution
+    answer = execution["outputs"]["answer"]
+    assert "[timetable.pdf#" in answer and "Pier Seventeen" in answer, answer
+    assert node(execution, "agent")["output"]["steps"]

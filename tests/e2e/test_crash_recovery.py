@@ -1,10 +1,14 @@
 """Issue 5 acceptance: a workflow replica or a node replica dies (SIGKILL) mid-run, and the
-execution still completes, with every node exactly once in the record and the stream."""
+execution still completes, with every node exactly once in the record and the stream.
+
+The tests share the module's topology: what a test killed is started again after it (one
+replica, not a whole topology)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,6 +24,7 @@ from tests.e2e.conftest import (
     follow_sse,
     layered_delays,
     read_sse,
+    run_sync,
     wait_final,
     wait_progress,
 )
@@ -28,9 +33,21 @@ from tests.helpers import assert_eventually
 pytestmark = pytest.mark.e2e
 
 
-async def test_kill_workflow_owner_mid_run(fresh_topology: E2E) -> None:
+@pytest.fixture
+def revived(topology: E2E) -> Iterator[E2E]:
+    """The module's topology, whole again after the test: a killed process restarts."""
+    yield topology
+    dead = [spec.name for spec in topology.topology.specs]
+    dead = [name for name in dead if not topology.topology.is_running(name)]
+    for name in dead:
+        topology.topology.start(name)
+    if dead:
+        run_sync(topology.topology.wait_healthy(timeout_s=90, names=dead))
+
+
+async def test_kill_workflow_owner_mid_run(revived: E2E) -> None:
     """SIGKILL the replica owning a 200-node execution; the other one takes it over."""
-    e2e = fresh_topology
+    e2e = revived
     # 10 layers x 20 delays of 0.05-0.2 s, at most 8 at once: about 3-4 s of work.
     definition = layered_delays("two-hundred", 10, 20, seconds=0.1, max_concurrency=8)
     node_ids = [node["id"] for node in definition["nodes"]]
@@ -91,9 +108,9 @@ async def test_kill_workflow_owner_mid_run(fresh_topology: E2E) -> None:
     assert not e2e.internal_errors(followed), "a replica crash must answer 503, not 500"
 
 
-async def test_kill_node_replica_mid_run(fresh_topology: E2E) -> None:
+async def test_kill_node_replica_mid_run(revived: E2E) -> None:
     """SIGKILL a node replica; what it was running is retried on the others."""
-    e2e = fresh_topology
+    e2e = revived
     # 4 layers x 24 delays of 0.2-0.8 s, 24 at once: every replica has attempts in flight.
     definition = layered_delays("node-kill", 4, 24, seconds=0.4, max_concurrency=24)
     node_ids = [node["id"] for node in definition["nodes"]]
@@ -129,11 +146,11 @@ async def test_kill_node_replica_mid_run(fresh_topology: E2E) -> None:
     assert not e2e.internal_errors(followed)
 
 
-async def test_a_quiet_execution_keeps_its_owner_past_the_lease_ttl(fresh_topology: E2E) -> None:
+async def test_a_quiet_execution_keeps_its_owner_past_the_lease_ttl(revived: E2E) -> None:
     """Writes no longer extend the lease each step: an execution that writes nothing for
     longer than the lease TTL (one long node) stays with its living owner, renewed by the
     lease loop, and is never taken over or re-dispatched."""
-    e2e = fresh_topology
+    e2e = revived
     definition = {
         "name": "quiet",
         "nodes": [

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosedOK
 from libs.cli.stack import Stack
 from services.gateway.auth import ADMIN_SCOPES
 from tests.gateway.conftest import Fakes, start_execution
+from tests.helpers import assert_eventually
 from tests.security.support import new_key
 
 pytestmark = pytest.mark.integration
@@ -220,10 +221,11 @@ async def test_workflow_subscription_follows_new_executions(
     earlier = await start(api, workflow_id)
     async with connect(ws_url(stack)) as ws:
         # Wait for the earlier one to end: an ended execution is not replayed.
-        for _ in range(200):
-            if (await api.get(f"/api/v1/executions/{earlier}")).json()["status"] == "succeeded":
-                break
-            await asyncio.sleep(0.05)
+        async def earlier_ended() -> bool:
+            response = await api.get(f"/api/v1/executions/{earlier}")
+            return bool(response.json()["status"] == "succeeded")
+
+        await assert_eventually(earlier_ended, timeout=30, message=f"{earlier} did not end")
         ack = await request(ws, {"type": "subscribe", "workflow_id": workflow_id, "id": "w"})
         assert ack == {"type": "ack", "request": "subscribe", "id": "w", "workflow_id": workflow_id}
         first, second = await start(api, workflow_id), await start(api, workflow_id)

@@ -39,6 +39,7 @@ from libs.common.tracing import (
     spans_wanted,
     tracer,
 )
+from services.workflow import agent_dispatch
 from services.workflow.execution import (
     DEADLINE_TIMER,
     OUTCOME_UNKNOWN_ERRORS,
@@ -87,6 +88,8 @@ from services.workflow.metrics import (
 
 if TYPE_CHECKING:
     import datetime as dt
+
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from services.workflow.compiled import CompiledWorkflow
     from services.workflow.dispatcher import DispatchHandle, FailureHandler, OutcomeHandler
@@ -187,6 +190,8 @@ class EngineHost(Protocol):
     """The engine as its runners see it."""
 
     settings: WorkflowSettings
+    #: Sessions of the workflow database (agent and session look-ups at dispatch).
+    sessions: async_sessionmaker[AsyncSession]
 
     @property
     def dispatcher(self) -> Dispatcher: ...
@@ -286,6 +291,8 @@ class _Batch:
     to_send: list[node_pb2.NodeTask] = field(default_factory=list)
     replies: list[asyncio.Future[None]] = field(default_factory=list)
     cache_writes: list[tuple[CacheScope, str, bytes, float | None]] = field(default_factory=list)
+    #: (session id, prompt, output): session turns to store once the completion is committed.
+    session_turns: list[tuple[str, str, Any]] = field(default_factory=list)
     #: Journal writes to acknowledge once committed: (attempt key, seq, accepted).
     acks: list[tuple[tuple[str, str, int], int, bool]] = field(default_factory=list)
 
@@ -316,6 +323,9 @@ class ExecutionRunner:
         #: 0-9: higher-priority executions take a saturated replica's slots first.
         self.priority: int = row.priority if row.priority is not None else 5
         self.params_json = compiled.params_json
+        #: Per node: the params its attempt was sent with when dispatch resolved an agent or
+        #: loaded a session into them (services/workflow/agent_dispatch.py).
+        self.prepared: dict[str, agent_dispatch.Prepared] = {}
         self.secret_refs = compiled.secrets
         self.core = ExecutionCore(
             ExecutionInfo(
@@ -519,6 +529,11 @@ class ExecutionRunner:
                 ports=None if outcome.all_ports else tuple(outcome.active_ports),
                 logs=logs,
             )
+            prepared = self.prepared.pop(outcome.node_id, None)
+            if prepared is not None and prepared.session_id is not None:
+                self.batch.session_turns.append(
+                    (prepared.session_id, prepared.prompt, result.output)
+                )
         elif result_kind == "waiting":
             result = NodeResult(
                 outcome.node_id,
@@ -638,6 +653,20 @@ class ExecutionRunner:
                 secrets = await self.engine.resolve_secrets(self.tenant_id, wanted or None)
             except HeddleError as error:
                 secret_error = error.message
+        if spec.type in agent_dispatch.AGENT_NODE_TYPES and secret_error is None:
+            try:
+                prepared = await agent_dispatch.prepare_params(
+                    self.engine.sessions,
+                    self.tenant_id,
+                    spec.type,
+                    self.params_json[spec.id],
+                    context,
+                )
+            except agent_dispatch.AgentUnavailable as unavailable:
+                secret_error = str(unavailable)
+            else:
+                if prepared is not None:
+                    self.prepared[node_id] = prepared
         cached = None
         if spec.cache is not None and secret_error is None:
             inputs = {k: v for k, v in context.items() if k != "system"}
@@ -685,7 +714,11 @@ class ExecutionRunner:
                 node_type=attempt.node_type,
                 attempt=attempt.attempt,
                 idempotency_key=attempt.idempotency_key,
-                params_json=self.params_json[spec.id],
+                params_json=(
+                    prepared.params_json
+                    if (prepared := self.prepared.get(spec.id)) is not None
+                    else self.params_json[spec.id]
+                ),
                 context_json=jsonutil.dumps(context),
                 inputs=[
                     node_pb2.LiveInput(
@@ -753,6 +786,13 @@ class ExecutionRunner:
                 reply.set_result(None)
         for scope, key, value, ttl in batch.cache_writes:
             await self.engine.cache_set(scope, key, value, ttl)
+        for session_id, prompt, output in batch.session_turns:
+            try:
+                await agent_dispatch.store_turns(
+                    self.engine.sessions, session_id, prompt, output, self.id
+                )
+            except Exception:  # the node's result stands; the session misses the turn
+                log.exception("could not store the turns of session %s", session_id)
 
     # ---- helpers ------------------------------------------------------------------------
 

@@ -50,6 +50,8 @@ SEMANTIC_422 = {
     "createWebhook": "the URL passes the outbound address policy (no private hosts)",
     "replaceWebhook": "the same as createWebhook",
     "executeBatch": "the items' idempotency keys must differ",
+    "createAgent": "models and tools come from the ai and tool services' catalogs",
+    "updateAgent": "the same as createAgent",
 }
 CONFIG = """
 [generation]

@@ -180,15 +180,9 @@ async def _check(body: AgentIn, clients: Clients, guard: Security, tenant: str) 
     that is not a JSON Schema (checked against its meta-schema)."""
     problems: list[dict[str, Any]] = []
     if body.output_schema is not None:
-        try:
-            jsonschema.validators.validator_for(body.output_schema).check_schema(body.output_schema)
-        except jsonschema.SchemaError as error:
-            problems.append(
-                {
-                    "field": "output_schema" + "".join(f".{p}" for p in error.absolute_path),
-                    "message": f"not a JSON Schema: {error.message}",
-                }
-            )
+        problem = schema_problem(body.output_schema)
+        if problem is not None:
+            problems.append(problem)
     models = await clients.call(clients.ai.ListModels, ai_pb2.ListModelsRequest())
     known_models = {model.name for model in models.models}
     for field, name in [("model", body.model)] + [
@@ -225,6 +219,27 @@ async def _check(body: AgentIn, clients: Clients, guard: Security, tenant: str) 
             + "; ".join(f"{p['field']}: {p['message']}" for p in problems),
             details=problems,
         )
+
+
+def schema_problem(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """Why schema is not a JSON Schema (checked against the meta-schema of its `$schema`
+    dialect, 2020-12 without one), located; None when it is one."""
+    dialect = schema.get("$schema")
+    if dialect is not None and (
+        not isinstance(dialect, str)
+        # default=None: None for a dialect jsonschema does not know (typed as a class only)
+        or jsonschema.validators.validator_for(schema, default=None) is None  # type: ignore[arg-type]
+    ):
+        return {"field": "output_schema.$schema", "message": f"unknown $schema {dialect!r}"}
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.SchemaError as error:
+        return {
+            "field": "output_schema" + "".join(f".{p}" for p in error.absolute_path),
+            "message": f"not a JSON Schema: {error.message}",
+        }
+    return None
 
 
 def _is_uuid(value: str) -> bool:
@@ -399,7 +414,7 @@ async def _session(guard: Security, tenant: str, agent_id: str, session_id: str)
     status_code=status.HTTP_201_CREATED,
     summary="Start a conversation session with an agent",
 )
-async def create_session(
+async def create_agent_session(
     agent_id: str,
     body: SessionIn,
     request: Request,
@@ -445,7 +460,7 @@ async def _new_session(
 
 
 @router.get("/agents/{agent_id}/sessions", summary="An agent's sessions, latest first")
-async def list_sessions(
+async def list_agent_sessions(
     agent_id: str, tenant: Tenant, paging: Paging, caller: Caller, guard: Guard
 ) -> Page[SessionOut]:
     guard.require(caller, "read_catalog")
@@ -459,7 +474,7 @@ async def list_sessions(
 
 
 @router.get("/agents/{agent_id}/sessions/{session_id}", summary="A session with its messages")
-async def get_session(
+async def get_agent_session(
     agent_id: str, session_id: str, tenant: Tenant, caller: Caller, guard: Guard
 ) -> SessionDetail:
     guard.require(caller, "read_catalog")
@@ -478,7 +493,7 @@ async def get_session(
     response_class=Response,
     summary="Delete a session and its messages",
 )
-async def delete_session(
+async def delete_agent_session(
     agent_id: str, session_id: str, tenant: Tenant, caller: Caller, guard: Guard
 ) -> None:
     guard.require(caller, "run_agent")
@@ -542,12 +557,12 @@ async def _chat_workflow_id(clients: Clients, guard: Security, tenant: str, agen
     summary="Send a message to an agent; its answer streams back (SSE)",
     description="Runs the agent on the message in the session (a new one without "
     "`session_id`; its id is the `x-session-id` header) and streams the execution's events "
-    "as on /executions/{id}/events: `node.progress` carries tokens, `agent.step` the steps. "
-    "Both turns are stored in the session.",
+    "as on /executions/{id}/events: `node.text_chunk` carries tokens (a `chat` agent), "
+    "`agent.step` the steps. Both turns are stored in the session.",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "SSE frames"}},
 )
-async def chat(
+async def chat_with_agent(
     agent_id: str,
     body: ChatIn,
     request: Request,

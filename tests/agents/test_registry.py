@@ -1,0 +1,425 @@
+"""The agent registry, sessions and chat through the HTTP API (issue #15), on one embedded
+stack whose model catalog points at a local OpenAI-compatible server (tests/ai/fake_llm.py):
+the requests that server receives prove what the model was sent.
+
+Covers: register / version / read / delete; bad input (unknown tool or model, an output schema
+that is not a JSON Schema, an unknown agent id in a workflow, another tenant's agent and
+session) refused with a located 4xx and nothing written; an agent used by id in a workflow
+calling two tools and answering; a 200-message session cut to the memory policy; chat keeping
+its context over three turns; a paused agent taking no new work.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from libs.cli.stack import Stack, start_stack
+from libs.common.memory import estimate_tokens
+from tests.ai.fake_llm import FakeLLM, RunningServer, openai_reply, openai_stream
+from tests.integration.helpers import create_workflow, node, run, wait_final
+from tests.security.support import ADMIN_SCOPES, bearer, new_key
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+FAST = {"max_attempts": 1, "backoff_initial_s": 0, "timeout_s": 10, "connect_timeout_s": 5}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def fake_llm() -> AsyncIterator[FakeLLM]:
+    async with RunningServer(FakeLLM()) as fake:
+        yield fake
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(
+    tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLLM
+) -> AsyncIterator[Stack]:
+    database = tmp_path_factory.mktemp("agents") / "heddle.db"
+    overrides = {
+        "database_url": f"sqlite+aiosqlite:///{database}",
+        "ai_models": {
+            "providers": {
+                "local": {"type": "openai", "base_url": fake_llm.openai_url("local"), **FAST},
+                "tiny": {"type": "openai", "base_url": fake_llm.openai_url("tiny"), **FAST},
+            },
+            "models": [
+                {"name": "local-gpt", "provider": "local", "model": "llama-test-8b"},
+                {"name": "tiny-ctx", "provider": "tiny", "model": "tiny-1b"},
+                {"name": "echo", "provider": "echo"},
+            ],
+        },
+    }
+    running = await start_stack(overrides, ephemeral_ports=True)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {stack.admin_key}"} if stack.admin_key else {}
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30, headers=headers) as http:
+        yield http
+
+
+def agent_body(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": f"helper-{uuid.uuid4().hex[:6]}",
+        "description": "answers with tools",
+        "instructions": "You are a careful assistant.",
+        "type": "react",
+        "model": "local-gpt",
+        "tools": ["calculator", "current_time"],
+        "max_steps": 4,
+        "memory": {"last_n": 20},
+    }
+    body.update(changes)
+    return body
+
+
+async def register(client: httpx.AsyncClient, **changes: Any) -> dict[str, Any]:
+    response = await client.post("/api/v1/agents", json=agent_body(**changes))
+    assert response.status_code == 201, response.text
+    agent: dict[str, Any] = response.json()
+    return agent
+
+
+async def agent_count(client: httpx.AsyncClient) -> int:
+    response = await client.get("/api/v1/agents")
+    assert response.status_code == 200, response.text
+    return int(response.json()["total"])
+
+
+def user_turns(seen_body: dict[str, Any]) -> list[str]:
+    return [m["content"] for m in seen_body["messages"] if m["role"] in ("user", "assistant")]
+
+
+async def test_register_version_read_and_delete(client: httpx.AsyncClient) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    created = await register(client, output_schema=schema, fallback_models=["echo"])
+    agent_id = created["id"]
+    assert created["version"] == 1
+    assert created["status"] == "active"
+    assert created["output_schema"] == schema
+
+    updated = await client.put(
+        f"/api/v1/agents/{agent_id}",
+        json=agent_body(name=created["name"], instructions="Be terse.", status="paused"),
+    )
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["version"] == 2
+    current = (await client.get(f"/api/v1/agents/{agent_id}")).json()
+    assert (current["version"], current["instructions"], current["status"]) == (
+        2,
+        "Be terse.",
+        "paused",
+    )
+    first = await client.get(f"/api/v1/agents/{agent_id}/versions/1")
+    assert first.status_code == 200, first.text
+    assert first.json()["instructions"] == "You are a careful assistant."
+    versions = (await client.get(f"/api/v1/agents/{agent_id}/versions")).json()
+    assert [v["version"] for v in versions] == [2, 1]
+    assert (await client.get(f"/api/v1/agents/{agent_id}/versions/3")).status_code == 404
+
+    # Paused: no new work, neither a chat nor a workflow node naming it.
+    chat = await client.post(f"/api/v1/agents/{agent_id}/chat", json={"message": "hi"})
+    assert chat.status_code == 409, chat.text
+    assert "paused" in chat.json()["error"]["message"]
+    workflow_id = await create_workflow(
+        client,
+        {
+            "name": "paused-agent",
+            "nodes": [
+                {"id": "ask", "type": "llm", "params": {"agent_id": agent_id, "prompt": "x"}}
+            ],
+        },
+    )
+    execution = await wait_final(client, await run(client, workflow_id))
+    assert execution["status"] == "failed"
+    assert "paused: it takes no new work" in node(execution, "ask")["error"]["message"]
+
+    audit = await client.get("/api/v1/audit", params={"object_type": "agent"})
+    assert audit.status_code == 200, audit.text
+    actions = {(r["action"], r["object_id"]) for r in audit.json()["items"]}
+    assert {("create", agent_id), ("update", agent_id)} <= actions
+
+    deleted = await client.delete(f"/api/v1/agents/{agent_id}")
+    assert deleted.status_code == 204, deleted.text
+    assert (await client.get(f"/api/v1/agents/{agent_id}")).status_code == 404
+    assert (await client.get(f"/api/v1/agents/{agent_id}/versions/1")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"tools": ["calculator", "no.such.tool"]}, "tools[1]", "unknown tool 'no.such.tool'"),
+        ({"model": "gpt-nowhere"}, "model", "unknown model 'gpt-nowhere'"),
+        ({"fallback_models": ["echo", "ghost"]}, "fallback_models[1]", "unknown model 'ghost'"),
+        ({"output_schema": {"type": 12}}, "output_schema.type", "not a JSON Schema"),
+        ({"output_schema": {"required": "answer"}}, "output_schema.required", "not a JSON"),
+        ({"tools": [f"agent:{uuid.uuid4()}"]}, "tools[0]", "unknown agent"),
+    ],
+)
+async def test_a_bad_definition_is_a_located_422_and_writes_nothing(
+    client: httpx.AsyncClient, changes: dict[str, Any], field: str, words: str
+) -> None:
+    before = await agent_count(client)
+    response = await client.post("/api/v1/agents", json=agent_body(**changes))
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert words in error["message"]
+    assert [d["field"] for d in error["details"]] == [field]
+    assert await agent_count(client) == before
+
+
+async def test_unknown_agent_in_a_workflow_and_another_tenants_objects_are_refused(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    ghost = str(uuid.uuid4())
+    definition = {
+        "name": "ghost-agent",
+        "nodes": [
+            {"id": "start", "type": "input"},
+            {"id": "think", "type": "llm", "params": {"agent_id": ghost, "prompt": "hi"}},
+        ],
+    }
+    before = (await client.get("/api/v1/workflows")).json()["total"]
+    for path in ("/api/v1/workflows/validate", "/api/v1/workflows"):
+        response = await client.post(path, json=definition)
+        if path.endswith("validate"):
+            assert response.status_code == 200, response.text
+            report = response.json()
+            assert report["valid"] is False
+            errors = report["issues"]
+        else:
+            assert response.status_code == 422, response.text
+            errors = response.json()["error"]["details"]
+        assert [(e["node_id"], e["code"]) for e in errors] == [("think", "unknown_agent")]
+        assert f"node 'think': agent '{ghost}' not found" in errors[0]["message"]
+    assert (await client.get("/api/v1/workflows")).json()["total"] == before
+
+    agent = await register(client)
+    opened = await client.post(f"/api/v1/agents/{agent['id']}/sessions", json={"title": "mine"})
+    assert opened.status_code == 201, opened.text
+    session_id = opened.json()["id"]
+    token, _ = await new_key(stack, tenant="elsewhere", scopes=ADMIN_SCOPES, name="other")
+    async with httpx.AsyncClient(
+        base_url=stack.gateway_url, timeout=30, headers=bearer(token)
+    ) as other:
+        base = f"/api/v1/agents/{agent['id']}"
+        for method, path, body in [
+            ("GET", base, None),
+            ("PUT", base, agent_body()),
+            ("DELETE", base, None),
+            ("GET", f"{base}/sessions/{session_id}", None),
+            ("DELETE", f"{base}/sessions/{session_id}", None),
+            ("POST", f"{base}/chat", {"message": "hello", "session_id": session_id}),
+        ]:
+            response = await other.request(method, path, json=body)
+            assert response.status_code == 404, (method, path, response.text)
+        # Its own workflow naming our session: not found at validation, located.
+        response = await other.post(
+            "/api/v1/workflows/validate",
+            json={
+                "name": "steal",
+                "nodes": [
+                    {
+                        "id": "ask",
+                        "type": "llm",
+                        "params": {"model": "echo", "prompt": "x", "session_id": session_id},
+                    }
+                ],
+            },
+        )
+        assert response.status_code == 200, response.text
+        errors = response.json()["issues"]
+        assert [(e["node_id"], e["code"]) for e in errors] == [("ask", "unknown_session")]
+    detail = await client.get(f"/api/v1/agents/{agent['id']}/sessions/{session_id}")
+    assert detail.status_code == 200, detail.text
+    assert detail.json()["messages"] == []
+    assert (await client.get(f"/api/v1/agents/{agent['id']}")).json()["version"] == 1
+
+
+async def test_a_200_message_session_is_cut_to_the_policy(
+    client: httpx.AsyncClient, fake_llm: FakeLLM
+) -> None:
+    # A model with a small context: the agent keeps what fits 300 estimated tokens.
+    agent = await register(client, model="tiny-ctx", tools=[], memory={"max_tokens": 300})
+    history = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i:03d} " + "x" * 60}
+        for i in range(200)
+    ]
+    opened = await client.post(
+        f"/api/v1/agents/{agent['id']}/sessions", json={"title": "long", "messages": history}
+    )
+    assert opened.status_code == 201, opened.text
+    session_id = opened.json()["id"]
+    assert opened.json()["message_count"] == 200
+
+    fake_llm.script("tiny", openai_stream(["the short", " answer"]))
+    workflow_id = await create_workflow(
+        client,
+        {
+            "name": "long-session",
+            "nodes": [
+                {
+                    "id": "ask",
+                    "type": "llm",
+                    "params": {
+                        "agent_id": agent["id"],
+                        "session_id": session_id,
+                        "prompt": "And now?",
+                    },
+                }
+            ],
+        },
+    )
+    execution = await wait_final(client, await run(client, workflow_id))
+    assert execution["status"] == "succeeded", execution
+    assert node(execution, "ask")["output"]["text"] == "the short answer"
+
+    sent = fake_llm.calls("tiny")[-1].body["messages"]
+    kept: list[dict[str, Any]] = []
+    used = 0
+    for message in reversed(history):  # what the policy keeps: the newest that fit
+        if used + estimate_tokens(message) > 300:
+            break
+        used += estimate_tokens(message)
+        kept.insert(0, message)
+    assert 0 < len(kept) < 20
+    assert sent[0] == {"role": "system", "content": "You are a careful assistant."}
+    assert sent[1:-1] == kept
+    assert sent[-1] == {"role": "user", "content": "And now?"}
+
+    detail = (await client.get(f"/api/v1/agents/{agent['id']}/sessions/{session_id}")).json()
+    assert detail["message_count"] == 202
+    assert [(m["role"], m["content"]) for m in detail["messages"][-2:]] == [
+        ("user", "And now?"),
+        ("assistant", "the short answer"),
+    ]
+    assert detail["messages"][-1]["execution_id"] == execution["id"]
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(line.removeprefix("data: "))
+        for line in text.splitlines()
+        if line.startswith("data: ")
+    ]
+
+
+@pytest.mark.parametrize("kind", ["react", "chat"])
+async def test_chat_keeps_its_context_over_three_turns(
+    client: httpx.AsyncClient, fake_llm: FakeLLM, kind: str
+) -> None:
+    # A react agent (with its tools) chats through an agent node, which calls the model
+    # whole; a chat agent through an llm node, which streams.
+    agent = await register(client, type=kind, tools=["calculator"] if kind == "react" else [])
+    answers = ["Nice to meet you, Ada.", "You like otters.", "Ada, who likes otters."]
+    if kind == "react":
+        fake_llm.script("local", *(openai_reply(a) for a in answers))
+    else:
+        fake_llm.script("local", *(openai_stream([a[:4], a[4:]]) for a in answers))
+    said = ["My name is Ada.", "I like otters.", "Who am I?"]
+    session_id = None
+    for turn, message in enumerate(said):
+        body: dict[str, Any] = {"message": message}
+        if session_id is not None:
+            body["session_id"] = session_id
+        async with client.stream("POST", f"/api/v1/agents/{agent['id']}/chat", json=body) as r:
+            assert r.status_code == 200, await r.aread()
+            assert r.headers["content-type"].startswith("text/event-stream")
+            session_id = session_id or r.headers["x-session-id"]
+            assert r.headers["x-session-id"] == session_id
+            events = sse_events((await r.aread()).decode())
+        types = [e["type"] for e in events]
+        assert types[-1] == "execution.completed", (turn, types)
+        assert "node.completed" in types
+        if kind == "react":  # the steps stream
+            assert "agent.step" in types, types
+        else:  # the tokens stream
+            chunks = [e for e in events if e["type"] == "node.text_chunk"]
+            assert "".join(e["data"]["delta"] for e in chunks) == answers[turn], chunks
+    third = fake_llm.calls("local")[-1].body
+    assert user_turns(third) == [
+        "My name is Ada.",
+        "Nice to meet you, Ada.",
+        "I like otters.",
+        "You like otters.",
+        "Who am I?",
+    ]
+    assert third["messages"][0] == {"role": "system", "content": "You are a careful assistant."}
+    detail = (await client.get(f"/api/v1/agents/{agent['id']}/sessions/{session_id}")).json()
+    assert [m["content"] for m in detail["messages"]] == [
+        "My name is Ada.",
+        "Nice to meet you, Ada.",
+        "I like otters.",
+        "You like otters.",
+        "Who am I?",
+        "Ada, who likes otters.",
+    ]
+    listed = (await client.get(f"/api/v1/agents/{agent['id']}/sessions")).json()
+    assert [s["id"] for s in listed["items"]] == [session_id]
+    gone = await client.delete(f"/api/v1/agents/{agent['id']}/sessions/{session_id}")
+    assert gone.status_code == 204, gone.text
+    missing = await client.get(f"/api/v1/agents/{agent['id']}/sessions/{session_id}")
+    assert missing.status_code == 404
+
+
+async def test_an_agent_used_by_id_in_a_workflow_calls_two_tools_and_answers(
+    client: httpx.AsyncClient, fake_llm: FakeLLM
+) -> None:
+    agent = await register(client, instructions="Use the tools, then answer.")
+    fake_llm.script(
+        "local",
+        openai_reply(
+            "", tool_calls=[{"id": "c1", "name": "calculator", "arguments": {"expression": "6*7"}}]
+        ),
+        openai_reply("", tool_calls=[{"id": "c2", "name": "current_time", "arguments": {}}]),
+        openai_reply("42, and I know the time."),
+    )
+    before = len(fake_llm.calls("local"))
+    workflow_id = await create_workflow(
+        client,
+        {
+            "name": "agent-by-id",
+            "inputs": {"question": {"type": "string", "required": True}},
+            "nodes": [
+                {
+                    "id": "helper",
+                    "type": "agent",
+                    "params": {"agent_id": agent["id"], "prompt": "{{ inputs.question }}"},
+                }
+            ],
+        },
+    )
+    execution = await wait_final(
+        client, await run(client, workflow_id, {"question": "What is 6*7, and the time?"})
+    )
+    assert execution["status"] == "succeeded", execution
+    output = node(execution, "helper")["output"]
+    assert output["text"] == "42, and I know the time."
+    calls = [s for s in output["steps"] if s["type"] == "tool_call"]
+    assert [s["name"] for s in calls] == ["calculator", "current_time"]
+    results = [s for s in output["steps"] if s["type"] == "tool_result"]
+    assert results[0]["result"]["result"] == 42
+    seen = fake_llm.calls("local")[before:]
+    assert len(seen) == 3
+    # The registered definition reached the model: its instructions and exactly its tools.
+    assert seen[0].body["messages"][0] == {
+        "role": "system",
+        "content": "Use the tools, then answer.",
+    }
+    assert seen[0].body["messages"][-1]["content"] == "What is 6*7, and the time?"
+    assert sorted(t["function"]["name"] for t in seen[0].body["tools"]) == [
+        "calculator",
+        "current_time",
+    ]

@@ -1,6 +1,6 @@
 """Waiting executions on the production topology: memory and CPU of the workflow replicas.
 
-    python bench/waiters.py [--events 1000] [--delays 10000] [--delay-s 30] [--clients 64]
+    python bench/waiters.py [--events 1000] [--waves 2] [--delays 10000] [--delay-s 30]
 
 Starts the topology `make up` starts (2 workflow, 3 node replicas, PostgreSQL in a fresh
 database, RabbitMQ, Redis; every service a process), then:
@@ -96,6 +96,8 @@ class Bench:
         self.topology = topology
         self.dsn = dsn
         self.replicas = [s.name for s in topology.specs if s.name.startswith("workflow")]
+        #: 5xx answers to POST /api/v1/events (each sent again), by status.
+        self.refused: dict[int, int] = {}
         self.http = httpx.AsyncClient(
             base_url=topology.gateway_url, headers={"Authorization": f"Bearer {key}"}, timeout=120
         )
@@ -196,28 +198,38 @@ class Bench:
         # One execution first: imports, pools, the compiled definition are not per waiter.
         await self.start_many(workflow_id, [inputs], 1)
 
-    async def bench_events(self, n: int, clients: int) -> None:
-        print(f"\nwait_event: {n} executions", flush=True)
+    async def bench_events(self, n: int, waves: int, clients: int) -> None:
+        print(f"\nwait_event: {waves} waves of {n} executions", flush=True)
         workflow_id = await self.create(WAIT_EVENT)
         await self.warm_up(workflow_id, {"key": "warm"})
         await self.send_events(["warm"], clients)
         await self.until("the warm-up", lambda: self._done(workflow_id, 1), 60)
-        before = self.rss()
+        for wave in range(waves):
+            # Wave 1's growth includes the allocator's high-water mark of N executions being
+            # started at once (freed memory a process keeps); a later wave's is what N more
+            # parked executions hold.
+            before = self.rss()
+            started = time.monotonic()
+            keys = [{"key": f"k{i}"} for i in range(wave * n, (wave + 1) * n)]
+            await self.start_many(workflow_id, keys, clients)
+            print(f"  wave {wave + 1}: started in {time.monotonic() - started:.1f} s", flush=True)
+            took = await self.until(
+                "all parked", lambda w=wave: self._parked(n * (w + 1)), max(120, n / 5)
+            )
+            print(f"  all parked {took:.1f} s later: {await self.gauges()}", flush=True)
+            self.report(f"wait_event wave {wave + 1}", before, n, await self.idle_cpu())
+        total = n * waves
         started = time.monotonic()
-        await self.start_many(workflow_id, [{"key": f"k{i}"} for i in range(n)], clients)
-        print(f"  started in {time.monotonic() - started:.1f} s", flush=True)
-        took = await self.until("all parked", lambda: self._parked(n), max(120, n / 5))
-        print(f"  all {n} parked {took:.1f} s later: {await self.gauges()}", flush=True)
-        self.report("wait_event", before, n, await self.idle_cpu())
-        started = time.monotonic()
-        await self.send_events([f"k{i}" for i in range(n)], clients)
+        await self.send_events([f"k{i}" for i in range(total)], clients)
         sent = time.monotonic() - started
-        took = await self.until("all resumed", lambda: self._done(workflow_id, n + 1), n)
+        took = await self.until("all resumed", lambda: self._done(workflow_id, total + 1), total)
         print(
-            f"  {n} events sent in {sent:.1f} s; all succeeded {took + sent:.1f} s after the first"
+            f"  {total} events sent in {sent:.1f} s; "
+            f"all succeeded {took + sent:.1f} s after the first"
         )
+        print(f"  5xx answers (each event sent again): {self.refused or 'none'}")
         once = await self.completions_of(workflow_id, "paid")
-        print(f"  resumed exactly once: {len(once) == n + 1 and set(once) == {1}}", flush=True)
+        print(f"  resumed exactly once: {len(once) == total + 1 and set(once) == {1}}", flush=True)
 
     async def _parked(self, n: int) -> bool:
         gauges = await self.gauges()
@@ -234,8 +246,12 @@ class Bench:
             async with gate:
                 for _ in range(60):
                     response = await self.http.post("/api/v1/events", json=body)
-                    if response.status_code != 503:
+                    if response.status_code < 500:
                         break
+                    # Sent again (the waiter stays indexed); counted and reported.
+                    self.refused[response.status_code] = (
+                        self.refused.get(response.status_code, 0) + 1
+                    )
                     await asyncio.sleep(0.5)
                 if response.status_code != 202:
                     raise SystemExit(f"event answered {response.status_code}: {response.text}")
@@ -250,17 +266,41 @@ class Bench:
         await self.until("the warm-up", lambda: self._done(warm, 1), 60)
         before = self.rss()
         started = time.monotonic()
-        await self.start_many(workflow_id, [{} for _ in range(n)], clients)
+        peak: dict[str, Any] = {"parked": 0.0}
+        async with asyncio.TaskGroup() as group:
+            starting = group.create_task(
+                self.start_many(workflow_id, [{} for _ in range(n)], clients)
+            )
+            while not starting.done():
+                # The submission may outlast the delay: the peak of executions waiting at once.
+                gauges = await self.gauges()
+                parked = sum(g["parked"] for g in gauges.values())
+                if parked >= peak["parked"]:
+                    peak = {"parked": parked, "rss": self.rss(), "gauges": gauges}
+                await asyncio.wait([starting], timeout=2.0)
         submit_s = time.monotonic() - started
         gauges = await self.gauges()
         parked = sum(g["parked"] for g in gauges.values())
-        loaded = sum(g["loaded"] for g in gauges.values())
+        if parked >= peak["parked"]:
+            peak = {"parked": parked, "rss": self.rss(), "gauges": gauges}
         print(
-            f"  started in {submit_s:.1f} s; then {parked:.0f} parked, {loaded:.0f} loaded "
-            f"(the first timers are due {seconds:g} s after their start)",
+            f"  started in {submit_s:.1f} s; at most {peak['parked']:.0f} waiting at once "
+            f"({peak['gauges']}); the first timers are due {seconds:g} s after their start",
             flush=True,
         )
-        self.report("delay", before, n, await self.idle_cpu(min(5.0, max(1.0, seconds / 6))))
+        for name in self.replicas:
+            grown = peak["rss"][name] - before[name]
+            print(f"  {name}: RSS +{grown / 1024:.1f} MB at that peak", flush=True)
+        total = sum(peak["rss"][name] - before[name] for name in self.replicas)
+        print(
+            f"  delay: {total * 1024 / max(1.0, peak['parked']):.0f} B of workflow-replica RSS "
+            f"per waiting execution at the peak ({total / 1024:.1f} MB in all)",
+            flush=True,
+        )
+        if parked:
+            cpu = await self.idle_cpu(min(5.0, max(1.0, seconds / 6)))
+            shown = ", ".join(f"{name} {value:.1f} %" for name, value in cpu.items())
+            print(f"  idle CPU (of a core) while {parked:.0f} wait: {shown}", flush=True)
         took = await self.until("all delays done", lambda: self._done(workflow_id, n), n + seconds)
         print(
             f"  all {n} succeeded {submit_s + took:.1f} s after the first start "
@@ -290,25 +330,27 @@ async def main_async(args: argparse.Namespace) -> None:
             **{f"HEDDLE_{name.upper()}": str(value) for name, value in BENCH_LIMITS.items()},
         },
     )
-    with tempfile.TemporaryDirectory(prefix="heddle-waiters-") as tmp:
-        topology = spawn_topology(specs, f"{tmp}/log", cwd=ROOT)
-        try:
-            await topology.wait_healthy(timeout_s=90)
-            bench = Bench(topology, f"postgresql://postgres@127.0.0.1:5432/{database}", key)
-            if args.events:
-                await bench.bench_events(args.events, args.clients)
-            if args.delays:
-                await bench.bench_delays(args.delays, args.delay_s, args.clients)
-            await bench.http.aclose()
-        finally:
-            topology.stop()
-            await drop_database(database)
+    tmp = tempfile.mkdtemp(prefix="heddle-waiters-")
+    print(f"process logs in {tmp}/log", flush=True)
+    topology = spawn_topology(specs, f"{tmp}/log", cwd=ROOT)
+    try:
+        await topology.wait_healthy(timeout_s=90)
+        bench = Bench(topology, f"postgresql://postgres@127.0.0.1:5432/{database}", key)
+        if args.events:
+            await bench.bench_events(args.events, args.waves, args.clients)
+        if args.delays:
+            await bench.bench_delays(args.delays, args.delay_s, args.clients)
+        await bench.http.aclose()
+    finally:
+        topology.stop()
+        await drop_database(database)
     print(f"\ncalibration after: {calibration_ms():.0f} ms", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1000, help="wait_event executions")
+    parser.add_argument("--waves", type=int, default=2, help="waves of --events waiters")
     parser.add_argument("--delays", type=int, default=10_000, help="delay executions")
     parser.add_argument("--delay-s", type=float, default=30.0, help="each delay's length")
     parser.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients")

@@ -65,7 +65,8 @@ BARE_EXPRESSION_PARAMS: dict[str, frozenset[str]] = {
 _NODE_ID_RE = re.compile(NODE_ID_PATTERN)
 
 OnError = Literal["fail", "continue", "skip", "fail_branch"]
-InputType = Literal["string", "number", "integer", "boolean", "object", "array", "any"]
+#: `file`: an uploaded file's id, which the gateway turns into the file's artifact reference.
+InputType = Literal["string", "number", "integer", "boolean", "object", "array", "any", "file"]
 
 
 class _Model(BaseModel):

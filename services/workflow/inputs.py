@@ -7,9 +7,11 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from libs.common.artifacts import REF_SCHEME, is_ref
 from libs.common.errors import InvalidArgument
 from services.workflow.definition import WorkflowDefinition
 
+_FILE_REF = REF_SCHEME + "files/"
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "number": (int, float),
@@ -36,6 +38,15 @@ def validate_inputs(definition: WorkflowDefinition, inputs: Any) -> dict[str, An
                 problems.append({"field": f"inputs.{name}", "message": "required input missing"})
             continue
         value = resolved[name]
+        if spec.type == "file":
+            if not (is_ref(value) and str(value.get("$ref", "")).startswith(_FILE_REF)):
+                problems.append(
+                    {
+                        "field": f"inputs.{name}",
+                        "message": "expected a file id (of a file uploaded to /api/v1/files)",
+                    }
+                )
+            continue
         expected = _JSON_TYPES.get(spec.type)
         wrong_bool = isinstance(value, bool) and spec.type in ("number", "integer")
         if expected is not None and (not isinstance(value, expected) or wrong_bool):

@@ -15,6 +15,7 @@ import pytest
 from libs.cli.stack import Stack
 from libs.common.artifacts import is_ref
 from tests.files.conftest import CLAIM_CHECK_BYTES
+from tests.security.support import bearer, new_key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
@@ -130,3 +131,42 @@ async def test_a_missing_artifact_fails_the_node_clearly_and_retryably(
     assert used["error"]["retryable"] is True
     assert gone in used["error"]["message"]
     assert used["attempts"] == 2  # retried: a store outage may pass
+
+
+async def test_file_inputs_take_a_file_id_of_the_tenant(
+    running: tuple[Stack, Path], http: httpx.AsyncClient
+) -> None:
+    stack, _ = running
+    definition = {
+        "name": f"file-input-{uuid.uuid4().hex}",
+        "inputs": {"doc": {"type": "file"}},
+        "nodes": [
+            {"id": "start", "type": "input"},
+            {
+                "id": "describe",
+                "type": "transform",
+                "params": {"expression": "{'name': inputs.doc.name, 'size': inputs.doc.size}"},
+            },
+        ],
+        "edges": [{"source": "start", "target": "describe"}],
+    }
+    created = await http.post("/api/v1/workflows", json=definition)
+    assert created.status_code == 201, created.text
+    workflow_id = created.json()["id"]
+    uploaded = await http.post("/api/v1/files", params={"name": "doc.txt"}, content=b"hello")
+    file_id = uploaded.json()["id"]
+    execution = await run(http, workflow_id, {"doc": file_id})
+    assert node(execution, "describe")["output"] == {"value": {"name": "doc.txt", "size": 5}}
+    # Another tenant's file, or none: a located 422, no execution.
+    token, _ = await new_key(stack, tenant="elsewhere", scopes=("read", "write"))
+    theirs = await http.post("/api/v1/files", content=b"theirs", headers=bearer(token))
+    for wrong in (theirs.json()["id"], str(uuid.uuid4())):
+        refused = await http.post(
+            f"/api/v1/workflows/{workflow_id}/execute", json={"inputs": {"doc": wrong}}
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["details"][0]["field"] == "inputs.doc"
+    not_an_id = await http.post(
+        f"/api/v1/workflows/{workflow_id}/execute", json={"inputs": {"doc": "report.pdf"}}
+    )
+    assert not_an_id.status_code == 422 and "file id" in not_an_id.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import grpc
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from heddle.v1 import node_pb2, workflow_pb2
 
 from libs.common import jsonutil
+from libs.common.claimcheck import ClaimCheck
 from libs.common.errors import from_rpc_error
 from services.gateway.auth import Principal, Security
 from services.gateway.convert import (
@@ -21,6 +22,8 @@ from services.gateway.convert import (
     validation_report,
     workflow_out,
 )
+from services.gateway.files import files_of
+from services.gateway.inputs import prepare_inputs
 from services.gateway.routes.common import (
     DEFINITION_BODY,
     ERROR_RESPONSES,
@@ -214,7 +217,9 @@ async def execute_workflow(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)] = None,
 ) -> ExecutionStarted:
     workflow_id = checked_id(workflow_id, "workflow")
-    reply = await _start(workflow_id, body, idempotency_key, clients, tenant, caller, guard)
+    reply = await _start(
+        workflow_id, body, idempotency_key, clients, tenant, caller, guard, request.app
+    )
     response.headers["Location"] = f"/api/v1/executions/{reply.execution_id}"
     return ExecutionStarted(
         execution_id=reply.execution_id, status=reply.status, created=reply.created
@@ -229,15 +234,27 @@ async def _start(
     tenant: str,
     caller: Principal,
     guard: Security,
+    app: Any = None,
 ) -> workflow_pb2.StartExecutionResponse:
     body = body or ExecuteRequest()
     await guard.require_workflow(caller, workflow_id, "execute")
+    inputs = body.inputs
+    if app is not None:  # file inputs and the claim check (services/gateway/inputs.py)
+        inputs = await prepare_inputs(
+            inputs,
+            tenant_id=tenant,
+            workflow_id=workflow_id,
+            version=body.version or 0,
+            clients=clients,
+            files=files_of(app),
+            claims=ClaimCheck(app.state.artifacts, app.state.settings.claim_check_bytes),
+        )
     return await clients.call(
         clients.workflow.StartExecution,
         workflow_pb2.StartExecutionRequest(
             workflow_id=workflow_id,
             version=body.version or 0,
-            inputs_json=jsonutil.dumps(body.inputs),
+            inputs_json=jsonutil.dumps(inputs),
             idempotency_key=body.idempotency_key or idempotency_key or "",
             tenant_id=tenant,
             trigger="api",
@@ -297,6 +314,7 @@ async def _wait_final(
 )
 async def run_workflow(
     workflow_id: str,
+    request: Request,
     clients: Clients,
     tenant: Tenant,
     caller: Caller,
@@ -309,7 +327,9 @@ async def run_workflow(
     ] = 30.0,
 ) -> ExecutionOut:
     workflow_id = checked_id(workflow_id, "workflow")
-    started = await _start(workflow_id, body, idempotency_key, clients, tenant, caller, guard)
+    started = await _start(
+        workflow_id, body, idempotency_key, clients, tenant, caller, guard, request.app
+    )
     finished = await _wait_final(clients, started.execution_id, tenant, wait)
     if finished is None:
         location = f"/api/v1/executions/{started.execution_id}"

@@ -204,7 +204,7 @@ async def trace_parents(session: AsyncSession, execution_ids: Iterable[str]) -> 
             ExecutionRow.id.in_(set(execution_ids))
         )
     )
-    return {execution_id: trace_parent for execution_id, trace_parent in rows.tuples()}
+    return {execution_id: trace_parent for execution_id, trace_parent in rows.all()}
 
 
 async def mark_published(connection: AsyncConnection, keys: list[tuple[str, int]]) -> None:

@@ -24,6 +24,7 @@ from services.node.executors.http import HttpRequestExecutor
 from services.node.executors.human import HumanInputExecutor
 from services.node.executors.integration import MapExecutor, SubworkflowExecutor, ToolExecutor
 from services.node.executors.loop import LoopExecutor
+from services.node.executors.retrieve import RetrieveExecutor
 from services.node.executors.sql import SqlExecutor
 from services.node.executors.wait import WaitEventExecutor
 
@@ -86,6 +87,7 @@ def default_registry() -> NodeTypeRegistry:
         SubworkflowExecutor(),
         LlmExecutor(),
         AgentExecutor(),
+        RetrieveExecutor(),
         HumanInputExecutor(),
         SqlExecutor(),
         WaitEventExecutor(),

@@ -209,7 +209,7 @@ async def test_bad_input_is_invalid_argument_naming_the_field(knowledge_stack) -
         assert where in from_rpc_error(error).message
 
 
-async def test_agent_answers_with_a_citation(knowledge_stack) -> None:
+async def test_retrieve_node_and_an_agent_answering_with_a_citation(knowledge_stack) -> None:
     running, stub, _ = knowledge_stack
     base = await stub.CreateKnowledgeBase(
         knowledge_pb2.CreateKnowledgeBaseRequest(name="ferries", chunk_size=200, chunk_overlap=20),
@@ -261,3 +261,30 @@ async def test_agent_answers_with_a_citation(knowledge_stack) -> None:
     answer = execution["outputs"]["answer"]
     assert "[timetable.pdf#" in answer and "Pier Seventeen" in answer, answer
     assert node(execution, "agent")["output"]["steps"]
+
+    retrieve = {
+        "name": "retrieve",
+        "inputs": {"question": {"type": "string", "required": True}},
+        "nodes": [
+            {
+                "id": "find",
+                "type": "retrieve",
+                "params": {
+                    "knowledge_base": "ferries",
+                    "query": "{{ inputs.question }}",
+                    "top_k": 2,
+                    "score_threshold": 0.05,
+                },
+            }
+        ],
+        "outputs": {"chunks": "{{ find.chunks }}"},
+    }
+    async with httpx.AsyncClient(base_url=running.gateway_url, timeout=30, headers=headers) as http:
+        workflow_id = await create_workflow(http, retrieve)
+        execution = await wait_final(
+            http, await run(http, workflow_id, {"question": "Quorvantic ferry pier"})
+        )
+    assert execution["status"] == "succeeded", execution
+    chunks = execution["outputs"]["chunks"]
+    assert chunks[0]["source"] == "timetable.pdf" and chunks[0]["location"]["page"] == 2
+    assert chunks[0]["score"] > 0.05 and isinstance(chunks[0]["position"], int)

@@ -10,7 +10,7 @@ from services.node.registry import NodeTypeRegistry, UnknownNodeTypeError, defau
 CONTRACT_TYPES = {
     "input", "output", "noop", "template", "transform", "condition", "switch", "merge",
     "delay", "http_request", "code", "llm", "agent", "tool", "map", "subworkflow",
-    "human_input", "sql", "wait_event", "loop",
+    "human_input", "sql", "wait_event", "loop", "retrieve",
 }  # fmt: skip
 
 

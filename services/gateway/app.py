@@ -31,6 +31,7 @@ from services.gateway.routes import (
     presets,
     schedules,
     security,
+    snapshots,
     versions,
     webhooks,
     workflows,
@@ -79,6 +80,7 @@ def create_app(
         batches.router,
         events.router,
         agents.router,
+        snapshots.router,
     ):
         app.include_router(router, dependencies=authenticated)
     # Uploads stream their body: no NUL scan of it (which would read it whole).

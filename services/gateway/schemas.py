@@ -111,6 +111,14 @@ class ExecuteRequest(_Request):
         description="0-9 (5 if unset): when the replica's node slots are saturated, the "
         "ready nodes of higher-priority executions start first.",
     )
+    from_snapshot: str | None = Field(
+        default=None,
+        max_length=600,
+        pattern=r"^artifact://snapshots/[A-Za-z0-9._=/-]{1,560}$",
+        description="Re-run from a snapshot (POST /executions/{id}/snapshot's `$ref`) of "
+        "this workflow: the nodes that completed there are reused, the others run; the "
+        "snapshot's inputs are used when `inputs` is empty.",
+    )
 
 
 class ExecutionStarted(BaseModel):

@@ -79,6 +79,30 @@ def _loads_field(data: bytes, field: str) -> Any:
         raise InvalidArgument(f"{field} is not valid JSON: {error}") from error
 
 
+def _reused(data: bytes) -> dict[str, NodeRunRow]:
+    """The completed nodes of a snapshot (StartExecutionRequest.reuse_json), as the rows a
+    new execution starts from (the others run)."""
+    value = _loads_field(data, "reuse_json")
+    if not isinstance(value, dict):
+        raise InvalidArgument("reuse_json must be an object of node ids")
+    rows: dict[str, NodeRunRow] = {}
+    for node_id, node in value.items():
+        if not isinstance(node, dict) or node.get("status") not in ("succeeded", "cached"):
+            continue
+        rows[str(node_id)] = NodeRunRow(
+            node_id=str(node_id),
+            status=str(node["status"]),
+            attempt=int(node.get("attempt") or 1),
+            output=node.get("output"),
+            active_ports=node.get("active_ports"),
+            attempts=[],
+            inputs=None,
+            started_at=None,
+            finished_at=None,
+        )
+    return rows
+
+
 def workflow_to_proto(workflow: WorkflowRow, version: VersionRow | None) -> workflow_pb2.Workflow:
     return workflow_pb2.Workflow(
         id=workflow.id,
@@ -245,6 +269,7 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
             trigger=request.trigger or "api",
             depth=request.depth,
             priority=_priority(request),
+            reused=_reused(request.reuse_json) if request.reuse_json else None,
         )
         return workflow_pb2.StartExecutionResponse(
             execution_id=row.id, status=row.status, created=created

@@ -36,6 +36,7 @@ from services.gateway.routes.common import (
     checked_id,
     read_definition,
 )
+from services.gateway.routes.snapshots import read_snapshot
 from services.gateway.routes.versions import record_version_author
 from services.gateway.schemas import (
     INT32_MAX,
@@ -239,12 +240,19 @@ async def _start(
     body = body or ExecuteRequest()
     await guard.require_workflow(caller, workflow_id, "execute")
     inputs = body.inputs
+    version = body.version or 0
+    reuse_json = b""
+    if body.from_snapshot and app is not None:
+        snapshot = await read_snapshot(app, tenant, workflow_id, body.from_snapshot)
+        reuse_json = jsonutil.dumps(snapshot.get("nodes") or {})
+        inputs = inputs or snapshot.get("inputs") or {}
+        version = version or int(snapshot.get("workflow_version") or 0)
     if app is not None:  # file inputs and the claim check (services/gateway/inputs.py)
         inputs = await prepare_inputs(
             inputs,
             tenant_id=tenant,
             workflow_id=workflow_id,
-            version=body.version or 0,
+            version=version,
             clients=clients,
             files=files_of(app),
             claims=ClaimCheck(app.state.artifacts, app.state.settings.claim_check_bytes),
@@ -253,8 +261,9 @@ async def _start(
         clients.workflow.StartExecution,
         workflow_pb2.StartExecutionRequest(
             workflow_id=workflow_id,
-            version=body.version or 0,
+            version=version,
             inputs_json=jsonutil.dumps(inputs),
+            reuse_json=reuse_json,
             idempotency_key=body.idempotency_key or idempotency_key or "",
             tenant_id=tenant,
             trigger="api",

@@ -126,7 +126,7 @@ class DeleteWorkflowResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class StartExecutionRequest(_message.Message):
-    __slots__ = ("workflow_id", "version", "inputs_json", "idempotency_key", "parent_execution_id", "parent_node_id", "tenant_id", "trigger", "depth", "priority")
+    __slots__ = ("workflow_id", "version", "inputs_json", "idempotency_key", "parent_execution_id", "parent_node_id", "tenant_id", "trigger", "depth", "priority", "reuse_json")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,7 @@ class StartExecutionRequest(_message.Message):
     TRIGGER_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    REUSE_JSON_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     version: int
     inputs_json: bytes
@@ -147,7 +148,8 @@ class StartExecutionRequest(_message.Message):
     trigger: str
     depth: int
     priority: int
-    def __init__(self, workflow_id: _Optional[str] = ..., version: _Optional[int] = ..., inputs_json: _Optional[bytes] = ..., idempotency_key: _Optional[str] = ..., parent_execution_id: _Optional[str] = ..., parent_node_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., trigger: _Optional[str] = ..., depth: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
+    reuse_json: bytes
+    def __init__(self, workflow_id: _Optional[str] = ..., version: _Optional[int] = ..., inputs_json: _Optional[bytes] = ..., idempotency_key: _Optional[str] = ..., parent_execution_id: _Optional[str] = ..., parent_node_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., trigger: _Optional[str] = ..., depth: _Optional[int] = ..., priority: _Optional[int] = ..., reuse_json: _Optional[bytes] = ...) -> None: ...
 
 class StartExecutionResponse(_message.Message):
     __slots__ = ("execution_id", "status", "created")

@@ -521,10 +521,21 @@ class Engine:
             return
         async with self.sessions() as session:
             pending = await repo.pending_requests(session, self.settings.replica_id)
+        # In order per execution, executions side by side (a parked one is reloaded first:
+        # one after the other, a burst of forwarded inputs outlived the forwarders' timeout).
+        by_execution: dict[str, list[ExecutionRequestRow]] = {}
         for request in pending:
-            error = await self._apply_request(request)
-            async with self.sessions() as session, session.begin():
-                await repo.answer_request(session, request.id, error)
+            by_execution.setdefault(request.execution_id, []).append(request)
+        gate = asyncio.Semaphore(16)
+
+        async def apply_in_order(requests: list[ExecutionRequestRow]) -> None:
+            async with gate:
+                for request in requests:
+                    error = await self._apply_request(request)
+                    async with self.sessions() as session, session.begin():
+                        await repo.answer_request(session, request.id, error)
+
+        await asyncio.gather(*(apply_in_order(group) for group in by_execution.values()))
 
     async def _apply_request(self, request: ExecutionRequestRow) -> dict[str, Any] | None:
         runner = self.runners.get(request.execution_id)

@@ -71,6 +71,10 @@ BENCH_LIMITS = {
     "rate_limit_per_s": 1_000_000.0,
     "rate_limit_burst": 1_000_000,
     "quota_max_concurrent_executions": 100_000,
+    # --width 10000 (the 10,000-wide fan-out target) is beyond the default definition limits.
+    "max_definition_nodes": 100_000,
+    "max_definition_edges": 500_000,
+    "max_body_bytes": 64 * 1024 * 1024,
 }
 
 

@@ -91,14 +91,21 @@ async def concurrent(target: Any, workflow_id: str, clients: int, seconds: float
 async def offered_rate(target: Any, workflow_id: str, rate: float, seconds: float) -> str:
     submits: list[float] = []
     ids: list[str] = []
+    failed: dict[str, int] = {}
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with client(target, limits=limits) as http:
 
         async def submit() -> None:
             start = time.perf_counter()
-            response = await http.post(f"/api/v1/workflows/{workflow_id}/execute", json={})
+            try:
+                response = await http.post(f"/api/v1/workflows/{workflow_id}/execute", json={})
+            except httpx.TransportError as error:  # counted and reported, not fatal
+                failed[type(error).__name__] = failed.get(type(error).__name__, 0) + 1
+                return
             submits.append(time.perf_counter() - start)
-            response.raise_for_status()
+            if response.status_code != 202:
+                failed[str(response.status_code)] = failed.get(str(response.status_code), 0) + 1
+                return
             ids.append(response.json()["execution_id"])
 
         tasks = []
@@ -120,6 +127,7 @@ async def offered_rate(target: Any, workflow_id: str, rate: float, seconds: floa
     return (
         f"submit at {rate:g}/s for {seconds:g} s (offered over {sent_in:.1f} s): {ms(submits)}; "
         f"all {len(ids)} ended after {drained:.1f} s"
+        + (f"; FAILED submits: {failed}" if failed else "")
     )
 
 
@@ -128,11 +136,12 @@ async def bench(kind: str, args: argparse.Namespace) -> list[str]:
     async with running(kind) as target, client(target) as http:
         template = await create(http, TEMPLATE)
         ten = await create(http, ten_nodes())
-        for line in (
-            await sequential(http, template, args.sequential),
-            await concurrent(target, ten, args.clients, args.seconds),
-            await offered_rate(target, ten, args.rate, args.seconds),
+        for phase in (
+            lambda: sequential(http, template, args.sequential),
+            lambda: concurrent(target, ten, args.clients, args.seconds),
+            lambda: offered_rate(target, ten, args.rate, args.seconds),
         ):
+            line = await phase()  # printed as each ends
             print(f"  {kind:10} {line}", flush=True)
             lines.append(line)
     return lines

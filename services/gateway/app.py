@@ -28,6 +28,7 @@ from services.gateway.routes import (
     executions,
     files,
     health,
+    knowledge,
     presets,
     schedules,
     security,
@@ -80,6 +81,7 @@ def create_app(
         batches.router,
         events.router,
         agents.router,
+        knowledge.router,
         snapshots.router,
     ):
         app.include_router(router, dependencies=authenticated)

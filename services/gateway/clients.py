@@ -15,6 +15,7 @@ import grpc
 from heddle.v1 import (
     ai_pb2_grpc,
     events_pb2,
+    knowledge_pb2_grpc,
     log_pb2_grpc,
     scheduler_pb2_grpc,
     tool_pb2_grpc,
@@ -40,6 +41,7 @@ class ServiceClients:
     log: Any = None
     ai: Any = None
     tool: Any = None
+    knowledge: Any = None  # the tool service's KnowledgeService
     tls: TlsFiles | None = None
 
     @classmethod
@@ -54,7 +56,9 @@ class ServiceClients:
         )
         clients.log = log_pb2_grpc.LogServiceStub(clients._channel(settings.log_address))
         clients.ai = ai_pb2_grpc.AiServiceStub(clients._channel(settings.ai_address))
-        clients.tool = tool_pb2_grpc.ToolServiceStub(clients._channel(settings.tool_address))
+        tool_channel = clients._channel(settings.tool_address)
+        clients.tool = tool_pb2_grpc.ToolServiceStub(tool_channel)
+        clients.knowledge = knowledge_pb2_grpc.KnowledgeServiceStub(tool_channel)
         return clients
 
     def _channel(self, address: str) -> grpc.aio.Channel:

@@ -45,6 +45,9 @@ TENANT_ACTIONS: dict[str, Literal["member", "admin"]] = {
     "upload_file": "member",
     "read_file": "member",
     "delete_file": "member",
+    # Knowledge bases are the tenant's: any member reads, retrieves and adds documents.
+    "read_knowledge": "member",
+    "write_knowledge": "member",
 }
 
 #: The scope an action needs.
@@ -68,6 +71,8 @@ ACTION_SCOPES: dict[str, Scope] = {
     "upload_file": "write",
     "read_file": "read",
     "delete_file": "write",
+    "read_knowledge": "read",
+    "write_knowledge": "write",
 }
 
 

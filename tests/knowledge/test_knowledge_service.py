@@ -288,3 +288,77 @@ async def test_retrieve_node_and_an_agent_answering_with_a_citation(knowledge_st
     chunks = execution["outputs"]["chunks"]
     assert chunks[0]["source"] == "timetable.pdf" and chunks[0]["location"]["page"] == 2
     assert chunks[0]["score"] > 0.05 and isinstance(chunks[0]["position"], int)
+
+
+async def test_http_api_files_and_text_to_retrieval(knowledge_stack) -> None:
+    running, _, _ = knowledge_stack
+    headers = {"Authorization": f"Bearer {running.admin_key}"} if running.admin_key else {}
+    async with httpx.AsyncClient(base_url=running.gateway_url, timeout=30, headers=headers) as http:
+        created = await http.post(
+            "/api/v1/knowledge-bases", json={"name": "api", "chunk_size": 200, "chunk_overlap": 20}
+        )
+        assert created.status_code == 201, created.text
+        kb = created.json()["id"]
+        assert created.headers["location"] == f"/api/v1/knowledge-bases/{kb}"
+        html = b"<html><body><h1>Harbours</h1><p>The Zentrova dock opens at dawn.</p></body></html>"
+        uploaded = await http.post(
+            "/api/v1/files",
+            params={"name": "docks.html"},
+            content=html,
+            headers={"Content-Type": "text/html"},
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        added = await http.post(
+            f"/api/v1/knowledge-bases/{kb}/documents",
+            json={
+                "documents": [
+                    {"file_id": uploaded.json()["id"], "metadata": {"lang": "en"}},
+                    {"text": "# Ferries\n\nThe Quorvantic ferry is blue.", "filename": "f.md"},
+                ]
+            },
+        )
+        assert added.status_code == 202, added.text
+        assert [d["status"] for d in added.json()["documents"]] == ["pending", "pending"]
+
+        async def ingested() -> bool:
+            listed = await http.get(f"/api/v1/knowledge-bases/{kb}/documents")
+            return {d["status"] for d in listed.json()["documents"]} == {"ingested"}
+
+        await assert_eventually(ingested, timeout=30, interval=0.1, message="not ingested")
+        found = await http.post(
+            f"/api/v1/knowledge-bases/{kb}/retrieve",
+            json={
+                "query": "When does the Zentrova dock open?",
+                "top_k": 1,
+                "filters": {"lang": "en"},
+            },
+        )
+        assert found.status_code == 200, found.text
+        chunk = found.json()["chunks"][0]
+        assert chunk["source"] == "docks.html" and "dawn" in chunk["text"]
+        assert "<p>" not in chunk["text"]
+
+        # Bad input: located 4xx, nothing added.
+        for body, code, where in [
+            ({"documents": [{"text": "x"}]}, 422, "filename"),
+            ({"documents": [{"text": "x", "filename": "a", "file_id": "y"}]}, 422, "exactly one"),
+            ({"documents": [{"file_id": "00000000-0000-0000-0000-000000000000"}]}, 404, "file_id"),
+        ]:
+            refused = await http.post(f"/api/v1/knowledge-bases/{kb}/documents", json=body)
+            assert refused.status_code == code, refused.text
+            assert where in refused.text
+        listed = await http.get(f"/api/v1/knowledge-bases/{kb}/documents")
+        documents = listed.json()["documents"]
+        assert len(documents) == 2
+        assert (await http.get("/api/v1/knowledge-bases/not-an-id")).status_code == 404
+
+        gone = await http.delete(f"/api/v1/knowledge-bases/{kb}/documents/{documents[0]['id']}")
+        assert gone.status_code == 204
+        after = (await http.get(f"/api/v1/knowledge-bases/{kb}")).json()
+        assert (after["documents"], after["chunks"]) == (1, documents[1]["chunks"])
+        assert (await http.delete(f"/api/v1/knowledge-bases/{kb}")).status_code == 204
+        assert (await http.get(f"/api/v1/knowledge-bases/{kb}")).status_code == 404
+        names = [
+            b["name"] for b in (await http.get("/api/v1/knowledge-bases")).json()["knowledge_bases"]
+        ]
+        assert "api" not in names

@@ -7,6 +7,7 @@ import { ExecutionList } from "./runs/ExecutionList";
 import { ExecutionView } from "./runs/ExecutionView";
 import { ScheduleList } from "./runs/ScheduleList";
 import { RunPage } from "./runs/RunPage";
+import { AgentList, AgentPage } from "./agents/AgentsPage";
 import { cycleTheme, useTheme } from "./lib/theme";
 
 type Auth = "checking" | "signed-in" | "signed-out";
@@ -57,6 +58,8 @@ export function App() {
   else if (section === "executions" && id) page = <ExecutionView executionId={id} jaegerUrl={jaegerUrl} key={id} />;
   else if (section === "executions") page = <ExecutionList />;
   else if (section === "schedules") page = <ScheduleList />;
+  else if (section === "agents" && id) page = <AgentPage agentId={id === "new" ? null : id} key={id} />;
+  else if (section === "agents") page = <AgentList />;
   else page = <WorkflowList />;
 
   return (
@@ -72,6 +75,9 @@ export function App() {
           </a>
           <a href="#/schedules" className={section === "schedules" ? "active" : ""} data-testid="nav-schedules">
             Schedules
+          </a>
+          <a href="#/agents" className={section === "agents" ? "active" : ""} data-testid="nav-agents">
+            Agents
           </a>
         </nav>
         <ThemeToggle />

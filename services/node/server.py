@@ -16,6 +16,7 @@ from libs.common.runtime import run_service
 from libs.common.service import RunningService, ServiceStack, start_service
 from services.node.attempts import NodeRunner
 from services.node.executors.base import Services
+from services.node.executors.files import StreamTransformExecutor
 from services.node.grpc_clients import GrpcAiClient, GrpcToolClient
 from services.node.registry import default_registry
 from services.node.servicer import NodeServicer
@@ -74,6 +75,7 @@ async def serve(settings: NodeServiceSettings, *, bus: EventBus | None = None) -
         artifacts = create_artifact_store(artifact_settings_of(settings))
         stack.callback(artifacts.close)
         claims = ClaimCheck(artifacts, settings.claim_check_bytes)
+        registry.register(StreamTransformExecutor(artifacts))
         servicer = NodeServicer(
             NodeRunner(registry, services, claims), settings.max_concurrent_nodes
         )

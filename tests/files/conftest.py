@@ -26,7 +26,8 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tup
             "artifact_url": f"file://{artifacts}",
             "max_body_bytes": 2 * MB,
             "files_max_bytes": 4 * MB,
-            "files_tenant_max_bytes": {"small": 1000},
+            # "large": tests/files/test_large_file.py's tenant.
+            "files_tenant_max_bytes": {"small": 1000, "large": 64 * MB},
             "files_quota_bytes": 10 * MB,
             "claim_check_bytes": CLAIM_CHECK_BYTES,
             "http_allow_hosts": ["127.0.0.1"],

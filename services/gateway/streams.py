@@ -105,7 +105,9 @@ class InteractiveSession:
     - `subscribe` {execution_id, after?} or {workflow_id}: the execution's events (from
       `after`), or those of every execution of the workflow running now or started later;
     - `unsubscribe` {execution_id} or {workflow_id};
-    - `send_input` {execution_id, node_id, data}: answer a waiting human_input node;
+    - `send_input` {execution_id, node_id, data}: answer a waiting human_input node; or
+      {agent_id, message, session_id?}: a chat message to an agent (its run is followed on
+      this socket; the ack carries execution_id and session_id);
     - `execute_workflow` {workflow_id, inputs?, version?, idempotency_key?}: start an
       execution and follow it on this socket;
     - `cancel` {execution_id};
@@ -271,6 +273,8 @@ class InteractiveSession:
         return {"execution_id": execution_id}
 
     async def _send_input(self, frame: dict[str, Any]) -> dict[str, Any]:
+        if "agent_id" in frame and "execution_id" not in frame:
+            return await self._chat(frame)
         execution_id = self._field(frame, "execution_id")
         node_id = self._field(frame, "node_id")
         if "data" not in frame:
@@ -286,6 +290,23 @@ class InteractiveSession:
             ),
         )
         return {"execution_id": execution.id, "status": reply.status}
+
+    async def _chat(self, frame: dict[str, Any]) -> dict[str, Any]:
+        # Imported here: the agents routes import this module (for the SSE body).
+        from services.gateway.routes.agents import start_chat
+
+        agent_id = self._field(frame, "agent_id")
+        message = self._field(frame, "message")
+        session_id = frame.get("session_id")
+        if session_id is not None and (not isinstance(session_id, str) or not session_id):
+            raise BadFrame("`session_id` is a session's id", details=[{"field": "session_id"}])
+        self._room()
+        execution_id, session_id = await start_chat(
+            self.clients, self.guard, self.caller, agent_id, message, session_id
+        )
+        if execution_id not in self.executions:
+            self.executions[execution_id] = asyncio.ensure_future(self._follow(execution_id, 0))
+        return {"execution_id": execution_id, "session_id": session_id}
 
     async def _execute_workflow(self, frame: dict[str, Any]) -> dict[str, Any]:
         workflow_id = self._field(frame, "workflow_id")

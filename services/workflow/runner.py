@@ -758,6 +758,14 @@ class ExecutionRunner:
             events=batch.events,
         )
         await self.engine.persist(flush)
+        # Before the commit is announced: whoever sees the node's end reads its turns too.
+        for session_id, prompt, output in batch.session_turns:
+            try:
+                await agent_dispatch.store_turns(
+                    self.engine.sessions, session_id, prompt, output, self.id
+                )
+            except Exception:  # the node's result stands; the session misses the turn
+                log.exception("could not store the turns of session %s", session_id)
         # Committed: send the attempts out first (the critical path of a chain), then
         # everything that only follows from the commit.
         if batch.to_send:
@@ -786,13 +794,6 @@ class ExecutionRunner:
                 reply.set_result(None)
         for scope, key, value, ttl in batch.cache_writes:
             await self.engine.cache_set(scope, key, value, ttl)
-        for session_id, prompt, output in batch.session_turns:
-            try:
-                await agent_dispatch.store_turns(
-                    self.engine.sessions, session_id, prompt, output, self.id
-                )
-            except Exception:  # the node's result stands; the session misses the turn
-                log.exception("could not store the turns of session %s", session_id)
 
     # ---- helpers ------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ its context over three turns; a paused agent taking no new work.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from websockets.asyncio.client import connect
 
 from libs.cli.stack import Stack, start_stack
 from libs.common.memory import estimate_tokens
@@ -423,3 +425,50 @@ async def test_an_agent_used_by_id_in_a_workflow_calls_two_tools_and_answers(
         "calculator",
         "current_time",
     ]
+
+
+async def test_chat_over_the_websocket_with_send_input(
+    stack: Stack, client: httpx.AsyncClient, fake_llm: FakeLLM
+) -> None:
+    agent = await register(client, type="chat", tools=[])
+    fake_llm.script("local", openai_stream(["Hello", " Bo."]), openai_stream(["Bo", "."]))
+    ws_base = stack.gateway_url.replace("http://", "ws://")
+    url = f"{ws_base}/ws/v1/stream?access_token={stack.admin_key}"
+    async with connect(url) as ws:
+
+        async def say(frame: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+            await ws.send(json.dumps(frame))
+            frames: list[dict[str, Any]] = []
+            async with asyncio.timeout(20):
+                while not any(f.get("type") == "execution.completed" for f in frames):
+                    frames.append(json.loads(await ws.recv()))
+            acks = [f for f in frames if f.get("type") == "ack" and f.get("id") == frame["id"]]
+            assert len(acks) == 1, frames
+            return acks[0], frames
+
+        first, frames = await say(
+            {"type": "send_input", "id": 1, "agent_id": agent["id"], "message": "I am Bo."}
+        )
+        session_id = first["session_id"]
+        chunks = [f["data"]["delta"] for f in frames if f.get("type") == "node.text_chunk"]
+        assert "".join(chunks) == "Hello Bo."
+        second, _ = await say(
+            {
+                "type": "send_input",
+                "id": 2,
+                "agent_id": agent["id"],
+                "message": "Who am I?",
+                "session_id": session_id,
+            }
+        )
+        assert second["session_id"] == session_id
+        unknown = {"type": "send_input", "id": 3, "agent_id": str(uuid.uuid4()), "message": "x"}
+        await ws.send(json.dumps(unknown))
+        async with asyncio.timeout(20):  # past the followed runs' last frames
+            while (error := json.loads(await ws.recv())).get("type") not in ("ack", "error"):
+                pass
+        assert (error["type"], error["id"], error["error"]["code"]) == ("error", 3, "not_found")
+    assert user_turns(fake_llm.calls("local")[-1].body) == ["I am Bo.", "Hello Bo.", "Who am I?"]
+    detail = (await client.get(f"/api/v1/agents/{agent['id']}/sessions/{session_id}")).json()
+    said = [m["content"] for m in detail["messages"]]
+    assert said == ["I am Bo.", "Hello Bo.", "Who am I?", "Bo."]

@@ -31,6 +31,7 @@ from libs.common.agents import AgentMessageRow, AgentRow, AgentSessionRow
 from libs.common.db import utcnow
 from libs.common.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
 from services.gateway.auth import Principal, Security
+from services.gateway.clients import ServiceClients
 from services.gateway.routes.common import (
     ERROR_RESPONSES,
     Caller,
@@ -571,38 +572,56 @@ async def chat_with_agent(
     caller: Caller,
     guard: Guard,
 ) -> Response:
-    guard.require(caller, "run_agent")
-    rows = await _versions(guard, tenant, agent_id)
-    agent = rows[0]
-    if agent.status != "active":
-        raise ConflictingStatus(f"agent {agent.id!r} is {agent.status}: it takes no new work")
-    if body.session_id is not None:
-        thread = await _session(guard, tenant, agent.id, body.session_id)
-    else:
-        thread = await _new_session(guard, tenant, agent.id, body.message[:200], caller)
-    workflow_id = await _chat_workflow_id(clients, guard, tenant, agent)
-    started = await clients.call(
-        clients.workflow.StartExecution,
-        workflow_pb2.StartExecutionRequest(
-            workflow_id=workflow_id,
-            inputs_json=jsonutil.dumps({"message": body.message, "session_id": thread.id}),
-            idempotency_key=str(uuid.uuid4()),
-            tenant_id=tenant,
-            trigger="chat",
-        ),
+    execution_id, session_id = await start_chat(
+        clients, guard, caller, agent_id, body.message, body.session_id
     )
-    request.state.audit_object_id = agent.id
-    events = clients.stream_events(started.execution_id, 0, tenant)
+    request.state.audit_object_id = agent_id
+    events = clients.stream_events(execution_id, 0, tenant)
     return StreamingResponse(
         sse_body(events, get_settings(request).sse_heartbeat_s),
         media_type="text/event-stream",
         headers={
             "cache-control": "no-cache",
             "x-accel-buffering": "no",
-            "x-session-id": thread.id,
-            "x-execution-id": started.execution_id,
+            "x-session-id": session_id,
+            "x-execution-id": execution_id,
         },
     )
+
+
+async def start_chat(
+    clients: ServiceClients,
+    guard: Security,
+    caller: Principal,
+    agent_id: str,
+    message: str,
+    session_id: str | None,
+) -> tuple[str, str]:
+    """Start the agent's chat run on message in the session (a new one when None): the
+    execution's id and the session's. The HTTP route and the WebSocket's `send_input`
+    {agent_id, message, session_id?} both start chats here."""
+    guard.require(caller, "run_agent")
+    tenant = caller.tenant_id
+    rows = await _versions(guard, tenant, agent_id)
+    agent = rows[0]
+    if agent.status != "active":
+        raise ConflictingStatus(f"agent {agent.id!r} is {agent.status}: it takes no new work")
+    if session_id is not None:
+        thread = await _session(guard, tenant, agent.id, session_id)
+    else:
+        thread = await _new_session(guard, tenant, agent.id, message[:200], caller)
+    workflow_id = await _chat_workflow_id(clients, guard, tenant, agent)
+    started = await clients.call(
+        clients.workflow.StartExecution,
+        workflow_pb2.StartExecutionRequest(
+            workflow_id=workflow_id,
+            inputs_json=jsonutil.dumps({"message": message, "session_id": thread.id}),
+            idempotency_key=str(uuid.uuid4()),
+            tenant_id=tenant,
+            trigger="chat",
+        ),
+    )
+    return str(started.execution_id), thread.id
 
 
 class ConflictingStatus(Conflict):

@@ -79,6 +79,9 @@ __all__ = ["CompiledWorkflow", "Engine"]
 _EXECUTION_COLUMNS = tuple(ExecutionRow.__table__.columns)
 
 
+#: Execution ids per lease-renewal statement.
+_LEASE_CHUNK = 10_000
+
 #: The priority of an execution that names none (0-9, higher first when slots are saturated).
 DEFAULT_PRIORITY = 5
 
@@ -831,8 +834,13 @@ class Engine:
         if self._closing or not owned:
             return
         until = self._lease_until()
+        held: set[str] = set()
         async with self.sessions() as session, session.begin():
-            held = await repo.renew_leases(session, self.settings.replica_id, owned, until)
+            # In chunks: tens of thousands of parked ids are more than one statement's
+            # parameters (asyncpg takes at most 32,767).
+            for start in range(0, len(owned), _LEASE_CHUNK):
+                chunk = owned[start : start + _LEASE_CHUNK]
+                held |= await repo.renew_leases(session, self.settings.replica_id, chunk, until)
         for execution_id in held:
             if execution_id in self._leases:
                 self._leases[execution_id] = until

@@ -40,6 +40,7 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 CHUNK_BYTES = 256 * 1024
 #: Part size of S3 multipart uploads (S3's least is 5 MiB for every part but the last).
 S3_PART_BYTES = 8 * 1024 * 1024
+_FILE_WRITE_BYTES = 1024 * 1024
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/=]{0,511}$")
 
 
@@ -209,6 +210,9 @@ class FileArtifactStore:
         digest = hashlib.sha256()
         size = 0
         handle = await asyncio.to_thread(open, partial, "wb")
+        # Small chunks (an HTTP body arrives in ~64 KB pieces) are written 1 MiB at a time:
+        # one thread hop per MiB, not per piece.
+        pending = bytearray()
         try:
             async for chunk in chunks:
                 if not chunk:
@@ -217,7 +221,12 @@ class FileArtifactStore:
                 if max_bytes is not None and size > max_bytes:
                     raise ArtifactTooLarge(key, max_bytes)
                 digest.update(chunk)
-                await asyncio.to_thread(handle.write, chunk)
+                pending += chunk
+                if len(pending) >= _FILE_WRITE_BYTES:
+                    await asyncio.to_thread(handle.write, bytes(pending))
+                    pending.clear()
+            if pending:
+                await asyncio.to_thread(handle.write, bytes(pending))
             await asyncio.to_thread(handle.close)
             await asyncio.to_thread(os.replace, partial, path)
         except BaseException:

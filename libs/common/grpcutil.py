@@ -350,8 +350,10 @@ def is_unavailable(error: BaseException) -> bool:
             isinstance(current, DBAPIError) and current.connection_invalidated
         ):
             return True
-        # asyncpg: the server is shutting down / starting up / the connection was lost.
+        # asyncpg: the server is shutting down / starting up / the connection was lost /
+        # it has no connection slot left now ("sorry, too many clients already").
         if type(current).__module__.startswith("asyncpg") and type(current).__name__ in {
+            "TooManyConnectionsError",
             "CannotConnectNowError",
             "AdminShutdownError",
             "ConnectionDoesNotExistError",

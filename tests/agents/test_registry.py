@@ -472,3 +472,26 @@ async def test_chat_over_the_websocket_with_send_input(
     detail = (await client.get(f"/api/v1/agents/{agent['id']}/sessions/{session_id}")).json()
     said = [m["content"] for m in detail["messages"]]
     assert said == ["I am Bo.", "Hello Bo.", "Who am I?", "Bo."]
+
+
+async def test_only_the_creator_or_an_admin_changes_an_agent(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    agent = await register(client)
+    token, _ = await new_key(stack, name="member")  # a member of the tenant, not an admin
+    async with httpx.AsyncClient(
+        base_url=stack.gateway_url, timeout=30, headers=bearer(token)
+    ) as member:
+        assert (await member.get(f"/api/v1/agents/{agent['id']}")).status_code == 200
+        put = await member.put(f"/api/v1/agents/{agent['id']}", json=agent_body())
+        assert put.status_code == 403, put.text
+        assert "creator or a tenant admin" in put.json()["error"]["message"]
+        assert (await member.delete(f"/api/v1/agents/{agent['id']}")).status_code == 403
+        own = await member.post("/api/v1/agents", json=agent_body())
+        assert own.status_code == 201, own.text
+        changed = await member.put(
+            f"/api/v1/agents/{own.json()['id']}", json=agent_body(instructions="Mine.")
+        )
+        assert changed.status_code == 200, changed.text
+    versions = (await client.get(f"/api/v1/agents/{agent['id']}/versions")).json()
+    assert [v["version"] for v in versions] == [1]

@@ -29,7 +29,13 @@ from libs.common import agents as store
 from libs.common import jsonutil
 from libs.common.agents import AgentMessageRow, AgentRow, AgentSessionRow
 from libs.common.db import utcnow
-from libs.common.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
+from libs.common.errors import (
+    Conflict,
+    HeddleError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from services.gateway.auth import Principal, Security
 from services.gateway.clients import ServiceClients
 from services.gateway.routes.common import (
@@ -610,17 +616,23 @@ async def start_chat(
         thread = await _session(guard, tenant, agent.id, session_id)
     else:
         thread = await _new_session(guard, tenant, agent.id, message[:200], caller)
-    workflow_id = await _chat_workflow_id(clients, guard, tenant, agent)
-    started = await clients.call(
-        clients.workflow.StartExecution,
-        workflow_pb2.StartExecutionRequest(
-            workflow_id=workflow_id,
-            inputs_json=jsonutil.dumps({"message": message, "session_id": thread.id}),
-            idempotency_key=str(uuid.uuid4()),
-            tenant_id=tenant,
-            trigger="chat",
-        ),
-    )
+    try:
+        workflow_id = await _chat_workflow_id(clients, guard, tenant, agent)
+        started = await clients.call(
+            clients.workflow.StartExecution,
+            workflow_pb2.StartExecutionRequest(
+                workflow_id=workflow_id,
+                inputs_json=jsonutil.dumps({"message": message, "session_id": thread.id}),
+                idempotency_key=str(uuid.uuid4()),
+                tenant_id=tenant,
+                trigger="chat",
+            ),
+        )
+    except HeddleError:
+        if session_id is None:  # nothing half-written: the session made for this chat goes
+            async with guard.db.transaction() as session:
+                await store.delete_session(session, thread.id)
+        raise
     return str(started.execution_id), thread.id
 
 

@@ -63,6 +63,12 @@ class NodeServiceSettings(CommonSettings):
         ge=0,
         description="Delays of at least this many seconds are workflow-service timers.",
     )
+    agent_journal: bool = Field(
+        default=True,
+        description="Journal every agent step durably (acknowledged checkpoints) so a run "
+        "resumes after a crash; off: the steps are kept in memory only (bench/agent_steps.py's "
+        "baseline).",
+    )
 
     _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)
 
@@ -80,4 +86,5 @@ class NodeServiceSettings(CommonSettings):
             sql_max_engines=self.sql_max_engines,
             sql_pool_size=self.sql_pool_size,
             delay_timer_min_s=self.delay_timer_min_s,
+            agent_journal=self.agent_journal,
         )

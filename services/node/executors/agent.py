@@ -3,14 +3,18 @@ step journaled.
 
 Durability: each act of the loop is a journal entry — ``model_call`` (with the model's reply),
 ``tool_call`` (written BEFORE the tool runs), ``tool_result``, ``final`` — and the journal is
-the attempt's checkpoint, written with ``save_checkpoint``: on a work stream the write returns
-only once the workflow service has committed it (persist before the next act). An attempt that
-gets a journal back (after its node replica or the owning workflow replica died) replays it:
-journaled model calls are not made again (their replies come from the journal), journaled
-tool results are not fetched again, and a ``tool_call`` without its result is made again with
-the same idempotency key ``<execution>/<node>/<step>.<index>`` (the tool service passes it on,
-to MCP servers in the request's ``_meta``). Each entry is published as an ``agent.step`` event
-and traced as an ``agent.<type>`` span.
+the attempt's checkpoint, reported with ``save_checkpoint`` after every entry, in order on the
+attempt's work stream. Before every act with side effects (a tool call) the attempt waits
+until the workflow service has committed the journal so far (an acknowledged write: the
+model's reply and the tool_call entry in one commit); the other entries are not waited for
+(the next acknowledged write, or the node's outcome behind them, covers them), which keeps a
+step at one commit on its critical path. An attempt that gets a journal back (after its node
+replica or the owning workflow replica died) replays it: journaled model calls are not made
+again (their replies come from the journal), journaled tool results are not fetched again, and
+a ``tool_call`` without its result is made again with the same idempotency key
+``<execution>/<node>/<step>.<index>`` (the tool service passes it on, to MCP servers in the
+request's ``_meta``). Each entry is published as an ``agent.step`` event and traced as an
+``agent.<type>`` span.
 
 Budgets (``budget: {tokens, steps}``) stop the run with ``budget_exceeded``; with
 ``output_schema`` the final answer is parsed as JSON and validated, sent back to the model
@@ -61,6 +65,24 @@ TOOL_ITEM = {
     ]
 }
 
+#: What a person submits (POST /executions/{id}/input) for a tool call that needs approval.
+DECISION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "action": {"enum": ["approve", "edit", "reject"]},
+        "arguments": {"type": "object", "description": "The edited arguments (edit)."},
+        "message": {"type": "string", "description": "Why (reject): goes to the model."},
+    },
+    "required": ["action"],
+}
+
+
+class _AwaitApproval(Exception):
+    def __init__(self, waiting: dict[str, Any]) -> None:
+        super().__init__("waiting for a tool approval")
+        self.waiting = waiting
+
+
 _REPAIR = (
     "Your answer is not valid JSON for the required output schema. Problems: {problems}. "
     "Answer again with only the JSON value."
@@ -108,8 +130,11 @@ def budget_exceeded(what: str, limit: int, used: int) -> NodeError:
 class Journal:
     """The agent run's steps so far: replayed from the checkpoint, extended durably."""
 
-    def __init__(self, request: NodeRequest, logs: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, request: NodeRequest, logs: list[dict[str, Any]], durable: bool = True
+    ) -> None:
         self.request = request
+        self.durable = durable
         self.logs = logs  # every step, acted or replayed, is also a log record
         saved = request.checkpoint or {}
         self.entries: list[dict[str, Any]] = list(saved.get("journal") or [])
@@ -140,7 +165,9 @@ class Journal:
     def tokens(self) -> int:
         return sum(int(e.get("tokens") or 0) for e in self.entries if e["type"] == "model_call")
 
-    async def write(self, entry: dict[str, Any]) -> None:
+    async def write(self, entry: dict[str, Any], acked: bool = False) -> None:
+        """Append `entry` and report the journal; with `acked`, return once it is committed
+        (before an act with side effects: a tool call)."""
         self.entries.append(entry)
         self._by_key[self._key(entry)] = entry
         self._log(entry)
@@ -152,10 +179,13 @@ class Journal:
             for k in ("step", "index", "type", "name", "tokens", "duration_ms", "text")
             if k in entry
         }
+        if not self.durable:
+            return
         await save_checkpoint(
             self.request,
             # A copy of the list: it grows on while the write is on its way.
             {"checkpoint": {"journal": list(self.entries)}, "event": "agent.step", **event},
+            acked=acked,
         )
 
 
@@ -294,9 +324,14 @@ class AgentExecutor(Executor):
             len(run.journal.entries),
         )
         await run.prepare()
-        if params["agent_type"] == "plan_execute":
-            return await run.plan_execute()
-        return await run.react()
+        try:
+            if params["agent_type"] == "plan_execute":
+                return await run.plan_execute()
+            return await run.react()
+        except _AwaitApproval as pending:
+            # The journal (with the tool_call) is committed; the person's decision comes
+            # back in the checkpoint and the next attempt resumes from the journal.
+            return NodeResult(waiting=pending.waiting, logs=run.logs)
 
 
 class _AgentRun:
@@ -307,10 +342,15 @@ class _AgentRun:
         self.params = params
         self.services = services
         self.logs: list[dict[str, Any]] = []
-        self.journal = Journal(request, self.logs)
+        self.journal = Journal(request, self.logs, services.settings.agent_journal)
         self.task = params["prompt"] if "prompt" in params else as_text(params.get("input"))
         self.history: list[dict[str, Any]] = list(params.get("history") or [])
         self.names = [t if isinstance(t, str) else t["name"] for t in params["tools"]]
+        self.approvals = {
+            t["name"] for t in params["tools"] if isinstance(t, dict) and t.get("requires_approval")
+        }
+        saved = request.checkpoint or {}
+        self.decision = saved.get("approval") if isinstance(saved.get("approval"), dict) else None
         self.tools: list[dict[str, Any]] = []
         self.max_steps = min(params["max_steps"], services.settings.agent_max_steps)
         self.budget = params.get("budget") or {}
@@ -397,13 +437,40 @@ class _AgentRun:
                     "name": name,
                     "arguments": arguments,
                     "key": key,
-                }
+                },
+                acked=True,  # committed (with the model's reply before it) before the tool acts
             )
+        approval: dict[str, Any] = {}
+        if name in self.approvals:
+            decision = self.decision if (self.decision or {}).get("key") == key else None
+            if decision is None:
+                raise _AwaitApproval(
+                    {
+                        "prompt": f"The agent wants to call the tool '{name}': approve, edit "
+                        "the arguments, or reject.",
+                        "schema": DECISION_SCHEMA,
+                        "approval": {
+                            "key": key,
+                            "tool": name,
+                            "arguments": arguments,
+                            "step": step,
+                            "index": index,
+                        },
+                    }
+                )
+            approval = {"approval": decision["action"]}
+            if decision["action"] == "edit":
+                arguments = dict(decision["arguments"])
+                approval["arguments"] = arguments
         started = time.perf_counter()
-        with _TRACER.start_as_current_span(
-            "agent.tool_call", attributes={"heddle.agent.step": step, "heddle.tool": name}
-        ):
-            result = await _call_tool(name, arguments, self.names, self.services, key)
+        if approval.get("approval") == "reject":
+            reason = (self.decision or {}).get("message") or "no reason given"
+            result: Any = {"error": f"a person rejected this call of '{name}': {reason}"}
+        else:
+            with _TRACER.start_as_current_span(
+                "agent.tool_call", attributes={"heddle.agent.step": step, "heddle.tool": name}
+            ):
+                result = await _call_tool(name, arguments, self.names, self.services, key)
         await self.journal.write(
             {
                 "type": "tool_result",
@@ -413,6 +480,7 @@ class _AgentRun:
                 "name": name,
                 "result": result,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                **approval,
             }
         )
         return call_id, name, result

@@ -56,10 +56,12 @@ class NodeRequest:
     journal: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
 
-async def save_checkpoint(request: NodeRequest, report: dict[str, Any]) -> None:
-    """Report ``report`` ({"checkpoint": ..., and what to publish}) durably where the channel
-    acknowledges journal writes, as plain progress where it does not."""
-    if request.journal is not None:
+async def save_checkpoint(request: NodeRequest, report: dict[str, Any], acked: bool = True) -> None:
+    """Report ``report`` ({"checkpoint": ..., and what to publish}); with ``acked``, return once
+    it is committed where the channel acknowledges journal writes. Unacknowledged reports
+    travel in order on the same channel: a later acknowledged one (the whole checkpoint)
+    covers them. Plain progress where the channel has no way back."""
+    if acked and request.journal is not None:
         await request.journal(report)
     elif request.progress is not None:
         request.progress(report)
@@ -200,6 +202,10 @@ class NodeSettings(BaseModel):
         default=64, gt=0, description="Upper bound of a map node's concurrency param."
     )
     agent_max_steps: int = Field(default=50, gt=0, description="Upper bound of max_steps.")
+    agent_journal: bool = Field(
+        default=True,
+        description="Journal agent steps durably (off: in memory only, not resumable).",
+    )
     sql_max_rows: int = Field(
         default=10_000, gt=0, description="Upper bound of a sql node's max_rows param."
     )

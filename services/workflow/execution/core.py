@@ -83,6 +83,9 @@ NODE_TRANSITIONS: Mapping[tuple[NodeStatus, NodeStatus], str] = {
     (_S.WAITING, _S.SUCCEEDED): "receive_input",
     (_S.WAITING, _S.FAILED): "input_timeout",
     (_S.WAITING, _S.SKIPPED): "input_timeout",
+    # An agent's tool approval was decided: the node runs again (a due retry timer, so that a
+    # takeover re-arms it), resuming from its journal.
+    (_S.WAITING, _S.RETRYING): "resume_with_input",
     (_S.PENDING, _S.SKIPPED): "skip_branch",
     **{(status, _S.CANCELLED): "cancel" for status in _IN_FLIGHT_FROM},
 }
@@ -570,7 +573,42 @@ class ExecutionCore:
             raise InputRejected(f"node {command.node_id!r} is not waiting for input ({status})")
         if "delay" in (node.waiting or {}):
             raise InputRejected(f"node {command.node_id!r} is a delay, not waiting for input")
+        approval = (node.waiting or {}).get("approval")
+        if isinstance(approval, dict):
+            self._decided(node, approval, command.data)
+            return
         self._succeed(node, {"data": command.data}, None, _S.SUCCEEDED)
+
+    def _decided(self, node: NodeState, approval: dict[str, Any], data: Any) -> None:
+        """A person's decision on an agent's tool call (approve, edit, reject): kept in the
+        node's checkpoint beside its journal, and the node runs again, resuming there."""
+        decision = data if isinstance(data, dict) else {}
+        if decision.get("action") not in ("approve", "edit", "reject"):
+            raise InputRejected("a tool approval needs action: approve, edit or reject")
+        if decision["action"] == "edit" and not isinstance(decision.get("arguments"), dict):
+            raise InputRejected("action 'edit' needs the edited arguments (an object)")
+        node.attempts.append(_attempt_record(node, "waited", self._now, None))
+        node.checkpoint = {
+            **(node.checkpoint or {}),
+            "approval": {**decision, "key": approval.get("key")},
+        }
+        node.waiting = None
+        self._disarm(node.node_id)
+        self._move(node, _S.RETRYING)
+        node.due_at = self._now
+        self._dirty(node)
+        self._event(
+            "node.retrying",
+            node.node_id,
+            {
+                "attempt": node.attempt,
+                "next_attempt": node.attempt + 1,
+                "delay_s": 0.0,
+                "error": None,
+                "decision": decision,
+            },
+        )
+        self._arm(node.node_id, TimerKind.RETRY, node.attempt, 0.0)
 
     # ---- rules --------------------------------------------------------------------------
 

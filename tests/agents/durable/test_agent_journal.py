@@ -26,18 +26,23 @@ def tool_reply(n: int) -> dict[str, Any]:
 
 
 class Recorder:
-    """The attempt's journal channel: keeps every write, in order with the tool calls."""
+    """The attempt's channel: keeps every report (acknowledged ones through `journal`, the
+    others through `progress`), in order with the tool calls."""
 
-    def __init__(self, order: list[str], refuse_after: int | None = None) -> None:
+    def __init__(self, order: list[str], refuse: bool = False) -> None:
         self.writes: list[dict[str, Any]] = []
         self.order = order
-        self.refuse_after = refuse_after
+        self.refuse = refuse
 
-    async def __call__(self, report: dict[str, Any]) -> None:
-        if self.refuse_after is not None and len(self.writes) >= self.refuse_after:
+    async def journal(self, report: dict[str, Any]) -> None:
+        if self.refuse:
             raise NodeError("Fenced", "refused")
         self.writes.append(report)
-        self.order.append(f"journal {report['type']} {report['step']}")
+        self.order.append(f"acked {report['type']} {report['step']}")
+
+    def progress(self, report: dict[str, Any]) -> None:
+        self.writes.append(report)
+        self.order.append(f"sent {report['type']} {report['step']}")
 
     @property
     def last(self) -> dict[str, Any]:
@@ -54,7 +59,13 @@ async def run_agent(
     attempt: int = 1,
 ) -> NodeResult:
     request: NodeRequest = make_request("agent", {"model": "m", "prompt": "go", **params})
-    request = dataclasses.replace(request, attempt=attempt, checkpoint=checkpoint, journal=journal)
+    request = dataclasses.replace(
+        request,
+        attempt=attempt,
+        checkpoint=checkpoint,
+        journal=journal.journal if journal else None,
+        progress=journal.progress if journal else None,
+    )
     async with httpx.AsyncClient() as http:
         services = Services(ai=ai, tools=tools, workflows=None, http=http)  # type: ignore[arg-type]
         return await AgentExecutor().execute(request, services)
@@ -75,16 +86,21 @@ async def test_each_step_is_journaled_before_the_next_act() -> None:
     result = await run_agent({"tools": ["add"]}, ai, counting_tools(order), journal)
     assert result.output["text"] == "3"
     assert order == [
-        "journal model_call 0",
-        "journal tool_call 0",  # persisted before the tool acts
+        "sent model_call 0",
+        "acked tool_call 0",  # committed, with the reply before it, before the tool acts
         "tool 1",
-        "journal tool_result 0",
-        "journal model_call 1",
-        "journal tool_call 1",
+        "sent tool_result 0",
+        "sent model_call 1",
+        "acked tool_call 1",
         "tool 2",
-        "journal tool_result 1",
-        "journal model_call 2",
-        "journal final end",
+        "sent tool_result 1",
+        "sent model_call 2",
+        "sent final end",
+    ]
+    # Each report is the whole journal so far: an acknowledged one covers those before it.
+    assert [e["type"] for e in journal.writes[1]["checkpoint"]["journal"]] == [
+        "model_call",
+        "tool_call",
     ]
     model_call = journal.writes[0]
     assert model_call["event"] == "agent.step"
@@ -118,12 +134,7 @@ async def test_a_resumed_attempt_replays_its_journal_and_remakes_an_unfinished_t
     assert sent[2]["content"] == "2" and sent[4]["content"] == "3"
     # Step 0's tool is not called again; step 1's (no result journaled) is, with its key.
     assert tools.keys == ["ex1/n1/1.0"]
-    assert order == [
-        "tool 2",
-        "journal tool_result 1",
-        "journal model_call 2",
-        "journal final end",
-    ]
+    assert order == ["tool 2", "sent tool_result 1", "sent model_call 2", "sent final end"]
     assert [s["type"] for s in result.output["steps"]] == [
         "tool_call", "tool_result", "tool_call", "tool_result", "final"
     ]  # fmt: skip
@@ -137,10 +148,10 @@ async def test_a_refused_journal_write_stops_the_run_before_the_tool_acts() -> N
             {"tools": ["add"]},
             FakeAi([tool_reply(1), {"text": "x"}]),
             counting_tools(order),
-            Recorder(order, refuse_after=1),  # the tool_call write is refused
+            Recorder(order, refuse=True),  # the tool_call write is refused
         )
     assert caught.value.type == "Fenced"
-    assert order == ["journal model_call 0"]  # the tool never ran
+    assert order == ["sent model_call 0"]  # the tool never ran
 
 
 async def test_token_and_step_budgets_stop_the_run_with_budget_exceeded() -> None:

@@ -185,8 +185,12 @@ class Bench:
     async def until(self, what: str, predicate: Any, limit_s: float) -> float:
         started = time.monotonic()
         while time.monotonic() - started < limit_s:
-            if await predicate():
-                return time.monotonic() - started
+            try:
+                if await predicate():
+                    return time.monotonic() - started
+            except asyncpg.TooManyConnectionsError:
+                pass  # the shared PostgreSQL is full for a moment: look again
+
             await asyncio.sleep(0.5)
         raise SystemExit(f"timed out after {limit_s:.0f} s waiting for {what}")
 

@@ -495,3 +495,47 @@ async def test_only_the_creator_or_an_admin_changes_an_agent(
         assert changed.status_code == 200, changed.text
     versions = (await client.get(f"/api/v1/agents/{agent['id']}/versions")).json()
     assert [v["version"] for v in versions] == [1]
+
+
+async def test_the_summary_policy_folds_what_the_window_drops_into_one_system_message(
+    client: httpx.AsyncClient, fake_llm: FakeLLM
+) -> None:
+    agent = await register(
+        client, model="tiny-ctx", tools=[], instructions="", memory={"last_n": 2, "summary": True}
+    )
+    history = [{"role": "user", "content": f"fact {i}"} for i in range(6)]
+    opened = await client.post(f"/api/v1/agents/{agent['id']}/sessions", json={"messages": history})
+    assert opened.status_code == 201, opened.text
+    fake_llm.script(
+        "tiny", openai_reply("facts 0 to 3 were said"), openai_stream(["all", " clear"])
+    )
+    before = len(fake_llm.calls("tiny"))
+    workflow_id = await create_workflow(
+        client,
+        {
+            "name": "summarised",
+            "nodes": [
+                {
+                    "id": "ask",
+                    "type": "llm",
+                    "params": {
+                        "agent_id": agent["id"],
+                        "session_id": opened.json()["id"],
+                        "prompt": "Go on.",
+                    },
+                }
+            ],
+        },
+    )
+    execution = await wait_final(client, await run(client, workflow_id))
+    assert execution["status"] == "succeeded", execution
+    summary_call, main_call = (seen.body for seen in fake_llm.calls("tiny")[before:])
+    asked = summary_call["messages"][-1]["content"]
+    assert all(f"user: fact {i}" in asked for i in range(4)) and "fact 4" not in asked
+    summary = "Summary of the earlier conversation: facts 0 to 3 were said"
+    assert main_call["messages"] == [
+        {"role": "system", "content": summary},
+        {"role": "user", "content": "fact 4"},
+        {"role": "user", "content": "fact 5"},
+        {"role": "user", "content": "Go on."},
+    ]

@@ -86,8 +86,10 @@ WORKFLOW_POLL_S = 0.5
 MAX_SUBSCRIPTIONS = 100
 MAX_FRAME_CHARS = 1_000_000
 #: When a followed execution's stream ends the socket closes, but a client request in flight
-#: (the `cancel` that ended it) is answered first, waiting at most this long.
-CLOSE_GRACE_S = 10.0
+#: (the `cancel` that ended it) is answered first, waiting at most this long: a request makes
+#: at most two gRPC calls (authorize, act), each bounded by its own deadline (30 s by default),
+#: so this only bounds a client that stopped reading.
+CLOSE_GRACE_S = 60.0
 
 #: (execution_id, action) -> the execution (an ExecutionOut), when the caller may do action
 #: on it; raises NotFound (also for another tenant's execution) or PermissionDenied.

@@ -160,6 +160,21 @@ def _on_file(method: str, suffix: str = "") -> Callable[[Context], Awaitable[Req
     return build
 
 
+def _on_knowledge_base(
+    method: str, suffix: str = "", body: Any = None
+) -> Callable[[Context], Awaitable[Request]]:
+    """A request on a fresh knowledge base of the default tenant (any member may use it)."""
+
+    async def build(ctx: Context) -> Request:
+        created = await ctx.admin.post(
+            "/api/v1/knowledge-bases", json={"name": f"kb-{uuid.uuid4().hex[:8]}"}
+        )
+        assert created.status_code == 201, created.text
+        return method, f"/api/v1/knowledge-bases/{created.json()['id']}{suffix}", body
+
+    return build
+
+
 ENDPOINTS = [
     Endpoint("node types", "member", False, _static("GET", "/api/v1/node-types")),
     Endpoint("validate", "member", False, _static("POST", "/api/v1/workflows/validate", {})),
@@ -285,6 +300,24 @@ ENDPOINTS = [
     Endpoint("read file", "member", True, _on_file("GET")),
     Endpoint("file content", "member", True, _on_file("GET", "/content")),
     Endpoint("delete file", "member", True, _on_file("DELETE")),
+    # Knowledge bases: the tenant's; another tenant's is not found.
+    Endpoint("list knowledge bases", "member", False, _static("GET", "/api/v1/knowledge-bases")),
+    Endpoint(
+        "create knowledge base",
+        "member",
+        False,
+        _static("POST", "/api/v1/knowledge-bases", {"name": f"kb-{uuid.uuid4().hex[:8]}"}),
+    ),
+    Endpoint("read knowledge base", "member", True, _on_knowledge_base("GET")),
+    Endpoint("knowledge documents", "member", True, _on_knowledge_base("GET", "/documents")),
+    Endpoint(
+        "add knowledge documents",
+        "member",
+        True,
+        _on_knowledge_base("POST", "/documents", {"documents": [{"text": "t", "filename": "a"}]}),
+    ),
+    Endpoint("retrieve", "member", True, _on_knowledge_base("POST", "/retrieve", {"query": "q"})),
+    Endpoint("delete knowledge base", "member", True, _on_knowledge_base("DELETE")),
 ]
 
 DENIED = {401, 403, 404}

@@ -470,7 +470,9 @@ class _AgentRun:
             with _TRACER.start_as_current_span(
                 "agent.tool_call", attributes={"heddle.agent.step": step, "heddle.tool": name}
             ):
-                result = await _call_tool(name, arguments, self.names, self.services, key)
+                result = await _call_tool(
+                    name, arguments, self.names, self.services, key, self.request
+                )
         await self.journal.write(
             {
                 "type": "tool_result",
@@ -648,10 +650,26 @@ def _problems(schema: dict[str, Any], text: str) -> list[str]:
     ]
 
 
+WORKFLOW_TOOL = "workflow:"
+
+
+def _workflow_tool(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": f"Run the saved workflow {name[len(WORKFLOW_TOOL) :]} as a child "
+        "execution; the arguments are its inputs, its outputs the answer.",
+        "input_schema": {"type": "object"},
+    }
+
+
 async def _tool_schemas(names: list[str], services: Services) -> list[dict[str, Any]]:
     if not names:
         return []
+    delegated = {name: _workflow_tool(name) for name in names if name.startswith(WORKFLOW_TOOL)}
+    if len(delegated) == len(names):
+        return [delegated[name] for name in names]
     available = {tool.get("name"): tool for tool in await services.tools.list()}
+    available.update(delegated)
     missing = [name for name in names if name not in available]
     if missing:
         raise NodeError(
@@ -664,13 +682,29 @@ async def _tool_schemas(names: list[str], services: Services) -> list[dict[str, 
 
 
 async def _call_tool(
-    name: str, arguments: dict[str, Any], allowed: list[str], services: Services, key: str
+    name: str,
+    arguments: dict[str, Any],
+    allowed: list[str],
+    services: Services,
+    key: str,
+    request: NodeRequest,
 ) -> Any:
     # The model's mistakes (unknown tool, bad arguments) go back to it as the tool's
     # answer so it can correct itself; infrastructure failures fail the node for a retry.
     if name not in allowed:
         return {"error": f"unknown tool '{name}'; available: {', '.join(allowed)}"}
     try:
+        if name.startswith(WORKFLOW_TOOL):
+            # Delegation: a child execution keyed by the step (a re-made call finds the child
+            # it had started); the workflow service's call-depth limit stops a loop of them.
+            return await services.workflows.run_child(
+                workflow_id=name[len(WORKFLOW_TOOL) :],
+                inputs=arguments,
+                idempotency_key=key,
+                parent_execution_id=request.execution_id,
+                parent_node_id=request.node_id,
+                tenant_id=request.tenant_id,
+            )
         return await services.tools.call(name, arguments, idempotency_key=key)
     except NodeError as exc:
         if exc.retryable:

@@ -15,7 +15,7 @@ import pytest
 from services.node.executors.agent import AgentExecutor
 from services.node.executors.base import NodeError, NodeRequest, NodeResult, Services
 from tests.node.conftest import make_request
-from tests.node.fakes import FakeAi, FakeTools
+from tests.node.fakes import FakeAi, FakeTools, FakeWorkflows
 
 
 def tool_reply(n: int) -> dict[str, Any]:
@@ -211,3 +211,35 @@ async def test_plan_execute_runs_each_step_and_replans_once_on_failure() -> None
     assert result.output["plan"] == ["sum it"]
     assert "The previous plan failed: step 2 failed" in ai.calls[4]["messages"][0]["content"]
     assert "summed" in ai.calls[6]["messages"][0]["content"]
+
+
+async def test_a_workflow_tool_runs_a_child_execution_keyed_by_the_step() -> None:
+    workflows = FakeWorkflows()
+    ai = FakeAi(
+        [
+            {
+                "text": "",
+                "tool_calls": [{"id": "w", "name": "workflow:wf-sum", "arguments": {"n": 2}}],
+            },
+            {"text": "delegated"},
+        ]
+    )
+    request: NodeRequest = make_request(
+        "agent", {"model": "m", "prompt": "go", "tools": ["workflow:wf-sum"]}
+    )
+    async with httpx.AsyncClient() as http:
+        services = Services(ai=ai, tools=FakeTools(), workflows=workflows, http=http)
+        result = await AgentExecutor().execute(request, services)
+    assert result.output["text"] == "delegated"
+    assert ai.calls[0]["tools"][0]["name"] == "workflow:wf-sum"
+    assert workflows.calls == [
+        {
+            "workflow_id": "wf-sum",
+            "inputs": {"n": 2},
+            "idempotency_key": "ex1/n1/0.0",
+            "parent_execution_id": "ex1",
+            "parent_node_id": "n1",
+        }
+    ]
+    tool_result = next(s for s in result.output["steps"] if s["type"] == "tool_result")
+    assert tool_result["result"] == {"echo": {"n": 2}}

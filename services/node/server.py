@@ -60,6 +60,8 @@ async def serve(settings: NodeServiceSettings, *, bus: EventBus | None = None) -
         # Redirects are followed by the executor itself so each hop passes the address guard.
         http = httpx.AsyncClient(follow_redirects=False)
         stack.callback(http.aclose)
+        artifacts = create_artifact_store(artifact_settings_of(settings))
+        stack.callback(artifacts.close)
         services = Services(
             ai=GrpcAiClient(ai_channel, settings.grpc_deadline_s),
             tools=GrpcToolClient(tool_channel, settings.grpc_deadline_s),
@@ -68,12 +70,11 @@ async def serve(settings: NodeServiceSettings, *, bus: EventBus | None = None) -
             ),
             http=http,
             settings=settings.executor_settings(),
+            artifacts=artifacts,
         )
         registry = default_registry()
         # Executors that hold connections (sql's pools) close them.
         stack.callback(registry.close)
-        artifacts = create_artifact_store(artifact_settings_of(settings))
-        stack.callback(artifacts.close)
         claims = ClaimCheck(artifacts, settings.claim_check_bytes)
         registry.register(StreamTransformExecutor(artifacts))
         servicer = NodeServicer(

@@ -170,3 +170,38 @@ async def test_file_inputs_take_a_file_id_of_the_tenant(
         f"/api/v1/workflows/{workflow_id}/execute", json={"inputs": {"doc": "report.pdf"}}
     )
     assert not_an_id.status_code == 422 and "file id" in not_an_id.text
+
+
+async def test_the_http_node_uploads_a_referenced_file_streamed(
+    running: tuple[Stack, Path], http: httpx.AsyncClient
+) -> None:
+    stack, _ = running
+    data = b"0123456789" * 100_000  # 1 MB: by reference, streamed from the store
+    uploaded = (await http.post("/api/v1/files", params={"name": "a.bin"}, content=data)).json()
+    definition = {
+        "name": f"http-stream-{uuid.uuid4().hex}",
+        "inputs": {"doc": {"type": "file"}, "key": {"type": "string"}},
+        "nodes": [
+            {"id": "start", "type": "input"},
+            {
+                "id": "send",  # to the files API itself: the copy's SHA-256 proves the bytes
+                "type": "http_request",
+                "params": {
+                    "method": "POST",
+                    "url": f"{stack.gateway_url}/api/v1/files?name=copy.bin",
+                    "headers": {"Authorization": "Bearer {{ inputs.key }}"},
+                    "body": "{{ inputs.doc }}",
+                },
+            },
+        ],
+        "edges": [{"source": "start", "target": "send"}],
+    }
+    created = await http.post("/api/v1/workflows", json=definition)
+    assert created.status_code == 201, created.text
+    execution = await run(
+        http, created.json()["id"], {"doc": uploaded["id"], "key": stack.admin_key}
+    )
+    sent = node(execution, "send")
+    assert sent["status"] == "succeeded", sent
+    copy = sent["output"]["json"]
+    assert copy["size"] == len(data) and copy["sha256"] == uploaded["sha256"]

@@ -21,6 +21,7 @@ import orjson
 from pydantic import BaseModel, Field, field_validator
 
 from libs.common import expressions
+from libs.common.artifacts import ArtifactStore
 from libs.common.node_types import NodeTypeSpec
 from libs.common.settings import split_csv
 
@@ -242,6 +243,8 @@ class Services:
     workflows: WorkflowClient
     http: httpx.AsyncClient
     settings: NodeSettings = field(default_factory=NodeSettings)
+    #: The replica's artifact store: executors that stream referenced values read it.
+    artifacts: ArtifactStore | None = None
 
 
 # ---------------------------------------------------------------------------- executors

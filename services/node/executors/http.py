@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
+from libs.common.artifacts import ArtifactMissing, ArtifactRef, ArtifactStore, is_ref
+from libs.common.claimcheck import allowed_key
 from libs.common.netguard import ForbiddenAddressError, check_url_allowed_async
 from libs.common.node_types import NodeTypeSpec
 from services.node.executors.base import (
@@ -73,7 +76,14 @@ class HttpRequestExecutor(Executor):
                 },
                 "headers": {**_STRING_MAP, "description": "Request headers."},
                 "query": {**_STRING_MAP, "description": "Query string parameters."},
-                "body": {"type": "string", "description": "Raw request body."},
+                "body": {
+                    "anyOf": [
+                        {"type": "string"},
+                        {"type": "object", "required": ["$ref", "sha256"]},
+                    ],
+                    "description": "Raw request body, or a file / referenced value "
+                    "({{ inputs.doc }}): then streamed from the artifact store.",
+                },
                 "json": {"description": "A JSON request body (excludes 'body')."},
                 "timeout_s": {
                     "type": "number",
@@ -121,6 +131,9 @@ class HttpRequestExecutor(Executor):
             and key_header.lower() not in {name.lower() for name in headers}
         ):
             headers[key_header] = request.idempotency_key
+        content = params.get("body")
+        if isinstance(content, dict) and is_ref(content) and services.artifacts is not None:
+            content = self._streamed_body(content, headers, request.tenant_id, services.artifacts)
         try:
             outgoing = services.http.build_request(
                 params["method"],
@@ -128,7 +141,7 @@ class HttpRequestExecutor(Executor):
                 headers=headers,
                 # None, not {}: an empty mapping would drop the query string of the URL.
                 params={k: as_text(v) for k, v in (params.get("query") or {}).items()} or None,
-                content=params.get("body"),
+                content=content,
                 json=params.get("json"),
                 timeout=timeout,
             )
@@ -148,6 +161,13 @@ class HttpRequestExecutor(Executor):
                     outgoing = self._redirected(outgoing, response, location)
                 finally:
                     await response.aclose()
+        except ArtifactMissing as missing:
+            raise NodeError(
+                "ArtifactMissing",
+                f"the body artifact://{missing.key} is missing from the artifact store",
+                retryable=True,
+                details={"ref": f"artifact://{missing.key}"},
+            ) from missing
         except httpx.TimeoutException as exc:
             raise NodeError(
                 "Timeout", f"{target} timed out after {timeout}s", retryable=True
@@ -162,6 +182,22 @@ class HttpRequestExecutor(Executor):
         raise NodeError(
             "HttpError", f"more than {max_hops} redirects from {params['url']}", retryable=False
         )
+
+    @staticmethod
+    def _streamed_body(
+        value: dict[str, Any], headers: dict[str, str], tenant_id: str, store: ArtifactStore
+    ) -> AsyncIterator[bytes]:
+        """A body given as a file or referenced value: streamed from the artifact store (the
+        replica holds one chunk at a time), with its length and content type."""
+        ref = ArtifactRef.from_json(value)
+        assert ref is not None
+        if not allowed_key(ref.key, tenant_id):
+            raise NodeError("InvalidReference", f"{ref.uri} is not this tenant's")
+        names = {name.lower() for name in headers}
+        if "content-type" not in names:
+            headers["Content-Type"] = ref.content_type
+        headers["Content-Length"] = str(ref.size)
+        return store.open_stream(ref)
 
     @staticmethod
     async def _check_address(url: str, allow: list[str]) -> None:

@@ -25,7 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common.artifacts import ArtifactRef, ArtifactStore, read_bytes
 from libs.common.db import utcnow
-from libs.common.errors import Conflict, HeddleError, InvalidArgument, NotFound
+from libs.common.errors import (
+    Conflict,
+    DeadlineExceeded,
+    HeddleError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from services.tool.knowledge import repository
 from services.tool.knowledge.chunking import ChunkOptions
 from services.tool.knowledge.index import Filters, MetadataValue, VectorIndex, check_filters
@@ -44,6 +52,10 @@ EmbedModel = Callable[[str, list[str]], Awaitable[Sequence[Sequence[float]]]]
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_DOCUMENTS_PER_CALL = 500
+#: Attempts of a document whose embedding failed for a transient reason (ai or the index
+#: down, rate limited) before it is marked failed.
+MAX_INGEST_ATTEMPTS = 3
+_TRANSIENT = (Unavailable, DeadlineExceeded, ResourceExhausted)
 MAX_TEXT_CHARS = 5_000_000
 
 
@@ -289,8 +301,8 @@ class KnowledgeManager:
             base = bases.get(row.knowledge_base_id)
             if base is not None:
                 await self._ingest(base, row)
-        if claimed:
-            self.wake.set()  # there may be more
+        if len(claimed) == self.claim_size:
+            self.wake.set()  # there may be more (a document put back waits for the interval)
         return len(claimed)
 
     async def _content(self, row: KnowledgeDocumentRow) -> bytes | str:
@@ -319,6 +331,16 @@ class KnowledgeManager:
                 ChunkOptions(base.chunk_size, base.chunk_overlap),
             )
             status, chunks, error = outcome.status, outcome.chunks, outcome.error
+        except _TRANSIENT as failure:
+            if row.attempts + 1 < MAX_INGEST_ATTEMPTS:
+                # Taken again by a later round (the claim counted the attempt).
+                log.warning("knowledge document retried", extra={"error": failure.message})
+                async with self.sessions.begin() as session:
+                    await repository.finish_document(
+                        session, row.id, status="pending", chunks=0, error=failure.message
+                    )
+                return
+            status, chunks, error = "failed", 0, f"{row.filename}: {failure.message}"
         except HeddleError as failure:
             # A document that cannot be read or embedded fails alone, with the reason.
             status, chunks, error = "failed", 0, f"{row.filename}: {failure.message}"

@@ -17,6 +17,8 @@ from libs.common import jsonutil
 execution_id_var: ContextVar[str | None] = ContextVar("execution_id", default=None)
 node_id_var: ContextVar[str | None] = ContextVar("node_id", default=None)
 attempt_var: ContextVar[int | None] = ContextVar("attempt", default=None)
+# The tenant whose work this task does: calls a node makes to other services carry it.
+tenant_id_var: ContextVar[str | None] = ContextVar("tenant_id", default=None)
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 

@@ -17,7 +17,7 @@ from libs.common import jsonutil
 from libs.common.artifacts import ArtifactMissing
 from libs.common.claimcheck import ClaimCheck, ForeignReference, wanted_by
 from libs.common.expressions import ExpressionError, evaluate
-from libs.common.logging import attempt_var, execution_id_var, node_id_var
+from libs.common.logging import attempt_var, execution_id_var, node_id_var, tenant_id_var
 from libs.common.secrets import redact_outcome, redactable
 from libs.common.tracing import context_from_traceparent, spans_wanted, tracer
 from services.node.executors.base import NodeError, NodeRequest, NodeResult, Services
@@ -147,6 +147,7 @@ class NodeRunner:
         execution_id_var.set(task.execution_id)
         node_id_var.set(task.node_id)
         attempt_var.set(task.attempt)
+        tenant_id_var.set(task.tenant_id)
         try:
             context = jsonutil.loads(task.context_json) or {}
             if self.claims is not None:

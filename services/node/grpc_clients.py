@@ -21,7 +21,7 @@ from libs.common.errors import (
     Unavailable,
     from_rpc_error,
 )
-from libs.common.logging import execution_id_var, node_id_var
+from libs.common.logging import execution_id_var, node_id_var, tenant_id_var
 from services.node.executors.base import NodeError
 
 _RETRYABLE = (Unavailable, DeadlineExceeded, ResourceExhausted)
@@ -184,6 +184,8 @@ class GrpcToolClient:
             execution_id=execution_id_var.get() or "",
             node_id=node_id_var.get() or "",
             idempotency_key=idempotency_key,
+            # Tools that read tenant data (knowledge_search) answer for this tenant only.
+            tenant_id=tenant_id_var.get() or "",
         )
         try:
             response = await self._stub.CallTool(request, timeout=self._deadline_s)

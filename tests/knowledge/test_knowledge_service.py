@@ -20,6 +20,9 @@ from heddle.v1 import knowledge_pb2, knowledge_pb2_grpc, tool_pb2, tool_pb2_grpc
 from libs.cli.stack import Stack, start_stack
 from libs.common.errors import from_rpc_error
 from libs.common.grpcutil import create_channel
+from libs.common.logging import tenant_id_var
+from services.node.executors.base import NodeError
+from services.node.grpc_clients import GrpcToolClient
 from tests.helpers import assert_eventually
 from tests.integration.helpers import create_workflow, node, run, wait_final
 
@@ -288,6 +291,44 @@ async def test_retrieve_node_and_an_agent_answering_with_a_citation(knowledge_st
     chunks = execution["outputs"]["chunks"]
     assert chunks[0]["source"] == "timetable.pdf" and chunks[0]["location"]["page"] == 2
     assert chunks[0]["score"] > 0.05 and isinstance(chunks[0]["position"], int)
+
+
+async def test_a_node_searches_its_own_tenants_knowledge_only(knowledge_stack) -> None:
+    """The node service's tool calls carry the execution's tenant: knowledge_search from a
+    node of another tenant does not reach this tenant's base (it ran as 'default' before)."""
+    _, stub, channel = knowledge_stack
+    base = await stub.CreateKnowledgeBase(
+        knowledge_pb2.CreateKnowledgeBaseRequest(tenant_id="acme", name="harbour"), timeout=5
+    )
+    await stub.AddDocuments(
+        knowledge_pb2.AddDocumentsRequest(
+            tenant_id="acme",
+            knowledge_base_id=base.id,
+            documents=[
+                knowledge_pb2.NewDocument(
+                    filename="harbour.md", text="The harbour master is Ilsabet Vorn."
+                )
+            ],
+        ),
+        timeout=5,
+    )
+    listed = await _wait_ingested(stub, base.id, tenant="acme")
+    assert {d.status for d in listed} == {"ingested"}, listed
+    tools = GrpcToolClient(channel, deadline_s=10)
+    arguments = {"knowledge_base": "harbour", "query": "Who is the harbour master?"}
+    token = tenant_id_var.set("acme")
+    try:
+        found = await tools.call("knowledge_search", arguments)
+    finally:
+        tenant_id_var.reset(token)
+    assert "Ilsabet Vorn" in json.dumps(found), found
+    token = tenant_id_var.set("default")
+    try:
+        with pytest.raises(NodeError) as refused:
+            await tools.call("knowledge_search", arguments)
+    finally:
+        tenant_id_var.reset(token)
+    assert "harbour" in refused.value.message, refused.value.message
 
 
 async def test_http_api_files_and_text_to_retrieval(knowledge_stack) -> None:

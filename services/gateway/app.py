@@ -27,6 +27,7 @@ from services.gateway.routes import (
     events,
     executions,
     files,
+    forks,
     health,
     knowledge,
     presets,
@@ -83,6 +84,7 @@ def create_app(
         agents.router,
         knowledge.router,
         snapshots.router,
+        forks.router,
     ):
         app.include_router(router, dependencies=authenticated)
     # Uploads stream their body: no NUL scan of it (which would read it whole).

@@ -51,6 +51,7 @@ ACTIONS: dict[tuple[str, str], tuple[str, str] | None] = {
     ("POST", "/api/v1/files"): ("create", "file"),
     ("DELETE", "/api/v1/files/{file_id}"): ("delete", "file"),
     ("POST", "/api/v1/executions/{execution_id}/snapshot"): ("snapshot", "execution"),
+    ("POST", "/api/v1/executions/{execution_id}/fork"): ("fork", "execution"),
     ("POST", "/api/v1/node-presets"): ("create", "node_preset"),
     ("PUT", "/api/v1/node-presets/{preset_id}"): ("update", "node_preset"),
     ("DELETE", "/api/v1/node-presets/{preset_id}"): ("delete", "node_preset"),

@@ -13,6 +13,7 @@ from libs.common import jsonutil
 from libs.common.timeutil import field_datetime as time_of
 from libs.common.timeutil import from_timestamp
 from libs.common.timeutil import optional_timestamp as to_timestamp
+from services.gateway.forking import forked_from
 from services.gateway.models import ApiKeyRow, AuditRow, RoleGrantRow
 from services.gateway.schemas import (
     ApiKeyOut,
@@ -144,6 +145,7 @@ def execution_out(execution: Any) -> ExecutionOut:
         trigger=execution.trigger,
         parent_execution_id=_or_none(execution.parent_execution_id),
         retry_of=_or_none(execution.retry_of),
+        forked_from=forked_from(execution.trigger),
         idempotency_key=_or_none(execution.idempotency_key),
         trace_id=_or_none(execution.trace_id),
         last_seq=execution.last_seq,

@@ -179,6 +179,9 @@ class ExecutionOut(BaseModel):
     trigger: str = ""
     parent_execution_id: str | None = None
     retry_of: str | None = None
+    forked_from: dict[str, str] | None = Field(
+        default=None, description="A fork's origin: {execution_id, node_id}."
+    )
     idempotency_key: str | None = None
     trace_id: str | None = None
     last_seq: int = Field(default=0, description="Sequence number of the latest event.")

@@ -10,9 +10,14 @@ import uuid
 PREFIX = "fork:"
 
 
-def fork_trigger(execution_id: str, node_id: str) -> str:
+def forks_prefix(execution_id: str) -> str:
+    """The start of the trigger of every fork of execution_id."""
     packed = base64.urlsafe_b64encode(uuid.UUID(execution_id).bytes).decode().rstrip("=")
-    return f"{PREFIX}{packed}/{node_id}"
+    return f"{PREFIX}{packed}/"
+
+
+def fork_trigger(execution_id: str, node_id: str) -> str:
+    return forks_prefix(execution_id) + node_id
 
 
 def forked_from(trigger: str) -> dict[str, str] | None:

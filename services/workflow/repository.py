@@ -90,8 +90,11 @@ async def list_executions(
     workflow_id: str | None = None,
     status: str | None = None,
     only_workflows: Sequence[str] | None = None,
+    trigger_prefix: str | None = None,
 ) -> tuple[Sequence[ExecutionRow], int]:
     conditions = [ExecutionRow.tenant_id == tenant_id]
+    if trigger_prefix:
+        conditions.append(ExecutionRow.trigger.startswith(trigger_prefix, autoescape=True))
     if only_workflows is not None:
         conditions.append(ExecutionRow.workflow_id.in_(list(only_workflows)))
     if workflow_id:

@@ -315,6 +315,7 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
                 only_workflows=(
                     list(request.workflow_ids) if request.restrict_to_workflows else None
                 ),
+                trigger_prefix=request.trigger_prefix or None,
             )
         return workflow_pb2.ListExecutionsResponse(
             executions=[execution_to_proto(row) for row in rows],

@@ -82,6 +82,14 @@ async def test_fork_with_an_edited_output_and_without(
     assert len(node(rerun, "first")["attempt_history"]) == 1
     assert node(rerun, "second")["output"] == {"value": 3}
 
+    # The old execution lists its two forks, newest first.
+    forks = await http.get(f"/api/v1/executions/{old['id']}/forks")
+    assert forks.status_code == 200, forks.text
+    listed = forks.json()
+    assert listed["total"] == 2, listed
+    assert [item["id"] for item in listed["items"]] == [rerun["id"], new["id"]]
+    assert (await http.get(f"/api/v1/executions/{new['id']}/forks")).json()["total"] == 0
+
     # Bad input.
     unknown = await http.post(f"/api/v1/executions/{uuid.uuid4()}/fork", json={"from_node": "a"})
     assert unknown.status_code == 404, unknown.text

@@ -5,17 +5,19 @@ from_node takes the edited output when one is given (else it runs again); downst
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, status
-from heddle.v1 import workflow_pb2
+from fastapi import APIRouter, Query, Request, Response, status
+from heddle.v1 import common_pb2, workflow_pb2
 from pydantic import BaseModel, Field
 
 from libs.common import jsonutil
 from libs.common.errors import FailedPrecondition, InvalidArgument
-from services.gateway.forking import fork_trigger
+from services.gateway.convert import execution_out
+from services.gateway.forking import fork_trigger, forks_prefix
 from services.gateway.routes.common import ERROR_RESPONSES, Caller, Clients, Guard, checked_id
 from services.gateway.routes.executions import _authorized
+from services.gateway.schemas import INT32_MAX, ExecutionOut
 
 router = APIRouter(prefix="/api/v1", tags=["executions"], responses=ERROR_RESPONSES)
 
@@ -112,4 +114,34 @@ async def fork_execution(
         status=reply.status,
         forked_from={"execution_id": execution_id, "node_id": body.from_node},
         reused=sorted(reuse),
+    )
+
+
+class ForksOut(BaseModel):
+    items: list[ExecutionOut] = Field(description="The forks, newest first (no node records).")
+    total: int
+
+
+@router.get("/executions/{execution_id}/forks", summary="The executions forked from this one")
+async def list_forks(
+    execution_id: str,
+    clients: Clients,
+    caller: Caller,
+    guard: Guard,
+    page: Annotated[int, Query(ge=1, le=INT32_MAX)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> ForksOut:
+    execution_id = checked_id(execution_id, "execution")
+    old = await _authorized(clients, guard, caller, execution_id, "read", summary=True)
+    reply = await clients.call(
+        clients.workflow.ListExecutions,
+        workflow_pb2.ListExecutionsRequest(
+            page=common_pb2.PageRequest(page=page, page_size=page_size),
+            workflow_id=old.workflow_id,
+            tenant_id=caller.tenant_id,
+            trigger_prefix=forks_prefix(execution_id),
+        ),
+    )
+    return ForksOut(
+        items=[execution_out(item) for item in reply.executions], total=reply.page.total
     )

@@ -256,20 +256,22 @@ class GetExecutionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., summary: bool = ...) -> None: ...
 
 class ListExecutionsRequest(_message.Message):
-    __slots__ = ("page", "workflow_id", "status", "tenant_id", "restrict_to_workflows", "workflow_ids")
+    __slots__ = ("page", "workflow_id", "status", "tenant_id", "restrict_to_workflows", "workflow_ids", "trigger_prefix")
     PAGE_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     RESTRICT_TO_WORKFLOWS_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_IDS_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_PREFIX_FIELD_NUMBER: _ClassVar[int]
     page: _common_pb2.PageRequest
     workflow_id: str
     status: str
     tenant_id: str
     restrict_to_workflows: bool
     workflow_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., workflow_id: _Optional[str] = ..., status: _Optional[str] = ..., tenant_id: _Optional[str] = ..., restrict_to_workflows: bool = ..., workflow_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    trigger_prefix: str
+    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., workflow_id: _Optional[str] = ..., status: _Optional[str] = ..., tenant_id: _Optional[str] = ..., restrict_to_workflows: bool = ..., workflow_ids: _Optional[_Iterable[str]] = ..., trigger_prefix: _Optional[str] = ...) -> None: ...
 
 class ListExecutionsResponse(_message.Message):
     __slots__ = ("executions", "page")

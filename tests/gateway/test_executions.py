@@ -42,6 +42,7 @@ async def test_execution_detail_has_every_node(client: httpx.AsyncClient) -> Non
         ],
         "waiting": None,
         "inputs": None,
+        "checkpoint": None,
     }
 
 

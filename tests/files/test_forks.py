@@ -95,6 +95,14 @@ async def test_fork_with_an_edited_output_and_without(
     assert unknown.status_code == 404, unknown.text
     missing = await http.post(f"/api/v1/executions/{old['id']}/fork", json={"from_node": "nope"})
     assert missing.status_code == 422 and "'nope'" in missing.json()["error"]["message"]
+    broken = await http.post(
+        f"/api/v1/executions/{old['id']}/fork", json={"from_node": "first", "output": {"n": 1}}
+    )
+    assert broken.status_code == 422, broken.text
+    problems = broken.json()["error"]["details"]
+    assert {"field": "output", "message": "'value' is a required property"} in problems, problems
+    # Nothing half-written: the refused fork started no execution.
+    assert (await http.get(f"/api/v1/executions/{old['id']}/forks")).json()["total"] == 2
     failed = await run(http, workflow_id, {"x": "oops"})  # 'oopsoops' + 1 fails `second`
     assert node(failed, "second")["status"] == "failed", failed
     early = await http.post(f"/api/v1/executions/{failed['id']}/fork", json={"from_node": "second"})

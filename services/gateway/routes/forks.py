@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import jsonschema
 from fastapi import APIRouter, Query, Request, Response, status
-from heddle.v1 import common_pb2, workflow_pb2
+from heddle.v1 import common_pb2, node_pb2, workflow_pb2
 from pydantic import BaseModel, Field
 
 from libs.common import jsonutil
@@ -37,6 +38,26 @@ class ForkStarted(BaseModel):
     status: str
     forked_from: dict[str, str]
     reused: list[str] = Field(description="The nodes reused as they were (no attempt).")
+
+
+async def check_output(clients: Clients, tenant: str, node_type: str, output: Any) -> None:
+    """An edited output must satisfy its node type's output schema (located 422 if not)."""
+    reply = await clients.call(
+        clients.workflow.ListNodeTypes, node_pb2.ListNodeTypesRequest(tenant_id=tenant)
+    )
+    schema: dict[str, Any] = {}
+    for spec in jsonutil.loads(reply.node_types_json) or []:
+        if spec.get("type") == node_type:
+            schema = spec.get("output_schema") or {}
+    problems = [
+        {
+            "field": "output" + "".join(f".{part}" for part in error.absolute_path),
+            "message": error.message,
+        }
+        for error in jsonschema.Draft202012Validator(schema).iter_errors(output)
+    ]
+    if problems:
+        raise InvalidArgument(f"output breaks the output schema of {node_type!r}", problems)
 
 
 def downstream(definition: dict[str, Any], node_id: str) -> set[str]:
@@ -94,6 +115,7 @@ async def fork_execution(
         if run.status in _COMPLETED and run.node_id not in rerun
     }
     if "output" in body.model_fields_set:
+        await check_output(clients, caller.tenant_id, node.type, body.output)
         reuse[body.from_node] = {"status": "succeeded", "output": body.output, "attempt": 1}
     reply = await clients.call(
         clients.workflow.StartExecution,

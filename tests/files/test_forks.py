@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from libs.cli.stack import Stack
+from libs.common import jsonutil
 from tests.files.test_claim_check import node, run
 from tests.security.support import bearer, new_key
 
@@ -73,6 +74,19 @@ async def test_fork_with_an_edited_output_and_without(
     assert node(new, "second")["output"] == {"value": 11}
     assert len(node(new, "second")["attempt_history"]) == 1  # ran again
     assert old["forked_from"] is None
+    events = await http.get(f"/api/v1/executions/{new['id']}/events", params={"format": "json"})
+    assert events.status_code == 200, events.text
+    # Only `second` ran: no event of the reused nodes (none dispatched).
+    nodes_seen = [
+        (event["type"], event["node_id"])
+        for event in (
+            jsonutil.loads(line.removeprefix("data: "))
+            for line in events.text.splitlines()
+            if line.startswith("data: ")
+        )
+        if event["node_id"]
+    ]
+    assert nodes_seen == [("node.started", "second"), ("node.completed", "second")], nodes_seen
 
     # No output: `first` runs again (with the old inputs), upstream still reused.
     again = await http.post(f"/api/v1/executions/{old['id']}/fork", json={"from_node": "first"})

@@ -51,6 +51,7 @@ EXPECTED = [
     (r"^heddle executions show ", ["approve", "human_input"]),
     (r"^heddle workflows list", ["approval", "branching", "hello"]),
     (r"^heddle validate ", ["examples/hello.yaml: valid", "examples/approval.yaml: valid"]),
+    (r"knowledge-bases/\$KB/retrieve", ["platform 9", "travel.md"]),
 ]
 
 STARTUP_TIMEOUT_S = 90.0

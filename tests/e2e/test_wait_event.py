@@ -164,7 +164,7 @@ async def _gauges(e2e: E2E) -> dict[str, float]:
     return totals
 
 
-async def _parked_exactly(e2e: E2E, parked: int, timeout: float) -> None:
+async def _parked_exactly(e2e: E2E, parked: int, timeout: float) -> None:  # noqa: ASYNC109 (a polling budget)
     """Eventually `parked` executions are parked and none is loaded (asserted at the end)."""
     seen: dict[str, float] = {}
 

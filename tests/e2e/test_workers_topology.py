@@ -9,6 +9,7 @@ Spans of every process go to a small OTLP collector in this test process.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -342,19 +343,29 @@ async def test_killing_the_owning_replica_while_the_worker_runs_loses_no_outcome
         async with topo.client() as client:
             workflow_id = await create(client, waiting(3.0))
             execution_id = ""
-            for _ in range(10):  # until the gateway hands one to workflow-2
-                candidate = await execute(client, workflow_id)
+            # Started four at once: the gateway's round-robin channel spreads consecutive
+            # calls over both replicas (one at a time, the polls between starts could keep
+            # the starts on one replica by parity).
+            for _ in range(5):
+                candidates = await asyncio.gather(*(execute(client, workflow_id) for _ in range(4)))
 
-                async def owned(candidate: str = candidate) -> bool:
-                    rows = await topo.fetch("SELECT owner FROM executions WHERE id = $1", candidate)
-                    return bool(rows and rows[0]["owner"])
+                async def owners(candidates: list[str] = candidates) -> bool:
+                    rows = await topo.fetch(
+                        "SELECT owner FROM executions WHERE id = ANY($1::text[])", candidates
+                    )
+                    return len(rows) == len(candidates) and all(row["owner"] for row in rows)
 
-                await assert_eventually(owned, timeout=10)
-                rows = await topo.fetch("SELECT owner FROM executions WHERE id = $1", candidate)
-                if rows[0]["owner"] == "workflow-2":
-                    execution_id = candidate
+                await assert_eventually(owners, timeout=10)
+                rows = await topo.fetch(
+                    "SELECT id, owner FROM executions WHERE id = ANY($1::text[])",
+                    candidates,
+                )
+                on_second = [row["id"] for row in rows if row["owner"] == "workflow-2"]
+                if on_second:
+                    execution_id = on_second[0]
                     break
-                await wait_final(client, candidate, timeout=30)
+                for candidate in candidates:
+                    await wait_final(client, candidate, timeout=30)
             assert execution_id, "no execution was owned by workflow-2"
             await assert_eventually(
                 lambda: any(line[1].startswith(execution_id) for line in start_lines(starts)),

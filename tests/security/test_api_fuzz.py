@@ -52,6 +52,10 @@ SEMANTIC_422 = {
     "executeBatch": "the items' idempotency keys must differ",
     "createAgent": "models and tools come from the ai and tool services' catalogs",
     "updateAgent": "the same as createAgent",
+    "createKnowledgeBase": "chunk_overlap is at most half chunk_size; the embedding model exists",
+    "addDocuments": "each document names exactly one of file_id or text; file ids are uploads",
+    "uploadFile": "a file has at least one byte",
+    "forkExecution": "from_node names a completed node; an edited output meets its schema",
 }
 CONFIG = """
 [generation]

@@ -21,7 +21,7 @@ import jsonschema
 from fastapi import APIRouter, Path, Request, Response, status
 from fastapi.responses import StreamingResponse
 from heddle.v1 import ai_pb2, tool_pb2, workflow_pb2
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, Strict
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
@@ -36,6 +36,7 @@ from libs.common.errors import (
     NotFound,
     PermissionDenied,
 )
+from libs.common.jsontypes import JSON_NUMBER, JsonBool, JsonInt
 from services.gateway.auth import Principal, Security
 from services.gateway.clients import ServiceClients
 from services.gateway.routes.common import (
@@ -59,17 +60,15 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class MemoryPolicy(BaseModel):
-    last_n: int | None = Field(
-        default=None, ge=0, le=100_000, description="Keep at most the newest N messages."
+    last_n: Annotated[int, Field(ge=0, le=100_000), JSON_NUMBER] | None = Field(
+        default=None, description="Keep at most the newest N messages."
     )
-    max_tokens: int | None = Field(
+    max_tokens: Annotated[int, Field(ge=1, le=10_000_000), JSON_NUMBER] | None = Field(
         default=None,
-        ge=1,
-        le=10_000_000,
         description="Keep the newest messages that fit this many tokens (estimated at 4 "
         "characters a token).",
     )
-    summary: bool = Field(
+    summary: JsonBool = Field(
         default=False,
         description="Summarise the messages the window drops into one system message "
         "(one model call; llm nodes).",
@@ -84,15 +83,15 @@ class AgentIn(BaseModel):
     status: AgentStatus = "active"
     model: str = Field(min_length=1, max_length=200, description="A model the AI service has.")
     fallback_models: list[Name] = Field(default_factory=list, max_length=10)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    temperature: Annotated[float, Field(ge=0, le=2), Strict()] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000), JSON_NUMBER] | None = None
     tools: list[Name] = Field(
         default_factory=list,
         max_length=100,
         description="Tool names the tool service lists, `agent:<id>` or `workflow:<id>`.",
     )
     memory: MemoryPolicy = Field(default_factory=MemoryPolicy)
-    max_steps: int = Field(default=10, ge=1, le=1000)
+    max_steps: JsonInt = Field(default=10, ge=1, le=1000)
     output_schema: dict[str, Any] | None = Field(
         default=None, description="A JSON Schema the final answer must match."
     )

@@ -15,6 +15,7 @@ from heddle.v1 import knowledge_pb2
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from libs.common.errors import NotFound
+from libs.common.jsontypes import JsonFloat, JsonInt
 from services.gateway.files import files_of
 from services.gateway.routes.common import (
     ERROR_RESPONSES,
@@ -38,8 +39,8 @@ class KnowledgeBaseIn(BaseModel):
     embedding_model: str = Field(
         default="", max_length=200, description="An ai model; empty: the default (offline) one."
     )
-    chunk_size: int = Field(default=800, ge=50, le=20000, description="Characters per chunk.")
-    chunk_overlap: int = Field(default=100, ge=0, le=10000, description="Characters shared.")
+    chunk_size: JsonInt = Field(default=800, ge=50, le=20000, description="Characters per chunk.")
+    chunk_overlap: JsonInt = Field(default=100, ge=0, le=10000, description="Characters shared.")
 
 
 class KnowledgeBaseOut(BaseModel):
@@ -110,8 +111,8 @@ class RetrieveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=10000)
-    top_k: int = Field(default=5, ge=1, le=100)
-    score_threshold: float | None = None
+    top_k: JsonInt = Field(default=5, ge=1, le=100)
+    score_threshold: JsonFloat | None = None
     filters: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
 
 

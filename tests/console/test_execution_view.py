@@ -514,7 +514,8 @@ async def test_cancel_pause_and_resume_from_the_header(
         {
             "name": "slow",
             "nodes": [
-                {"id": "first", "type": "delay", "params": {"seconds": 1.5}},
+                # Long enough to be seen running and paused under load (1.5 s was not).
+                {"id": "first", "type": "delay", "params": {"seconds": 5}},
                 {"id": "long", "type": "delay", "params": {"seconds": 60}},
             ],
             "edges": chain("first", "long"),
@@ -528,9 +529,10 @@ async def test_cancel_pause_and_resume_from_the_header(
 
     # Pause lets `first` finish and dispatches nothing more until resume.
     await page.get_by_test_id("pause-execution").click()
-    await expect(status).to_have_attribute("data-status", "paused")
+    # `first` has up to its 5 s left to finish.
+    await expect(status).to_have_attribute("data-status", "paused", timeout=15_000)
     await expect(page.get_by_test_id("exec-node-first")).to_have_attribute(
-        "data-status", "succeeded"
+        "data-status", "succeeded", timeout=15_000
     )
     await expect(page.get_by_test_id("exec-node-long")).to_have_attribute("data-status", "pending")
     await expect(page.get_by_test_id("pause-execution")).to_be_disabled()

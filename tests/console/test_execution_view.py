@@ -516,7 +516,8 @@ async def test_cancel_pause_and_resume_from_the_header(
             "nodes": [
                 # Long enough to be seen running and paused under load (1.5 s was not).
                 {"id": "first", "type": "delay", "params": {"seconds": 5}},
-                {"id": "long", "type": "delay", "params": {"seconds": 60}},
+                # Under HEDDLE_DELAY_TIMER_MIN_S (60 s): a running attempt, not a timer wait.
+                {"id": "long", "type": "delay", "params": {"seconds": 50}},
             ],
             "edges": chain("first", "long"),
         },

@@ -217,7 +217,11 @@ class RabbitBus:
         )
         target = await self._exchange(exchange)
         try:
-            await target.publish(message, routing_key, mandatory=False)
+            # Bounded like the retries: a confirm that never comes must not hold the caller
+            # (a scheduler tick, the relay) for good.
+            await target.publish(
+                message, routing_key, mandatory=False, timeout=self._publish_timeout_s
+            )
             return
         except _RETRYABLE as error:
             await self._republish(target, message, routing_key, error)

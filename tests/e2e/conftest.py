@@ -113,7 +113,8 @@ class E2E:
         return found
 
     async def db(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.dsn, timeout=10)
+        # 30 s: on a loaded run with every worker's topologies, 10 s to connect ran out once.
+        return await asyncpg.connect(self.dsn, timeout=30)
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         connection = await self.db()

@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import json
 import os
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import asyncpg
 import httpx
 import pytest
@@ -545,54 +542,6 @@ async def wait_postgres(timeout: float = 60.0) -> None:
     await assert_eventually(
         accepts, timeout=timeout, interval=0.3, message="PostgreSQL does not accept connections"
     )
-
-
-async def wait_rabbitmq(timeout: float = 60.0) -> None:
-    async def accepts() -> bool:
-        try:
-            connection = await aio_pika.connect(RABBIT_URL, timeout=2)
-        except Exception:
-            return False
-        await connection.close()
-        return True
-
-    await assert_eventually(
-        accepts, timeout=timeout, interval=0.3, message="RabbitMQ does not accept connections"
-    )
-
-
-def _run(command: list[str], timeout: float = 120.0) -> None:
-    subprocess.run(command, check=True, timeout=timeout, capture_output=True)
-
-
-def _pg_cluster() -> tuple[str, str]:
-    versions = sorted(os.listdir("/etc/postgresql"))
-    return versions[-1], "main"
-
-
-async def pg_ctl(action: str) -> None:
-    version, cluster = _pg_cluster()
-    await asyncio.to_thread(
-        _run, ["pg_ctlcluster", "--skip-systemctl-redirect", version, cluster, action]
-    )
-
-
-async def rabbit_ctl(*args: str) -> None:
-    await asyncio.to_thread(_run, ["rabbitmqctl", *args])
-
-
-@contextlib.asynccontextmanager
-async def infrastructure_restored() -> AsyncIterator[None]:
-    """Whatever happens inside, PostgreSQL and RabbitMQ run and accept connections after."""
-    try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            await pg_ctl("start")  # an error here means it already runs
-        with contextlib.suppress(Exception):
-            await rabbit_ctl("start_app")
-        await wait_postgres()
-        await wait_rabbitmq()
 
 
 def elapsed(start: float) -> str:

@@ -75,7 +75,12 @@ class AgentMessageRow(Base):
 
 
 class AgentUnavailable(Exception):
-    """The node's agent or session cannot be used (unknown, paused, retired)."""
+    """The node's agent or session cannot be used (unknown, paused, retired); `error_type`
+    is the node's error type (``agent_paused``, ``agent_retired``, ``agent_not_found``...)."""
+
+    def __init__(self, message: str, error_type: str = "agent_unavailable") -> None:
+        super().__init__(message)
+        self.error_type = error_type
 
 
 # ---- agents -------------------------------------------------------------------------------
@@ -135,16 +140,19 @@ async def resolve_agent(
     """The version asked for (None: the current one) of an agent that takes work."""
     rows = await agent_versions(session, tenant_id, agent_id)
     if not rows:
-        raise AgentUnavailable(f"agent {agent_id!r} not found")
+        raise AgentUnavailable(f"agent {agent_id!r} not found", "agent_not_found")
     current = rows[0]
     if current.status != "active":
-        raise AgentUnavailable(f"agent {agent_id!r} is {current.status}: it takes no new work")
+        raise AgentUnavailable(
+            f"agent {agent_id!r} is {current.status}: it takes no new work",
+            f"agent_{current.status}",
+        )
     if version is None:
         return current
     for row in rows:
         if row.version == version:
             return row
-    raise AgentUnavailable(f"agent {agent_id!r} has no version {version}")
+    raise AgentUnavailable(f"agent {agent_id!r} has no version {version}", "agent_not_found")
 
 
 # ---- sessions -----------------------------------------------------------------------------

@@ -172,9 +172,11 @@ async def prepare_params(
             return Prepared(jsonutil.dumps(params))
         thread = await get_session(session, tenant_id, session_id)
         if thread is None:
-            raise AgentUnavailable(f"session {session_id!r} not found")
+            raise AgentUnavailable(f"session {session_id!r} not found", "session_not_found")
         if isinstance(agent_id, str) and agent_id and thread.agent_id != agent_id:
-            raise AgentUnavailable(f"session {session_id!r} belongs to another agent")
+            raise AgentUnavailable(
+                f"session {session_id!r} belongs to another agent", "session_mismatch"
+            )
         rows = await session_messages(session, session_id)
     history = [{"role": r.role, "content": r.content} for r in rows]
     kept, dropped = window(history, memory)

@@ -647,6 +647,7 @@ class ExecutionRunner:
         context = self.core.attempt_context(node_id)
         secrets: dict[str, str] | None = None
         secret_error: str | None = None
+        error_type: str | None = None
         wanted = self.secret_refs[node_id]
         if wanted is not None:
             try:
@@ -664,6 +665,7 @@ class ExecutionRunner:
                 )
             except agent_dispatch.AgentUnavailable as unavailable:
                 secret_error = str(unavailable)
+                error_type = unavailable.error_type
             else:
                 if prepared is not None:
                     self.prepared[node_id] = prepared
@@ -678,6 +680,7 @@ class ExecutionRunner:
             StartAttempt(
                 node_id,
                 secret_error=secret_error,
+                error_type=error_type,
                 secret_values=tuple(secrets.values()) if secrets else (),
                 cached=cached,
             )

@@ -146,7 +146,10 @@ async def test_register_version_read_and_delete(client: httpx.AsyncClient) -> No
     )
     execution = await wait_final(client, await run(client, workflow_id))
     assert execution["status"] == "failed"
-    assert "paused: it takes no new work" in node(execution, "ask")["error"]["message"]
+    error = node(execution, "ask")["error"]
+    # Its own error type (not the secrets' one), the message naming the agent.
+    assert error["type"] == "agent_paused", error
+    assert error["message"] == f"agent {agent_id!r} is paused: it takes no new work", error
 
     audit = await client.get("/api/v1/audit", params={"object_type": "agent"})
     assert audit.status_code == 200, audit.text

@@ -22,12 +22,15 @@ class Begin:
 class StartAttempt:
     """Start the next attempt of the ready node `node_id` (the head of `ready`), a slot granted.
 
-    secret_error: resolving the secrets its templates read failed (the attempt fails at once);
+    secret_error: resolving the secrets its templates read failed, or dispatch refused the
+    attempt (a paused agent): the attempt fails at once with this message;
+    error_type: that failure's error type (None: SecretError);
     secret_values: the values resolved (replaced by *** in every event from now on);
     cached: a cache hit's stored {"output", "ports"} (the attempt completes at once)."""
 
     node_id: str
     secret_error: str | None = None
+    error_type: str | None = None
     secret_values: tuple[str, ...] = ()
     cached: dict[str, Any] | None = None
 

@@ -64,7 +64,7 @@ OUTCOME_UNKNOWN_ERRORS = frozenset(
 
 _S = NodeStatus
 #: The events a Checkpoint may be published as (any other name: node.progress).
-CHECKPOINT_EVENTS = frozenset({"node.progress", "agent.step"})
+CHECKPOINT_EVENTS = frozenset({"node.progress", "node.iteration", "agent.step"})
 _IN_FLIGHT_FROM = (_S.PENDING, _S.QUEUED, _S.RUNNING, _S.RETRYING, _S.WAITING)
 #: Every allowed node status change, named. Anything else is a bug and raises.
 NODE_TRANSITIONS: Mapping[tuple[NodeStatus, NodeStatus], str] = {
@@ -408,7 +408,11 @@ class ExecutionCore:
         self.in_flight += 1
         if command.secret_error is not None:
             self._end_in_flight(node)
-            failure = {"type": "SecretError", "message": command.secret_error, "retryable": False}
+            failure = {
+                "type": command.error_type or "SecretError",
+                "message": command.secret_error,
+                "retryable": False,
+            }
             self._fail_attempt(node, {**failure, "details": None}, infra=False)
             return
         if command.secret_values:

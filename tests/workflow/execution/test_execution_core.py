@@ -259,6 +259,16 @@ def test_a_cache_hit_completes_at_once_and_a_secret_error_fails_at_once() -> Non
     assert miss.status == "failed"
 
 
+def test_a_refusal_at_dispatch_fails_with_its_own_error_type() -> None:
+    core = core_for(chain("a"))
+    core.apply(Begin(), T0)
+    message = "agent 'helper' is paused: it takes no new work"
+    fx = core.apply(StartAttempt("a", secret_error=message, error_type="agent_paused"), T0)
+    error = fx.nodes["a"].error
+    assert error is not None and (error["type"], error["message"]) == ("agent_paused", message)
+    assert fx.status == "failed" and not fx.attempts
+
+
 def test_secret_values_are_redacted_from_events() -> None:
     core = core_for(chain("a"))
     core.apply(Begin(), T0)

@@ -22,6 +22,7 @@ from services.gateway.schemas import (
     ExecutionOut,
     GrantOut,
     LogRecordOut,
+    LoopIterationOut,
     ModelOut,
     NodeAttemptOut,
     NodeRunOut,
@@ -99,8 +100,51 @@ def validation_report(response: Any) -> ValidationReport:
     )
 
 
+#: A node detail lists a loop's last iterations up to this many (iterations_total counts all).
+ITERATIONS_SHOWN = 100
+#: An iteration's output shown inline up to this size (the node.iteration event's limit).
+ITERATION_OUTPUT_SHOWN = 16 * 1024
+
+
+def _iterations(checkpoint: Any) -> tuple[list[LoopIterationOut] | None, int | None]:
+    """A loop's iteration records (its checkpoint's `iterations`), each with its output."""
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("iterations"), list):
+        return None, None
+    records = [r for r in checkpoint["iterations"] if isinstance(r, dict)]
+    outputs = checkpoint.get("outputs")
+    outputs = outputs if isinstance(outputs, list) else []
+    shown: list[LoopIterationOut] = []
+    for record in records[-ITERATIONS_SHOWN:]:
+        index = int(record.get("index", 0))
+        output, truncated = None, False
+        if record.get("status") == "succeeded" and 0 <= index < len(outputs):
+            output = outputs[index]
+            if len(jsonutil.dumps(output)) > ITERATION_OUTPUT_SHOWN:
+                output, truncated = None, True
+        error = record.get("error")
+        shown.append(
+            LoopIterationOut(
+                index=index,
+                status=str(record.get("status", "")),
+                attempt=record.get("attempt"),
+                started_at=record.get("started_at"),
+                duration_ms=record.get("duration_ms"),
+                output=output,
+                output_truncated=truncated,
+                error=ErrorInfoOut(
+                    type=str(error.get("type", "")), message=str(error.get("message", ""))
+                )
+                if isinstance(error, dict)
+                else None,
+            )
+        )
+    return shown, len(records)
+
+
 def _node_run_out(node: Any) -> NodeRunOut:
     started, finished = time_of(node, "started_at"), time_of(node, "finished_at")
+    checkpoint = jsonutil.loads(node.checkpoint_json)
+    iterations, iterations_total = _iterations(checkpoint)
     return NodeRunOut(
         node_id=node.node_id,
         type=node.node_type,
@@ -123,7 +167,9 @@ def _node_run_out(node: Any) -> NodeRunOut:
         ],
         waiting=jsonutil.loads(node.waiting_json),
         inputs=jsonutil.loads(node.inputs_json),
-        checkpoint=jsonutil.loads(node.checkpoint_json),
+        checkpoint=checkpoint,
+        iterations=iterations,
+        iterations_total=iterations_total,
     )
 
 

@@ -144,6 +144,20 @@ class NodeAttemptOut(BaseModel):
     error: ErrorInfoOut | None = None
 
 
+class LoopIterationOut(BaseModel):
+    index: int = Field(description="0-based iteration index ({{ loop.index }}).")
+    status: str = Field(description="succeeded or failed.")
+    attempt: int | None = Field(default=None, description="The node attempt that ran it.")
+    started_at: datetime | None = None
+    duration_ms: float | None = None
+    output: Any = Field(
+        default=None,
+        description="The iteration's output (left out above 16 KB: see the checkpoint's outputs).",
+    )
+    output_truncated: bool = False
+    error: ErrorInfoOut | None = None
+
+
 class NodeRunOut(BaseModel):
     node_id: str
     type: str
@@ -160,7 +174,15 @@ class NodeRunOut(BaseModel):
     checkpoint: Any = Field(
         default=None,
         description="The node's last durable checkpoint: for a loop, the iteration reached "
-        "and the results so far ({index, outputs, previous}).",
+        "and the results so far ({index, outputs, previous, iterations}).",
+    )
+    iterations: list[LoopIterationOut] | None = Field(
+        default=None,
+        description="A loop's iterations run so far, in order (the last 100 at most: "
+        "iterations_total counts them all); null for other nodes.",
+    )
+    iterations_total: int | None = Field(
+        default=None, description="How many iterations the loop has run (failed ones too)."
     )
 
 

@@ -3,7 +3,7 @@ server until it answers `done` (6 iterations); the owning workflow replica is SI
 iteration 3, once the checkpoint of iteration 2 is durable. The other replica resumes the loop
 at iteration 3: iterations 1, 2 and 4-6 reach the server exactly once, iteration 3 at most
 twice (its first request was in flight when the owner died), and the execution shows the six
-iterations and a node.progress event per iteration."""
+iterations and a node.iteration event per iteration."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ async def test_a_loop_resumes_at_the_running_iteration_after_its_owner_is_killed
     assert [o["json"]["index"] for o in poll["output"]["outputs"]] == list(range(LAST + 1))
     assert [a["status"] for a in poll["attempt_history"]] == ["lost", "succeeded"]
     progress = await e2e.fetch(
-        "SELECT data FROM execution_events WHERE execution_id = $1 AND type = 'node.progress'"
+        "SELECT data FROM execution_events WHERE execution_id = $1 AND type = 'node.iteration'"
         " ORDER BY seq",
         execution_id,
     )

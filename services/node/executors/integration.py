@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 
 from libs.common.node_types import NodeTypeSpec
@@ -11,14 +10,19 @@ from services.node.executors.base import (
     Executor,
     ExecutorLookup,
     NodeError,
-    NodeExecutor,
     NodeRequest,
     NodeResult,
     Services,
     object_schema,
 )
-
-WORKFLOW_ID_PARAM = {"type": "string", "minLength": 1, "description": "The workflow to run."}
+from services.node.executors.inline import (
+    WORKFLOW_ID_PARAM,
+    inline_executor,
+    inline_node_param,
+    repetition_error,
+    run_child,
+    run_inline,
+)
 
 
 class ToolExecutor(Executor):
@@ -91,19 +95,7 @@ class MapExecutor(Executor):
         params_schema=object_schema(
             {
                 "items": {"type": "array", "description": "The list to map over (templated)."},
-                "node": {
-                    "type": "object",
-                    "description": "The inline node run per item: {type, params}.",
-                    "properties": {
-                        # Written by habit on an inline node; ignored: item i runs as
-                        # '<map id>[i]' (its logs, errors and idempotency key say so).
-                        "id": {"type": "string", "description": "Optional; ignored."},
-                        "type": {"type": "string", "minLength": 1},
-                        "params": {"type": "object", "default": {}},
-                    },
-                    "required": ["type"],
-                    "additionalProperties": False,
-                },
+                "node": inline_node_param("The inline node run per item: {type, params}."),
                 "workflow_id": WORKFLOW_ID_PARAM,
                 "concurrency": {"type": "integer", "minimum": 1, "maximum": 64, "default": 4},
             },
@@ -125,22 +117,35 @@ class MapExecutor(Executor):
         limit = min(params["concurrency"], services.settings.map_max_concurrency)
         semaphore = asyncio.Semaphore(limit)
         node = params.get("node")
-        inline = self._inline_executor(node["type"]) if node is not None else None
+        inline = (
+            inline_executor(self.registry, node["type"], ("human_input",), "map")
+            if node is not None
+            else None
+        )
         logs: list[dict[str, Any]] = []
 
         async def run_item(index: int, item: Any) -> Any:
             async with semaphore:
                 try:
                     if node is None or inline is None:
-                        return await self._run_child(request, params, services, index, item)
-                    result = await self._run_inline(request, inline, node, services, index, item)
+                        return await run_child(
+                            request,
+                            params,
+                            services,
+                            inputs={"item": item, "index": index},
+                            idempotency_key=f"{request.execution_id}/{request.node_id}/{index}",
+                        )
+                    result = await run_inline(
+                        request,
+                        inline,
+                        node,
+                        services,
+                        index=index,
+                        idempotency_key=f"{request.idempotency_key}/{index}",
+                        context={"item": item, "index": index},
+                    )
                 except NodeError as exc:
-                    raise NodeError(
-                        exc.type,
-                        f"item {index}: {exc.message}",
-                        retryable=exc.retryable,
-                        details={**exc.details, "index": index},
-                    ) from exc
+                    raise repetition_error(exc, "item", "index", index) from exc
                 logs.extend({**record, "index": index} for record in result.logs)
                 return result.output
 
@@ -154,45 +159,3 @@ class MapExecutor(Executor):
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         return NodeResult(output={"results": results}, logs=logs)
-
-    def _inline_executor(self, node_type: str) -> NodeExecutor:
-        if node_type == "human_input":
-            raise NodeError("ValidationError", "a map cannot wait for human input", retryable=False)
-        try:
-            return self.registry.get(node_type)
-        except LookupError as exc:
-            raise NodeError(
-                "ValidationError", f"unknown inline node type '{node_type}'", retryable=False
-            ) from exc
-
-    @staticmethod
-    async def _run_inline(
-        request: NodeRequest,
-        executor: NodeExecutor,
-        node: dict[str, Any],
-        services: Services,
-        index: int,
-        item: Any,
-    ) -> NodeResult:
-        item_request = dataclasses.replace(
-            request,
-            node_id=f"{request.node_id}[{index}]",
-            node_type=node["type"],
-            idempotency_key=f"{request.idempotency_key}/{index}",
-            params=node.get("params") or {},
-            context={**request.context, "item": item, "index": index},
-        )
-        return await executor.execute(item_request, services)
-
-    @staticmethod
-    async def _run_child(
-        request: NodeRequest, params: dict[str, Any], services: Services, index: int, item: Any
-    ) -> Any:
-        return await services.workflows.run_child(
-            workflow_id=params["workflow_id"],
-            inputs={"item": item, "index": index},
-            idempotency_key=f"{request.execution_id}/{request.node_id}/{index}",
-            parent_execution_id=request.execution_id,
-            parent_node_id=request.node_id,
-            tenant_id=request.tenant_id,
-        )

@@ -7,25 +7,32 @@ by HEDDLE_LOOP_MAX_ITERATIONS; reaching it while the condition still asks for mo
 node, naming it.
 
 Durability: after every iteration the attempt reports a checkpoint, ``{"checkpoint":
-{"index", "previous", "outputs"}}`` on its progress channel (the Work stream's PROGRESS
-message) and, on a work stream, waits until the workflow service acknowledges it committed
+{"index", "previous", "outputs", "iterations"}}`` on its progress channel (the Work stream's
+PROGRESS message) and, on a work stream, waits until the workflow service acknowledges it committed
 (WorkRequest.acks) before the next iteration acts; an attempt that is handed a checkpoint
 back (``request.checkpoint``) starts at the iteration after it. A sub-workflow iteration's
 child execution is keyed by ``<execution>/<node>/loop/<index>``, so an iteration re-run
 after a crash finds the child it had started instead of starting another.
+
+Visibility: ``iterations`` keeps a record per iteration run (index, status, attempt,
+started_at, duration_ms, and the error of a failed one; the output is ``outputs[index]``),
+which the gateway shows as the node detail's ``iterations``; each report is published as a
+``node.iteration`` event carrying the record and the output when it is small (16 KB). A
+failed iteration is reported too before the node fails, so a retry's list keeps it.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import datetime as dt
+import time
 from typing import Any
 
+from libs.common import jsonutil
 from libs.common.node_types import NodeTypeSpec
 from services.node.executors.base import (
     Executor,
     ExecutorLookup,
     NodeError,
-    NodeExecutor,
     NodeRequest,
     NodeResult,
     Services,
@@ -33,9 +40,19 @@ from services.node.executors.base import (
     object_schema,
     save_checkpoint,
 )
-from services.node.executors.integration import WORKFLOW_ID_PARAM
+from services.node.executors.inline import (
+    WORKFLOW_ID_PARAM,
+    inline_executor,
+    inline_node_param,
+    repetition_error,
+    run_child,
+    run_inline,
+)
 
 _UNSUPPORTED_INLINE = frozenset({"human_input", "wait_event", "loop"})
+#: An iteration's output rides on its node.iteration event up to this size (as node.completed
+#: carries a node's output up to the workflow service's 16 KB).
+ITERATION_EVENT_OUTPUT_LIMIT = 16 * 1024
 
 
 class LoopExecutor(Executor):
@@ -48,17 +65,7 @@ class LoopExecutor(Executor):
         category="flow",
         params_schema=object_schema(
             {
-                "node": {
-                    "type": "object",
-                    "description": "The inline node run per iteration: {type, params}.",
-                    "properties": {
-                        "id": {"type": "string", "description": "Optional; ignored."},
-                        "type": {"type": "string", "minLength": 1},
-                        "params": {"type": "object", "default": {}},
-                    },
-                    "required": ["type"],
-                    "additionalProperties": False,
-                },
+                "node": inline_node_param("The inline node run per iteration: {type, params}."),
                 "workflow_id": WORKFLOW_ID_PARAM,
                 "while": {
                     "type": "string",
@@ -112,11 +119,16 @@ class LoopExecutor(Executor):
                 details={"param": "max_iterations"},
             )
         node = params.get("node")
-        inline = self._inline_executor(node["type"]) if node is not None else None
+        inline = (
+            inline_executor(self.registry, node["type"], _UNSUPPORTED_INLINE, "loop")
+            if node is not None
+            else None
+        )
         saved = request.checkpoint or {}
         index = int(saved.get("index", 0))
         previous = saved.get("previous")
         outputs: list[Any] = list(saved.get("outputs") or [])
+        iterations: list[dict[str, Any]] = list(saved.get("iterations") or [])
         logs: list[dict[str, Any]] = []
         while True:
             if index >= max_iterations:
@@ -127,34 +139,65 @@ class LoopExecutor(Executor):
                     details={"iterations": index, "max_iterations": max_iterations},
                 )
             loop = {"index": index, "previous": previous}
+            started_at = dt.datetime.now(dt.UTC)
+            clock = time.monotonic()
             try:
                 if node is None or inline is None:
-                    output = await self._run_child(request, params, services, loop)
+                    output = await run_child(
+                        request,
+                        params,
+                        services,
+                        inputs={"loop": loop},
+                        idempotency_key=_iteration_key(request, index),
+                    )
                 else:
-                    result = await self._run_inline(request, inline, node, services, loop)
+                    result = await run_inline(
+                        request,
+                        inline,
+                        node,
+                        services,
+                        index=index,
+                        idempotency_key=_iteration_key(request, index),
+                        context={"loop": loop},
+                    )
                     output = result.output
                     logs.extend({**record, "iteration": index} for record in result.logs)
+                again = self._go_on(request, params, {**loop, "output": output})
             except NodeError as exc:
-                raise NodeError(
-                    exc.type,
-                    f"iteration {index}: {exc.message}",
-                    retryable=exc.retryable,
-                    details={**exc.details, "iteration": index},
-                ) from exc
+                error = repetition_error(exc, "iteration", "iteration", index)
+                record = _record(request, index, "failed", started_at, clock)
+                record["error"] = {"type": error.type, "message": error.message}
+                iterations.append(record)
+                # The failed iteration stays in the list a retry (handed this) goes on with.
+                await save_checkpoint(
+                    request,
+                    {
+                        **_event(record, None),
+                        "checkpoint": {
+                            "index": index,
+                            "previous": previous,
+                            "outputs": list(outputs),
+                            "iterations": list(iterations),
+                        },
+                    },
+                )
+                raise error from exc
             outputs.append(output)
-            again = self._go_on(request, params, {**loop, "output": output})
+            record = _record(request, index, "succeeded", started_at, clock)
+            iterations.append(record)
             previous = output
             index += 1
             # Committed before the next iteration acts (where the channel acknowledges).
             await save_checkpoint(
                 request,
                 {
-                    "iteration": index - 1,
-                    # A copy: the list grows on while the checkpoint is on its way.
+                    **_event(record, output),
+                    # Copies: the lists grow on while the checkpoint is on its way.
                     "checkpoint": {
                         "index": index,
                         "previous": previous,
                         "outputs": list(outputs),
+                        "iterations": list(iterations),
                     },
                 },
             )
@@ -171,48 +214,31 @@ class LoopExecutor(Executor):
             return bool(evaluate_param("while", params["while"], context))
         return not bool(evaluate_param("until", params["until"], context))
 
-    def _inline_executor(self, node_type: str) -> NodeExecutor:
-        if node_type in _UNSUPPORTED_INLINE:
-            raise NodeError(
-                "ValidationError",
-                f"a loop cannot repeat a '{node_type}' node inline",
-                retryable=False,
-            )
-        try:
-            return self.registry.get(node_type)
-        except LookupError as exc:
-            raise NodeError(
-                "ValidationError", f"unknown inline node type '{node_type}'", retryable=False
-            ) from exc
 
-    @staticmethod
-    async def _run_inline(
-        request: NodeRequest,
-        executor: NodeExecutor,
-        node: dict[str, Any],
-        services: Services,
-        loop: dict[str, Any],
-    ) -> NodeResult:
-        iteration = dataclasses.replace(
-            request,
-            node_id=f"{request.node_id}[{loop['index']}]",
-            node_type=node["type"],
-            idempotency_key=f"{request.execution_id}/{request.node_id}/loop/{loop['index']}",
-            params=node.get("params") or {},
-            context={**request.context, "loop": loop},
-            checkpoint=None,
-        )
-        return await executor.execute(iteration, services)
+def _iteration_key(request: NodeRequest, index: int) -> str:
+    # No attempt in the key: an iteration re-run after a crash finds the child it started.
+    return f"{request.execution_id}/{request.node_id}/loop/{index}"
 
-    @staticmethod
-    async def _run_child(
-        request: NodeRequest, params: dict[str, Any], services: Services, loop: dict[str, Any]
-    ) -> Any:
-        return await services.workflows.run_child(
-            workflow_id=params["workflow_id"],
-            inputs={"loop": loop},
-            idempotency_key=f"{request.execution_id}/{request.node_id}/loop/{loop['index']}",
-            parent_execution_id=request.execution_id,
-            parent_node_id=request.node_id,
-            tenant_id=request.tenant_id,
-        )
+
+def _record(
+    request: NodeRequest, index: int, status: str, started_at: dt.datetime, clock: float
+) -> dict[str, Any]:
+    """What the checkpoint keeps of one iteration (its output is in `outputs[index]`)."""
+    return {
+        "index": index,
+        "status": status,
+        "attempt": request.attempt,
+        "started_at": started_at.isoformat(),
+        "duration_ms": round((time.monotonic() - clock) * 1000, 3),
+    }
+
+
+def _event(record: dict[str, Any], output: Any) -> dict[str, Any]:
+    """The node.iteration event of an iteration: its record, with its output when small."""
+    data: dict[str, Any] = {"event": "node.iteration", "iteration": record["index"], **record}
+    if record["status"] == "succeeded":
+        if len(jsonutil.dumps(output)) <= ITERATION_EVENT_OUTPUT_LIMIT:
+            data["output"] = output
+        else:
+            data["output_truncated"] = True
+    return data

@@ -44,7 +44,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from engine import calibration_ms  # noqa: E402
+from engine import _cpu_seconds, calibration_ms  # noqa: E402
 
 
 def fan_out(width: int) -> dict[str, Any]:
@@ -235,6 +235,22 @@ async def run_and_wait(
     return elapsed, (body.get("duration_ms") or 0.0) / 1000
 
 
+def _process_cpu(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far per process group (replicas summed: workflow-1 and
+    workflow-2 are 'workflow')."""
+    groups: dict[str, list[int]] = {}
+    for name, pid in pids.items():
+        groups.setdefault(name.rsplit("-", 1)[0] if name[-1].isdigit() else name, []).append(pid)
+    return {group: _cpu_seconds(members) for group, members in groups.items()}
+
+
+def _cpu_line(before: dict[str, float], after: dict[str, float], runs: int) -> str:
+    used = {name: (after[name] - before[name]) / runs for name in before}
+    total = sum(used.values())
+    parts = [f"{name} {seconds * 1000:.0f}" for name, seconds in used.items()]
+    return f"CPU ms per run: total {total * 1000:.0f} = " + ", ".join(parts)
+
+
 def _stats(values: list[float]) -> str:
     return (
         f"median {statistics.median(values):.3f} s "
@@ -266,24 +282,32 @@ async def detail_reads(http: httpx.AsyncClient, workflow_id: str) -> str:
     return ", ".join(figures)
 
 
-async def bench_heddle(kind: str, runs: int, width: int, length: int) -> dict[str, str]:
+async def bench_heddle(
+    kind: str, runs: int, width: int, length: int, workloads_wanted: str = "both"
+) -> dict[str, str]:
     results: dict[str, str] = {}
     async with running(kind) as target, client(target) as http:
-        workloads = {
-            f"W1 input -> {width} noop -> merge": await create(http, fan_out(width)),
-            f"W2 input -> chain of {length} noop": await create(http, chain(length)),
-        }
+        workloads = {}
+        if workloads_wanted in ("both", "w1"):
+            workloads[f"W1 input -> {width} noop -> merge"] = await create(http, fan_out(width))
+        if workloads_wanted in ("both", "w2"):
+            workloads[f"W2 input -> chain of {length} noop"] = await create(http, chain(length))
         for label, workflow_id in workloads.items():
             await run_and_wait(http, workflow_id)  # warm-up: plans, caches, connections
             observed, reported = [], []
+            # CPU per run is steadier than wall time on a shared machine (bench/engine.py).
+            cpu_before = _process_cpu(target.pids)
             for _ in range(runs):
                 seen, server = await run_and_wait(http, workflow_id)
                 observed.append(seen)
                 reported.append(server)
+            cpu = _cpu_line(cpu_before, _process_cpu(target.pids), runs)
             results[label] = (
                 f"client {_stats(observed)}; server-reported median "
                 f"{statistics.median(reported):.3f} s"
             )
+            results[f"{label[:2]} {cpu.split(':')[0]}"] = cpu.split(": ", 1)[1]
+            print(f"  {kind:10} {label[:2]} {cpu}", flush=True)
             if label.startswith("W1"):
                 reads = await detail_reads(http, workflow_id)
                 results["GET of a W1 execution"] = reads
@@ -375,7 +399,7 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"calibration before: {calibration_ms():.0f} ms (~175 ms at full speed)", flush=True)
     table: dict[str, dict[str, str]] = {}
     for kind in kinds:
-        table[kind] = await bench_heddle(kind, args.runs, args.width, args.length)
+        table[kind] = await bench_heddle(kind, args.runs, args.width, args.length, args.workloads)
     if not args.no_celery:
         table["celery"] = await asyncio.to_thread(bench_celery, args.runs, args.width, args.length)
     print(f"calibration after: {calibration_ms():.0f} ms", flush=True)
@@ -392,6 +416,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1000, help="fan-out width of W1")
     parser.add_argument("--length", type=int, default=100, help="chain length of W2")
     parser.add_argument("--no-celery", action="store_true", help="skip the Celery peer")
+    parser.add_argument("--workloads", choices=["w1", "w2", "both"], default="both")
     parser.add_argument("--serve-embedded", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_embedded:

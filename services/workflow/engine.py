@@ -579,10 +579,17 @@ class Engine:
         ):
             extended = execution_values["lease_expires_at"] = self._lease_until()
 
-        nodes = [
-            {"execution_id": execution_id, "node_id": node.node_id, **node.row()}
-            for node in flush.nodes
-        ]
+        nodes: list[dict[str, Any]] = []
+        # The PostgreSQL writer appends an agent's journal to the stored one (only the new
+        # entries travel and are encoded); the SQLite path writes the checkpoint whole.
+        journals: list[int | None] = []
+        for node in flush.nodes:
+            if self._writer is not None:
+                row, length = node.write_row()
+            else:
+                row, length = node.row(), None
+            nodes.append({"execution_id": execution_id, "node_id": node.node_id, **row})
+            journals.append(length)
 
         async def write() -> None:
             if self._writer is not None:
@@ -608,6 +615,8 @@ class Engine:
                 raise LostOwnership(execution_id)
 
         await self.with_db_retries(write)
+        for node, length in zip(flush.nodes, journals, strict=True):
+            node.journal_written = length
         if extended is not None and execution_id in self._leases:
             self._leases[execution_id] = extended
 

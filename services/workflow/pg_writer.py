@@ -48,8 +48,17 @@ _NODE_COLUMNS = (
     ("due_at", "timestamptz"),
     ("checkpoint", "jsonb"),
 )
-_NODE_NAMES = ("node_id", *(name for name, _ in _NODE_COLUMNS))
+#: An agent's journal entries to append to the stored checkpoint's journal (then the row's
+#: checkpoint is null): the writes of a long run stay the size of one step, not of the run.
+_NODE_NAMES = ("node_id", *(name for name, _ in _NODE_COLUMNS), "journal_append")
 _EVENT_NAMES = ("seq", "type", "node_id", "ts", "data")
+
+
+_CHECKPOINT = """CASE
+        WHEN u.journal_append IS NULL THEN u.checkpoint
+        WHEN jsonb_array_length(u.journal_append) = 0 THEN n.checkpoint
+        ELSE jsonb_set(n.checkpoint, '{journal}', (n.checkpoint -> 'journal') || u.journal_append)
+    END"""
 
 
 @lru_cache(maxsize=64)
@@ -64,8 +73,17 @@ def _statement(execution_columns: tuple[str, ...]) -> str:
         assignments.append(f'"{column}" = ${position}{cast}')
         position += 1
     nodes, events, node_ids = position, position + 1, position + 2
-    node_record = ", ".join(["node_id text", *(f"{name} {kind}" for name, kind in _NODE_COLUMNS)])
-    node_set = ", ".join(f"{name} = u.{name}" for name, _ in _NODE_COLUMNS)
+    node_record = ", ".join(
+        [
+            "node_id text",
+            *(f"{name} {kind}" for name, kind in _NODE_COLUMNS),
+            "journal_append jsonb",
+        ]
+    )
+    node_set = ", ".join(
+        f"{name} = u.{name}" if name != "checkpoint" else f"checkpoint = {_CHECKPOINT}"
+        for name, _ in _NODE_COLUMNS
+    )
     scalars = position + 3
     return f"""
 WITH fence AS (
@@ -102,7 +120,7 @@ def _json(value: Any) -> str | None:
 
 def _records(rows: list[dict[str, Any]], names: tuple[str, ...]) -> str:
     # Timestamps must carry their offset: orjson writes RFC 3339 for aware datetimes.
-    return jsonutil.dumps_str([{name: row[name] for name in names} for row in rows])
+    return jsonutil.dumps_str([{name: row.get(name) for name in names} for row in rows])
 
 
 _NEW_NODE_COLUMNS = (

@@ -506,8 +506,8 @@ class ExecutionRunner:
             delta = progress.get("delta")
             if delta:
                 self._feed(Progress(outcome.node_id, outcome.attempt, str(delta)))
-            elif isinstance(progress.get("checkpoint"), dict):  # a loop's iteration, a step
-                self._journal(outcome, progress)
+            elif any(isinstance(progress.get(k), dict) for k in ("checkpoint", "journal")):
+                self._journal(outcome, progress)  # a loop's iteration, an agent's step (delta)
             elif "queued" in progress:  # a custom type's attempt waits for a worker, or not
                 waiting, reason = bool(progress["queued"]), str(progress.get("reason", ""))
                 self._feed(Queued(outcome.node_id, outcome.attempt, waiting, reason))
@@ -557,14 +557,39 @@ class ExecutionRunner:
     def _journal(self, outcome: node_pb2.NodeOutcome, progress: dict[str, Any]) -> None:
         """A checkpoint: kept on the node row; with an "ack" number, acknowledged to the
         attempt once that row is committed (refused when the core fenced it off)."""
-        checkpoint = progress["checkpoint"]
         event = str(progress.get("event") or "node.progress")
-        rest = {k: v for k, v in progress.items() if k not in ("checkpoint", "ack", "event")}
-        self._feed(Checkpoint(outcome.node_id, outcome.attempt, checkpoint, rest, event))
+        rest = {
+            k: v for k, v in progress.items() if k not in ("checkpoint", "journal", "ack", "event")
+        }
+        delta = progress.get("journal")
+        entries: list[Any] = []
+        if isinstance(delta, dict):  # {"at": length extended, "entries": [...]}: appended
+            at, new = delta.get("at"), delta.get("entries")
+            if isinstance(at, int) and isinstance(new, list):
+                entries = new
+            else:
+                at = -1  # malformed: refused by the core like a gap
+            checkpoint, journal_at = {"journal": entries}, at
+        else:
+            checkpoint, journal_at = progress["checkpoint"], None
+        self._feed(
+            Checkpoint(outcome.node_id, outcome.attempt, checkpoint, rest, event, journal_at)
+        )
         seq = progress.get("ack")
         if isinstance(seq, int):
             node = self.core.nodes.get(outcome.node_id)
-            accepted = node is not None and node.checkpoint is checkpoint
+            if journal_at is None:
+                accepted = node is not None and node.checkpoint is checkpoint
+            else:
+                stored = (node.checkpoint or {}).get("journal") if node is not None else None
+                accepted = (
+                    node is not None
+                    and node.attempt == outcome.attempt
+                    and node.status in _IN_FLIGHT
+                    and isinstance(stored, list)
+                    and len(stored) == journal_at + len(entries)
+                    and (not entries or stored[-1] is entries[-1])
+                )
             key = (outcome.execution_id, outcome.node_id, outcome.attempt)
             self.batch.acks.append((key, seq, accepted))
 

@@ -4,9 +4,11 @@ step journaled.
 Durability: each act of the loop is a journal entry — ``model_call`` (with the model's reply),
 ``tool_call`` (written BEFORE the tool runs), ``tool_result``, ``final`` — and the journal is
 the attempt's checkpoint, reported with ``save_checkpoint`` after every entry, in order on the
-attempt's work stream. Before every act with side effects (a tool call) the attempt waits
-until the workflow service has committed the journal so far (an acknowledged write: the
-model's reply and the tool_call entry in one commit); the other entries are not waited for
+attempt's work stream, append-only: a report carries the new entries and the journal length
+they extend (``{"journal": {"at", "entries"}}``), never the whole journal. Before every act
+with side effects (a tool call) the attempt waits until the workflow service has committed
+the journal so far (an acknowledged write: the model's reply and the tool_call entry in one
+commit); the other entries are not waited for
 (the next acknowledged write, or the node's outcome behind them, covers them), which keeps a
 step at one commit on its critical path. An attempt that gets a journal back (after its node
 replica or the owning workflow replica died) replays it: journaled model calls are not made
@@ -138,6 +140,9 @@ class Journal:
         self.logs = logs  # every step, acted or replayed, is also a log record
         saved = request.checkpoint or {}
         self.entries: list[dict[str, Any]] = list(saved.get("journal") or [])
+        #: How many entries the workflow service has been sent (it holds the journal it
+        #: handed back): each report carries only the entries after them.
+        self._reported = len(self.entries)
         self._by_key = {self._key(entry): entry for entry in self.entries}
         #: Steps of this attempt replayed from the journal rather than acted (tests, logs).
         self.replayed = 0
@@ -181,11 +186,12 @@ class Journal:
         }
         if not self.durable:
             return
+        # Append-only: the new entries and the length of the journal they extend (the
+        # workflow service appends them to the stored journal, refusing a gap).
+        delta = {"at": self._reported, "entries": self.entries[self._reported :]}
+        self._reported = len(self.entries)
         await save_checkpoint(
-            self.request,
-            # A copy of the list: it grows on while the write is on its way.
-            {"checkpoint": {"journal": list(self.entries)}, "event": "agent.step", **event},
-            acked=acked,
+            self.request, {"journal": delta, "event": "agent.step", **event}, acked=acked
         )
 
 

@@ -58,10 +58,11 @@ class NodeRequest:
 
 
 async def save_checkpoint(request: NodeRequest, report: dict[str, Any], acked: bool = True) -> None:
-    """Report ``report`` ({"checkpoint": ..., and what to publish}); with ``acked``, return once
-    it is committed where the channel acknowledges journal writes. Unacknowledged reports
-    travel in order on the same channel: a later acknowledged one (the whole checkpoint)
-    covers them. Plain progress where the channel has no way back."""
+    """Report ``report`` ({"checkpoint": ...} or an agent's journal delta {"journal": {"at",
+    "entries"}}, and what to publish); with ``acked``, return once it is committed where the
+    channel acknowledges journal writes. Unacknowledged reports travel in order on the same
+    channel: a later acknowledged one is committed with (or after) them. Plain progress where
+    the channel has no way back."""
     if acked and request.journal is not None:
         await request.journal(report)
     elif request.progress is not None:

@@ -74,6 +74,9 @@ class Checkpoint:
     #: The event `progress` is published as: node.progress, or agent.step (an agent's
     #: journaled step: {"step", "type", "tokens", "duration_ms", ...}).
     event: str = "node.progress"
+    #: Not None: `checkpoint` is {"journal": [new entries]}, to append to the stored journal,
+    #: which must have this length (an agent's append-only journal; else it is refused).
+    journal_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -509,7 +509,16 @@ class ExecutionCore:
         node = self.nodes.get(command.node_id)
         if node is None or node.attempt != command.attempt or node.status != _S.RUNNING:
             return  # a stale attempt's report: never overwrite what the current one reached
-        node.checkpoint = command.checkpoint
+        if command.journal_at is None:
+            node.checkpoint = command.checkpoint
+            node.journal_written = None  # written whole next time
+        else:
+            saved = node.checkpoint or {}
+            journal = saved.get("journal") or []
+            if not isinstance(journal, list) or len(journal) != command.journal_at:
+                return  # not the journal it extends: refused (an acknowledged one fences)
+            entries = command.checkpoint.get("journal") or []
+            node.checkpoint = {**saved, "journal": [*journal, *entries]}
         self._dirty(node)
         event = command.event if command.event in CHECKPOINT_EVENTS else "node.progress"
         self._event(event, node.node_id, {**command.progress, "attempt": node.attempt})
@@ -596,6 +605,7 @@ class ExecutionCore:
             **(node.checkpoint or {}),
             "approval": {**decision, "key": approval.get("key")},
         }
+        node.journal_written = None
         node.waiting = None
         self._disarm(node.node_id)
         self._move(node, _S.RETRYING)

@@ -81,6 +81,10 @@ class NodeState:
     # Not persisted: dispatch faults absorbed so far, and when the attempt in flight began.
     infra_failures: int = 0
     attempt_started: dt.datetime | None = None
+    #: Not persisted: how many entries of checkpoint["journal"] are in the stored row, with
+    #: the rest of the checkpoint as it is (None: unknown, the next write stores it whole).
+    #: The core resets it whenever it replaces the checkpoint other than by an append.
+    journal_written: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, NodeStatus):
@@ -102,6 +106,24 @@ class NodeState:
             "due_at": self.due_at,
             "checkpoint": self.checkpoint,
         }
+
+    def write_row(self) -> tuple[dict[str, Any], int | None]:
+        """row() for a writer that appends journals (pg_writer), and the journal length it
+        stores: with the stored journal known, ``checkpoint`` is None and ``journal_append``
+        carries the new entries only; else ``journal_append`` is None (the whole checkpoint).
+        Set journal_written to the length once the row is committed."""
+        row = self.row()
+        journal = (self.checkpoint or {}).get("journal")
+        if not isinstance(journal, list):
+            row["journal_append"] = None
+            return row, None
+        written = self.journal_written
+        if written is not None and written <= len(journal):
+            row["checkpoint"] = None
+            row["journal_append"] = journal[written:]
+        else:
+            row["journal_append"] = None
+        return row, len(journal)
 
     @classmethod
     def from_row(cls, row: NodeRunRow) -> NodeState:

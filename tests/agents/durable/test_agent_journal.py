@@ -27,27 +27,35 @@ def tool_reply(n: int) -> dict[str, Any]:
 
 class Recorder:
     """The attempt's channel: keeps every report (acknowledged ones through `journal`, the
-    others through `progress`), in order with the tool calls."""
+    others through `progress`), in order with the tool calls, and appends each report's
+    delta to the journal it holds (as the workflow service does: the delta must extend it)."""
 
-    def __init__(self, order: list[str], refuse: bool = False) -> None:
+    def __init__(self, order: list[str], refuse: bool = False, held: int = 0) -> None:
         self.writes: list[dict[str, Any]] = []
         self.order = order
         self.refuse = refuse
+        #: The journal appended so far (`held` entries handed back to the attempt before).
+        self.entries: list[dict[str, Any]] = [{}] * held
+
+    def _append(self, report: dict[str, Any]) -> None:
+        delta = report["journal"]
+        assert delta["at"] == len(self.entries), (delta["at"], len(self.entries))
+        self.entries += delta["entries"]
+        self.writes.append(report)
 
     async def journal(self, report: dict[str, Any]) -> None:
         if self.refuse:
             raise NodeError("Fenced", "refused")
-        self.writes.append(report)
+        self._append(report)
         self.order.append(f"acked {report['type']} {report['step']}")
 
     def progress(self, report: dict[str, Any]) -> None:
-        self.writes.append(report)
+        self._append(report)
         self.order.append(f"sent {report['type']} {report['step']}")
 
     @property
     def last(self) -> dict[str, Any]:
-        checkpoint: dict[str, Any] = self.writes[-1]["checkpoint"]
-        return checkpoint
+        return {"journal": self.entries}
 
 
 async def run_agent(
@@ -97,11 +105,11 @@ async def test_each_step_is_journaled_before_the_next_act() -> None:
         "sent model_call 2",
         "sent final end",
     ]
-    # Each report is the whole journal so far: an acknowledged one covers those before it.
-    assert [e["type"] for e in journal.writes[1]["checkpoint"]["journal"]] == [
-        "model_call",
-        "tool_call",
+    # Append-only: each report carries its one new entry and the length it extends.
+    assert [(w["journal"]["at"], len(w["journal"]["entries"])) for w in journal.writes] == [
+        (n, 1) for n in range(len(journal.writes))
     ]
+    assert [e["type"] for e in journal.entries[:2]] == ["model_call", "tool_call"]
     model_call = journal.writes[0]
     assert model_call["event"] == "agent.step"
     assert model_call["tokens"] == 5 and model_call["duration_ms"] >= 0
@@ -122,10 +130,12 @@ async def test_a_resumed_attempt_replays_its_journal_and_remakes_an_unfinished_t
     ]  # fmt: skip
     ai = FakeAi([{"text": "done"}])
     tools = counting_tools(order)
-    resumed = Recorder(order)
+    resumed = Recorder(order, held=len(journal))
     result = await run_agent(
         {"tools": ["add"]}, ai, tools, resumed, checkpoint={"journal": journal}, attempt=2
     )
+    # The resumed attempt reports only what it adds, after the 5 entries it was given.
+    assert resumed.writes[0]["journal"]["at"] == len(journal)
     assert result.output["text"] == "done"
     # Only the 3rd model call is made; the journaled ones are replayed.
     assert len(ai.calls) == 1

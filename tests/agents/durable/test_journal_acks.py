@@ -121,3 +121,30 @@ def test_the_core_publishes_an_agent_step_checkpoint_as_agent_step() -> None:
     # Any other name is published as node.progress (the event list is closed).
     other = core.apply(Checkpoint("a", 1, saved, {}, "made.up"), T0)
     assert [e["type"] for e in other.events] == ["node.progress"]
+
+
+def test_the_core_appends_a_journal_delta_and_refuses_a_gap() -> None:
+    core = core_for(chain("a"))
+    core.apply(Begin(), T0)
+    core.apply(StartAttempt("a"), T0)
+    first, second = {"type": "model_call", "step": "0"}, {"type": "tool_call", "step": "0"}
+    step = {"type": "model_call", "step": "0"}
+    fx = core.apply(Checkpoint("a", 1, {"journal": [first]}, step, "agent.step", 0), T0)
+    node = fx.nodes["a"]
+    assert node.checkpoint == {"journal": [first]}
+    # Once that row is committed, the writer sends only what is new (no checkpoint column).
+    node.journal_written = 1
+    fx = core.apply(Checkpoint("a", 1, {"journal": [second]}, step, "agent.step", 1), T0)
+    assert fx.nodes["a"].checkpoint == {"journal": [first, second]}
+    row, length = fx.nodes["a"].write_row()
+    assert (row["checkpoint"], row["journal_append"], length) == (None, [second], 2)
+    # A delta that does not extend the journal held (a lost report): refused, nothing changes.
+    gap = core.apply(Checkpoint("a", 1, {"journal": [first]}, step, "agent.step", 5), T0)
+    assert not gap.nodes and not gap.events
+    assert core.nodes["a"].checkpoint == {"journal": [first, second]}
+    command = Checkpoint("a", 1, {"journal": [second]}, step, "agent.step", 2)
+    assert decode_command(encode_command(command)) == command
+    # A full checkpoint (a loop's, the old agent format) replaces it and is written whole.
+    core.apply(Checkpoint("a", 1, {"journal": [first]}, {}, "agent.step"), T0)
+    row, length = core.nodes["a"].write_row()
+    assert (row["checkpoint"], row["journal_append"], length) == ({"journal": [first]}, None, 1)

@@ -10,7 +10,9 @@ Both implement the `KV` protocol with the same semantics:
   leadership): it succeeds when the lease is free or already `owner`'s (and extends it);
   `renew_lease` extends only an owned lease, `release_lease` frees only an owned lease;
 - `rate_limit(key, rate_per_s, burst)` is a token bucket, atomic in Redis (one Lua script);
-- `delete_prefix(prefix)` removes every key that starts with prefix (cache invalidation).
+- `delete_prefix(prefix)` removes every key that starts with prefix (cache invalidation);
+- `incr(key, amount, ttl_s)` adds to an integer counter atomically and returns its new value;
+  the TTL is set when the counter is created, never moved (a tenant's tokens of the day).
 """
 
 from __future__ import annotations
@@ -76,6 +78,16 @@ return {allowed, tostring(retry_after)}
 """
 
 
+# INCRBY, and the TTL only on a counter that has none yet (INCRBY keeps an existing TTL).
+_INCR = """
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' and redis.call('PTTL', KEYS[1]) < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return value
+"""
+
+
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
@@ -102,6 +114,8 @@ class KV(Protocol):
     async def rate_limit(self, key: str, rate_per_s: float, burst: int) -> tuple[bool, float]: ...
 
     async def delete_prefix(self, prefix: str) -> int: ...
+
+    async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int: ...
 
     async def close(self) -> None: ...
 
@@ -208,6 +222,21 @@ class MemoryKV:
         self._buckets[key] = (tokens, now)
         return False, (1 - tokens) / rate_per_s
 
+    async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
+        current = self._live(key)
+        if current is not None and not isinstance(current, bytes):
+            raise ValueError(f"{key!r} holds a lease or lock, not a counter")
+        try:
+            value = int(current or b"0") + amount
+        except ValueError:
+            raise ValueError(f"{key!r} does not hold an integer") from None
+        entry = self._data.get(key) if current is not None else None
+        expires = entry[1] if entry is not None else None
+        if expires is None and ttl_s is not None:
+            expires = time.monotonic() + ttl_s
+        self._data[key] = (str(value).encode(), expires)
+        return value
+
     async def delete_prefix(self, prefix: str) -> int:
         doomed = [key for key in self._data if key.startswith(prefix)]
         for key in doomed:
@@ -230,6 +259,7 @@ class RedisKV:
         self._extend = self._redis.register_script(_EXTEND_IF_OWNER)
         self._lease = self._redis.register_script(_LEASE)
         self._bucket = self._redis.register_script(_TOKEN_BUCKET)
+        self._incr = self._redis.register_script(_INCR)
 
     def _key(self, key: str) -> str:
         return self._prefix + key
@@ -268,6 +298,10 @@ class RedisKV:
             keys=[self._key(f"rate:{key}")], args=[repr(float(rate_per_s)), burst]
         )
         return bool(allowed), float(retry_after)
+
+    async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
+        ttl = "" if ttl_s is None else str(_ms(ttl_s))
+        return int(await self._incr(keys=[self._key(key)], args=[int(amount), ttl]))
 
     async def delete_prefix(self, prefix: str) -> int:
         # SCAN, not KEYS: it never blocks the server for long, whatever the key count.

@@ -147,3 +147,23 @@ async def test_delete_prefix_removes_only_that_prefix(kv: KV, key: str) -> None:
     assert await kv.delete_prefix(f"{key}/none") == 0
     await kv.delete(f"{key}/ab")
     await kv.delete(f"{key}-x")
+
+
+async def test_incr_counts_atomically_and_keeps_its_first_ttl(kv: KV, key: str) -> None:
+    assert await kv.incr(key, 5, ttl_s=60) == 5
+    assert await kv.get(key) == b"5"  # the counter reads as its decimal text
+    # Concurrent increments lose nothing.
+    values = await asyncio.gather(*(kv.incr(key, 2, ttl_s=60) for _ in range(20)))
+    assert sorted(values) == list(range(7, 46, 2)) and await kv.incr(key, 0) == 45
+    await kv.delete(key)
+    # A later increment's TTL does not move the first one: the counter ends with its day.
+    day = key + ":day"
+    assert await kv.incr(day, 1, ttl_s=1.0) == 1
+    assert await kv.incr(day, 1, ttl_s=600) == 2
+
+    async def expired() -> bool:
+        return await kv.get(day) is None
+
+    await assert_eventually(expired, timeout=5)
+    assert await kv.incr(day) == 1  # a new day: a new counter, no TTL asked
+    await kv.delete(day)

@@ -173,7 +173,10 @@ async def _start_stack(
         ("tool", lambda: serve_tool(ToolSettings(**opts("tool")))),
         ("log", lambda: serve_log(LogSettings(**opts("log")), bus=bus)),
         *(
-            (name, lambda name=name: serve_node(NodeServiceSettings(**opts(name)), bus=bus))
+            (
+                name,
+                lambda name=name: serve_node(NodeServiceSettings(**opts(name)), bus=bus, kv=kv),
+            )
             for name in node_names
         ),
         ("workflow", lambda: serve_workflow(WorkflowSettings(**opts("workflow")), bus=bus, kv=kv)),

@@ -11,6 +11,7 @@ from libs.common.artifacts import artifact_settings_of, create_artifact_store
 from libs.common.bus import EventBus
 from libs.common.claimcheck import ClaimCheck
 from libs.common.grpcutil import GrpcServer, TlsFiles
+from libs.common.kv import KV, create_kv
 from libs.common.logship import LogShipper
 from libs.common.runtime import run_service
 from libs.common.service import RunningService, ServiceStack, start_service
@@ -41,8 +42,10 @@ class NodeService(RunningService):
         self.servicer = servicer
 
 
-async def serve(settings: NodeServiceSettings, *, bus: EventBus | None = None) -> NodeService:
-    """Start a node replica; pass `bus` to share it (embedded mode)."""
+async def serve(
+    settings: NodeServiceSettings, *, bus: EventBus | None = None, kv: KV | None = None
+) -> NodeService:
+    """Start a node replica; pass `bus` and `kv` to share them (embedded mode)."""
 
     async def build(stack: ServiceStack) -> NodeService:
         shared_bus = await stack.bus(settings.broker_url, settings.broker_prefix, bus)
@@ -62,6 +65,10 @@ async def serve(settings: NodeServiceSettings, *, bus: EventBus | None = None) -
         stack.callback(http.aclose)
         artifacts = create_artifact_store(artifact_settings_of(settings))
         stack.callback(artifacts.close)
+        store = kv
+        if store is None:
+            store = create_kv(settings.redis_url)
+            stack.callback(store.close)
         services = Services(
             ai=GrpcAiClient(ai_channel, settings.grpc_deadline_s),
             tools=GrpcToolClient(tool_channel, settings.grpc_deadline_s),
@@ -71,6 +78,7 @@ async def serve(settings: NodeServiceSettings, *, bus: EventBus | None = None) -
             http=http,
             settings=settings.executor_settings(),
             artifacts=artifacts,
+            kv=store,
         )
         registry = default_registry()
         # Executors that hold connections (sql's pools) close them.

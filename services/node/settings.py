@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import NoDecode
 
 from libs.common.settings import CommonSettings, split_csv
 from services.node.executors.base import NodeSettings
+
+
+class AgentTenantQuota(BaseModel):
+    """The node service's part of a tenant's quota (HEDDLE_TENANT_QUOTAS, which the workflow
+    service reads too: its fields are ignored here, this one there)."""
+
+    max_agent_tokens_per_day: int | None = Field(
+        default=None, ge=0, description="Model tokens its agent runs may use per UTC day."
+    )
 
 
 class NodeServiceSettings(CommonSettings):
@@ -70,6 +79,19 @@ class NodeServiceSettings(CommonSettings):
         "baseline).",
     )
 
+    quota_max_agent_tokens_per_day: int = Field(
+        default=0,
+        ge=0,
+        description="Per tenant: model tokens agent runs may use per UTC day, counted in "
+        "HEDDLE_REDIS_URL (over it, a run stops with budget_exceeded before its next model "
+        "call); 0 = unlimited.",
+    )
+    tenant_quotas: dict[str, AgentTenantQuota] = Field(
+        default_factory=dict,
+        description='Per-tenant overrides, e.g. {"acme": {"max_agent_tokens_per_day": 100000}} '
+        "(the same variable as the workflow service's quotas).",
+    )
+
     _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)
 
     def executor_settings(self) -> NodeSettings:
@@ -87,4 +109,10 @@ class NodeServiceSettings(CommonSettings):
             sql_pool_size=self.sql_pool_size,
             delay_timer_min_s=self.delay_timer_min_s,
             agent_journal=self.agent_journal,
+            agent_tenant_daily_tokens=self.quota_max_agent_tokens_per_day,
+            agent_tenant_daily_tokens_by_tenant={
+                tenant: quota.max_agent_tokens_per_day
+                for tenant, quota in self.tenant_quotas.items()
+                if quota.max_agent_tokens_per_day is not None
+            },
         )

@@ -31,6 +31,8 @@ from tests.security.support import ADMIN_SCOPES, bearer, new_key
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 FAST = {"max_attempts": 1, "backoff_initial_s": 0, "timeout_s": 10, "connect_timeout_s": 5}
+#: Two tenants with a daily agent budget of one model call (the fake model's reply is 10 tokens).
+BUDGETED = [f"budget-{name}-{uuid.uuid4().hex[:8]}" for name in ("a", "b")]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -55,8 +57,15 @@ async def stack(
                 {"name": "local-gpt", "provider": "local", "model": "llama-test-8b"},
                 {"name": "tiny-ctx", "provider": "tiny", "model": "tiny-1b"},
                 {"name": "echo", "provider": "echo"},
+                {"name": "counted", "provider": "counted", "model": "counted-1"},
             ],
         },
+        "tenant_quotas": {tenant: {"max_agent_tokens_per_day": 10} for tenant in BUDGETED},
+    }
+    overrides["ai_models"]["providers"]["counted"] = {  # type: ignore[index]
+        "type": "openai",
+        "base_url": fake_llm.openai_url("counted"),
+        **FAST,
     }
     running = await start_stack(overrides, ephemeral_ports=True)
     try:
@@ -542,3 +551,45 @@ async def test_the_summary_policy_folds_what_the_window_drops_into_one_system_me
         {"role": "user", "content": "fact 5"},
         {"role": "user", "content": "Go on."},
     ]
+
+
+async def test_a_tenant_over_its_daily_token_budget_stops_and_another_tenant_runs(
+    stack: Stack, fake_llm: FakeLLM
+) -> None:
+    from prometheus_client import REGISTRY
+
+    stopped = REGISTRY.get_sample_value(
+        "heddle_agent_budget_exceeded_total", {"budget": "tenant_tokens"}
+    )
+    definition = {
+        "name": "budgeted",
+        "nodes": [{"id": "ask", "type": "agent", "params": {"model": "counted", "prompt": "hi"}}],
+    }
+    executions: list[dict[str, Any]] = []
+    for tenant in (BUDGETED[0], BUDGETED[0], BUDGETED[1]):
+        token, _ = await new_key(stack, tenant=tenant, scopes=ADMIN_SCOPES, name="budget")
+        async with httpx.AsyncClient(
+            base_url=stack.gateway_url, timeout=30, headers=bearer(token)
+        ) as http:
+            workflow_id = await create_workflow(http, definition)
+            executions.append(await wait_final(http, await run(http, workflow_id)))
+    first, over, other = executions
+    # The first run uses the day's 10 tokens; the next one stops before its model call.
+    assert first["status"] == "succeeded", first
+    assert over["status"] == "failed", over
+    error = node(over, "ask")["error"]
+    assert error["type"] == "budget_exceeded", error
+    assert error["details"]["budget"] == "tenant_tokens"
+    assert (error["details"]["tenant_id"], error["details"]["limit"]) == (BUDGETED[0], 10)
+    assert error["details"]["used"] == 10
+    assert f"tenant {BUDGETED[0]!r} is over its daily agent token budget" in error["message"]
+    assert len(fake_llm.calls("counted")) == 2  # the first tenant's first run, the other's
+    # Another tenant with the same budget is unaffected.
+    assert other["status"] == "succeeded", other
+    assert (
+        REGISTRY.get_sample_value("heddle_agent_budget_exceeded_total", {"budget": "tenant_tokens"})
+        == (stopped or 0) + 1
+    )
+    for tenant in BUDGETED:
+        used = REGISTRY.get_sample_value("heddle_agent_tenant_tokens_today", {"tenant": tenant})
+        assert used == 10, (tenant, used)

@@ -27,6 +27,7 @@ ReAct sub-loop, and re-plans once when a step fails.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import time
@@ -47,7 +48,12 @@ from services.node.executors.base import (
     object_schema,
     save_checkpoint,
 )
-from services.node.metrics import AGENT_BUDGET_EXCEEDED, AGENT_STEPS, AGENT_TOKENS
+from services.node.metrics import (
+    AGENT_BUDGET_EXCEEDED,
+    AGENT_STEPS,
+    AGENT_TENANT_TOKENS,
+    AGENT_TOKENS,
+)
 
 _TRACER = tracer("node")
 log = logging.getLogger(__name__)
@@ -119,14 +125,60 @@ def _tokens(usage: Any) -> int:
     return sum(v for k, v in usage.items() if isinstance(v, int) and k.endswith("tokens"))
 
 
-def budget_exceeded(what: str, limit: int, used: int) -> NodeError:
+def budget_exceeded(
+    what: str, limit: int, used: int, message: str | None = None, **details: Any
+) -> NodeError:
     AGENT_BUDGET_EXCEEDED.labels(what).inc()
     return NodeError(
         "budget_exceeded",
-        f"the agent run is over its {what} budget: {used} used, {limit} allowed",
+        message or f"the agent run is over its {what} budget: {used} used, {limit} allowed",
         retryable=False,
-        details={"budget": what, "limit": limit, "used": used},
+        details={"budget": what, "limit": limit, "used": used, **details},
     )
+
+
+class TenantTokens:
+    """A tenant's model tokens of the UTC day, counted in the shared KV (``INCRBY`` on
+    ``agent-tokens:<tenant>:<day>``, expiring at the day's end): checked before each model
+    call of an agent run against the tenant's daily budget, charged after it."""
+
+    def __init__(self, services: Services, tenant_id: str) -> None:
+        self.kv = services.kv
+        self.tenant = tenant_id or "default"
+        self.limit = services.settings.tenant_daily_tokens(self.tenant)
+
+    def _key(self) -> tuple[str, str, float]:
+        now = dt.datetime.now(dt.UTC)
+        day = now.date()
+        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
+        # A minute past the day's end: a replica whose clock is a little behind still finds it.
+        return (
+            f"agent-tokens:{self.tenant}:{day.isoformat()}",
+            day.isoformat(),
+            (end - now).total_seconds() + 60,
+        )
+
+    async def check(self) -> None:
+        if self.kv is None or not self.limit:
+            return
+        key, day, _ = self._key()
+        used = int(await self.kv.get(key) or 0)
+        if used >= self.limit:
+            raise budget_exceeded(
+                "tenant_tokens",
+                self.limit,
+                used,
+                f"tenant {self.tenant!r} is over its daily agent token budget: {used} tokens "
+                f"used on {day} (UTC), {self.limit} allowed",
+                tenant_id=self.tenant,
+                day=day,
+            )
+
+    async def charge(self, tokens: int) -> None:
+        if self.kv is None or tokens <= 0:
+            return
+        key, _, ttl_s = self._key()
+        AGENT_TENANT_TOKENS.labels(self.tenant).set(await self.kv.incr(key, tokens, ttl_s))
 
 
 class Journal:
@@ -360,6 +412,7 @@ class _AgentRun:
         self.tools: list[dict[str, Any]] = []
         self.max_steps = min(params["max_steps"], services.settings.agent_max_steps)
         self.budget = params.get("budget") or {}
+        self.tenant_tokens = TenantTokens(services, request.tenant_id)
         self.attempts = provider_attempts(request)
         self.model_calls = 0
 
@@ -382,6 +435,7 @@ class _AgentRun:
         limit = self.budget.get("tokens")
         if limit is not None and self.journal.tokens >= limit:
             raise budget_exceeded("tokens", limit, self.journal.tokens)
+        await self.tenant_tokens.check()
         started = time.perf_counter()
         with _TRACER.start_as_current_span(
             "agent.model_call", attributes={"heddle.agent.step": step}
@@ -404,6 +458,9 @@ class _AgentRun:
                 raise
             tokens = _tokens(reply.get("usage"))
             span.set_attribute("heddle.agent.tokens", tokens)
+        # Charged before it is journaled: a crash between the two pays the call again on
+        # resume, and counts it again.
+        await self.tenant_tokens.charge(tokens)
         self.logs.extend(reply.get("logs") or [])
         kept = {
             "text": reply.get("text") or "",

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from libs.common import expressions
 from libs.common.artifacts import ArtifactStore
+from libs.common.kv import KV
 from libs.common.node_types import NodeTypeSpec
 from libs.common.settings import split_csv
 
@@ -208,6 +209,19 @@ class NodeSettings(BaseModel):
         default=True,
         description="Journal agent steps durably (off: in memory only, not resumable).",
     )
+    agent_tenant_daily_tokens: int = Field(
+        default=0, ge=0, description="Model tokens a tenant's agent runs may use per UTC day."
+    )
+    agent_tenant_daily_tokens_by_tenant: dict[str, int] = Field(
+        default_factory=dict, description="Per-tenant values of agent_tenant_daily_tokens."
+    )
+
+    def tenant_daily_tokens(self, tenant_id: str) -> int:
+        """The tenant's daily agent token budget (0: none)."""
+        return self.agent_tenant_daily_tokens_by_tenant.get(
+            tenant_id, self.agent_tenant_daily_tokens
+        )
+
     sql_max_rows: int = Field(
         default=10_000, gt=0, description="Upper bound of a sql node's max_rows param."
     )
@@ -246,6 +260,8 @@ class Services:
     settings: NodeSettings = field(default_factory=NodeSettings)
     #: The replica's artifact store: executors that stream referenced values read it.
     artifacts: ArtifactStore | None = None
+    #: The key-value store (HEDDLE_REDIS_URL): a tenant's agent tokens of the day.
+    kv: KV | None = None
 
 
 # ---------------------------------------------------------------------------- executors

@@ -75,6 +75,9 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.enable_retries", 1),
+    # A peer that was down is dialled again within 5 s of its return (gRPC's default backoff
+    # grows to 120 s; until the next reconnect the channel fails calls at once).
+    ("grpc.max_reconnect_backoff_ms", 5_000),
 ]
 _SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

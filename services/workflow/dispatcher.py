@@ -8,7 +8,7 @@ for a message round trip against ~0.42 ms for the cheapest unary call, before in
 A node with `timeout_s` travels alone in a call of its own, so that its timeout is the call's
 gRPC deadline. When a replica's stream or call fails, the attempts that had no outcome yet
 are handed back to the engine, which re-dispatches them as new attempts (on another replica:
-the failed one is benched for a moment).
+the failed one is benched for a moment, and gets no work while its channel cannot connect).
 """
 
 from __future__ import annotations
@@ -276,6 +276,17 @@ class _Replica:
     retired: bool = False  # no longer resolved: gets no new work, dropped once idle
 
 
+def _connectable(channel: grpc.aio.Channel) -> bool:
+    """Whether a call on the channel would reach its server, or wait for the connection
+    being made; False in TRANSIENT_FAILURE, where gRPC fails a call at once (UNAVAILABLE)
+    without trying. A replica that was down stays so until the channel's next reconnect,
+    seconds after the replica is back (the reconnect backoff grew while it was down): sent
+    there, an attempt would come back NodeUnavailable and be re-dispatched as a new attempt
+    on a replica that was alive all along. An idle channel is asked to connect."""
+    state = channel.get_state(try_to_connect=True)
+    return state is not grpc.ChannelConnectivity.TRANSIENT_FAILURE
+
+
 def _dns_name(address: str) -> tuple[str, str] | None:
     """(host, port) of a `dns:[//authority]/host:port` target; None for other targets."""
     if not address.startswith("dns:"):
@@ -399,10 +410,11 @@ class NodeDispatcher:
         for _ in range(len(live)):
             self._turn += 1
             replica = live[self._turn % len(live)]
-            if replica.benched_until <= now:
+            if replica.benched_until <= now and _connectable(replica.channel):
                 return replica
-        # Every replica is benched: try the least recently benched rather than stall.
-        return min(live, key=lambda r: r.benched_until)
+        # Every replica is benched or cannot connect: rather than stall, try one that can
+        # connect, else the least recently benched.
+        return min(live, key=lambda r: (not _connectable(r.channel), r.benched_until))
 
     def dispatch(
         self,

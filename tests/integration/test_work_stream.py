@@ -206,3 +206,65 @@ async def test_a_dns_name_stands_for_every_replica_it_resolves_to(
 
 def last_outcome_is(seen: Any, node_id: str) -> bool:
     return bool(seen.outcomes) and seen.outcomes[-1].node_id == node_id
+
+
+async def test_a_replica_whose_channel_cannot_connect_gets_no_work_until_it_can(
+    replicas: list[NodeService],
+) -> None:
+    """A node replica that was down: its channel fails calls at once until gRPC dials it
+    again, also for a while after it is back. The dispatcher sends nothing there meanwhile
+    (an attempt sent there came back NodeUnavailable and ran again elsewhere: a second
+    attempt of a node whose owner and replicas were alive), and uses it again once it can."""
+    doomed = replicas[0]
+    port = doomed.port
+    dispatcher = NodeDispatcher(_addresses(replicas), service_token=TOKEN)
+    [doomed_replica] = [r for r in dispatcher._replicas if r.address.endswith(f":{port}")]
+    seen = Recorder()
+    revived: NodeService | None = None
+    try:
+        dispatcher.dispatch([_task(f"w{i}") for i in range(16)], seen.on_outcomes, seen.on_failure)
+        await assert_eventually(lambda: len(seen.outcomes) == 16)
+        await doomed.stop(grace=0)
+        # Its open stream breaks; dispatches go on (the next to it, if any, fails too).
+        for step in range(4):
+            dispatcher.dispatch([_task(f"d{step}")], seen.on_outcomes, seen.on_failure)
+        await assert_eventually(lambda: len(seen.outcomes) + len(seen.failures) >= 20)
+        failed_while_down = len(seen.failures)
+        assert failed_while_down >= 1, "nothing was on the stopped replica's stream?"
+        await assert_eventually(
+            lambda: not _connectable_now(doomed_replica.channel), message="channel still up"
+        )
+        doomed_replica.benched_until = 0.0  # the bench is over; the channel still fails
+        for step in range(6):
+            dispatcher.dispatch([_task(f"s{step}")], seen.on_outcomes, seen.on_failure)
+            await assert_eventually(
+                lambda: (
+                    last_outcome_is(seen, f"s{step}")  # noqa: B023 - awaited here
+                    or len(seen.failures) > failed_while_down
+                )
+            )
+            assert len(seen.failures) == failed_while_down, seen.failures[failed_while_down:]
+
+        revived = await serve(NodeServiceSettings(grpc_port=port, service_token=TOKEN))
+        sent_before = dispatcher.stats()[doomed_replica.address]
+        step = 0
+
+        async def used_again() -> bool:
+            nonlocal step
+            step += 1
+            dispatcher.dispatch([_task(f"b{step}")], seen.on_outcomes, seen.on_failure)
+            await assert_eventually(functools.partial(last_outcome_is, seen, f"b{step}"))
+            return dispatcher.stats()[doomed_replica.address] > sent_before
+
+        # Within the capped reconnect backoff (5 s) of its return.
+        await assert_eventually(used_again, timeout=20, interval=0.2, message="never used")
+        assert len(seen.failures) == failed_while_down, seen.failures[failed_while_down:]
+    finally:
+        await dispatcher.close()
+        if revived is not None:
+            await revived.stop(grace=0)
+
+
+def _connectable_now(channel: grpc.aio.Channel) -> bool:
+    state = channel.get_state(try_to_connect=True)
+    return state is not grpc.ChannelConnectivity.TRANSIENT_FAILURE

@@ -170,6 +170,7 @@ def _node_run_out(node: Any) -> NodeRunOut:
         checkpoint=checkpoint,
         iterations=iterations,
         iterations_total=iterations_total,
+        children=list(node.child_execution_ids),
     )
 
 
@@ -190,6 +191,14 @@ def execution_out(execution: Any) -> ExecutionOut:
         duration_ms=_duration_ms(started, finished),
         trigger=execution.trigger,
         parent_execution_id=_or_none(execution.parent_execution_id),
+        parent=(
+            {
+                "execution_id": execution.parent_execution_id,
+                "node_id": execution.parent_node_id,
+            }
+            if execution.parent_execution_id
+            else None
+        ),
         retry_of=_or_none(execution.retry_of),
         forked_from=forked_from(execution.trigger),
         idempotency_key=_or_none(execution.idempotency_key),

@@ -184,6 +184,11 @@ class NodeRunOut(BaseModel):
     iterations_total: int | None = Field(
         default=None, description="How many iterations the loop has run (failed ones too)."
     )
+    children: list[str] = Field(
+        default_factory=list,
+        description="The executions this node started (subworkflow, map, agent "
+        "delegation), oldest first.",
+    )
 
 
 class ExecutionOut(BaseModel):
@@ -200,6 +205,11 @@ class ExecutionOut(BaseModel):
     duration_ms: float | None = None
     trigger: str = ""
     parent_execution_id: str | None = None
+    parent: dict[str, str] | None = Field(
+        default=None,
+        description="A child execution's origin: {execution_id, node_id} of the node that "
+        "started it (subworkflow, map, agent delegation).",
+    )
     retry_of: str | None = None
     forked_from: dict[str, str] | None = Field(
         default=None, description="A fork's origin: {execution_id, node_id}."

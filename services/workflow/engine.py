@@ -18,6 +18,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from libs.common import jsonutil
 from libs.common.cache import CacheScope, create_result_cache
+from libs.common.child_ids import child_execution_id
 from libs.common.db import utcnow
 from libs.common.errors import (
     FailedPrecondition,
@@ -293,7 +294,10 @@ class Engine:
             attributes={"heddle.workflow_id": workflow_id, "heddle.trigger": trigger},
         )
         row = ExecutionRow(
-            id=str(uuid.uuid4()),
+            # A child's id follows from its key: the parent node names it before it starts it.
+            id=child_execution_id(tenant_id, idempotency_key)
+            if parent_execution_id and idempotency_key
+            else str(uuid.uuid4()),
             tenant_id=tenant_id,
             workflow_id=workflow_id,
             workflow_version=version,

@@ -6,7 +6,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from libs.common.db import Base, utcnow
@@ -25,6 +34,9 @@ class WorkflowRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    #: Made by the platform for itself (an agent's chat workflow, the one-node workflow a
+    #: delegated agent runs in): runnable and readable by id, left out of the listings.
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (Index("ix_workflows_tenant_created", "tenant_id", "created_at"),)
 
@@ -78,6 +90,8 @@ class ExecutionRow(Base):
         Index("ix_executions_tenant_created", "tenant_id", "created_at"),
         Index("ix_executions_workflow", "workflow_id", "created_at"),
         Index("ix_executions_status_lease", "status", "lease_expires_at"),
+        # A node's child executions (subworkflow, map, delegation): the execution detail.
+        Index("ix_executions_parent", "parent_execution_id", "parent_node_id"),
     )
 
 

@@ -48,8 +48,13 @@ async def list_workflows(
     limit: int,
     only_ids: Sequence[str] | None = None,
 ) -> tuple[Sequence[WorkflowRow], int]:
-    """A page of the tenant's workflows; with only_ids, of those among them."""
-    where = and_(WorkflowRow.tenant_id == tenant_id, WorkflowRow.deleted_at.is_(None))
+    """A page of the tenant's workflows (not the hidden ones); with only_ids, of those among
+    them."""
+    where = and_(
+        WorkflowRow.tenant_id == tenant_id,
+        WorkflowRow.deleted_at.is_(None),
+        WorkflowRow.hidden.is_(False),
+    )
     if only_ids is not None:
         where = and_(where, WorkflowRow.id.in_(list(only_ids)))
     total = await session.scalar(select(func.count()).select_from(WorkflowRow).where(where))
@@ -111,6 +116,20 @@ async def list_executions(
         .limit(limit)
     )
     return rows.all(), int(total or 0)
+
+
+async def child_executions(session: AsyncSession, execution_id: str) -> dict[str, list[str]]:
+    """The ids of the executions each node of `execution_id` started (subworkflow, map,
+    delegation), oldest first, by node id."""
+    rows = await session.execute(
+        select(ExecutionRow.parent_node_id, ExecutionRow.id)
+        .where(ExecutionRow.parent_execution_id == execution_id)
+        .order_by(ExecutionRow.created_at, ExecutionRow.id)
+    )
+    children: dict[str, list[str]] = {}
+    for node_id, child_id in rows:
+        children.setdefault(node_id or "", []).append(child_id)
+    return children
 
 
 async def node_runs(session: AsyncSession, execution_id: str) -> Sequence[NodeRunRow]:
@@ -304,7 +323,11 @@ async def count_workflows(session: AsyncSession, tenant_id: str) -> int:
     total = await session.scalar(
         select(func.count())
         .select_from(WorkflowRow)
-        .where(WorkflowRow.tenant_id == tenant_id, WorkflowRow.deleted_at.is_(None))
+        .where(
+            WorkflowRow.tenant_id == tenant_id,
+            WorkflowRow.deleted_at.is_(None),
+            WorkflowRow.hidden.is_(False),  # the platform's own do not count to the quota
+        )
     )
     return int(total or 0)
 

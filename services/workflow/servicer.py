@@ -116,8 +116,9 @@ def workflow_to_proto(workflow: WorkflowRow, version: VersionRow | None) -> work
     )
 
 
-def node_to_proto(node: NodeRunRow) -> workflow_pb2.NodeRun:
+def node_to_proto(node: NodeRunRow, children: Sequence[str] = ()) -> workflow_pb2.NodeRun:
     return workflow_pb2.NodeRun(
+        child_execution_ids=list(children),
         node_id=node.node_id,
         node_type=node.node_type,
         status=node.status,
@@ -143,7 +144,10 @@ def node_to_proto(node: NodeRunRow) -> workflow_pb2.NodeRun:
 
 
 def execution_to_proto(
-    row: ExecutionRow, nodes: Sequence[NodeRunRow] = (), order: dict[str, int] | None = None
+    row: ExecutionRow,
+    nodes: Sequence[NodeRunRow] = (),
+    order: dict[str, int] | None = None,
+    children: dict[str, list[str]] | None = None,
 ) -> workflow_pb2.Execution:
     ordered = sorted(nodes, key=lambda n: (order or {}).get(n.node_id, 1 << 30))
     return workflow_pb2.Execution(
@@ -157,8 +161,9 @@ def execution_to_proto(
         created_at=optional_timestamp(row.created_at),
         started_at=optional_timestamp(row.started_at),
         finished_at=optional_timestamp(row.finished_at),
-        nodes=[node_to_proto(node) for node in ordered],
+        nodes=[node_to_proto(node, (children or {}).get(node.node_id, ())) for node in ordered],
         parent_execution_id=row.parent_execution_id or "",
+        parent_node_id=row.parent_node_id or "",
         trigger=row.trigger,
         idempotency_key=row.idempotency_key or "",
         tenant_id=row.tenant_id,
@@ -212,7 +217,9 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
         self, request: workflow_pb2.CreateWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> workflow_pb2.Workflow:
         raw = _loads_field(request.definition_json, "definition")
-        workflow, version = await self.store.create(_tenant(request.tenant_id), raw)
+        workflow, version = await self.store.create(
+            _tenant(request.tenant_id), raw, hidden=request.hidden
+        )
         return workflow_to_proto(workflow, version)
 
     async def UpdateWorkflow(
@@ -282,11 +289,12 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
                 raise NotFound(f"execution {execution_id!r} not found")
             nodes = await repo.node_runs(session, execution_id)
             version = await repo.get_version(session, row.workflow_id, row.workflow_version)
+            children = await repo.child_executions(session, execution_id)
         order = {
             node["id"]: index
             for index, node in enumerate((version.definition if version else {}).get("nodes", []))
         }
-        return execution_to_proto(row, nodes, order)
+        return execution_to_proto(row, nodes, order, children)
 
     async def GetExecution(
         self, request: workflow_pb2.GetExecutionRequest, context: grpc.aio.ServicerContext

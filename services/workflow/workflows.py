@@ -63,7 +63,11 @@ class WorkflowStore:
             )
         return report.definition.model_dump(mode="json", exclude_none=True)
 
-    async def create(self, tenant_id: str, raw: Any) -> tuple[WorkflowRow, WorkflowVersionRow]:
+    async def create(
+        self, tenant_id: str, raw: Any, hidden: bool = False
+    ) -> tuple[WorkflowRow, WorkflowVersionRow]:
+        """Validate and save a new workflow; a hidden one (made by the platform for itself)
+        is left out of the listings and of the tenant's workflow quota."""
         definition = await self._checked(raw, tenant_id)
         now = utcnow()
         workflow = WorkflowRow(
@@ -74,13 +78,14 @@ class WorkflowStore:
             latest_version=1,
             created_at=now,
             updated_at=now,
+            hidden=hidden,
         )
         version = WorkflowVersionRow(
             workflow_id=workflow.id, version=1, definition=definition, created_at=now
         )
         limit = self.settings.quota_for(tenant_id).max_workflows
         async with self.sessions() as session, session.begin():
-            if limit and await repo.count_workflows(session, tenant_id) >= limit:
+            if not hidden and limit and await repo.count_workflows(session, tenant_id) >= limit:
                 raise ResourceExhausted(
                     f"tenant quota: at most {limit} workflows",
                     {"quota": "max_workflows", "limit": limit},

@@ -66,12 +66,14 @@ class Workflow(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., description: _Optional[str] = ..., definition_json: _Optional[bytes] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant_id: _Optional[str] = ...) -> None: ...
 
 class CreateWorkflowRequest(_message.Message):
-    __slots__ = ("definition_json", "tenant_id")
+    __slots__ = ("definition_json", "tenant_id", "hidden")
     DEFINITION_JSON_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_FIELD_NUMBER: _ClassVar[int]
     definition_json: bytes
     tenant_id: str
-    def __init__(self, definition_json: _Optional[bytes] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    hidden: bool
+    def __init__(self, definition_json: _Optional[bytes] = ..., tenant_id: _Optional[str] = ..., hidden: bool = ...) -> None: ...
 
 class UpdateWorkflowRequest(_message.Message):
     __slots__ = ("id", "definition_json", "tenant_id")
@@ -176,7 +178,7 @@ class NodeAttempt(_message.Message):
     def __init__(self, attempt: _Optional[int] = ..., status: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ...) -> None: ...
 
 class NodeRun(_message.Message):
-    __slots__ = ("node_id", "node_type", "status", "attempts", "output_json", "error", "started_at", "finished_at", "attempt_history", "waiting_json", "inputs_json", "checkpoint_json")
+    __slots__ = ("node_id", "node_type", "status", "attempts", "output_json", "error", "started_at", "finished_at", "attempt_history", "waiting_json", "inputs_json", "checkpoint_json", "child_execution_ids")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_TYPE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +191,7 @@ class NodeRun(_message.Message):
     WAITING_JSON_FIELD_NUMBER: _ClassVar[int]
     INPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_JSON_FIELD_NUMBER: _ClassVar[int]
+    CHILD_EXECUTION_IDS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     node_type: str
     status: str
@@ -201,10 +204,11 @@ class NodeRun(_message.Message):
     waiting_json: bytes
     inputs_json: bytes
     checkpoint_json: bytes
-    def __init__(self, node_id: _Optional[str] = ..., node_type: _Optional[str] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., output_json: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_history: _Optional[_Iterable[_Union[NodeAttempt, _Mapping]]] = ..., waiting_json: _Optional[bytes] = ..., inputs_json: _Optional[bytes] = ..., checkpoint_json: _Optional[bytes] = ...) -> None: ...
+    child_execution_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_id: _Optional[str] = ..., node_type: _Optional[str] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., output_json: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_history: _Optional[_Iterable[_Union[NodeAttempt, _Mapping]]] = ..., waiting_json: _Optional[bytes] = ..., inputs_json: _Optional[bytes] = ..., checkpoint_json: _Optional[bytes] = ..., child_execution_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Execution(_message.Message):
-    __slots__ = ("id", "workflow_id", "workflow_version", "status", "inputs_json", "outputs_json", "error", "created_at", "started_at", "finished_at", "nodes", "parent_execution_id", "trigger", "idempotency_key", "tenant_id", "trace_id", "last_seq", "retry_of", "priority")
+    __slots__ = ("id", "workflow_id", "workflow_version", "status", "inputs_json", "outputs_json", "error", "created_at", "started_at", "finished_at", "nodes", "parent_execution_id", "trigger", "idempotency_key", "tenant_id", "trace_id", "last_seq", "retry_of", "priority", "parent_node_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +228,7 @@ class Execution(_message.Message):
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     RETRY_OF_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PARENT_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     workflow_id: str
     workflow_version: int
@@ -243,7 +248,8 @@ class Execution(_message.Message):
     last_seq: int
     retry_of: str
     priority: int
-    def __init__(self, id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., status: _Optional[str] = ..., inputs_json: _Optional[bytes] = ..., outputs_json: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeRun, _Mapping]]] = ..., parent_execution_id: _Optional[str] = ..., trigger: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., tenant_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., last_seq: _Optional[int] = ..., retry_of: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
+    parent_node_id: str
+    def __init__(self, id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., status: _Optional[str] = ..., inputs_json: _Optional[bytes] = ..., outputs_json: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeRun, _Mapping]]] = ..., parent_execution_id: _Optional[str] = ..., trigger: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., tenant_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., last_seq: _Optional[int] = ..., retry_of: _Optional[str] = ..., priority: _Optional[int] = ..., parent_node_id: _Optional[str] = ...) -> None: ...
 
 class GetExecutionRequest(_message.Message):
     __slots__ = ("id", "tenant_id", "summary")

@@ -21,6 +21,7 @@ from services.gateway.openapi import (
 )
 from services.gateway.routes import (
     agents,
+    artifacts,
     batches,
     cache,
     catalog,
@@ -85,8 +86,11 @@ def create_app(
         knowledge.router,
         snapshots.router,
         forks.router,
+        artifacts.router,
     ):
         app.include_router(router, dependencies=authenticated)
+    # A signed download URL carries its own proof (a browser's link sends no credential).
+    app.include_router(artifacts.public_router)
     # Uploads stream their body: no NUL scan of it (which would read it whole).
     app.include_router(files.router, dependencies=[Depends(authenticate_connection)])
     app.include_router(executions.ws_router)

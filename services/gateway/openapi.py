@@ -104,7 +104,8 @@ def build_openapi(app: FastAPI, settings: GatewaySettings) -> dict[str, Any]:
         for path, operations in schema.get("paths", {}).items():
             for operation in operations.values():
                 if path.startswith("/api/v1/"):
-                    operation["security"] = [{"bearer": []}]
+                    # An operation that says `security: []` takes no credential (signed URLs).
+                    operation.setdefault("security", [{"bearer": []}])
                 for parameter in operation.get("parameters", []):
                     _tighten_parameter(parameter, settings)
                 _add_links(operation)

@@ -189,6 +189,13 @@ class GatewaySettings(CommonSettings):
     files_retention_interval_s: float = Field(
         default=300.0, gt=0, description="Seconds between two runs of the file retention loop."
     )
+    download_url_ttl_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="Seconds a signed artifact download URL (POST /api/v1/artifacts/"
+        "download-url) stays valid.",
+    )
 
     _split_ready_required = field_validator("ready_required", mode="before")(split_csv)
     _split_allow_hosts = field_validator("http_allow_hosts", mode="before")(split_csv)

@@ -160,6 +160,38 @@ def _on_file(method: str, suffix: str = "") -> Callable[[Context], Awaitable[Req
     return build
 
 
+#: The reference of a large execution input, per context (made once: a run per caller is slow).
+_ARTIFACT_REFS: dict[int, str] = {}
+
+
+def _on_artifact(method: str) -> Callable[[Context], Awaitable[Request]]:
+    """A request on an artifact of the default tenant (a claim-checked execution input)."""
+
+    async def build(ctx: Context) -> Request:
+        if id(ctx) not in _ARTIFACT_REFS:
+            definition = {
+                **HELLO,
+                "name": f"blob-{uuid.uuid4().hex[:8]}",
+                "inputs": {"name": {"type": "string"}, "blob": {"type": "string"}},
+            }
+            workflow_id = await create_workflow(ctx.admin, definition)
+            started = await ctx.admin.post(
+                f"/api/v1/workflows/{workflow_id}/execute",
+                json={"inputs": {"blob": "z" * (300 * 1024)}},
+            )
+            assert started.status_code == 202, started.text
+            execution = await ctx.admin.get(
+                f"/api/v1/executions/{started.json()['execution_id']}", params={"view": "summary"}
+            )
+            _ARTIFACT_REFS[id(ctx)] = execution.json()["inputs"]["blob"]["$ref"]
+        ref = _ARTIFACT_REFS[id(ctx)]
+        if method == "GET":
+            return method, f"/api/v1/artifacts/content?ref={ref}", None
+        return method, "/api/v1/artifacts/download-url", {"ref": ref}
+
+    return build
+
+
 def _on_knowledge_base(
     method: str, suffix: str = "", body: Any = None
 ) -> Callable[[Context], Awaitable[Request]]:
@@ -300,6 +332,9 @@ ENDPOINTS = [
     Endpoint("read file", "member", True, _on_file("GET")),
     Endpoint("file content", "member", True, _on_file("GET", "/content")),
     Endpoint("delete file", "member", True, _on_file("DELETE")),
+    # Artifacts (large values by reference) are the tenant's, as files are.
+    Endpoint("artifact content", "member", True, _on_artifact("GET")),
+    Endpoint("artifact download url", "member", True, _on_artifact("POST")),
     # Knowledge bases: the tenant's; another tenant's is not found.
     Endpoint("list knowledge bases", "member", False, _static("GET", "/api/v1/knowledge-bases")),
     Endpoint(

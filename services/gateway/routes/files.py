@@ -19,7 +19,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from libs.common.artifacts import DEFAULT_CONTENT_TYPE, ArtifactMissing
+from libs.common.artifacts import (
+    DEFAULT_CONTENT_TYPE,
+    ArtifactMissing,
+    ArtifactRef,
+    ArtifactStore,
+)
 from libs.common.errors import HeddleError, InvalidArgument, Unavailable
 from services.gateway.files import FileTooLarge, StoredFile, files_of
 from services.gateway.routes.common import (
@@ -87,7 +92,7 @@ def file_out(stored: StoredFile) -> FileOut:
     )
 
 
-def _content_type(value: str | None) -> str:
+def content_type_of(value: str | None) -> str:
     media = (value or "").split(";", 1)[0].strip().lower()
     return media if _CONTENT_TYPE.match(media) else DEFAULT_CONTENT_TYPE
 
@@ -149,7 +154,9 @@ class _MultipartFile:
             return
         self.found = self._in_file = True
         self.name = (filename or b"").decode("utf-8", "replace")[:255]
-        self.content_type = _content_type(self._headers.get(b"content-type", b"").decode("latin-1"))
+        self.content_type = content_type_of(
+            self._headers.get(b"content-type", b"").decode("latin-1")
+        )
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_file:
@@ -238,7 +245,7 @@ async def upload_file(
                 [{"loc": ["body"], "msg": "Field required", "type": "missing"}],
             )
         file_name = name or ""
-        content_type = _content_type(request.headers.get("content-type"))
+        content_type = content_type_of(request.headers.get("content-type"))
         chunks = request.stream()
     stored = await files_of(request.app).upload(
         tenant_id=caller.tenant_id,
@@ -312,15 +319,27 @@ async def file_content(file_id: str, request: Request, caller: Caller, guard: Gu
     guard.require(caller, "read_file")
     repository = files_of(request.app)
     stored = await repository.require(caller.tenant_id, file_id)
-    wanted = _byte_range(request.headers.get("range"), stored.size)
-    start, end = wanted or (0, stored.size)
-    stream = repository.store.open_stream(stored.ref, start, end)
+    return await artifact_response(
+        repository.store,
+        stored.ref,
+        request.headers.get("range"),
+        name=stored.name or stored.id,
+        what=f"the content of file {file_id!r}",
+    )
+
+
+async def artifact_response(
+    store: ArtifactStore, ref: ArtifactRef, range_header: str | None, *, name: str, what: str
+) -> Response:
+    """The bytes of ref, streamed as a download (206 for a Range); a 503 naming `what` when
+    they are missing from the store."""
+    wanted = _byte_range(range_header, ref.size)
+    start, end = wanted or (0, ref.size)
+    stream = store.open_stream(ref, start, end)
     try:  # the first chunk now, so that a missing artifact is an error, not a cut stream
         first = await anext(stream, b"")
     except ArtifactMissing:
-        raise Unavailable(
-            f"the content of file {file_id!r} is missing from the artifact store"
-        ) from None
+        raise Unavailable(f"{what} is missing from the artifact store") from None
 
     async def body() -> AsyncIterator[bytes]:
         if first:
@@ -328,19 +347,22 @@ async def file_content(file_id: str, request: Request, caller: Caller, guard: Gu
         async for chunk in stream:
             yield chunk
 
-    quoted = urllib.parse.quote(stored.name or stored.id)
+    quoted = urllib.parse.quote(name)
     headers = {
         "content-length": str(end - start),
         "accept-ranges": "bytes",
-        "etag": f'"{stored.sha256}"',
+        # Always a download, never rendered on the gateway's origin (whatever the type says).
         "content-disposition": f"attachment; filename*=UTF-8''{quoted}",
+        "x-content-type-options": "nosniff",
     }
+    if ref.sha256:
+        headers["etag"] = f'"{ref.sha256}"'
     if wanted is not None:
-        headers["content-range"] = f"bytes {start}-{end - 1}/{stored.size}"
+        headers["content-range"] = f"bytes {start}-{end - 1}/{ref.size}"
     return StreamingResponse(
         body(),
         status_code=206 if wanted is not None else 200,
-        media_type=stored.content_type,
+        media_type=ref.content_type,
         headers=headers,
     )
 

@@ -9,7 +9,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 from opentelemetry import trace
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -275,16 +275,28 @@ class Engine:
                 existing = await repo.find_execution_by_key(session, tenant_id, idempotency_key)
                 if existing is not None:
                     return existing, False
-            workflow = await repo.get_workflow(session, tenant_id, workflow_id)
-            if workflow is None:
-                raise NotFound(f"workflow {workflow_id!r} not found")
-            version = version or workflow.latest_version
-            version_row = await repo.get_version(session, workflow_id, version)
+            if self._writer is None:
+                workflow = await repo.get_workflow(session, tenant_id, workflow_id)
+                if workflow is None:
+                    raise NotFound(f"workflow {workflow_id!r} not found")
+                version = version or workflow.latest_version
+                version_row = await repo.get_version(session, workflow_id, version)
+                if version_row is None:
+                    raise NotFound(f"workflow {workflow_id!r} has no version {version}")
+                definition: dict[str, Any] | None = version_row.definition
+                if parent_execution_id is None:
+                    await self._check_concurrency_quota(session, tenant_id)
+        if self._writer is not None:
+            version, definition = await self._start_lookup(
+                tenant_id, workflow_id, version, top_level=parent_execution_id is None
+            )
+        if definition is None and (workflow_id, version) not in self._compiled:
+            async with self.sessions() as session:  # evicted since the lookup: read it again
+                version_row = await repo.get_version(session, workflow_id, version)
             if version_row is None:
                 raise NotFound(f"workflow {workflow_id!r} has no version {version}")
-            if parent_execution_id is None:
-                await self._check_concurrency_quota(session, tenant_id)
-        compiled = await self.compiled(workflow_id, version, version_row.definition, tenant_id)
+            definition = version_row.definition
+        compiled = await self.compiled(workflow_id, version, definition or {}, tenant_id)
         resolved_inputs = validate_inputs(compiled.definition, inputs)
         now = utcnow()
         span = _TRACER.start_span(
@@ -391,6 +403,31 @@ class Engine:
         self._launch(row, compiled, nodes)
         return row, True
 
+    async def _start_lookup(
+        self, tenant_id: str, workflow_id: str, version: int, *, top_level: bool
+    ) -> tuple[int, dict[str, Any] | None]:
+        """PostgreSQL: the version a start runs and its definition (None when it is compiled
+        here already), the workflow's existence and the tenant's quota checked, in one
+        statement on the writer's connection (the ORM's three reads cost more CPU than the
+        rest of a start)."""
+        assert self._writer is not None
+        limit = self.settings.quota_for(tenant_id).max_concurrent_executions if top_level else 0
+        found = await self._writer.start_lookup(
+            workflow_id=workflow_id,
+            tenant_id=tenant_id,
+            version=version,
+            held_versions=[held for wid, held in self._compiled if wid == workflow_id],
+            count_active=repo.ACTIVE_STATUSES if limit else None,
+        )
+        if found is None:
+            raise NotFound(f"workflow {workflow_id!r} not found")
+        version = version or found.latest_version
+        if found.version is None:
+            raise NotFound(f"workflow {workflow_id!r} has no version {version}")
+        if limit and (found.active or 0) >= limit:
+            _quota_exceeded(limit)
+        return version, found.definition
+
     async def _check_concurrency_quota(self, session: AsyncSession, tenant_id: str) -> None:
         # Children are not counted: a parent waiting on its child must not deadlock its tenant
         # (their number is bounded by max_call_depth and the nodes of the parent).
@@ -398,10 +435,7 @@ class Engine:
         # number of gateway/workflow replicas; it bounds a tenant, it is not billing.
         limit = self.settings.quota_for(tenant_id).max_concurrent_executions
         if limit and await repo.count_active_executions(session, tenant_id) >= limit:
-            raise ResourceExhausted(
-                f"tenant quota: at most {limit} concurrent executions",
-                {"quota": "max_concurrent_executions", "limit": limit},
-            )
+            _quota_exceeded(limit)
 
     def _launch(
         self, row: ExecutionRow, compiled: CompiledWorkflow, nodes: dict[str, NodeState]
@@ -867,6 +901,13 @@ class Engine:
             ):
                 log.warning("lost lease", extra={"execution_id": execution_id})
                 runner.task.cancel()
+
+
+def _quota_exceeded(limit: int) -> NoReturn:
+    raise ResourceExhausted(
+        f"tenant quota: at most {limit} concurrent executions",
+        {"quota": "max_concurrent_executions", "limit": limit},
+    )
 
 
 def _check_input(

@@ -14,6 +14,7 @@ a chain of nodes writes once per step, and the pool's checkout and checkin cost 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -159,6 +160,39 @@ FROM jsonb_to_recordset(${nodes}::jsonb) AS u({record})
 """
 
 
+# What a start needs to know, in one round trip: the workflow (visible to the tenant, not
+# deleted), the version to run (the latest when none is named), its definition unless the
+# caller already holds it compiled ($4: the versions it holds; versions never change), and,
+# when the tenant has a quota ($5), its active top-level executions.
+_START_LOOKUP = """
+SELECT w.latest_version,
+       v.version,
+       CASE WHEN v.version = ANY($4::int[]) THEN NULL ELSE v.definition END,
+       CASE WHEN $5::boolean THEN (
+           SELECT count(*) FROM executions AS e
+           WHERE e.tenant_id = $2 AND e.status = ANY($6::text[])
+             AND e.parent_execution_id IS NULL
+       ) END
+FROM workflows AS w
+LEFT JOIN workflow_versions AS v
+    ON v.workflow_id = w.id AND v.version = COALESCE(NULLIF($3::int, 0), w.latest_version)
+WHERE w.id = $1 AND w.tenant_id = $2 AND w.deleted_at IS NULL
+"""
+
+
+@dataclass(frozen=True)
+class StartLookup:
+    """The answer of BatchWriter.start_lookup for a workflow that exists."""
+
+    latest_version: int
+    #: The version row found (None: the workflow has no such version).
+    version: int | None
+    #: Its definition, None when the version was among those the caller holds (or none).
+    definition: dict[str, Any] | None
+    #: Active top-level executions of the tenant, None when not counted.
+    active: int | None
+
+
 class BatchWriter:
     """A few asyncpg connections reserved for the hot-path statements (`write`, and
     `insert_execution` when an execution starts); one statement at a time on each."""
@@ -224,6 +258,38 @@ class BatchWriter:
             await self._fetchrow(_insert_statement(columns), args)
         except asyncpg.UniqueViolationError as error:
             raise IntegrityError("insert_execution", None, error) from error
+
+    async def start_lookup(
+        self,
+        *,
+        workflow_id: str,
+        tenant_id: str,
+        version: int,
+        held_versions: list[int],
+        count_active: tuple[str, ...] | None,
+    ) -> StartLookup | None:
+        """The workflow, version and quota count of a start in one statement (three ORM
+        reads and a session before); None when the tenant has no such workflow."""
+        row = await self._fetchrow(
+            _START_LOOKUP,
+            [
+                workflow_id,
+                tenant_id,
+                version,
+                held_versions,
+                count_active is not None,
+                list(count_active or ()),
+            ],
+        )
+        if row is None:
+            return None
+        latest, found, definition, active = row
+        return StartLookup(
+            latest_version=int(latest),
+            version=None if found is None else int(found),
+            definition=None if definition is None else jsonutil.loads(definition),
+            active=None if active is None else int(active),
+        )
 
     async def _fetchrow(self, statement: str, args: list[Any]) -> Any:
         async with self._slots:

@@ -36,6 +36,7 @@ const MILESTONES = new Set([
   "node.retrying",
   "node.skipped",
   "node.waiting",
+  "node.iteration",
   ...FINAL_EVENTS,
   "execution.paused",
   "execution.resumed",

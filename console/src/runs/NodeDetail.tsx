@@ -3,8 +3,10 @@
 import type { ReactNode } from "react";
 import type { JsonSchema, NodeDef } from "../lib/types";
 import type { ExecutionDetail, NodeRunDetail, NodeStream } from "./executionState";
+import { ArtifactRefs } from "./ArtifactView";
 import { elapsedMs, formatDuration, formatTime, prettyJson } from "./format";
 import { HumanInputForm } from "./HumanInputForm";
+import { LoopIterations } from "./LoopIterations";
 
 function Section({ title, children, aside }: { title: string; children: ReactNode; aside?: ReactNode }) {
   return (
@@ -106,8 +108,11 @@ export function NodeDetail({
       {hasOutput && (
         <Section title="Output">
           <Json value={run?.output} testId="node-output" />
+          <ArtifactRefs value={run?.output} testId="node-output-artifacts" />
         </Section>
       )}
+
+      {type === "loop" && <LoopIterations run={run} />}
 
       <Section title="Timings">
         <dl className="ev-dl">
@@ -144,6 +149,7 @@ export function NodeDetail({
       {run?.inputs !== undefined && run?.inputs !== null && (
         <Section title="Inputs">
           <Json value={run.inputs} testId="node-inputs" />
+          <ArtifactRefs value={run.inputs} testId="node-inputs-artifacts" />
         </Section>
       )}
 
@@ -176,10 +182,12 @@ export function ExecutionSummary({ execution }: { execution: ExecutionDetail }) 
       {execution.outputs !== undefined && execution.outputs !== null && (
         <Section title="Outputs">
           <Json value={execution.outputs} testId="execution-outputs" />
+          <ArtifactRefs value={execution.outputs} testId="execution-outputs-artifacts" />
         </Section>
       )}
       <Section title="Inputs">
         <Json value={execution.inputs ?? {}} testId="execution-inputs" />
+        <ArtifactRefs value={execution.inputs} testId="execution-inputs-artifacts" />
       </Section>
       <Section title="Details">
         <dl className="ev-dl">

@@ -3,6 +3,7 @@ import { useEffect, useMemo, useState, type FormEvent } from "react";
 import { ApiError, api } from "../lib/api";
 import { navigate } from "../lib/router";
 import type { Workflow } from "../lib/types";
+import { FileInput } from "./FileInput";
 import { FieldInput, collect, fieldsFromInputs, initialRaw, problemField, useFieldValues } from "./schemaForm";
 import "./runs.css";
 
@@ -93,16 +94,19 @@ export function RunPage({ workflowId }: { workflowId: string }) {
       <form className="rp-form" data-testid="run-form" onSubmit={submit} noValidate>
         <h2>Inputs</h2>
         {fields.length === 0 && <p className="ev-muted">This workflow takes no inputs.</p>}
-        {fields.map((field) => (
-          <FieldInput
-            key={field.name}
-            field={field}
-            value={raw[field.name] ?? initialRaw(field)}
-            error={errors[field.name]}
-            testId={`run-input-${field.name}`}
-            onChange={(next) => edit(field.name, next)}
-          />
-        ))}
+        {fields.map((field) => {
+          const Input = workflow.definition?.inputs?.[field.name]?.type === "file" ? FileInput : FieldInput;
+          return (
+            <Input
+              key={field.name}
+              field={field}
+              value={raw[field.name] ?? initialRaw(field)}
+              error={errors[field.name]}
+              testId={`run-input-${field.name}`}
+              onChange={(next) => edit(field.name, next)}
+            />
+          );
+        })}
         <details className="rp-advanced">
           <summary>Options</summary>
           <div className="rf-field">

@@ -72,6 +72,12 @@ class NodeServiceSettings(CommonSettings):
         ge=0,
         description="Delays of at least this many seconds are workflow-service timers.",
     )
+    agent_max_delegation_depth: int = Field(
+        default=4,
+        gt=0,
+        description="Agent-to-agent delegations in a chain (A -> B is 1) before the run stops "
+        "with delegation_depth_exceeded.",
+    )
     agent_journal: bool = Field(
         default=True,
         description="Journal every agent step durably (acknowledged checkpoints) so a run "
@@ -115,4 +121,5 @@ class NodeServiceSettings(CommonSettings):
                 for tenant, quota in self.tenant_quotas.items()
                 if quota.max_agent_tokens_per_day is not None
             },
+            agent_max_delegation_depth=self.agent_max_delegation_depth,
         )

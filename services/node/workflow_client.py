@@ -60,7 +60,11 @@ class GrpcWorkflowClient:
             raise NodeError(
                 "SubworkflowFailed",
                 f"child execution {child.id} {child.status}: {child.error.message}",
-                details={"execution_id": child.id, "error_type": child.error.type},
+                details={
+                    "execution_id": child.id,
+                    "error_type": child.error.type,
+                    "message": child.error.message,
+                },
             )
         outputs = jsonutil.loads(child.outputs_json)
         return outputs if isinstance(outputs, dict) else {"value": outputs}

@@ -28,6 +28,7 @@ from libs.common.agents import (
 )
 from libs.common.expressions import ExpressionError, render
 from libs.common.memory import window
+from services.workflow import delegation
 from services.workflow.validation import ValidationIssue, ValidationReport
 
 #: Node types that take agent_id / session_id.
@@ -150,7 +151,10 @@ async def prepare_params(
     """Resolve agent_id and load session_id for an agent/llm attempt; None: nothing to do.
     Raises AgentUnavailable with a message for the node's error."""
     if node_type not in AGENT_NODE_TYPES or (
-        b'"agent_id"' not in params_json and b'"session_id"' not in params_json
+        b'"agent_id"' not in params_json
+        and b'"session_id"' not in params_json
+        and b'"agent:' not in params_json
+        and b'"workflow:' not in params_json
     ):
         return None
     params = jsonutil.loads(params_json)
@@ -168,6 +172,8 @@ async def prepare_params(
             )
             params = merge_agent(row, params) if node_type == "agent" else merge_llm(row, params)
             memory = memory or row.definition.get("memory")
+        if node_type == "agent":  # its agent:/workflow: tools (services/workflow/delegation.py)
+            params = await delegation.with_delegates(session, tenant_id, params)
         if not isinstance(session_id, str) or not session_id:
             return Prepared(jsonutil.dumps(params))
         thread = await get_session(session, tenant_id, session_id)

@@ -208,12 +208,13 @@ async def _check(body: AgentIn, clients: Clients, guard: Security, tenant: str) 
         if not ref:
             continue
         if kind == "agent":
-            async with guard.db.session() as session:
-                found = _is_uuid(ref) and bool(await store.agent_versions(session, tenant, ref))
-            if not found:
-                problems.append({"field": f"tools[{i}]", "message": f"unknown agent {ref!r}"})
+            # agent:<id> or agent:<id>@<version>: an agent of this tenant (that version).
+            agent_id, _, version = ref.partition("@")
+            refused = await _agent_problem(guard, tenant, agent_id, version)
+            if refused:
+                problems.append({"field": f"tools[{i}]", "message": refused})
         elif kind == "workflow":
-            if not _is_uuid(ref) or not await _workflow_exists(clients, tenant, ref):
+            if not await _workflow_exists(clients, tenant, ref):
                 problems.append({"field": f"tools[{i}]", "message": f"unknown workflow {ref!r}"})
         else:
             problems.append(
@@ -248,19 +249,25 @@ def schema_problem(schema: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _is_uuid(value: str) -> bool:
+async def _agent_problem(guard: Security, tenant: str, agent_id: str, version: str) -> str:
+    """Why agent_id (at version, "" for the current one) cannot be delegated to; "" when it
+    can."""
     try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+        rows = await _versions(guard, tenant, agent_id)
+    except NotFound:
+        return f"unknown agent {agent_id!r}"
+    if version and (not version.isdigit() or int(version) not in {r.version for r in rows}):
+        return f"agent {agent_id!r} has no version {version!r}"
+    return ""
 
 
 async def _workflow_exists(clients: Clients, tenant: str, workflow_id: str) -> bool:
     try:
         await clients.call(
             clients.workflow.GetWorkflow,
-            workflow_pb2.GetWorkflowRequest(id=workflow_id, tenant_id=tenant),
+            workflow_pb2.GetWorkflowRequest(
+                id=checked_id(workflow_id, "workflow"), tenant_id=tenant
+            ),
         )
     except NotFound:
         return False
@@ -546,7 +553,7 @@ async def _chat_workflow_id(clients: Clients, guard: Security, tenant: str, agen
     created = await clients.call(
         clients.workflow.CreateWorkflow,
         workflow_pb2.CreateWorkflowRequest(
-            definition_json=jsonutil.dumps(chat_workflow(agent)), tenant_id=tenant
+            definition_json=jsonutil.dumps(chat_workflow(agent)), tenant_id=tenant, hidden=True
         ),
     )
     async with guard.db.transaction() as session:

@@ -35,6 +35,7 @@ from typing import Any
 
 import jsonschema
 
+from libs.common.child_ids import child_execution_id
 from libs.common.node_types import NodeTypeSpec
 from libs.common.tracing import tracer
 from services.node.executors.ai import COMPLETION_PARAMS, provider_attempts
@@ -220,7 +221,12 @@ class Journal:
 
     @property
     def tokens(self) -> int:
-        return sum(int(e.get("tokens") or 0) for e in self.entries if e["type"] == "model_call")
+        # A delegated child's tokens (on its tool_result) count toward this run's budget.
+        return sum(
+            int(e.get("tokens") or 0)
+            for e in self.entries
+            if e["type"] in ("model_call", "tool_result")
+        )
 
     async def write(self, entry: dict[str, Any], acked: bool = False) -> None:
         """Append `entry` and report the journal; with `acked`, return once it is committed
@@ -233,7 +239,16 @@ class Journal:
             AGENT_TOKENS.inc(int(entry.get("tokens") or 0))
         event: dict[str, Any] = {
             k: entry[k]
-            for k in ("step", "index", "type", "name", "tokens", "duration_ms", "text")
+            for k in (
+                "step",
+                "index",
+                "type",
+                "name",
+                "tokens",
+                "duration_ms",
+                "text",
+                "child_execution_id",
+            )
             if k in entry
         }
         if not self.durable:
@@ -336,6 +351,24 @@ class AgentExecutor(Executor):
                     "items": {"type": "object"},
                     "description": "Messages the memory window left out (set by dispatch).",
                 },
+                # Set by dispatch for agent:<id> / workflow:<id> tools
+                # (services/workflow/delegation.py).
+                "delegates": {
+                    "type": "object",
+                    "additionalProperties": {"type": "object"},
+                    "description": "The agent:/workflow: tools resolved: {ref: {name, "
+                    "description, input_schema, workflow_id, kind, label}} (set by dispatch).",
+                },
+                "delegation_chain": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "The agents that delegated to this one, outermost first "
+                    "(set by the delegating agent).",
+                },
+                "agent_name": {
+                    "type": "string",
+                    "description": "This agent's name in a delegation chain (set by dispatch).",
+                },
             },
             allOf=[
                 {"anyOf": [{"required": ["model"]}, {"required": ["agent_id"]}]},
@@ -417,7 +450,19 @@ class _AgentRun:
         self.model_calls = 0
 
     async def prepare(self) -> None:
-        self.tools = await _tool_schemas(self.names, self.services)
+        self.tools = await _tool_schemas(self.names, self.services, self.delegates)
+
+    @property
+    def delegates(self) -> dict[str, dict[str, Any]]:
+        """The agent:/workflow: tools as dispatch resolved them, by reference."""
+        return dict(self.params.get("delegates") or {})
+
+    def reference(self, name: str) -> str:
+        """The tools entry behind the name the model called (a delegate's function name)."""
+        for ref, spec in self.delegates.items():
+            if spec.get("name") == name:
+                return ref
+        return name
 
     # ---- steps --------------------------------------------------------------------------
 
@@ -490,6 +535,13 @@ class _AgentRun:
         if done is not None:
             return call_id, name, done["result"]
         key = f"{self.request.execution_id}/{self.request.node_id}/{step}.{index}"
+        ref = self.reference(name)
+        # A delegated run's child execution id follows from the key: named before it starts.
+        child = (
+            {"child_execution_id": child_execution_id(self.request.tenant_id, key)}
+            if ref in self.delegates or ref.startswith(WORKFLOW_TOOL)
+            else {}
+        )
         if called is None:
             await self.journal.write(
                 {
@@ -500,11 +552,12 @@ class _AgentRun:
                     "name": name,
                     "arguments": arguments,
                     "key": key,
+                    **child,
                 },
                 acked=True,  # committed (with the model's reply before it) before the tool acts
             )
         approval: dict[str, Any] = {}
-        if name in self.approvals:
+        if ref in self.approvals:
             decision = self.decision if (self.decision or {}).get("key") == key else None
             if decision is None:
                 raise _AwaitApproval(
@@ -526,16 +579,26 @@ class _AgentRun:
                 arguments = dict(decision["arguments"])
                 approval["arguments"] = arguments
         started = time.perf_counter()
+        tokens: dict[str, int] = {}
         if approval.get("approval") == "reject":
             reason = (self.decision or {}).get("message") or "no reason given"
             result: Any = {"error": f"a person rejected this call of '{name}': {reason}"}
         else:
             with _TRACER.start_as_current_span(
-                "agent.tool_call", attributes={"heddle.agent.step": step, "heddle.tool": name}
+                "agent.tool_call",
+                attributes={
+                    "heddle.agent.step": step,
+                    "heddle.tool": name,
+                    **{f"heddle.{k}": v for k, v in child.items()},
+                },
             ):
-                result = await _call_tool(
-                    name, arguments, self.names, self.services, key, self.request
-                )
+                if ref in self.delegates:
+                    result, used = await self.delegate(ref, arguments, key)
+                    tokens = {"tokens": used} if used else {}
+                else:
+                    result = await _call_tool(
+                        name, arguments, self.names, self.services, key, self.request
+                    )
         await self.journal.write(
             {
                 "type": "tool_result",
@@ -546,9 +609,64 @@ class _AgentRun:
                 "result": result,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                 **approval,
+                **child,
+                **tokens,
             }
         )
+        limit = self.budget.get("tokens")
+        if tokens and limit is not None and self.journal.tokens > limit:
+            raise budget_exceeded("tokens", limit, self.journal.tokens)
         return call_id, name, result
+
+    async def delegate(self, ref: str, arguments: dict[str, Any], key: str) -> tuple[Any, int]:
+        """(result, the child's tokens) of an agent:/workflow: tool: a child execution keyed
+        by the step. A delegated agent's answer is its text; a workflow's, its outputs."""
+        spec = self.delegates[ref]
+        inputs = dict(arguments)
+        chain = [*(self.params.get("delegation_chain") or []), self.label]
+        if spec.get("kind") == "agent":
+            target = [*chain, str(spec.get("label") or ref)]
+            limit = self.services.settings.agent_max_delegation_depth
+            if len(target) - 1 > limit:
+                raise delegation_depth_exceeded(target, limit)
+            inputs = {"task": as_text(arguments.get("task", arguments)), "chain": chain}
+        try:
+            outputs = await self.services.workflows.run_child(
+                workflow_id=str(spec["workflow_id"]),
+                inputs=inputs,
+                idempotency_key=key,
+                parent_execution_id=self.request.execution_id,
+                parent_node_id=self.request.node_id,
+                tenant_id=self.request.tenant_id,
+            )
+        except NodeError as exc:
+            details = exc.details if isinstance(exc.details, dict) else {}
+            text = str(details.get("message") or exc.message)
+            # The child failed as "node 'agent' failed: delegation_depth_exceeded: <chain>":
+            # the loop's innermost agent stopped it, and every agent above fails the same way.
+            marker = "delegation_depth_exceeded: "
+            if details.get("error_type") == "delegation_depth_exceeded" or marker in text:
+                raise NodeError(
+                    "delegation_depth_exceeded",
+                    text.split(marker, 1)[-1],
+                    retryable=False,
+                    details=details,
+                ) from exc
+            if exc.retryable:
+                raise
+            return {"error": exc.message}, 0
+        usage = outputs.get("usage") if spec.get("kind") == "agent" else None
+        used = _tokens(usage)
+        if spec.get("kind") == "agent":
+            return outputs.get("text", outputs), used
+        return outputs, used
+
+    @property
+    def label(self) -> str:
+        """This agent in a delegation chain: its name, else its id, else the node's."""
+        return str(
+            self.params.get("agent_name") or self.params.get("agent_id") or self.request.node_id
+        )
 
     async def final(self, step: str, text: str, **extra: Any) -> None:
         if self.journal.get("final", step) is None:
@@ -714,6 +832,7 @@ def _problems(schema: dict[str, Any], text: str) -> list[str]:
 
 
 WORKFLOW_TOOL = "workflow:"
+AGENT_TOOL = "agent:"
 
 
 def _workflow_tool(name: str) -> dict[str, Any]:
@@ -725,10 +844,39 @@ def _workflow_tool(name: str) -> dict[str, Any]:
     }
 
 
-async def _tool_schemas(names: list[str], services: Services) -> list[dict[str, Any]]:
+def delegation_depth_exceeded(chain: list[str], limit: int) -> NodeError:
+    """The error of a delegation loop, naming the chain (A -> B -> A -> B)."""
+    message = f"delegation depth {len(chain) - 1} exceeded (limit {limit}): " + " -> ".join(chain)
+    return NodeError(
+        "delegation_depth_exceeded",
+        message,
+        retryable=False,
+        details={"chain": chain, "limit": limit, "message": message},
+    )
+
+
+async def _tool_schemas(
+    names: list[str], services: Services, delegates: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     if not names:
         return []
-    delegated = {name: _workflow_tool(name) for name in names if name.startswith(WORKFLOW_TOOL)}
+    resolved: dict[str, dict[str, Any]] = {
+        ref: {k: spec[k] for k in ("name", "description", "input_schema") if k in spec}
+        for ref, spec in (delegates or {}).items()
+    }
+    unresolved = [n for n in names if n.startswith(AGENT_TOOL) and n not in resolved]
+    if unresolved:
+        raise NodeError(
+            "ValidationError",
+            f"agent tools not resolved by dispatch: {', '.join(unresolved)}",
+            retryable=False,
+            details={"unknown_tools": unresolved},
+        )
+    delegated = {
+        name: resolved.get(name) or _workflow_tool(name)
+        for name in names
+        if name.startswith(WORKFLOW_TOOL) or name in resolved
+    }
     if len(delegated) == len(names):
         return [delegated[name] for name in names]
     available = {tool.get("name"): tool for tool in await services.tools.list()}

@@ -205,6 +205,12 @@ class NodeSettings(BaseModel):
         default=64, gt=0, description="Upper bound of a map node's concurrency param."
     )
     agent_max_steps: int = Field(default=50, gt=0, description="Upper bound of max_steps.")
+    agent_max_delegation_depth: int = Field(
+        default=4,
+        gt=0,
+        description="Agent-to-agent delegations in a chain (A -> B is 1) before the run stops "
+        "with delegation_depth_exceeded (under the workflow service's max_call_depth).",
+    )
     agent_journal: bool = Field(
         default=True,
         description="Journal agent steps durably (off: in memory only, not resumable).",

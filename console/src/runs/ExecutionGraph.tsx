@@ -40,16 +40,25 @@ const STATUS_LABEL: Record<string, string> = {
   waiting: "waiting for input",
 };
 
+/** A delay's timer, an agent's tool approval, or a person's input. */
+function waitingLabel(waiting: unknown): string {
+  const record = (waiting ?? {}) as Record<string, unknown>;
+  if (record.delay) return "waiting on a timer";
+  if (record.approval) return "waiting for approval";
+  return STATUS_LABEL.waiting;
+}
+
 const ExecNodeView = memo(function ExecNodeView({ data }: NodeProps<ExecNode>) {
   const status = data.run?.status ?? "pending";
   const attempts = data.run?.attempts ?? 0;
   const duration = data.run?.duration_ms;
+  const label = status === "waiting" ? waitingLabel(data.run?.waiting) : (STATUS_LABEL[status] ?? status);
   return (
     <div
       className={`ev-node st-${status}${data.selected ? " selected" : ""}`}
       data-testid={`exec-node-${data.nodeId}`}
       data-status={status}
-      title={`${data.nodeId} (${data.nodeType}): ${STATUS_LABEL[status] ?? status}`}
+      title={`${data.nodeId} (${data.nodeType}): ${label}`}
     >
       <Handle type="target" position={Position.Left} isConnectable={false} />
       <div className="ev-node-top">
@@ -58,7 +67,7 @@ const ExecNodeView = memo(function ExecNodeView({ data }: NodeProps<ExecNode>) {
         <span className="ev-node-type">{data.nodeType}</span>
       </div>
       <div className="ev-node-bottom">
-        <span>{STATUS_LABEL[status] ?? status}</span>
+        <span>{label}</span>
         {attempts > 1 && <span>· attempt {attempts}</span>}
         {data.streaming && status === "running" && <span>· streaming</span>}
         {typeof duration === "number" && <span className="ev-node-time">{formatDuration(duration)}</span>}

@@ -16,6 +16,7 @@ import {
 } from "./executionState";
 import { followEvents, type StreamState } from "./eventStream";
 import { elapsedMs, formatDuration, formatTime } from "./format";
+import { ForkedFrom } from "./ForkDialog";
 import { ExecutionSummary, NodeDetail, StatusBadge } from "./NodeDetail";
 import { EventsPanel, LogsPanel } from "./Panels";
 import "./runs.css";
@@ -257,6 +258,7 @@ export function ExecutionView({ executionId, jaegerUrl }: { executionId: string;
             </a>
             <span className="ev-version">v{execution.workflow_version}</span>
             <StatusBadge status={execution.status} testId="execution-status" />
+            <ForkedFrom from={execution.forked_from} />
           </div>
         </div>
         <dl className="ev-timings">
@@ -361,6 +363,8 @@ export function ExecutionView({ executionId, jaegerUrl }: { executionId: string;
               now={now}
               onClose={() => setSelected(null)}
               onSubmitted={acceptDetail}
+              stepEvents={live.steps[selected]}
+              waitingSince={live.waitingSince[selected]}
             />
           ) : (
             <ExecutionSummary execution={execution} />

@@ -2,11 +2,13 @@
 // output, inputs, timings, attempts), or the execution's summary when no node is selected.
 import type { ReactNode } from "react";
 import type { JsonSchema, NodeDef } from "../lib/types";
-import type { ExecutionDetail, NodeRunDetail, NodeStream } from "./executionState";
+import { AgentSteps } from "./AgentSteps";
 import { ArtifactRefs } from "./ArtifactView";
+import type { ExecutionDetail, NodeRunDetail, NodeStream, StreamEvent } from "./executionState";
+import { ForkDialog } from "./ForkDialog";
 import { elapsedMs, formatDuration, formatTime, prettyJson } from "./format";
-import { HumanInputForm } from "./HumanInputForm";
 import { LoopIterations } from "./LoopIterations";
+import { WaitingPanel } from "./WaitingPanel";
 
 function Section({ title, children, aside }: { title: string; children: ReactNode; aside?: ReactNode }) {
   return (
@@ -45,6 +47,8 @@ export function NodeDetail({
   now,
   onClose,
   onSubmitted,
+  stepEvents = [],
+  waitingSince,
 }: {
   executionId: string;
   nodeId: string;
@@ -54,6 +58,10 @@ export function NodeDetail({
   now: number;
   onClose: () => void;
   onSubmitted: (detail: ExecutionDetail) => void;
+  /** The node's agent.step events (an agent node's live steps). */
+  stepEvents?: readonly StreamEvent[];
+  /** When the node began to wait (its node.waiting event). */
+  waitingSince?: string;
 }) {
   const status = run?.status ?? "pending";
   const type = run?.type || definition?.type || "";
@@ -78,12 +86,14 @@ export function NodeDetail({
       </div>
 
       {status === "waiting" && (
-        <HumanInputForm
-          key={`${nodeId}/${run?.attempts ?? 0}`}
+        <WaitingPanel
           executionId={executionId}
           nodeId={nodeId}
           waiting={run?.waiting}
+          waitingSince={waitingSince}
+          attempt={run?.attempts ?? 0}
           fallbackSchema={params.schema as JsonSchema | undefined}
+          now={now}
           onSubmitted={onSubmitted}
         />
       )}
@@ -103,6 +113,12 @@ export function NodeDetail({
             {status === "running" && <span className="ev-caret" />}
           </pre>
         </Section>
+      )}
+
+      {type === "agent" && <AgentSteps run={run} events={stepEvents} />}
+
+      {(status === "succeeded" || status === "cached") && (
+        <ForkDialog executionId={executionId} nodeId={nodeId} output={run?.output} />
       )}
 
       {hasOutput && (

@@ -38,6 +38,8 @@ export interface NodeRunDetail {
   attempt_history: AttemptRecord[];
   waiting?: Waiting | null;
   inputs?: unknown;
+  /** The last durable checkpoint: an agent's `{journal: [...]}`, a loop's iteration. */
+  checkpoint?: unknown;
 }
 
 export interface ExecutionDetail {
@@ -55,6 +57,7 @@ export interface ExecutionDetail {
   trigger?: string;
   parent_execution_id?: string | null;
   retry_of?: string | null;
+  forked_from?: { execution_id: string; node_id: string } | null;
   idempotency_key?: string | null;
   trace_id?: string | null;
   last_seq: number;
@@ -82,6 +85,10 @@ export interface LiveState {
   nodes: Record<string, NodeRunDetail>;
   /** Streamed LLM text per node (the latest attempt's). */
   streams: Record<string, NodeStream>;
+  /** Every `agent.step` event per node, in seq order (snapshot or not: see AgentSteps). */
+  steps: Record<string, StreamEvent[]>;
+  /** When each node last began to wait (its node.waiting event's time). */
+  waitingSince: Record<string, string>;
 }
 
 export const FINAL_EXECUTION: ReadonlySet<string> = new Set(["succeeded", "failed", "cancelled"]);
@@ -127,8 +134,12 @@ export function foldEvents(snapshot: ExecutionDetail, events: readonly StreamEve
   const nodes: Record<string, NodeRunDetail> = {};
   for (const node of snapshot.nodes) nodes[node.node_id] = node;
   const streams: Record<string, NodeStream> = {};
+  const steps: Record<string, StreamEvent[]> = {};
+  const waitingSince: Record<string, string> = {};
 
   for (const event of events) {
+    if (event.node_id && event.type === "agent.step") (steps[event.node_id] ??= []).push(event);
+    if (event.node_id && event.type === "node.waiting" && event.ts) waitingSince[event.node_id] = event.ts;
     const data = event.data ?? {};
     const attempt = typeof data.attempt === "number" ? data.attempt : undefined;
     // Streamed text is not part of the detail: every chunk counts, snapshot or not.
@@ -230,7 +241,7 @@ export function foldEvents(snapshot: ExecutionDetail, events: readonly StreamEve
   }
   const last = events.length ? events[events.length - 1].seq : 0;
   if (last > execution.last_seq) execution = { ...execution, last_seq: last };
-  return { execution, nodes, streams };
+  return { execution, nodes, streams, steps, waitingSince };
 }
 
 /** Whether the applied events include the execution's end. */

@@ -1,0 +1,189 @@
+"""Agent runs in the console's execution view (issue #15), in Chromium against the embedded
+stack with the offline echo model: a tool call that needs approval is edited and approved (the
+tool gets the edited arguments), the agent's step timeline, "Fork from here" with an edited
+output and the fork's link back; a rejected call, and a long delay shown as a timer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Page, expect
+
+from libs.cli.stack import Stack
+from tests.console.conftest import Screenshot
+from tests.integration.helpers import (
+    create_workflow,
+    events,
+    get_execution,
+    node,
+    run,
+    wait_status,
+)
+
+# The echo model calls the tool on this directive, then answers with the tool's result.
+PROMPT = '[[tool:calculator {"expression": "1+2"}]]'
+
+
+def approval_workflow(name: str, then: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "nodes": [
+            {
+                "id": "agent",
+                "type": "agent",
+                "params": {
+                    "model": "echo",
+                    "prompt": PROMPT,
+                    "tools": [{"name": "calculator", "requires_approval": True}],
+                },
+            },
+            then,
+        ],
+        "edges": [{"source": "agent", "target": then["id"]}],
+    }
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30, headers=headers) as http:
+        yield http
+
+
+async def waiting_for_approval(page: Page, api: httpx.AsyncClient, workflow_id: str) -> str:
+    execution_id = await run(api, workflow_id)
+    await wait_status(api, execution_id, "waiting", node_id="agent", timeout=30)
+    await page.goto(f"/#/executions/{execution_id}")
+    # The waiting node is selected without a click, its tool call shown for approval.
+    panel = page.get_by_test_id("approval-panel")
+    await expect(panel).to_be_visible()
+    await expect(page.get_by_test_id("approval-tool")).to_have_text("calculator")
+    shown = json.loads(await page.get_by_test_id("approval-arguments").input_value())
+    assert shown == {"expression": "1+2"}
+    return execution_id
+
+
+def steps_of(execution: dict[str, Any]) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = node(execution, "agent")["output"]["steps"]
+    return steps
+
+
+async def test_edit_and_approve_a_tool_call_see_the_steps_and_fork(
+    page: Page, api: httpx.AsyncClient, screenshot: Screenshot
+) -> None:
+    done = {"id": "done", "type": "output", "params": {"value": "{{ agent.text }}"}}
+    workflow_id = await create_workflow(api, approval_workflow("approve-edited", done))
+    execution_id = await waiting_for_approval(page, api, workflow_id)
+
+    arguments = page.get_by_test_id("approval-arguments")
+    # Approving as is is refused once the arguments are edited: only "Approve edited" sends them.
+    await arguments.fill('{"expression": "20+22"')
+    await expect(page.get_by_test_id("approval-arguments-error")).to_contain_text("Invalid JSON")
+    await expect(page.get_by_test_id("approval-approve-edited")).to_be_disabled()
+    await arguments.fill('{"expression": "20+22"}')
+    await expect(page.get_by_test_id("approval-approve")).to_be_disabled()
+    await screenshot("approval")
+    await page.get_by_test_id("approval-approve-edited").click()
+
+    await expect(page.get_by_test_id("execution-status")).to_have_attribute(
+        "data-status", "succeeded"
+    )
+    execution = await get_execution(api, execution_id)
+    # The tool ran with the edited arguments (the calculator's answer is 42, not 3).
+    result = next(step for step in steps_of(execution) if step["type"] == "tool_result")
+    assert result["approval"] == "edit" and result["arguments"] == {"expression": "20+22"}
+    assert "42" in str(result["result"]), result
+
+    # The step timeline, in order, with the tool's arguments and result to expand.
+    await page.get_by_test_id("exec-node-agent").click()
+    steps = page.get_by_test_id("agent-steps").get_by_test_id("agent-step")
+    # The node detail keeps the whole journal (model calls too) as the node's checkpoint.
+    journal = node(execution, "agent")["checkpoint"]["journal"]
+    types = [entry["type"] for entry in journal]
+    assert types == ["model_call", "tool_call", "tool_result", "model_call", "final"], types
+    await expect(steps).to_have_count(len(types))
+    for position, kind in enumerate(types):
+        await expect(steps.nth(position)).to_have_attribute("data-type", kind)
+    tool_result = steps.nth(types.index("tool_result"))
+    await expect(tool_result).to_have_attribute("data-tool", "calculator")
+    await expect(tool_result).to_contain_text("edited")
+    await tool_result.locator("summary").click()
+    await expect(tool_result.get_by_test_id("agent-step-result")).to_contain_text("42")
+    await expect(
+        page.get_by_test_id("agent-steps").get_by_test_id("agent-step-child")
+    ).to_have_count(0)
+    await screenshot("steps")
+
+    # Fork from the agent node with its answer edited: `done` runs again from it.
+    await page.get_by_test_id("fork-open").click()
+    editor = page.get_by_test_id("fork-output")
+    output = json.loads(await editor.input_value())
+    assert output == node(execution, "agent")["output"]
+    await editor.fill(json.dumps({**output, "text": "forked answer"}))
+    await page.get_by_test_id("fork-submit").click()
+    await expect(page).not_to_have_url(re.compile(execution_id))
+    await expect(page).to_have_url(re.compile(r"#/executions/[0-9a-f-]{36}$"))
+    fork_id = page.url.rsplit("/", 1)[1]
+    await expect(page.get_by_test_id("execution-status")).to_have_attribute(
+        "data-status", "succeeded"
+    )
+    await expect(page.get_by_test_id("forked-from")).to_contain_text("/ agent")
+    link = page.get_by_test_id("forked-from-link")
+    await expect(link).to_have_attribute("href", f"#/executions/{execution_id}")
+    forked = await get_execution(api, fork_id)
+    assert forked["forked_from"] == {"execution_id": execution_id, "node_id": "agent"}
+    assert node(forked, "done")["output"] == "forked answer"
+    await link.click()
+    await expect(page).to_have_url(re.compile(f"#/executions/{execution_id}$"))
+    await expect(page.get_by_test_id("forked-from")).to_have_count(0)
+
+
+async def test_reject_a_tool_call_then_wait_on_a_timer(
+    page: Page, api: httpx.AsyncClient, screenshot: Screenshot
+) -> None:
+    # A delay of 60 s (HEDDLE_DELAY_TIMER_MIN_S) or more is a timer of the workflow service.
+    wait = {"id": "wait", "type": "delay", "params": {"seconds": 600}}
+    workflow_id = await create_workflow(api, approval_workflow("reject-then-wait", wait))
+    execution_id = await waiting_for_approval(page, api, workflow_id)
+
+    await page.get_by_test_id("approval-reject").click()
+    await page.get_by_test_id("approval-reason").fill("not today")
+    await page.get_by_test_id("approval-reject-confirm").click()
+
+    # The agent answers with the rejection; the delay then waits on its timer, selected.
+    timer = page.get_by_test_id("timer-waiting")
+    await expect(timer).to_be_visible(timeout=30_000)
+    await expect(page.get_by_test_id("exec-node-wait")).to_have_attribute("data-status", "waiting")
+    await expect(page.get_by_test_id("exec-node-wait")).to_contain_text("waiting on a timer")
+    await expect(page.get_by_test_id("human-input-form")).to_have_count(0)
+    execution = await get_execution(api, execution_id)
+    result = next(step for step in steps_of(execution) if step["type"] == "tool_result")
+    assert result["approval"] == "reject" and "not today" in str(result["result"]), result
+    shown = await page.get_by_test_id("timer-resumes-at").get_attribute("data-at")
+    assert shown, "no resume time shown"
+    await expect(page.get_by_test_id("timer-remaining")).to_contain_text("min")
+    await screenshot("timer")
+
+    # The agent's timeline shows the rejected call.
+    await page.get_by_test_id("exec-node-agent").click()
+    rejected = page.locator('[data-testid="agent-step"][data-type="tool_result"]')
+    await expect(rejected).to_have_attribute("data-tool", "calculator")
+    await expect(rejected).to_contain_text("reject")
+    await rejected.locator("summary").click()
+    await expect(rejected.get_by_test_id("agent-step-result")).to_contain_text("not today")
+    await page.get_by_test_id("cancel-execution").click()
+    await expect(page.get_by_test_id("execution-status")).to_have_attribute(
+        "data-status", "cancelled"
+    )
+    # The time shown is when the service's timer is due: timeout_s (600 s) after the node
+    # began to wait (its node.waiting event).
+    stream = await events(api, execution_id)
+    since = next(e["ts"] for e in stream if e["type"] == "node.waiting" and e["node_id"] == "wait")
+    due = dt.datetime.fromisoformat(since) + dt.timedelta(seconds=600)
+    assert abs((dt.datetime.fromisoformat(shown) - due).total_seconds()) < 0.01, (shown, due)

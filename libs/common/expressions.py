@@ -632,6 +632,99 @@ def _analyze(source: str, bare: bool) -> _Analysis:
     )
 
 
+#: A word of a template's source (not one inside another word, after a digit or an '_').
+_SHAPE_WORD: Final = re.compile(r"\b[A-Za-z][A-Za-z0-9_]*")
+
+
+@lru_cache(maxsize=1)
+def _shape_kept() -> frozenset[str]:
+    # Words whose spelling the parser or the checks depend on: keywords, constants, the
+    # globals and special locals, every filter and test name.
+    return (
+        _JINJA_WORDS
+        | _GLOBAL_NAMES
+        | _SPECIAL_LOCALS
+        | frozenset(_ENV.filters)
+        | frozenset(_ENV.tests)
+    )
+
+
+#: A template's shape (its text with every word blanked, whether it is bare, and per word
+#: either the word itself, when kept, or the index of its first occurrence among the renamed
+#: ones) -> the shape's names and paths, renamed words as those indices; None when the
+#: shape has errors (then the source is analysed as itself).
+_ShapeKey = tuple[str, bool, tuple[str | int, ...]]
+_ShapeFacts = tuple[tuple[str | int, ...], tuple[tuple[str | int, ...], ...]]
+_SHAPES: dict[_ShapeKey, _ShapeFacts | None] = {}
+
+
+@lru_cache(maxsize=16384)
+def _template_info(source: str, bare: bool) -> TemplateInfo:
+    """``_analyze(source, bare).info``, through the template's shape when it has one.
+
+    Templates of a large definition mostly differ only by the node ids they read
+    (``{{ n17.text }} and {{ inputs.topic }}``): each word that is not a keyword, constant,
+    global, filter or test is renamed, consistently, to a placeholder, and the shape is
+    analysed (parsed once for all its instances) and mapped back. The renaming is a
+    bijection on the words the parser treats alike, so the names and paths are those of the
+    source; a shape with any error, a statement, a comment, a string literal or a
+    non-ASCII character is analysed as itself (its messages quote the real source).
+    """
+    if (
+        "'" in source
+        or '"' in source
+        or "{%" in source
+        or "{#" in source
+        or "\x00" in source
+        or not source.isascii()
+    ):
+        return _analyze(source, bare).info
+    kept = _shape_kept()
+    words = _SHAPE_WORD.findall(source)
+    renamed: dict[str, int] = {}
+    pattern = tuple(
+        word if word in kept else renamed.setdefault(word, len(renamed)) for word in words
+    )
+    key = (_SHAPE_WORD.sub("\x00", source), bare, pattern)
+    if key in _SHAPES:
+        facts = _SHAPES[key]
+    else:
+        if len(_SHAPES) > 4096:
+            _SHAPES.clear()
+        facts = _SHAPES[key] = _shape_facts(key)
+    if facts is None:
+        return _analyze(source, bare).info
+    names, paths = facts
+    originals = list(renamed)
+    return TemplateInfo(
+        frozenset(originals[n] if isinstance(n, int) else n for n in names),
+        frozenset(
+            tuple(originals[seg] if isinstance(seg, int) else seg for seg in path) for path in paths
+        ),
+        (),
+    )
+
+
+def _shape_facts(key: _ShapeKey) -> _ShapeFacts | None:
+    blanked, bare, pattern = key
+    pieces = blanked.split("\x00")
+    shape = pieces[0]
+    for word, piece in zip(pattern, pieces[1:], strict=True):
+        shape += (f"hx{word}" if isinstance(word, int) else word) + piece
+    analysis = _analyze(shape, bare)
+    if analysis.errors:
+        return None
+    index = {f"hx{i}": i for i in range(len(pattern))}
+
+    def back(word: str) -> str | int:
+        return index.get(word, word)
+
+    return (
+        tuple(back(name) for name in analysis.names),
+        tuple(tuple(back(seg) for seg in path) for path in analysis.paths),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     render_func: Callable[[Context], Iterator[str]]
@@ -663,6 +756,8 @@ def _compile(source: str, bare: bool) -> _Compiled:
 def clear_caches() -> None:
     """Forget every parsed and compiled template (for benchmarks of cold performance)."""
     _analyze.cache_clear()
+    _template_info.cache_clear()
+    _SHAPES.clear()
     _compile.cache_clear()
 
 
@@ -935,11 +1030,11 @@ def inspect_templates(value: Any, *, expression: bool = False) -> TemplateInfo:
     """``references``, ``reference_paths`` and ``check`` in one walk over ``value``."""
     if type(value) is str:  # the common case, kept to one cached lookup
         if "{" in value and is_templated(value):
-            return _analyze(value, False).info
+            return _template_info(value, False)
         if expression and value.strip():
-            return _analyze(value, True).info
+            return _template_info(value, True)
         return _NO_TEMPLATES
-    infos = [_analyze(source, bare).info for source, bare in _sources(value, expression)]
+    infos = [_template_info(source, bare) for source, bare in _sources(value, expression)]
     if not infos:
         return _NO_TEMPLATES
     if len(infos) == 1:

@@ -1,0 +1,61 @@
+"""inspect_templates analyses a template through its shape (words renamed to placeholders,
+parsed once per shape): what it reports must be what analysing the source itself reports."""
+
+from __future__ import annotations
+
+import pytest
+
+from libs.common import expressions
+from libs.common.expressions import inspect_templates
+
+# (source, bare); each also checked after a sibling of the same shape filled the cache
+TEMPLATES: list[tuple[str, bool]] = [
+    ("Summarize {{ n5.text }} for {{ inputs.topic }}", False),
+    ("{{ a.b[0].c }} and {{ a.d }} and {{ b }}", False),
+    ("{{ fetch.body | default(0) > 3 }}", False),
+    ("fetch.status == 200 and fetch.ok", True),
+    ("n1.value * 2 + n2.value", True),
+    ("{{ x | default(1, boolean=true) }}", False),
+    ("{{ x is defined and y is not none }}", False),
+    ("{{ range(3) | list }}{{ loop }}", False),
+    ("{{ default.x | default(default.y) }}", False),  # a node named like a filter
+    ("{{ hx1.a }}{{ hx0.b }}{{ hx1.c }}", False),  # names that look like placeholders
+    ("{{ 1e5 + n3.v }} {{ 0x1F }}", False),
+    ("{{ a.__class__ }}", False),  # private attribute: an error, located in the source
+    ("{{ a | nosuchfilter }}", False),  # unknown filter: an error
+    ("{{ a is nosuchtest }}", False),
+    ("{{ a. }}", False),  # syntax error
+    ("{{ a['key'].b }}", False),  # a string literal: analysed as itself
+    ("{% for i in items %}{{ i }}{% endfor %}", False),  # a statement: as itself
+    ("{{ a.b if c else d.e }}", False),
+    ("not (a.x in b.y)", True),
+    ("{{ _private.x }}{{ n_1.y_2 }}", False),
+    ("{{ a }}\r\n{{ b }}", False),
+    ("{{ secrets.KEY }} {{ system.execution_id }} {{ item.x }} {{ index }}", False),
+]
+
+
+def _renamed(source: str) -> str:
+    # the same shape with other ids: every word the test uses as a node id, swapped
+    for old, new in (("n5", "m7"), ("fetch", "get1"), ("a", "q"), ("x", "w"), ("n1", "k9")):
+        source = source.replace(f"{{{{ {old}", f"{{{{ {new}").replace(f" {old}.", f" {new}.")
+    return source
+
+
+@pytest.mark.parametrize(("source", "bare"), TEMPLATES)
+def test_shape_analysis_agrees_with_the_source_analysis(source: str, bare: bool) -> None:
+    expressions.clear_caches()
+    sibling = _renamed(source)
+    for text in (sibling, source, sibling):
+        direct = expressions._analyze(text, bare or not expressions.is_templated(text)).info
+        assert inspect_templates(text, expression=bare) == direct, text
+
+
+def test_a_shape_cache_hit_maps_back_to_each_templates_own_names() -> None:
+    expressions.clear_caches()
+    first = inspect_templates("{{ n1.text }} / {{ n2.text }} / {{ n1.size }}")
+    second = inspect_templates("{{ q9.text }} / {{ zz.text }} / {{ q9.size }}")
+    assert first.names == {"n1", "n2"}
+    assert second.names == {"q9", "zz"}
+    assert second.paths == {("q9", "text"), ("zz", "text"), ("q9", "size")}
+    assert len(expressions._SHAPES) == 1  # one shape, parsed once

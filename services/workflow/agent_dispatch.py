@@ -59,6 +59,7 @@ async def reference_problems(
     async with sessions() as session:
         for index, node in wanted:
             params = node["params"]
+            problems.extend(await delegation.tool_problems(session, tenant_id, index, node))
             agent_id = params.get("agent_id")
             if isinstance(agent_id, str) and "{{" not in agent_id:
                 rows = await agent_versions(session, tenant_id, agent_id)

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.agents import AgentUnavailable, resolve_agent
+from libs.common.agents import AgentUnavailable, agent_versions, resolve_agent
 from libs.common.db import utcnow
 from services.workflow import repository as repo
 from services.workflow.models import WorkflowRow, WorkflowVersionRow
@@ -234,3 +234,43 @@ async def with_delegates(
         )
         out["agent_name"] = row.name
     return out
+
+
+async def tool_problems(
+    session: AsyncSession, tenant_id: str, index: int, node: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Located validation issues of an agent node's literal agent:/workflow: tools that name
+    no agent (version) or workflow of the tenant."""
+    raw = node.get("params")
+    params: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if node.get("type") != "agent" or not isinstance(params.get("tools"), list):
+        return []
+    problems: list[dict[str, Any]] = []
+    for position, tool in enumerate(params["tools"]):
+        name = tool.get("name") if isinstance(tool, dict) else tool
+        if not isinstance(name, str) or not is_delegate(name) or "{{" in name:
+            continue
+        message = ""
+        if name.startswith(AGENT_TOOL):
+            agent_id, _, version = name[len(AGENT_TOOL) :].partition("@")
+            rows = await agent_versions(session, tenant_id, agent_id)
+            if not rows:
+                message = f"unknown agent {agent_id!r}"
+            elif version and (
+                not version.isdigit() or int(version) not in {r.version for r in rows}
+            ):
+                message = f"agent {agent_id!r} has no version {version!r}"
+        elif await repo.get_workflow(session, tenant_id, name[len(WORKFLOW_TOOL) :]) is None:
+            message = f"unknown workflow {name[len(WORKFLOW_TOOL) :]!r}"
+        if message:
+            field = f"nodes[{index}].params.tools[{position}]"
+            problems.append(
+                {
+                    "code": "unknown_tool",
+                    "message": f"node {node.get('id')!r}: {field}: {message}",
+                    "severity": "error",
+                    "node_id": node.get("id"),
+                    "field": field,
+                }
+            )
+    return problems

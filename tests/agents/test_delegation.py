@@ -356,3 +356,35 @@ async def test_chat_workflows_are_not_listed(client: httpx.AsyncClient) -> None:
     chat_workflow = (await get_execution(client, execution_id))["workflow_id"]
     assert (await client.get(f"/api/v1/workflows/{chat_workflow}")).status_code == 200
     assert chat_workflow not in await workflow_ids_listed(client)
+
+
+async def test_an_inline_agent_node_naming_unknown_delegates_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    target = await create_workflow(
+        client,
+        {"name": f"target{uuid.uuid4().hex[:4]}", "nodes": [{"id": "start", "type": "input"}]},
+    )
+    ghost = str(uuid.uuid4())
+
+    def definition(tools: list[str]) -> dict[str, Any]:
+        params = {"model": "echo", "prompt": "go", "tools": tools}
+        return {"name": "inline", "nodes": [{"id": "boss", "type": "agent", "params": params}]}
+
+    before = await workflow_ids_listed(client)
+    response = await client.post(
+        "/api/v1/workflows",
+        json=definition([f"workflow:{target}", f"agent:{ghost}", f"workflow:{ghost}"]),
+    )
+    assert response.status_code == 422, response.text
+    details = response.json()["error"]["details"]
+    assert [(d["code"], d["field"]) for d in details] == [
+        ("unknown_tool", "nodes[0].params.tools[1]"),
+        ("unknown_tool", "nodes[0].params.tools[2]"),
+    ]
+    assert f"unknown agent {ghost!r}" in details[0]["message"]
+    assert f"unknown workflow {ghost!r}" in details[1]["message"]
+    assert await workflow_ids_listed(client) == before
+    # The known one alone is accepted.
+    accepted = await client.post("/api/v1/workflows", json=definition([f"workflow:{target}"]))
+    assert accepted.status_code == 201, accepted.text

@@ -24,9 +24,11 @@ from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from libs.common import jsonutil
-from libs.common.expressions import inspect_templates, is_templated
+from libs.common.expressions import TemplateInfo, inspect_templates, is_templated
 from libs.common.node_types import ERROR_PORT, NodeTypeSpec
 from services.workflow.definition import (
+    BARE_EXPRESSION_PARAMS,
+    LITERAL_PARAMS,
     ON_FAILURE_NODE_ID,
     EdgeSpec,
     InputSpec,
@@ -65,6 +67,7 @@ ENV_REFUSED = (
 #: Node types whose ``expression`` param is mandatory.
 _EXPRESSION_REQUIRED = frozenset({"condition", "switch", "transform"})
 _INPUT_TYPE = "input"
+_NO_KEYS: frozenset[str] = frozenset()
 _MAP_TYPE = "map"
 _SQL_TYPE = "sql"
 
@@ -1080,55 +1083,78 @@ class _Checker:
         return order, components
 
     def _check_references(self, ancestors: _Ancestors) -> None:
-        issues = self.issues
+        # expression_sources() inlined (same fields, same order): a generator per node, and
+        # a field path built for every param, cost more than the check itself at 100,000
+        # nodes; a plain string without "{" that is not an expression holds no template.
         index = self.index
-        declared = self.inputs
         for position, (raw_index, node) in enumerate(self.nodes):
             if index.get(node.id) != position:
                 continue  # a duplicate: its references would be reported twice
-            for field, value, bare in expression_sources(node):
-                info = inspect_templates(value, expression=bare)
-                if not info.names and not info.errors:
+            node_type = node.type
+            bare_keys = BARE_EXPRESSION_PARAMS.get(node_type, _NO_KEYS)
+            literal = LITERAL_PARAMS.get(node_type, _NO_KEYS)
+            for key, value in node.params.items():
+                if key in literal:
                     continue
-                where = f"nodes[{raw_index}].{field}"
-                for message in info.errors:
-                    issues.add("invalid_expression", message, node_id=node.id, field=where)
-                for name in sorted(info.names) if len(info.names) > 1 else info.names:
-                    if name == "env":
-                        issues.add(
-                            "unsupported_reference", ENV_REFUSED, node_id=node.id, field=where
-                        )
-                        continue
-                    if name in CONTEXT_ROOTS:
-                        continue
-                    target = index.get(name)
-                    if target is None:
-                        if name not in self.broken_ids:
-                            issues.add(
-                                "unknown_reference",
-                                f"node '{node.id}' references '{name}', which is neither a "
-                                "node nor one of inputs, system, secrets",
-                                node_id=node.id,
-                                field=where,
-                            )
-                    elif target == position:
-                        issues.add(
-                            "self_reference",
-                            f"node '{node.id}' references its own output",
-                            node_id=node.id,
-                            field=where,
-                        )
-                    elif not ancestors.is_ancestor(target, position):
-                        issues.add(
-                            "reference_not_upstream",
-                            f"node '{node.id}' references '{name}', which is not upstream of "
-                            f"it; add an edge path from '{name}' to '{node.id}'",
-                            node_id=node.id,
-                            field=where,
-                        )
-                if "inputs" in info.names:
-                    self._check_input_paths(info.paths, declared, node.id, where)
-                self._check_output_fields(info.paths, node.id, where)
+                bare = key in bare_keys
+                if not bare and type(value) is str and "{" not in value:
+                    continue
+                info = inspect_templates(value, expression=bare)
+                if info.names or info.errors:
+                    where = f"nodes[{raw_index}].params.{key}"
+                    self._node_references(position, node.id, where, info, ancestors)
+            if node.when is not None:
+                info = inspect_templates(node.when, expression=True)
+                if info.names or info.errors:
+                    where = f"nodes[{raw_index}].when"
+                    self._node_references(position, node.id, where, info, ancestors)
+            if node.default_output is not None:
+                info = inspect_templates(node.default_output)
+                if info.names or info.errors:
+                    where = f"nodes[{raw_index}].default_output"
+                    self._node_references(position, node.id, where, info, ancestors)
+
+    def _node_references(
+        self, position: int, node_id: str, where: str, info: TemplateInfo, ancestors: _Ancestors
+    ) -> None:
+        issues = self.issues
+        index = self.index
+        for message in info.errors:
+            issues.add("invalid_expression", message, node_id=node_id, field=where)
+        for name in sorted(info.names) if len(info.names) > 1 else info.names:
+            if name == "env":
+                issues.add("unsupported_reference", ENV_REFUSED, node_id=node_id, field=where)
+                continue
+            if name in CONTEXT_ROOTS:
+                continue
+            target = index.get(name)
+            if target is None:
+                if name not in self.broken_ids:
+                    issues.add(
+                        "unknown_reference",
+                        f"node '{node_id}' references '{name}', which is neither a "
+                        "node nor one of inputs, system, secrets",
+                        node_id=node_id,
+                        field=where,
+                    )
+            elif target == position:
+                issues.add(
+                    "self_reference",
+                    f"node '{node_id}' references its own output",
+                    node_id=node_id,
+                    field=where,
+                )
+            elif not ancestors.is_ancestor(target, position):
+                issues.add(
+                    "reference_not_upstream",
+                    f"node '{node_id}' references '{name}', which is not upstream of "
+                    f"it; add an edge path from '{name}' to '{node_id}'",
+                    node_id=node_id,
+                    field=where,
+                )
+        if "inputs" in info.names:
+            self._check_input_paths(info.paths, self.inputs, node_id, where)
+        self._check_output_fields(info.paths, node_id, where)
 
     def _check_input_paths(
         self,

@@ -15,6 +15,7 @@ import grpc
 from heddle.v1 import (
     ai_pb2_grpc,
     events_pb2,
+    knowledge_pb2,
     knowledge_pb2_grpc,
     log_pb2_grpc,
     scheduler_pb2_grpc,
@@ -23,6 +24,7 @@ from heddle.v1 import (
     workflow_pb2_grpc,
 )
 
+from libs.common import jsonutil
 from libs.common.errors import from_rpc_error
 from libs.common.grpcutil import TlsFiles, check_health, create_channel
 from services.gateway.settings import DEPENDENCIES, GatewaySettings
@@ -95,6 +97,26 @@ class ServiceClients:
                 if event is grpc.aio.EOF:
                     return
                 yield event
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        finally:
+            call.cancel()
+
+    async def stream_knowledge_events(
+        self, tenant_id: str, knowledge_base_id: str
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """A knowledge base's ingestion progress events (JSON) until the caller closes the
+        iterator (which cancels the call); the first is `knowledge.stream.opened`."""
+        request = knowledge_pb2.KnowledgeBaseRef(
+            tenant_id=tenant_id, knowledge_base_id=knowledge_base_id
+        )
+        call = self.knowledge.StreamEvents(request, timeout=self.settings.event_stream_max_s)
+        try:
+            while True:
+                event = await call.read()
+                if event is grpc.aio.EOF:
+                    return
+                yield jsonutil.loads(event.event_json)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         finally:

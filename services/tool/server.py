@@ -58,12 +58,16 @@ async def knowledge_manager(settings: ToolSettings, stack: ServiceStack) -> Know
     stack.callback(artifacts.close)
     tls = TlsFiles.from_settings(settings)
     ai = stack.channel(settings.ai_address, service_token=settings.service_token, tls=tls)
+    # Ingestion progress goes out on the broker (a private in-process bus in the embedded
+    # mode: publisher and followers are this process).
+    bus = await stack.bus(settings.broker_url, settings.broker_prefix)
     return KnowledgeManager(
         session_factory(engine),
         index,
         GrpcEmbed(ai, settings.grpc_deadline_s),
         artifacts,
         batch_size=settings.knowledge_embed_batch,
+        bus=bus,
     )
 
 

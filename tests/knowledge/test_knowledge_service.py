@@ -5,6 +5,7 @@ tenants kept apart, deleting a document removes its chunks."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -403,3 +404,91 @@ async def test_http_api_files_and_text_to_retrieval(knowledge_stack) -> None:
             b["name"] for b in (await http.get("/api/v1/knowledge-bases")).json()["knowledge_bases"]
         ]
         assert "api" not in names
+
+
+async def test_ingestion_progress_streams_as_server_sent_events(knowledge_stack) -> None:
+    """GET /knowledge-bases/{id}/events: each document's progress (queued, ingesting,
+    chunked n, embedded k of n, ingested) and the corrupt PDF's failure naming the file."""
+    running, stub, _ = knowledge_stack
+    headers = {"Authorization": f"Bearer {running.admin_key}"} if running.admin_key else {}
+    async with httpx.AsyncClient(base_url=running.gateway_url, timeout=30, headers=headers) as http:
+        created = await http.post(
+            "/api/v1/knowledge-bases",
+            json={"name": "progress", "chunk_size": 100, "chunk_overlap": 10},
+        )
+        kb = created.json()["id"]
+        broken = await http.post(
+            "/api/v1/files",
+            params={"name": "broken.pdf"},
+            content=b"%PDF-1.7 this is not a PDF at all",
+            headers={"Content-Type": "application/pdf"},
+        )
+        assert broken.status_code == 201, broken.text
+        long_text = "\n\n".join(f"Paragraph {i} tells of harbour {i}." * 4 for i in range(30))
+        documents = [
+            {"text": long_text, "filename": "long.md"},
+            {"text": "# Short\n\nOne chunk only.", "filename": "short.md"},
+            {"file_id": broken.json()["id"]},
+        ]
+        events: list[dict[str, Any]] = []
+        async with http.stream("GET", f"/api/v1/knowledge-bases/{kb}/events") as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            lines = stream.aiter_lines()
+
+            async def next_event() -> dict[str, Any]:
+                kind = ""
+                async for line in lines:
+                    if line.startswith("event: "):
+                        kind = line.removeprefix("event: ")
+                    elif line.startswith("data: "):
+                        event = json.loads(line.removeprefix("data: "))
+                        assert event["type"] == kind
+                        return event
+                raise AssertionError("the stream ended")
+
+            assert (await next_event())["type"] == "knowledge.stream.opened"
+            added = await http.post(
+                f"/api/v1/knowledge-bases/{kb}/documents", json={"documents": documents}
+            )
+            assert added.status_code == 202, added.text
+            final = {"knowledge.document.ingested", "knowledge.document.failed"}
+            while sum(e["type"] in final for e in events) < 3:
+                events.append(await asyncio.wait_for(next_event(), 30))
+
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        assert event["knowledge_base_id"] == kb
+        by_file.setdefault(event["filename"], []).append(event)
+    assert set(by_file) == {"long.md", "short.md", "broken.pdf"}
+    stages = {name: [e["type"].rsplit(".", 1)[1] for e in got] for name, got in by_file.items()}
+    long_events = by_file["long.md"]
+    total = long_events[-1]["chunks"]
+    assert total > 1
+    embedded = [e["embedded"] for e in long_events if e["type"].endswith(".embedded")]
+    # Batches of knowledge_embed_batch: k of n, growing to n.
+    assert embedded and embedded == sorted(embedded) and embedded[-1] == total
+    assert all(e["chunks"] == total for e in long_events[2:]), long_events
+    assert stages["long.md"] == [
+        "queued",
+        "ingesting",
+        "chunked",
+        *["embedded"] * len(embedded),
+        "ingested",
+    ]
+    assert stages["short.md"] == ["queued", "ingesting", "chunked", "embedded", "ingested"]
+    assert stages["broken.pdf"] == ["queued", "ingesting", "failed"]
+    failure = by_file["broken.pdf"][-1]
+    assert "broken.pdf" in failure["error"], failure
+
+    async with httpx.AsyncClient(base_url=running.gateway_url, timeout=30, headers=headers) as http:
+        unknown = await http.get(
+            "/api/v1/knowledge-bases/00000000-0000-0000-0000-000000000000/events"
+        )
+        assert unknown.status_code == 404, unknown.text
+        assert (await http.get("/api/v1/knowledge-bases/not-an-id/events")).status_code == 404
+    # Another tenant's base is not found, as for every knowledge call.
+    ref = knowledge_pb2.KnowledgeBaseRef(tenant_id="other", knowledge_base_id=kb)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.StreamEvents(ref, timeout=10).read()
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND

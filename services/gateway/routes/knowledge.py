@@ -8,14 +8,18 @@ from the artifact store) or raw text; they are ingested in the background, and t
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from heddle.v1 import knowledge_pb2
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from libs.common.errors import NotFound
+from libs.common import jsonutil
+from libs.common.errors import DeadlineExceeded, HeddleError, NotFound
 from libs.common.jsontypes import JsonFloat, JsonInt
+from services.gateway.errors import error_body
 from services.gateway.files import files_of
 from services.gateway.routes.common import (
     ERROR_RESPONSES,
@@ -24,7 +28,9 @@ from services.gateway.routes.common import (
     Guard,
     Tenant,
     checked_id,
+    get_settings,
 )
+from services.gateway.streams import RETRY, with_heartbeat
 
 router = APIRouter(prefix="/api/v1/knowledge-bases", tags=["knowledge"], responses=ERROR_RESPONSES)
 
@@ -327,3 +333,64 @@ async def retrieve(
         request.score_threshold = body.score_threshold
     reply = await clients.call(clients.knowledge.Retrieve, request)
     return RetrieveOut(chunks=json.loads(reply.chunks_json or b"[]"))
+
+
+def _knowledge_frame(event: dict[str, Any]) -> bytes:
+    # No `id:`: the stream is live only (the documents' status is the record to catch up on).
+    return f"event: {event['type']}\ndata: {jsonutil.dumps_str(event)}\n\n".encode()
+
+
+async def _knowledge_sse(
+    first: dict[str, Any], events: AsyncGenerator[dict[str, Any], None], heartbeat_s: float
+) -> AsyncIterator[bytes]:
+    yield RETRY
+    yield _knowledge_frame(first)
+    try:
+        async for event in with_heartbeat(events, heartbeat_s):
+            yield b": ping\n\n" if event is None else _knowledge_frame(event)
+    except DeadlineExceeded:
+        return
+    except HeddleError as error:
+        data = jsonutil.dumps_str(error_body(**error.to_dict()))
+        yield f"event: error\ndata: {data}\n\n".encode()
+
+
+@router.get(
+    "/{kb_id}/events",
+    summary="Ingestion progress as Server-Sent Events",
+    description="Live `knowledge.document.*` events of the base's documents: `queued`, "
+    "`ingesting`, `chunked` (chunks), `embedded` (embedded of chunks, after each batch), "
+    "`ingested`, `retrying` and `failed` (error naming the file). The first frame, "
+    "`knowledge.stream.opened`, says the stream is subscribed; events before it are not "
+    "replayed (the documents' status tells where each is).",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "`event`/`data`"}},
+)
+async def stream_knowledge_events(
+    kb_id: str,
+    request: Request,
+    clients: Clients,
+    tenant: Tenant,
+    caller: Caller,
+    guard: Guard,
+    access_token: Annotated[
+        str | None,
+        Query(
+            max_length=4096,
+            description="The credential, for clients (EventSource) that cannot send headers.",
+        ),
+    ] = None,
+) -> Response:
+    guard.require(caller, "read_knowledge")
+    events = clients.stream_knowledge_events(tenant, checked_id(kb_id, "knowledge base"))
+    try:
+        # Read first: an unknown base is a 404, not an error inside a 200 stream.
+        first = await anext(events)
+    except BaseException:
+        await events.aclose()
+        raise
+    return StreamingResponse(
+        _knowledge_sse(first, events, get_settings(request).sse_heartbeat_s),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 Embed = Callable[[list[str]], Awaitable[Sequence[Sequence[float]] | np.ndarray]]
 Progress = Callable[["DocumentOutcome", int, int], Awaitable[None]]
+#: (stage, done, total): ("chunked", n, n) once chunked, ("embedded", k, n) after each batch.
+Step = Callable[[str, int, int], Awaitable[None]]
 
 MAX_TOP_K = 100
 
@@ -88,7 +90,11 @@ class Knowledge:
         return vectors / np.where(norms == 0, 1, norms)
 
     async def ingest_document(
-        self, collection: str, document: SourceDocument, options: ChunkOptions
+        self,
+        collection: str,
+        document: SourceDocument,
+        options: ChunkOptions,
+        on_step: Step | None = None,
     ) -> DocumentOutcome:
         try:
             chunks = chunk_document(
@@ -96,6 +102,8 @@ class Knowledge:
             )
         except HeddleError as error:
             return DocumentOutcome(document.id, document.filename, "failed", error=error.message)
+        if on_step is not None:
+            await on_step("chunked", len(chunks), len(chunks))
         # A re-ingested document replaces its chunks; none of the old ones is left over.
         await self.index.delete_document(collection, document.id)
         for first in range(0, len(chunks), self.batch_size):
@@ -108,6 +116,8 @@ class Knowledge:
                     for c, v in zip(batch, vectors, strict=True)
                 ],
             )
+            if on_step is not None:
+                await on_step("embedded", first + len(batch), len(chunks))
         return DocumentOutcome(document.id, document.filename, "ingested", chunks=len(chunks))
 
     async def ingest(

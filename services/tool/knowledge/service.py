@@ -1,6 +1,12 @@
 """Knowledge bases of a tenant: create, list, delete; documents queued, ingested in the
 background (chunk, embed with the base's model, index), listed and deleted; retrieval.
 
+Ingestion publishes its progress on the broker (exchange ``heddle.events``, the event type as
+routing key): ``knowledge.document.queued``, ``.ingesting``, ``.chunked`` (chunks: n),
+``.embedded`` (embedded: k of chunks: n, after each batch), ``.ingested``, ``.retrying`` and
+``.failed`` (error naming the file). ``events()`` follows one base's, from whichever replica
+ingests (the gateway's SSE route).
+
 Why the tool service owns knowledge: retrieval is what agents call as the
 ``knowledge_search`` tool, and the ``retrieve`` node calls the same tool, so the index and
 its readers live in one place; ingestion is a background loop beside them (any tool replica
@@ -11,10 +17,11 @@ left ``ingesting`` by a crashed replica is taken again after ``stale_after_s``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -23,7 +30,9 @@ from prometheus_client import Counter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from libs.common import jsonutil
 from libs.common.artifacts import ArtifactRef, ArtifactStore, read_bytes
+from libs.common.bus import EVENTS_EXCHANGE, EventBus, Message
 from libs.common.db import utcnow
 from libs.common.errors import (
     Conflict,
@@ -131,6 +140,7 @@ class KnowledgeManager:
         claim_size: int = 8,
         stale_after_s: float = 300.0,
         progress: Progress | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self.sessions = sessions
         self.index = index
@@ -140,6 +150,7 @@ class KnowledgeManager:
         self.claim_size = claim_size
         self.stale_after_s = stale_after_s
         self.progress = progress
+        self.bus = bus
         self.wake = asyncio.Event()
 
     # ------------------------------------------------------------------ bases
@@ -248,6 +259,8 @@ class KnowledgeManager:
                 row.knowledge_base_id = base.id
                 session.add(row)
         self.wake.set()
+        for row in rows:
+            await self._emit("queued", base, row)
         return [document_view(row) for row in rows]
 
     async def list_documents(self, tenant: str, ref: str) -> list[dict[str, Any]]:
@@ -317,6 +330,14 @@ class KnowledgeManager:
         knowledge = Knowledge(
             self.index, partial(self.embed, base.embedding_model), batch_size=self.batch_size
         )
+
+        async def step(stage: str, done: int, total: int) -> None:
+            if stage == "chunked":
+                await self._emit("chunked", base, row, chunks=total)
+            else:
+                await self._emit("embedded", base, row, chunks=total, embedded=done)
+
+        await self._emit("ingesting", base, row)
         try:
             data = await self._content(row)
             outcome = await knowledge.ingest_document(
@@ -329,6 +350,7 @@ class KnowledgeManager:
                     metadata=dict(row.doc_metadata or {}),
                 ),
                 ChunkOptions(base.chunk_size, base.chunk_overlap),
+                on_step=step,
             )
             status, chunks, error = outcome.status, outcome.chunks, outcome.error
         except _TRANSIENT as failure:
@@ -339,6 +361,7 @@ class KnowledgeManager:
                     await repository.finish_document(
                         session, row.id, status="pending", chunks=0, error=failure.message
                     )
+                await self._emit("retrying", base, row, error=f"{row.filename}: {failure.message}")
                 return
             status, chunks, error = "failed", 0, f"{row.filename}: {failure.message}"
         except HeddleError as failure:
@@ -353,19 +376,79 @@ class KnowledgeManager:
         if not kept:  # deleted while it was being ingested: drop what was indexed
             await self.index.delete_document(base.id, row.id)
             return
+        log.info(
+            "knowledge document %s",
+            status,
+            extra={
+                "knowledge_base_id": base.id,
+                "document_id": row.id,
+                "document": row.filename,
+                "chunks": chunks,
+                "error": error,
+            },
+        )
+        await self._emit(status, base, row, chunks=chunks, error=error)
+
+    async def _emit(
+        self,
+        stage: str,
+        base: KnowledgeBaseRow,
+        row: KnowledgeDocumentRow,
+        *,
+        chunks: int = 0,
+        embedded: int = 0,
+        error: str = "",
+    ) -> None:
+        """Publish one progress event; a broker that is away costs the event, not the
+        ingestion (the document's status in the database is the record)."""
+        kind = "knowledge.document." + stage
         event = {
-            "type": "knowledge.document." + status,
+            "type": kind,
             "tenant_id": base.tenant_id,
             "knowledge_base_id": base.id,
             "document_id": row.id,
             "filename": row.filename,
             "chunks": chunks,
+            "embedded": embedded,
             "error": error,
+            "at": utcnow().isoformat(),
         }
-        log.info(
-            "knowledge document %s",
-            status,
-            extra={k if k != "filename" else "document": v for k, v in event.items()},
-        )
         if self.progress is not None:
             await self.progress(event)
+        if self.bus is None:
+            return
+        try:
+            await self.bus.publish(EVENTS_EXCHANGE, kind, jsonutil.dumps(event))
+        except Exception:
+            log.warning("knowledge progress event not published", exc_info=True)
+
+    async def events(self, tenant: str, ref: str) -> AsyncIterator[dict[str, Any]]:
+        """The base's progress events from now on (first `knowledge.stream.opened`, once
+        subscribed: what the caller does after it is seen is followed); NotFound for an
+        unknown base (or another tenant's)."""
+        async with self.sessions() as session:
+            base = await self._base(session, tenant, ref)
+        if self.bus is None:
+            raise Unavailable("knowledge events need the broker (no bus configured)")
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
+
+        async def on_message(message: Message) -> None:
+            event = jsonutil.loads(message.body)
+            if event.get("knowledge_base_id") == base.id and event.get("tenant_id") == tenant:
+                with contextlib.suppress(asyncio.QueueFull):  # a reader that stopped reading
+                    queue.put_nowait(event)
+
+        subscription = await self.bus.subscribe(
+            EVENTS_EXCHANGE, ["knowledge.document.*"], on_message
+        )
+        try:
+            yield {
+                "type": "knowledge.stream.opened",
+                "tenant_id": tenant,
+                "knowledge_base_id": base.id,
+                "at": utcnow().isoformat(),
+            }
+            while True:
+                yield await queue.get()
+        finally:
+            await subscription.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -119,3 +120,10 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):
             filters=_json(request.filters_json, "filters"),
         )
         return knowledge_pb2.RetrieveResponse(chunks_json=jsonutil.dumps(chunks))
+
+    async def StreamEvents(
+        self, request: knowledge_pb2.KnowledgeBaseRef, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[knowledge_pb2.KnowledgeEvent]:
+        tenant = request.tenant_id or DEFAULT_TENANT
+        async for event in self.manager.events(tenant, request.knowledge_base_id):
+            yield knowledge_pb2.KnowledgeEvent(type=event["type"], event_json=jsonutil.dumps(event))

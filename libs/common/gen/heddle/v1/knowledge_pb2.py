@@ -24,41 +24,43 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19heddle/v1/knowledge.proto\x12\theddle.v1\"\x82\x02\n\rKnowledgeBase\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x05 \x01(\t\x12\x12\n\nchunk_size\x18\x06 \x01(\x05\x12\x15\n\rchunk_overlap\x18\x07 \x01(\x05\x12\x11\n\tdocuments\x18\x08 \x01(\x05\x12\x1a\n\x12\x64ocuments_ingested\x18\t \x01(\x05\x12\x18\n\x10\x64ocuments_failed\x18\n \x01(\x05\x12\x0e\n\x06\x63hunks\x18\x0b \x01(\x05\x12\x12\n\ncreated_at\x18\x0c \x01(\t\"\x96\x01\n\x1a\x43reateKnowledgeBaseRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x04 \x01(\t\x12\x12\n\nchunk_size\x18\x05 \x01(\x05\x12\x15\n\rchunk_overlap\x18\x06 \x01(\x05\".\n\x19ListKnowledgeBasesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"O\n\x1aListKnowledgeBasesResponse\x12\x31\n\x0fknowledge_bases\x18\x01 \x03(\x0b\x32\x18.heddle.v1.KnowledgeBase\"@\n\x10KnowledgeBaseRef\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x19\n\x11knowledge_base_id\x18\x02 \x01(\t\"P\n\x0b\x44ocumentRef\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x19\n\x11knowledge_base_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\"\x19\n\x17\x44\x65leteKnowledgeResponse\"\x82\x01\n\x0bNewDocument\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x15\n\rartifact_json\x18\x04 \x01(\x0c\x12\x0f\n\x07\x66ile_id\x18\x05 \x01(\t\x12\x15\n\rmetadata_json\x18\x06 \x01(\x0c\"n\n\x13\x41\x64\x64\x44ocumentsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x19\n\x11knowledge_base_id\x18\x02 \x01(\t\x12)\n\tdocuments\x18\x03 \x03(\x0b\x32\x16.heddle.v1.NewDocument\"\xd8\x01\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x19\n\x11knowledge_base_id\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x07 \x01(\x05\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x15\n\rmetadata_json\x18\t \x01(\x0c\x12\x12\n\ncreated_at\x18\n \x01(\t\x12\x12\n\nupdated_at\x18\x0b \x01(\t\">\n\x14\x41\x64\x64\x44ocumentsResponse\x12&\n\tdocuments\x18\x01 \x03(\x0b\x32\x13.heddle.v1.Document\"?\n\x15ListDocumentsResponse\x12&\n\tdocuments\x18\x01 \x03(\x0b\x32\x13.heddle.v1.Document\"\xa5\x01\n\x0fRetrieveRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x19\n\x11knowledge_base_id\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x1c\n\x0fscore_threshold\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0c\x66ilters_json\x18\x06 \x01(\x0c\x42\x12\n\x10_score_threshold\"\'\n\x10RetrieveResponse\x12\x13\n\x0b\x63hunks_json\x18\x01 \x01(\x0c\x32\xa4\x05\n\x10KnowledgeService\x12V\n\x13\x43reateKnowledgeBase\x12%.heddle.v1.CreateKnowledgeBaseRequest\x1a\x18.heddle.v1.KnowledgeBase\x12\x61\n\x12ListKnowledgeBases\x12$.heddle.v1.ListKnowledgeBasesRequest\x1a%.heddle.v1.ListKnowledgeBasesResponse\x12I\n\x10GetKnowledgeBase\x12\x1b.heddle.v1.KnowledgeBaseRef\x1a\x18.heddle.v1.KnowledgeBase\x12V\n\x13\x44\x65leteKnowledgeBase\x12\x1b.heddle.v1.KnowledgeBaseRef\x1a\".heddle.v1.DeleteKnowledgeResponse\x12O\n\x0c\x41\x64\x64\x44ocuments\x12\x1e.heddle.v1.AddDocumentsRequest\x1a\x1f.heddle.v1.AddDocumentsResponse\x12N\n\rListDocuments\x12\x1b.heddle.v1.KnowledgeBaseRef\x1a .heddle.v1.ListDocumentsResponse\x12L\n\x0e\x44\x65leteDocument\x12\x16.heddle.v1.DocumentRef\x1a\".heddle.v1.DeleteKnowledgeResponse\x12\x43\n\x08Retrieve\x12\x1a.heddle.v1.RetrieveRequest\x1a\x1b.heddle.v1.RetrieveResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19heddle/v1/knowledge.proto\x12\theddle.v1\"2\n\x0eKnowledgeEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x12\n\nevent_json\x18\x02 \x01(\x0c\"\x82\x02\n\rKnowledgeBase\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x05 \x01(\t\x12\x12\n\nchunk_size\x18\x06 \x01(\x05\x12\x15\n\rchunk_overlap\x18\x07 \x01(\x05\x12\x11\n\tdocuments\x18\x08 \x01(\x05\x12\x1a\n\x12\x64ocuments_ingested\x18\t \x01(\x05\x12\x18\n\x10\x64ocuments_failed\x18\n \x01(\x05\x12\x0e\n\x06\x63hunks\x18\x0b \x01(\x05\x12\x12\n\ncreated_at\x18\x0c \x01(\t\"\x96\x01\n\x1a\x43reateKnowledgeBaseRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x04 \x01(\t\x12\x12\n\nchunk_size\x18\x05 \x01(\x05\x12\x15\n\rchunk_overlap\x18\x06 \x01(\x05\".\n\x19ListKnowledgeBasesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"O\n\x1aListKnowledgeBasesResponse\x12\x31\n\x0fknowledge_bases\x18\x01 \x03(\x0b\x32\x18.heddle.v1.KnowledgeBase\"@\n\x10KnowledgeBaseRef\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x19\n\x11knowledge_base_id\x18\x02 \x01(\t\"P\n\x0b\x44ocumentRef\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x19\n\x11knowledge_base_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\"\x19\n\x17\x44\x65leteKnowledgeResponse\"\x82\x01\n\x0bNewDocument\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x15\n\rartifact_json\x18\x04 \x01(\x0c\x12\x0f\n\x07\x66ile_id\x18\x05 \x01(\t\x12\x15\n\rmetadata_json\x18\x06 \x01(\x0c\"n\n\x13\x41\x64\x64\x44ocumentsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x19\n\x11knowledge_base_id\x18\x02 \x01(\t\x12)\n\tdocuments\x18\x03 \x03(\x0b\x32\x16.heddle.v1.NewDocument\"\xd8\x01\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x19\n\x11knowledge_base_id\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x07 \x01(\x05\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x15\n\rmetadata_json\x18\t \x01(\x0c\x12\x12\n\ncreated_at\x18\n \x01(\t\x12\x12\n\nupdated_at\x18\x0b \x01(\t\">\n\x14\x41\x64\x64\x44ocumentsResponse\x12&\n\tdocuments\x18\x01 \x03(\x0b\x32\x13.heddle.v1.Document\"?\n\x15ListDocumentsResponse\x12&\n\tdocuments\x18\x01 \x03(\x0b\x32\x13.heddle.v1.Document\"\xa5\x01\n\x0fRetrieveRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x19\n\x11knowledge_base_id\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x1c\n\x0fscore_threshold\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0c\x66ilters_json\x18\x06 \x01(\x0c\x42\x12\n\x10_score_threshold\"\'\n\x10RetrieveResponse\x12\x13\n\x0b\x63hunks_json\x18\x01 \x01(\x0c\x32\xee\x05\n\x10KnowledgeService\x12V\n\x13\x43reateKnowledgeBase\x12%.heddle.v1.CreateKnowledgeBaseRequest\x1a\x18.heddle.v1.KnowledgeBase\x12\x61\n\x12ListKnowledgeBases\x12$.heddle.v1.ListKnowledgeBasesRequest\x1a%.heddle.v1.ListKnowledgeBasesResponse\x12I\n\x10GetKnowledgeBase\x12\x1b.heddle.v1.KnowledgeBaseRef\x1a\x18.heddle.v1.KnowledgeBase\x12V\n\x13\x44\x65leteKnowledgeBase\x12\x1b.heddle.v1.KnowledgeBaseRef\x1a\".heddle.v1.DeleteKnowledgeResponse\x12O\n\x0c\x41\x64\x64\x44ocuments\x12\x1e.heddle.v1.AddDocumentsRequest\x1a\x1f.heddle.v1.AddDocumentsResponse\x12N\n\rListDocuments\x12\x1b.heddle.v1.KnowledgeBaseRef\x1a .heddle.v1.ListDocumentsResponse\x12L\n\x0e\x44\x65leteDocument\x12\x16.heddle.v1.DocumentRef\x1a\".heddle.v1.DeleteKnowledgeResponse\x12\x43\n\x08Retrieve\x12\x1a.heddle.v1.RetrieveRequest\x1a\x1b.heddle.v1.RetrieveResponse\x12H\n\x0cStreamEvents\x12\x1b.heddle.v1.KnowledgeBaseRef\x1a\x19.heddle.v1.KnowledgeEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'heddle.v1.knowledge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KNOWLEDGEBASE']._serialized_start=41
-  _globals['_KNOWLEDGEBASE']._serialized_end=299
-  _globals['_CREATEKNOWLEDGEBASEREQUEST']._serialized_start=302
-  _globals['_CREATEKNOWLEDGEBASEREQUEST']._serialized_end=452
-  _globals['_LISTKNOWLEDGEBASESREQUEST']._serialized_start=454
-  _globals['_LISTKNOWLEDGEBASESREQUEST']._serialized_end=500
-  _globals['_LISTKNOWLEDGEBASESRESPONSE']._serialized_start=502
-  _globals['_LISTKNOWLEDGEBASESRESPONSE']._serialized_end=581
-  _globals['_KNOWLEDGEBASEREF']._serialized_start=583
-  _globals['_KNOWLEDGEBASEREF']._serialized_end=647
-  _globals['_DOCUMENTREF']._serialized_start=649
-  _globals['_DOCUMENTREF']._serialized_end=729
-  _globals['_DELETEKNOWLEDGERESPONSE']._serialized_start=731
-  _globals['_DELETEKNOWLEDGERESPONSE']._serialized_end=756
-  _globals['_NEWDOCUMENT']._serialized_start=759
-  _globals['_NEWDOCUMENT']._serialized_end=889
-  _globals['_ADDDOCUMENTSREQUEST']._serialized_start=891
-  _globals['_ADDDOCUMENTSREQUEST']._serialized_end=1001
-  _globals['_DOCUMENT']._serialized_start=1004
-  _globals['_DOCUMENT']._serialized_end=1220
-  _globals['_ADDDOCUMENTSRESPONSE']._serialized_start=1222
-  _globals['_ADDDOCUMENTSRESPONSE']._serialized_end=1284
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=1286
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=1349
-  _globals['_RETRIEVEREQUEST']._serialized_start=1352
-  _globals['_RETRIEVEREQUEST']._serialized_end=1517
-  _globals['_RETRIEVERESPONSE']._serialized_start=1519
-  _globals['_RETRIEVERESPONSE']._serialized_end=1558
-  _globals['_KNOWLEDGESERVICE']._serialized_start=1561
-  _globals['_KNOWLEDGESERVICE']._serialized_end=2237
+  _globals['_KNOWLEDGEEVENT']._serialized_start=40
+  _globals['_KNOWLEDGEEVENT']._serialized_end=90
+  _globals['_KNOWLEDGEBASE']._serialized_start=93
+  _globals['_KNOWLEDGEBASE']._serialized_end=351
+  _globals['_CREATEKNOWLEDGEBASEREQUEST']._serialized_start=354
+  _globals['_CREATEKNOWLEDGEBASEREQUEST']._serialized_end=504
+  _globals['_LISTKNOWLEDGEBASESREQUEST']._serialized_start=506
+  _globals['_LISTKNOWLEDGEBASESREQUEST']._serialized_end=552
+  _globals['_LISTKNOWLEDGEBASESRESPONSE']._serialized_start=554
+  _globals['_LISTKNOWLEDGEBASESRESPONSE']._serialized_end=633
+  _globals['_KNOWLEDGEBASEREF']._serialized_start=635
+  _globals['_KNOWLEDGEBASEREF']._serialized_end=699
+  _globals['_DOCUMENTREF']._serialized_start=701
+  _globals['_DOCUMENTREF']._serialized_end=781
+  _globals['_DELETEKNOWLEDGERESPONSE']._serialized_start=783
+  _globals['_DELETEKNOWLEDGERESPONSE']._serialized_end=808
+  _globals['_NEWDOCUMENT']._serialized_start=811
+  _globals['_NEWDOCUMENT']._serialized_end=941
+  _globals['_ADDDOCUMENTSREQUEST']._serialized_start=943
+  _globals['_ADDDOCUMENTSREQUEST']._serialized_end=1053
+  _globals['_DOCUMENT']._serialized_start=1056
+  _globals['_DOCUMENT']._serialized_end=1272
+  _globals['_ADDDOCUMENTSRESPONSE']._serialized_start=1274
+  _globals['_ADDDOCUMENTSRESPONSE']._serialized_end=1336
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=1338
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=1401
+  _globals['_RETRIEVEREQUEST']._serialized_start=1404
+  _globals['_RETRIEVEREQUEST']._serialized_end=1569
+  _globals['_RETRIEVERESPONSE']._serialized_start=1571
+  _globals['_RETRIEVERESPONSE']._serialized_end=1610
+  _globals['_KNOWLEDGESERVICE']._serialized_start=1613
+  _globals['_KNOWLEDGESERVICE']._serialized_end=2363
 # @@protoc_insertion_point(module_scope)

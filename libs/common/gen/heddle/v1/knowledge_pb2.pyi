@@ -6,6 +6,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class KnowledgeEvent(_message.Message):
+    __slots__ = ("type", "event_json")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    event_json: bytes
+    def __init__(self, type: _Optional[str] = ..., event_json: _Optional[bytes] = ...) -> None: ...
+
 class KnowledgeBase(_message.Message):
     __slots__ = ("id", "tenant_id", "name", "description", "embedding_model", "chunk_size", "chunk_overlap", "documents", "documents_ingested", "documents_failed", "chunks", "created_at")
     ID_FIELD_NUMBER: _ClassVar[int]

@@ -76,6 +76,11 @@ class KnowledgeServiceStub(object):
                 request_serializer=heddle_dot_v1_dot_knowledge__pb2.RetrieveRequest.SerializeToString,
                 response_deserializer=heddle_dot_v1_dot_knowledge__pb2.RetrieveResponse.FromString,
                 _registered_method=True)
+        self.StreamEvents = channel.unary_stream(
+                '/heddle.v1.KnowledgeService/StreamEvents',
+                request_serializer=heddle_dot_v1_dot_knowledge__pb2.KnowledgeBaseRef.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_knowledge__pb2.KnowledgeEvent.FromString,
+                _registered_method=True)
 
 
 class KnowledgeServiceServicer(object):
@@ -132,6 +137,15 @@ class KnowledgeServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamEvents(self, request, context):
+        """The base's ingestion progress, live (knowledge.document.* events from the broker, of
+        whichever tool replica ingests): first a knowledge.stream.opened event once subscribed,
+        then every event of the base until the caller cancels. NOT_FOUND for an unknown base.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KnowledgeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -174,6 +188,11 @@ def add_KnowledgeServiceServicer_to_server(servicer, server):
                     servicer.Retrieve,
                     request_deserializer=heddle_dot_v1_dot_knowledge__pb2.RetrieveRequest.FromString,
                     response_serializer=heddle_dot_v1_dot_knowledge__pb2.RetrieveResponse.SerializeToString,
+            ),
+            'StreamEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamEvents,
+                    request_deserializer=heddle_dot_v1_dot_knowledge__pb2.KnowledgeBaseRef.FromString,
+                    response_serializer=heddle_dot_v1_dot_knowledge__pb2.KnowledgeEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -394,6 +413,33 @@ class KnowledgeService(object):
             '/heddle.v1.KnowledgeService/Retrieve',
             heddle_dot_v1_dot_knowledge__pb2.RetrieveRequest.SerializeToString,
             heddle_dot_v1_dot_knowledge__pb2.RetrieveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/heddle.v1.KnowledgeService/StreamEvents',
+            heddle_dot_v1_dot_knowledge__pb2.KnowledgeBaseRef.SerializeToString,
+            heddle_dot_v1_dot_knowledge__pb2.KnowledgeEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -344,6 +344,11 @@ def _literal_error(error: SchemaError) -> bool:
 _TOOL_VALIDATORS: dict[bytes, Any] = {}
 
 
+def _delegate(name: str) -> bool:
+    """An agent's agent:<id> / workflow:<id> tool (not one of the tool service's)."""
+    return name.startswith(("agent:", "workflow:"))
+
+
 def _tool_validator(schema: Mapping[str, Any]) -> Any:
     key = jsonutil.dumps(schema)
     if key not in _TOOL_VALIDATORS:
@@ -834,10 +839,9 @@ class _Checker:
         names: list[tuple[str, str]] = [
             (path, name)
             for path, name in given
-            if type(name) is str and name and not is_templated(name)
-            # agent:<id> / workflow:<id>: checked against the tenant's agents and workflows
-            # (services/workflow/delegation.py tool_problems)
-            and not name.startswith(("agent:", "workflow:"))
+            # agent:<id> / workflow:<id> are checked against the tenant's agents and
+            # workflows instead (services/workflow/delegation.py tool_problems)
+            if type(name) is str and name and not is_templated(name) and not _delegate(name)
         ]
         if not names:
             return

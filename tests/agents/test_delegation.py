@@ -388,3 +388,28 @@ async def test_an_inline_agent_node_naming_unknown_delegates_is_refused(
     # The known one alone is accepted.
     accepted = await client.post("/api/v1/workflows", json=definition([f"workflow:{target}"]))
     assert accepted.status_code == 201, accepted.text
+
+
+async def test_a_delegate_gone_since_registration_is_a_clear_node_error(
+    client: httpx.AsyncClient,
+) -> None:
+    helper = await register(client, model="echo", tools=[])
+    boss = await register(client, model="echo", tools=[f"agent:{helper['id']}"])
+    deleted = await client.delete(f"/api/v1/agents/{helper['id']}")
+    assert deleted.status_code == 204, deleted.text
+    workflow_id = await create_workflow(
+        client,
+        {
+            "name": f"orphaned{uuid.uuid4().hex[:4]}",
+            "nodes": [
+                {"id": "boss", "type": "agent", "params": {"agent_id": boss["id"], "prompt": "x"}}
+            ],
+        },
+    )
+    execution = await wait_final(client, await run(client, workflow_id))
+    assert execution["status"] == "failed", execution
+    error = node(execution, "boss")["error"]
+    assert error["type"] == "unknown_tool", error
+    assert error["message"] == (f"tool 'agent:{helper['id']}': agent {helper['id']!r} not found"), (
+        error
+    )

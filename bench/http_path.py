@@ -69,6 +69,7 @@ def chain(length: int) -> dict[str, Any]:
 # would measure themselves. Both are still checked on every request (its Redis round trip stays in).
 #: How long one run-and-wait may take (the route's most is 300 s): BENCH_RUN_WAIT_S.
 RUN_WAIT_S = float(os.environ.get("BENCH_RUN_WAIT_S", "120"))
+BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 BENCH_LIMITS = {
     "rate_limit_per_s": 1_000_000.0,
@@ -90,6 +91,8 @@ class Target:
     key: str
     stop: Callable[[], None]
     pids: dict[str, int]
+    database: str = ""  # the production topology's PostgreSQL database
+    broker_prefix: str = ""  # ...and the prefix of its exchanges and queues
 
 
 # ------------------------------------------------------------------------ embedded stack
@@ -150,7 +153,13 @@ async def start_production(tmp: str) -> tuple[Target, str]:
     from libs.common.secrets import generate_key
     from services.gateway.auth import new_api_key
 
-    database = f"heddle_http_bench_{uuid.uuid4().hex[:8]}"
+    run_id = uuid.uuid4().hex[:8]
+    database = f"heddle_http_bench_{run_id}"
+    # A deployment of its own on the shared RabbitMQ (as the tests' topologies are): without
+    # a prefix its log service shared the `log.webhooks` queue (and the events exchange)
+    # with any other unprefixed deployment running at the time, each consuming some of the
+    # other's events.
+    prefix = f"httpbench{run_id}"
     url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
     await ensure_database(url)
     key = new_api_key()[0]
@@ -161,6 +170,8 @@ async def start_production(tmp: str) -> tuple[Target, str]:
         extra_env={
             "HEDDLE_BOOTSTRAP_API_KEY": key,
             "HEDDLE_SECRETS_KEY": generate_key(),
+            "HEDDLE_BROKER_PREFIX": prefix,
+            "HEDDLE_LEADER_LEASE_NAME": f"{prefix}:scheduler:leader",
             **{f"HEDDLE_{name.upper()}": str(value) for name, value in BENCH_LIMITS.items()},
         },
     )
@@ -171,7 +182,65 @@ async def start_production(tmp: str) -> tuple[Target, str]:
         topology.stop()
         raise
     pids = {spec.name: topology.pid(spec.name) for spec in specs}
-    return Target("production", topology.gateway_url, key, topology.stop, pids), database
+    target = Target("production", topology.gateway_url, key, topology.stop, pids, database, prefix)
+    return target, database
+
+
+async def delete_broker_names(prefix: str) -> None:
+    """Delete the durable exchanges and queues of the bench's deployment (they would stay on
+    the broker); needs rabbitmqctl to list them, else they are left and named."""
+    import aio_pika
+
+    def names(kind: str) -> list[str]:
+        try:
+            done = subprocess.run(
+                ["rabbitmqctl", "-q", f"list_{kind}", "name"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        return [name for name in done.stdout.split() if name.startswith(f"{prefix}.")]
+
+    queues, exchanges = names("queues"), names("exchanges")
+    if not queues and not exchanges:
+        print(f"  (left on the broker: the queues and exchanges named {prefix}.*)", flush=True)
+        return
+    connection = await aio_pika.connect(os.environ.get("BENCH_BROKER_URL", BROKER_URL))
+    async with connection:
+        channel = await connection.channel()
+        for queue in queues:
+            await channel.queue_delete(queue)
+        for exchange in exchanges:
+            await channel.exchange_delete(exchange)
+
+
+async def infrastructure_pids(target: Target) -> dict[str, list[int]]:
+    """The processes of the shared infrastructure that work for the production topology:
+    RabbitMQ (beam.smp: shared, so other engineers' traffic is in its figure too) and the
+    PostgreSQL backends connected to the bench's database (its own)."""
+    import asyncpg
+
+    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        rows = await admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1", target.database
+        )
+    finally:
+        await admin.close()
+    return _local_infrastructure([row["pid"] for row in rows])
+
+
+def _local_infrastructure(backends: list[int]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    found = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True)
+    if found.stdout.split():
+        groups["rabbitmq (shared)"] = [int(found.stdout.split()[0])]
+    if backends and all(os.path.exists(f"/proc/{pid}") for pid in backends):  # a local server
+        groups["postgres backends"] = backends
+    return groups
 
 
 async def drop_database(name: str) -> None:
@@ -198,6 +267,8 @@ async def running(kind: str) -> AsyncIterator[Target]:
             target.stop()
             if database:
                 await drop_database(database)
+            if target.broker_prefix:
+                await delete_broker_names(target.broker_prefix)
 
 
 def client(target: Target, **kwargs: Any) -> httpx.AsyncClient:
@@ -235,20 +306,37 @@ async def run_and_wait(
     return elapsed, (body.get("duration_ms") or 0.0) / 1000
 
 
-def _process_cpu(pids: dict[str, int]) -> dict[str, float]:
+def _process_cpu(
+    pids: dict[str, int], infrastructure: dict[str, list[int]] | None = None
+) -> dict[str, float]:
     """CPU seconds used so far per process group (replicas summed: workflow-1 and
-    workflow-2 are 'workflow')."""
+    workflow-2 are 'workflow'); infrastructure groups keyed 'infra:<name>'."""
     groups: dict[str, list[int]] = {}
     for name, pid in pids.items():
         groups.setdefault(name.rsplit("-", 1)[0] if name[-1].isdigit() else name, []).append(pid)
-    return {group: _cpu_seconds(members) for group, members in groups.items()}
+    for name, members in (infrastructure or {}).items():
+        groups[f"infra:{name}"] = members
+    used: dict[str, float] = {}
+    for group, members in groups.items():
+        # A PostgreSQL backend may end between two readings: count the ones still there.
+        alive = [pid for pid in members if os.path.exists(f"/proc/{pid}")]
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            used[group] = _cpu_seconds(alive)
+    return used
 
 
 def _cpu_line(before: dict[str, float], after: dict[str, float], runs: int) -> str:
-    used = {name: (after[name] - before[name]) / runs for name in before}
-    total = sum(used.values())
-    parts = [f"{name} {seconds * 1000:.0f}" for name, seconds in used.items()]
-    return f"CPU ms per run: total {total * 1000:.0f} = " + ", ".join(parts)
+    used = {name: (after[name] - before[name]) / runs for name in before if name in after}
+    ours = {name: s for name, s in used.items() if not name.startswith("infra:")}
+    infra = {name[6:]: s for name, s in used.items() if name.startswith("infra:")}
+    line = f"CPU ms per run: Heddle {sum(ours.values()) * 1000:.0f} = " + ", ".join(
+        f"{name} {seconds * 1000:.0f}" for name, seconds in ours.items()
+    )
+    if infra:
+        line += "; infrastructure " + ", ".join(
+            f"{name} {seconds * 1000:.0f}" for name, seconds in infra.items()
+        )
+    return line
 
 
 def _stats(values: list[float]) -> str:
@@ -296,12 +384,13 @@ async def bench_heddle(
             await run_and_wait(http, workflow_id)  # warm-up: plans, caches, connections
             observed, reported = [], []
             # CPU per run is steadier than wall time on a shared machine (bench/engine.py).
-            cpu_before = _process_cpu(target.pids)
+            infrastructure = await infrastructure_pids(target) if target.database else {}
+            cpu_before = _process_cpu(target.pids, infrastructure)
             for _ in range(runs):
                 seen, server = await run_and_wait(http, workflow_id)
                 observed.append(seen)
                 reported.append(server)
-            cpu = _cpu_line(cpu_before, _process_cpu(target.pids), runs)
+            cpu = _cpu_line(cpu_before, _process_cpu(target.pids, infrastructure), runs)
             results[label] = (
                 f"client {_stats(observed)}; server-reported median "
                 f"{statistics.median(reported):.3f} s"

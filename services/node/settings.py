@@ -110,6 +110,7 @@ class NodeServiceSettings(CommonSettings):
             code_allow_network=self.code_allow_network,
             code_scratch_mb=self.code_scratch_mb,
             sql_max_rows=self.sql_max_rows,
+            claim_check_bytes=self.claim_check_bytes,
             loop_max_iterations=self.loop_max_iterations,
             sql_max_engines=self.sql_max_engines,
             sql_pool_size=self.sql_pool_size,

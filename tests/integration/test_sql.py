@@ -7,10 +7,13 @@ secret, and the secret is looked for in everything the API, the events and the l
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncmy
@@ -19,6 +22,7 @@ import httpx
 import pytest
 
 from libs.cli.stack import Stack
+from libs.common.artifacts import ArtifactRef, FileArtifactStore, read_bytes
 from services.node.executors.base import NodeError, NodeRequest, NodeSettings, Services
 from services.node.executors.sql import SqlExecutor
 from tests.integration.helpers import create_workflow, events, node, run, wait_final
@@ -399,3 +403,64 @@ async def test_validation_refuses_a_templated_query(client: httpx.AsyncClient) -
     assert len(issues) == 1, report
     assert issues[0]["node_id"] == "query"
     assert issues[0]["field"] == "nodes[1].params.query"
+
+
+def _with_store(services: Services, root: Path, threshold: int) -> Services:
+    return dataclasses.replace(
+        services,
+        artifacts=FileArtifactStore(root),
+        settings=services.settings.model_copy(update={"claim_check_bytes": threshold}),
+    )
+
+
+async def _lines(services: Services, ref: dict[str, Any]) -> list[dict[str, Any]]:
+    assert services.artifacts is not None
+    parsed = ArtifactRef.from_json(ref)
+    assert parsed is not None
+    data = await read_bytes(services.artifacts, parsed)
+    assert hashlib.sha256(data).hexdigest() == ref["sha256"] and len(data) == ref["size"]
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
+async def test_large_results_stream_to_an_artifact_as_json_lines(
+    executor: SqlExecutor, services: Services, table: tuple[str, str], tmp_path: Path
+) -> None:
+    kind, name = table
+    query = f"SELECT id, name, price, created FROM {name} ORDER BY id"
+    expected = [
+        {"id": 1, "name": "apple", "price": 1.25, "created": "2026-01-02"},
+        {"id": 2, "name": "pear", "price": 2.5, "created": "2026-01-03"},
+        {"id": 3, "name": "plum", "price": 10, "created": "2026-01-04"},
+    ]
+    # Under the threshold: inline rows, as before.
+    roomy = _with_store(services, tmp_path, 10_000)
+    inline = await _run(executor, roomy, kind, query=query)
+    assert inline["rows"] == expected and "rows_ref" not in inline
+
+    # Past it (two rows' JSON is over 100 bytes): every row goes to the artifact.
+    tight = _with_store(services, tmp_path, 100)
+    output = await _run(executor, tight, kind, query=query)
+    assert "rows" not in output
+    assert output["rows_ref"]["$ref"].startswith("artifact://values/default/sql/")
+    assert output["rows_ref"]["content_type"] == "application/x-ndjson"
+    assert (output["row_count"], output["columns"], output["truncated"]) == (
+        3,
+        ["id", "name", "price", "created"],
+        False,
+    )
+    assert await _lines(tight, output["rows_ref"]) == expected
+
+    # max_rows still holds, and truncation is reported.
+    capped = await _run(executor, tight, kind, query=query, max_rows=2)
+    assert (capped["row_count"], capped["truncated"]) == (2, True)
+    assert await _lines(tight, capped["rows_ref"]) == expected[:2]
+
+    # as_artifact: by reference however small.
+    asked = await _run(executor, roomy, kind, query=f"{query} LIMIT 1", as_artifact=True)
+    assert asked["row_count"] == 1 and await _lines(roomy, asked["rows_ref"]) == expected[:1]
+    empty = await _run(executor, roomy, kind, query=f"{query} LIMIT 0", as_artifact=True)
+    assert empty["row_count"] == 0 and await _lines(roomy, empty["rows_ref"]) == []
+
+    # Without a store, as_artifact is a located error (nothing runs).
+    refused = await _fails(executor, services, kind, query=query, as_artifact=True)
+    assert refused.type == "ValidationError" and "as_artifact" in refused.message

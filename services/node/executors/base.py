@@ -237,6 +237,12 @@ class NodeSettings(BaseModel):
     sql_default_timeout_s: float = Field(
         default=30.0, gt=0, description="Statement timeout of a sql node that sets none."
     )
+    claim_check_bytes: int = Field(
+        default=256 * 1024,
+        gt=0,
+        description="A sql node's rows above this (as JSON Lines) are streamed to the "
+        "artifact store and output by reference (HEDDLE_CLAIM_CHECK_BYTES).",
+    )
     sql_max_engines: int = Field(
         default=16,
         gt=0,

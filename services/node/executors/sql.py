@@ -12,6 +12,14 @@ validation (services/workflow/validation.py) and here.
 Each statement runs in its own transaction, read-only unless the node sets ``write: true``,
 under a server-side statement timeout, and returns at most ``max_rows`` rows (read through a
 server-side cursor, so a large table is not loaded to find that out).
+
+Large results go to the artifact store: when the rows read so far pass the claim-check
+threshold (HEDDLE_CLAIM_CHECK_BYTES), or the node sets ``as_artifact``, the rows are streamed
+from the cursor into an artifact as JSON Lines (one row object per line: the same objects as
+``rows``, with JSON's types — numbers, nulls, nested JSON — which CSV would flatten to text;
+and a downstream reader can stream it line by line), and the output carries
+``rows_ref`` (``{"$ref", "size", "sha256", "content_type"}``) instead of ``rows``. The replica
+holds at most one threshold's worth of rows at a time.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import datetime
 import decimal
 import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import text
@@ -29,6 +38,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from libs.common import jsonutil
+from libs.common.artifacts import CHUNK_BYTES, ArtifactStore, new_key
+from libs.common.claimcheck import tenant_segment
 from libs.common.netguard import ForbiddenAddressError, check_url_allowed_async
 from libs.common.node_types import NodeTypeSpec
 from services.node.executors.base import (
@@ -58,6 +70,7 @@ _DEFAULT_PORTS = {"postgresql+asyncpg": 5432, "mysql+asyncmy": 3306}
 #: max_execution_time exceeded.
 _DRIVER_MODULES = frozenset({"asyncpg", "asyncmy", "pymysql"})
 _TIMEOUT_CODES = {"57014", "1969", "3024"}
+JSON_LINES = "application/x-ndjson"
 
 
 def templated_sql_problem(query: Any) -> str | None:
@@ -246,6 +259,13 @@ class SqlExecutor(Executor):
                     "exclusiveMinimum": 0,
                     "description": "Statement timeout enforced by the database server.",
                 },
+                "as_artifact": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Stream the rows to the artifact store (JSON Lines) and "
+                    "output rows_ref, however few; max_rows then defaults to the replica's "
+                    "limit. Without it, rows past the claim-check threshold go there too.",
+                },
             },
             required=["connection", "query"],
         ),
@@ -253,6 +273,10 @@ class SqlExecutor(Executor):
             "type": "object",
             "properties": {
                 "rows": {"type": "array", "items": {"type": "object"}},
+                "rows_ref": {
+                    "type": "object",
+                    "description": "The rows as a JSON Lines artifact, when large.",
+                },
                 "columns": {"type": "array", "items": {"type": "string"}},
                 "row_count": {"type": "integer"},
                 "truncated": {"type": "boolean"},
@@ -278,7 +302,15 @@ class SqlExecutor(Executor):
                 "ValidationError", f"param 'query': {problem}", details={"param": "query"}
             )
         settings = services.settings
-        max_rows = params.get("max_rows") or min(DEFAULT_MAX_ROWS, settings.sql_max_rows)
+        as_artifact = bool(params.get("as_artifact"))
+        if as_artifact and services.artifacts is None:
+            raise NodeError(
+                "ValidationError",
+                "param 'as_artifact': this node replica has no artifact store",
+                details={"param": "as_artifact"},
+            )
+        default_rows = settings.sql_max_rows if as_artifact else DEFAULT_MAX_ROWS
+        max_rows = params.get("max_rows") or min(default_rows, settings.sql_max_rows)
         if max_rows > settings.sql_max_rows:
             raise NodeError(
                 "ValidationError",
@@ -294,7 +326,16 @@ class SqlExecutor(Executor):
             # The server enforces timeout_s; this bound only covers a server that does not
             # answer at all (connecting included).
             async with asyncio.timeout(timeout_s + 10):
-                output = await self._execute(engine, query, params, max_rows, timeout_s)
+                spill = (
+                    _Spill(
+                        services.artifacts,
+                        request.tenant_id,
+                        None if as_artifact else settings.claim_check_bytes,
+                    )
+                    if services.artifacts is not None
+                    else None
+                )
+                output = await self._execute(engine, query, params, max_rows, timeout_s, spill)
         except TimeoutError:
             raise NodeError(
                 "SqlTimeoutError",
@@ -342,6 +383,7 @@ class SqlExecutor(Executor):
         params: dict[str, Any],
         max_rows: int,
         timeout_s: float,
+        spill: _Spill | None = None,
     ) -> dict[str, Any]:
         write = bool(params["write"])
         statement = text(query)
@@ -363,8 +405,15 @@ class SqlExecutor(Executor):
             else:
                 streamed = await conn.stream(statement, params["parameters"])
                 columns = list(streamed.keys())
-                fetched = await streamed.fetchmany(max_rows + 1)
-                await streamed.close()
+                if spill is not None:
+                    output = await spill.read(streamed, columns, max_rows)
+                    await streamed.close()
+                    if output is not None:
+                        return output
+                    fetched = spill.rows
+                else:
+                    fetched = await streamed.fetchmany(max_rows + 1)
+                    await streamed.close()
                 affected = None
         truncated = len(fetched) > max_rows
         rows = [
@@ -394,6 +443,77 @@ class SqlExecutor(Executor):
                 "SqlConnectionError", f"lost the database connection: {message}", retryable=True
             )
         return NodeError("SqlError", message, details={"code": code, "param": "query"})
+
+
+class _Spill:
+    """Reads a streamed result: inline rows while they stay under the threshold (None:
+    none inline), else every row streamed to an artifact as JSON Lines."""
+
+    def __init__(self, store: ArtifactStore, tenant_id: str, threshold: int | None) -> None:
+        self.store = store
+        self.tenant_id = tenant_id
+        self.threshold = threshold
+        #: The rows read, when they all stayed inline (raw, as fetchmany gives them).
+        self.rows: list[Any] = []
+
+    async def read(self, streamed: Any, columns: list[str], max_rows: int) -> dict[str, Any] | None:
+        """The output by reference, or None when the rows (in `rows`, at most max_rows + 1
+        to tell truncation) stayed under the threshold."""
+        rows = aiter(streamed)
+        lines: list[bytes] = []
+        size = 0
+        if self.threshold is not None:
+            while len(self.rows) <= max_rows:
+                row = await anext(rows, None)
+                if row is None:
+                    return None
+                self.rows.append(row)
+                if len(self.rows) <= max_rows:
+                    line = _json_line(columns, row)
+                    lines.append(line)
+                    size += len(line)
+                    if size > self.threshold:
+                        break
+            else:
+                return None  # max_rows + 1 read, all small: inline and truncated
+        count = len(lines)
+        truncated = False
+
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal count, truncated
+            buffer = bytearray(b"".join(lines))
+            lines.clear()
+            self.rows.clear()
+            async for row in rows:
+                if count == max_rows:
+                    truncated = True
+                    break
+                buffer += _json_line(columns, row)
+                count += 1
+                if len(buffer) >= CHUNK_BYTES:
+                    yield bytes(buffer)
+                    buffer.clear()
+            if buffer:
+                yield bytes(buffer)
+
+        key = new_key(f"values/{tenant_segment(self.tenant_id)}/sql")
+        ref = await self.store.put_stream(key, chunks(), content_type=JSON_LINES)
+        return {
+            "rows_ref": ref.to_json(),
+            "columns": columns,
+            "row_count": count,
+            "truncated": truncated,
+            "affected_rows": None,
+        }
+
+
+def _json_line(columns: list[str], row: Any) -> bytes:
+    return (
+        jsonutil.dumps(
+            {column: json_safe(value) for column, value in zip(columns, row, strict=True)}
+        )
+        + b"\n"
+    )
 
 
 async def _prepare_transaction(conn: AsyncConnection, *, write: bool, timeout_s: float) -> None:

@@ -347,8 +347,13 @@ class Engine:
                 "inputs": None,
                 "started_at": None,
                 "finished_at": None,
+                "checkpoint": None,
             }
-            if previous is not None:
+            if previous is not None and previous.status == "pending":
+                # A fork of an agent with a step edited: the node runs, resuming from the
+                # edited journal (services/gateway/routes/forks.py).
+                entry.update(checkpoint=previous.checkpoint)
+            elif previous is not None:
                 entry.update(
                     status=previous.status,
                     attempt=previous.attempt,
@@ -394,6 +399,7 @@ class Engine:
                 inputs=entry.get("inputs"),
                 started_at=entry.get("started_at"),
                 finished_at=entry.get("finished_at"),
+                checkpoint=entry.get("checkpoint"),
             )
             for entry in node_rows
         }

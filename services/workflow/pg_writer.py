@@ -135,6 +135,7 @@ _NEW_NODE_COLUMNS = (
     ("inputs", "jsonb"),
     ("started_at", "timestamptz"),
     ("finished_at", "timestamptz"),
+    ("checkpoint", "jsonb"),
 )
 
 

@@ -87,7 +87,15 @@ def _reused(data: bytes) -> dict[str, NodeRunRow]:
         raise InvalidArgument("reuse_json must be an object of node ids")
     rows: dict[str, NodeRunRow] = {}
     for node_id, node in value.items():
-        if not isinstance(node, dict) or node.get("status") not in ("succeeded", "cached"):
+        if not isinstance(node, dict):
+            continue
+        if node.get("status") == "pending" and isinstance(node.get("checkpoint"), dict):
+            # A node that runs, starting from this checkpoint (a fork's edited agent journal).
+            rows[str(node_id)] = NodeRunRow(
+                node_id=str(node_id), status="pending", checkpoint=node["checkpoint"]
+            )
+            continue
+        if node.get("status") not in ("succeeded", "cached"):
             continue
         rows[str(node_id)] = NodeRunRow(
             node_id=str(node_id),

@@ -126,3 +126,104 @@ async def test_fork_with_an_edited_output_and_without(
         f"/api/v1/executions/{old['id']}/fork", json={"from_node": "first"}, headers=bearer(token)
     )
     assert hidden.status_code == 404, hidden.text
+
+
+AGENT = {
+    "nodes": [
+        {
+            "id": "agent",
+            "type": "agent",
+            "params": {
+                "model": "echo",
+                # The echo model calls the tool on this directive, then answers with its result.
+                "prompt": '[[tool:calculator {"expression": "1+2"}]]',
+                "tools": ["calculator"],
+            },
+        },
+        {"id": "done", "type": "output", "params": {"value": "{{ agent.text }}"}},
+    ],
+    "edges": [{"source": "agent", "target": "done"}],
+}
+
+
+def agent_steps(events_text: str) -> list[tuple[str, str]]:
+    """(type, step) of every agent.step event of a finished execution's stream."""
+    frames = (
+        jsonutil.loads(line.removeprefix("data: "))
+        for line in events_text.splitlines()
+        if line.startswith("data: ")
+    )
+    return [
+        (event["data"]["type"], str(event["data"].get("step")))
+        for event in frames
+        if event["type"] == "agent.step"
+    ]
+
+
+async def test_fork_an_agent_with_a_step_of_its_journal_edited(
+    running: tuple[Stack, Path], http: httpx.AsyncClient
+) -> None:
+    created = await http.post("/api/v1/workflows", json={**AGENT, "name": f"fork-{uuid.uuid4()}"})
+    workflow_id = created.json()["id"]
+    old = await run(http, workflow_id, {})
+    assert old["status"] == "succeeded", old
+    journal = node(old, "agent")["checkpoint"]["journal"]
+    assert [e["type"] for e in journal] == [
+        "model_call",
+        "tool_call",
+        "tool_result",
+        "model_call",
+        "final",
+    ], journal
+    assert journal[2]["result"] == {"result": 3}
+
+    # The tool's result edited (journal position 2): the first model call and the tool call
+    # are replayed (no event, nothing paid or called), the model answers from the edit live.
+    forked = await http.post(
+        f"/api/v1/executions/{old['id']}/fork",
+        json={"from_node": "agent", "step": 2, "entry": {"result": {"result": 99}}},
+    )
+    assert forked.status_code == 201, forked.text
+    assert forked.json()["reused"] == []  # the agent runs again, from its edited journal
+    new = await finished(http, forked.json()["execution_id"])
+    assert new["status"] == "succeeded", new
+    assert new["forked_from"] == {"execution_id": old["id"], "node_id": "agent"}
+    assert "99" in node(new, "agent")["output"]["text"], node(new, "agent")
+    assert "99" in node(new, "done")["output"]
+    replayed = node(new, "agent")["checkpoint"]["journal"]
+    assert replayed[:2] == journal[:2]
+    assert replayed[2]["result"] == {"result": 99} and replayed[2]["edited"] is True
+    events = await http.get(f"/api/v1/executions/{new['id']}/events", params={"format": "json"})
+    assert agent_steps(events.text) == [("model_call", "1"), ("final", "end")]
+
+    # A tool call's arguments edited (position 1): the tool is called with them.
+    rerun = await http.post(
+        f"/api/v1/executions/{old['id']}/fork",
+        json={"from_node": "agent", "step": 1, "entry": {"arguments": {"expression": "6*7"}}},
+    )
+    assert rerun.status_code == 201, rerun.text
+    called = await finished(http, rerun.json()["execution_id"])
+    result = node(called, "agent")["checkpoint"]["journal"][2]
+    assert result["type"] == "tool_result" and result["result"] == {"result": 42}, result
+    events = await http.get(f"/api/v1/executions/{called['id']}/events", params={"format": "json"})
+    assert agent_steps(events.text) == [
+        ("tool_result", "0"),
+        ("model_call", "1"),
+        ("final", "end"),
+    ]
+
+    # Bad edits: located 422s, and no execution started.
+    for body, field in (
+        ({"from_node": "agent", "step": 9, "entry": {"result": 1}}, "step"),
+        ({"from_node": "agent", "step": 2, "entry": {"name": "other"}}, "entry.name"),
+        ({"from_node": "agent", "step": 0, "entry": {"reply": {"tool_calls": []}}}, "entry.reply"),
+        ({"from_node": "agent", "step": 1, "entry": {"arguments": "6*7"}}, "entry.arguments"),
+        ({"from_node": "agent", "step": 2}, "entry"),
+        ({"from_node": "agent", "step": 2, "entry": {"result": 1}, "output": {}}, "output"),
+        ({"from_node": "done", "step": 0, "entry": {"text": "x"}}, "step"),
+    ):
+        refused = await http.post(f"/api/v1/executions/{old['id']}/fork", json=body)
+        assert refused.status_code == 422, (body, refused.text)
+        fields = [p["field"] for p in refused.json()["error"]["details"]]
+        assert field in fields, (body, refused.json())
+    assert (await http.get(f"/api/v1/executions/{old['id']}/forks")).json()["total"] == 2

@@ -330,6 +330,8 @@ async def test_the_postgresql_writer_inserts_an_execution_with_its_nodes(pg_url:
                 "inputs": None,
                 "started_at": None,
                 "finished_at": None,
+                # A fork's agent node starts from an edited journal.
+                "checkpoint": {"journal": [{"type": "final", "step": "end", "text": "é"}]},
             },
         ]
         first = str(uuid.uuid4())
@@ -348,6 +350,10 @@ async def test_the_postgresql_writer_inserts_an_execution_with_its_nodes(pg_url:
             ]
             assert stored["a"].finished_at == created and stored["b"].node_type == "merge"
             assert stored["b"].status == "pending" and stored["b"].output is None
+            assert stored["a"].checkpoint is None
+            assert stored["b"].checkpoint == {
+                "journal": [{"type": "final", "step": "end", "text": "é"}]
+            }
             _, total = await repo.list_executions(session, "t1", 0, 10)
             assert total == 1  # the refused duplicate left nothing behind
         # The writer's connection survived the refused statement.

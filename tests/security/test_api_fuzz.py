@@ -55,7 +55,8 @@ SEMANTIC_422 = {
     "createKnowledgeBase": "chunk_overlap is at most half chunk_size; the embedding model exists",
     "addDocuments": "each document names exactly one of file_id or text; file ids are uploads",
     "uploadFile": "a file has at least one byte",
-    "forkExecution": "from_node names a completed node; an edited output meets its schema",
+    "forkExecution": "from_node names a completed node; an edited output meets its schema; "
+    "an edited agent step names a journal entry and its editable fields",
 }
 CONFIG = """
 [generation]

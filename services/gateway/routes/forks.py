@@ -1,7 +1,13 @@
 """Fork (time travel): re-run an execution from one of its completed nodes, optionally with
 that node's output edited, as a new execution linked to the old one (`forked_from`). Every
 completed node that is not from_node or downstream of it is reused as it is (no attempt); the
-from_node takes the edited output when one is given (else it runs again); downstream runs."""
+from_node takes the edited output when one is given (else it runs again); downstream runs.
+
+An agent node may be forked with one step of its journal edited instead (`step`, its position
+in the node's journal, and `entry`, the fields that replace that entry's): the fork's agent
+resumes from the journal up to that step with the edited entry (replayed, nothing paid or
+called again), then continues live: an edited model reply or tool result goes to the model,
+an edited tool_call's arguments are the ones the tool is called with."""
 
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from services.gateway.convert import execution_out
 from services.gateway.forking import fork_trigger, forks_prefix
 from services.gateway.routes.common import ERROR_RESPONSES, Caller, Clients, Guard, checked_id
 from services.gateway.routes.executions import _authorized
-from services.gateway.schemas import INT32_MAX, ExecutionOut
+from services.gateway.schemas import INT32_MAX, ExecutionOut, NodeRunOut
 
 router = APIRouter(prefix="/api/v1", tags=["executions"], responses=ERROR_RESPONSES)
 
@@ -31,6 +37,18 @@ class ForkRequest(BaseModel):
         default=None,
         description="The from_node's output in the fork; absent: the from_node runs again.",
     )
+    step: int | None = Field(
+        default=None,
+        ge=0,
+        le=INT32_MAX,
+        description="An agent node: the position (from 0) of the journal entry to edit; the "
+        "fork's agent replays the journal up to it, with `entry`, then runs on live.",
+    )
+    entry: dict[str, Any] | None = Field(
+        default=None,
+        description="With step: the fields replacing the journal entry's (a model_call's "
+        "`reply`, a tool_call's `arguments`, a tool_result's `result`, a final's `text`).",
+    )
 
 
 class ForkStarted(BaseModel):
@@ -38,6 +56,68 @@ class ForkStarted(BaseModel):
     status: str
     forked_from: dict[str, str]
     reused: list[str] = Field(description="The nodes reused as they were (no attempt).")
+
+
+#: The fields of a journal entry that a fork may edit, by entry type, with their schemas.
+_EDITABLE: dict[str, dict[str, Any]] = {
+    "model_call": {
+        "reply": {
+            "type": "object",
+            "properties": {
+                "text": {"type": "string"},
+                "tool_calls": {"type": "array", "items": {"type": "object"}},
+            },
+            "required": ["text"],
+        },
+    },
+    "tool_call": {"arguments": {"type": "object"}},
+    "tool_result": {"result": {}},
+    "final": {"text": {"type": "string"}},
+}
+
+
+def edited_journal(node: NodeRunOut, step: int, entry: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint a fork's agent node starts from: its journal up to `step`, that entry
+    with `entry`'s fields (located 422s for anything the agent could not replay)."""
+    checkpoint = node.checkpoint
+    journal = checkpoint.get("journal") if isinstance(checkpoint, dict) else None
+    if not isinstance(journal, list) or not journal:
+        raise InvalidArgument(
+            f"node {node.node_id!r} ({node.type}) has no agent journal: only an agent's "
+            "steps can be edited (fork with output instead)",
+            [{"field": "step", "message": "no agent journal"}],
+        )
+    if step >= len(journal):
+        raise InvalidArgument(
+            f"node {node.node_id!r} has {len(journal)} journal entries (0-{len(journal) - 1})",
+            [{"field": "step", "message": f"{step} is out of range"}],
+        )
+    original = journal[step]
+    kind = str(original.get("type"))
+    editable = _EDITABLE.get(kind, {})
+    problems: list[dict[str, str]] = []
+    if not entry:
+        problems.append({"field": "entry", "message": "no field to edit"})
+    for name, value in entry.items():
+        if name not in editable:
+            allowed = ", ".join(sorted(editable)) or "none"
+            problems.append(
+                {
+                    "field": f"entry.{name}",
+                    "message": f"not editable in a {kind} (editable: {allowed})",
+                }
+            )
+            continue
+        problems.extend(
+            {
+                "field": f"entry.{name}" + "".join(f".{part}" for part in error.absolute_path),
+                "message": error.message,
+            }
+            for error in jsonschema.Draft202012Validator(editable[name]).iter_errors(value)
+        )
+    if problems:
+        raise InvalidArgument(f"entry cannot replace the {kind} at step {step}", problems)
+    return {"journal": [*journal[:step], {**original, **entry, "edited": True}]}
 
 
 async def check_output(clients: Clients, tenant: str, node_type: str, output: Any) -> None:
@@ -114,7 +194,21 @@ async def fork_execution(
         for run in old.nodes
         if run.status in _COMPLETED and run.node_id not in rerun
     }
-    if "output" in body.model_fields_set:
+    if body.step is not None or body.entry is not None:
+        if "output" in body.model_fields_set:
+            raise InvalidArgument(
+                "fork with an edited output or an edited agent step, not both",
+                [{"field": "output", "message": "not with step and entry"}],
+            )
+        if body.step is None or body.entry is None:
+            missing = "step" if body.step is None else "entry"
+            raise InvalidArgument(
+                f"an agent step is edited with step and entry: {missing} is missing",
+                [{"field": missing, "message": "missing"}],
+            )
+        checkpoint = edited_journal(node, body.step, body.entry)
+        reuse[body.from_node] = {"status": "pending", "checkpoint": checkpoint}
+    elif "output" in body.model_fields_set:
         await check_output(clients, caller.tenant_id, node.type, body.output)
         reuse[body.from_node] = {"status": "succeeded", "output": body.output, "attempt": 1}
     reply = await clients.call(
@@ -135,7 +229,7 @@ async def fork_execution(
         execution_id=reply.execution_id,
         status=reply.status,
         forked_from={"execution_id": execution_id, "node_id": body.from_node},
-        reused=sorted(reuse),
+        reused=sorted(k for k, v in reuse.items() if v["status"] != "pending"),
     )
 
 

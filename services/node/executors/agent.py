@@ -534,6 +534,9 @@ class _AgentRun:
         done = self.journal.get("tool_result", step, index)
         if done is not None:
             return call_id, name, done["result"]
+        if called is not None and isinstance(called.get("arguments"), dict):
+            # The journaled arguments are the call's (a fork may have edited them).
+            arguments = called["arguments"]
         key = f"{self.request.execution_id}/{self.request.node_id}/{step}.{index}"
         ref = self.reference(name)
         # A delegated run's child execution id follows from the key: named before it starts.

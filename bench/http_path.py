@@ -449,6 +449,11 @@ def celery_worker(tmp: str) -> Any:
             worker.wait(15)
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
+        # The worker's durable queue would stay on the shared broker.
+        import celery_peer
+
+        with celery_peer.app.connection_for_write() as connection:
+            connection.default_channel.queue_delete(queue)
 
 
 def bench_celery(runs: int, width: int, length: int) -> dict[str, str]:

@@ -29,7 +29,9 @@ from libs.common.node_types import ERROR_PORT, NodeTypeSpec
 from services.workflow.definition import (
     BARE_EXPRESSION_PARAMS,
     LITERAL_PARAMS,
+    NODE_ID_PATTERN,
     ON_FAILURE_NODE_ID,
+    RESERVED_NAMES,
     EdgeSpec,
     InputSpec,
     NodeSpec,
@@ -68,6 +70,25 @@ ENV_REFUSED = (
 _EXPRESSION_REQUIRED = frozenset({"condition", "switch", "transform"})
 _INPUT_TYPE = "input"
 _NO_KEYS: frozenset[str] = frozenset()
+#: The node types whose params name tools (see _Checker._check_tools).
+_TOOL_TYPES = frozenset({"tool", "agent"})
+_ID = NODE_ID_PATTERN.removeprefix("^").removesuffix("$")
+_IDS = re.compile(rf"{_ID}(?:\n{_ID})*")
+
+
+def _ids_valid(ids: list[str]) -> bool:
+    """Whether every id is a valid node id (node_id_problem says None), in one regex pass
+    over the ids joined by newlines (an id holding a newline changes the count: refused)."""
+    if not ids:
+        return True
+    joined = "\n".join(ids)
+    return (
+        joined.count("\n") == len(ids) - 1
+        and _IDS.fullmatch(joined) is not None
+        and RESERVED_NAMES.isdisjoint(ids)
+    )
+
+
 _MAP_TYPE = "map"
 _SQL_TYPE = "sql"
 
@@ -745,8 +766,11 @@ class _Checker:
         issues = self.issues
         specs: list[NodeTypeSpec | None] = []
         input_nodes: list[int] = []
+        # One C-speed pass over every id first; per-node checks only when one is wrong.
+        ids_valid = _ids_valid([node.id for _, node in self.nodes])
+        checkers: dict[str, _SchemaChecker | None] = {}
         for position, (raw_index, node) in enumerate(self.nodes):
-            problem = node_id_problem(node.id)
+            problem = None if ids_valid else node_id_problem(node.id)
             if problem is not None:
                 issues.add(
                     "invalid_node_id", problem, node_id=node.id, field=f"nodes[{raw_index}].id"
@@ -770,8 +794,14 @@ class _Checker:
                     field=f"nodes[{raw_index}].type",
                 )
             else:
-                self._check_params(position, node, spec)
-            self._check_tools(f"nodes[{raw_index}].params", node.id, node.type, node.params)
+                if node.type in checkers:
+                    checker = checkers[node.type]
+                else:
+                    checker = checkers[node.type] = _checker_for(spec)
+                if checker is not None and (checker.fast is None or not checker.fast(node.params)):
+                    self._check_params(position, node, checker)
+            if node.type in _TOOL_TYPES:
+                self._check_tools(f"nodes[{raw_index}].params", node.id, node.type, node.params)
             if node.type == _MAP_TYPE:
                 inline = node.params.get("node")
                 if isinstance(inline, dict) and isinstance(inline.get("params"), dict):
@@ -812,10 +842,7 @@ class _Checker:
             )
         return specs
 
-    def _check_params(self, position: int, node: NodeSpec, spec: NodeTypeSpec) -> None:
-        checker = _checker_for(spec)
-        if checker is None:
-            return
+    def _check_params(self, position: int, node: NodeSpec, checker: _SchemaChecker) -> None:
         for error in checker.errors(node.params):
             where = _pointer(self._field(position, "params"), list(error.absolute_path))
             self.issues.add(

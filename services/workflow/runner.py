@@ -326,6 +326,10 @@ class ExecutionRunner:
         #: Per node: the params its attempt was sent with when dispatch resolved an agent or
         #: loaded a session into them (services/workflow/agent_dispatch.py).
         self.prepared: dict[str, agent_dispatch.Prepared] = {}
+        #: Group commit of journal writes nobody waits for (journal_linger_ms).
+        self.linger_s = engine.settings.journal_linger_ms / 1000
+        #: Whether what was applied since the last flush is only such writes.
+        self._lingerable = False
         self.secret_refs = compiled.secrets
         self.core = ExecutionCore(
             ExecutionInfo(
@@ -437,9 +441,12 @@ class ExecutionRunner:
                     self.parked = True
                     return
                 message = await self.inbox.get()
+                self._lingerable = True
                 self._apply(message)
                 while not self.inbox.empty():
                     self._apply(self.inbox.get_nowait())
+                if self._lingerable and self.linger_s:
+                    await self._linger()
                 await self._cycle()
             EXECUTIONS.labels(core.status.value).inc()
         except LostOwnership:
@@ -476,7 +483,21 @@ class ExecutionRunner:
 
     # ---- messages -> commands -----------------------------------------------------------
 
+    async def _linger(self) -> None:
+        """Group commit: the batch holds only journal writes no attempt waits for (an
+        agent's tool_result): wait up to linger_s for the next message — the step's
+        acknowledged write, usually — so that both share one commit. Once, not again."""
+        try:
+            message = await asyncio.wait_for(self.inbox.get(), self.linger_s)
+        except TimeoutError:
+            return
+        self._apply(message)
+        while not self.inbox.empty():
+            self._apply(self.inbox.get_nowait())
+
     def _apply(self, message: Message) -> None:
+        if not isinstance(message, Outcomes):
+            self._lingerable = False
         if isinstance(message, Outcomes):
             for outcome in message.outcomes:
                 self._apply_outcome(outcome)
@@ -503,6 +524,8 @@ class ExecutionRunner:
         kind = outcome.kind
         if kind == node_pb2.NodeOutcome.PROGRESS:
             progress = jsonutil.loads(outcome.output_json) or {}
+            if "ack" in progress or not isinstance(progress.get("journal"), dict):
+                self._lingerable = False  # only an agent's unacknowledged step may wait
             delta = progress.get("delta")
             if delta:
                 self._feed(Progress(outcome.node_id, outcome.attempt, str(delta)))
@@ -512,6 +535,7 @@ class ExecutionRunner:
                 waiting, reason = bool(progress["queued"]), str(progress.get("reason", ""))
                 self._feed(Queued(outcome.node_id, outcome.attempt, waiting, reason))
             return
+        self._lingerable = False
         node = self.core.nodes.get(outcome.node_id)
         if node is None or node.attempt != outcome.attempt or node.status not in _IN_FLIGHT:
             return  # fenced off by the core too; not worth decoding

@@ -143,6 +143,13 @@ class WorkflowSettings(CommonSettings):
     max_definition_edges: int = Field(default=50_000, ge=1, description="Edges in a definition.")
     max_call_depth: int = Field(default=10, ge=1, description="Sub-workflow nesting limit.")
     max_page_size: int = Field(default=200, ge=1, description="Largest page a list call returns.")
+    journal_linger_ms: float = Field(
+        default=3.0,
+        ge=0,
+        description="Group commit of agent steps: a batch holding only journal writes no "
+        "attempt waits for (a tool's result) waits this long for the step's acknowledged "
+        "write, to share its commit; 0: written at once.",
+    )
     quota_max_concurrent_executions: int = Field(
         default=100,
         ge=0,

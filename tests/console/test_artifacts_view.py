@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 import uuid
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,23 @@ async def run_and_wait(api: httpx.AsyncClient, workflow_id: str) -> dict[str, An
     return dict(execution.json())
 
 
+def png(width: int, height: int) -> bytes:
+    """A valid RGB PNG of one colour."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\xd0\x40\x20" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
 def node(execution: dict[str, Any], node_id: str) -> dict[str, Any]:
     return next(n for n in execution["nodes"] if n["node_id"] == node_id)
 
@@ -172,7 +191,7 @@ async def test_a_file_input_is_uploaded_from_the_run_form_and_read_by_the_node(
         api,
         {
             "name": f"upload-{uuid.uuid4().hex[:8]}",
-            "inputs": {"doc": {"type": "file", "required": True}},
+            "inputs": {"doc": {"type": "file", "required": True}, "pic": {"type": "file"}},
             "nodes": [
                 {"id": "start", "type": "input"},
                 {
@@ -193,6 +212,10 @@ async def test_a_file_input_is_uploaded_from_the_run_form_and_read_by_the_node(
     await expect(uploaded).to_contain_text("note.txt")
     file_id = await uploaded.get_attribute("data-file-id")
     assert file_id
+    await page.get_by_test_id("run-input-pic").set_input_files(
+        {"name": "dot.png", "mimeType": "image/png", "buffer": png(24, 16)}
+    )
+    await expect(page.get_by_test_id("run-input-pic-uploaded")).to_contain_text("dot.png")
     stored = (await api.get(f"/api/v1/files/{file_id}")).json()
     assert stored["size"] == len(content)
     assert stored["sha256"] == hashlib.sha256(content).hexdigest()
@@ -210,7 +233,19 @@ async def test_a_file_input_is_uploaded_from_the_run_form_and_read_by_the_node(
     )
     assert copy.status_code == 200, copy.text
     assert copy.content == content.upper()
-    # The console shows the input file and the node's output file with a preview.
+    # The console shows the input files (the image inline) and the node's output file with
+    # a preview.
+    inputs = page.get_by_test_id("execution-inputs-artifacts").get_by_test_id("artifact")
+    await expect(inputs).to_have_count(2)
+    await expect(inputs.nth(0).get_by_test_id("artifact-preview")).to_contain_text(
+        "hello from the run form"
+    )
+    image = inputs.nth(1).get_by_test_id("artifact-image")
+    await expect(image).to_be_visible()
+    await image.evaluate(
+        "(img) => img.complete ? null : new Promise((done) => img.addEventListener('load', done))"
+    )
+    assert await image.evaluate("(img) => [img.naturalWidth, img.naturalHeight]") == [24, 16]
     await page.get_by_test_id("exec-node-shout").click()
     card = page.get_by_test_id("node-output-artifacts").get_by_test_id("artifact")
     await expect(card.get_by_test_id("artifact-preview")).to_contain_text("HELLO FROM THE RUN FORM")

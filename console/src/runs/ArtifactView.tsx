@@ -2,7 +2,7 @@
 // content_type}`): size, type and digest, a preview (the first few KB of text, read with a
 // Range request; an image inline) and a download link. The API authenticates with a header,
 // which a plain link cannot send, so the link is a short-lived signed URL from the gateway.
-import { useEffect, useState, type MouseEvent } from "react";
+import { useEffect, useMemo, useState, type MouseEvent } from "react";
 import { api, getApiKey } from "../lib/api";
 import "./artifacts.css";
 
@@ -86,7 +86,14 @@ function fileName(ref: ArtifactRef, path: string): string {
   return `${path.replace(/[^A-Za-z0-9._-]+/g, "_") || "artifact"}${extension}`;
 }
 
-function ArtifactCard({ path, artifact }: { path: string; artifact: ArtifactRef }) {
+function ArtifactCard({ path, artifact: given }: { path: string; artifact: ArtifactRef }) {
+  // The same reference arrives as a new object with every re-read of the execution: the
+  // effects below depend on what it says, not on its identity (no refetch, no revoked image).
+  const { $ref, size, sha256, content_type, name: givenName } = given;
+  const artifact = useMemo(
+    () => ({ $ref, size, sha256, content_type, name: givenName }),
+    [$ref, size, sha256, content_type, givenName],
+  );
   const type = mediaType(artifact);
   const textual = TEXTUAL.test(type);
   const image = type.startsWith("image/") && artifact.size <= IMAGE_MAX_BYTES;

@@ -3,7 +3,7 @@
 import { useState } from "react";
 import { getApiKey } from "../lib/api";
 import { formatBytes } from "./ArtifactView";
-import type { FieldSpec, RawValue } from "./schemaForm";
+import type { FieldInput } from "./schemaForm";
 import "./artifacts.css";
 
 interface Uploaded {
@@ -45,18 +45,8 @@ function upload(file: File, onProgress: (fraction: number) => void): Promise<Upl
   });
 }
 
-export function FileInput({
-  field,
-  error,
-  testId,
-  onChange,
-}: {
-  field: FieldSpec;
-  value: RawValue;
-  error?: string;
-  testId: string;
-  onChange: (value: RawValue) => void;
-}) {
+/** Takes FieldInput's props, so the run form mounts either one. */
+export function FileInput({ field, error, testId, onChange }: Parameters<typeof FieldInput>[0]) {
   const id = `${testId}-control`;
   const [progress, setProgress] = useState<number | null>(null);
   const [uploaded, setUploaded] = useState<Uploaded | null>(null);

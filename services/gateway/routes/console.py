@@ -20,9 +20,11 @@ from services.gateway.routes.common import get_settings
 CONSOLE_DIST = Path(__file__).resolve().parent.parent / "console_dist"
 
 # React Flow positions nodes with inline styles; everything else comes from this origin.
+# Images may be blob: URLs too: the console shows an image artifact from the bytes it fetched
+# with its API key (a plain <img src> could not send the key).
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 router = APIRouter(tags=["console"])

@@ -25,9 +25,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from libs.cli.stack import Stack, start_stack
 from libs.common.tracing import configure_tracing, remove_span_processor
+from services.node.executors.agent import AgentExecutor
+from services.node.executors.base import NodeError, Services
 from tests.agents.test_registry import FAST, agent_body, agent_count, register, sse_events
 from tests.ai.fake_llm import FakeLLM, RunningServer, openai_reply
 from tests.integration.helpers import create_workflow, get_execution, node, run, wait_final
+from tests.node.conftest import make_request
+from tests.node.fakes import FakeAi, FakeTools, FakeWorkflows
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -413,3 +417,43 @@ async def test_a_delegate_gone_since_registration_is_a_clear_node_error(
     assert error["message"] == (f"tool 'agent:{helper['id']}': agent {helper['id']!r} not found"), (
         error
     )
+
+
+async def test_a_chain_stopped_by_the_call_depth_limit_is_a_delegation_error() -> None:
+    # A chain through saved workflows carries no delegation chain: the workflow service's
+    # max_call_depth refuses the child, and the agent fails as clearly as on a loop.
+    async def refuse(workflow_id: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        raise NodeError(
+            "SubworkflowError",
+            "failed_precondition: sub-workflow call depth 11 exceeds the limit of 10",
+        )
+
+    delegates = {
+        "workflow:w1": {
+            "kind": "workflow",
+            "name": "deep",
+            "description": "d",
+            "input_schema": {"type": "object"},
+            "workflow_id": "w1",
+            "label": "deep",
+        }
+    }
+    ai = FakeAi([{"text": "", "tool_calls": [{"id": "x", "name": "deep", "arguments": {}}]}])
+    params = {
+        "model": "m",
+        "prompt": "go",
+        "tools": ["workflow:w1"],
+        "delegates": delegates,
+        "agent_name": "top",
+    }
+    async with httpx.AsyncClient() as http:
+        services = Services(ai=ai, tools=FakeTools(), workflows=FakeWorkflows(refuse), http=http)
+        with pytest.raises(NodeError) as raised:
+            await AgentExecutor().execute(make_request("agent", params), services)
+    assert raised.value.type == "delegation_depth_exceeded"
+    assert raised.value.message.startswith(
+        "delegation stopped by the call depth limit: top -> deep (failed_precondition"
+    )
+    assert ai.calls[0]["tools"] == [
+        {"name": "deep", "description": "d", "input_schema": {"type": "object"}}
+    ]

@@ -655,6 +655,17 @@ class _AgentRun:
                     retryable=False,
                     details=details,
                 ) from exc
+            if exc.type == "SubworkflowError" and "call depth" in exc.message:
+                # A chain through saved workflows (they carry no delegation chain) reached
+                # the workflow service's max_call_depth: as clear an error as a loop's.
+                target = [*chain, str(spec.get("label") or ref)]
+                raise NodeError(
+                    "delegation_depth_exceeded",
+                    f"delegation stopped by the call depth limit: {' -> '.join(target)} "
+                    f"({exc.message})",
+                    retryable=False,
+                    details={"chain": target},
+                ) from exc
             if exc.retryable:
                 raise
             return {"error": exc.message}, 0

@@ -131,6 +131,11 @@ def _config_file(directory: Path, extra: str = "") -> Path:
 # parts of the paths; `paths` selects operations by path (a regex), None is all of them.
 WORKFLOW_PATHS = "^/api/v1/workflows"
 RUN_PATHS = "^/api/v1/(executions|schedules|batches)"
+#: Paths left out of the fuzz, each for its reason: Prometheus' text format is not JSON (its
+#: own tests cover it); a knowledge base's event stream is live and never ends by design (a
+#: real base's would hold the fuzzer until it times out; tests/knowledge covers it, 404s too).
+UNFUZZED = ("/metrics", "/api/v1/knowledge-bases/{kb_id}/events")
+
 PHASE_GROUPS = [
     ("examples,coverage", WORKFLOW_PATHS, True),
     ("examples,coverage", RUN_PATHS, True),
@@ -155,7 +160,7 @@ async def test_schemathesis_all_checks_find_no_server_error_and_no_contract_viol
     selected = [
         operation
         for path, item in document["paths"].items()
-        if path != "/metrics" and (paths is None or bool(re.search(paths, path)) == include)
+        if path not in UNFUZZED and (paths is None or bool(re.search(paths, path)) == include)
         for operation in item.values()
     ]
     selection = (
@@ -211,9 +216,7 @@ async def _schemathesis(stack: Stack, config: Path, phases: str, selection: list
         "1",
         "--header",
         f"Authorization: Bearer {stack.admin_key}",
-        # Prometheus' text format is not JSON; its own tests cover it.
-        "--exclude-path",
-        "/metrics",
+        *(argument for path in UNFUZZED for argument in ("--exclude-path", path)),
         *selection,
         "--request-timeout",
         "30",

@@ -32,6 +32,7 @@ from services.gateway.routes.common import (
     Caller,
     Guard,
     Paging,
+    checked_id,
     get_settings,
 )
 from services.gateway.schemas import Page
@@ -280,7 +281,9 @@ async def list_files(
 @router.get("/files/{file_id}", summary="A file's metadata (size, content type, SHA-256)")
 async def get_file(file_id: str, request: Request, caller: Caller, guard: Guard) -> FileOut:
     guard.require(caller, "read_file")
-    return file_out(await files_of(request.app).require(caller.tenant_id, file_id))
+    return file_out(
+        await files_of(request.app).require(caller.tenant_id, checked_id(file_id, "file"))
+    )
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -318,7 +321,7 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 async def file_content(file_id: str, request: Request, caller: Caller, guard: Guard) -> Response:
     guard.require(caller, "read_file")
     repository = files_of(request.app)
-    stored = await repository.require(caller.tenant_id, file_id)
+    stored = await repository.require(caller.tenant_id, checked_id(file_id, "file"))
     return await artifact_response(
         repository.store,
         stored.ref,
@@ -375,5 +378,5 @@ async def artifact_response(
 )
 async def delete_file(file_id: str, request: Request, caller: Caller, guard: Guard) -> None:
     guard.require(caller, "delete_file")
-    request.state.audit_object_id = file_id
+    request.state.audit_object_id = checked_id(file_id, "file")
     await files_of(request.app).delete(caller.tenant_id, file_id)

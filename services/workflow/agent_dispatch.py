@@ -118,6 +118,12 @@ def merge_agent(row: AgentRow, params: dict[str, Any]) -> dict[str, Any]:
     if spec.get("output_schema") is not None:
         merged["output_schema"] = spec["output_schema"]
     merged["agent_type"] = spec.get("type", "react")
+    approvals = set(spec.get("approval_tools") or [])
+    if approvals and isinstance(merged.get("tools"), list):
+        merged["tools"] = [
+            {"name": tool, "requires_approval": True} if tool in approvals else tool
+            for tool in merged["tools"]
+        ]
     merged.update(params)
     merged["agent_version"] = row.version
     return merged

@@ -187,3 +187,38 @@ async def test_reject_a_tool_call_then_wait_on_a_timer(
     since = next(e["ts"] for e in stream if e["type"] == "node.waiting" and e["node_id"] == "wait")
     due = dt.datetime.fromisoformat(since) + dt.timedelta(seconds=600)
     assert abs((dt.datetime.fromisoformat(shown) - due).total_seconds()) < 0.01, (shown, due)
+
+
+async def test_a_chat_run_asks_for_approval_in_the_playground(
+    page: Page, api: httpx.AsyncClient, screenshot: Screenshot
+) -> None:
+    agent = {"name": "careful", "model": "echo", "tools": ["calculator"]}
+    refused = await api.post("/api/v1/agents", json={**agent, "approval_tools": ["current_time"]})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"] == [
+        {"field": "approval_tools[0]", "message": "'current_time' is not one of tools"}
+    ]
+    created = await api.post("/api/v1/agents", json=agent)
+    assert created.status_code == 201, created.text
+    agent_id = created.json()["id"]
+    assert created.json()["approval_tools"] == []
+
+    # Marked "ask first" in the editor: a new version whose calculator calls wait.
+    await page.goto(f"/#/agents/{agent_id}")
+    await page.get_by_test_id("approval-calculator").check()
+    await page.get_by_test_id("save-agent").click()
+    await expect(page.get_by_test_id("agent-version")).to_contain_text("v2")
+    stored = (await api.get(f"/api/v1/agents/{agent_id}")).json()
+    assert (stored["tools"], stored["approval_tools"]) == (["calculator"], ["calculator"])
+    await page.get_by_test_id("chat-message").fill(PROMPT)
+    await page.get_by_test_id("chat-send").click()
+    panel = page.get_by_test_id("chat-approval").get_by_test_id("approval-panel")
+    await expect(panel).to_be_visible(timeout=30_000)
+    await expect(panel.get_by_test_id("approval-tool")).to_have_text("calculator")
+    await panel.get_by_test_id("approval-arguments").fill('{"expression": "6*7"}')
+    await screenshot("chat-approval")
+    await panel.get_by_test_id("approval-approve-edited").click()
+    answer = page.get_by_test_id("chat-assistant").first
+    await expect(answer).to_contain_text("echo: tool calculator returned", timeout=30_000)
+    await expect(answer).to_contain_text("42")
+    await expect(page.get_by_test_id("chat-approval")).to_have_count(0)

@@ -3,6 +3,7 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { api, getApiKey, type Page } from "../lib/api";
 import { navigate } from "../lib/router";
+import { ChatApproval } from "../runs/ChatApproval";
 import { EmptyState, ErrorNote, RelativeTime, errorMessage } from "../runs/common";
 import "../runs/lists.css";
 import "./agents.css";
@@ -20,6 +21,8 @@ export interface Agent {
   temperature: number | null;
   max_tokens: number | null;
   tools: string[];
+  /** Tools of `tools` whose calls wait for a person's approval. */
+  approval_tools?: string[];
   memory: { last_n: number | null; max_tokens: number | null; summary: boolean };
   max_steps: number;
   output_schema: Record<string, unknown> | null;
@@ -186,7 +189,15 @@ export function AgentPage({ agentId }: { agentId: string | null }) {
 
   const set = <K extends keyof Draft>(key: K, value: Draft[K]) => setDraft({ ...draft, [key]: value });
   const toggleTool = (name: string) =>
-    set("tools", draft.tools.includes(name) ? draft.tools.filter((t) => t !== name) : [...draft.tools, name]);
+    setDraft(
+      draft.tools.includes(name)
+        ? { ...draft, tools: draft.tools.filter((t) => t !== name), approval_tools: (draft.approval_tools ?? []).filter((t) => t !== name) }
+        : { ...draft, tools: [...draft.tools, name] },
+    );
+  const toggleApproval = (name: string) => {
+    const asked = draft.approval_tools ?? [];
+    set("approval_tools", asked.includes(name) ? asked.filter((t) => t !== name) : [...asked, name]);
+  };
 
   return (
     <div className="page agent-page">
@@ -262,10 +273,23 @@ export function AgentPage({ agentId }: { agentId: string | null }) {
           <fieldset className="agent-tools" data-testid="agent-tools">
             <legend>Tools</legend>
             {tools.map((name) => (
-              <label key={name} className="inline">
-                <input type="checkbox" data-testid={`tool-${name}`} checked={draft.tools.includes(name)} onChange={() => toggleTool(name)} />
-                {name}
-              </label>
+              <span key={name} className="inline">
+                <label className="inline">
+                  <input type="checkbox" data-testid={`tool-${name}`} checked={draft.tools.includes(name)} onChange={() => toggleTool(name)} />
+                  {name}
+                </label>
+                {draft.tools.includes(name) && (
+                  <label className="inline muted" title="Every call waits for a person to approve, edit or reject it">
+                    <input
+                      type="checkbox"
+                      data-testid={`approval-${name}`}
+                      checked={(draft.approval_tools ?? []).includes(name)}
+                      onChange={() => toggleApproval(name)}
+                    />
+                    ask first
+                  </label>
+                )}
+              </span>
             ))}
           </fieldset>
           <label>
@@ -313,6 +337,8 @@ function ChatPlayground({ agentId }: { agentId: string }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const live = useRef<Line | null>(null);
+  const [run, setRun] = useState<string | null>(null);
+  const [asking, setAsking] = useState<{ nodeId: string; waiting: unknown } | null>(null);
 
   const send = async () => {
     const text = message.trim();
@@ -337,6 +363,7 @@ function ChatPlayground({ agentId }: { agentId: string }) {
         throw new Error(body?.error?.message ?? response.statusText);
       }
       setSessionId(response.headers.get("x-session-id"));
+      setRun(response.headers.get("x-execution-id"));
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       let buffer = "";
@@ -356,6 +383,7 @@ function ChatPlayground({ agentId }: { agentId: string }) {
       setError(errorMessage(caught));
     } finally {
       setBusy(false);
+      setAsking(null);
     }
   };
 
@@ -364,6 +392,7 @@ function ChatPlayground({ agentId }: { agentId: string }) {
     if (!answer) return;
     const data = event.data ?? {};
     if (event.type === "node.text_chunk") answer.content += String(data.delta ?? "");
+    else if (event.type === "node.waiting") setAsking({ nodeId: String((event as { node_id?: string }).node_id ?? ""), waiting: data });
     else if (event.type === "agent.step") {
       const name = data.name ?? data.tool ?? "";
       answer.steps = [...(answer.steps ?? []), `${data.type ?? data.step_type ?? "step"}${name ? `: ${name}` : ""}`];
@@ -398,6 +427,9 @@ function ChatPlayground({ agentId }: { agentId: string }) {
           </div>
         ))}
       </div>
+      {asking && run && (
+        <ChatApproval executionId={run} nodeId={asking.nodeId} waiting={asking.waiting} onDone={() => setAsking(null)} />
+      )}
       <form className="chat-input" onSubmit={(event) => (event.preventDefault(), send())}>
         <input data-testid="chat-message" value={message} placeholder="Say something" onChange={(e) => setMessage(e.target.value)} />
         <button className="primary" type="submit" data-testid="chat-send" disabled={busy}>

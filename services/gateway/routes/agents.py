@@ -90,6 +90,12 @@ class AgentIn(BaseModel):
         max_length=100,
         description="Tool names the tool service lists, `agent:<id>` or `workflow:<id>`.",
     )
+    approval_tools: list[Name] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Tools of `tools` whose every call waits for a person to approve, edit "
+        "or reject it (POST /executions/{id}/input; the node.waiting event names the call).",
+    )
     memory: MemoryPolicy = Field(default_factory=MemoryPolicy)
     max_steps: JsonInt = Field(default=10, ge=1, le=1000)
     output_schema: dict[str, Any] | None = Field(
@@ -219,6 +225,11 @@ async def _check(body: AgentIn, clients: Clients, guard: Security, tenant: str) 
         else:
             problems.append(
                 {"field": f"tools[{i}]", "message": f"unknown tool kind {kind!r} in {name!r}"}
+            )
+    for i, name in enumerate(body.approval_tools):
+        if name not in body.tools:
+            problems.append(
+                {"field": f"approval_tools[{i}]", "message": f"{name!r} is not one of tools"}
             )
     if problems:
         raise InvalidArgument(

@@ -1,6 +1,7 @@
 """Waiting executions on the production topology: memory and CPU of the workflow replicas.
 
     python bench/waiters.py [--events 1000] [--waves 2] [--delays 10000] [--delay-s 30]
+                            [--delay-waves 1]
 
 Starts the topology `make up` starts (2 workflow, 3 node replicas, PostgreSQL in a fresh
 database, RabbitMQ, Redis; every service a process), then:
@@ -11,8 +12,9 @@ database, RabbitMQ, Redis; every service a process), then:
   succeeded (each resumed exactly once: one node.completed of the waiting node each);
 - delay: N executions `input -> delay(delay-s) -> output` (delays from 10 s on are timers of
   the workflow service here: HEDDLE_DELAY_TIMER_MIN_S=10); RSS growth per waiter at the peak
-  of parked executions, CPU while idle-waiting, and the time from the first due timer until
-  all have succeeded.
+  of parked executions (workflow and node replicas), CPU while idle-waiting, the time from
+  the first due timer until all have succeeded, and the RSS once all finished (a finished
+  execution holds no memory: a second --delay-waves wave shows what stays).
 
 The replicas' heddle_executions_loaded/_parked gauges (/metrics) say how many executions
 each holds in memory. Prints a CPU calibration (bench/engine.py's loop) before and after.
@@ -96,6 +98,8 @@ class Bench:
         self.topology = topology
         self.dsn = dsn
         self.replicas = [s.name for s in topology.specs if s.name.startswith("workflow")]
+        #: The node replicas: a delay below HEDDLE_DELAY_TIMER_MIN_S is an attempt there.
+        self.node_replicas = [s.name for s in topology.specs if s.name.startswith("node")]
         #: 5xx answers to execute and events (each sent again), by status.
         self.refused: dict[int, int] = {}
         self.http = httpx.AsyncClient(
@@ -120,6 +124,17 @@ class Bench:
     def rss(self) -> dict[str, int]:
         return {name: rss_kb(self.topology.pid(name)) for name in self.replicas}
 
+    def node_rss(self) -> dict[str, int]:
+        return {name: rss_kb(self.topology.pid(name)) for name in self.node_replicas}
+
+    def print_growth(self, label: str, before: dict[str, int], now: dict[str, int]) -> None:
+        shown = ", ".join(
+            f"{name} {before[name] / 1024:.1f} -> {now[name] / 1024:.1f} MB "
+            f"({(now[name] - before[name]) / 1024:+.1f})"
+            for name in before
+        )
+        print(f"  {label}: {shown}", flush=True)
+
     async def idle_cpu(self, seconds: float = 5.0) -> dict[str, float]:
         start = {name: cpu_s(self.topology.pid(name)) for name in self.replicas}
         await asyncio.sleep(seconds)
@@ -142,9 +157,15 @@ class Bench:
         async def one(body: dict[str, Any]) -> None:
             async with gate:
                 for _ in range(60):
-                    response = await self.http.post(
-                        f"/api/v1/workflows/{workflow_id}/execute", json={"inputs": body}
-                    )
+                    try:
+                        response = await self.http.post(
+                            f"/api/v1/workflows/{workflow_id}/execute", json={"inputs": body}
+                        )
+                    except httpx.TransportError:
+                        # A kept-alive connection the gateway closed while idle (between
+                        # waves): sent again, counted under 0.
+                        self.refused[0] = self.refused.get(0, 0) + 1
+                        continue
                     if response.status_code < 500:
                         break
                     # The shared PostgreSQL out of connections: sent again, counted.
@@ -276,6 +297,7 @@ class Bench:
         await self.warm_up(warm, {})
         await self.until("the warm-up", lambda: self._done(warm, 1), 60)
         before = self.rss()
+        before_nodes = self.node_rss()
         started = time.monotonic()
         peak: dict[str, Any] = {"parked": 0.0}
         async with asyncio.TaskGroup() as group:
@@ -287,13 +309,18 @@ class Bench:
                 gauges = await self.gauges()
                 parked = sum(g["parked"] for g in gauges.values())
                 if parked >= peak["parked"]:
-                    peak = {"parked": parked, "rss": self.rss(), "gauges": gauges}
+                    peak = {
+                        "parked": parked,
+                        "rss": self.rss(),
+                        "nodes": self.node_rss(),
+                        "gauges": gauges,
+                    }
                 await asyncio.wait([starting], timeout=2.0)
         submit_s = time.monotonic() - started
         gauges = await self.gauges()
         parked = sum(g["parked"] for g in gauges.values())
         if parked >= peak["parked"]:
-            peak = {"parked": parked, "rss": self.rss(), "gauges": gauges}
+            peak = {"parked": parked, "rss": self.rss(), "nodes": self.node_rss(), "gauges": gauges}
         print(
             f"  started in {submit_s:.1f} s; at most {peak['parked']:.0f} waiting at once "
             f"({peak['gauges']}); the first timers are due {seconds:g} s after their start",
@@ -308,6 +335,7 @@ class Bench:
             f"per waiting execution at the peak ({total / 1024:.1f} MB in all)",
             flush=True,
         )
+        self.print_growth("node replicas' RSS at that peak", before_nodes, peak["nodes"])
         if parked:
             cpu = await self.idle_cpu(min(5.0, max(1.0, seconds / 6)))
             shown = ", ".join(f"{name} {value:.1f} %" for name, value in cpu.items())
@@ -318,8 +346,16 @@ class Bench:
             f"({submit_s + took - seconds:.1f} s after the first timer was due)",
             flush=True,
         )
-        print(f"  then: {await self.gauges()}; RSS {self.rss()} kB", flush=True)
-        print(f"  5xx answers (each request sent again): {self.refused or 'none'}", flush=True)
+        print(f"  then: {await self.gauges()}", flush=True)
+        # A finished execution holds no memory: RSS back to the level before the starts,
+        # give or take the allocator's high-water of the starts (freed, not returned).
+        self.print_growth("workflow replicas' RSS once all finished", before, self.rss())
+        self.print_growth("node replicas' RSS once all finished", before_nodes, self.node_rss())
+        print(
+            "  5xx answers (each request sent again; 0: connection lost): "
+            f"{self.refused or 'none'}",
+            flush=True,
+        )
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -350,7 +386,9 @@ async def main_async(args: argparse.Namespace) -> None:
         bench = Bench(topology, f"postgresql://postgres@127.0.0.1:5432/{database}", key)
         if args.events:
             await bench.bench_events(args.events, args.waves, args.clients)
-        if args.delays:
+        for _ in range(args.delay_waves if args.delays else 0):
+            # A second wave starts from the RSS the first left: what is still held after
+            # 2 x N finished executions beyond the first wave's high-water is what they keep.
             await bench.bench_delays(args.delays, args.delay_s, args.clients)
         await bench.http.aclose()
     finally:
@@ -365,6 +403,7 @@ def main() -> None:
     parser.add_argument("--waves", type=int, default=2, help="waves of --events waiters")
     parser.add_argument("--delays", type=int, default=10_000, help="delay executions")
     parser.add_argument("--delay-s", type=float, default=30.0, help="each delay's length")
+    parser.add_argument("--delay-waves", type=int, default=1, help="waves of --delays, in turn")
     parser.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients")
     asyncio.run(main_async(parser.parse_args()))
 

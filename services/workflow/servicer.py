@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -289,6 +290,24 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
         return workflow_pb2.StartExecutionResponse(
             execution_id=row.id, status=row.status, created=created
         )
+
+    async def RunExecution(
+        self, request: workflow_pb2.RunExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[workflow_pb2.RunExecutionReply]:
+        started = await self.StartExecution(request.start, context)
+        yield workflow_pb2.RunExecutionReply(started=started)
+        if request.wait_s <= 0:
+            return
+        try:
+            # Started here, so driven here (unless an idempotency key found one driven
+            # elsewhere): its end is the runner's in-memory event.
+            async with asyncio.timeout(request.wait_s):
+                row = await self.follower.wait_final(
+                    _tenant(request.start.tenant_id), started.execution_id
+                )
+        except TimeoutError:
+            return  # still running: the caller answers with the id
+        yield workflow_pb2.RunExecutionReply(finished=execution_to_proto(row))
 
     async def _load_execution(self, tenant_id: str, execution_id: str) -> workflow_pb2.Execution:
         async with self.sessions() as session:

@@ -13,7 +13,7 @@ from heddle.v1 import node_pb2, workflow_pb2
 
 from libs.common import jsonutil
 from libs.common.claimcheck import ClaimCheck
-from libs.common.errors import from_rpc_error
+from libs.common.errors import Unavailable, from_rpc_error
 from services.gateway.auth import Principal, Security
 from services.gateway.convert import (
     execution_out,
@@ -237,6 +237,23 @@ async def _start(
     guard: Security,
     app: Any = None,
 ) -> workflow_pb2.StartExecutionResponse:
+    request = await _start_request(
+        workflow_id, body, idempotency_key, clients, tenant, caller, guard, app
+    )
+    return await clients.call(clients.workflow.StartExecution, request)
+
+
+async def _start_request(
+    workflow_id: str,
+    body: ExecuteRequest | None,
+    idempotency_key: str | None,
+    clients: Clients,
+    tenant: str,
+    caller: Principal,
+    guard: Security,
+    app: Any = None,
+) -> workflow_pb2.StartExecutionRequest:
+    """The start, checked (the caller's role, snapshot, file inputs and claim checks)."""
     body = body or ExecuteRequest()
     await guard.require_workflow(caller, workflow_id, "execute")
     inputs = body.inputs
@@ -257,18 +274,15 @@ async def _start(
             files=files_of(app),
             claims=ClaimCheck(app.state.artifacts, app.state.settings.claim_check_bytes),
         )
-    return await clients.call(
-        clients.workflow.StartExecution,
-        workflow_pb2.StartExecutionRequest(
-            workflow_id=workflow_id,
-            version=version,
-            inputs_json=jsonutil.dumps(inputs),
-            reuse_json=reuse_json,
-            idempotency_key=body.idempotency_key or idempotency_key or "",
-            tenant_id=tenant,
-            trigger="api",
-            priority=body.priority,
-        ),
+    return workflow_pb2.StartExecutionRequest(
+        workflow_id=workflow_id,
+        version=version,
+        inputs_json=jsonutil.dumps(inputs),
+        reuse_json=reuse_json,
+        idempotency_key=body.idempotency_key or idempotency_key or "",
+        tenant_id=tenant,
+        trigger="api",
+        priority=body.priority,
     )
 
 
@@ -306,6 +320,42 @@ async def _wait_final(
             await asyncio.sleep(min(0.2, max(0.0, deadline - now)))
 
 
+async def _run_and_wait(
+    clients: Clients, start: workflow_pb2.StartExecutionRequest, tenant: str, wait_s: float
+) -> tuple[workflow_pb2.StartExecutionResponse, workflow_pb2.Execution | None]:
+    """Start, then wait up to wait_s for the end, in one RunExecution call: the replica that
+    starts the execution drives it, so the wait is an in-memory event there (a second call
+    went to the other replica half the time, to be woken by a notice between replicas).
+    Once the start was answered, a broken stream is waited on as a read (WaitExecution);
+    a workflow service without RunExecution gets StartExecution and WaitExecution."""
+    deadline = time.monotonic() + wait_s
+    call = clients.workflow.RunExecution(
+        workflow_pb2.RunExecutionRequest(start=start, wait_s=wait_s),
+        timeout=wait_s + clients.settings.grpc_deadline_s,
+    )
+    started: workflow_pb2.StartExecutionResponse | None = None
+    try:
+        async for reply in call:
+            if reply.HasField("started"):
+                started = reply.started
+            elif reply.HasField("finished"):
+                assert started is not None
+                return started, reply.finished
+    except grpc.RpcError as error:
+        if started is None:
+            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise from_rpc_error(error) from None
+            started = await clients.call(clients.workflow.StartExecution, start)
+    finally:
+        call.cancel()
+    if started is None:  # the stream ended without a reply: not a workflow service's answer
+        raise Unavailable("the workflow service ended the run without starting it")
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or (call.done() and await call.code() == grpc.StatusCode.OK):
+        return started, None  # the wait ran out on the workflow service
+    return started, await _wait_final(clients, started.execution_id, tenant, remaining)
+
+
 @router.post(
     "/workflows/{workflow_id}/run",
     tags=["executions"],
@@ -336,10 +386,10 @@ async def run_workflow(
     ] = 30.0,
 ) -> ExecutionOut:
     workflow_id = checked_id(workflow_id, "workflow")
-    started = await _start(
+    start = await _start_request(
         workflow_id, body, idempotency_key, clients, tenant, caller, guard, request.app
     )
-    finished = await _wait_final(clients, started.execution_id, tenant, wait)
+    started, finished = await _run_and_wait(clients, start, tenant, wait)
     if finished is None:
         location = f"/api/v1/executions/{started.execution_id}"
         still_running = ExecutionStarted(

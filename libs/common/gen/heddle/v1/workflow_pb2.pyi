@@ -163,6 +163,22 @@ class StartExecutionResponse(_message.Message):
     created: bool
     def __init__(self, execution_id: _Optional[str] = ..., status: _Optional[str] = ..., created: bool = ...) -> None: ...
 
+class RunExecutionRequest(_message.Message):
+    __slots__ = ("start", "wait_s")
+    START_FIELD_NUMBER: _ClassVar[int]
+    WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    start: StartExecutionRequest
+    wait_s: float
+    def __init__(self, start: _Optional[_Union[StartExecutionRequest, _Mapping]] = ..., wait_s: _Optional[float] = ...) -> None: ...
+
+class RunExecutionReply(_message.Message):
+    __slots__ = ("started", "finished")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    started: StartExecutionResponse
+    finished: Execution
+    def __init__(self, started: _Optional[_Union[StartExecutionResponse, _Mapping]] = ..., finished: _Optional[_Union[Execution, _Mapping]] = ...) -> None: ...
+
 class NodeAttempt(_message.Message):
     __slots__ = ("attempt", "status", "started_at", "finished_at", "error")
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]

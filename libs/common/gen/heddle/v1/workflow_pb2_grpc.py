@@ -108,6 +108,11 @@ class WorkflowServiceStub(object):
                 request_serializer=heddle_dot_v1_dot_workflow__pb2.WaitExecutionRequest.SerializeToString,
                 response_deserializer=heddle_dot_v1_dot_workflow__pb2.Execution.FromString,
                 _registered_method=True)
+        self.RunExecution = channel.unary_stream(
+                '/heddle.v1.WorkflowService/RunExecution',
+                request_serializer=heddle_dot_v1_dot_workflow__pb2.RunExecutionRequest.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_workflow__pb2.RunExecutionReply.FromString,
+                _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/heddle.v1.WorkflowService/StreamEvents',
                 request_serializer=heddle_dot_v1_dot_workflow__pb2.StreamEventsRequest.SerializeToString,
@@ -225,6 +230,16 @@ class WorkflowServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunExecution(self, request, context):
+        """Start and wait in one call (run-and-wait): first a message with `started` (the id, once
+        the execution is persisted), then, when it ends within `wait_s`, one with `finished`
+        (the summary, no per-node records); the stream ends either way. The wait is on the
+        replica that drives the execution: an in-memory event, no notice between replicas.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamEvents(self, request, context):
         """Replays the stored events after `after_seq`, then follows new ones until the
         execution is terminal and every event was sent.
@@ -330,6 +345,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.WaitExecution,
                     request_deserializer=heddle_dot_v1_dot_workflow__pb2.WaitExecutionRequest.FromString,
                     response_serializer=heddle_dot_v1_dot_workflow__pb2.Execution.SerializeToString,
+            ),
+            'RunExecution': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunExecution,
+                    request_deserializer=heddle_dot_v1_dot_workflow__pb2.RunExecutionRequest.FromString,
+                    response_serializer=heddle_dot_v1_dot_workflow__pb2.RunExecutionReply.SerializeToString,
             ),
             'StreamEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEvents,
@@ -737,6 +757,33 @@ class WorkflowService(object):
             '/heddle.v1.WorkflowService/WaitExecution',
             heddle_dot_v1_dot_workflow__pb2.WaitExecutionRequest.SerializeToString,
             heddle_dot_v1_dot_workflow__pb2.Execution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/heddle.v1.WorkflowService/RunExecution',
+            heddle_dot_v1_dot_workflow__pb2.RunExecutionRequest.SerializeToString,
+            heddle_dot_v1_dot_workflow__pb2.RunExecutionReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -147,6 +147,16 @@ class EventBus(Protocol):
         """
         ...
 
+    async def bind(self, exchange: str, queue: str, binding_key: str) -> None:
+        """Route exchange's messages matching binding_key to the named queue too (declared
+        if new; idempotent). Returns once the broker has the binding: a message published
+        afterwards reaches the queue."""
+        ...
+
+    async def unbind(self, exchange: str, queue: str, binding_key: str) -> None:
+        """Undo `bind` (nothing happens if there is no such binding)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -230,6 +240,28 @@ class InProcessBus:
         task = asyncio.create_task(self._consume(target, handler), name=f"bus-consumer-{name}")
         target.consumers[consumer_id] = task
         return _InProcessSubscription(self, name, consumer_id, anonymous=queue is None)
+
+    def _named_queue(self, name: str, prefetch: int = 64) -> _Queue:
+        target = self._queues.get(name)
+        if target is None:
+            target = self._queues[name] = _Queue(
+                name, prefetch, self._max_deliveries, anonymous=False
+            )
+        return target
+
+    async def bind(self, exchange: str, queue: str, binding_key: str) -> None:
+        target = self._named_queue(queue)
+        if (exchange, binding_key) not in target.bindings:
+            target.bindings.append((exchange, binding_key))
+
+    async def unbind(self, exchange: str, queue: str, binding_key: str) -> None:
+        target = self._queues.get(queue)
+        if target is not None and (exchange, binding_key) in target.bindings:
+            target.bindings.remove((exchange, binding_key))
+
+    def bindings(self, queue: str) -> list[tuple[str, str]]:
+        """The (exchange, binding key) pairs of a queue, for tests and diagnostics."""
+        return list(self._queues[queue].bindings) if queue in self._queues else []
 
     async def _consume(self, queue: _Queue, handler: Handler) -> None:
         limit = asyncio.Semaphore(queue.prefetch)

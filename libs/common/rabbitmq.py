@@ -299,6 +299,29 @@ class RabbitBus:
             self._watch_depth(queue)
         return subscription
 
+    async def bind(self, exchange: str, queue: str, binding_key: str) -> None:
+        """Bind on a channel of its own (an error closes it, not the publishing one)."""
+        target = await self._exchange(exchange)
+        assert self._connection is not None
+        channel = await self._connection.channel(publisher_confirms=False)
+        try:
+            declared = await self._declare_named_queue(channel, queue)
+            await declared.bind(target, binding_key)
+        finally:
+            with contextlib.suppress(*CONNECTION_EXCEPTIONS):
+                await channel.close()
+
+    async def unbind(self, exchange: str, queue: str, binding_key: str) -> None:
+        target = await self._exchange(exchange)
+        assert self._connection is not None
+        channel = await self._connection.channel(publisher_confirms=False)
+        try:
+            declared = await self._declare_named_queue(channel, queue)
+            await declared.unbind(target, binding_key)
+        finally:
+            with contextlib.suppress(*CONNECTION_EXCEPTIONS):
+                await channel.close()
+
     async def _declare_named_queue(self, channel: AbstractChannel, name: str) -> AbstractQueue:
         queue_name = self.broker_name(name)
         dead_letters = await channel.declare_queue(dead_letter_queue(queue_name), durable=True)

@@ -289,3 +289,36 @@ async def test_reconnects_and_restores_consumers_after_a_connection_loss(prefix:
     finally:
         await bus.close()
         await delete_rabbit_queues(queue)
+
+
+async def test_bind_and_unbind_a_pattern_on_a_named_queue(
+    bus: EventBus, prefix: str, queue_name: str
+) -> None:
+    on_queue: list[bytes] = []
+    witness: list[bytes] = []
+
+    async def on_named(message: Message) -> None:
+        on_queue.append(message.body)
+
+    async def on_witness(message: Message) -> None:
+        witness.append(message.body)
+
+    await bus.subscribe(EVENTS_EXCHANGE, [f"{prefix}.marker"], on_named, queue=queue_name)
+    await bus.subscribe(EVENTS_EXCHANGE, [f"{prefix}.#"], on_witness)
+    await bus.publish(EVENTS_EXCHANGE, f"{prefix}.node.done", b"unbound")
+    await bus.publish(EVENTS_EXCHANGE, f"{prefix}.marker", b"m1")
+    # The queue is FIFO: had "unbound" been routed to it, it would come before the marker.
+    await assert_eventually(lambda: on_queue == [b"m1"] and len(witness) == 2)
+
+    await bus.bind(EVENTS_EXCHANGE, queue_name, f"{prefix}.node.*")
+    await bus.bind(EVENTS_EXCHANGE, queue_name, f"{prefix}.node.*")  # idempotent
+    await bus.publish(EVENTS_EXCHANGE, f"{prefix}.node.done", b"bound")
+    await assert_eventually(lambda: on_queue == [b"m1", b"bound"])
+
+    await bus.unbind(EVENTS_EXCHANGE, queue_name, f"{prefix}.node.*")
+    await bus.unbind(EVENTS_EXCHANGE, queue_name, f"{prefix}.never.bound")  # a no-op
+    await bus.publish(EVENTS_EXCHANGE, f"{prefix}.node.done", b"unbound again")
+    await bus.publish(EVENTS_EXCHANGE, f"{prefix}.marker", b"m2")
+    await assert_eventually(lambda: on_queue == [b"m1", b"bound", b"m2"] and len(witness) == 5)
+    if isinstance(bus, InProcessBus):
+        assert bus.bindings(queue_name) == [(EVENTS_EXCHANGE, f"{prefix}.marker")]

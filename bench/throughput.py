@@ -10,7 +10,9 @@ Three figures per stack (started as bench/http_path.py starts them):
 3. submit latency at a fixed offered rate (100 executions/s, open loop: a submit is sent on
    schedule whether or not the previous one answered): p50/p99 of `POST /execute`, then the
    time until every one of them ended.
-Prints the CPU calibration before and after.
+Prints the CPU calibration before and after, and after each figure the CPU each group of
+processes used per execution (gateway, workflow replicas, node replicas, log, the rest; the
+embedded stack is one process): steadier than wall time on a shared machine.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
 import sys
 import time
 from pathlib import Path
@@ -51,6 +54,31 @@ def ten_nodes() -> dict[str, Any]:
     return {"name": "tp-ten", "nodes": nodes, "edges": edges}
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_group(pids: dict[str, int]) -> dict[str, float]:
+    groups: dict[str, float] = {}
+    for name, pid in pids.items():
+        group = name.split("-")[0] if name.split("-")[0] in GROUPS else "other"
+        groups[group] = groups.get(group, 0.0) + _cpu_s(pid)
+    return groups
+
+
+GROUPS = ("embedded", "gateway", "workflow", "node", "log")
+
+
+def cpu_line(before: dict[str, float], after: dict[str, float], executions: int) -> str:
+    per = {g: (after[g] - before[g]) * 1000 / max(1, executions) for g in after}
+    return "CPU ms/execution: " + ", ".join(f"{g} {per[g]:.2f}" for g in sorted(per))
+
+
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -63,14 +91,16 @@ def ms(values: list[float]) -> str:
     )
 
 
-async def sequential(http: httpx.AsyncClient, workflow_id: str, count: int) -> str:
+async def sequential(http: httpx.AsyncClient, workflow_id: str, count: int) -> tuple[str, int]:
     for _ in range(5):
         await run_and_wait(http, workflow_id, {"name": "warm"})
     times = [(await run_and_wait(http, workflow_id, {"name": "Ada"}))[0] for _ in range(count)]
-    return f"sequential run-and-wait input->template->output: {ms(times)}"
+    return f"sequential run-and-wait input->template->output: {ms(times)}", len(times)
 
 
-async def concurrent(target: Any, workflow_id: str, clients: int, seconds: float) -> str:
+async def concurrent(
+    target: Any, workflow_id: str, clients: int, seconds: float
+) -> tuple[str, int]:
     deadline = time.perf_counter() + seconds
     times: list[float] = []
 
@@ -85,10 +115,12 @@ async def concurrent(target: Any, workflow_id: str, clients: int, seconds: float
     return (
         f"{clients} clients x 10-node run-and-wait: {len(times) / elapsed:.0f} executions/s "
         f"({len(times) * 10 / elapsed:.0f} node runs/s), run {ms(times)}"
-    )
+    ), len(times)
 
 
-async def offered_rate(target: Any, workflow_id: str, rate: float, seconds: float) -> str:
+async def offered_rate(
+    target: Any, workflow_id: str, rate: float, seconds: float
+) -> tuple[str, int]:
     submits: list[float] = []
     ids: list[str] = []
     failed: dict[str, int] = {}
@@ -128,7 +160,7 @@ async def offered_rate(target: Any, workflow_id: str, rate: float, seconds: floa
         f"submit at {rate:g}/s for {seconds:g} s (offered over {sent_in:.1f} s): {ms(submits)}; "
         f"all {len(ids)} ended after {drained:.1f} s"
         + (f"; FAILED submits: {failed}" if failed else "")
-    )
+    ), len(ids)
 
 
 async def bench(kind: str, args: argparse.Namespace) -> list[str]:
@@ -141,7 +173,9 @@ async def bench(kind: str, args: argparse.Namespace) -> list[str]:
             lambda: concurrent(target, ten, args.clients, args.seconds),
             lambda: offered_rate(target, ten, args.rate, args.seconds),
         ):
-            line = await phase()  # printed as each ends
+            before = cpu_by_group(target.pids)
+            line, executions = await phase()  # printed as each ends
+            line += f"; {cpu_line(before, cpu_by_group(target.pids), executions)}"
             print(f"  {kind:10} {line}", flush=True)
             lines.append(line)
     return lines

@@ -200,7 +200,7 @@ def execution_out(execution: Any) -> ExecutionOut:
             else None
         ),
         retry_of=_or_none(execution.retry_of),
-        forked_from=forked_from(execution.trigger),
+        forked_from=forked_from(execution),
         idempotency_key=_or_none(execution.idempotency_key),
         trace_id=_or_none(execution.trace_id),
         last_seq=execution.last_seq,

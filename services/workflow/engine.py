@@ -253,6 +253,7 @@ class Engine:
         reused: dict[str, NodeRunRow] | None = None,
         trace_parent: str = "",
         priority: int = DEFAULT_PRIORITY,
+        forked_from: tuple[str, str] | None = None,
     ) -> tuple[ExecutionRow, bool]:
         """Persist a new execution with every node pending, then start running it.
 
@@ -321,6 +322,8 @@ class Engine:
             depth=depth,
             trigger=trigger,
             retry_of=retry_of,
+            forked_from_execution_id=forked_from[0] if forked_from else None,
+            forked_from_node=forked_from[1] if forked_from else None,
             trace_id=trace_id_of(span),
             trace_parent=current_traceparent(span),
             created_at=now,

@@ -69,6 +69,9 @@ class ExecutionRow(Base):
     depth: Mapped[int] = mapped_column(Integer, default=0)
     trigger: Mapped[str] = mapped_column(String(100), default="api")
     retry_of: Mapped[str | None] = mapped_column(String(36), default=None)
+    # A fork's origin (POST /executions/{id}/fork): the execution and node it re-runs from.
+    forked_from_execution_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    forked_from_node: Mapped[str | None] = mapped_column(String(64), default=None)
     trace_id: Mapped[str] = mapped_column(String(32), default="")
     # W3C traceparent of the execution.start span: the parent of every node attempt's span.
     trace_parent: Mapped[str] = mapped_column(String(64), default="")
@@ -92,6 +95,7 @@ class ExecutionRow(Base):
         Index("ix_executions_status_lease", "status", "lease_expires_at"),
         # A node's child executions (subworkflow, map, delegation): the execution detail.
         Index("ix_executions_parent", "parent_execution_id", "parent_node_id"),
+        Index("ix_executions_forked_from", "forked_from_execution_id"),
     )
 
 

@@ -96,8 +96,11 @@ async def list_executions(
     status: str | None = None,
     only_workflows: Sequence[str] | None = None,
     trigger_prefix: str | None = None,
+    forked_from: str | None = None,
 ) -> tuple[Sequence[ExecutionRow], int]:
     conditions = [ExecutionRow.tenant_id == tenant_id]
+    if forked_from:
+        conditions.append(ExecutionRow.forked_from_execution_id == forked_from)
     if trigger_prefix:
         conditions.append(ExecutionRow.trigger.startswith(trigger_prefix, autoescape=True))
     if only_workflows is not None:

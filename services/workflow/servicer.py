@@ -180,6 +180,8 @@ def execution_to_proto(
         last_seq=row.last_seq,
         retry_of=row.retry_of or "",
         priority=row.priority if row.priority is not None else 5,
+        forked_from_execution_id=row.forked_from_execution_id or "",
+        forked_from_node=row.forked_from_node or "",
     )
 
 
@@ -286,6 +288,9 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
             depth=request.depth,
             priority=_priority(request),
             reused=_reused(request.reuse_json) if request.reuse_json else None,
+            forked_from=(request.forked_from_execution_id, request.forked_from_node)
+            if request.forked_from_execution_id
+            else None,
         )
         return workflow_pb2.StartExecutionResponse(
             execution_id=row.id, status=row.status, created=created
@@ -351,6 +356,7 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
                     list(request.workflow_ids) if request.restrict_to_workflows else None
                 ),
                 trigger_prefix=request.trigger_prefix or None,
+                forked_from=request.forked_from_execution_id or None,
             )
         return workflow_pb2.ListExecutionsResponse(
             executions=[execution_to_proto(row) for row in rows],

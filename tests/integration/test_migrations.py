@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import uuid
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 import services.gateway.models
 import services.log.models
@@ -33,5 +35,43 @@ async def test_migrations_match_models_and_are_idempotent(database_url: str) -> 
             assert {"workflows", "executions", "node_runs", "execution_events"} <= tables
             assert {"schedules", "log_records", "alembic_version"} <= tables
             assert await connection.run_sync(_diff) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_forks_recorded_in_the_trigger_move_to_the_forked_from_columns(
+    database_url: str,
+) -> None:
+    # Before 0020_cag a fork's origin was `fork:<22 base64url characters of its id>/<node>`.
+    source = uuid.uuid4()
+    packed = base64.urlsafe_b64encode(source.bytes).decode().rstrip("=")
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine, "0019_b15d")
+        async with engine.begin() as connection:
+            for execution_id, trigger in (("fork-1", f"fork:{packed}/first"), ("api-1", "api")):
+                await connection.execute(
+                    text(
+                        "INSERT INTO executions (id, tenant_id, workflow_id, workflow_version, "
+                        'status, depth, "trigger", trace_id, trace_parent, created_at, '
+                        "last_seq, crashes, priority) VALUES (:id, 't', 'w', 1, 'succeeded', 0, "
+                        ":trigger, '', '', CURRENT_TIMESTAMP, 0, 0, 5)"
+                    ),
+                    {"id": execution_id, "trigger": trigger},
+                )
+        await upgrade(engine)
+        async with engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    text(
+                        'SELECT id, "trigger", forked_from_execution_id, forked_from_node '
+                        "FROM executions ORDER BY id"
+                    )
+                )
+            ).all()
+        assert [tuple(row) for row in rows] == [
+            ("api-1", "api", None, None),
+            ("fork-1", "fork", str(source), "first"),
+        ]
     finally:
         await engine.dispose()

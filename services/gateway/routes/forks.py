@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from libs.common import jsonutil
 from libs.common.errors import FailedPrecondition, InvalidArgument
 from services.gateway.convert import execution_out
-from services.gateway.forking import fork_trigger, forks_prefix
+from services.gateway.forking import TRIGGER
 from services.gateway.routes.common import ERROR_RESPONSES, Caller, Clients, Guard, checked_id
 from services.gateway.routes.executions import _authorized
 from services.gateway.schemas import INT32_MAX, ExecutionOut, NodeRunOut
@@ -219,7 +219,9 @@ async def fork_execution(
             inputs_json=jsonutil.dumps(old.inputs),
             reuse_json=jsonutil.dumps(reuse),
             tenant_id=caller.tenant_id,
-            trigger=fork_trigger(execution_id, body.from_node),
+            trigger=TRIGGER,
+            forked_from_execution_id=execution_id,
+            forked_from_node=body.from_node,
             priority=old.priority,
         ),
     )
@@ -255,7 +257,7 @@ async def list_forks(
             page=common_pb2.PageRequest(page=page, page_size=page_size),
             workflow_id=old.workflow_id,
             tenant_id=caller.tenant_id,
-            trigger_prefix=forks_prefix(execution_id),
+            forked_from_execution_id=execution_id,
         ),
     )
     return ForksOut(

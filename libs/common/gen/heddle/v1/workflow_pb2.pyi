@@ -128,7 +128,7 @@ class DeleteWorkflowResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class StartExecutionRequest(_message.Message):
-    __slots__ = ("workflow_id", "version", "inputs_json", "idempotency_key", "parent_execution_id", "parent_node_id", "tenant_id", "trigger", "depth", "priority", "reuse_json")
+    __slots__ = ("workflow_id", "version", "inputs_json", "idempotency_key", "parent_execution_id", "parent_node_id", "tenant_id", "trigger", "depth", "priority", "reuse_json", "forked_from_execution_id", "forked_from_node")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +140,8 @@ class StartExecutionRequest(_message.Message):
     DEPTH_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     REUSE_JSON_FIELD_NUMBER: _ClassVar[int]
+    FORKED_FROM_EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    FORKED_FROM_NODE_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     version: int
     inputs_json: bytes
@@ -151,7 +153,9 @@ class StartExecutionRequest(_message.Message):
     depth: int
     priority: int
     reuse_json: bytes
-    def __init__(self, workflow_id: _Optional[str] = ..., version: _Optional[int] = ..., inputs_json: _Optional[bytes] = ..., idempotency_key: _Optional[str] = ..., parent_execution_id: _Optional[str] = ..., parent_node_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., trigger: _Optional[str] = ..., depth: _Optional[int] = ..., priority: _Optional[int] = ..., reuse_json: _Optional[bytes] = ...) -> None: ...
+    forked_from_execution_id: str
+    forked_from_node: str
+    def __init__(self, workflow_id: _Optional[str] = ..., version: _Optional[int] = ..., inputs_json: _Optional[bytes] = ..., idempotency_key: _Optional[str] = ..., parent_execution_id: _Optional[str] = ..., parent_node_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., trigger: _Optional[str] = ..., depth: _Optional[int] = ..., priority: _Optional[int] = ..., reuse_json: _Optional[bytes] = ..., forked_from_execution_id: _Optional[str] = ..., forked_from_node: _Optional[str] = ...) -> None: ...
 
 class StartExecutionResponse(_message.Message):
     __slots__ = ("execution_id", "status", "created")
@@ -224,7 +228,7 @@ class NodeRun(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., node_type: _Optional[str] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., output_json: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_history: _Optional[_Iterable[_Union[NodeAttempt, _Mapping]]] = ..., waiting_json: _Optional[bytes] = ..., inputs_json: _Optional[bytes] = ..., checkpoint_json: _Optional[bytes] = ..., child_execution_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Execution(_message.Message):
-    __slots__ = ("id", "workflow_id", "workflow_version", "status", "inputs_json", "outputs_json", "error", "created_at", "started_at", "finished_at", "nodes", "parent_execution_id", "trigger", "idempotency_key", "tenant_id", "trace_id", "last_seq", "retry_of", "priority", "parent_node_id")
+    __slots__ = ("id", "workflow_id", "workflow_version", "status", "inputs_json", "outputs_json", "error", "created_at", "started_at", "finished_at", "nodes", "parent_execution_id", "trigger", "idempotency_key", "tenant_id", "trace_id", "last_seq", "retry_of", "priority", "parent_node_id", "forked_from_execution_id", "forked_from_node")
     ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +249,8 @@ class Execution(_message.Message):
     RETRY_OF_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     PARENT_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    FORKED_FROM_EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    FORKED_FROM_NODE_FIELD_NUMBER: _ClassVar[int]
     id: str
     workflow_id: str
     workflow_version: int
@@ -265,7 +271,9 @@ class Execution(_message.Message):
     retry_of: str
     priority: int
     parent_node_id: str
-    def __init__(self, id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., status: _Optional[str] = ..., inputs_json: _Optional[bytes] = ..., outputs_json: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeRun, _Mapping]]] = ..., parent_execution_id: _Optional[str] = ..., trigger: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., tenant_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., last_seq: _Optional[int] = ..., retry_of: _Optional[str] = ..., priority: _Optional[int] = ..., parent_node_id: _Optional[str] = ...) -> None: ...
+    forked_from_execution_id: str
+    forked_from_node: str
+    def __init__(self, id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., status: _Optional[str] = ..., inputs_json: _Optional[bytes] = ..., outputs_json: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeRun, _Mapping]]] = ..., parent_execution_id: _Optional[str] = ..., trigger: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., tenant_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., last_seq: _Optional[int] = ..., retry_of: _Optional[str] = ..., priority: _Optional[int] = ..., parent_node_id: _Optional[str] = ..., forked_from_execution_id: _Optional[str] = ..., forked_from_node: _Optional[str] = ...) -> None: ...
 
 class GetExecutionRequest(_message.Message):
     __slots__ = ("id", "tenant_id", "summary")
@@ -278,7 +286,7 @@ class GetExecutionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., summary: bool = ...) -> None: ...
 
 class ListExecutionsRequest(_message.Message):
-    __slots__ = ("page", "workflow_id", "status", "tenant_id", "restrict_to_workflows", "workflow_ids", "trigger_prefix")
+    __slots__ = ("page", "workflow_id", "status", "tenant_id", "restrict_to_workflows", "workflow_ids", "trigger_prefix", "forked_from_execution_id")
     PAGE_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -286,6 +294,7 @@ class ListExecutionsRequest(_message.Message):
     RESTRICT_TO_WORKFLOWS_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_IDS_FIELD_NUMBER: _ClassVar[int]
     TRIGGER_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    FORKED_FROM_EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     page: _common_pb2.PageRequest
     workflow_id: str
     status: str
@@ -293,7 +302,8 @@ class ListExecutionsRequest(_message.Message):
     restrict_to_workflows: bool
     workflow_ids: _containers.RepeatedScalarFieldContainer[str]
     trigger_prefix: str
-    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., workflow_id: _Optional[str] = ..., status: _Optional[str] = ..., tenant_id: _Optional[str] = ..., restrict_to_workflows: bool = ..., workflow_ids: _Optional[_Iterable[str]] = ..., trigger_prefix: _Optional[str] = ...) -> None: ...
+    forked_from_execution_id: str
+    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., workflow_id: _Optional[str] = ..., status: _Optional[str] = ..., tenant_id: _Optional[str] = ..., restrict_to_workflows: bool = ..., workflow_ids: _Optional[_Iterable[str]] = ..., trigger_prefix: _Optional[str] = ..., forked_from_execution_id: _Optional[str] = ...) -> None: ...
 
 class ListExecutionsResponse(_message.Message):
     __slots__ = ("executions", "page")

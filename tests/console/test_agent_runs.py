@@ -23,6 +23,7 @@ from tests.integration.helpers import (
     get_execution,
     node,
     run,
+    wait_final,
     wait_status,
 )
 
@@ -189,7 +190,7 @@ async def test_reject_a_tool_call_then_wait_on_a_timer(
     assert abs((dt.datetime.fromisoformat(shown) - due).total_seconds()) < 0.01, (shown, due)
 
 
-async def test_a_chat_run_asks_for_approval_in_the_playground(
+async def test_a_chat_asks_for_approval_and_a_delegated_run_is_linked(
     page: Page, api: httpx.AsyncClient, screenshot: Screenshot
 ) -> None:
     agent = {"name": "careful", "model": "echo", "tools": ["calculator"]}
@@ -222,3 +223,34 @@ async def test_a_chat_run_asks_for_approval_in_the_playground(
     await expect(answer).to_contain_text("echo: tool calculator returned", timeout=30_000)
     await expect(answer).to_contain_text("42")
     await expect(page.get_by_test_id("chat-approval")).to_have_count(0)
+
+    # An agent that delegates to the registered one: its step links the child execution.
+    helper = await api.post("/api/v1/agents", json={"name": "helper", "model": "echo"})
+    assert helper.status_code == 201, helper.text
+    boss = {
+        "name": "boss",
+        "nodes": [
+            {
+                "id": "agent",
+                "type": "agent",
+                "params": {
+                    "model": "echo",
+                    "prompt": '[[tool:helper {"task": "say hi"}]]',
+                    "tools": [f"agent:{helper.json()['id']}"],
+                },
+            }
+        ],
+    }
+    execution_id = await run(api, await create_workflow(api, boss))
+    execution = await wait_final(api, execution_id, timeout=30)
+    assert execution["status"] == "succeeded", execution
+    result = next(
+        e for e in node(execution, "agent")["checkpoint"]["journal"] if e["type"] == "tool_result"
+    )
+    child = result["child_execution_id"]
+    assert (await get_execution(api, child))["status"] == "succeeded"
+    await page.goto(f"/#/executions/{execution_id}")
+    await page.get_by_test_id("exec-node-agent").click()
+    link = page.get_by_test_id("agent-steps").get_by_test_id("agent-step-child")
+    await expect(link).to_have_count(1)
+    await expect(link).to_have_attribute("href", f"#/executions/{child}")

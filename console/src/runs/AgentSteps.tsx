@@ -146,7 +146,7 @@ export function AgentSteps({ run, events }: { run: NodeRunDetail | undefined; ev
               ) : (
                 <div className="ar-step-flat">{head}</div>
               )}
-              {row.child_execution_id && (
+              {row.child_execution_id && row.type === "tool_result" && (
                 <a
                   className="ar-step-child ev-mono"
                   data-testid="agent-step-child"

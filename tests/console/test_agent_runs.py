@@ -144,6 +144,23 @@ async def test_edit_and_approve_a_tool_call_see_the_steps_and_fork(
     await expect(page).to_have_url(re.compile(f"#/executions/{execution_id}$"))
     await expect(page.get_by_test_id("forked-from")).to_have_count(0)
 
+    # Fork from one step edited: the tool's result, which the model then answers from.
+    await page.get_by_test_id("exec-node-agent").click()
+    result_step = page.locator('[data-testid="agent-step"][data-type="tool_result"]')
+    await result_step.locator("summary").click()
+    await result_step.get_by_test_id("step-fork-open").click()
+    entry = result_step.get_by_test_id("step-fork-entry")
+    assert json.loads(await entry.input_value()) == {"result": {"result": 42}}
+    await entry.fill('{"result": {"result": 99}}')
+    await result_step.get_by_test_id("step-fork-submit").click()
+    await expect(page).not_to_have_url(re.compile(f"{execution_id}$"))
+    await expect(page.get_by_test_id("execution-status")).to_have_attribute(
+        "data-status", "succeeded"
+    )
+    step_fork = await get_execution(api, page.url.rsplit("/", 1)[1])
+    assert step_fork["forked_from"] == {"execution_id": execution_id, "node_id": "agent"}
+    assert "99" in node(step_fork, "done")["output"], step_fork
+
 
 async def test_reject_a_tool_call_then_wait_on_a_timer(
     page: Page, api: httpx.AsyncClient, screenshot: Screenshot

@@ -3,7 +3,9 @@
 // output's `steps`), with the steps that `agent.step` events announced since the detail was
 // read appended live. A tool_result that ran a child execution (delegation to an agent or a
 // workflow) links it.
-import type { ReactNode } from "react";
+import { useState, type ReactNode } from "react";
+import { ApiError, api } from "../lib/api";
+import { navigate } from "../lib/router";
 import type { NodeRunDetail, StreamEvent } from "./executionState";
 import { formatDuration, prettyJson } from "./format";
 import "./agentRuns.css";
@@ -23,6 +25,9 @@ interface StepRow {
   child_execution_id?: string;
   /** Only announced by an event so far (its arguments/result come with the next detail). */
   live: boolean;
+  /** The journal entry as stored, and its position there (what a fork edits). */
+  journalAt?: number;
+  entry?: Entry;
 }
 
 type Entry = Record<string, unknown>;
@@ -59,6 +64,7 @@ export function agentStepRows(run: NodeRunDetail | undefined, events: readonly S
   const outputSteps = (run?.output as { steps?: unknown } | null | undefined)?.steps;
   const stored: Entry[] = Array.isArray(journal) ? journal : Array.isArray(outputSteps) ? outputSteps : [];
   const rows = stored.map((entry, position) => rowOf(entry, position, false));
+  if (Array.isArray(journal)) rows.forEach((row, position) => Object.assign(row, { journalAt: position, entry: stored[position] }));
   // Output steps carry no step numbers to match events with; they are the whole run anyway.
   if (!Array.isArray(journal) && stored.length > 0) return rows;
   const seen = new Set(rows.map((row) => row.key));
@@ -81,7 +87,16 @@ function Detail({ label, children }: { label: string; children: ReactNode }) {
   );
 }
 
-export function AgentSteps({ run, events }: { run: NodeRunDetail | undefined; events: readonly StreamEvent[] }) {
+export function AgentSteps({
+  run,
+  events,
+  executionId,
+}: {
+  run: NodeRunDetail | undefined;
+  events: readonly StreamEvent[];
+  /** Given for a completed agent node: its journaled steps can be edited into a fork. */
+  executionId?: string;
+}) {
   const rows = agentStepRows(run, events);
   const tokens = rows.reduce((sum, row) => sum + (row.type === "model_call" ? (row.tokens ?? 0) : 0), 0);
   return (
@@ -142,6 +157,9 @@ export function AgentSteps({ run, events }: { run: NodeRunDetail | undefined; ev
                       </pre>
                     </Detail>
                   )}
+                  {executionId && run && row.entry && row.journalAt !== undefined && (
+                    <StepFork executionId={executionId} nodeId={run.node_id} step={row.journalAt} entry={row.entry} />
+                  )}
                 </details>
               ) : (
                 <div className="ar-step-flat">{head}</div>
@@ -160,5 +178,86 @@ export function AgentSteps({ run, events }: { run: NodeRunDetail | undefined; ev
         })}
       </ol>
     </section>
+  );
+}
+
+/** The fields of a journal entry a fork may edit (services/gateway/routes/forks.py). */
+function editable(entry: Entry): Entry {
+  switch (entry.type) {
+    case "model_call": {
+      const reply = (entry.reply ?? {}) as Entry;
+      return { reply: { text: reply.text ?? "", tool_calls: reply.tool_calls ?? [] } };
+    }
+    case "tool_call":
+      return { arguments: entry.arguments ?? {} };
+    case "tool_result":
+      return { result: entry.result ?? null };
+    case "final":
+      return { text: entry.text ?? "" };
+    default:
+      return {};
+  }
+}
+
+/** "Fork from this step": the step's editable fields as JSON, sent as {from_node, step, entry}. */
+function StepFork({ executionId, nodeId, step, entry }: { executionId: string; nodeId: string; step: number; entry: Entry }) {
+  const [open, setOpen] = useState(false);
+  const [text, setText] = useState(() => prettyJson(editable(entry)));
+  const [problem, setProblem] = useState<string | null>(null);
+  const [sending, setSending] = useState(false);
+  if (Object.keys(editable(entry)).length === 0) return null;
+  if (!open) {
+    return (
+      <button className="link ar-step-fork" data-testid="step-fork-open" onClick={() => setOpen(true)}>
+        Edit this step and fork
+      </button>
+    );
+  }
+  const submit = async () => {
+    setProblem(null);
+    let edited: unknown;
+    try {
+      edited = JSON.parse(text);
+    } catch (error) {
+      setProblem(`Invalid JSON: ${(error as Error).message}`);
+      return;
+    }
+    setSending(true);
+    try {
+      const started = await api<{ execution_id: string }>(`/api/v1/executions/${encodeURIComponent(executionId)}/fork`, {
+        method: "POST",
+        body: { from_node: nodeId, step, entry: edited },
+      });
+      navigate(`/executions/${started.execution_id}`);
+    } catch (error) {
+      const details = error instanceof ApiError && Array.isArray(error.details) ? error.details : [];
+      const located = (details as { field?: unknown; message?: string }[])
+        .map((item) => `${item.field ?? ""}: ${item.message ?? ""}`)
+        .join("; ");
+      setProblem(`${(error as Error).message}${located ? ` (${located})` : ""}`);
+      setSending(false);
+    }
+  };
+  return (
+    <div className="ar-step-detail" data-testid="step-fork">
+      <div className="ar-step-label">edited step (the fork replays the steps before it, then runs on)</div>
+      <textarea
+        data-testid="step-fork-entry"
+        className="ev-mono ar-fork-output"
+        rows={Math.min(10, Math.max(3, text.split("\n").length))}
+        spellCheck={false}
+        value={text}
+        disabled={sending}
+        onChange={(event) => setText(event.target.value)}
+      />
+      {problem && (
+        <p className="error" data-testid="step-fork-error">
+          {problem}
+        </p>
+      )}
+      <button className="primary" data-testid="step-fork-submit" disabled={sending} onClick={submit}>
+        Fork from this step
+      </button>
+    </div>
   );
 }

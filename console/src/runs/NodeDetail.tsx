@@ -115,7 +115,9 @@ export function NodeDetail({
         </Section>
       )}
 
-      {type === "agent" && <AgentSteps run={run} events={stepEvents} />}
+      {type === "agent" && (
+        <AgentSteps run={run} events={stepEvents} executionId={status === "succeeded" ? executionId : undefined} />
+      )}
 
       {(status === "succeeded" || status === "cached") && (
         <ForkDialog executionId={executionId} nodeId={nodeId} output={run?.output} />

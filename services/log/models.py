@@ -63,7 +63,8 @@ class LogRecordRow(Base):
 class WebhookRow(Base):
     """An outbound webhook subscription: events of a tenant POSTed to a URL, signed.
 
-    Written by the gateway (/api/v1/webhooks), read by the log service's deliverer.
+    Written by the log service's WebhookService RPCs (the gateway's /api/v1/webhooks calls
+    them), read by its deliverer.
     """
 
     __tablename__ = "webhook_subscriptions"
@@ -81,6 +82,17 @@ class WebhookRow(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column()
     updated_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class WebhookBindingRow(Base):
+    """A routing pattern the webhook queue is bound to on heddle.events, and when a create or
+    update last needed it. The reconcile unbinds the patterns no active subscription needs
+    unless ensured lately (a create in flight); the row lock orders it with those creates."""
+
+    __tablename__ = "webhook_queue_bindings"
+
+    pattern: Mapped[str] = mapped_column(String(200), primary_key=True)
+    ensured_at: Mapped[dt.datetime] = mapped_column()
 
 
 class WebhookDeliveryRow(Base):

@@ -1,20 +1,22 @@
-"""Queries on `log_records`; every function takes an AsyncSession and the caller owns the
-transaction."""
+"""Queries on `log_records` and the webhook tables; every function takes an AsyncSession and
+the caller owns the transaction."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select
+from sqlalchemy import and_, delete, func, insert, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common import jsonutil
 from libs.common.errors import InvalidArgument
-from services.log.models import LogRecordRow
+from services.log.models import LogRecordRow, WebhookBindingRow, WebhookDeliveryRow, WebhookRow
 
 
 @dataclass(frozen=True)
@@ -109,3 +111,94 @@ async def delete_older_than(session: AsyncSession, cutoff: dt.datetime, limit: i
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- webhook subscriptions
+
+
+async def get_webhook(session: AsyncSession, tenant_id: str, webhook_id: str) -> WebhookRow | None:
+    """The tenant's subscription, or None (another tenant's is None too)."""
+    row = await session.get(WebhookRow, webhook_id)
+    return row if row is not None and row.tenant_id == tenant_id else None
+
+
+async def list_webhooks(
+    session: AsyncSession, tenant_id: str, offset: int, limit: int
+) -> tuple[Sequence[WebhookRow], int]:
+    where = WebhookRow.tenant_id == tenant_id
+    total = await session.scalar(select(func.count()).select_from(WebhookRow).where(where))
+    rows = (
+        await session.execute(
+            select(WebhookRow)
+            .where(where)
+            .order_by(WebhookRow.created_at, WebhookRow.id)
+            .offset(offset)
+            .limit(limit)
+        )
+    ).scalars()
+    return list(rows), int(total or 0)
+
+
+async def delete_webhook(session: AsyncSession, webhook_id: str) -> None:
+    """Delete a subscription and its delivery log."""
+    await session.execute(
+        delete(WebhookDeliveryRow).where(WebhookDeliveryRow.subscription_id == webhook_id)
+    )
+    await session.execute(delete(WebhookRow).where(WebhookRow.id == webhook_id))
+
+
+async def list_deliveries(
+    session: AsyncSession, webhook_id: str, status: str, offset: int, limit: int
+) -> tuple[Sequence[WebhookDeliveryRow], int]:
+    """A subscription's deliveries, newest first, and how many there are."""
+    conditions: list[Any] = [WebhookDeliveryRow.subscription_id == webhook_id]
+    if status:
+        conditions.append(WebhookDeliveryRow.status == status)
+    total = await session.scalar(
+        select(func.count()).select_from(WebhookDeliveryRow).where(*conditions)
+    )
+    rows = (
+        await session.execute(
+            select(WebhookDeliveryRow)
+            .where(*conditions)
+            .order_by(WebhookDeliveryRow.created_at.desc(), WebhookDeliveryRow.id)
+            .offset(offset)
+            .limit(limit)
+        )
+    ).scalars()
+    return list(rows), int(total or 0)
+
+
+async def active_event_patterns(session: AsyncSession) -> list[list[str]]:
+    """The event patterns of every active subscription, all tenants."""
+    rows = await session.execute(select(WebhookRow.events).where(WebhookRow.active.is_(True)))
+    return [list(events or []) for events in rows.scalars()]
+
+
+async def ensure_bindings(session: AsyncSession, patterns: Iterable[str], now: dt.datetime) -> None:
+    """Record patterns as needed at `now` (insert or refresh), locking their rows until the
+    transaction ends: a reconcile that wants to unbind one waits and then sees `now`."""
+    values = [{"pattern": pattern, "ensured_at": now} for pattern in sorted(set(patterns))]
+    if not values:
+        return
+    bind = session.get_bind()
+    insert_into = postgresql_insert if bind.dialect.name == "postgresql" else sqlite_insert
+    statement = insert_into(WebhookBindingRow).values(values)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["pattern"], set_={"ensured_at": statement.excluded.ensured_at}
+        )
+    )
+
+
+async def lock_bindings(session: AsyncSession) -> Sequence[WebhookBindingRow]:
+    """Every recorded binding, locked (FOR UPDATE, in pattern order) until the transaction
+    ends; SQLite, one writer at a time, ignores the lock clause."""
+    rows = await session.execute(
+        select(WebhookBindingRow).order_by(WebhookBindingRow.pattern).with_for_update()
+    )
+    return list(rows.scalars())
+
+
+async def forget_binding(session: AsyncSession, pattern: str) -> None:
+    await session.execute(delete(WebhookBindingRow).where(WebhookBindingRow.pattern == pattern))

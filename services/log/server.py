@@ -19,6 +19,7 @@ from services.log.event_waits import EventWaitIndexer, grpc_submitter
 from services.log.retention import sweep
 from services.log.servicer import LogServicer
 from services.log.settings import LogSettings
+from services.log.subscriptions import WebhookSubscriptions
 from services.log.webhooks import DeliveryPolicy, WebhookDeliverer
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,12 @@ class LogServer(RunningService):
         consumer: LogConsumer,
         webhooks: WebhookDeliverer | None,
         event_waits: EventWaitIndexer,
+        subscriptions: WebhookSubscriptions,
     ) -> None:
         super().__init__(stack, grpc_server)
         self.consumer = consumer
         self.webhooks = webhooks
+        self.subscriptions = subscriptions
         self.event_waits = event_waits
 
 
@@ -72,6 +75,21 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
             )
             await webhooks.start()
             stack.callback(webhooks.stop)
+        subscriptions = WebhookSubscriptions(
+            sessions,
+            shared_bus if webhooks is not None else None,
+            settings.secrets_key,
+            queue=settings.webhook_queue,
+            grace_s=settings.webhook_binding_grace_s,
+            changed=webhooks.forget if webhooks is not None else lambda tenant_id: None,
+        )
+        if webhooks is not None:
+            stack.periodic(
+                "webhook-bindings",
+                settings.webhook_reconcile_interval_s,
+                subscriptions.reconcile,
+                immediately=True,
+            )
         # wait_event nodes resume through SubmitInput, as a human's input does.
         event_waits = EventWaitIndexer(
             sessions,
@@ -92,6 +110,7 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
         )
         servicer = LogServicer(
             sessions,
+            subscriptions,
             default_page_size=settings.default_page_size,
             max_page_size=settings.max_page_size,
         )
@@ -102,7 +121,7 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
             lambda s: log_pb2_grpc.add_LogServiceServicer_to_server(servicer, s),
         )
         log.info("log service ready")
-        return LogServer(stack, server, consumer, webhooks, event_waits)
+        return LogServer(stack, server, consumer, webhooks, event_waits, subscriptions)
 
     return await start_service("log", build)
 

@@ -1,4 +1,4 @@
-"""LogService over gRPC: protobuf <-> repository queries, nothing more."""
+"""LogService over gRPC: protobuf <-> repository queries and webhook subscriptions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ from libs.common import jsonutil
 from libs.common.errors import InvalidArgument
 from libs.common.timeutil import field_datetime, to_timestamp
 from services.log import repository
-from services.log.models import DEFAULT_TENANT, LEVELS, LogRecordRow, normalize_level
+from services.log.models import (
+    DEFAULT_TENANT,
+    LEVELS,
+    LogRecordRow,
+    WebhookDeliveryRow,
+    WebhookRow,
+    normalize_level,
+)
+from services.log.subscriptions import WebhookSpec, WebhookSubscriptions
 
 
 def to_proto(row: LogRecordRow) -> events_pb2.LogRecord:
@@ -30,15 +38,61 @@ def to_proto(row: LogRecordRow) -> events_pb2.LogRecord:
     return record
 
 
+def webhook_to_proto(row: WebhookRow) -> log_pb2.Webhook:
+    webhook = log_pb2.Webhook(
+        id=row.id,
+        url=row.url,
+        events=list(row.events or []),
+        description=row.description,
+        active=row.active,
+    )
+    if row.workflow_id is not None:
+        webhook.workflow_id = row.workflow_id
+    webhook.created_at.CopyFrom(to_timestamp(row.created_at))
+    if row.updated_at is not None:
+        webhook.updated_at.CopyFrom(to_timestamp(row.updated_at))
+    return webhook
+
+
+def delivery_to_proto(row: WebhookDeliveryRow) -> log_pb2.WebhookDelivery:
+    delivery = log_pb2.WebhookDelivery(
+        id=row.id,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        status=row.status,
+        attempts=row.attempts,
+        last_error=row.last_error,
+    )
+    if row.last_status_code is not None:
+        delivery.last_status_code = row.last_status_code
+    delivery.created_at.CopyFrom(to_timestamp(row.created_at))
+    if row.delivered_at is not None:
+        delivery.delivered_at.CopyFrom(to_timestamp(row.delivered_at))
+    return delivery
+
+
+def spec_from_proto(spec: log_pb2.WebhookSpec) -> WebhookSpec:
+    return WebhookSpec(
+        url=spec.url,
+        events=list(spec.events),
+        workflow_id=spec.workflow_id if spec.HasField("workflow_id") else None,
+        secret=spec.secret,
+        description=spec.description,
+        active=spec.active,
+    )
+
+
 class LogServicer(log_pb2_grpc.LogServiceServicer):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
+        webhooks: WebhookSubscriptions,
         *,
         default_page_size: int = 100,
         max_page_size: int = 1000,
     ) -> None:
         self._sessions = sessions
+        self._webhooks = webhooks
         self._default_page_size = default_page_size
         self._max_page_size = max_page_size
 
@@ -77,4 +131,67 @@ class LogServicer(log_pb2_grpc.LogServiceServicer):
             rows, next_token = await repository.query_records(session, query)
         return log_pb2.QueryLogsResponse(
             records=[to_proto(row) for row in rows], next_page_token=next_token
+        )
+
+    # -- webhook subscriptions -----------------------------------------------------------
+
+    def _page_size(self, page_size: int) -> int:
+        if page_size < 0:
+            raise InvalidArgument(
+                "page_size: must not be negative",
+                details=[{"path": "page_size", "message": "negative"}],
+            )
+        return min(page_size or self._default_page_size, self._max_page_size)
+
+    async def CreateWebhook(
+        self, request: log_pb2.CreateWebhookRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.CreateWebhookResponse:
+        row, secret = await self._webhooks.create(
+            request.tenant_id or DEFAULT_TENANT, spec_from_proto(request.spec)
+        )
+        return log_pb2.CreateWebhookResponse(webhook=webhook_to_proto(row), secret=secret)
+
+    async def UpdateWebhook(
+        self, request: log_pb2.UpdateWebhookRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.Webhook:
+        row = await self._webhooks.update(
+            request.tenant_id or DEFAULT_TENANT, request.id, spec_from_proto(request.spec)
+        )
+        return webhook_to_proto(row)
+
+    async def DeleteWebhook(
+        self, request: log_pb2.WebhookRef, context: grpc.aio.ServicerContext
+    ) -> log_pb2.DeleteWebhookResponse:
+        await self._webhooks.delete(request.tenant_id or DEFAULT_TENANT, request.id)
+        return log_pb2.DeleteWebhookResponse()
+
+    async def GetWebhook(
+        self, request: log_pb2.WebhookRef, context: grpc.aio.ServicerContext
+    ) -> log_pb2.Webhook:
+        return webhook_to_proto(
+            await self._webhooks.get(request.tenant_id or DEFAULT_TENANT, request.id)
+        )
+
+    async def ListWebhooks(
+        self, request: log_pb2.ListWebhooksRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.ListWebhooksResponse:
+        rows, total = await self._webhooks.page(
+            request.tenant_id or DEFAULT_TENANT, request.page, self._page_size(request.page_size)
+        )
+        return log_pb2.ListWebhooksResponse(
+            webhooks=[webhook_to_proto(row) for row in rows], total=total
+        )
+
+    async def ListWebhookDeliveries(
+        self, request: log_pb2.ListWebhookDeliveriesRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.ListWebhookDeliveriesResponse:
+        rows, total = await self._webhooks.deliveries(
+            request.tenant_id or DEFAULT_TENANT,
+            request.webhook_id,
+            request.status,
+            request.page,
+            self._page_size(request.page_size),
+        )
+        return log_pb2.ListWebhookDeliveriesResponse(
+            deliveries=[delivery_to_proto(row) for row in rows], total=total
         )

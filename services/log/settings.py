@@ -64,6 +64,18 @@ class LogSettings(CommonSettings):
     webhook_concurrency: int = Field(
         default=32, ge=1, description="Webhook POSTs a replica makes at once."
     )
+    webhook_reconcile_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often the webhook queue's bindings are reconciled with the active "
+        "subscriptions (patterns none needs are unbound; also at start).",
+    )
+    webhook_binding_grace_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="A binding ensured by a create or update this recently is never unbound "
+        "(the create may still be in flight on another replica).",
+    )
     http_allow_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated hosts and CIDRs that webhooks may reach although they are "

@@ -158,11 +158,14 @@ class WebhookDeliverer:
         # tenant -> (monotonic time read, active subscriptions): one query per tenant per
         # second at most, however many events flow.
         self._cache: dict[str, tuple[float, Sequence[WebhookRow]]] = {}
+        self._generation: dict[str, int] = {}
 
     async def start(self) -> None:
+        # No binding here: the queue is bound to what the subscriptions need by
+        # services/log/subscriptions.py (at their create/update and by its reconcile).
         self._subscription = await self._bus.subscribe(
             EVENTS_EXCHANGE,
-            ["execution.*", "node.*"],
+            [],
             self._on_event,
             queue=self.policy.queue,
             prefetch=256,
@@ -187,11 +190,20 @@ class WebhookDeliverer:
 
     # ------------------------------------------------------------------ events -> deliveries
 
+    def forget(self, tenant_id: str) -> None:
+        """Drop the tenant's cached subscriptions: a subscription this replica just created or
+        changed sees the next event. Another replica's cache keeps the old list for up to a
+        second, the cache's age; an event it consumes meanwhile misses the new subscription."""
+        self._cache.pop(tenant_id, None)
+        # A read that began before the change must not cache what it read.
+        self._generation[tenant_id] = self._generation.get(tenant_id, 0) + 1
+
     async def _active(self, tenant_id: str) -> Sequence[WebhookRow]:
         cached = self._cache.get(tenant_id)
         now = time.monotonic()
         if cached is not None and now - cached[0] < 1.0:
             return cached[1]
+        generation = self._generation.get(tenant_id, 0)
         async with self._sessions() as session:
             rows = (
                 (
@@ -204,7 +216,8 @@ class WebhookDeliverer:
                 .scalars()
                 .all()
             )
-        self._cache[tenant_id] = (now, rows)
+        if self._generation.get(tenant_id, 0) == generation:
+            self._cache[tenant_id] = (now, rows)
         return rows
 
     async def _on_event(self, message: Message) -> None:

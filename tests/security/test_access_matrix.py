@@ -160,6 +160,29 @@ def _on_file(method: str, suffix: str = "") -> Callable[[Context], Awaitable[Req
     return build
 
 
+#: A webhook subscription of the default tenant per context (reads and updates share it).
+_WEBHOOKS: dict[int, str] = {}
+_WEBHOOK_BODY = {"url": "http://127.0.0.1:9/hook", "events": ["execution.failed"]}
+
+
+def _on_webhook(
+    method: str, suffix: str = "", body: Any = None, *, fresh: bool = False
+) -> Callable[[Context], Awaitable[Request]]:
+    """A request on a webhook subscription of the default tenant (admins only)."""
+
+    async def build(ctx: Context) -> Request:
+        webhook_id = None if fresh else _WEBHOOKS.get(id(ctx))
+        if webhook_id is None:
+            created = await ctx.admin.post("/api/v1/webhooks", json=_WEBHOOK_BODY)
+            assert created.status_code == 201, created.text
+            webhook_id = str(created.json()["id"])
+            if not fresh:
+                _WEBHOOKS[id(ctx)] = webhook_id
+        return method, f"/api/v1/webhooks/{webhook_id}{suffix}", body
+
+    return build
+
+
 #: The reference of a large execution input, per context (made once: a run per caller is slow).
 _ARTIFACT_REFS: dict[int, str] = {}
 
@@ -291,6 +314,13 @@ ENDPOINTS = [
     Endpoint("models", "member", False, _static("GET", "/api/v1/ai/models")),
     # A webhook binding belongs to its tenant: another tenant finds nothing bound (404).
     Endpoint("webhook", "admin", True, _static("POST", "/api/v1/triggers/hook", {})),
+    # Outbound webhook subscriptions: the tenant admin's; another tenant's is not found.
+    Endpoint("list webhooks", "admin", False, _static("GET", "/api/v1/webhooks")),
+    Endpoint("create webhook", "admin", False, _static("POST", "/api/v1/webhooks", _WEBHOOK_BODY)),
+    Endpoint("read webhook", "admin", True, _on_webhook("GET")),
+    Endpoint("replace webhook", "admin", True, _on_webhook("PUT", body=_WEBHOOK_BODY)),
+    Endpoint("webhook deliveries", "admin", True, _on_webhook("GET", "/deliveries")),
+    Endpoint("delete webhook", "admin", True, _on_webhook("DELETE", fresh=True)),
     Endpoint("list api keys", "admin", False, _static("GET", "/api/v1/api-keys")),
     Endpoint("create api key", "admin", False, _static("POST", "/api/v1/api-keys", {})),
     Endpoint("revoke api key", "admin", True, _revoke_key),

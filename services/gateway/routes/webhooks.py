@@ -1,30 +1,33 @@
 """Outbound webhook subscriptions of a tenant (admins only) and their delivery logs.
 
-The rows live in the shared database beside the log service's tables, which delivers them
-(services/log/webhooks.py); the gateway writes them as it writes its own API keys. The URL
-is checked here with the http_request node's address policy (HEDDLE_HTTP_ALLOW_HOSTS), and
-again before every delivery.
+The log service owns them and delivers them (services/log/subscriptions.py,
+services/log/webhooks.py): these routes call its webhook RPCs, which bind the webhook queue
+to what a subscription's events need before a create or update answers (the next matching
+event is delivered). The URL is checked here with the http_request node's address policy
+(HEDDLE_HTTP_ALLOW_HOSTS), and again before every delivery.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import secrets as token_source
-import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
+from heddle.v1 import log_pb2
 from pydantic import BaseModel, Field
-from sqlalchemy import delete, func, select
 
-from libs.common.db import utcnow
-from libs.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from libs.common.errors import InvalidArgument
 from libs.common.netguard import ForbiddenAddressError, check_url_allowed_async
-from libs.common.secrets import SecretBox
-from services.gateway.routes.common import ERROR_RESPONSES, Caller, Guard, Paging, checked_id
+from libs.common.timeutil import field_datetime, from_timestamp
+from services.gateway.routes.common import (
+    ERROR_RESPONSES,
+    Caller,
+    Clients,
+    Guard,
+    Paging,
+    checked_id,
+)
 from services.gateway.schemas import Page
-from services.log.models import WebhookDeliveryRow, WebhookRow
-from services.log.webhooks import secret_name
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
@@ -87,24 +90,30 @@ class DeliveryOut(BaseModel):
     delivered_at: dt.datetime | None
 
 
-def _out(row: WebhookRow) -> WebhookOut:
+def _out(webhook: log_pb2.Webhook) -> WebhookOut:
     return WebhookOut(
-        id=row.id,
-        url=row.url,
-        events=list(row.events or []),
-        workflow_id=row.workflow_id,
-        description=row.description,
-        active=row.active,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        id=webhook.id,
+        url=webhook.url,
+        events=list(webhook.events),
+        workflow_id=webhook.workflow_id if webhook.HasField("workflow_id") else None,
+        description=webhook.description,
+        active=webhook.active,
+        created_at=from_timestamp(webhook.created_at),
+        updated_at=field_datetime(webhook, "updated_at"),
     )
 
 
-def _box(guard: Guard) -> SecretBox:
-    key = guard.settings.secrets_key
-    if not key:
-        raise FailedPrecondition("webhooks need HEDDLE_SECRETS_KEY (their secrets are sealed)")
-    return SecretBox(key)
+def _spec(body: WebhookIn) -> log_pb2.WebhookSpec:
+    spec = log_pb2.WebhookSpec(
+        url=body.url,
+        events=body.events,
+        secret=body.secret or "",
+        description=body.description,
+        active=body.active,
+    )
+    if body.workflow_id is not None:
+        spec.workflow_id = body.workflow_id
+    return spec
 
 
 async def _check_url(url: str, allow: list[str]) -> None:
@@ -116,12 +125,8 @@ async def _check_url(url: str, allow: list[str]) -> None:
         raise InvalidArgument(f"cannot resolve the URL's host: {exc}", [{"field": "url"}]) from None
 
 
-async def _get(guard: Guard, tenant_id: str, webhook_id: str) -> WebhookRow:
-    async with guard.db.session() as session:
-        row = await session.get(WebhookRow, checked_id(webhook_id, "webhook"))
-    if row is None or row.tenant_id != tenant_id:
-        raise NotFound(f"webhook '{webhook_id}' not found")
-    return row
+def _ref(caller: Caller, webhook_id: str) -> log_pb2.WebhookRef:
+    return log_pb2.WebhookRef(tenant_id=caller.tenant_id, id=checked_id(webhook_id, "webhook"))
 
 
 @router.post(
@@ -131,56 +136,50 @@ async def _get(guard: Guard, tenant_id: str, webhook_id: str) -> WebhookRow:
     summary="Subscribe a URL to events (signed POSTs, retried; the secret is shown this once)",
 )
 async def create_webhook(
-    body: WebhookIn, request: Request, response: Response, caller: Caller, guard: Guard
+    body: WebhookIn,
+    request: Request,
+    response: Response,
+    caller: Caller,
+    guard: Guard,
+    clients: Clients,
 ) -> WebhookCreated:
     guard.require(caller, "manage_webhooks")
-    box = _box(guard)
     await _check_url(body.url, guard.settings.http_allow_hosts)
-    webhook_id = str(uuid.uuid4())
-    secret = body.secret or token_source.token_urlsafe(32)
-    row = WebhookRow(
-        id=webhook_id,
-        tenant_id=caller.tenant_id,
-        url=body.url,
-        events=list(dict.fromkeys(body.events)),
-        workflow_id=body.workflow_id,
-        secret_ciphertext=box.encrypt(caller.tenant_id, secret_name(webhook_id), secret),
-        description=body.description,
-        active=body.active,
-        created_at=utcnow(),
+    reply = await clients.call(
+        clients.log.CreateWebhook,
+        log_pb2.CreateWebhookRequest(tenant_id=caller.tenant_id, spec=_spec(body)),
     )
-    async with guard.db.transaction() as session:
-        session.add(row)
+    webhook_id = reply.webhook.id
     request.state.audit_object_id = webhook_id
     response.headers["Location"] = f"/api/v1/webhooks/{webhook_id}"
-    return WebhookCreated(**_out(row).model_dump(), secret=secret)
+    return WebhookCreated(**_out(reply.webhook).model_dump(), secret=reply.secret)
 
 
 @router.get("/webhooks", tags=["webhooks"], summary="The tenant's webhook subscriptions")
-async def list_webhooks(caller: Caller, guard: Guard, paging: Paging) -> Page[WebhookOut]:
+async def list_webhooks(
+    caller: Caller, guard: Guard, clients: Clients, paging: Paging
+) -> Page[WebhookOut]:
     guard.require(caller, "manage_webhooks")
-    where = WebhookRow.tenant_id == caller.tenant_id
-    async with guard.db.session() as session:
-        total = await session.scalar(select(func.count()).select_from(WebhookRow).where(where))
-        rows = (
-            await session.execute(
-                select(WebhookRow)
-                .where(where)
-                .order_by(WebhookRow.created_at, WebhookRow.id)
-                .offset((paging.page - 1) * paging.page_size)
-                .limit(paging.page_size)
-            )
-        ).scalars()
-        items = [_out(row) for row in rows]
+    reply = await clients.call(
+        clients.log.ListWebhooks,
+        log_pb2.ListWebhooksRequest(
+            tenant_id=caller.tenant_id, page=paging.page, page_size=paging.page_size
+        ),
+    )
     return Page[WebhookOut](
-        items=items, page=paging.page, page_size=paging.page_size, total=total or 0
+        items=[_out(webhook) for webhook in reply.webhooks],
+        page=paging.page,
+        page_size=paging.page_size,
+        total=reply.total,
     )
 
 
 @router.get("/webhooks/{webhook_id}", tags=["webhooks"], summary="One webhook subscription")
-async def get_webhook(webhook_id: str, caller: Caller, guard: Guard) -> WebhookOut:
+async def get_webhook(
+    webhook_id: str, caller: Caller, guard: Guard, clients: Clients
+) -> WebhookOut:
     guard.require(caller, "manage_webhooks")
-    return _out(await _get(guard, caller.tenant_id, webhook_id))
+    return _out(await clients.call(clients.log.GetWebhook, _ref(caller, webhook_id)))
 
 
 @router.put(
@@ -189,28 +188,24 @@ async def get_webhook(webhook_id: str, caller: Caller, guard: Guard) -> WebhookO
     summary="Replace a subscription (its secret too when one is given)",
 )
 async def replace_webhook(
-    webhook_id: str, body: WebhookIn, request: Request, caller: Caller, guard: Guard
+    webhook_id: str,
+    body: WebhookIn,
+    request: Request,
+    caller: Caller,
+    guard: Guard,
+    clients: Clients,
 ) -> WebhookOut:
     guard.require(caller, "manage_webhooks")
-    box = _box(guard)
-    await _get(guard, caller.tenant_id, webhook_id)
+    ref = _ref(caller, webhook_id)
+    # Another tenant's or an unknown subscription is a 404 before the URL is looked at.
+    await clients.call(clients.log.GetWebhook, ref)
     await _check_url(body.url, guard.settings.http_allow_hosts)
-    async with guard.db.transaction() as session:
-        row = await session.get(WebhookRow, webhook_id)
-        if row is None:
-            raise NotFound(f"webhook '{webhook_id}' not found")
-        row.url = body.url
-        row.events = list(dict.fromkeys(body.events))
-        row.workflow_id = body.workflow_id
-        row.description = body.description
-        row.active = body.active
-        if body.secret:
-            row.secret_ciphertext = box.encrypt(
-                caller.tenant_id, secret_name(webhook_id), body.secret
-            )
-        row.updated_at = utcnow()
+    reply = await clients.call(
+        clients.log.UpdateWebhook,
+        log_pb2.UpdateWebhookRequest(tenant_id=caller.tenant_id, id=ref.id, spec=_spec(body)),
+    )
     request.state.audit_object_id = webhook_id
-    return _out(row)
+    return _out(reply)
 
 
 @router.delete(
@@ -220,14 +215,11 @@ async def replace_webhook(
     response_class=Response,
     summary="Delete a subscription and its delivery log",
 )
-async def delete_webhook(webhook_id: str, request: Request, caller: Caller, guard: Guard) -> None:
+async def delete_webhook(
+    webhook_id: str, request: Request, caller: Caller, guard: Guard, clients: Clients
+) -> None:
     guard.require(caller, "manage_webhooks")
-    await _get(guard, caller.tenant_id, webhook_id)
-    async with guard.db.transaction() as session:
-        await session.execute(
-            delete(WebhookDeliveryRow).where(WebhookDeliveryRow.subscription_id == webhook_id)
-        )
-        await session.execute(delete(WebhookRow).where(WebhookRow.id == webhook_id))
+    await clients.call(clients.log.DeleteWebhook, _ref(caller, webhook_id))
     request.state.audit_object_id = webhook_id
 
 
@@ -240,6 +232,7 @@ async def list_deliveries(
     webhook_id: str,
     caller: Caller,
     guard: Guard,
+    clients: Clients,
     paging: Paging,
     status_filter: Annotated[
         Literal["pending", "delivered", "dead"] | None,
@@ -247,37 +240,32 @@ async def list_deliveries(
     ] = None,
 ) -> Page[DeliveryOut]:
     guard.require(caller, "manage_webhooks")
-    await _get(guard, caller.tenant_id, webhook_id)
-    conditions = [WebhookDeliveryRow.subscription_id == webhook_id]
-    if status_filter is not None:
-        conditions.append(WebhookDeliveryRow.status == status_filter)
-    async with guard.db.session() as session:
-        total = await session.scalar(
-            select(func.count()).select_from(WebhookDeliveryRow).where(*conditions)
+    reply = await clients.call(
+        clients.log.ListWebhookDeliveries,
+        log_pb2.ListWebhookDeliveriesRequest(
+            tenant_id=caller.tenant_id,
+            webhook_id=checked_id(webhook_id, "webhook"),
+            status=status_filter or "",
+            page=paging.page,
+            page_size=paging.page_size,
+        ),
+    )
+    items = [
+        DeliveryOut(
+            id=delivery.id,
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            status=delivery.status,
+            attempts=delivery.attempts,
+            last_status_code=delivery.last_status_code
+            if delivery.HasField("last_status_code")
+            else None,
+            last_error=delivery.last_error,
+            created_at=from_timestamp(delivery.created_at),
+            delivered_at=field_datetime(delivery, "delivered_at"),
         )
-        rows = (
-            await session.execute(
-                select(WebhookDeliveryRow)
-                .where(*conditions)
-                .order_by(WebhookDeliveryRow.created_at.desc(), WebhookDeliveryRow.id)
-                .offset((paging.page - 1) * paging.page_size)
-                .limit(paging.page_size)
-            )
-        ).scalars()
-        items = [
-            DeliveryOut(
-                id=row.id,
-                event_id=row.event_id,
-                event_type=row.event_type,
-                status=row.status,  # type: ignore[arg-type]
-                attempts=row.attempts,
-                last_status_code=row.last_status_code,
-                last_error=row.last_error,
-                created_at=row.created_at,
-                delivered_at=row.delivered_at,
-            )
-            for row in rows
-        ]
+        for delivery in reply.deliveries
+    ]
     return Page[DeliveryOut](
-        items=items, page=paging.page, page_size=paging.page_size, total=total or 0
+        items=items, page=paging.page, page_size=paging.page_size, total=reply.total
     )

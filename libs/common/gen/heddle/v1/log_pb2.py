@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from heddle.v1 import events_pb2 as heddle_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13heddle/v1/log.proto\x12\theddle.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16heddle/v1/events.proto\"\xe6\x01\n\x10QueryLogsRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05level\x18\x03 \x01(\t\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\x12\x11\n\ttenant_id\x18\t \x01(\t\"S\n\x11QueryLogsResponse\x12%\n\x07records\x18\x01 \x03(\x0b\x32\x14.heddle.v1.LogRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2T\n\nLogService\x12\x46\n\tQueryLogs\x12\x1b.heddle.v1.QueryLogsRequest\x1a\x1c.heddle.v1.QueryLogsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13heddle/v1/log.proto\x12\theddle.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16heddle/v1/events.proto\"\xe6\x01\n\x10QueryLogsRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05level\x18\x03 \x01(\t\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\x12\x11\n\ttenant_id\x18\t \x01(\t\"S\n\x11QueryLogsResponse\x12%\n\x07records\x18\x01 \x03(\x0b\x32\x14.heddle.v1.LogRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x89\x01\n\x0bWebhookSpec\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x03(\t\x12\x18\n\x0bworkflow_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06secret\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x06 \x01(\x08\x42\x0e\n\x0c_workflow_id\"\xe1\x01\n\x07Webhook\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06\x65vents\x18\x03 \x03(\t\x12\x18\n\x0bworkflow_id\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x06 \x01(\x08\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0e\n\x0c_workflow_id\"O\n\x14\x43reateWebhookRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12$\n\x04spec\x18\x02 \x01(\x0b\x32\x16.heddle.v1.WebhookSpec\"L\n\x15\x43reateWebhookResponse\x12#\n\x07webhook\x18\x01 \x01(\x0b\x32\x12.heddle.v1.Webhook\x12\x0e\n\x06secret\x18\x02 \x01(\t\"[\n\x14UpdateWebhookRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12$\n\x04spec\x18\x03 \x01(\x0b\x32\x16.heddle.v1.WebhookSpec\"+\n\nWebhookRef\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\x17\n\x15\x44\x65leteWebhookResponse\"I\n\x13ListWebhooksRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04page\x18\x02 \x01(\x05\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"K\n\x14ListWebhooksResponse\x12$\n\x08webhooks\x18\x01 \x03(\x0b\x32\x12.heddle.v1.Webhook\x12\r\n\x05total\x18\x02 \x01(\x03\"\x8f\x02\n\x0fWebhookDelivery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\x1d\n\x10last_status_code\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x65livered_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x13\n\x11_last_status_code\"v\n\x1cListWebhookDeliveriesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nwebhook_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0c\n\x04page\x18\x04 \x01(\x05\x12\x11\n\tpage_size\x18\x05 \x01(\x05\"^\n\x1dListWebhookDeliveriesResponse\x12.\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1a.heddle.v1.WebhookDelivery\x12\r\n\x05total\x18\x02 \x01(\x03\x32\xae\x04\n\nLogService\x12\x46\n\tQueryLogs\x12\x1b.heddle.v1.QueryLogsRequest\x1a\x1c.heddle.v1.QueryLogsResponse\x12R\n\rCreateWebhook\x12\x1f.heddle.v1.CreateWebhookRequest\x1a .heddle.v1.CreateWebhookResponse\x12\x44\n\rUpdateWebhook\x12\x1f.heddle.v1.UpdateWebhookRequest\x1a\x12.heddle.v1.Webhook\x12H\n\rDeleteWebhook\x12\x15.heddle.v1.WebhookRef\x1a .heddle.v1.DeleteWebhookResponse\x12\x37\n\nGetWebhook\x12\x15.heddle.v1.WebhookRef\x1a\x12.heddle.v1.Webhook\x12O\n\x0cListWebhooks\x12\x1e.heddle.v1.ListWebhooksRequest\x1a\x1f.heddle.v1.ListWebhooksResponse\x12j\n\x15ListWebhookDeliveries\x12\'.heddle.v1.ListWebhookDeliveriesRequest\x1a(.heddle.v1.ListWebhookDeliveriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERYLOGSREQUEST']._serialized_end=322
   _globals['_QUERYLOGSRESPONSE']._serialized_start=324
   _globals['_QUERYLOGSRESPONSE']._serialized_end=407
-  _globals['_LOGSERVICE']._serialized_start=409
-  _globals['_LOGSERVICE']._serialized_end=493
+  _globals['_WEBHOOKSPEC']._serialized_start=410
+  _globals['_WEBHOOKSPEC']._serialized_end=547
+  _globals['_WEBHOOK']._serialized_start=550
+  _globals['_WEBHOOK']._serialized_end=775
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_start=777
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_end=856
+  _globals['_CREATEWEBHOOKRESPONSE']._serialized_start=858
+  _globals['_CREATEWEBHOOKRESPONSE']._serialized_end=934
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_start=936
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_end=1027
+  _globals['_WEBHOOKREF']._serialized_start=1029
+  _globals['_WEBHOOKREF']._serialized_end=1072
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=1074
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=1097
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=1099
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=1172
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=1174
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=1249
+  _globals['_WEBHOOKDELIVERY']._serialized_start=1252
+  _globals['_WEBHOOKDELIVERY']._serialized_end=1523
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=1525
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=1643
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=1645
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=1739
+  _globals['_LOGSERVICE']._serialized_start=1742
+  _globals['_LOGSERVICE']._serialized_end=2300
 # @@protoc_insertion_point(module_scope)

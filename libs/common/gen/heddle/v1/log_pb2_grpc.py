@@ -40,6 +40,36 @@ class LogServiceStub(object):
                 request_serializer=heddle_dot_v1_dot_log__pb2.QueryLogsRequest.SerializeToString,
                 response_deserializer=heddle_dot_v1_dot_log__pb2.QueryLogsResponse.FromString,
                 _registered_method=True)
+        self.CreateWebhook = channel.unary_unary(
+                '/heddle.v1.LogService/CreateWebhook',
+                request_serializer=heddle_dot_v1_dot_log__pb2.CreateWebhookRequest.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_log__pb2.CreateWebhookResponse.FromString,
+                _registered_method=True)
+        self.UpdateWebhook = channel.unary_unary(
+                '/heddle.v1.LogService/UpdateWebhook',
+                request_serializer=heddle_dot_v1_dot_log__pb2.UpdateWebhookRequest.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_log__pb2.Webhook.FromString,
+                _registered_method=True)
+        self.DeleteWebhook = channel.unary_unary(
+                '/heddle.v1.LogService/DeleteWebhook',
+                request_serializer=heddle_dot_v1_dot_log__pb2.WebhookRef.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_log__pb2.DeleteWebhookResponse.FromString,
+                _registered_method=True)
+        self.GetWebhook = channel.unary_unary(
+                '/heddle.v1.LogService/GetWebhook',
+                request_serializer=heddle_dot_v1_dot_log__pb2.WebhookRef.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_log__pb2.Webhook.FromString,
+                _registered_method=True)
+        self.ListWebhooks = channel.unary_unary(
+                '/heddle.v1.LogService/ListWebhooks',
+                request_serializer=heddle_dot_v1_dot_log__pb2.ListWebhooksRequest.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_log__pb2.ListWebhooksResponse.FromString,
+                _registered_method=True)
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/heddle.v1.LogService/ListWebhookDeliveries',
+                request_serializer=heddle_dot_v1_dot_log__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_log__pb2.ListWebhookDeliveriesResponse.FromString,
+                _registered_method=True)
 
 
 class LogServiceServicer(object):
@@ -52,6 +82,45 @@ class LogServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateWebhook(self, request, context):
+        """Outbound webhook subscriptions, owned by the log service that delivers them. A create or
+        update answers once the webhook queue is bound to what the subscription's events need,
+        so the next matching event is delivered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWebhook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWebhook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhooks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveries(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +128,36 @@ def add_LogServiceServicer_to_server(servicer, server):
                     servicer.QueryLogs,
                     request_deserializer=heddle_dot_v1_dot_log__pb2.QueryLogsRequest.FromString,
                     response_serializer=heddle_dot_v1_dot_log__pb2.QueryLogsResponse.SerializeToString,
+            ),
+            'CreateWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhook,
+                    request_deserializer=heddle_dot_v1_dot_log__pb2.CreateWebhookRequest.FromString,
+                    response_serializer=heddle_dot_v1_dot_log__pb2.CreateWebhookResponse.SerializeToString,
+            ),
+            'UpdateWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWebhook,
+                    request_deserializer=heddle_dot_v1_dot_log__pb2.UpdateWebhookRequest.FromString,
+                    response_serializer=heddle_dot_v1_dot_log__pb2.Webhook.SerializeToString,
+            ),
+            'DeleteWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhook,
+                    request_deserializer=heddle_dot_v1_dot_log__pb2.WebhookRef.FromString,
+                    response_serializer=heddle_dot_v1_dot_log__pb2.DeleteWebhookResponse.SerializeToString,
+            ),
+            'GetWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhook,
+                    request_deserializer=heddle_dot_v1_dot_log__pb2.WebhookRef.FromString,
+                    response_serializer=heddle_dot_v1_dot_log__pb2.Webhook.SerializeToString,
+            ),
+            'ListWebhooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhooks,
+                    request_deserializer=heddle_dot_v1_dot_log__pb2.ListWebhooksRequest.FromString,
+                    response_serializer=heddle_dot_v1_dot_log__pb2.ListWebhooksResponse.SerializeToString,
+            ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=heddle_dot_v1_dot_log__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=heddle_dot_v1_dot_log__pb2.ListWebhookDeliveriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +188,168 @@ class LogService(object):
             '/heddle.v1.LogService/QueryLogs',
             heddle_dot_v1_dot_log__pb2.QueryLogsRequest.SerializeToString,
             heddle_dot_v1_dot_log__pb2.QueryLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/heddle.v1.LogService/CreateWebhook',
+            heddle_dot_v1_dot_log__pb2.CreateWebhookRequest.SerializeToString,
+            heddle_dot_v1_dot_log__pb2.CreateWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/heddle.v1.LogService/UpdateWebhook',
+            heddle_dot_v1_dot_log__pb2.UpdateWebhookRequest.SerializeToString,
+            heddle_dot_v1_dot_log__pb2.Webhook.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/heddle.v1.LogService/DeleteWebhook',
+            heddle_dot_v1_dot_log__pb2.WebhookRef.SerializeToString,
+            heddle_dot_v1_dot_log__pb2.DeleteWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/heddle.v1.LogService/GetWebhook',
+            heddle_dot_v1_dot_log__pb2.WebhookRef.SerializeToString,
+            heddle_dot_v1_dot_log__pb2.Webhook.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/heddle.v1.LogService/ListWebhooks',
+            heddle_dot_v1_dot_log__pb2.ListWebhooksRequest.SerializeToString,
+            heddle_dot_v1_dot_log__pb2.ListWebhooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/heddle.v1.LogService/ListWebhookDeliveries',
+            heddle_dot_v1_dot_log__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            heddle_dot_v1_dot_log__pb2.ListWebhookDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

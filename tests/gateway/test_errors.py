@@ -179,6 +179,34 @@ async def test_dependency_down_is_503(settings: GatewaySettings) -> None:
         await clients.close()
 
 
+async def test_log_service_down_webhook_routes_are_503_with_retry_after(
+    settings: GatewaySettings,
+) -> None:
+    # The log service owns the subscriptions: nothing is half-written when it is away.
+    down = settings.model_copy(
+        update={
+            "log_address": unused_address(),
+            "grpc_deadline_s": 2.0,
+            "http_allow_hosts": ["127.0.0.1"],
+        }
+    )
+    clients = ServiceClients.connect(down)
+    try:
+        transport = httpx.ASGITransport(app=create_app(down, clients))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            created = await http.post(
+                "/api/v1/webhooks",
+                json={"url": "http://127.0.0.1:9/hook", "events": ["execution.failed"]},
+            )
+            error_of(created, 503, "unavailable")
+            assert created.headers["retry-after"]
+            listed = await http.get("/api/v1/webhooks")
+            error_of(listed, 503, "unavailable")
+            assert listed.headers["retry-after"]
+    finally:
+        await clients.close()
+
+
 async def test_unexpected_error_is_a_logged_500(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

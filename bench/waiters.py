@@ -24,10 +24,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import os
+import signal
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
@@ -93,6 +97,75 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _read_snapshot(stem: Path) -> tuple[dict[str, Any], tracemalloc.Snapshot] | None:
+    """The report and snapshot a replica wrote at `stem`, once both are there (renamed last)."""
+    if not Path(f"{stem}.json").exists():
+        return None
+    report = json.loads(Path(f"{stem}.json").read_text())
+    return report, tracemalloc.Snapshot.load(f"{stem}.tracemalloc")
+
+
+class Snapshots:
+    """SIGUSR1 to each workflow replica, then the snapshot it wrote (after a gc.collect()),
+    compared with its previous one: traced memory, the engine's registries, the object
+    types and the source lines that grew."""
+
+    def __init__(self, topology: RunningTopology, replicas: list[str], folder: Path) -> None:
+        self.topology = topology
+        self.replicas = replicas
+        self.folder = folder
+        self.taken = 0
+        self.last: dict[str, tuple[dict[str, Any], tracemalloc.Snapshot]] = {}
+
+    async def take(self, label: str) -> None:
+        self.taken += 1
+        print(f"  memory snapshot {self.taken} ({label}):", flush=True)
+        for name in self.replicas:
+            pid = self.topology.pid(name)
+            stem = self.folder / f"workflow-{pid}-{self.taken}"
+            os.kill(pid, signal.SIGUSR1)
+            for _ in range(1200):
+                written = await asyncio.to_thread(_read_snapshot, stem)
+                if written is not None:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise SystemExit(f"{name} wrote no snapshot {stem}.json within 120 s")
+            report, snapshot = written
+            print(
+                f"    {name}: traced {report['traced_bytes'] / 2**20:.1f} MB, "
+                f"rss {rss_kb(pid) / 1024:.1f} MB, held {report['probes'].get('engine')}",
+                flush=True,
+            )
+            previous = self.last.get(name)
+            self.last[name] = (report, snapshot)
+            if previous is None:
+                continue
+            old_report, old_snapshot = previous
+            print(
+                f"      traced {(report['traced_bytes'] - old_report['traced_bytes']) / 1024:+.0f}"
+                " kB since the previous snapshot; object types that grew most:",
+                flush=True,
+            )
+            old_types = old_report["types"]
+            grown = sorted(
+                ((n - old_types.get(t, 0), t) for t, n in report["types"].items()), reverse=True
+            )
+            print("       ", ", ".join(f"{t} {d:+d}" for d, t in grown[:12] if d), flush=True)
+            for stat in snapshot.compare_to(old_snapshot, "lineno")[:12]:
+                print(f"        {stat}", flush=True)
+            # Where the memory that grew in our code was allocated, by whom (the frames kept).
+            ours = [
+                stat
+                for stat in snapshot.compare_to(old_snapshot, "traceback")
+                if stat.size_diff > 0 and str(ROOT) in str(stat.traceback)
+            ]
+            for stat in ours[:4]:
+                print(f"        {stat.size_diff / 1024:+.0f} KiB, {stat.count_diff:+d} blocks:")
+                for line in stat.traceback.format(most_recent_first=True)[:16]:
+                    print(f"          {line}", flush=True)
+
+
 class Bench:
     def __init__(self, topology: RunningTopology, dsn: str, key: str) -> None:
         self.topology = topology
@@ -100,6 +173,8 @@ class Bench:
         self.replicas = [s.name for s in topology.specs if s.name.startswith("workflow")]
         #: The node replicas: a delay below HEDDLE_DELAY_TIMER_MIN_S is an attempt there.
         self.node_replicas = [s.name for s in topology.specs if s.name.startswith("node")]
+        #: Memory snapshots of the workflow replicas (--tracemalloc), else None.
+        self.snapshots: Snapshots | None = None
         #: 5xx answers to execute and events (each sent again), by status.
         self.refused: dict[int, int] = {}
         self.http = httpx.AsyncClient(
@@ -263,6 +338,16 @@ class Bench:
         once = await self.completions_of(workflow_id, "paid")
         print(f"  resumed exactly once: {len(once) == total + 1 and set(once) == {1}}", flush=True)
 
+    async def _relayed(self) -> bool:
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            left: int = await connection.fetchval(
+                "SELECT count(*) FROM execution_events WHERE NOT published"
+            )
+        finally:
+            await connection.close()
+        return left == 0
+
     async def _parked(self, n: int) -> bool:
         gauges = await self.gauges()
         return sum(g["parked"] for g in gauges.values()) >= n
@@ -296,6 +381,8 @@ class Bench:
         warm = await self.create(delay_workflow(0))
         await self.warm_up(warm, {})
         await self.until("the warm-up", lambda: self._done(warm, 1), 60)
+        if self.snapshots is not None and not self.snapshots.taken:
+            await self.snapshots.take("before the first wave")
         before = self.rss()
         before_nodes = self.node_rss()
         started = time.monotonic()
@@ -347,10 +434,16 @@ class Bench:
             flush=True,
         )
         print(f"  then: {await self.gauges()}", flush=True)
+        # Their events relayed to the broker too (the relay's publishes in flight are not
+        # memory a finished execution keeps): the outbox empty.
+        took = await self.until("every event relayed", self._relayed, 300)
+        print(f"  every event relayed {took:.1f} s later", flush=True)
         # A finished execution holds no memory: RSS back to the level before the starts,
         # give or take the allocator's high-water of the starts (freed, not returned).
         self.print_growth("workflow replicas' RSS once all finished", before, self.rss())
         self.print_growth("node replicas' RSS once all finished", before_nodes, self.node_rss())
+        if self.snapshots is not None:
+            await self.snapshots.take(f"once the {n} of this wave finished")
         print(
             "  5xx answers (each request sent again; 0: connection lost): "
             f"{self.refused or 'none'}",
@@ -380,10 +473,26 @@ async def main_async(args: argparse.Namespace) -> None:
     )
     tmp = tempfile.mkdtemp(prefix="heddle-waiters-")
     print(f"process logs in {tmp}/log", flush=True)
+    if args.tracemalloc:
+        # The workflow replicas only: tracemalloc and a snapshot on each SIGUSR1
+        # (libs/common/memdebug.py), taken before the first wave and once each wave finished.
+        debug = {
+            "HEDDLE_DEBUG_TRACEMALLOC": str(args.tracemalloc),
+            "HEDDLE_DEBUG_TRACEMALLOC_DIR": f"{tmp}/snapshots",
+        }
+        specs = [
+            dataclasses.replace(spec, env={**spec.env, **debug})
+            if spec.name.startswith("workflow")
+            else spec
+            for spec in specs
+        ]
+        print(f"memory snapshots in {tmp}/snapshots", flush=True)
     topology = spawn_topology(specs, f"{tmp}/log", cwd=ROOT)
     try:
         await topology.wait_healthy(timeout_s=90)
         bench = Bench(topology, f"postgresql://postgres@127.0.0.1:5432/{database}", key)
+        if args.tracemalloc:
+            bench.snapshots = Snapshots(topology, bench.replicas, Path(tmp) / "snapshots")
         if args.events:
             await bench.bench_events(args.events, args.waves, args.clients)
         for _ in range(args.delay_waves if args.delays else 0):
@@ -405,6 +514,13 @@ def main() -> None:
     parser.add_argument("--delay-s", type=float, default=30.0, help="each delay's length")
     parser.add_argument("--delay-waves", type=int, default=1, help="waves of --delays, in turn")
     parser.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients")
+    parser.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        help="frames per allocation: tracemalloc snapshots of the workflow replicas before "
+        "the first delay wave and once each finished, each compared with the previous (slow)",
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -7,6 +7,7 @@ import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
+from libs.common import memdebug
 from libs.common.logging import configure_logging
 from libs.common.metrics import serve_metrics
 from libs.common.settings import CommonSettings
@@ -61,6 +62,8 @@ def run_service(
     init_process(name, settings)
 
     async def serve_until_signalled() -> None:
+        # HEDDLE_DEBUG_TRACEMALLOC: memory snapshots on SIGUSR1 (off by default).
+        memdebug.install(name)
         service = await serve(settings)
         try:
             await run_until_signalled()

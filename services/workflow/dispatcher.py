@@ -517,6 +517,17 @@ class NodeDispatcher:
             # The stream ended without an outcome for some attempts: treat as a replica fault.
             on_failure(list(pending.values()), "NodeUnavailable: replica returned no outcome")
 
+    def pending_attempts(self) -> int:
+        """Attempts on a work stream (node replicas, peer relays) or held for a worker, not
+        yet answered: none once every execution's attempts ended."""
+        streams = [r.stream for r in self._replicas]
+        if self.relay is not None:
+            streams += [peer.stream for peer in self.relay._peers.values()]
+        held = sum(len(stream.pending) for stream in streams if stream is not None)
+        if self.workers is not None:
+            held += len(self.workers._attempts)
+        return held
+
     async def close(self) -> None:
         if self.relay is not None:
             await self.relay.close()

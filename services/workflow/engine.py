@@ -192,6 +192,23 @@ class Engine:
         if self._cache_store is not None:
             await self._cache_store.close()
 
+    def held(self) -> dict[str, int]:
+        """What this replica holds, by registry: each goes back to zero once the executions
+        it drives ended, but `compiled` (definitions by workflow version, at most 256). For
+        tests and the memory snapshots of bench/waiters.py (libs/common/memdebug.py)."""
+        return {
+            "runners": len(self.runners),
+            "parked": len(self.parking),
+            "parking_loading": len(self.parking._loading),
+            "parking_timers_due": len(self.parking._due),
+            "leases": len(self._leases),
+            "starved": len(self._starved),
+            "wanting": len(self._wanting),
+            "follower_wakeups": self.notifier.waiting(),
+            "dispatch_pending": self.dispatcher.pending_attempts(),
+            "compiled": len(self._compiled),
+        }
+
     # ---- compiled definitions -----------------------------------------------------------
 
     async def compiled(

@@ -16,6 +16,10 @@ class EventNotifier:
     def __init__(self) -> None:
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
 
+    def waiting(self) -> int:
+        """Executions someone waits to hear about (0 once no follower waits)."""
+        return len(self._waiters)
+
     def notify(self, execution_id: str) -> None:
         for waiter in self._waiters.pop(execution_id, ()):
             if not waiter.done():

@@ -8,6 +8,7 @@ import logging
 from heddle.v1 import workflow_pb2, workflow_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from libs.common import memdebug
 from libs.common.bus import EventBus
 from libs.common.db import session_factory
 from libs.common.grpcutil import GrpcServer, TlsFiles
@@ -85,6 +86,7 @@ async def serve(
             tools=ToolCatalog(settings.tool_address, service_token=settings.service_token, tls=tls),
         )
         engine = Engine(settings, sessions, dispatcher, catalog, shared_kv, EventNotifier())
+        memdebug.add_probe("engine", engine.held)
         completions = CompletionNotices(settings.database_url, engine.notifier)
         if completions.enabled:
             completions.start()

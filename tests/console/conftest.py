@@ -4,6 +4,7 @@ screenshots under var/screenshots (the folder `make test` prints)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -42,20 +43,30 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
-@pytest.fixture
-async def page(browser: Browser, stack: Stack) -> AsyncIterator[Page]:
-    """A 1280x800 page on the console of a fresh embedded stack, signed in with the
-    development key the embedded gateway offers to loopback callers. The test fails if the
-    page logs an error or throws."""
+@contextlib.asynccontextmanager
+async def watched_page(
+    browser: Browser,
+    base_url: str,
+    *,
+    tolerate: str | None = None,
+    viewport: tuple[int, int] = (1280, 800),
+    timeout_ms: int = 15_000,
+    accept_downloads: bool = False,
+) -> AsyncIterator[Page]:
+    """A page in a context of its own; the test fails if the page logs an error or throws.
+    Console errors containing `tolerate` are let through: Chromium logs every failed request
+    (a 422, a request made offline) as one, and some tests cause such requests on purpose."""
     context = await browser.new_context(
-        viewport={"width": 1280, "height": 800}, base_url=stack.gateway_url
+        viewport={"width": viewport[0], "height": viewport[1]},
+        base_url=base_url,
+        accept_downloads=accept_downloads,
     )
     opened = await context.new_page()
-    opened.set_default_timeout(15_000)
+    opened.set_default_timeout(timeout_ms)
     problems: list[str] = []
 
     def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
+        if message.type == "error" and (tolerate is None or tolerate not in message.text):
             problems.append(f"console error: {message.text}")
 
     opened.on("console", on_console)
@@ -65,6 +76,15 @@ async def page(browser: Browser, stack: Stack) -> AsyncIterator[Page]:
     finally:
         await context.close()
     assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+async def page(browser: Browser, stack: Stack) -> AsyncIterator[Page]:
+    """A 1280x800 page on the console of a fresh embedded stack, signed in with the
+    development key the embedded gateway offers to loopback callers. The test fails if the
+    page logs an error or throws."""
+    async with watched_page(browser, stack.gateway_url) as opened:
+        yield opened
 
 
 @pytest.fixture

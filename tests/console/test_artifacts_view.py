@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from libs.cli.stack import Stack, start_stack
-from tests.console.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.console.conftest import CHROMIUM, CHROMIUM_ARGS, watched_page
 from tests.files.test_claim_check import PIECE, big_workflow
 from tests.security.support import bearer
 
@@ -72,24 +72,10 @@ async def page(chromium: Browser, running: tuple[Stack, Path]) -> AsyncIterator[
     """A page on the module's stack (signed in with the development key); the test fails
     on any console error or uncaught page error."""
     stack, _ = running
-    context = await chromium.new_context(
-        viewport={"width": 1280, "height": 900}, base_url=stack.gateway_url, accept_downloads=True
-    )
-    opened = await context.new_page()
-    opened.set_default_timeout(20_000)
-    problems: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            problems.append(f"console error: {message.text}")
-
-    opened.on("console", on_console)
-    opened.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    try:
+    async with watched_page(
+        chromium, stack.gateway_url, viewport=(1280, 900), timeout_ms=20_000, accept_downloads=True
+    ) as opened:
         yield opened
-    finally:
-        await context.close()
-    assert not problems, "\n".join(problems)
 
 
 async def create(api: httpx.AsyncClient, definition: dict[str, Any]) -> str:

@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, expect
+from playwright.async_api import Browser, Page, expect
 
 from libs.cli.stack import Stack
-from tests.console.conftest import Screenshot
+from tests.console.conftest import Screenshot, watched_page
 from tests.integration.helpers import (
     create_workflow,
     get_execution,
@@ -49,29 +49,12 @@ def delays(count: int, seconds: float) -> dict[str, Any]:
     }
 
 
-@contextlib.asynccontextmanager
-async def page_tolerating(browser: Browser, stack: Stack, expected: str) -> AsyncIterator[Page]:
+def page_tolerating(
+    browser: Browser, stack: Stack, expected: str
+) -> contextlib.AbstractAsyncContextManager[Page]:
     """A page like the `page` fixture's, except that console errors containing `expected`
-    are tolerated: Chromium logs every failed request (a 422, a request made offline) as one,
-    and these tests cause such requests on purpose. Any other error still fails the test."""
-    context = await browser.new_context(
-        viewport={"width": 1280, "height": 800}, base_url=stack.gateway_url
-    )
-    page = await context.new_page()
-    page.set_default_timeout(15_000)
-    problems: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error" and expected not in message.text:
-            problems.append(message.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    try:
-        yield page
-    finally:
-        await context.close()
-    assert not problems, problems
+    are tolerated (these tests cause failed requests on purpose)."""
+    return watched_page(browser, stack.gateway_url, tolerate=expected)
 
 
 async def open_execution(page: Page, execution_id: str) -> None:

@@ -53,9 +53,65 @@ def test_shape_analysis_agrees_with_the_source_analysis(source: str, bare: bool)
 
 def test_a_shape_cache_hit_maps_back_to_each_templates_own_names() -> None:
     expressions.clear_caches()
-    first = inspect_templates("{{ n1.text }} / {{ n2.text }} / {{ n1.size }}")
-    second = inspect_templates("{{ q9.text }} / {{ zz.text }} / {{ q9.size }}")
+    # a filter keeps these off the dotted-names fast path: the shape cache answers them
+    first = inspect_templates("{{ n1.text | upper }} / {{ n2.text }} / {{ n1.size }}")
+    second = inspect_templates("{{ q9.text | upper }} / {{ zz.text }} / {{ q9.size }}")
     assert first.names == {"n1", "n2"}
     assert second.names == {"q9", "zz"}
     assert second.paths == {("q9", "text"), ("zz", "text"), ("q9", "size")}
     assert len(expressions._SHAPES) == 1  # one shape, parsed once
+
+
+# (source, bare): the dotted-names fast path either declines (None) or agrees with the parser
+DOTTED_CASES: list[tuple[str, bool]] = [
+    ("Summarize {{ n5.text }} for {{ inputs.topic }}", False),
+    ("{{ a }}", False),
+    ("  {{\ta.b.c\n}}  ", False),
+    ("{{ a.b }}{{ a.c }}{{ a.b }}", False),
+    ("text only with }} and a lone brace }", False),
+    ("n1.value", True),
+    ("  n1.value.deep  ", True),
+    ("{{ _private.x }}{{ n_1.y_2 }}", False),
+    ("{{ a.if }} {{ b.none }}", False),  # keywords as attributes are attributes
+    # declined: each must come back None or equal to the parser's facts
+    ("{{ a._x }}", False),
+    ("{{ a.__class__ }}", False),
+    ("{{ range.x }}", False),
+    ("{{ loop.index }}", False),
+    ("{{ true }}", False),
+    ("{{ none.x }}", True),
+    ("{{{ a }}", False),
+    ("{{ a }} {", False),
+    ("{{ a }} {{ b", False),
+    ("{{ a. }}", False),
+    ("{{ a.b[0] }}", False),
+    ("{{- a -}}", False),
+    ("{{ a | upper }}", False),
+    ("{% if a %}{{ b }}{% endif %}", False),
+    ("{# c #}{{ a }}", False),
+    ("{{ a }}\r\n{{ b }}", False),
+    ("a.b c", True),
+    ("a + b", True),
+    ("", True),
+    ("{ not a block }", False),
+]
+
+
+@pytest.mark.parametrize(("source", "bare"), DOTTED_CASES)
+def test_the_dotted_fast_path_agrees_with_the_parser(source: str, bare: bool) -> None:
+    fast = expressions._dotted_info(source, bare)
+    parsed = expressions._parsed_analysis(source, bare).info
+    if fast is not None:
+        assert parsed.errors == ()
+        assert fast == parsed
+    # and the public entry point says what the parser says, whichever path it took
+    expressions.clear_caches()
+    assert expressions._template_info(source, bare) == parsed
+
+
+def test_the_dotted_fast_path_takes_the_common_templates() -> None:
+    # not a fallback that never fires: the bench's templates go through it
+    info = expressions._dotted_info("Summarize {{ n5.text }} for {{ inputs.topic }}", False)
+    assert info is not None
+    assert info.paths == {("n5", "text"), ("inputs", "topic")}
+    assert expressions._dotted_info("{{ a.b[0] }}", False) is None

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from heddle.v1 import common_pb2, workflow_pb2
@@ -71,6 +71,16 @@ async def sse_body(events: AsyncGenerator[Any, None], heartbeat_s: float) -> Asy
         log.warning("event stream ended with %s", error.code)
         data = jsonutil.dumps_str(error_body(**error.to_dict()))
         yield f"event: error\ndata: {data}\n\n".encode()
+
+
+def newly_listed(executions: Sequence[Any], seen: set[str]) -> tuple[list[Any], set[str]]:
+    """The executions of a workflow watch's listing (its newest page) that the previous one
+    did not hold, and the ids to compare the next listing with: only this listing's. An
+    execution that left the newest page does not come back to it, so a watch holds at most a
+    page of ids however many executions it saw (issue #17: a finished execution holds no
+    memory; the set of every id seen grew for as long as a console tab watched)."""
+    fresh = [execution for execution in executions if execution.id not in seen]
+    return fresh, {execution.id for execution in executions}
 
 
 def ws_close_code(error: HeddleError) -> int:
@@ -419,10 +429,8 @@ class InteractiveSession:
                     {"type": "unsubscribed", "workflow_id": workflow_id, "reason": "error"}
                 )
                 return
-            for execution in reply.executions:
-                if execution.id in seen:
-                    continue
-                seen.add(execution.id)
+            fresh, seen = newly_listed(reply.executions, seen)
+            for execution in fresh:
                 finished = execution.status in ("succeeded", "failed", "cancelled")
                 if (first and finished) or execution.id in self.executions:
                     continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from services.gateway.server import GatewayServer
 from services.gateway.settings import GatewaySettings
+from services.gateway.streams import newly_listed
 from tests.gateway.conftest import Fakes, start_execution
 
 EVENT_KEYS = {"execution_id", "seq", "type", "node_id", "ts", "data", "trace_id"}
@@ -167,3 +169,17 @@ async def test_server_refuses_a_taken_port(settings: GatewaySettings, live_gatew
     with pytest.raises(OSError):
         await server.start()
     await server.stop()
+
+
+def test_a_workflow_watch_holds_only_the_ids_of_its_last_listing() -> None:
+    """A watch over 1,000 executions (10 listings of 100, newest first) keeps 100 ids, not
+    1,000; each execution is new exactly once."""
+    seen: set[str] = set()
+    announced: list[str] = []
+    for page in range(10):
+        # Each listing: 50 new executions on top, 50 of the previous listing below them.
+        ids = [f"x{n}" for n in range(page * 50 + 99, page * 50 - 1, -1) if n >= 0][:100]
+        fresh, seen = newly_listed([SimpleNamespace(id=i) for i in ids], seen)
+        announced += [execution.id for execution in fresh]
+        assert len(seen) <= 100
+    assert len(announced) == len(set(announced)) == 550

@@ -46,6 +46,10 @@ class Follower:
             if runner is not None and runner.row.tenant_id == tenant:
                 # Driven here: its end is an in-memory event, no need to poll the database.
                 await asyncio.shield(runner.finished)
+                if runner.row.status in FINAL_EXECUTION_STATUSES:
+                    # The runner applies each committed write to its row: a final status
+                    # there was written (a runner that lost or crashed does not get here).
+                    return runner.row
             async with self._wake_on_write(execution_id) as wake:
                 async with self.engine.sessions() as session:
                     row = await repo.get_execution(session, tenant, execution_id)

@@ -810,6 +810,10 @@ class ExecutionRunner:
             events=batch.events,
         )
         await self.engine.persist(flush)
+        # The row mirrors what is committed: a local waiter's final answer is read from it
+        # (services/workflow/following.py), not from the database.
+        for column, value in batch.execution.items():
+            setattr(self.row, column, value)
         # Before the commit is announced: whoever sees the node's end reads its turns too.
         for session_id, prompt, output in batch.session_turns:
             try:

@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from libs.common.db import utcnow
@@ -232,22 +232,44 @@ async def trace_parents(session: AsyncSession, execution_ids: Iterable[str]) -> 
     return {execution_id: trace_parent for execution_id, trace_parent in rows.all()}
 
 
+# PostgreSQL: every execution's range of one relay batch in one statement.
+_MARK_RANGES = text(
+    "UPDATE execution_events AS e SET published = true"
+    " FROM unnest(CAST(:ids AS varchar[]), CAST(:lows AS integer[]),"
+    " CAST(:highs AS integer[])) AS k(execution_id, low, high)"
+    " WHERE e.execution_id = k.execution_id AND e.seq BETWEEN k.low AND k.high"
+    " AND NOT e.published"
+)
+
+
 async def mark_published(connection: AsyncConnection, keys: list[tuple[str, int]]) -> None:
-    """Flag events as relayed; one statement per execution over its range of sequence numbers
-    (what one relay batch holds of an execution is contiguous or nearly so)."""
+    """Flag events as relayed, by each execution's range of sequence numbers (what one relay
+    batch holds of an execution is contiguous or nearly so). On PostgreSQL the contiguous
+    ranges of every execution are one statement (the relay marks a few executions' events
+    every half second); a range with gaps, and SQLite, take a statement per execution."""
     by_execution: dict[str, list[int]] = {}
     for execution_id, seq in keys:
         by_execution.setdefault(execution_id, []).append(seq)
     events = _EVENTS
+    ranges: tuple[list[str], list[int], list[int]] = ([], [], [])
+    postgres = connection.dialect.name == "postgresql"
     for execution_id, seqs in by_execution.items():
         low, high = min(seqs), max(seqs)
-        condition = events.c.seq.between(low, high)
-        if len(set(seqs)) != high - low + 1:
-            condition = events.c.seq.in_(seqs)
+        contiguous = len(set(seqs)) == high - low + 1
+        if postgres and contiguous:
+            ranges[0].append(execution_id)
+            ranges[1].append(low)
+            ranges[2].append(high)
+            continue
+        condition = events.c.seq.between(low, high) if contiguous else events.c.seq.in_(seqs)
         await connection.execute(
             update(events)
             .where(events.c.execution_id == execution_id, condition)
             .values(published=True)
+        )
+    if ranges[0]:
+        await connection.execute(
+            _MARK_RANGES, {"ids": ranges[0], "lows": ranges[1], "highs": ranges[2]}
         )
 
 

@@ -126,6 +126,47 @@ async def test_execution_state_round_trip(database_url: str) -> None:
         await engine.dispose()
 
 
+async def test_mark_published_flags_exactly_the_relayed_events(database_url: str) -> None:
+    # Three executions in one relay batch: a contiguous range, a range with gaps, one event
+    # (on PostgreSQL the contiguous ranges are one statement, the gapped one its own).
+    engine = create_engine(database_url)
+    try:
+        await create_schema(engine)
+        sessions = session_factory(engine)
+        a, b, c = (str(uuid.uuid4()) for _ in range(3))
+        async with engine.begin() as connection:
+            await repo.insert_event_rows(
+                connection,
+                [
+                    {
+                        "execution_id": execution_id,
+                        "seq": seq,
+                        "type": "node.started",
+                        "node_id": "n0",
+                        "ts": utcnow(),
+                        "data": None,
+                        "trace_id": "",
+                        "tenant_id": "t1",
+                        "workflow_id": "",
+                        "published": False,
+                    }
+                    for execution_id in (a, b, c)
+                    for seq in range(1, 6)
+                ],
+            )
+        relayed = [(a, 2), (a, 1), (a, 3), (b, 2), (b, 4), (c, 5)]
+        async with engine.begin() as connection:
+            await repo.mark_published(connection, relayed)
+        async with sessions() as session:
+            left = {
+                (row.execution_id, row.seq) for row in await repo.unpublished_events(session, 100)
+            }
+        every = {(execution_id, seq) for execution_id in (a, b, c) for seq in range(1, 6)}
+        assert left == every - set(relayed)
+    finally:
+        await engine.dispose()
+
+
 async def test_expired_lease_is_claimed_once(database_url: str) -> None:
     engine = create_engine(database_url)
     try:

@@ -286,6 +286,18 @@ def test_build_rejects_what_validation_rejects() -> None:
         plan_of([{"id": "a", "type": "teleport"}], [])
 
 
+def test_build_names_what_it_rejects() -> None:
+    # the whole-list passes fall back to naming the first offender, as a per-item loop did
+    with pytest.raises(PlanError, match=r"^duplicate node ids$"):
+        plan_of([noop("a"), noop("b"), noop("a")], [])
+    with pytest.raises(PlanError, match=r"^unknown node type 'teleport' of node 'b'$"):
+        plan_of([noop("a"), {"id": "b", "type": "teleport"}, {"id": "c", "type": "x"}], [])
+    with pytest.raises(PlanError, match=r"^an edge names the unknown node 'ghost'$"):
+        plan_of([noop("a"), noop("b")], [("a", "b"), ("b", "ghost"), ("b", "a")])
+    with pytest.raises(PlanError, match=r"^the graph has a cycle through b, c$"):
+        plan_of([noop("a"), noop("b"), noop("c")], [("a", "b"), ("b", "c"), ("c", "b")])
+
+
 def test_long_skip_chain_does_not_recurse() -> None:
     count = 5000
     nodes = [cond("c")] + [noop(f"n{i}") for i in range(count)]

@@ -1118,8 +1118,9 @@ class _Checker:
         # a field path built for every param, cost more than the check itself at 100,000
         # nodes; a plain string without "{" that is not an expression holds no template.
         index = self.index
+        unique = len(index) == len(self.nodes)  # no duplicate: skip the lookup per node
         for position, (raw_index, node) in enumerate(self.nodes):
-            if index.get(node.id) != position:
+            if not unique and index.get(node.id) != position:
                 continue  # a duplicate: its references would be reported twice
             node_type = node.type
             bare_keys = BARE_EXPRESSION_PARAMS.get(node_type, _NO_KEYS)
@@ -1152,7 +1153,24 @@ class _Checker:
         index = self.index
         for message in info.errors:
             issues.add("invalid_expression", message, node_id=node_id, field=where)
-        for name in sorted(info.names) if len(info.names) > 1 else info.names:
+        names = info.names
+        if len(names) > 1:
+            # the names in order only when one of them is reported (usually none is)
+            for name in names:
+                if name in CONTEXT_ROOTS:
+                    if name == "env":
+                        break
+                    continue
+                target = index.get(name)
+                if (
+                    target is None
+                    or target == position
+                    or not ancestors.is_ancestor(target, position)
+                ):
+                    break
+            else:
+                names = frozenset()  # all checked, none to report
+        for name in sorted(names) if len(names) > 1 else names:
             if name == "env":
                 issues.add("unsupported_reference", ENV_REFUSED, node_id=node_id, field=where)
                 continue

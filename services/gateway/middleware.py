@@ -11,6 +11,7 @@ import re
 import time
 import uuid
 from contextlib import AbstractContextManager
+from typing import Any
 
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
@@ -123,6 +124,20 @@ class BodyLimitMiddleware:
         await response(scope, receive, send)
 
 
+#: (method, route template, status) -> the counter's and the histogram's children: the
+#: label lookup (a lock and a tuple of str per call) done once per combination.
+_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _metric_children(method: str, template: str, status: int) -> tuple[Any, Any]:
+    key = (method, template, status)
+    children = _CHILDREN.get(key)
+    if children is None:
+        labels = (method, template, str(status))
+        children = _CHILDREN[key] = (HTTP_REQUESTS.labels(*labels), HTTP_LATENCY.labels(*labels))
+    return children
+
+
 class MetricsMiddleware:
     """Counts requests and observes latency by route template (not raw path) and status.
 
@@ -166,10 +181,9 @@ class MetricsMiddleware:
             finally:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or "<unmatched>"
-                HTTP_REQUESTS.labels(method, template, str(status)).inc()
-                HTTP_LATENCY.labels(method, template, str(status)).observe(
-                    time.perf_counter() - start
-                )
+                requests, latency = _metric_children(method, template, status)
+                requests.inc()
+                latency.observe(time.perf_counter() - start)
                 if span is not framework_span:
                     span.update_name(f"{method} {template}")
                     span.set_attribute("http.route", template)

@@ -62,16 +62,28 @@ def get_tenant(connection: HTTPConnection) -> str:
     return str(getattr(connection.state, "tenant_id", ""))
 
 
+# Dependencies are coroutines even when they only read app.state: FastAPI runs a plain
+# `def` dependency in the thread pool, a thread hand-off each way on every request.
+
+
+async def _security_dependency(connection: HTTPConnection) -> Security:
+    return get_security(connection)
+
+
+async def _clients_dependency(connection: HTTPConnection) -> ServiceClients:
+    return get_clients(connection)
+
+
 #: The authenticated caller (the routers depend on it too, so it runs first and once).
 Caller = Annotated[Principal, Depends(authenticate_connection)]
-Guard = Annotated[Security, Depends(get_security)]
+Guard = Annotated[Security, Depends(_security_dependency)]
 
 
-def caller_tenant(principal: Caller) -> str:
+async def caller_tenant(principal: Caller) -> str:
     return principal.tenant_id
 
 
-Clients = Annotated[ServiceClients, Depends(get_clients)]
+Clients = Annotated[ServiceClients, Depends(_clients_dependency)]
 Tenant = Annotated[str, Depends(caller_tenant)]
 
 
@@ -112,7 +124,7 @@ class Pagination:
         return common_pb2.PageRequest(page=self.page, page_size=self.page_size)
 
 
-def get_pagination(
+async def get_pagination(
     connection: HTTPConnection,
     page: Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number.")] = 1,
     page_size: Annotated[

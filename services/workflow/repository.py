@@ -253,7 +253,9 @@ async def mark_published(connection: AsyncConnection, keys: list[tuple[str, int]
     events = _EVENTS
     ranges: tuple[list[str], list[int], list[int]] = ([], [], [])
     postgres = connection.dialect.name == "postgresql"
-    for execution_id, seqs in by_execution.items():
+    # In the order of the primary key, so that two relays marking the same events (the
+    # replicas' sweeps of a backlog) take their row locks in one order, not into a deadlock.
+    for execution_id, seqs in sorted(by_execution.items()):
         low, high = min(seqs), max(seqs)
         contiguous = len(set(seqs)) == high - low + 1
         if postgres and contiguous:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.gateway.models import ApiKeyRow, AuditRow, RoleGrantRow
 
@@ -90,12 +90,18 @@ async def delete_grants(session: AsyncSession, tenant_id: str, workflow_id: str)
 # ---- audit --------------------------------------------------------------------------------
 
 
-async def insert_audit(session: AsyncSession, records: list[dict[str, Any]]) -> None:
+_AUDIT_TABLE = cast(Table, AuditRow.__table__)
+
+
+async def insert_audit(
+    session: AsyncSession | AsyncConnection, records: list[dict[str, Any]]
+) -> None:
     """Insert audit records in one statement; a record already stored (a retry after a
-    commit whose outcome was lost with the connection) is skipped, not an error."""
-    dialect = session.get_bind().dialect.name
-    insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert_into(AuditRow).on_conflict_do_nothing(index_elements=["id"])
+    commit whose outcome was lost with the connection) is skipped, not an error. The insert
+    is on the table (Core), not the ORM's bulk path: the records are plain rows."""
+    bind = session if isinstance(session, AsyncConnection) else session.get_bind()
+    insert_into = postgresql_insert if bind.dialect.name == "postgresql" else sqlite_insert
+    statement = insert_into(_AUDIT_TABLE).on_conflict_do_nothing(index_elements=["id"])
     await session.execute(statement, records)
 
 

@@ -384,6 +384,12 @@ async def _abort_for(
         await context.abort(
             error.grpc_status, error.message, trailing_metadata=error_trailer(error)
         )
+    if type(error) is NotImplementedError:
+        # The generated base servicer's answer for a method this server does not implement
+        # (an older release during a rolling upgrade, a test's fake): UNIMPLEMENTED, which
+        # callers that have a fallback look for, not an internal error.
+        GRPC_SERVER_HANDLED.labels(method, "UNIMPLEMENTED").inc()
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented here")
     log.exception("unhandled error in %s", method, exc_info=error)
     span.record_exception(error)
     span.set_status(trace.StatusCode.ERROR, f"internal error: {type(error).__name__}")

@@ -43,6 +43,9 @@ async def test_execution_detail_has_every_node(client: httpx.AsyncClient) -> Non
         "waiting": None,
         "inputs": None,
         "checkpoint": None,
+        "children": [],
+        "iterations": None,
+        "iterations_total": None,
     }
 
 

@@ -5,8 +5,9 @@ act) vs not (HEDDLE_AGENT_JOURNAL=false: the steps in memory only). Workflow, no
 tool services run as separate processes on a fresh PostgreSQL database; the model server runs
 in this process. Prints the median run of each variant, the difference per step (target
 <= 1 ms), the CPU per step of each variant (every service process and this one: the wall
-time is noisy on a shared machine, the CPU much less so), the machine's calibration loop and
-the database's one-row commit latency.
+time is noisy on a shared machine, the CPU much less so) and split by process (ai, tool,
+node, workflow, this one: which process spends a journaled step's extra CPU), the machine's
+calibration loop and the database's one-row commit latency.
 
     .venv/bin/python bench/agent_steps.py [--runs 15] [--steps 20]
 """
@@ -230,6 +231,12 @@ async def main() -> None:
             before = calibration_ms()
             times: dict[bool, list[float]] = {True: [], False: []}
             cpu: dict[bool, float] = {True: 0.0, False: 0.0}
+            # The same CPU per process (ai, tool, node, workflow, this one), to see who spends
+            # a journaled step's extra CPU.
+            roles = ("ai", "tool", "node", "workflow", "bench")
+            by_role: dict[bool, dict[str, float]] = {
+                j: dict.fromkeys(roles, 0.0) for j in (True, False)
+            }
             writes: dict[bool, int] = {True: 0, False: 0}
             for _round in range(2):  # alternate, so drift of the machine hits both
                 for journal in (False, True):
@@ -239,8 +246,12 @@ async def main() -> None:
                     pids = shared + own[journal]
                     writes_before = await _node_row_writes(database_url)
                     cpu_before = _cpu_seconds(pids) + _self_cpu()
+                    role_before = [_cpu_seconds([pid]) for pid in pids] + [_self_cpu()]
                     times[journal] += await _time_runs(stub, workflow_id, args.runs)
                     cpu[journal] += _cpu_seconds(pids) + _self_cpu() - cpu_before
+                    role_after = [_cpu_seconds([pid]) for pid in pids] + [_self_cpu()]
+                    for role, start, end in zip(roles, role_before, role_after, strict=True):
+                        by_role[journal][role] += end - start
                     writes[journal] += await _node_row_writes(database_url) - writes_before
             after = calibration_ms()
             commit_ms = await _commit_ms(database_url)
@@ -260,6 +271,15 @@ async def main() -> None:
                     f"{writes[journal] / steps_run[journal]:.2f} node-row writes/step)",
                     flush=True,
                 )
+            print(
+                "CPU per step by process (ms, journaled - not journaled): "
+                + ", ".join(
+                    f"{role} {by_role[True][role] / steps_run[True] * 1000:.2f}"
+                    f" - {by_role[False][role] / steps_run[False] * 1000:.2f}"
+                    for role in roles
+                ),
+                flush=True,
+            )
             verdict = "meets" if per_step <= 1.0 else "MISSES"
             print(
                 f"durable step overhead: {per_step:.3f} ms per step wall ({verdict} target 1 ms "

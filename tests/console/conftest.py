@@ -51,7 +51,6 @@ async def watched_page(
     tolerate: str | None = None,
     viewport: tuple[int, int] = (1280, 800),
     timeout_ms: int = 15_000,
-    accept_downloads: bool = False,
 ) -> AsyncIterator[Page]:
     """A page in a context of its own; the test fails if the page logs an error or throws.
     Console errors containing `tolerate` are let through: Chromium logs every failed request
@@ -59,7 +58,6 @@ async def watched_page(
     context = await browser.new_context(
         viewport={"width": viewport[0], "height": viewport[1]},
         base_url=base_url,
-        accept_downloads=accept_downloads,
     )
     opened = await context.new_page()
     opened.set_default_timeout(timeout_ms)

@@ -73,7 +73,7 @@ async def page(chromium: Browser, running: tuple[Stack, Path]) -> AsyncIterator[
     on any console error or uncaught page error."""
     stack, _ = running
     async with watched_page(
-        chromium, stack.gateway_url, viewport=(1280, 900), timeout_ms=20_000, accept_downloads=True
+        chromium, stack.gateway_url, viewport=(1280, 900), timeout_ms=20_000
     ) as opened:
         yield opened
 

@@ -24,11 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.agents import AgentUnavailable, agent_versions, resolve_agent
 from libs.common.db import utcnow
+from libs.common.delegates import AGENT_TOOL, WORKFLOW_TOOL, is_delegate
 from services.workflow import repository as repo
 from services.workflow.models import WorkflowRow, WorkflowVersionRow
 
-AGENT_TOOL = "agent:"
-WORKFLOW_TOOL = "workflow:"
 #: Namespace of the hidden task workflows' ids (uuid5 of tenant, agent, version).
 _TASK_NAMESPACE = uuid.UUID("6f1d2c3e-5b8a-4e7f-9c0d-b15d0e1e9a7e")
 #: Bumped when the task workflow's definition changes (a new id: new ones are made).
@@ -53,10 +52,6 @@ class UnknownDelegate(AgentUnavailable):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.error_type = "unknown_tool"
-
-
-def is_delegate(name: str) -> bool:
-    return name.startswith((AGENT_TOOL, WORKFLOW_TOOL))
 
 
 def tool_names(tools: Any) -> list[str]:

@@ -24,6 +24,7 @@ from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from libs.common import jsonutil
+from libs.common.delegates import is_delegate
 from libs.common.expressions import TemplateInfo, inspect_templates, is_templated
 from libs.common.node_types import ERROR_PORT, NodeTypeSpec
 from services.workflow.definition import (
@@ -363,11 +364,6 @@ def _literal_error(error: SchemaError) -> bool:
 # A tool's input schema comes from the tool service (built-in or MCP: any draft), keyed by
 # its JSON text; None marks a schema that is itself broken (not checked).
 _TOOL_VALIDATORS: dict[bytes, Any] = {}
-
-
-def _delegate(name: str) -> bool:
-    """An agent's agent:<id> / workflow:<id> tool (not one of the tool service's)."""
-    return name.startswith(("agent:", "workflow:"))
 
 
 def _tool_validator(schema: Mapping[str, Any]) -> Any:
@@ -868,7 +864,7 @@ class _Checker:
             for path, name in given
             # agent:<id> / workflow:<id> are checked against the tenant's agents and
             # workflows instead (services/workflow/delegation.py tool_problems)
-            if type(name) is str and name and not is_templated(name) and not _delegate(name)
+            if type(name) is str and name and not is_templated(name) and not is_delegate(name)
         ]
         if not names:
             return

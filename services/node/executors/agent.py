@@ -36,6 +36,7 @@ from typing import Any
 import jsonschema
 
 from libs.common.child_ids import child_execution_id
+from libs.common.delegates import is_delegate
 from libs.common.node_types import NodeTypeSpec
 from libs.common.tracing import tracer
 from services.node.executors.ai import COMPLETION_PARAMS, provider_attempts
@@ -542,7 +543,7 @@ class _AgentRun:
         # A delegated run's child execution id follows from the key: named before it starts.
         child = (
             {"child_execution_id": child_execution_id(self.request.tenant_id, key)}
-            if ref in self.delegates or ref.startswith(WORKFLOW_TOOL)
+            if ref in self.delegates
             else {}
         )
         if called is None:
@@ -599,9 +600,7 @@ class _AgentRun:
                     result, used = await self.delegate(ref, arguments, key)
                     tokens = {"tokens": used} if used else {}
                 else:
-                    result = await _call_tool(
-                        name, arguments, self.names, self.services, key, self.request
-                    )
+                    result = await _call_tool(name, arguments, self.names, self.services, key)
         await self.journal.write(
             {
                 "type": "tool_result",
@@ -845,19 +844,6 @@ def _problems(schema: dict[str, Any], text: str) -> list[str]:
     ]
 
 
-WORKFLOW_TOOL = "workflow:"
-AGENT_TOOL = "agent:"
-
-
-def _workflow_tool(name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "description": f"Run the saved workflow {name[len(WORKFLOW_TOOL) :]} as a child "
-        "execution; the arguments are its inputs, its outputs the answer.",
-        "input_schema": {"type": "object"},
-    }
-
-
 def delegation_depth_exceeded(chain: list[str], limit: int) -> NodeError:
     """The error of a delegation loop, naming the chain (A -> B -> A -> B)."""
     message = f"delegation depth {len(chain) - 1} exceeded (limit {limit}): " + " -> ".join(chain)
@@ -878,19 +864,15 @@ async def _tool_schemas(
         ref: {k: spec[k] for k in ("name", "description", "input_schema") if k in spec}
         for ref, spec in (delegates or {}).items()
     }
-    unresolved = [n for n in names if n.startswith(AGENT_TOOL) and n not in resolved]
+    unresolved = [n for n in names if is_delegate(n) and n not in resolved]
     if unresolved:
         raise NodeError(
             "ValidationError",
-            f"agent tools not resolved by dispatch: {', '.join(unresolved)}",
+            f"agent and workflow tools not resolved by dispatch: {', '.join(unresolved)}",
             retryable=False,
             details={"unknown_tools": unresolved},
         )
-    delegated = {
-        name: resolved.get(name) or _workflow_tool(name)
-        for name in names
-        if name.startswith(WORKFLOW_TOOL) or name in resolved
-    }
+    delegated = {name: resolved[name] for name in names if name in resolved}
     if len(delegated) == len(names):
         return [delegated[name] for name in names]
     available = {tool.get("name"): tool for tool in await services.tools.list()}
@@ -912,24 +894,12 @@ async def _call_tool(
     allowed: list[str],
     services: Services,
     key: str,
-    request: NodeRequest,
 ) -> Any:
     # The model's mistakes (unknown tool, bad arguments) go back to it as the tool's
     # answer so it can correct itself; infrastructure failures fail the node for a retry.
     if name not in allowed:
         return {"error": f"unknown tool '{name}'; available: {', '.join(allowed)}"}
     try:
-        if name.startswith(WORKFLOW_TOOL):
-            # Delegation: a child execution keyed by the step (a re-made call finds the child
-            # it had started); the workflow service's call-depth limit stops a loop of them.
-            return await services.workflows.run_child(
-                workflow_id=name[len(WORKFLOW_TOOL) :],
-                inputs=arguments,
-                idempotency_key=key,
-                parent_execution_id=request.execution_id,
-                parent_node_id=request.node_id,
-                tenant_id=request.tenant_id,
-            )
         return await services.tools.call(name, arguments, idempotency_key=key)
     except NodeError as exc:
         if exc.retryable:

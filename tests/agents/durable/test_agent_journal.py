@@ -234,8 +234,23 @@ async def test_a_workflow_tool_runs_a_child_execution_keyed_by_the_step() -> Non
             {"text": "delegated"},
         ]
     )
+    # The workflow tool as dispatch resolves it (services/workflow/delegation.py).
+    delegate = {
+        "kind": "workflow",
+        "name": "workflow:wf-sum",
+        "description": "Sum.",
+        "input_schema": {"type": "object", "properties": {"n": {"type": "integer"}}},
+        "workflow_id": "wf-sum",
+        "label": "wf-sum",
+    }
     request: NodeRequest = make_request(
-        "agent", {"model": "m", "prompt": "go", "tools": ["workflow:wf-sum"]}
+        "agent",
+        {
+            "model": "m",
+            "prompt": "go",
+            "tools": ["workflow:wf-sum"],
+            "delegates": {"workflow:wf-sum": delegate},
+        },
     )
     async with httpx.AsyncClient() as http:
         services = Services(ai=ai, tools=FakeTools(), workflows=workflows, http=http)
@@ -253,3 +268,17 @@ async def test_a_workflow_tool_runs_a_child_execution_keyed_by_the_step() -> Non
     ]
     tool_result = next(s for s in result.output["steps"] if s["type"] == "tool_result")
     assert tool_result["result"] == {"echo": {"n": 2}}
+
+
+async def test_a_workflow_tool_dispatch_did_not_resolve_fails_the_node_clearly() -> None:
+    ai = FakeAi([{"text": "never asked"}])
+    request: NodeRequest = make_request(
+        "agent", {"model": "m", "prompt": "go", "tools": ["workflow:wf-sum"]}
+    )
+    async with httpx.AsyncClient() as http:
+        services = Services(ai=ai, tools=FakeTools(), workflows=FakeWorkflows(), http=http)
+        with pytest.raises(NodeError) as raised:
+            await AgentExecutor().execute(request, services)
+    assert raised.value.details == {"unknown_tools": ["workflow:wf-sum"]}
+    assert "not resolved by dispatch" in raised.value.message
+    assert ai.calls == []

@@ -28,7 +28,7 @@ SLOW_SUCCESS = {
     "name": "slow",
     "nodes": [
         {"id": "start", "type": "input"},
-        {"id": "pause", "type": "delay", "params": {"seconds": 0.4}},
+        {"id": "pause", "type": "delay", "params": {"seconds": 2.0}},
         {"id": "ask", "type": "llm", "params": {"model": "echo", "prompt": "hi"}},
         {
             "id": "talk",
@@ -92,7 +92,7 @@ async def test_a_run_moves_the_engine_metrics(client: httpx.AsyncClient) -> None
             )
         )
 
-    await assert_eventually(busy, timeout=3, message="in-flight gauges never rose")
+    await assert_eventually(busy, timeout=10, message="in-flight gauges never rose")
     assert (await wait_final(client, slow))["status"] == "succeeded"
     failed = await wait_final(
         client, await start_workflow(client, failing_after_a_retry(free_port()))

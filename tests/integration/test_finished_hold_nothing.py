@@ -20,8 +20,10 @@ NAP = {
     "name": "finished-hold-nothing",
     "nodes": [
         {"id": "start", "type": "input"},
-        # At least delay_timer_min_s: a timer of the workflow service, the execution parked.
-        {"id": "nap", "type": "delay", "params": {"seconds": 1.0}},
+        # At least delay_timer_min_s: a timer of the workflow service, the execution parked
+        # (when the runner gets to it with at least park_min_s left: 2.8 s of slack for a
+        # loaded machine, where 1 s once left one execution unparked).
+        {"id": "nap", "type": "delay", "params": {"seconds": 3.0}},
         {"id": "done", "type": "output", "params": {"value": "{{ inputs.n }}"}},
     ],
     "edges": [{"source": "start", "target": "nap"}, {"source": "nap", "target": "done"}],

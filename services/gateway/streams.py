@@ -31,6 +31,54 @@ def sse_frame(event: dict[str, Any]) -> bytes:
     ).encode()
 
 
+#: The frame an interactive stream adds when an agent's tool call waits for a person.
+USER_INPUT_REQUIRED = "user_input_required"
+
+
+def user_input_required(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The `user_input_required` frame (the seed's WebSocket message) that follows an
+    event's JSON on the interactive streams (the chat's SSE, the WebSocket) when it is the
+    `node.waiting` of an agent's tool call that needs approval; None for any other event.
+
+    It names the call (tool, arguments, key: `execution/node/step.index`) and how to
+    answer: `send_input` {execution_id, node_id, data: {action: approve | edit | reject,
+    arguments?, message?}} on the WebSocket, POST /executions/{id}/input over HTTP. It carries
+    the seq of its node.waiting: it is not an event of its own (not in the execution's
+    history, no SSE `id:`, so a resumed stream's Last-Event-ID is the event's)."""
+    if event.get("type") != "node.waiting":
+        return None
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("approval"), dict):
+        return None
+    approval = data["approval"]
+    return {
+        "type": USER_INPUT_REQUIRED,
+        "execution_id": event["execution_id"],
+        "seq": event["seq"],
+        "node_id": event["node_id"],
+        "ts": event["ts"],
+        "data": {
+            "kind": "tool_approval",
+            "tool": approval.get("tool"),
+            "arguments": approval.get("arguments"),
+            "key": approval.get("key"),
+            "step": approval.get("step"),
+            "index": approval.get("index"),
+            "prompt": data.get("prompt"),
+            "schema": data.get("schema"),
+        },
+        "trace_id": event.get("trace_id"),
+    }
+
+
+def interactive_frames(event: Any) -> list[dict[str, Any]]:
+    """An Event as the frames of an interactive stream: its JSON, then its
+    `user_input_required` frame when it has one."""
+    out = event_json(event)
+    extra = user_input_required(out)
+    return [out] if extra is None else [out, extra]
+
+
 async def with_heartbeat(
     events: AsyncGenerator[Any, None], interval_s: float
 ) -> AsyncIterator[Any | None]:
@@ -58,13 +106,27 @@ async def with_heartbeat(
             await events.aclose()
 
 
-async def sse_body(events: AsyncGenerator[Any, None], heartbeat_s: float) -> AsyncIterator[bytes]:
+async def sse_body(
+    events: AsyncGenerator[Any, None], heartbeat_s: float, *, interactive: bool = False
+) -> AsyncIterator[bytes]:
     """The body of an SSE response; an error after the headers went out becomes an `error`
-    event (the client reconnects with Last-Event-ID)."""
+    event (the client reconnects with Last-Event-ID). An interactive one (the chat's) also
+    carries the `user_input_required` frames, as the WebSocket does."""
     yield RETRY
     try:
         async for event in with_heartbeat(events, heartbeat_s):
-            yield PING if event is None else sse_frame(event_json(event))
+            if event is None:
+                yield PING
+            elif not interactive:
+                yield sse_frame(event_json(event))
+            else:
+                for frame in interactive_frames(event):
+                    yield (
+                        sse_frame(frame)
+                        if frame["type"] != USER_INPUT_REQUIRED
+                        else f"event: {USER_INPUT_REQUIRED}\n"
+                        f"data: {jsonutil.dumps_str(frame)}\n\n".encode()
+                    )
     except DeadlineExceeded:
         return  # the stream's own deadline: the client resumes where it was
     except HeddleError as error:
@@ -129,8 +191,10 @@ class InteractiveSession:
     or `{"type": "error", "request": ..., "id": ..., "error": {code, message, details}}`; a
     bad frame (malformed JSON, an unknown type, a missing field, another tenant's execution)
     gets an error frame and the socket stays open. Events are the SSE route's JSON, each with
-    its `execution_id`; when a followed execution's stream ends, `{"type": "unsubscribed",
-    "execution_id", "reason": "ended"}`.
+    its `execution_id`; an agent's tool call waiting for approval is followed by a
+    `user_input_required` frame (answered with `send_input`), as on the chat's SSE; when a
+    followed execution's stream ends, `{"type": "unsubscribed", "execution_id", "reason":
+    "ended"}`.
     """
 
     def __init__(
@@ -393,7 +457,8 @@ class InteractiveSession:
         reason = "ended"
         try:
             async for event in events:
-                await self.send(event_json(event))
+                for frame in interactive_frames(event):
+                    await self.send(frame)
         except DeadlineExceeded:
             pass  # the stream's own deadline: the client resubscribes with `after`
         except HeddleError as error:

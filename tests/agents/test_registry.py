@@ -486,6 +486,102 @@ async def test_chat_over_the_websocket_with_send_input(
     assert said == ["I am Bo.", "Hello Bo.", "Who am I?", "Bo."]
 
 
+APPROVAL_PROMPT = '[[tool:calculator {"expression": "1+2"}]]'
+
+
+def assert_asks_for_approval(frames: list[dict[str, Any]], execution_id: str) -> dict[str, Any]:
+    """The one user_input_required frame of a chat run's frames, checked: right after its
+    node.waiting, naming the tool call, its arguments and its key."""
+    types = [f.get("type") for f in frames]
+    assert types.count("user_input_required") == 1, types
+    asked = frames[types.index("user_input_required")]
+    waiting = frames[types.index("user_input_required") - 1]
+    assert waiting["type"] == "node.waiting", types
+    assert (asked["execution_id"], asked["node_id"], asked["seq"]) == (
+        execution_id,
+        "agent",
+        waiting["seq"],
+    )
+    data = asked["data"]
+    assert (data["tool"], data["arguments"]) == ("calculator", {"expression": "1+2"})
+    assert data["key"] == waiting["data"]["approval"]["key"]
+    assert data["key"].startswith(f"{execution_id}/agent/")
+    return asked
+
+
+def final_text(frames: list[dict[str, Any]]) -> str:
+    completed = [f for f in frames if f.get("type") == "node.completed"]
+    assert len(completed) == 1, [f.get("type") for f in frames]
+    return str(completed[0]["data"]["output"]["text"])
+
+
+async def test_chat_asks_for_tool_approval_on_sse_and_the_websocket_alike(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    # A tool that needs approval: the chat's SSE and the WebSocket both follow the run's
+    # node.waiting with a user_input_required frame; the answer lets the chat go on.
+    agent = await register(
+        client, model="echo", tools=["calculator"], approval_tools=["calculator"]
+    )
+    url = f"/api/v1/agents/{agent['id']}/chat"
+    sse: list[dict[str, Any]] = []
+    async with client.stream("POST", url, json={"message": APPROVAL_PROMPT}) as r:
+        assert r.status_code == 200, await r.aread()
+        execution_id, session_id = r.headers["x-execution-id"], r.headers["x-session-id"]
+        event_type = ""
+        async with asyncio.timeout(30):
+            async for line in r.aiter_lines():
+                if line.startswith("event: "):
+                    event_type = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    frame = json.loads(line.removeprefix("data: "))
+                    assert frame["type"] == event_type
+                    sse.append(frame)
+                    if frame["type"] == "user_input_required":
+                        answer = await client.post(
+                            f"/api/v1/executions/{execution_id}/input",
+                            json={"node_id": frame["node_id"], "data": {"action": "approve"}},
+                        )
+                        assert answer.status_code == 200, answer.text
+    assert_asks_for_approval(sse, execution_id)
+    assert sse[-1]["type"] == "execution.completed", [f["type"] for f in sse]
+    assert "returned" in final_text(sse) and "3" in final_text(sse)
+
+    ws_base = stack.gateway_url.replace("http://", "ws://")
+    frames: list[dict[str, Any]] = []
+    async with connect(f"{ws_base}/ws/v1/stream?access_token={stack.admin_key}") as ws:
+        chat = {"type": "send_input", "id": 1, "agent_id": agent["id"]}
+        await ws.send(json.dumps({**chat, "message": APPROVAL_PROMPT, "session_id": session_id}))
+        answered: dict[str, Any] = {}
+        async with asyncio.timeout(30):
+            while not any(f.get("type") == "execution.completed" for f in frames):
+                frames.append(json.loads(await ws.recv()))
+                if frames[-1].get("type") == "user_input_required" and not answered:
+                    answered = frames[-1]
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "type": "send_input",
+                                "id": 2,
+                                "execution_id": answered["execution_id"],
+                                "node_id": answered["node_id"],
+                                "data": {"action": "edit", "arguments": {"expression": "20+22"}},
+                            }
+                        )
+                    )
+    acks = {f["id"]: f for f in frames if f.get("type") == "ack"}
+    assert acks[1]["session_id"] == session_id
+    ws_execution = acks[1]["execution_id"]
+    assert acks[2]["execution_id"] == ws_execution
+    events = [f for f in frames if f.get("type") not in ("ack", "unsubscribed")]
+    assert_asks_for_approval(events, ws_execution)
+    assert "42" in final_text(events)
+    # The same frames, in the same order, on both streams.
+    assert [f["type"] for f in events] == [f["type"] for f in sse]
+    detail = (await client.get(f"/api/v1/agents/{agent['id']}/sessions/{session_id}")).json()
+    assert [m["role"] for m in detail["messages"]] == ["user", "assistant"] * 2
+
+
 async def test_only_the_creator_or_an_admin_changes_an_agent(
     stack: Stack, client: httpx.AsyncClient
 ) -> None:

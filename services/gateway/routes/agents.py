@@ -582,7 +582,10 @@ async def _chat_workflow_id(clients: Clients, guard: Security, tenant: str, agen
     description="Runs the agent on the message in the session (a new one without "
     "`session_id`; its id is the `x-session-id` header) and streams the execution's events "
     "as on /executions/{id}/events: `node.text_chunk` carries tokens (a `chat` agent), "
-    "`agent.step` the steps. Both turns are stored in the session.",
+    "`agent.step` the steps; a tool call that needs approval is followed by a "
+    "`user_input_required` frame {tool, arguments, key, ...} (answer it with POST "
+    "/executions/{id}/input, or `send_input` on the WebSocket, which carries the same frames). "
+    "Both turns are stored in the session.",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "SSE frames"}},
 )
@@ -601,7 +604,7 @@ async def chat_with_agent(
     request.state.audit_object_id = agent_id
     events = clients.stream_events(execution_id, 0, tenant)
     return StreamingResponse(
-        sse_body(events, get_settings(request).sse_heartbeat_s),
+        sse_body(events, get_settings(request).sse_heartbeat_s, interactive=True),
         media_type="text/event-stream",
         headers={
             "cache-control": "no-cache",

@@ -131,7 +131,7 @@ def main() -> None:
         validated = time.perf_counter()
         if not report.valid or report.definition is None:
             raise SystemExit(f"bench definition is invalid: {report.errors[:3]}")
-        ExecutionPlan.build(report.definition, catalog)
+        ExecutionPlan.build(report.definition, catalog, report.graph)  # as the save path does
         # the garbage collector's deferred pass is part of the cost: pay it here
         gc.collect(0)
         finished = time.perf_counter()

@@ -51,12 +51,14 @@ from typing import Final, Literal
 from libs.common.expressions import inspect_templates
 from libs.common.node_types import DEFAULT_PORT, ERROR_PORT, NodeTypeSpec
 from services.workflow.definition import (
+    EdgeSpec,
     WorkflowDefinition,
     allocation_burst,
     expression_sources,
 )
 
 __all__ = [
+    "DefinitionGraph",
     "ExecutionPlan",
     "Outcome",
     "OutcomeKind",
@@ -107,6 +109,35 @@ _SOURCE: Final = attrgetter("source")
 _TARGET: Final = attrgetter("target")
 _SOURCE_PORT: Final = attrgetter("source_port")
 
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DefinitionGraph:
+    """A definition's graph as integer arrays, as validation built them while checking it:
+    ``ExecutionPlan.build`` takes them instead of building them again (it checks that they
+    are the definition's: the same edge list and the same node ids, in order)."""
+
+    #: Node ids in definition order, and each id's position in it.
+    node_ids: list[str]
+    index: dict[str, int]
+    #: The definition's edge list the arrays were read from (compared by identity).
+    edges: list[EdgeSpec]
+    edge_source: list[int]
+    edge_target: list[int]
+    edge_port: list[str | None]
+    #: Edge indices out of / into each node, in edge order.
+    out_edges: list[list[int]]
+    in_edges: list[list[int]]
+    #: Kahn's topological order (roots in definition order, then as they become free).
+    order: list[int]
+
+    def describes(self, definition: WorkflowDefinition) -> bool:
+        return (
+            self.edges is definition.edges
+            and len(self.node_ids) == len(definition.nodes)
+            and self.node_ids == list(map(_ID, definition.nodes))
+        )
+
+
 # Node states inside PlanState.
 _PENDING: Final = 0
 _READY: Final = 1  # made ready (dispatched, running, retrying, waiting...)
@@ -141,6 +172,14 @@ _ON_ERROR_STATE: Final[dict[str, int]] = {
     "fail_branch": _FAILED_BRANCH,
     "skip": _SKIPPED,
 }
+
+
+def _check_types(definition: WorkflowDefinition, node_types: Mapping[str, NodeTypeSpec]) -> None:
+    nodes = definition.nodes
+    if not all(map(node_types.__contains__, map(_TYPE, nodes))):
+        for node in nodes:
+            if node.type not in node_types:
+                raise PlanError(f"unknown node type {node.type!r} of node {node.id!r}")
 
 
 class ExecutionPlan:
@@ -184,36 +223,38 @@ class ExecutionPlan:
 
     @classmethod
     def build(
-        cls, definition: WorkflowDefinition, node_types: Mapping[str, NodeTypeSpec]
+        cls,
+        definition: WorkflowDefinition,
+        node_types: Mapping[str, NodeTypeSpec],
+        graph: DefinitionGraph | None = None,
     ) -> ExecutionPlan:
-        """Plan a definition that passed validation.
+        """Plan a definition that passed validation; ``graph`` is the one its validation
+        built (``ValidationReport.graph``), used when it describes this definition.
 
         Raises:
             PlanError: on a duplicate node id, an edge to an unknown node, an unknown node
                 type or a cycle.
         """
         with allocation_burst():
-            return cls._build(definition, node_types)
+            if graph is None or not graph.describes(definition):
+                graph = cls._graph(definition, node_types)
+            else:
+                _check_types(definition, node_types)
+            return cls._build(definition, graph)
 
-    @classmethod
-    def _build(
-        cls, definition: WorkflowDefinition, node_types: Mapping[str, NodeTypeSpec]
-    ) -> ExecutionPlan:
+    @staticmethod
+    def _graph(
+        definition: WorkflowDefinition, node_types: Mapping[str, NodeTypeSpec]
+    ) -> DefinitionGraph:
         # Whole-list passes through C (map, zip, dict) where they can be: at 100,000 nodes
         # and 200,000 edges each Python-level pass over the models costs 20-60 ms.
-        plan = object.__new__(cls)
         nodes = definition.nodes
         node_ids = list(map(_ID, nodes))
         count = len(node_ids)
         index = dict(zip(node_ids, range(count), strict=True))
         if len(index) != count:
             raise PlanError("duplicate node ids")
-        types = list(map(_TYPE, nodes))
-        if not all(map(node_types.__contains__, types)):
-            for node in nodes:
-                if node.type not in node_types:
-                    raise PlanError(f"unknown node type {node.type!r} of node {node.id!r}")
-
+        _check_types(definition, node_types)
         edges = definition.edges
         try:
             edge_source = list(map(index.__getitem__, map(_SOURCE, edges)))
@@ -221,7 +262,6 @@ class ExecutionPlan:
         except KeyError as exc:
             raise PlanError(f"an edge names the unknown node {exc.args[0]!r}") from None
         edge_port = list(map(_SOURCE_PORT, edges))
-        edge_port_kind = list(map(_PORT_KINDS.get, edge_port, repeat(_PORT_NAMED)))
         out_edges: list[list[int]] = [[] for _ in range(count)]
         in_edges: list[list[int]] = [[] for _ in range(count)]
         for e, (source, target) in enumerate(zip(edge_source, edge_target, strict=True)):
@@ -241,6 +281,17 @@ class ExecutionPlan:
         if len(order) != count:
             stuck = [node_ids[i] for i in range(count) if indegree[i] > 0]
             raise PlanError(f"the graph has a cycle through {', '.join(stuck[:10])}")
+        return DefinitionGraph(
+            node_ids, index, edges, edge_source, edge_target, edge_port, out_edges, in_edges, order
+        )
+
+    @classmethod
+    def _build(cls, definition: WorkflowDefinition, graph: DefinitionGraph) -> ExecutionPlan:
+        nodes = definition.nodes
+        types = list(map(_TYPE, nodes))
+        plan = object.__new__(cls)
+        node_ids, order = graph.node_ids, graph.order
+        count = len(node_ids)
         position = [0] * count
         for rank, i in enumerate(order):
             position[i] = rank
@@ -251,15 +302,16 @@ class ExecutionPlan:
         plan.definition = definition
         plan.node_ids = node_ids
         plan.order = order
-        plan._index = index
+        plan._index = graph.index
         plan._position = position
-        plan._edge_source = edge_source
-        plan._edge_target = edge_target
-        plan._edge_port = edge_port
-        plan._edge_port_kind = edge_port_kind
+        plan._edge_source = graph.edge_source
+        plan._edge_target = graph.edge_target
+        plan._edge_port = graph.edge_port
+        plan._edge_port_kind = list(map(_PORT_KINDS.get, graph.edge_port, repeat(_PORT_NAMED)))
         # lists, not tuples: copying 200,000 small lists costs more than the plan's walk
-        plan._out_edges = out_edges
-        plan._in_edges = in_edges
+        # (the graph's lists are shared with it: never mutated, by either)
+        plan._out_edges = graph.out_edges
+        plan._in_edges = graph.in_edges
         plan._referenced = [None] * count
         plan._any_merge = any_merge
         return plan

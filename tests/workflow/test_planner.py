@@ -13,6 +13,7 @@ from services.workflow.planner import (
     PlanStateError,
     Transition,
 )
+from services.workflow.validation import validate_definition
 from tests.workflow.catalog import core_catalog
 
 CATALOG = core_catalog()
@@ -308,3 +309,61 @@ def test_long_skip_chain_does_not_recurse() -> None:
     transition = state.complete("c", Outcome("succeeded", frozenset({"false"})))
     assert len(transition.skipped) == count
     assert transition.skipped[:3] == ["n0", "n1", "n2"]
+
+
+def _slots(plan: ExecutionPlan) -> dict[str, Any]:
+    return {name: getattr(plan, name) for name in ExecutionPlan.__slots__}
+
+
+def test_plan_from_the_validation_graph_is_the_planners_own() -> None:
+    # a layered DAG with ports (condition true/false, a fail_branch error port), a
+    # target port, an "any" merge, roots out of definition order and a repeated edge
+    nodes = [
+        noop("late_root"),
+        {"id": "start", "type": "input"},
+        {"id": "check", "type": "condition", "params": {"expression": "start.ok"}},
+        {"id": "risky", "type": "noop", "on_error": "fail_branch"},
+        merge("join", "any"),
+        merge("all", "all"),
+        noop("handler"),
+        noop("tail"),
+    ]
+    edges = [
+        {"source": "start", "target": "check"},
+        {"source": "check", "source_port": "true", "target": "risky"},
+        {"source": "check", "source_port": "false", "target": "join"},
+        {"source": "risky", "target": "join", "target_port": "in"},
+        {"source": "risky", "source_port": "error", "target": "handler"},
+        {"source": "join", "target": "all"},
+        {"source": "late_root", "target": "all"},
+        {"source": "handler", "target": "tail"},
+        {"source": "all", "target": "tail"},
+        {"source": "all", "target": "tail"},
+    ]
+    raw = {"name": "t", "nodes": nodes, "edges": edges}
+    report = validate_definition(raw, CATALOG)
+    assert report.errors == []
+    assert report.definition is not None and report.graph is not None
+    from_graph = ExecutionPlan.build(report.definition, CATALOG, report.graph)
+    assert from_graph._out_edges is report.graph.out_edges  # taken, not built again
+    own = ExecutionPlan.build(WorkflowDefinition.model_validate(raw), CATALOG)
+    assert _slots(from_graph) == _slots(own) | {"definition": report.definition}
+    # a graph that does not describe the definition is not used: the plan is built
+    other = WorkflowDefinition.model_validate({**raw, "nodes": [*nodes[1:], nodes[0]]})
+    rebuilt = ExecutionPlan.build(other, CATALOG, report.graph)
+    assert rebuilt.node_ids == [*(n["id"] for n in nodes[1:]), "late_root"]
+    assert rebuilt._out_edges is not report.graph.out_edges
+    copied = report.definition.model_copy(update={"edges": list(report.definition.edges)})
+    assert not report.graph.describes(copied)
+
+
+def test_an_invalid_definition_has_no_graph() -> None:
+    report = validate_definition(
+        {
+            "name": "t",
+            "nodes": [noop("a"), noop("b")],
+            "edges": [{"source": "a", "target": "b"}, {"source": "b", "target": "a"}],
+        },
+        CATALOG,
+    )
+    assert not report.valid and report.graph is None

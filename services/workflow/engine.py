@@ -51,7 +51,7 @@ from services.workflow.liveness import ReplicaLiveness
 from services.workflow.metrics import EXECUTIONS, EXECUTIONS_LOADED, EXECUTIONS_STARTED
 from services.workflow.models import ExecutionRequestRow, ExecutionRow, NodeRunRow
 from services.workflow.parking import Parking
-from services.workflow.planner import ExecutionPlan
+from services.workflow.planner import DefinitionGraph, ExecutionPlan
 from services.workflow.priority import Waiters
 from services.workflow.runner import ExecutionRunner, Flush, LostOwnership, NodeState
 from services.workflow.secrets import SecretStore
@@ -132,6 +132,12 @@ class Engine:
         #: Until when this replica's lease on each execution it drives is known to hold.
         self._leases: dict[str, dt.datetime] = {}
         self._compiled: OrderedDict[tuple[str, int], CompiledWorkflow] = OrderedDict()
+        #: Versions saved through this replica and not compiled yet: their validated
+        #: definition and graph, which the first compile takes instead of parsing the stored
+        #: JSON again (a few only: a version saved here may never run here).
+        self._saved: OrderedDict[
+            tuple[str, int], tuple[WorkflowDefinition, DefinitionGraph | None]
+        ] = OrderedDict()
         self._free_slots = settings.max_concurrency_global
         #: Who to wake when slots free up, highest priority first (services/workflow/priority).
         self._starved: Waiters[ExecutionRunner] = Waiters(_priority_of, _tenant_of)
@@ -194,7 +200,8 @@ class Engine:
 
     def held(self) -> dict[str, int]:
         """What this replica holds, by registry: each goes back to zero once the executions
-        it drives ended, but `compiled` (definitions by workflow version, at most 256). For
+        it drives ended, but `compiled` (definitions by workflow version, at most 256) and
+        `saved` (versions saved here and not run yet, at most 8). For
         tests and the memory snapshots of bench/waiters.py (libs/common/memdebug.py)."""
         return {
             "runners": len(self.runners),
@@ -207,6 +214,7 @@ class Engine:
             "follower_wakeups": self.notifier.waiting(),
             "dispatch_pending": self.dispatcher.pending_attempts(),
             "compiled": len(self._compiled),
+            "saved": len(self._saved),
         }
 
     # ---- compiled definitions -----------------------------------------------------------
@@ -219,7 +227,11 @@ class Engine:
         if found is not None:
             self._compiled.move_to_end(key)
             return found
-        definition = WorkflowDefinition.model_validate(raw)
+        saved = self._saved.pop(key, None)
+        if saved is not None:  # validated when saved through this replica: no second parse
+            definition, graph = saved
+        else:
+            definition, graph = WorkflowDefinition.model_validate(raw), None
         default_retry = definition.settings.retry
         if default_retry is not None:  # the workflow's default for nodes without their own
             nodes = [
@@ -228,7 +240,7 @@ class Engine:
             ]
             definition = definition.model_copy(update={"nodes": nodes})
         node_types = await self.catalog.for_tenant(tenant_id)  # its custom types too
-        plan = ExecutionPlan.build(definition, node_types)
+        plan = ExecutionPlan.build(definition, node_types, graph)
         if definition.on_failure is not None:
             # The failure handler gets a node row like every node, outside the plan's graph:
             # the core makes it ready when the execution fails (see ExecutionCore).
@@ -248,6 +260,23 @@ class Engine:
         while len(self._compiled) > 256:
             self._compiled.popitem(last=False)
         return compiled
+
+    def remember_saved(
+        self,
+        workflow_id: str,
+        version: int,
+        definition: WorkflowDefinition,
+        graph: DefinitionGraph | None,
+    ) -> None:
+        """A version was just saved through this replica (WorkflowStore's on_saved): keep
+        its validated definition for its first compile. The stored JSON is this
+        definition's dump, so parsing it would give the same definition."""
+        key = (workflow_id, version)
+        if key in self._compiled:
+            return
+        self._saved[key] = (definition, graph)
+        while len(self._saved) > 8:
+            self._saved.popitem(last=False)
 
     def type_version(self, node_type: str, tenant_id: str = "") -> int:
         return self.catalog.version(node_type, tenant_id)
@@ -308,7 +337,8 @@ class Engine:
             version, definition = await self._start_lookup(
                 tenant_id, workflow_id, version, top_level=parent_execution_id is None
             )
-        if definition is None and (workflow_id, version) not in self._compiled:
+        held = (workflow_id, version)
+        if definition is None and held not in self._compiled and held not in self._saved:
             async with self.sessions() as session:  # evicted since the lookup: read it again
                 version_row = await repo.get_version(session, workflow_id, version)
             if version_row is None:
@@ -442,7 +472,10 @@ class Engine:
             workflow_id=workflow_id,
             tenant_id=tenant_id,
             version=version,
-            held_versions=[held for wid, held in self._compiled if wid == workflow_id],
+            # a saved version is held too: its first compile takes the saved definition
+            held_versions=[
+                held for wid, held in [*self._compiled, *self._saved] if wid == workflow_id
+            ],
             count_active=repo.ACTIVE_STATUSES if limit else None,
         )
         if found is None:

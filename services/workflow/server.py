@@ -94,7 +94,7 @@ async def serve(
             engine.completions = completions
         relay = OutboxRelay(sessions, shared_bus)
         engine.relay = relay
-        store = WorkflowStore(settings, sessions, catalog)
+        store = WorkflowStore(settings, sessions, catalog, on_saved=engine.remember_saved)
         workers = await start_workers(settings, sessions, dispatcher, catalog)
         stack.callback(workers.stop)
         relay.start()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -13,9 +13,14 @@ from libs.common.errors import InvalidArgument, NotFound, ResourceExhausted
 from services.workflow import repository as repo
 from services.workflow.agent_dispatch import with_agent_references
 from services.workflow.catalog import NodeCatalog
+from services.workflow.definition import WorkflowDefinition
 from services.workflow.models import WorkflowRow, WorkflowVersionRow
+from services.workflow.planner import DefinitionGraph
 from services.workflow.settings import WorkflowSettings
 from services.workflow.validation import ValidationReport, validate_definition
+
+#: Told of each saved version: (workflow id, version, its validated definition and graph).
+SavedHook = Callable[[str, int, WorkflowDefinition, DefinitionGraph | None], None]
 
 
 def report_details(report: ValidationReport) -> list[dict[str, Any]]:
@@ -34,10 +39,14 @@ class WorkflowStore:
         settings: WorkflowSettings,
         sessions: async_sessionmaker[AsyncSession],
         catalog: NodeCatalog,
+        on_saved: SavedHook | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.catalog = catalog
+        #: The engine's Engine.remember_saved: the first run of a version this replica saved
+        #: takes the parsed definition and its graph instead of parsing the stored JSON again.
+        self.on_saved = on_saved
 
     async def validate(self, raw: Any, tenant_id: str = "") -> ValidationReport:
         """Validate against the built-in node types and the tenant's custom ones."""
@@ -54,21 +63,25 @@ class WorkflowStore:
         )
         return await with_agent_references(report, raw, self.sessions, tenant_id)
 
-    async def _checked(self, raw: Any, tenant_id: str) -> dict[str, Any]:
+    async def _checked(self, raw: Any, tenant_id: str) -> tuple[dict[str, Any], ValidationReport]:
         report = await self.validate(raw, tenant_id)
         if not report.valid or report.definition is None:
             count = sum(1 for issue in report.errors if issue.severity == "error")
             raise InvalidArgument(
                 f"the workflow definition has {count} problem(s)", details=report_details(report)
             )
-        return report.definition.model_dump(mode="json", exclude_none=True)
+        return report.definition.model_dump(mode="json", exclude_none=True), report
+
+    def _saved(self, version: WorkflowVersionRow, report: ValidationReport) -> None:
+        if self.on_saved is not None and report.definition is not None:
+            self.on_saved(version.workflow_id, version.version, report.definition, report.graph)
 
     async def create(
         self, tenant_id: str, raw: Any, hidden: bool = False
     ) -> tuple[WorkflowRow, WorkflowVersionRow]:
         """Validate and save a new workflow; a hidden one (made by the platform for itself)
         is left out of the listings and of the tenant's workflow quota."""
-        definition = await self._checked(raw, tenant_id)
+        definition, report = await self._checked(raw, tenant_id)
         now = utcnow()
         workflow = WorkflowRow(
             id=str(uuid.uuid4()),
@@ -94,13 +107,14 @@ class WorkflowStore:
             await session.flush()
             session.add(version)
             await repo.bind_webhooks(session, tenant_id, workflow.id, _webhooks(definition))
+        self._saved(version, report)
         return workflow, version
 
     async def update(
         self, tenant_id: str, workflow_id: str, raw: Any
     ) -> tuple[WorkflowRow, WorkflowVersionRow]:
         """Save raw as the next version; executions keep running the version they started."""
-        definition = await self._checked(raw, tenant_id)
+        definition, report = await self._checked(raw, tenant_id)
         now = utcnow()
         async with self.sessions() as session, session.begin():
             workflow = await repo.get_workflow(session, tenant_id, workflow_id)
@@ -118,6 +132,7 @@ class WorkflowStore:
             )
             session.add(version)
             await repo.bind_webhooks(session, tenant_id, workflow.id, _webhooks(definition))
+        self._saved(version, report)
         return workflow, version
 
     async def get(

@@ -30,11 +30,13 @@ class GrpcWorkflowClient:
         parent_execution_id: str,
         parent_node_id: str,
         tenant_id: str = "",
+        version: int = 0,
     ) -> dict[str, Any]:
         try:
             started = await self._stub.StartExecution(
                 workflow_pb2.StartExecutionRequest(
                     workflow_id=workflow_id,
+                    version=version,
                     inputs_json=jsonutil.dumps(inputs),
                     idempotency_key=idempotency_key,
                     parent_execution_id=parent_execution_id,

@@ -1,13 +1,15 @@
 """Agents and workflows as an agent's tools (issue #15): ``agent:<id>[@<version>]`` and
-``workflow:<id>`` in an ``agent`` node's tools, resolved at dispatch into what the model sees
-(a function name, a description, a JSON schema) and what the node runs (a workflow id).
+``workflow:<id>[@<version>]`` in an ``agent`` node's tools, resolved at dispatch into what the
+model sees (a function name, a description, a JSON schema) and what the node runs (a workflow
+id and version).
 
 Both kinds run as a CHILD EXECUTION of the agent's execution (the node's ``run_child``, keyed
 by the tool call's idempotency key, linked by parent execution and node). A saved workflow
-runs as it is, its ``inputs`` being the tool's schema. A delegated agent runs in a hidden
-one-node workflow made here once per tenant, agent and version (a deterministic id, so two
-dispatches racing make one): its ``agent`` node takes the task and the delegation chain so
-far (the agents above it), which is how a loop A -> B -> A is stopped at the depth limit.
+runs as it is (the pinned version, else its latest), its ``inputs`` being the tool's schema.
+A delegated agent runs in a hidden one-node workflow made here once per tenant, agent and
+version (a deterministic id, so two dispatches racing make one): its ``agent`` node takes the
+task and the delegation chain so far (the agents above it), which is how a loop A -> B -> A is
+stopped at the depth limit.
 
 Resolved here rather than on the node replica: the node replicas have no database, and
 dispatch already reads the agent registry for ``agent_id`` (services/workflow/agent_dispatch.py).
@@ -24,7 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.agents import AgentUnavailable, agent_versions, resolve_agent
 from libs.common.db import utcnow
-from libs.common.delegates import AGENT_TOOL, WORKFLOW_TOOL, is_delegate
+from libs.common.delegates import (
+    AGENT_TOOL,
+    WORKFLOW_TOOL,
+    is_delegate,
+    pinned_version,
+    split_version,
+)
 from services.workflow import repository as repo
 from services.workflow.models import WorkflowRow, WorkflowVersionRow
 
@@ -150,9 +158,19 @@ async def _task_workflow_id(
     return workflow_id
 
 
+def _target(ref: str, prefix: str) -> tuple[str, int | None]:
+    """(id, pinned version or None) of an ``agent:``/``workflow:`` ref."""
+    target, version_text = split_version(ref[len(prefix) :])
+    try:
+        return target, pinned_version(version_text)
+    except ValueError as error:
+        raise UnknownDelegate(f"tool {ref!r}: {error}") from None
+
+
 async def resolve(session: AsyncSession, tenant_id: str, names: list[str]) -> dict[str, Any]:
     """What the agent node needs for each ``agent:``/``workflow:`` tool in names:
-    {ref: {name, description, input_schema, workflow_id, kind, label}}. Raises UnknownDelegate
+    {ref: {name, description, input_schema, workflow_id, kind, label}, and the workflow's
+    pinned ``version`` for ``workflow:<id>@<version>``}. Raises UnknownDelegate
     (an agent that is unknown, paused or retired too) with a message naming the tool."""
     taken = {name for name in names if not is_delegate(name)}
     delegates: dict[str, Any] = {}
@@ -160,10 +178,7 @@ async def resolve(session: AsyncSession, tenant_id: str, names: list[str]) -> di
         if ref in delegates:
             continue
         if ref.startswith(AGENT_TOOL):
-            agent_id, _, version_text = ref[len(AGENT_TOOL) :].partition("@")
-            version = int(version_text) if version_text.isdigit() else None
-            if version_text and version is None:
-                raise UnknownDelegate(f"tool {ref!r}: {version_text!r} is not a version")
+            agent_id, version = _target(ref, AGENT_TOOL)
             try:
                 row = await resolve_agent(session, tenant_id, agent_id, version)
             except AgentUnavailable as unavailable:
@@ -190,16 +205,19 @@ async def resolve(session: AsyncSession, tenant_id: str, names: list[str]) -> di
                 "label": row.name,
             }
         elif ref.startswith(WORKFLOW_TOOL):
-            workflow_id = ref[len(WORKFLOW_TOOL) :]
+            workflow_id, version = _target(ref, WORKFLOW_TOOL)
             workflow = await repo.get_workflow(session, tenant_id, workflow_id)
-            saved = (
-                await repo.get_version(session, workflow_id, workflow.latest_version)
-                if workflow is not None
-                else None
-            )
-            if workflow is None or saved is None:
+            if workflow is None:
                 raise UnknownDelegate(f"tool {ref!r}: workflow {workflow_id!r} not found")
+            saved = await repo.get_version(
+                session, workflow_id, workflow.latest_version if version is None else version
+            )
+            if saved is None:
+                raise UnknownDelegate(
+                    f"tool {ref!r}: workflow {workflow_id!r} has no version {version}"
+                )
             delegates[ref] = {
+                **({} if version is None else {"version": version}),
                 "kind": "workflow",
                 "name": function_name(workflow.name, "workflow", taken),
                 "description": workflow.description
@@ -246,17 +264,24 @@ async def tool_problems(
         if not isinstance(name, str) or not is_delegate(name) or "{{" in name:
             continue
         message = ""
-        if name.startswith(AGENT_TOOL):
-            agent_id, _, version = name[len(AGENT_TOOL) :].partition("@")
-            rows = await agent_versions(session, tenant_id, agent_id)
+        kind = "agent" if name.startswith(AGENT_TOOL) else "workflow"
+        target, version = split_version(name.partition(":")[2])
+        try:
+            number = pinned_version(version)
+        except ValueError:
+            number = -1  # no version has it
+        if kind == "agent":
+            rows = await agent_versions(session, tenant_id, target)
             if not rows:
-                message = f"unknown agent {agent_id!r}"
-            elif version and (
-                not version.isdigit() or int(version) not in {r.version for r in rows}
-            ):
-                message = f"agent {agent_id!r} has no version {version!r}"
-        elif await repo.get_workflow(session, tenant_id, name[len(WORKFLOW_TOOL) :]) is None:
-            message = f"unknown workflow {name[len(WORKFLOW_TOOL) :]!r}"
+                message = f"unknown agent {target!r}"
+            elif number is not None and number not in {r.version for r in rows}:
+                message = f"agent {target!r} has no version {version!r}"
+        elif await repo.get_workflow(session, tenant_id, target) is None:
+            message = f"unknown workflow {target!r}"
+        elif number is not None and (
+            number < 1 or await repo.get_version(session, target, number) is None
+        ):
+            message = f"workflow {target!r} has no version {version!r}"
         if message:
             field = f"nodes[{index}].params.tools[{position}]"
             problems.append(

@@ -348,6 +348,77 @@ async def test_a_tool_naming_an_unknown_agent_or_workflow_is_refused(
         assert "has no version '7'" in response.json()["error"]["message"]
 
 
+async def test_a_workflow_tool_pinned_to_a_version_runs_that_version(
+    client: httpx.AsyncClient,
+) -> None:
+    name = f"pinned{uuid.uuid4().hex[:6]}"
+
+    def version(answer: str) -> dict[str, Any]:
+        nodes = [{"id": "start", "type": "input"}]
+        return {"name": name, "nodes": nodes, "outputs": {"answer": answer}}
+
+    target = await create_workflow(client, version("from v1"))
+    updated = await client.put(f"/api/v1/workflows/{target}", json=version("from v2"))
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["version"] == 2
+    # echo calls the workflow's tool (its function name is the workflow's name) once.
+    prompt = f"[[tool:{name} {{}}]]"
+    answers: dict[str, Any] = {}
+    for ref in (f"workflow:{target}@1", f"workflow:{target}"):
+        boss = await register(client, model="echo", tools=[ref])
+        workflow_id = await create_workflow(
+            client,
+            {
+                "name": f"boss{uuid.uuid4().hex[:4]}",
+                "nodes": [
+                    {
+                        "id": "boss",
+                        "type": "agent",
+                        "params": {"agent_id": boss["id"], "prompt": prompt},
+                    }
+                ],
+            },
+        )
+        execution = await wait_final(client, await run(client, workflow_id))
+        assert execution["status"] == "succeeded", execution
+        output = node(execution, "boss")["output"]
+        result = next(s for s in output["steps"] if s["type"] == "tool_result")
+        child = await get_execution(client, result["child_execution_id"])
+        assert (child["workflow_id"], child["status"]) == (target, "succeeded")
+        answers[ref] = (child["workflow_version"], result["result"])
+    assert answers == {
+        f"workflow:{target}@1": (1, {"answer": "from v1"}),
+        f"workflow:{target}": (2, {"answer": "from v2"}),
+    }
+
+    # A version the workflow does not have: refused naming the tool, at the agent's
+    # registration and in an inline agent node, and nothing is written.
+    before = await agent_count(client)
+    for bad in ("7", "0", "x"):
+        response = await client.post(
+            "/api/v1/agents",
+            json=agent_body(model="echo", tools=["calculator", f"workflow:{target}@{bad}"]),
+        )
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert [d["field"] for d in error["details"]] == ["tools[1]"]
+        assert f"workflow {target!r} has no version {bad!r}" in error["message"]
+    assert await agent_count(client) == before
+    listed = await workflow_ids_listed(client)
+    params = {"model": "echo", "prompt": "go", "tools": [f"workflow:{target}@7"]}
+    response = await client.post(
+        "/api/v1/workflows",
+        json={"name": "inline", "nodes": [{"id": "boss", "type": "agent", "params": params}]},
+    )
+    assert response.status_code == 422, response.text
+    details = response.json()["error"]["details"]
+    assert [(d["code"], d["field"]) for d in details] == [
+        ("unknown_tool", "nodes[0].params.tools[0]")
+    ]
+    assert f"workflow {target!r} has no version '7'" in details[0]["message"]
+    assert await workflow_ids_listed(client) == listed
+
+
 async def test_chat_workflows_are_not_listed(client: httpx.AsyncClient) -> None:
     agent = await register(client, type="chat", model="echo", tools=[])
     async with client.stream(

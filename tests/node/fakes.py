@@ -88,6 +88,7 @@ class FakeWorkflows:
         parent_execution_id: str,
         parent_node_id: str,
         tenant_id: str = "",
+        version: int = 0,
     ) -> dict[str, Any]:
         self.calls.append(
             {
@@ -96,6 +97,7 @@ class FakeWorkflows:
                 "idempotency_key": idempotency_key,
                 "parent_execution_id": parent_execution_id,
                 "parent_node_id": parent_node_id,
+                **({"version": version} if version else {}),
             }
         )
         self.running += 1

@@ -29,6 +29,7 @@ from libs.common import agents as store
 from libs.common import jsonutil
 from libs.common.agents import AgentMessageRow, AgentRow, AgentSessionRow
 from libs.common.db import utcnow
+from libs.common.delegates import pinned_version, split_version
 from libs.common.errors import (
     Conflict,
     HeddleError,
@@ -88,7 +89,8 @@ class AgentIn(BaseModel):
     tools: list[Name] = Field(
         default_factory=list,
         max_length=100,
-        description="Tool names the tool service lists, `agent:<id>` or `workflow:<id>`.",
+        description="Tool names the tool service lists, `agent:<id>[@<version>]` or "
+        "`workflow:<id>[@<version>]` (a pinned version, else the current one).",
     )
     approval_tools: list[Name] = Field(
         default_factory=list,
@@ -220,8 +222,11 @@ async def _check(body: AgentIn, clients: Clients, guard: Security, tenant: str) 
             if refused:
                 problems.append({"field": f"tools[{i}]", "message": refused})
         elif kind == "workflow":
-            if not await _workflow_exists(clients, tenant, ref):
-                problems.append({"field": f"tools[{i}]", "message": f"unknown workflow {ref!r}"})
+            # workflow:<id> or workflow:<id>@<version>: a workflow of this tenant (that version).
+            workflow_id, version = split_version(ref)
+            refused = await _workflow_problem(clients, tenant, workflow_id, version)
+            if refused:
+                problems.append({"field": f"tools[{i}]", "message": refused})
         else:
             problems.append(
                 {"field": f"tools[{i}]", "message": f"unknown tool kind {kind!r} in {name!r}"}
@@ -272,7 +277,9 @@ async def _agent_problem(guard: Security, tenant: str, agent_id: str, version: s
     return ""
 
 
-async def _workflow_exists(clients: Clients, tenant: str, workflow_id: str) -> bool:
+async def _workflow_problem(clients: Clients, tenant: str, workflow_id: str, version: str) -> str:
+    """Why workflow_id (at version, "" for its latest) cannot be an agent's tool; "" when it
+    can."""
     try:
         await clients.call(
             clients.workflow.GetWorkflow,
@@ -281,8 +288,20 @@ async def _workflow_exists(clients: Clients, tenant: str, workflow_id: str) -> b
             ),
         )
     except NotFound:
-        return False
-    return True
+        return f"unknown workflow {workflow_id!r}"
+    try:
+        number = pinned_version(version)
+    except ValueError:
+        return f"workflow {workflow_id!r} has no version {version!r}"
+    if number is not None:
+        try:
+            await clients.call(
+                clients.workflow.GetWorkflow,
+                workflow_pb2.GetWorkflowRequest(id=workflow_id, version=number, tenant_id=tenant),
+            )
+        except NotFound:
+            return f"workflow {workflow_id!r} has no version {version!r}"
+    return ""
 
 
 def _definition(body: AgentIn) -> dict[str, Any]:

@@ -640,6 +640,7 @@ class _AgentRun:
                 parent_execution_id=self.request.execution_id,
                 parent_node_id=self.request.node_id,
                 tenant_id=self.request.tenant_id,
+                version=int(spec.get("version") or 0),  # workflow:<id>@<version>: pinned
             )
         except NodeError as exc:
             details = exc.details if isinstance(exc.details, dict) else {}

@@ -151,8 +151,10 @@ class WorkflowClient(Protocol):
         parent_execution_id: str,
         parent_node_id: str,
         tenant_id: str = "",
+        version: int = 0,
     ) -> dict[str, Any]:
-        """Run a child execution to completion and return its outputs.
+        """Run a child execution (of the workflow's version, 0 for its latest) to completion
+        and return its outputs.
 
         Raise NodeError carrying the child's error when it fails.
         """

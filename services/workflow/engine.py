@@ -16,7 +16,6 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from libs.common import jsonutil
 from libs.common.cache import CacheScope, create_result_cache
 from libs.common.child_ids import child_execution_id
 from libs.common.db import utcnow
@@ -31,7 +30,7 @@ from libs.common.errors import (
 )
 from libs.common.kv import KV
 from libs.common.periodic import periodic
-from libs.common.secrets import redact, referenced_secrets
+from libs.common.secrets import redact
 from libs.common.tracing import (
     context_from_traceparent,
     current_traceparent,
@@ -41,7 +40,7 @@ from libs.common.tracing import (
 from services.workflow import pg_writer
 from services.workflow import repository as repo
 from services.workflow.catalog import NodeCatalog
-from services.workflow.compiled import CompiledWorkflow
+from services.workflow.compiled import CompiledWorkflow, compile_workflow
 from services.workflow.completions import CompletionNotices
 from services.workflow.definition import ON_FAILURE_NODE_ID, WorkflowDefinition
 from services.workflow.dispatcher import NodeDispatcher
@@ -51,7 +50,7 @@ from services.workflow.liveness import ReplicaLiveness
 from services.workflow.metrics import EXECUTIONS, EXECUTIONS_LOADED, EXECUTIONS_STARTED
 from services.workflow.models import ExecutionRequestRow, ExecutionRow, NodeRunRow
 from services.workflow.parking import Parking
-from services.workflow.planner import DefinitionGraph, ExecutionPlan
+from services.workflow.planner import DefinitionGraph
 from services.workflow.priority import Waiters
 from services.workflow.runner import ExecutionRunner, Flush, LostOwnership, NodeState
 from services.workflow.secrets import SecretStore
@@ -228,34 +227,10 @@ class Engine:
             self._compiled.move_to_end(key)
             return found
         saved = self._saved.pop(key, None)
-        if saved is not None:  # validated when saved through this replica: no second parse
-            definition, graph = saved
-        else:
-            definition, graph = WorkflowDefinition.model_validate(raw), None
-        default_retry = definition.settings.retry
-        if default_retry is not None:  # the workflow's default for nodes without their own
-            nodes = [
-                node if node.retry is not None else node.model_copy(update={"retry": default_retry})
-                for node in definition.nodes
-            ]
-            definition = definition.model_copy(update={"nodes": nodes})
+        # validated when saved through this replica: no second parse
+        source, graph = saved if saved is not None else (raw, None)
         node_types = await self.catalog.for_tenant(tenant_id)  # its custom types too
-        plan = ExecutionPlan.build(definition, node_types, graph)
-        if definition.on_failure is not None:
-            # The failure handler gets a node row like every node, outside the plan's graph:
-            # the core makes it ready when the execution fails (see ExecutionCore).
-            handler = definition.on_failure.node()
-            if handler.retry is None and default_retry is not None:
-                handler = handler.model_copy(update={"retry": default_retry})
-            definition = definition.model_copy(update={"nodes": [*definition.nodes, handler]})
-        compiled = CompiledWorkflow(
-            workflow_id,
-            version,
-            definition,
-            plan,
-            {node.id: jsonutil.dumps(node.params) or b"{}" for node in definition.nodes},
-            {node.id: referenced_secrets([node.params, node.when]) for node in definition.nodes},
-        )
+        compiled = compile_workflow(workflow_id, version, source, node_types, graph)
         self._compiled[key] = compiled
         while len(self._compiled) > 256:
             self._compiled.popitem(last=False)

@@ -37,7 +37,7 @@ from libs.common.tracing import (
     trace_id_of,
     tracer,
 )
-from services.workflow import pg_writer
+from services.workflow import pg_writer, sqlite_writer
 from services.workflow import repository as repo
 from services.workflow.catalog import NodeCatalog
 from services.workflow.compiled import CompiledWorkflow, compile_workflow
@@ -113,6 +113,10 @@ class Engine:
             pg_writer.BatchWriter(self.db.url.render_as_string(hide_password=False))
             if self.db.dialect.name == "postgresql"
             else None
+        )
+        sqlite_file = sqlite_writer.file_database(self.db)
+        self._sqlite_writer = (
+            sqlite_writer.SQLiteBatchWriter(self.db, sqlite_file) if sqlite_file else None
         )
         self.dispatcher = dispatcher
         self.catalog = catalog
@@ -194,6 +198,8 @@ class Engine:
             await self.liveness.stop()
         if self._writer is not None:
             await self._writer.close()
+        if self._sqlite_writer is not None:
+            await self._sqlite_writer.close()
         if self._cache_store is not None:
             await self._cache_store.close()
 
@@ -674,6 +680,14 @@ class Engine:
                     trace_id=flush.trace_id,
                     tenant_id=flush.tenant_id,
                     workflow_id=flush.workflow_id,
+                )
+            elif self._sqlite_writer is not None:
+                owned = await self._sqlite_writer.write(
+                    execution_id=execution_id,
+                    owner=self.settings.replica_id,
+                    execution_values=execution_values,
+                    nodes=nodes,
+                    events=flush.events,
                 )
             else:
                 async with self.db.begin() as connection:

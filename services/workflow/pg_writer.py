@@ -3,8 +3,9 @@
 The fence on the execution's owner, the node rows and the events travel as a single
 data-modifying CTE over `unnest`ed arrays: one round trip, atomic (a statement is its own
 transaction), and about a third of the cost of the same work through SQLAlchemy Core
-(measured: 0.4 ms vs 2.5 ms per batch on this machine). SQLite uses the Core path in
-repository.py; both write the same rows.
+(measured: 0.4 ms vs 2.5 ms per batch on this machine). SQLite has its own writer
+(sqlite_writer.py, the Core path in repository.py for an in-memory database); all write the
+same rows.
 
 The statement runs on connections of its own (`BatchWriter`), outside SQLAlchemy's pool:
 a chain of nodes writes once per step, and the pool's checkout and checkin cost another

@@ -7,7 +7,19 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from libs.common.db import utcnow
@@ -97,8 +109,20 @@ async def list_executions(
     only_workflows: Sequence[str] | None = None,
     trigger_prefix: str | None = None,
     forked_from: str | None = None,
+    parent_execution_id: str | None = None,
+    include_hidden: bool = False,
 ) -> tuple[Sequence[ExecutionRow], int]:
+    """A page of the tenant's executions, newest first. Those of hidden workflows (an
+    agent's chat and delegation workflows) only with include_hidden or when the filter names
+    them (a workflow, a parent, the forks of an execution): a delegated run is reached from
+    its parent's `children`, not in the tenant's listing."""
     conditions = [ExecutionRow.tenant_id == tenant_id]
+    if not (include_hidden or workflow_id or parent_execution_id or forked_from):
+        conditions.append(
+            ~exists().where(WorkflowRow.id == ExecutionRow.workflow_id, WorkflowRow.hidden)
+        )
+    if parent_execution_id:
+        conditions.append(ExecutionRow.parent_execution_id == parent_execution_id)
     if forked_from:
         conditions.append(ExecutionRow.forked_from_execution_id == forked_from)
     if trigger_prefix:

@@ -357,6 +357,8 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
                 ),
                 trigger_prefix=request.trigger_prefix or None,
                 forked_from=request.forked_from_execution_id or None,
+                parent_execution_id=request.parent_execution_id or None,
+                include_hidden=request.include_hidden,
             )
         return workflow_pb2.ListExecutionsResponse(
             executions=[execution_to_proto(row) for row in rows],

@@ -433,6 +433,54 @@ async def test_chat_workflows_are_not_listed(client: httpx.AsyncClient) -> None:
     assert chat_workflow not in await workflow_ids_listed(client)
 
 
+async def executions_listed(client: httpx.AsyncClient, **params: Any) -> set[str]:
+    listed = await client.get("/api/v1/executions", params={"page_size": 100, **params})
+    assert listed.status_code == 200, listed.text
+    return {item["id"] for item in listed.json()["items"]}
+
+
+async def test_hidden_workflows_executions_are_listed_only_when_asked_for(
+    client: httpx.AsyncClient,
+) -> None:
+    helper = await register(client, name=f"helper{uuid.uuid4().hex[:6]}", model="echo", tools=[])
+    boss = await register(client, model="echo", tools=[f"agent:{helper['id']}"])
+    prompt = f'[[tool:{helper["name"]} {{"task": "say hi"}}]]'
+    workflow_id = await create_workflow(
+        client,
+        {
+            "name": f"boss{uuid.uuid4().hex[:4]}",
+            "nodes": [
+                {
+                    "id": "boss",
+                    "type": "agent",
+                    "params": {"agent_id": boss["id"], "prompt": prompt},
+                }
+            ],
+        },
+    )
+    parent = await wait_final(client, await run(client, workflow_id))
+    assert parent["status"] == "succeeded", parent
+    [child] = node(parent, "boss")["children"]  # the delegated run, in a hidden workflow
+    chatter = await register(client, type="chat", model="echo", tools=[])
+    async with client.stream(
+        "POST", f"/api/v1/agents/{chatter['id']}/chat", json={"message": "hi"}
+    ) as response:
+        assert response.status_code == 200, await response.aread()
+        chat = response.headers["x-execution-id"]
+        await response.aread()
+
+    listed = await executions_listed(client)
+    assert parent["id"] in listed
+    assert not {child, chat} & listed
+    assert {parent["id"], child, chat} <= await executions_listed(client, include_hidden="true")
+    assert await executions_listed(client, parent_execution_id=parent["id"]) == {child}
+    chat_workflow = (await get_execution(client, chat))["workflow_id"]
+    assert await executions_listed(client, workflow_id=chat_workflow) == {chat}
+    # Still linked from the parent, and readable.
+    assert node(await get_execution(client, parent["id"]), "boss")["children"] == [child]
+    assert (await get_execution(client, child))["parent_execution_id"] == parent["id"]
+
+
 async def test_an_inline_agent_node_naming_unknown_delegates_is_refused(
     client: httpx.AsyncClient,
 ) -> None:

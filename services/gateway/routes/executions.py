@@ -58,6 +58,18 @@ async def list_executions(
     guard: Guard,
     workflow_id: Annotated[str | None, Query(description="Only this workflow's.")] = None,
     execution_status: Annotated[ExecutionStatus | None, Query(alias="status")] = None,
+    parent_execution_id: Annotated[
+        str | None,
+        Query(description="Only the children of this execution (subworkflow, map, delegation)."),
+    ] = None,
+    include_hidden: Annotated[
+        bool,
+        Query(
+            description="Also the executions of hidden workflows (an agent's chat and "
+            "delegation runs), which are left out unless asked for here or named by "
+            "`workflow_id` or `parent_execution_id`; a parent's `children` link them."
+        ),
+    ] = False,
 ) -> Page[ExecutionOut]:
     guard.require(caller, "read")
     visible = await guard.visible_workflows(caller)
@@ -70,6 +82,8 @@ async def list_executions(
             tenant_id=tenant,
             restrict_to_workflows=visible is not None,
             workflow_ids=visible or [],
+            parent_execution_id=parent_execution_id or "",
+            include_hidden=include_hidden,
         ),
     )
     return paginate([execution_out(e) for e in reply.executions], reply.page)

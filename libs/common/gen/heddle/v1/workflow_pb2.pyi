@@ -286,7 +286,7 @@ class GetExecutionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., summary: bool = ...) -> None: ...
 
 class ListExecutionsRequest(_message.Message):
-    __slots__ = ("page", "workflow_id", "status", "tenant_id", "restrict_to_workflows", "workflow_ids", "trigger_prefix", "forked_from_execution_id")
+    __slots__ = ("page", "workflow_id", "status", "tenant_id", "restrict_to_workflows", "workflow_ids", "trigger_prefix", "forked_from_execution_id", "include_hidden", "parent_execution_id")
     PAGE_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -295,6 +295,8 @@ class ListExecutionsRequest(_message.Message):
     WORKFLOW_IDS_FIELD_NUMBER: _ClassVar[int]
     TRIGGER_PREFIX_FIELD_NUMBER: _ClassVar[int]
     FORKED_FROM_EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_HIDDEN_FIELD_NUMBER: _ClassVar[int]
+    PARENT_EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     page: _common_pb2.PageRequest
     workflow_id: str
     status: str
@@ -303,7 +305,9 @@ class ListExecutionsRequest(_message.Message):
     workflow_ids: _containers.RepeatedScalarFieldContainer[str]
     trigger_prefix: str
     forked_from_execution_id: str
-    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., workflow_id: _Optional[str] = ..., status: _Optional[str] = ..., tenant_id: _Optional[str] = ..., restrict_to_workflows: bool = ..., workflow_ids: _Optional[_Iterable[str]] = ..., trigger_prefix: _Optional[str] = ..., forked_from_execution_id: _Optional[str] = ...) -> None: ...
+    include_hidden: bool
+    parent_execution_id: str
+    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., workflow_id: _Optional[str] = ..., status: _Optional[str] = ..., tenant_id: _Optional[str] = ..., restrict_to_workflows: bool = ..., workflow_ids: _Optional[_Iterable[str]] = ..., trigger_prefix: _Optional[str] = ..., forked_from_execution_id: _Optional[str] = ..., include_hidden: bool = ..., parent_execution_id: _Optional[str] = ...) -> None: ...
 
 class ListExecutionsResponse(_message.Message):
     __slots__ = ("executions", "page")

@@ -91,6 +91,15 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def anon_kb(pid: int) -> int:
+    """The anonymous part of the RSS (the heaps; the rest is mapped files: code, libraries)."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("Anonymous:"):
+                return int(line.split()[1])
+    return 0
+
+
 def cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
@@ -198,6 +207,9 @@ class Bench:
 
     def rss(self) -> dict[str, int]:
         return {name: rss_kb(self.topology.pid(name)) for name in self.replicas}
+
+    def anon(self) -> dict[str, int]:
+        return {name: anon_kb(self.topology.pid(name)) for name in self.replicas}
 
     def node_rss(self) -> dict[str, int]:
         return {name: rss_kb(self.topology.pid(name)) for name in self.node_replicas}
@@ -375,7 +387,34 @@ class Bench:
 
         await asyncio.gather(*(one(key) for key in keys))
 
-    async def bench_delays(self, n: int, seconds: float, clients: int) -> None:
+    async def settle(self, before: dict[str, int], before_anon: dict[str, int], s: float) -> None:
+        """The workflow replicas' RSS every 5 s for `s` seconds once all finished, then the
+        after-finish growth over the level before the starts (RSS and its anonymous part)."""
+        started = time.monotonic()
+        while True:
+            now = self.rss()
+            shown = ", ".join(f"{(now[k] - before[k]) / 1024:+.1f}" for k in self.replicas)
+            print(f"    t+{time.monotonic() - started:4.0f} s: RSS {shown} MB", flush=True)
+            if time.monotonic() - started >= s:
+                break
+            await asyncio.sleep(min(5.0, s))
+        anon = self.anon()
+        rss = sum(now[k] - before[k] for k in self.replicas)
+        grown = sum(anon[k] - before_anon[k] for k in self.replicas)
+        each = ", ".join(
+            f"{k} {(now[k] - before[k]) / 1024:+.1f} "
+            f"(anon {(anon[k] - before_anon[k]) / 1024:+.1f})"
+            for k in self.replicas
+        )
+        print(
+            f"  AFTER-FINISH RSS GROWTH, {s:.0f} s after the outbox drained: {each}; "
+            f"workflow replicas {rss / 1024:+.1f} MB in all (anonymous {grown / 1024:+.1f} MB)",
+            flush=True,
+        )
+
+    async def bench_delays(
+        self, n: int, seconds: float, clients: int, settle_s: float = 30.0
+    ) -> None:
         print(f"\ndelay: {n} executions waiting {seconds:g} s each", flush=True)
         workflow_id = await self.create(delay_workflow(seconds))
         warm = await self.create(delay_workflow(0))
@@ -384,6 +423,7 @@ class Bench:
         if self.snapshots is not None and not self.snapshots.taken:
             await self.snapshots.take("before the first wave")
         before = self.rss()
+        before_anon = self.anon()
         before_nodes = self.node_rss()
         started = time.monotonic()
         peak: dict[str, Any] = {"parked": 0.0}
@@ -442,6 +482,7 @@ class Bench:
         # give or take the allocator's high-water of the starts (freed, not returned).
         self.print_growth("workflow replicas' RSS once all finished", before, self.rss())
         self.print_growth("node replicas' RSS once all finished", before_nodes, self.node_rss())
+        await self.settle(before, before_anon, settle_s)
         if self.snapshots is not None:
             await self.snapshots.take(f"once the {n} of this wave finished")
         print(
@@ -487,6 +528,17 @@ async def main_async(args: argparse.Namespace) -> None:
             for spec in specs
         ]
         print(f"memory snapshots in {tmp}/snapshots", flush=True)
+    if args.workflow_env:
+        # A/B of the replicas' environment, e.g. MALLOC_ARENA_MAX=2 or
+        # HEDDLE_MALLOC_TRIM_INTERVAL_S=0 (no trim once quiet).
+        extra = dict(item.split("=", 1) for item in args.workflow_env)
+        print(f"workflow replicas' extra environment: {extra}", flush=True)
+        specs = [
+            dataclasses.replace(spec, env={**spec.env, **extra})
+            if spec.name.startswith("workflow")
+            else spec
+            for spec in specs
+        ]
     topology = spawn_topology(specs, f"{tmp}/log", cwd=ROOT)
     try:
         await topology.wait_healthy(timeout_s=90)
@@ -498,7 +550,7 @@ async def main_async(args: argparse.Namespace) -> None:
         for _ in range(args.delay_waves if args.delays else 0):
             # A second wave starts from the RSS the first left: what is still held after
             # 2 x N finished executions beyond the first wave's high-water is what they keep.
-            await bench.bench_delays(args.delays, args.delay_s, args.clients)
+            await bench.bench_delays(args.delays, args.delay_s, args.clients, args.settle_s)
         await bench.http.aclose()
     finally:
         topology.stop()
@@ -514,6 +566,19 @@ def main() -> None:
     parser.add_argument("--delay-s", type=float, default=30.0, help="each delay's length")
     parser.add_argument("--delay-waves", type=int, default=1, help="waves of --delays, in turn")
     parser.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients")
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=30.0,
+        help="how long the workflow replicas' RSS is followed once a delay wave finished",
+    )
+    parser.add_argument(
+        "--workflow-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the workflow replicas (repeatable), for A/B runs",
+    )
     parser.add_argument(
         "--tracemalloc",
         type=int,

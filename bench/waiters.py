@@ -100,6 +100,36 @@ def anon_kb(pid: int) -> int:
     return 0
 
 
+def _allocator_figures(text: str) -> dict[str, int] | None:
+    """pymalloc's and glibc's figures from one SIGUSR2 report (libs/common/memdebug.py)."""
+    if "Total (incl. mmap):" not in text:
+        return None
+    figures: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition("=")
+        name, value = name.strip(), value.strip().replace(",", "")
+        if name == "# arenas allocated current":
+            figures["pymalloc_arenas"] = int(value)
+        elif name == "# bytes in allocated blocks":
+            figures["pymalloc_live"] = int(value)
+        elif name == "Total" and "pymalloc_total" not in figures:
+            figures["pymalloc_total"] = int(value)  # the first Total: pymalloc's arenas
+    total = text.split("Total (incl. mmap):", 1)[1]
+    for line in total.splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "system bytes":
+            figures["malloc_system"] = int(value)
+        elif name.strip() == "in use bytes":
+            figures["malloc_in_use"] = int(value)
+    return figures
+
+
+def _report_after(log_path: Path, offset: int) -> dict[str, int] | None:
+    with open(log_path, errors="replace") as log_file:
+        log_file.seek(offset)
+        return _allocator_figures(log_file.read())
+
+
 def cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
@@ -184,6 +214,8 @@ class Bench:
         self.node_replicas = [s.name for s in topology.specs if s.name.startswith("node")]
         #: Memory snapshots of the workflow replicas (--tracemalloc), else None.
         self.snapshots: Snapshots | None = None
+        #: The replicas print their allocators' statistics on SIGUSR2 (--workflow-env).
+        self.malloc_stats = False
         #: 5xx answers to execute and events (each sent again), by status.
         self.refused: dict[int, int] = {}
         self.http = httpx.AsyncClient(
@@ -210,6 +242,33 @@ class Bench:
 
     def anon(self) -> dict[str, int]:
         return {name: anon_kb(self.topology.pid(name)) for name in self.replicas}
+
+    async def allocators(self, label: str) -> None:
+        """With HEDDLE_DEBUG_MALLOC_STATS=1 (--workflow-env): SIGUSR2 makes each workflow
+        replica print pymalloc's and glibc's statistics to its log; the figures shown."""
+        if not self.malloc_stats:
+            return
+        print(f"  allocators ({label}):", flush=True)
+        for name in self.replicas:
+            log_path = self.topology.log_path(name)
+            offset = log_path.stat().st_size
+            os.kill(self.topology.pid(name), signal.SIGUSR2)
+            for _ in range(300):
+                await asyncio.sleep(0.1)
+                figures = await asyncio.to_thread(_report_after, log_path, offset)
+                if figures is not None:
+                    break
+            else:
+                raise SystemExit(f"{name} printed no allocator statistics within 30 s")
+            mb = 2**20
+            print(
+                f"    {name}: RSS {rss_kb(self.topology.pid(name)) / 1024:.1f} MB; pymalloc "
+                f"{figures['pymalloc_arenas']} arenas, {figures['pymalloc_total'] / mb:.1f} MB, "
+                f"{figures['pymalloc_live'] / mb:.1f} MB in live blocks; glibc malloc "
+                f"{figures['malloc_system'] / mb:.1f} MB from the system, "
+                f"{figures['malloc_in_use'] / mb:.1f} MB in use",
+                flush=True,
+            )
 
     def node_rss(self) -> dict[str, int]:
         return {name: rss_kb(self.topology.pid(name)) for name in self.node_replicas}
@@ -422,6 +481,7 @@ class Bench:
         await self.until("the warm-up", lambda: self._done(warm, 1), 60)
         if self.snapshots is not None and not self.snapshots.taken:
             await self.snapshots.take("before the first wave")
+        await self.allocators("before the starts")
         before = self.rss()
         before_anon = self.anon()
         before_nodes = self.node_rss()
@@ -483,6 +543,7 @@ class Bench:
         self.print_growth("workflow replicas' RSS once all finished", before, self.rss())
         self.print_growth("node replicas' RSS once all finished", before_nodes, self.node_rss())
         await self.settle(before, before_anon, settle_s)
+        await self.allocators(f"{settle_s:.0f} s after the outbox drained")
         if self.snapshots is not None:
             await self.snapshots.take(f"once the {n} of this wave finished")
         print(
@@ -543,6 +604,7 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         await topology.wait_healthy(timeout_s=90)
         bench = Bench(topology, f"postgresql://postgres@127.0.0.1:5432/{database}", key)
+        bench.malloc_stats = "HEDDLE_DEBUG_MALLOC_STATS=1" in args.workflow_env
         if args.tracemalloc:
             bench.snapshots = Snapshots(topology, bench.replicas, Path(tmp) / "snapshots")
         if args.events:

@@ -9,6 +9,12 @@ directory):
 - `<service>-<pid>-<n>.json`: live objects by type name (`gc.get_objects()`), the traced
   memory, and the counts any registered probe reports (e.g. the engine's registries).
 
+With HEDDLE_DEBUG_MALLOC_STATS=1 (no tracemalloc, no slow-down) each SIGUSR2 writes to the
+process's stderr, after a `gc.collect()`, CPython's allocator statistics
+(`sys._debugmallocstats()`: pymalloc arenas, pools and blocks in use) and glibc's per-arena
+figures (`malloc_stats()`: system bytes and in-use bytes per arena): where the RSS of a
+quiet process is, in the Python heap or in malloc's.
+
 Each file is written under a temporary name and renamed, so a reader that sees it sees all of
 it. Nothing of this runs unless the variable is set: the hot path never sees it. It is for
 bench/waiters.py --tracemalloc; tracemalloc itself slows the process down several times.
@@ -18,10 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import ctypes
+import ctypes.util
 import gc
 import json
 import os
 import signal
+import sys
 import tempfile
 import tracemalloc
 from collections.abc import Callable
@@ -29,6 +39,7 @@ from pathlib import Path
 
 ENV = "HEDDLE_DEBUG_TRACEMALLOC"
 DIR_ENV = "HEDDLE_DEBUG_TRACEMALLOC_DIR"
+STATS_ENV = "HEDDLE_DEBUG_MALLOC_STATS"
 
 #: name -> a function returning counts worth reporting (registered by the service).
 _probes: dict[str, Callable[[], dict[str, int]]] = {}
@@ -76,8 +87,21 @@ def write_snapshot(service: str) -> Path:
     return Path(f"{stem}.json")
 
 
+def write_malloc_stats() -> None:
+    """Collect, then print CPython's and glibc's allocator statistics to stderr."""
+    gc.collect()
+    sys.stderr.flush()
+    sys._debugmallocstats()
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    with contextlib.suppress(AttributeError):  # not glibc
+        libc.malloc_stats()
+
+
 def install(service: str) -> None:
-    """In a running event loop: start tracemalloc and snapshot on SIGUSR1, when enabled."""
+    """In a running event loop: start tracemalloc and snapshot on SIGUSR1, and print the
+    allocators' statistics on SIGUSR2, each when enabled."""
+    if os.environ.get(STATS_ENV, "") not in ("", "0"):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, write_malloc_stats)
     if not enabled():
         return
     frames = int(os.environ[ENV]) if os.environ[ENV].isdigit() else 1

@@ -52,3 +52,25 @@ async def test_sigusr1_writes_a_snapshot(monkeypatch: pytest.MonkeyPatch, tmp_pa
     finally:
         loop.remove_signal_handler(signal.SIGUSR1)
         tracemalloc.stop()
+
+
+async def test_sigusr2_prints_the_allocators_statistics(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(memdebug.ENV, raising=False)
+    monkeypatch.setenv(memdebug.STATS_ENV, "1")
+    loop = asyncio.get_running_loop()
+    memdebug.install("svc")
+    try:
+        os.kill(os.getpid(), signal.SIGUSR2)
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            err = capfd.readouterr().err
+            if err:
+                break
+        # CPython's pymalloc figures, then glibc's per-arena ones.
+        assert "# arenas allocated total" in err
+        assert "Arena 0:" in err
+        assert not tracemalloc.is_tracing()
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR2)

@@ -596,9 +596,26 @@ class ExecutionRunner:
             checkpoint, journal_at = {"journal": entries}, at
         else:
             checkpoint, journal_at = progress["checkpoint"], None
-        self._feed(
-            Checkpoint(outcome.node_id, outcome.attempt, checkpoint, rest, event, journal_at)
-        )
+        steps = rest.get("steps")
+        if journal_at is not None and isinstance(steps, list) and len(steps) == len(entries) > 1:
+            # Several entries in one report ({"steps": [their events]}): one checkpoint
+            # (and agent.step event) each, as if they had come one by one.
+            for offset, (entry, step) in enumerate(zip(entries, steps, strict=True)):
+                data = step if isinstance(step, dict) else {}
+                self._feed(
+                    Checkpoint(
+                        outcome.node_id,
+                        outcome.attempt,
+                        {"journal": [entry]},
+                        data,
+                        event,
+                        journal_at + offset,
+                    )
+                )
+        else:
+            self._feed(
+                Checkpoint(outcome.node_id, outcome.attempt, checkpoint, rest, event, journal_at)
+            )
         seq = progress.get("ack")
         if isinstance(seq, int):
             node = self.core.nodes.get(outcome.node_id)

@@ -27,6 +27,7 @@ ReAct sub-loop, and re-plans once when a step fails.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -200,6 +201,9 @@ class Journal:
         self._by_key = {self._key(entry): entry for entry in self.entries}
         #: Steps of this attempt replayed from the journal rather than acted (tests, logs).
         self.replayed = 0
+        #: The agent.step events of the entries not reported yet (one per entry).
+        self._unsent: list[dict[str, Any]] = []
+        self._flushing: asyncio.Handle | None = None
 
     @staticmethod
     def _key(entry: dict[str, Any]) -> tuple[str, str, Any]:
@@ -230,37 +234,55 @@ class Journal:
         )
 
     async def write(self, entry: dict[str, Any], acked: bool = False) -> None:
-        """Append `entry` and report the journal; with `acked`, return once it is committed
-        (before an act with side effects: a tool call)."""
+        """Append `entry` and report it; with `acked`, return once it is committed (before
+        an act with side effects: a tool call). An entry not acknowledged is reported with
+        what the run journals before the event loop next turns (the model's reply rides its
+        tool_call's write: one report, not two), at the latest then or at flush()."""
         self.entries.append(entry)
         self._by_key[self._key(entry)] = entry
         self._log(entry)
         AGENT_STEPS.labels(entry["type"]).inc()
         if entry["type"] == "model_call":
             AGENT_TOKENS.inc(int(entry.get("tokens") or 0))
-        event: dict[str, Any] = {
-            k: entry[k]
-            for k in (
-                "step",
-                "index",
-                "type",
-                "name",
-                "tokens",
-                "duration_ms",
-                "text",
-                "child_execution_id",
-            )
-            if k in entry
-        }
         if not self.durable:
             return
+        self._unsent.append({k: entry[k] for k in _EVENT_FIELDS if k in entry})
+        if acked:
+            await save_checkpoint(self.request, self._report(), acked=True)
+        elif self._flushing is None:
+            self._flushing = asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Report the entries not reported yet (also as the attempt ends: before its
+        outcome). Not acknowledged: sent at once, as progress."""
+        if self._unsent and self.request.progress is not None:
+            self.request.progress(self._report())
+
+    def _report(self) -> dict[str, Any]:
+        if self._flushing is not None:
+            self._flushing.cancel()
+            self._flushing = None
         # Append-only: the new entries and the length of the journal they extend (the
-        # workflow service appends them to the stored journal, refusing a gap).
+        # workflow service appends them to the stored journal, refusing a gap), with one
+        # agent.step event per entry.
         delta = {"at": self._reported, "entries": self.entries[self._reported :]}
         self._reported = len(self.entries)
-        await save_checkpoint(
-            self.request, {"journal": delta, "event": "agent.step", **event}, acked=acked
-        )
+        events, self._unsent = self._unsent, []
+        steps = events[0] if len(events) == 1 else {"steps": events}
+        return {"journal": delta, "event": "agent.step", **steps}
+
+
+#: What an entry's agent.step event carries.
+_EVENT_FIELDS = (
+    "step",
+    "index",
+    "type",
+    "name",
+    "tokens",
+    "duration_ms",
+    "text",
+    "child_execution_id",
+)
 
 
 class AgentExecutor(Executor):
@@ -424,6 +446,8 @@ class AgentExecutor(Executor):
             # The journal (with the tool_call) is committed; the person's decision comes
             # back in the checkpoint and the next attempt resumes from the journal.
             return NodeResult(waiting=pending.waiting, logs=run.logs)
+        finally:
+            run.journal.flush()  # what is not reported yet goes before the outcome
 
 
 class _AgentRun:
@@ -482,6 +506,8 @@ class _AgentRun:
         if limit is not None and self.journal.tokens >= limit:
             raise budget_exceeded("tokens", limit, self.journal.tokens)
         await self.tenant_tokens.check()
+        # What the run journaled so far (the last tool_result) goes out before the call.
+        self.journal.flush()
         started = time.perf_counter()
         with _TRACER.start_as_current_span(
             "agent.model_call", attributes={"heddle.agent.step": step}

@@ -47,11 +47,18 @@ class Recorder:
         if self.refuse:
             raise NodeError("Fenced", "refused")
         self._append(report)
-        self.order.append(f"acked {report['type']} {report['step']}")
+        self.order.append(f"acked {self.named(report)}")
 
     def progress(self, report: dict[str, Any]) -> None:
         self._append(report)
-        self.order.append(f"sent {report['type']} {report['step']}")
+        self.order.append(f"sent {self.named(report)}")
+
+    @staticmethod
+    def named(report: dict[str, Any]) -> str:
+        """The report's entries by their agent.step events (one each): "type step + ..."."""
+        steps = report.get("steps", [report])
+        assert len(steps) == len(report["journal"]["entries"])
+        return " + ".join(f"{step['type']} {step['step']}" for step in steps)
 
     @property
     def last(self) -> dict[str, Any]:
@@ -94,25 +101,25 @@ async def test_each_step_is_journaled_before_the_next_act() -> None:
     result = await run_agent({"tools": ["add"]}, ai, counting_tools(order), journal)
     assert result.output["text"] == "3"
     assert order == [
-        "sent model_call 0",
-        "acked tool_call 0",  # committed, with the reply before it, before the tool acts
+        # One report: the reply with its tool_call, committed before the tool acts.
+        "acked model_call 0 + tool_call 0",
         "tool 1",
         "sent tool_result 0",
-        "sent model_call 1",
-        "acked tool_call 1",
+        "acked model_call 1 + tool_call 1",
         "tool 2",
         "sent tool_result 1",
-        "sent model_call 2",
-        "sent final end",
+        "sent model_call 2 + final end",  # before the outcome
     ]
-    # Append-only: each report carries its one new entry and the length it extends.
+    # Append-only: each report carries its new entries and the length they extend.
     assert [(w["journal"]["at"], len(w["journal"]["entries"])) for w in journal.writes] == [
-        (n, 1) for n in range(len(journal.writes))
-    ]
+        (0, 2), (2, 1), (3, 2), (5, 1), (6, 2)
+    ]  # fmt: skip
     assert [e["type"] for e in journal.entries[:2]] == ["model_call", "tool_call"]
-    model_call = journal.writes[0]
-    assert model_call["event"] == "agent.step"
+    first = journal.writes[0]
+    assert first["event"] == "agent.step"
+    model_call = first["steps"][0]
     assert model_call["tokens"] == 5 and model_call["duration_ms"] >= 0
+    assert journal.writes[1]["type"] == "tool_result"  # one entry: its event's fields
     assert journal.last["journal"][0]["reply"]["tool_calls"] == tool_reply(1)["tool_calls"]
 
 
@@ -144,7 +151,7 @@ async def test_a_resumed_attempt_replays_its_journal_and_remakes_an_unfinished_t
     assert sent[2]["content"] == "2" and sent[4]["content"] == "3"
     # Step 0's tool is not called again; step 1's (no result journaled) is, with its key.
     assert tools.keys == ["ex1/n1/1.0"]
-    assert order == ["tool 2", "sent tool_result 1", "sent model_call 2", "sent final end"]
+    assert order == ["tool 2", "sent tool_result 1", "sent model_call 2 + final end"]
     assert [s["type"] for s in result.output["steps"]] == [
         "tool_call", "tool_result", "tool_call", "tool_result", "final"
     ]  # fmt: skip
@@ -161,7 +168,7 @@ async def test_a_refused_journal_write_stops_the_run_before_the_tool_acts() -> N
             Recorder(order, refuse=True),  # the tool_call write is refused
         )
     assert caught.value.type == "Fenced"
-    assert order == ["sent model_call 0"]  # the tool never ran
+    assert order == []  # the write (reply + tool_call) refused: the tool never ran
 
 
 async def test_token_and_step_budgets_stop_the_run_with_budget_exceeded() -> None:

@@ -600,6 +600,10 @@ class Engine:
         """Apply requests other replicas received for executions this replica drives."""
         if self._closing or not (self.runners or len(self.parking)):
             return
+        if self._writer is not None and not await self._writer.requests_pending(
+            self.settings.replica_id
+        ):
+            return
         async with self.sessions() as session:
             pending = await repo.pending_requests(session, self.settings.replica_id)
         # In order per execution, executions side by side (a parked one is reloaded first:

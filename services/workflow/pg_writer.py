@@ -195,6 +195,14 @@ class StartLookup:
     active: int | None
 
 
+_REQUESTS_PENDING = """
+SELECT EXISTS (
+    SELECT 1 FROM execution_requests r JOIN executions e ON e.id = r.execution_id
+    WHERE e.owner = $1 AND NOT r.done
+)
+"""
+
+
 class BatchWriter:
     """A few asyncpg connections reserved for the hot-path statements (`write`, and
     `insert_execution` when an execution starts); one statement at a time on each."""
@@ -292,6 +300,13 @@ class BatchWriter:
             definition=None if definition is None else jsonutil.loads(definition),
             active=None if active is None else int(active),
         )
+
+    async def requests_pending(self, owner: str) -> bool:
+        """Whether some request forwarded by another replica waits for owner: the request
+        poll's question (several times a second) in one statement, its ORM read only when
+        the answer is yes."""
+        row = await self._fetchrow(_REQUESTS_PENDING, [owner])
+        return bool(row[0])
 
     async def _fetchrow(self, statement: str, args: list[Any]) -> Any:
         async with self._slots:

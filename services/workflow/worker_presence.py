@@ -46,6 +46,11 @@ class PresenceBoard:
         self._remote: dict[TypeKey, list[str]] = {}
         self._watched: dict[TypeKey, float] = {}
         self._turn = 0
+        # True once this replica's rows are known to be none: a replica whose workers serve
+        # nothing (most, most of the time) then writes nothing each round (a transaction
+        # with a read and a commit per second, for no row). Only this replica writes its
+        # rows, so they stay none until its workers serve something.
+        self._none_published = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -86,10 +91,13 @@ class PresenceBoard:
         for key in [k for k, seen in self._watched.items() if now - seen > _WATCH_S]:
             del self._watched[key]
         wanted = set(self._watched) | set(self._pool.queued_keys())
-        async with self._sessions.begin() as session:
-            await repo.publish_presence(
-                session, self.replica_id, self.address, self._pool.served(), utcnow()
-            )
+        served = self._pool.served()
+        if served or not self._none_published:
+            async with self._sessions.begin() as session:
+                await repo.publish_presence(
+                    session, self.replica_id, self.address, served, utcnow()
+                )
+            self._none_published = not served
         remote: dict[TypeKey, list[str]] = {}
         if wanted:
             fresh_after = self.fresh_after()
@@ -113,6 +121,8 @@ class PresenceBoard:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._none_published:
+            return
         try:
             async with self._sessions.begin() as session:
                 await repo.withdraw_presence(session, self.replica_id)

@@ -16,7 +16,7 @@ import contextlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from itertools import compress, repeat
-from operator import attrgetter, is_not
+from operator import attrgetter, eq, is_, is_not, itemgetter, not_
 from typing import Any, Literal, cast
 
 from jsonschema import Draft202012Validator
@@ -93,6 +93,10 @@ def _ids_valid(ids: list[str]) -> bool:
     )
 
 
+_NODE_ID = attrgetter("id")
+_NODE_TYPE = attrgetter("type")
+_NODE_PARAMS = attrgetter("params")
+_ON_ERROR = attrgetter("on_error")
 _SOURCE = attrgetter("source")
 _TARGET = attrgetter("target")
 _SOURCE_PORT = attrgetter("source_port")
@@ -336,13 +340,85 @@ def _compile_keyword(key: str, arg: Any, schema: dict[str, Any]) -> _Check | Non
     return None
 
 
+_BatchCheck = Callable[[list[Any]], bool]
+
+
+def _compile_batch(schema: Any) -> _BatchCheck | None:
+    """For the commonest params schema (what ``_object_check`` takes: a typed object of
+    properties, required, closed or open), a check of many params at once with C-level
+    passes (types, key sets, values by key): True only where ``_compile_fast``'s check
+    would be True for every one of them (False: ask it, one by one); None for other
+    schemas."""
+    if not isinstance(schema, dict):
+        return None
+    keys = {k for k in schema if k not in _ANNOTATIONS and not k.startswith("x-")}
+    properties = schema.get("properties", {})
+    required_list = schema.get("required", [])
+    if not (
+        keys <= {"type", "properties", "required", "additionalProperties"}
+        and schema.get("type", "object") == "object"
+        and schema.get("additionalProperties", True) in (True, False)
+        and isinstance(properties, dict)
+        and isinstance(required_list, list)
+    ):
+        return None
+    closed = schema.get("additionalProperties", True) is False
+    allowed = frozenset(properties)
+    required = frozenset(required_list)
+    subs: list[tuple[str, _Check, bool]] = []  # (name, check, a plain string)
+    for name, sub in properties.items():
+        check = _compile_fast(sub)
+        if check is None:
+            return None
+        if check is not _always:
+            plain = (
+                isinstance(sub, dict)
+                and {k for k in sub if k not in _ANNOTATIONS and not k.startswith("x-")} == {"type"}
+                and sub["type"] == "string"
+            )
+            subs.append((name, check, plain))
+
+    def batch(values: list[Any]) -> bool:
+        if not values:
+            return True
+        if set(map(type, values)) != {dict}:
+            return False
+        for present in set(map(frozenset, values)):
+            if (closed and not present <= allowed) or not required <= present:
+                return False
+        for name, check, plain in subs:
+            if name in required:
+                found = list(map(itemgetter(name), values))
+            else:
+                found = [value[name] for value in values if name in value]
+            if plain:
+                if set(map(type, found)) - {str}:
+                    return False
+            elif not all(map(check, found)):
+                return False
+        return True
+
+    return batch
+
+
 class _SchemaChecker:
-    __slots__ = ("fast", "full", "schema")
+    __slots__ = ("batch", "fast", "full", "schema")
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.schema = schema
         self.full = Draft202012Validator(schema)
         self.fast = _compile_fast(schema)
+        self.batch = _compile_batch(schema) if self.fast is not None else None
+
+    def passes(self, params: list[dict[str, Any]]) -> list[bool] | None:
+        """Whether each params passes the fast check, or None when all do."""
+        if self.fast is _always or (self.batch is not None and self.batch(params)):
+            return None
+        fast = self.fast
+        if fast is None:
+            return [False] * len(params)
+        oks = list(map(fast, params))
+        return None if all(oks) else oks
 
     def errors(self, params: dict[str, Any]) -> list[SchemaError]:
         if self.fast is not None and self.fast(params):
@@ -685,6 +761,7 @@ class _Checker:
         self.outputs = outputs
         self.broken_ids = broken_ids
         self.index: dict[str, int] = {}  # node id -> position in self.nodes (first wins)
+        self.node_models = [node for _, node in nodes]
         self.edge_raw = [raw_index for raw_index, _ in edges]
         self.edge_models = [edge for _, edge in edges]
         # per edge: its ends' positions (None: no such node) and its source port
@@ -802,13 +879,74 @@ class _Checker:
         return f"nodes[{self.nodes[position][0]}].{rest}"
 
     def _check_nodes(self) -> list[NodeTypeSpec | None]:
-        issues = self.issues
-        specs: list[NodeTypeSpec | None] = []
-        input_nodes: list[int] = []
-        # One C-speed pass over every id first; per-node checks only when one is wrong.
-        ids = self.node_ids = [node.id for _, node in self.nodes]
-        ids_valid = _ids_valid(ids)
+        # Whole-list passes through C first (ids, types, specs, the params of each type at
+        # once); the per-node rules run only for the nodes that may have something to
+        # report, in node order, so the issues come in the order a per-node loop gives.
+        models = self.node_models
+        ids = self.node_ids = list(map(_NODE_ID, models))
+        types = list(map(_NODE_TYPE, models))
+        specs = list(map(self.node_types.get, types))
+        count = len(ids)
+        index = dict(zip(ids, range(count), strict=True))
         checkers: dict[str, _SchemaChecker | None] = {}
+        # `None in specs` would compare every spec (a pydantic model: Python __eq__) to None
+        unknown = any(map(is_, specs, repeat(None)))
+        if len(index) != count or unknown or not _ids_valid(ids):
+            self._check_nodes_one_by_one(specs, checkers)
+        else:
+            self.index = index
+            for position in self._worth_a_look(models, types, specs, checkers):
+                raw_index, node = self.nodes[position]
+                self._node_rules(position, raw_index, node, specs[position], checkers)
+        for position in list(compress(range(count), map(eq, types, repeat(_INPUT_TYPE))))[1:]:
+            node = self.nodes[position][1]
+            self.issues.add(
+                "multiple_input_nodes",
+                f"node '{node.id}' is a second 'input' node; a workflow has at most one",
+                node_id=node.id,
+                field=self._field(position, "type"),
+            )
+        return specs
+
+    def _worth_a_look(
+        self,
+        models: list[NodeSpec],
+        types: list[str],
+        specs: list[NodeTypeSpec | None],
+        checkers: dict[str, _SchemaChecker | None],
+    ) -> list[int]:
+        """The positions, in order, of the nodes whose rules (_node_rules) may report
+        something: params that fail the fast check, a missing expression, and every node
+        of a type with rules of its own (tools, map, sql)."""
+        count = len(types)
+        worth: list[int] = []
+        for node_type in set(types):
+            positions = list(compress(range(count), map(eq, types, repeat(node_type))))
+            if node_type in _TOOL_TYPES or node_type in (_MAP_TYPE, _SQL_TYPE):
+                worth.extend(positions)
+                continue
+            spec = specs[positions[0]]
+            checker = checkers[node_type] = _checker_for(spec) if spec is not None else None
+            params = list(map(_NODE_PARAMS, map(models.__getitem__, positions)))
+            if checker is not None:
+                oks = checker.passes(params)
+                if oks is not None:
+                    worth.extend(compress(positions, map(not_, oks)))
+            if node_type in _EXPRESSION_REQUIRED:
+                expressions = list(map(dict.get, params, repeat("expression")))
+                if set(map(type, expressions)) != {str} or not all(
+                    map(str.strip, cast(list[str], expressions))
+                ):
+                    worth.extend(positions)  # the rules tell which
+        return sorted(set(worth))
+
+    def _check_nodes_one_by_one(
+        self, specs: list[NodeTypeSpec | None], checkers: dict[str, _SchemaChecker | None]
+    ) -> None:
+        """Ids, duplicates and types node by node (some id is wrong or repeats, or a type
+        is unknown), with each node's other rules after them."""
+        issues = self.issues
+        ids_valid = _ids_valid(self.node_ids)
         for position, (raw_index, node) in enumerate(self.nodes):
             problem = None if ids_valid else node_id_problem(node.id)
             if problem is not None:
@@ -824,8 +962,7 @@ class _Checker:
                     node_id=node.id,
                     field=f"nodes[{raw_index}].id",
                 )
-            spec = self.node_types.get(node.type)
-            specs.append(spec)
+            spec = specs[position]
             if spec is None:
                 issues.add(
                     "unknown_node_type",
@@ -833,54 +970,55 @@ class _Checker:
                     node_id=node.id,
                     field=f"nodes[{raw_index}].type",
                 )
+            self._node_rules(position, raw_index, node, spec, checkers)
+
+    def _node_rules(
+        self,
+        position: int,
+        raw_index: int,
+        node: NodeSpec,
+        spec: NodeTypeSpec | None,
+        checkers: dict[str, _SchemaChecker | None],
+    ) -> None:
+        """A node's params, tools, map, sql and expression rules."""
+        issues = self.issues
+        if spec is not None:
+            if node.type in checkers:
+                checker = checkers[node.type]
             else:
-                if node.type in checkers:
-                    checker = checkers[node.type]
-                else:
-                    checker = checkers[node.type] = _checker_for(spec)
-                if checker is not None and (checker.fast is None or not checker.fast(node.params)):
-                    self._check_params(position, node, checker)
-            if node.type in _TOOL_TYPES:
-                self._check_tools(f"nodes[{raw_index}].params", node.id, node.type, node.params)
-            if node.type == _MAP_TYPE:
-                inline = node.params.get("node")
-                if isinstance(inline, dict) and isinstance(inline.get("params"), dict):
-                    self._check_tools(
-                        f"nodes[{raw_index}].params.node.params",
-                        node.id,
-                        inline.get("type"),
-                        inline["params"],
-                    )
-            if node.type == _INPUT_TYPE:
-                input_nodes.append(position)
-            if node.type == _SQL_TYPE and _holds_sql_template(node.params.get("query")):
-                # Values reach the database as bound parameters only (no SQL injection).
-                issues.add(
-                    "templated_sql",
-                    f"sql node '{node.id}': the query may not contain templates ({{{{ }}}} or "
-                    "{% %}); pass values as bound parameters (:name in the query, "
-                    "params.parameters.name beside it)",
-                    node_id=node.id,
-                    field=f"nodes[{raw_index}].params.query",
+                checker = checkers[node.type] = _checker_for(spec)
+            if checker is not None and (checker.fast is None or not checker.fast(node.params)):
+                self._check_params(position, node, checker)
+        if node.type in _TOOL_TYPES:
+            self._check_tools(f"nodes[{raw_index}].params", node.id, node.type, node.params)
+        if node.type == _MAP_TYPE:
+            inline = node.params.get("node")
+            if isinstance(inline, dict) and isinstance(inline.get("params"), dict):
+                self._check_tools(
+                    f"nodes[{raw_index}].params.node.params",
+                    node.id,
+                    inline.get("type"),
+                    inline["params"],
                 )
-            if node.type in _EXPRESSION_REQUIRED:
-                expression = node.params.get("expression")
-                if not isinstance(expression, str) or not expression.strip():
-                    issues.add(
-                        "missing_expression",
-                        f"{node.type} node '{node.id}' needs a non-empty 'expression' param",
-                        node_id=node.id,
-                        field=f"nodes[{raw_index}].params.expression",
-                    )
-        for position in input_nodes[1:]:
-            node = self.nodes[position][1]
+        if node.type == _SQL_TYPE and _holds_sql_template(node.params.get("query")):
+            # Values reach the database as bound parameters only (no SQL injection).
             issues.add(
-                "multiple_input_nodes",
-                f"node '{node.id}' is a second 'input' node; a workflow has at most one",
+                "templated_sql",
+                f"sql node '{node.id}': the query may not contain templates ({{{{ }}}} or "
+                "{% %}); pass values as bound parameters (:name in the query, "
+                "params.parameters.name beside it)",
                 node_id=node.id,
-                field=self._field(position, "type"),
+                field=f"nodes[{raw_index}].params.query",
             )
-        return specs
+        if node.type in _EXPRESSION_REQUIRED:
+            expression = node.params.get("expression")
+            if not isinstance(expression, str) or not expression.strip():
+                issues.add(
+                    "missing_expression",
+                    f"{node.type} node '{node.id}' needs a non-empty 'expression' param",
+                    node_id=node.id,
+                    field=f"nodes[{raw_index}].params.expression",
+                )
 
     def _check_params(self, position: int, node: NodeSpec, checker: _SchemaChecker) -> None:
         for error in checker.errors(node.params):
@@ -1087,6 +1225,8 @@ class _Checker:
                 out_edges[source].append(e)
                 in_edges[target].append(e)
                 preds[target].append(source)
+        if "fail_branch" not in map(_ON_ERROR, self.node_models):
+            return
         for position, (raw_index, node) in enumerate(self.nodes):
             if node.on_error == "fail_branch" and position not in error_edges:
                 issues.add(

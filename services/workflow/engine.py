@@ -8,7 +8,7 @@ import datetime as dt
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 from opentelemetry import trace
@@ -921,8 +921,13 @@ class Engine:
         """Take over the executions whose lease lapsed (their replica died)."""
         if self._closing:
             return
-        async with self.sessions() as session:
-            orphaned = await repo.orphaned_executions(session)
+        if self._writer is not None:
+            orphaned: Sequence[str] = await self._writer.orphaned_executions(
+                repo.ACTIVE_STATUSES, utcnow()
+            )
+        else:
+            async with self.sessions() as session:
+                orphaned = await repo.orphaned_executions(session)
         for execution_id in orphaned:
             if execution_id not in self.runners:
                 await self.take_over(execution_id)

@@ -15,6 +15,7 @@ a chain of nodes writes once per step, and the pool's checkout and checkin cost 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -203,6 +204,16 @@ SELECT EXISTS (
 """
 
 
+_ORPHANED = """
+SELECT array(
+    SELECT id FROM executions
+    WHERE status = ANY($1::text[]) AND (owner IS NULL OR lease_expires_at < $2)
+    ORDER BY created_at
+    LIMIT $3
+)
+"""
+
+
 class BatchWriter:
     """A few asyncpg connections reserved for the hot-path statements (`write`, and
     `insert_execution` when an execution starts); one statement at a time on each."""
@@ -307,6 +318,15 @@ class BatchWriter:
         the answer is yes."""
         row = await self._fetchrow(_REQUESTS_PENDING, [owner])
         return bool(row[0])
+
+    async def orphaned_executions(
+        self, statuses: tuple[str, ...], now: dt.datetime, limit: int = 100
+    ) -> list[str]:
+        """The oldest active executions no replica holds (no owner, or its lease lapsed):
+        the recovery poll's question, every few seconds on every replica, in one statement
+        instead of an ORM session."""
+        row = await self._fetchrow(_ORPHANED, [list(statuses), now, limit])
+        return list(row[0] or ())
 
     async def _fetchrow(self, statement: str, args: list[Any]) -> Any:
         async with self._slots:

@@ -1,10 +1,12 @@
 """The periodic questions a workflow replica asks while it has nothing to do cost little:
 the request poll (several times a second) asks PostgreSQL one EXISTS on the writer's
-connection before any ORM read, and a replica whose workers serve nothing stops writing its
-(empty) worker presence after the first round."""
+connection before any ORM read, the recovery poll one statement there too, and a replica
+whose workers serve nothing stops writing its (empty) worker presence after the first
+round."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -12,8 +14,9 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from libs.common.db import create_engine, session_factory
+from libs.common.db import create_engine, session_factory, utcnow
 from libs.migrations import upgrade
+from services.workflow import repository as repo
 from services.workflow.models import ExecutionRequestRow, ExecutionRow
 from services.workflow.pg_writer import BatchWriter
 from services.workflow.worker_models import WorkerPresenceRow
@@ -56,6 +59,43 @@ async def test_requests_pending_answers_for_the_owner_of_undone_requests(
         async with sessions.begin() as session:
             await session.execute(update(ExecutionRequestRow).values(done=True))
         assert not await writer.requests_pending("replica-one")
+    finally:
+        await writer.close()
+
+
+async def test_orphaned_executions_are_the_active_ones_no_replica_holds_oldest_first(
+    pg_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    now = utcnow()
+    lapsed, live = now - dt.timedelta(seconds=5), now + dt.timedelta(seconds=30)
+    rows = [
+        # id, status, owner, lease, created (seconds ago)
+        ("held", "running", "r1", live, 50),
+        ("lapsed", "running", "r1", lapsed, 10),
+        ("ownerless", "pending", None, None, 30),
+        ("paused-lapsed", "paused", "r2", lapsed, 20),
+        ("finished", "succeeded", None, None, 40),
+    ]
+    async with sessions.begin() as session:
+        for execution_id, status, owner, lease, age in rows:
+            session.add(
+                ExecutionRow(
+                    id=execution_id,
+                    workflow_id="w1",
+                    workflow_version=1,
+                    status=status,
+                    owner=owner,
+                    lease_expires_at=lease,
+                    created_at=now - dt.timedelta(seconds=age),
+                )
+            )
+    writer = BatchWriter(pg_url)
+    try:
+        found = await writer.orphaned_executions(repo.ACTIVE_STATUSES, now)
+        assert found == ["ownerless", "paused-lapsed", "lapsed"]
+        async with sessions() as session:
+            assert list(await repo.orphaned_executions(session)) == found
+        assert await writer.orphaned_executions(repo.ACTIVE_STATUSES, now, limit=1) == ["ownerless"]
     finally:
         await writer.close()
 

@@ -13,6 +13,7 @@ from libs.common.bus import EventBus
 from libs.common.db import session_factory
 from libs.common.grpcutil import GrpcServer, TlsFiles
 from libs.common.kv import KV
+from libs.common.memtrim import QuietTrim
 from libs.common.runtime import run_service
 from libs.common.service import RunningService, ServiceStack, start_service
 from libs.migrations import upgrade
@@ -103,6 +104,12 @@ async def serve(
         stack.callback(engine.stop)
         subscription = await consume_triggers(shared_bus, engine)
         stack.callback(subscription.cancel)
+        if settings.malloc_trim_interval_s > 0:
+            trim = QuietTrim(
+                busy_cpu_s=settings.malloc_trim_busy_cpu_s,
+                quiet_fraction=settings.malloc_trim_quiet_fraction,
+            )
+            stack.periodic("malloc-trim", settings.malloc_trim_interval_s, trim.check)
         # Last: once it answers, everything behind it runs; on stop it is the first to go, so
         # no call reaches a stopped engine.
         servicer = WorkflowServicer(engine, store)

@@ -57,6 +57,25 @@ class WorkflowSettings(CommonSettings):
         "share of this replica's max_concurrency_global, so one tenant's fan-out does not "
         "starve another's small runs (bench/fairness.py); off: first come, first served.",
     )
+    malloc_trim_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How often the replica checks whether it went quiet after a burst, and "
+        "then gives what glibc's malloc freed back to the OS (malloc_trim, Linux; libs/common/"
+        "memtrim.py; pymalloc's arenas are not affected: bench/README, waiters); 0: never.",
+    )
+    malloc_trim_busy_cpu_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="CPU seconds of work since the last trim that make a quiet replica trim.",
+    )
+    malloc_trim_quiet_fraction: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="A check interval counts as quiet when the replica used at most this "
+        "fraction of a core in it.",
+    )
     dispatch_batch_size: int = Field(
         default=128, ge=1, description="Most node attempts sent to a replica in one call."
     )

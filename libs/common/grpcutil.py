@@ -103,6 +103,34 @@ def _service_config(round_robin: bool) -> str:
     return json.dumps(config)
 
 
+def outgoing_metadata(
+    token: str, method: str | bytes, metadata: Sequence[tuple[str, str | bytes]] = ()
+) -> tuple[trace.Span | None, grpc.aio.Metadata | None]:
+    """What a call presents: the service token and, inside a trace, its context, with a
+    CLIENT span for the call when spans are read (the caller ends it); (None, None) when
+    there is nothing to add. The interceptors use it, and so do hot callers on a channel
+    without interceptors (`create_channel(..., intercepted=False)`)."""
+    parent = trace.get_current_span()
+    span = None
+    in_trace = parent.get_span_context().is_valid
+    if not token and not in_trace:
+        return None, None
+    out = grpc.aio.Metadata(*metadata)
+    if token:
+        out.add(AUTH_METADATA_KEY, token)
+    if in_trace and not spans_wanted():
+        out.add(TRACEPARENT, current_traceparent(parent))
+    elif in_trace:
+        name = method.decode() if isinstance(method, bytes) else method
+        span = _TRACER.start_span(
+            f"grpc.client {name.lstrip('/')}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.method": name},
+        )
+        out.add(TRACEPARENT, current_traceparent(span))
+    return span, out
+
+
 class _ClientInterceptor:
     """Presents the service token, and inside a trace makes a CLIENT span per call and sends
     its context in the metadata. grpc.aio files an interceptor under its first matching
@@ -114,23 +142,8 @@ class _ClientInterceptor:
     def _prepare(
         self, details: grpc.aio.ClientCallDetails
     ) -> tuple[trace.Span | None, grpc.aio.ClientCallDetails]:
-        parent = trace.get_current_span()
-        span = None
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        if self._token:
-            metadata.add(AUTH_METADATA_KEY, self._token)
-        if parent.get_span_context().is_valid and not spans_wanted():
-            metadata.add(TRACEPARENT, current_traceparent(parent))
-        elif parent.get_span_context().is_valid:
-            method = details.method
-            name = method.decode() if isinstance(method, bytes) else method
-            span = _TRACER.start_span(
-                f"grpc.client {name.lstrip('/')}",
-                kind=trace.SpanKind.CLIENT,
-                attributes={"rpc.system": "grpc", "rpc.method": name},
-            )
-            metadata.add(TRACEPARENT, current_traceparent(span))
-        elif not self._token:
+        span, metadata = outgoing_metadata(self._token, details.method, details.metadata or ())
+        if metadata is None:
             return None, details
         return span, grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
@@ -156,7 +169,7 @@ class _UnaryStreamInterceptor(_ClientInterceptor, grpc.aio.UnaryStreamClientInte
         span, details = self._prepare(client_call_details)
         call = await continuation(details, request)
         if span is not None:
-            call.add_done_callback(lambda done: _end_stream_span(span, done))
+            call.add_done_callback(lambda done: end_stream_span(span, done))
         return call
 
 
@@ -167,7 +180,8 @@ def _end_client_span(span: trace.Span, code: grpc.StatusCode) -> None:
     span.end()
 
 
-def _end_stream_span(span: trace.Span, call: grpc.aio.Call) -> None:
+def end_stream_span(span: trace.Span, call: grpc.aio.Call) -> None:
+    """End a stream's CLIENT span (from outgoing_metadata) with its status, once done."""
     # The status is a coroutine even once the call is done: read it in a task of its own
     # (unless the call ends outside the loop, collected after the loop closed).
     try:
@@ -230,10 +244,18 @@ class TlsFiles:
 
 
 def create_channel(
-    address: str, *, service_token: str = "", tls: TlsFiles | None = None
+    address: str,
+    *,
+    service_token: str = "",
+    tls: TlsFiles | None = None,
+    intercepted: bool = True,
 ) -> grpc.aio.Channel:
     """A loopback/cluster channel with keepalive, retries and size limits; mutual TLS with
     `tls` (see TlsFiles), insecure without.
+
+    `intercepted=False`: no client interceptors (each intercepted call runs an extra task and,
+    for a stream, an async generator per read); the caller passes what `outgoing_metadata`
+    gives (the service token, the trace context) and ends its span.
 
     `dns:///name:port` addresses are balanced round-robin over every address the name
     resolves to.
@@ -243,7 +265,11 @@ def create_channel(
         # dns:/// names and multi-address ipv4:a,b targets are balanced over every address.
         ("grpc.service_config", _service_config(address.startswith(("dns:", "ipv4:", "ipv6:")))),
     ]
-    interceptors = [_UnaryUnaryInterceptor(service_token), _UnaryStreamInterceptor(service_token)]
+    interceptors: list[grpc.aio.ClientInterceptor] = (
+        [_UnaryUnaryInterceptor(service_token), _UnaryStreamInterceptor(service_token)]
+        if intercepted
+        else []
+    )
     if tls is not None:
         return grpc.aio.secure_channel(
             address,

@@ -329,17 +329,19 @@ async def _run_and_wait(
     Once the start was answered, a broken stream is waited on as a read (WaitExecution);
     a workflow service without RunExecution gets StartExecution and WaitExecution."""
     deadline = time.monotonic() + wait_s
-    call = clients.workflow.RunExecution(
+    call = clients.run_execution(
         workflow_pb2.RunExecutionRequest(start=start, wait_s=wait_s),
         timeout=wait_s + clients.settings.grpc_deadline_s,
     )
     started: workflow_pb2.StartExecutionResponse | None = None
+    finished = False
     try:
-        async for reply in call:
+        while (reply := await call.read()) is not grpc.aio.EOF:
             if reply.HasField("started"):
                 started = reply.started
             elif reply.HasField("finished"):
                 assert started is not None
+                finished = True
                 return started, reply.finished
     except grpc.RpcError as error:
         if started is None:
@@ -347,7 +349,10 @@ async def _run_and_wait(
                 raise from_rpc_error(error) from None
             started = await clients.call(clients.workflow.StartExecution, start)
     finally:
-        call.cancel()
+        # The service ends the stream right after `finished`: cancelling it then would only
+        # send a RST_STREAM (a write) for a call its trailers end anyway.
+        if not finished:
+            call.cancel()
     if started is None:  # the stream ended without a reply: not a workflow service's answer
         raise Unavailable("the workflow service ended the run without starting it")
     remaining = deadline - time.monotonic()

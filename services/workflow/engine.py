@@ -76,6 +76,10 @@ def _current_link() -> list[trace.Link]:
 
 __all__ = ["CompiledWorkflow", "Engine"]
 
+#: At most this many nodes, over the versions saved here and not compiled yet (one larger
+#: version is still kept: it is the one most likely to run next).
+_SAVED_NODES = 200_000
+
 _EXECUTION_COLUMNS = tuple(ExecutionRow.__table__.columns)
 
 
@@ -255,9 +259,16 @@ class Engine:
         key = (workflow_id, version)
         if key in self._compiled:
             return
+        # Bounded by count and by size (an editor saving a large workflow over and over
+        # must not pile up its versions): only the newest saved version of a workflow is
+        # kept, and at most _SAVED_NODES nodes in all.
+        for held in [k for k in self._saved if k[0] == workflow_id]:
+            del self._saved[held]
         self._saved[key] = (definition, graph)
-        while len(self._saved) > 8:
-            self._saved.popitem(last=False)
+        nodes = sum(len(saved.nodes) for saved, _ in self._saved.values())
+        while len(self._saved) > 8 or (nodes > _SAVED_NODES and len(self._saved) > 1):
+            _, (dropped, _) = self._saved.popitem(last=False)
+            nodes -= len(dropped.nodes)
 
     def type_version(self, node_type: str, tenant_id: str = "") -> int:
         return self.catalog.version(node_type, tenant_id)
@@ -939,12 +950,16 @@ class Engine:
             return
         until = self._lease_until()
         held: set[str] = set()
-        async with self.sessions() as session, session.begin():
-            # In chunks: tens of thousands of parked ids are more than one statement's
-            # parameters (asyncpg takes at most 32,767).
-            for start in range(0, len(owned), _LEASE_CHUNK):
-                chunk = owned[start : start + _LEASE_CHUNK]
-                held |= await repo.renew_leases(session, self.settings.replica_id, chunk, until)
+        if self._writer is not None:
+            # The ids as one array parameter: any number in one statement.
+            held = await self._writer.renew_leases(self.settings.replica_id, owned, until)
+        else:
+            async with self.sessions() as session, session.begin():
+                # In chunks: tens of thousands of parked ids are more parameters than one
+                # statement may have.
+                for start in range(0, len(owned), _LEASE_CHUNK):
+                    chunk = owned[start : start + _LEASE_CHUNK]
+                    held |= await repo.renew_leases(session, self.settings.replica_id, chunk, until)
         for execution_id in held:
             if execution_id in self._leases:
                 self._leases[execution_id] = until

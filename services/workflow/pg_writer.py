@@ -214,6 +214,16 @@ SELECT array(
 """
 
 
+_RENEW_LEASES = """
+WITH renewed AS (
+    UPDATE executions SET lease_expires_at = $3
+    WHERE id = ANY($2::text[]) AND owner = $1
+    RETURNING id
+)
+SELECT array(SELECT id FROM renewed)
+"""
+
+
 class BatchWriter:
     """A few asyncpg connections reserved for the hot-path statements (`write`, and
     `insert_execution` when an execution starts); one statement at a time on each."""
@@ -327,6 +337,15 @@ class BatchWriter:
         instead of an ORM session."""
         row = await self._fetchrow(_ORPHANED, [list(statuses), now, limit])
         return list(row[0] or ())
+
+    async def renew_leases(
+        self, owner: str, execution_ids: list[str], lease_until: dt.datetime
+    ) -> set[str]:
+        """Extend the leases owner still holds among execution_ids; returns those ids. One
+        statement, the same whatever the number of ids (the ORM's IN list was a statement
+        of its own, compiled and prepared, for every length)."""
+        row = await self._fetchrow(_RENEW_LEASES, [owner, execution_ids, lease_until])
+        return set(row[0] or ())
 
     async def _fetchrow(self, statement: str, args: list[Any]) -> Any:
         async with self._slots:

@@ -100,6 +100,36 @@ async def test_orphaned_executions_are_the_active_ones_no_replica_holds_oldest_f
         await writer.close()
 
 
+async def test_renew_leases_extends_and_returns_only_what_the_owner_holds(
+    pg_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    async with sessions.begin() as session:
+        for execution_id, owner in [("a", "r1"), ("b", "r1"), ("c", "r2")]:
+            session.add(
+                ExecutionRow(
+                    id=execution_id,
+                    workflow_id="w1",
+                    workflow_version=1,
+                    status="running",
+                    owner=owner,
+                    lease_expires_at=utcnow(),
+                )
+            )
+    until = utcnow() + dt.timedelta(seconds=60)
+    writer = BatchWriter(pg_url)
+    try:
+        assert await writer.renew_leases("r1", ["a", "c", "gone"], until) == {"a"}
+        assert await writer.renew_leases("r1", [], until) == set()
+    finally:
+        await writer.close()
+    async with sessions() as session:
+        leases = dict(
+            (await session.execute(select(ExecutionRow.id, ExecutionRow.lease_expires_at))).all()
+        )
+    assert leases["a"] == until
+    assert all(lease is not None and lease < until for lease in (leases["b"], leases["c"]))
+
+
 class _Pool:
     """What the board reads of a WorkerPool."""
 

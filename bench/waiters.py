@@ -261,10 +261,17 @@ class Bench:
             else:
                 raise SystemExit(f"{name} printed no allocator statistics within 30 s")
             mb = 2**20
+            # No pymalloc figures under PYTHONMALLOC=malloc: every object is malloc's.
+            pymalloc = (
+                f"pymalloc {figures['pymalloc_arenas']} arenas, "
+                f"{figures['pymalloc_total'] / mb:.1f} MB, "
+                f"{figures['pymalloc_live'] / mb:.1f} MB in live blocks"
+                if "pymalloc_arenas" in figures
+                else "no pymalloc"
+            )
             print(
-                f"    {name}: RSS {rss_kb(self.topology.pid(name)) / 1024:.1f} MB; pymalloc "
-                f"{figures['pymalloc_arenas']} arenas, {figures['pymalloc_total'] / mb:.1f} MB, "
-                f"{figures['pymalloc_live'] / mb:.1f} MB in live blocks; glibc malloc "
+                f"    {name}: RSS {rss_kb(self.topology.pid(name)) / 1024:.1f} MB; "
+                f"{pymalloc}; glibc malloc "
                 f"{figures['malloc_system'] / mb:.1f} MB from the system, "
                 f"{figures['malloc_in_use'] / mb:.1f} MB in use",
                 flush=True,

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from libs.cli.stack import Stack
+from services.workflow import engine as engine_module
 from services.workflow.definition import WorkflowDefinition
 from tests.integration.helpers import create_workflow, run, wait_final
 
@@ -62,3 +63,16 @@ async def test_first_run_takes_the_saved_definition(
     execution = await wait_final(client, await run(client, workflow_id, {"who": "bob"}))
     assert execution["outputs"] == {"said": "hi bob"}
     assert len(parsed) == 1 and parsed[0]["name"] == "saved-once"
+
+    # Bounded: the newest saved version of a workflow only, at most 8, and by their nodes.
+    saved = WorkflowDefinition.model_validate(FLOW)
+    engine.remember_saved("w", 1, saved, None)
+    engine.remember_saved("w", 2, saved, None)
+    assert list(engine._saved) == [("w", 2)]
+    for n in range(10):
+        engine.remember_saved(f"x{n}", 1, saved, None)
+    assert list(engine._saved) == [(f"x{n}", 1) for n in range(2, 10)]
+    monkeypatch.setattr(engine_module, "_SAVED_NODES", 2 * len(saved.nodes))
+    engine.remember_saved("y", 1, saved, None)
+    assert list(engine._saved) == [("x9", 1), ("y", 1)]
+    engine._saved.clear()

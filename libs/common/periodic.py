@@ -31,6 +31,11 @@ async def run_periodic(
     changes). A failure is logged with its traceback and counted; the loop goes on.
     `immediately` calls `fn` once before the first wait; setting `wake` ends a wait early
     (it is cleared before `fn` runs, so a set during the run calls it again at once).
+
+    A cancel that `fn` swallowed still stops the loop: on Python 3.11 `asyncio.wait_for`
+    returns its result when the cancel arrives as the awaited work completes, and redis-py
+    sends every command through it (socket_timeout), so a cancelled scheduler elector went
+    on renewing its lease for good and whoever awaited it hung.
     """
     iterations = PERIODIC_ITERATIONS.labels(name)
     failures = PERIODIC_FAILURES.labels(name)
@@ -51,6 +56,14 @@ async def run_periodic(
         finally:
             iterations.inc()
             duration.observe(time.perf_counter() - started)
+        if _cancel_requested():
+            raise asyncio.CancelledError
+
+
+def _cancel_requested() -> bool:
+    """Whether someone cancelled the current task and nothing withdrew it (uncancel)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _wait(seconds: float, wake: asyncio.Event | None) -> None:

@@ -59,7 +59,10 @@ class Instance:
     async def kill(self) -> None:
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        # Bounded: a loop that outlives its cancel fails here, naming itself, rather than
+        # holding the test to its 120 s timeout (the ticker only finishes its tick).
+        _, running = await asyncio.wait(self.tasks, timeout=10)
+        assert not running, f"still running after cancel: {running}"
 
 
 @pytest.mark.parametrize(

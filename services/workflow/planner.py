@@ -79,6 +79,25 @@ class PlanStateError(RuntimeError):
     """The engine reported something impossible, e.g. completing a node never made ready."""
 
 
+def kahn_order(
+    in_edges: list[list[int]], out_edges: list[list[int]], edge_target: list[int]
+) -> tuple[list[int], list[int]]:
+    """Kahn's topological order of the nodes by position (edges by index: `in_edges` and
+    `out_edges` per node, `edge_target` per edge), and the in-degrees left: a node with one
+    left is on or behind a cycle, and the order is shorter than the node count."""
+    indegree = list(map(len, in_edges))
+    order = [v for v, degree in enumerate(indegree) if not degree]
+    append = order.append
+    for v in order:  # Kahn's queue: the list grows while it is walked
+        for e in out_edges[v]:
+            w = edge_target[e]
+            degree = indegree[w] - 1
+            indegree[w] = degree
+            if not degree:
+                append(w)
+    return order, indegree
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     kind: OutcomeKind
@@ -268,16 +287,7 @@ class ExecutionPlan:
             out_edges[source].append(e)
             in_edges[target].append(e)
 
-        indegree = list(map(len, in_edges))
-        order = [i for i, degree in enumerate(indegree) if not degree]
-        append = order.append
-        for i in order:  # Kahn's queue: the list grows while it is walked
-            for e in out_edges[i]:
-                target = edge_target[e]
-                degree = indegree[target] - 1
-                indegree[target] = degree
-                if not degree:
-                    append(target)
+        order, indegree = kahn_order(in_edges, out_edges, edge_target)
         if len(order) != count:
             stuck = [node_ids[i] for i in range(count) if indegree[i] > 0]
             raise PlanError(f"the graph has a cycle through {', '.join(stuck[:10])}")

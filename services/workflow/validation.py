@@ -44,7 +44,7 @@ from services.workflow.definition import (
     expression_sources,
     node_id_problem,
 )
-from services.workflow.planner import DefinitionGraph
+from services.workflow.planner import DefinitionGraph, kahn_order
 
 __all__ = [
     "CONTEXT_ROOTS",
@@ -1301,19 +1301,10 @@ class _Checker:
         """Kahn's order of the acyclic part, and the strongly connected components of the
         rest (in reverse topological order); each cyclic component is reported once."""
         count = len(self.nodes)
-        indegree = list(map(len, self.in_edges))
-        order = [v for v, degree in enumerate(indegree) if not degree]
         out_edges = self.out_edges
         # only edges with both ends are in out_edges: their targets are positions
         edge_target = cast(list[int], self.edge_target)
-        append = order.append
-        for v in order:  # Kahn's queue: the list grows while it is walked
-            for e in out_edges[v]:
-                w = edge_target[e]
-                degree = indegree[w] - 1
-                indegree[w] = degree
-                if not degree:
-                    append(w)
+        order, indegree = kahn_order(self.in_edges, out_edges, edge_target)
         components: list[list[int]] = []
         if len(order) < count:
             succs = [[edge_target[e] for e in out] for out in out_edges]

@@ -176,7 +176,7 @@ def normalised(definition: dict[str, Any]) -> dict[str, Any]:
     that an unchanged file compares equal to the saved version."""
     from pydantic import ValidationError
 
-    from services.workflow.definition import WorkflowDefinition
+    from libs.common.definition import WorkflowDefinition
 
     try:
         model = WorkflowDefinition.model_validate(definition)

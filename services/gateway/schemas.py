@@ -7,9 +7,9 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from libs.common.definition import WorkflowDefinition as WorkflowDefinition
 from libs.common.jsontypes import JSON_NUMBER, JsonBool, JsonDatetime, JsonInt
 from libs.common.node_types import NodeTypeSpec
-from services.workflow.definition import WorkflowDefinition as WorkflowDefinition
 
 ExecutionStatus = Literal["pending", "running", "paused", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})

@@ -6,8 +6,9 @@ the node's {"event": {"name", "correlation_key"}}. Two sides meet in two tables:
 
 - the indexer here consumes those `node.waiting` events (durable queue `log.event_waits`) and
   writes an ``event_waiters`` row, then looks for an event that arrived first;
-- the gateway's POST /api/v1/events writes a ``received_events`` row (kept for a while), then
-  looks for waiters.
+- POST /api/v1/events (the gateway calls LogService.SendEvent, served here by
+  ``receive_event``) writes a ``received_events`` row (kept for a while), then looks for
+  waiters.
 
 Each side commits its row before it looks at the other's table, so whatever the timing one of
 them sees the other (no lost wake-up). A delivery claims the waiter by deleting its row, so a

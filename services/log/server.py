@@ -90,14 +90,13 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
                 subscriptions.reconcile,
                 immediately=True,
             )
-        # wait_event nodes resume through SubmitInput, as a human's input does.
+        # wait_event nodes resume through SubmitInput, as a human's input does: from the
+        # indexer (an event came first) and from SendEvent (a node waited first).
+        submit = grpc_submitter(
+            workflow_pb2_grpc.WorkflowServiceStub(workflow_channel), settings.grpc_deadline_s
+        )
         event_waits = EventWaitIndexer(
-            sessions,
-            shared_bus,
-            grpc_submitter(
-                workflow_pb2_grpc.WorkflowServiceStub(workflow_channel), settings.grpc_deadline_s
-            ),
-            queue=settings.event_waits_queue,
+            sessions, shared_bus, submit, queue=settings.event_waits_queue
         )
         await event_waits.start()
         stack.callback(event_waits.stop)
@@ -113,6 +112,7 @@ async def serve(settings: LogSettings, *, bus: EventBus | None = None) -> LogSer
             subscriptions,
             default_page_size=settings.default_page_size,
             max_page_size=settings.max_page_size,
+            submit=submit,
         )
         server = await stack.service_server(
             settings,

@@ -7,9 +7,10 @@ from heddle.v1 import events_pb2, log_pb2, log_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import jsonutil
-from libs.common.errors import InvalidArgument
+from libs.common.errors import FailedPrecondition, InvalidArgument
 from libs.common.timeutil import field_datetime, to_timestamp
 from services.log import repository
+from services.log.event_waits import Submit, receive_event
 from services.log.models import (
     DEFAULT_TENANT,
     LEVELS,
@@ -90,9 +91,12 @@ class LogServicer(log_pb2_grpc.LogServiceServicer):
         *,
         default_page_size: int = 100,
         max_page_size: int = 1000,
+        submit: Submit | None = None,
     ) -> None:
         self._sessions = sessions
         self._webhooks = webhooks
+        #: How SendEvent resumes a waiting node (SubmitInput); None: SendEvent is unavailable.
+        self._submit = submit
         self._default_page_size = default_page_size
         self._max_page_size = max_page_size
 
@@ -122,6 +126,43 @@ class LogServicer(log_pb2_grpc.LogServiceServicer):
             page_size=min(request.page_size or self._default_page_size, self._max_page_size),
             page_token=request.page_token,
         )
+
+    async def SendEvent(
+        self, request: log_pb2.SendEventRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.SendEventResponse:
+        if self._submit is None:
+            raise FailedPrecondition("this log service resumes no wait_event nodes")
+        problems = [
+            {"path": path, "message": message}
+            for path, message, bad in (
+                ("event_id", "required", not request.event_id),
+                ("name", "required", not request.name),
+                ("keep_s", "must be > 0", not request.keep_s > 0),
+            )
+            if bad
+        ]
+        if problems:
+            raise InvalidArgument(
+                "; ".join(f"{p['path']}: {p['message']}" for p in problems), details=problems
+            )
+        try:
+            data = jsonutil.loads(request.data_json) if request.data_json else None
+        except ValueError as error:
+            raise InvalidArgument(f"data_json: not JSON: {error}") from None
+        resumed, row = await receive_event(
+            self._sessions,
+            self._submit,
+            event_id=request.event_id,
+            tenant_id=request.tenant_id or DEFAULT_TENANT,
+            name=request.name,
+            correlation_key=request.correlation_key,
+            data=data,
+            keep_s=request.keep_s,
+        )
+        reply = log_pb2.SendEventResponse(resumed=[log_pb2.ResumedNode(**item) for item in resumed])
+        if not resumed:
+            reply.kept_until.CopyFrom(to_timestamp(row.expires_at))
+        return reply
 
     async def QueryLogs(
         self, request: log_pb2.QueryLogsRequest, context: grpc.aio.ServicerContext

@@ -7,14 +7,12 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
-from heddle.v1 import workflow_pb2
+from heddle.v1 import log_pb2
 from pydantic import BaseModel, Field
 
 from libs.common import jsonutil
-from libs.common.errors import HeddleError
-from services.gateway.errors import dependency_unavailable, unavailable
+from libs.common.timeutil import field_datetime
 from services.gateway.routes.common import ERROR_RESPONSES, Caller, Clients, Guard
-from services.log.event_waits import receive_event
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
@@ -62,40 +60,25 @@ async def send_event(
     guard.require(caller, "send_event")
     keep_s = min(body.keep_s or guard.settings.event_keep_s, guard.settings.event_keep_s)
 
-    async def submit(tenant_id: str, execution_id: str, node_id: str, data: Any) -> None:
-        await clients.call(
-            clients.workflow.SubmitInput,
-            workflow_pb2.SubmitInputRequest(
-                id=execution_id,
-                node_id=node_id,
-                data_json=jsonutil.dumps(data),
-                tenant_id=tenant_id,
-            ),
-        )
-
     event_id = str(uuid.uuid4())
-    try:
-        sessions = await guard.db.sessions()
-        resumed, row = await receive_event(
-            sessions,
-            submit,
-            event_id=event_id,
+    # The log service owns the events and the waiters (services/log/event_waits.py); its
+    # database down is a 503 with Retry-After, as any dependency's.
+    reply = await clients.call(
+        clients.log.SendEvent,
+        log_pb2.SendEventRequest(
             tenant_id=caller.tenant_id,
+            event_id=event_id,
             name=body.name,
             correlation_key=body.correlation_key,
-            data=body.data,
+            data_json=jsonutil.dumps(body.data),
             keep_s=keep_s,
-        )
-    except HeddleError:
-        raise
-    except Exception as error:
-        # The database down or out of connections: 503 with Retry-After, never a 500.
-        if dependency_unavailable(error):
-            raise unavailable("database", error) from error
-        raise
+        ),
+    )
     request.state.audit_object_id = event_id
     return EventAccepted(
         id=event_id,
-        resumed=[Resumed(**item) for item in resumed],
-        kept_until=None if resumed else row.expires_at,
+        resumed=[
+            Resumed(execution_id=item.execution_id, node_id=item.node_id) for item in reply.resumed
+        ],
+        kept_until=field_datetime(reply, "kept_until"),
     )

@@ -175,3 +175,35 @@ class ListWebhookDeliveriesResponse(_message.Message):
     deliveries: _containers.RepeatedCompositeFieldContainer[WebhookDelivery]
     total: int
     def __init__(self, deliveries: _Optional[_Iterable[_Union[WebhookDelivery, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
+
+class SendEventRequest(_message.Message):
+    __slots__ = ("tenant_id", "event_id", "name", "correlation_key", "data_json", "keep_s")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CORRELATION_KEY_FIELD_NUMBER: _ClassVar[int]
+    DATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    KEEP_S_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    event_id: str
+    name: str
+    correlation_key: str
+    data_json: bytes
+    keep_s: float
+    def __init__(self, tenant_id: _Optional[str] = ..., event_id: _Optional[str] = ..., name: _Optional[str] = ..., correlation_key: _Optional[str] = ..., data_json: _Optional[bytes] = ..., keep_s: _Optional[float] = ...) -> None: ...
+
+class ResumedNode(_message.Message):
+    __slots__ = ("execution_id", "node_id")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    node_id: str
+    def __init__(self, execution_id: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class SendEventResponse(_message.Message):
+    __slots__ = ("resumed", "kept_until")
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
+    KEPT_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    resumed: _containers.RepeatedCompositeFieldContainer[ResumedNode]
+    kept_until: _timestamp_pb2.Timestamp
+    def __init__(self, resumed: _Optional[_Iterable[_Union[ResumedNode, _Mapping]]] = ..., kept_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -70,6 +70,11 @@ class LogServiceStub(object):
                 request_serializer=heddle_dot_v1_dot_log__pb2.ListWebhookDeliveriesRequest.SerializeToString,
                 response_deserializer=heddle_dot_v1_dot_log__pb2.ListWebhookDeliveriesResponse.FromString,
                 _registered_method=True)
+        self.SendEvent = channel.unary_unary(
+                '/heddle.v1.LogService/SendEvent',
+                request_serializer=heddle_dot_v1_dot_log__pb2.SendEventRequest.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_log__pb2.SendEventResponse.FromString,
+                _registered_method=True)
 
 
 class LogServiceServicer(object):
@@ -121,6 +126,15 @@ class LogServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendEvent(self, request, context):
+        """An event from the outside world (POST /api/v1/events): recorded, then every wait_event
+        node waiting for its name and correlation key is resumed (SubmitInput); an event no node
+        waits for yet is kept keep_s seconds for one that starts waiting later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +172,11 @@ def add_LogServiceServicer_to_server(servicer, server):
                     servicer.ListWebhookDeliveries,
                     request_deserializer=heddle_dot_v1_dot_log__pb2.ListWebhookDeliveriesRequest.FromString,
                     response_serializer=heddle_dot_v1_dot_log__pb2.ListWebhookDeliveriesResponse.SerializeToString,
+            ),
+            'SendEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendEvent,
+                    request_deserializer=heddle_dot_v1_dot_log__pb2.SendEventRequest.FromString,
+                    response_serializer=heddle_dot_v1_dot_log__pb2.SendEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +369,33 @@ class LogService(object):
             '/heddle.v1.LogService/ListWebhookDeliveries',
             heddle_dot_v1_dot_log__pb2.ListWebhookDeliveriesRequest.SerializeToString,
             heddle_dot_v1_dot_log__pb2.ListWebhookDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/heddle.v1.LogService/SendEvent',
+            heddle_dot_v1_dot_log__pb2.SendEventRequest.SerializeToString,
+            heddle_dot_v1_dot_log__pb2.SendEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -91,6 +91,7 @@ class GatewayServer:
             lifespan="on",
             access_log=False,
             timeout_graceful_shutdown=self.settings.shutdown_grace_s or None,
+            timeout_keep_alive=self.settings.http_keepalive_s,
         )
         # Bound here rather than by uvicorn, which calls sys.exit() when the port is taken.
         host = self.settings.http_host

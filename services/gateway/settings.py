@@ -67,6 +67,14 @@ class GatewaySettings(CommonSettings):
     shutdown_grace_s: int = Field(
         default=5, ge=0, description="Seconds open connections get to finish on shutdown."
     )
+    http_keepalive_s: int = Field(
+        default=75,
+        ge=1,
+        description="Seconds an idle keep-alive connection stays open. Longer than the clients' "
+        "and load balancers' own idle timeouts (httpx 5 s, nginx and cloud load balancers 60 s): "
+        "a server that closes first races the client's next request on that connection, which "
+        "then fails with a connection reset.",
+    )
 
     auth_enabled: bool = Field(
         default=True,

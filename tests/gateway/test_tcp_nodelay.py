@@ -124,3 +124,26 @@ async def test_reused_connection_is_not_slower_than_a_new_one(tmp_path: Path) ->
         except subprocess.TimeoutExpired:
             process.kill()
             await asyncio.to_thread(process.wait)
+
+
+async def test_idle_keep_alive_connections_outlive_the_clients_own_expiry(tmp_path: Path) -> None:
+    """A kept-alive connection idle past httpx's 5 s expiry (and a load balancer's 60 s) is
+    closed by the client, not by the server: a server closing first races the client's next
+    request, which then fails with a reset (seen as httpx.ReadError in a browser test). The
+    setting is what uvicorn closes by: at 1 s the idle connection goes, at the default it stays.
+    """
+    assert GatewaySettings().http_keepalive_s > 60
+    for keepalive_s, closed in ((1, True), (75, False)):
+        settings = _settings(tmp_path, "uvloop").model_copy(
+            update={"http_keepalive_s": keepalive_s}
+        )
+        server = GatewayServer(settings)
+        port = await server.start()
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                assert (await client.get("/healthz")).status_code == 200
+                assert len(server.client_sockets()) == 1
+                await asyncio.sleep(2.0)
+                assert (server.client_sockets() == []) is closed, (keepalive_s, closed)
+        finally:
+            await server.stop()

@@ -77,8 +77,11 @@ async def test_finished_executions_leave_nothing_in_the_engine(
     await asyncio.gather(*(run(n) for n in range(N)), *(started_then_waited(n) for n in range(N)))
     done.set()
     await watcher
-    # Each waited on its timer unloaded (parked), the case whose records must go too.
-    assert set(started) <= parked, set(started) - parked
+    # They waited on their timers unloaded (parked), the case whose records must go too. Not
+    # necessarily every one: a runner that reaches its timer with less than park_min_s left
+    # keeps it loaded, which a loaded machine (CI, load ~20) did to one in twelve even with
+    # 2.8 s of slack. Most must have been parked for the case to be exercised.
+    assert len(set(started) & parked) >= N // 2, (len(set(started) & parked), N)
 
     def nothing_held() -> bool:
         held = engine.held()

@@ -4,10 +4,9 @@
 // read appended live. A tool_result that ran a child execution (delegation to an agent or a
 // workflow) links it.
 import { useState, type ReactNode } from "react";
-import { ApiError, api } from "../lib/api";
-import { navigate } from "../lib/router";
 import type { NodeRunDetail, StreamEvent } from "./executionState";
 import { formatDuration, prettyJson } from "./format";
+import { ForkEditor, useFork } from "./forkEditor";
 import "./agentRuns.css";
 
 interface StepRow {
@@ -202,9 +201,7 @@ function editable(entry: Entry): Entry {
 /** "Fork from this step": the step's editable fields as JSON, sent as {from_node, step, entry}. */
 function StepFork({ executionId, nodeId, step, entry }: { executionId: string; nodeId: string; step: number; entry: Entry }) {
   const [open, setOpen] = useState(false);
-  const [text, setText] = useState(() => prettyJson(editable(entry)));
-  const [problem, setProblem] = useState<string | null>(null);
-  const [sending, setSending] = useState(false);
+  const fork = useFork(executionId, editable(entry));
   if (Object.keys(editable(entry)).length === 0) return null;
   if (!open) {
     return (
@@ -213,49 +210,12 @@ function StepFork({ executionId, nodeId, step, entry }: { executionId: string; n
       </button>
     );
   }
-  const submit = async () => {
-    setProblem(null);
-    let edited: unknown;
-    try {
-      edited = JSON.parse(text);
-    } catch (error) {
-      setProblem(`Invalid JSON: ${(error as Error).message}`);
-      return;
-    }
-    setSending(true);
-    try {
-      const started = await api<{ execution_id: string }>(`/api/v1/executions/${encodeURIComponent(executionId)}/fork`, {
-        method: "POST",
-        body: { from_node: nodeId, step, entry: edited },
-      });
-      navigate(`/executions/${started.execution_id}`);
-    } catch (error) {
-      const details = error instanceof ApiError && Array.isArray(error.details) ? error.details : [];
-      const located = (details as { field?: unknown; message?: string }[])
-        .map((item) => `${item.field ?? ""}: ${item.message ?? ""}`)
-        .join("; ");
-      setProblem(`${(error as Error).message}${located ? ` (${located})` : ""}`);
-      setSending(false);
-    }
-  };
+  const submit = () => fork.send((edited) => ({ from_node: nodeId, step, entry: edited }));
   return (
     <div className="ar-step-detail" data-testid="step-fork">
       <div className="ar-step-label">edited step (the fork replays the steps before it, then runs on)</div>
-      <textarea
-        data-testid="step-fork-entry"
-        className="ev-mono ar-fork-output"
-        rows={Math.min(10, Math.max(3, text.split("\n").length))}
-        spellCheck={false}
-        value={text}
-        disabled={sending}
-        onChange={(event) => setText(event.target.value)}
-      />
-      {problem && (
-        <p className="error" data-testid="step-fork-error">
-          {problem}
-        </p>
-      )}
-      <button className="primary" data-testid="step-fork-submit" disabled={sending} onClick={submit}>
+      <ForkEditor fork={fork} testId="step-fork-entry" errorTestId="step-fork-error" minRows={3} maxRows={10} />
+      <button className="primary" data-testid="step-fork-submit" disabled={fork.sending} onClick={submit}>
         Fork from this step
       </button>
     </div>

@@ -2,44 +2,15 @@
 // POST /executions/{id}/fork {from_node, output} (or without output: the node runs again); the
 // console then opens the new execution. ForkedFrom is the new execution's link back.
 import { useState } from "react";
-import { ApiError, api } from "../lib/api";
-import { navigate } from "../lib/router";
-import { prettyJson } from "./format";
+import { ForkEditor, useFork } from "./forkEditor";
 import "./agentRuns.css";
 
 export function ForkDialog({ executionId, nodeId, output }: { executionId: string; nodeId: string; output: unknown }) {
   const [open, setOpen] = useState(false);
-  const [text, setText] = useState(() => prettyJson(output ?? null));
-  const [problem, setProblem] = useState<string | null>(null);
-  const [sending, setSending] = useState(false);
-
-  const fork = async (withOutput: boolean) => {
-    setProblem(null);
-    const body: { from_node: string; output?: unknown } = { from_node: nodeId };
-    if (withOutput) {
-      try {
-        body.output = JSON.parse(text);
-      } catch (error) {
-        setProblem(`Invalid JSON: ${(error as Error).message}`);
-        return;
-      }
-    }
-    setSending(true);
-    try {
-      const started = await api<{ execution_id: string }>(`/api/v1/executions/${encodeURIComponent(executionId)}/fork`, {
-        method: "POST",
-        body,
-      });
-      navigate(`/executions/${started.execution_id}`);
-    } catch (error) {
-      const details = error instanceof ApiError && Array.isArray(error.details) ? error.details : [];
-      const located = (details as { field?: unknown; message?: string }[])
-        .map((item) => `${item.field ?? ""}: ${item.message ?? ""}`)
-        .join("; ");
-      setProblem(`${(error as Error).message}${located ? ` (${located})` : ""}`);
-      setSending(false);
-    }
-  };
+  const forkState = useFork(executionId, output ?? null);
+  const { sending } = forkState;
+  const fork = (withOutput: boolean) =>
+    forkState.send((edited) => (withOutput ? { from_node: nodeId, output: edited } : { from_node: nodeId }), withOutput);
 
   if (!open) {
     return (
@@ -60,20 +31,7 @@ export function ForkDialog({ executionId, nodeId, output }: { executionId: strin
       <p className="ev-muted">
         A new execution reuses everything upstream; this node takes the output below, and what follows it runs again.
       </p>
-      <textarea
-        data-testid="fork-output"
-        className="ev-mono ar-fork-output"
-        rows={Math.min(14, Math.max(4, text.split("\n").length))}
-        spellCheck={false}
-        value={text}
-        disabled={sending}
-        onChange={(event) => setText(event.target.value)}
-      />
-      {problem && (
-        <p className="error" data-testid="fork-error">
-          {problem}
-        </p>
-      )}
+      <ForkEditor fork={forkState} testId="fork-output" errorTestId="fork-error" minRows={4} maxRows={14} />
       <div className="ar-approval-actions">
         <button className="primary" data-testid="fork-submit" disabled={sending} onClick={() => fork(true)}>
           Fork with this output

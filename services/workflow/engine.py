@@ -468,7 +468,7 @@ class Engine:
             held_versions=[
                 held for wid, held in [*self._compiled, *self._saved] if wid == workflow_id
             ],
-            count_active=repo.ACTIVE_STATUSES if limit else None,
+            count_active=bool(limit),
         )
         if found is None:
             raise NotFound(f"workflow {workflow_id!r} not found")

@@ -15,10 +15,19 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from libs.common.db import Base, utcnow
+from services.workflow.status import ACTIVE_EXECUTION_STATUSES
+
+#: The rows a start's quota counts (a tenant's active top-level executions), as SQL with the
+#: statuses written out: a partial index's predicate is only matched by a query that names
+#: the same constants (a bound array, as in a generic plan, matches nothing).
+ACTIVE_TOP_LEVEL = "status IN ({}) AND parent_execution_id IS NULL".format(
+    ", ".join(f"'{status}'" for status in sorted(ACTIVE_EXECUTION_STATUSES))
+)
 
 DEFAULT_TENANT = "default"
 
@@ -96,6 +105,16 @@ class ExecutionRow(Base):
         # A node's child executions (subworkflow, map, delegation): the execution detail.
         Index("ix_executions_parent", "parent_execution_id", "parent_node_id"),
         Index("ix_executions_forked_from", "forked_from_execution_id"),
+        # The start's quota count reads only the tenant's active executions, whatever the
+        # statistics say: the writer's generic plan of the count went through
+        # ix_executions_tenant_created and filtered every execution the tenant ever ran
+        # (20 ms at 20,000 executions; ~200 index fetches per start in bench/throughput.py).
+        Index(
+            "ix_executions_active_tenant",
+            "tenant_id",
+            postgresql_where=text(ACTIVE_TOP_LEVEL),
+            sqlite_where=text(ACTIVE_TOP_LEVEL),
+        ),
     )
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from libs.common import jsonutil
+from services.workflow.models import ACTIVE_TOP_LEVEL
 
 # Errors of the raw driver that mean "the connection or the server went away": SQLAlchemy
 # never sees them (the statement bypasses it), so they are translated here.
@@ -166,15 +167,15 @@ FROM jsonb_to_recordset(${nodes}::jsonb) AS u({record})
 # What a start needs to know, in one round trip: the workflow (visible to the tenant, not
 # deleted), the version to run (the latest when none is named), its definition unless the
 # caller already holds it compiled ($4: the versions it holds; versions never change), and,
-# when the tenant has a quota ($5), its active top-level executions.
-_START_LOOKUP = """
+# when the tenant has a quota ($5), its active top-level executions: the statuses written
+# out, as ix_executions_active_tenant's predicate is (a bound array matches no partial index).
+_START_LOOKUP = f"""
 SELECT w.latest_version,
        v.version,
        CASE WHEN v.version = ANY($4::int[]) THEN NULL ELSE v.definition END,
        CASE WHEN $5::boolean THEN (
            SELECT count(*) FROM executions AS e
-           WHERE e.tenant_id = $2 AND e.status = ANY($6::text[])
-             AND e.parent_execution_id IS NULL
+           WHERE e.tenant_id = $2 AND {ACTIVE_TOP_LEVEL}
        ) END
 FROM workflows AS w
 LEFT JOIN workflow_versions AS v
@@ -297,7 +298,7 @@ class BatchWriter:
         tenant_id: str,
         version: int,
         held_versions: list[int],
-        count_active: tuple[str, ...] | None,
+        count_active: bool,
     ) -> StartLookup | None:
         """The workflow, version and quota count of a start in one statement (three ORM
         reads and a session before); None when the tenant has no such workflow."""
@@ -308,8 +309,7 @@ class BatchWriter:
                 tenant_id,
                 version,
                 held_versions,
-                count_active is not None,
-                list(count_active or ()),
+                count_active,
             ],
         )
         if row is None:

@@ -9,10 +9,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from libs.cli.stack import Stack, start_stack
+from libs.common.db import create_engine, session_factory
+from libs.migrations import upgrade
+from services.workflow.models import ExecutionRow, WorkflowRow, WorkflowVersionRow
+from services.workflow.pg_writer import _START_LOOKUP, BatchWriter
 
 
 def _echo(text: str) -> dict[str, Any]:
@@ -99,3 +105,59 @@ async def test_the_quota_of_running_executions_is_counted_at_every_start(
     third = await client.post(f"/api/v1/workflows/{workflow}/execute", json={})
     assert third.status_code == 202, third.text
     await client.post(f"/api/v1/executions/{third.json()['execution_id']}/cancel")
+
+
+async def test_the_quota_count_reads_only_the_tenants_active_executions(pg_url: str) -> None:
+    # The writer's connections plan generically: the count must match the partial index
+    # whatever the statistics (a fresh table has none), or it filters every row the tenant
+    # ever ran, at every start.
+    engine = create_engine(pg_url)
+    await upgrade(engine)
+    rows: list[tuple[str, str, str, str | None]] = [
+        *((f"done-{i}", "t1", "succeeded", None) for i in range(30)),
+        ("running", "t1", "running", None),
+        ("paused", "t1", "paused", None),
+        ("pending", "t1", "pending", None),
+        ("child", "t1", "running", "running"),
+        ("other-tenant", "t2", "running", None),
+    ]
+    async with session_factory(engine).begin() as session:
+        session.add(WorkflowRow(id="w1", tenant_id="t1", name="w", latest_version=1))
+        await session.flush()
+        session.add(WorkflowVersionRow(workflow_id="w1", version=1, definition={}))
+        for execution_id, tenant, status, parent in rows:
+            session.add(
+                ExecutionRow(
+                    id=execution_id,
+                    tenant_id=tenant,
+                    workflow_id="w1",
+                    workflow_version=1,
+                    status=status,
+                    parent_execution_id=parent,
+                )
+            )
+    await engine.dispose()
+    writer = BatchWriter(pg_url)
+    try:
+        found = await writer.start_lookup(
+            workflow_id="w1", tenant_id="t1", version=0, held_versions=[], count_active=True
+        )
+        assert found is not None
+        assert found.active == 3
+    finally:
+        await writer.close()
+    connection = await asyncpg.connect(
+        make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False),
+        server_settings={"plan_cache_mode": "force_generic_plan"},
+    )
+    try:
+        await connection.execute(
+            f"PREPARE lookup(text, text, int, int[], boolean) AS {_START_LOOKUP}"
+        )
+        plan = "\n".join(
+            row[0]
+            for row in await connection.fetch("EXPLAIN EXECUTE lookup('w1', 't1', 0, '{}', true)")
+        )
+    finally:
+        await connection.close()
+    assert "ix_executions_active_tenant" in plan, plan

@@ -37,9 +37,11 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
+import aiormq
+import aiormq.abc
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -48,6 +50,9 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError
+from aiormq.abc import ChannelFrame
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 
 from libs.common.errors import Unavailable
 from libs.common.messages import (
@@ -66,12 +71,64 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_EXCHANGE = "heddle.dlx"
 TOPIC_EXCHANGES = (EVENTS_EXCHANGE, TRIGGERS_EXCHANGE, LOGS_EXCHANGE)
 
+# Messages of one publish_many written and awaited at a time (its later ones wait): bounds
+# the frames and confirm futures one call holds, and aiormq's walk of its confirmations on
+# each multiple ack.
+_MAX_BATCH = 1000
+PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 _RETRYABLE = (*CONNECTION_EXCEPTIONS, DeliveryError, asyncio.TimeoutError)
 
 
 def dead_letter_queue(queue: str) -> str:
     """The name of the queue collecting the messages `queue` dead-lettered."""
     return f"{queue}.dlq"
+
+
+async def _send_batch(
+    channel: aiormq.Channel,
+    exchange: str,
+    items: Sequence[tuple[str, bytes, aiormq.spec.Basic.Properties]],
+) -> list[asyncio.Future[Any]]:
+    """Publish items on channel as one write of their frames; returns their confirms.
+
+    What aiormq's basic_publish does for one message (delivery tag, confirm future, frames),
+    done for all of them under one hold of its lock: one frame marshalling and one socket
+    write per batch instead of a task, a marshalling and a write per message. The broker's
+    confirms resolve the futures through aiormq's confirmations table; closing the channel
+    rejects them.
+    """
+    if channel.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+    frames: list[Any] = []
+    confirms: list[asyncio.Future[Any]] = []
+    limit = channel.max_content_size
+    async with channel.lock:
+        for routing_key, body, properties in items:
+            channel.delivery_tag += 1
+            confirm = channel.create_future()
+            channel.confirmations[channel.delivery_tag] = confirm
+            confirms.append(confirm)
+            frames.append(aiormq.spec.Basic.Publish(exchange=exchange, routing_key=routing_key))
+            frames.append(ContentHeader(properties=properties, body_size=len(body)))
+            frames.extend(
+                ContentBody(body[offset : offset + limit]) for offset in range(0, len(body), limit)
+            )
+        await channel.write_queue.put(
+            ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+        )
+    return confirms
+
+
+def _acked(confirm: asyncio.Future[Any]) -> bool:
+    return confirm.done() and not confirm.cancelled() and confirm.exception() is None
+
+
+def _properties(headers: dict[str, str] | None) -> aiormq.spec.Basic.Properties:
+    return aiormq.spec.Basic.Properties(
+        delivery_mode=PERSISTENT,
+        message_id=uuid.uuid4().hex,
+        headers=dict(headers) if headers else None,
+    )
 
 
 def _headers_of(incoming: AbstractIncomingMessage) -> dict[str, str]:
@@ -207,54 +264,80 @@ class RabbitBus:
 
         While the connection is down the publish is retried (the robust connection restores
         the channel in the background) until publish_timeout_s; a retry after a lost confirm
-        may duplicate the message, which consumers tolerate.
+        may duplicate the message (with its message id), which consumers tolerate.
         """
-        message = aio_pika.Message(
-            body,
-            headers=dict(headers) if headers else None,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=uuid.uuid4().hex,
-        )
-        target = await self._exchange(exchange)
-        try:
-            # Bounded like the retries: a confirm that never comes must not hold the caller
-            # (a scheduler tick, the relay) for good.
-            await target.publish(
-                message, routing_key, mandatory=False, timeout=self._publish_timeout_s
-            )
-            return
-        except _RETRYABLE as error:
-            await self._republish(target, message, routing_key, error)
+        await self.publish_many(exchange, [(routing_key, body, headers or {})])
 
     async def publish_many(self, exchange: str, messages: Sequence[OutgoingMessage]) -> None:
-        """Publish every message, the confirms awaited together."""
-        await asyncio.gather(
-            *(self.publish(exchange, key, body, headers) for key, body, headers in messages)
-        )
+        """Publish every message in order on the confirming channel, the confirms awaited
+        together; what is not confirmed (a lost connection, a nack, no confirm within
+        publish_timeout_s) is published again, in order, until publish_timeout_s after the
+        first failure. Returns once every message is confirmed, or raises Unavailable.
+        """
+        for start in range(0, len(messages), _MAX_BATCH):
+            await self._publish_batch(exchange, messages[start : start + _MAX_BATCH])
 
-    async def _republish(
-        self,
-        target: AbstractExchange,
-        message: aio_pika.Message,
-        routing_key: str,
-        first_error: BaseException,
-    ) -> None:
+    async def _publish_batch(self, exchange: str, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        target = await self._exchange(exchange)
+        pending = [(key, body, _properties(headers)) for key, body, headers in messages]
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._publish_timeout_s
+        deadline: float | None = None
         delay = 0.05
-        error: BaseException = first_error
-        while loop.time() + delay < deadline:
-            log.warning("publish failed, retrying in %.2fs: %r", delay, error)
+        while True:
+            confirms: list[asyncio.Future[Any]] = []
+            timeout = self._publish_timeout_s if deadline is None else deadline - loop.time()
+            error: BaseException | None = None
+            try:
+                # Bounded: a confirm that never comes must not hold the caller (a scheduler
+                # tick, the relay) for good.
+                async with asyncio.timeout(max(timeout, 0.01)):
+                    channel = await self._underlay()
+                    confirms = await _send_batch(channel, target.name, pending)
+                    await asyncio.wait(confirms)
+            except _RETRYABLE as failure:
+                error = failure
+            unconfirmed = [
+                item
+                for item, confirm in zip(pending, confirms, strict=False)
+                if not _acked(confirm)
+            ]
+            # Those the batch never reached (the channel failed before its frames were queued).
+            unconfirmed += pending[len(confirms) :]
+            if not unconfirmed:
+                return
+            for confirm in confirms:
+                # A confirm arriving late for a message published again is ignored (aiormq).
+                confirm.cancel()
+            if error is None:
+                # Nacked (DeliveryError), or rejected with the channel's close.
+                error = next(
+                    (c.exception() for c in confirms if c.done() and not c.cancelled()), None
+                ) or Unavailable("not confirmed")
+            if deadline is None:
+                deadline = loop.time() + self._publish_timeout_s
+            if loop.time() + delay >= deadline:
+                raise Unavailable(
+                    f"RabbitMQ publish to {target.name!r} failed: {error!r}"
+                ) from error
+            # Published again with the same properties, so the same message ids: a duplicate
+            # a lost confirm causes is recognisable as such.
+            log.warning(
+                "publish of %d message(s) failed, retrying in %.2fs: %r",
+                len(unconfirmed),
+                delay,
+                error,
+            )
+            pending = unconfirmed
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
-            try:
-                await target.publish(
-                    message, routing_key, mandatory=False, timeout=self._publish_timeout_s
-                )
-                return
-            except _RETRYABLE as retry_error:
-                error = retry_error
-        raise Unavailable(f"RabbitMQ publish to {target.name!r} failed: {error!r}") from error
+
+    async def _underlay(self) -> aiormq.Channel:
+        # The robust channel's current aiormq channel: waits for a reconnect in progress;
+        # the next reconnect replaces it.
+        assert self._channel is not None
+        return cast(aiormq.Channel, await self._channel.get_underlay_channel())
 
     # -- consuming -------------------------------------------------------------------------
 
@@ -379,6 +462,40 @@ class RabbitBus:
                 await channel.close()
 
 
+@dataclass
+class _Acks:
+    """The deliveries of one consumer channel whose handlers finished, not yet acked."""
+
+    through: int = 0  # every delivery tag up to this one is acked or settled
+    handled: set[int] = field(default_factory=set)  # finished, to ack
+    settled: set[int] = field(default_factory=set)  # nacked, rejected or acked alone
+
+    def frames(self) -> list[aiormq.spec.Basic.Ack]:
+        """The ack frames of what is handled; afterwards it is acked."""
+        frames = []
+        tag, last_handled = self.through, 0
+        while True:
+            if tag + 1 in self.handled:
+                self.handled.discard(tag + 1)
+                last_handled = tag + 1
+            elif tag + 1 in self.settled:
+                self.settled.discard(tag + 1)
+            else:
+                break
+            tag += 1
+        if last_handled:
+            # The broker refuses a tag it no longer holds, even with multiple: the highest
+            # handled one, not a settled one past it.
+            frames.append(aiormq.spec.Basic.Ack(delivery_tag=last_handled, multiple=True))
+        self.through = tag
+        # Behind a delivery still in its handler: acked one by one.
+        for later in sorted(self.handled):
+            frames.append(aiormq.spec.Basic.Ack(delivery_tag=later, multiple=False))
+        self.settled |= self.handled
+        self.handled.clear()
+        return frames
+
+
 @dataclass(eq=False)
 class RabbitSubscription:
     """One consumer; `cancel()` stops it and requeues what it had not acknowledged."""
@@ -394,6 +511,8 @@ class RabbitSubscription:
     _failures: dict[str, int] = field(default_factory=dict)
     _running: set[asyncio.Task[Any]] = field(default_factory=set)
     _cancelled: bool = False
+    _acks: dict[aiormq.abc.AbstractChannel, _Acks] = field(default_factory=dict)
+    _ack_scheduled: bool = False
 
     def _delivery_number(self, incoming: AbstractIncomingMessage) -> int:
         count = (incoming.headers or {}).get("x-delivery-count")
@@ -432,6 +551,7 @@ class RabbitSubscription:
         except asyncio.CancelledError:
             with contextlib.suppress(*CONNECTION_EXCEPTIONS):
                 await incoming.nack(requeue=True)
+                self._settled(incoming)
             raise
         except Exception:
             log.exception(
@@ -448,19 +568,64 @@ class RabbitSubscription:
                     )
                     BUS_CONSUMED.labels(label, "dead_letter").inc()
                     await incoming.reject(requeue=False)
+                    self._settled(incoming)
                 else:
                     BUS_CONSUMED.labels(label, "requeue").inc()
                     if self.anonymous and key:
                         self._failures[key] = delivery
                     await incoming.nack(requeue=True)
+                    self._settled(incoming)
             return
         self._failures.pop(key, None)
         BUS_CONSUMED.labels(label, "ack").inc()
+        self._ack_later(incoming)
+
+    def _acks_of(self, incoming: AbstractIncomingMessage) -> _Acks | None:
         try:
-            await incoming.ack()
+            channel = incoming.channel
         except CONNECTION_EXCEPTIONS:
             # The channel dropped: the broker redelivers, handlers are idempotent.
             log.warning("ack lost with the channel", extra={"queue": self.queue.name})
+            return None
+        acks = self._acks.get(channel)
+        if acks is None:
+            acks = self._acks[channel] = _Acks()
+        return acks
+
+    def _ack_later(self, incoming: AbstractIncomingMessage) -> None:
+        # Acks are coalesced: the handlers that finish in one turn of the loop are acked
+        # together, one Basic.Ack(multiple) up to the highest tag below which every delivery
+        # is settled, one each for those above a delivery still in its handler.
+        acks = self._acks_of(incoming)
+        if acks is None or incoming.delivery_tag is None:
+            return
+        acks.handled.add(incoming.delivery_tag)
+        if not self._ack_scheduled:
+            self._ack_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_acks)
+
+    def _settled(self, incoming: AbstractIncomingMessage) -> None:
+        # Nacked or rejected (after its frame was queued): an ack(multiple) may pass it.
+        acks = self._acks_of(incoming)
+        if acks is not None and incoming.delivery_tag is not None:
+            acks.settled.add(incoming.delivery_tag)
+
+    def _send_acks(self) -> None:
+        self._ack_scheduled = False
+        for channel, acks in list(self._acks.items()):
+            if channel.is_closed:
+                # Unacked deliveries of a closed channel go back to the queue.
+                del self._acks[channel]
+                continue
+            frames = acks.frames()
+            if not frames:
+                continue
+            try:
+                cast(aiormq.Channel, channel).write_queue.put_nowait(
+                    ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+                )
+            except CONNECTION_EXCEPTIONS:
+                log.warning("ack lost with the channel", extra={"queue": self.queue.name})
 
     async def cancel(self) -> None:
         if self._cancelled:
@@ -474,6 +639,8 @@ class RabbitSubscription:
                 task.cancel()
             if self._running:
                 await asyncio.gather(*self._running, return_exceptions=True)
+            # What the handlers finished is acked before the channel closes.
+            self._send_acks()
             if self.anonymous and not self.channel.is_closed:
                 await self.queue.delete(if_unused=False, if_empty=False)
         except CONNECTION_EXCEPTIONS as error:

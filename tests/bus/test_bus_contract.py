@@ -291,6 +291,31 @@ async def test_reconnects_and_restores_consumers_after_a_connection_loss(prefix:
         await delete_rabbit_queues(queue)
 
 
+async def test_a_batch_published_after_a_connection_loss_arrives_whole_and_in_order(
+    prefix: str,
+) -> None:
+    # publish_many writes the batch as one write on the channel the loss killed: every
+    # message is published again, in order, once the channel is restored.
+    name = f"heddle-test-{uuid.uuid4().hex[:8]}"
+    queue = f"test.q.{uuid.uuid4().hex[:10]}"
+    bus = RabbitBus(RABBIT_URL, connection_name=name, reconnect_interval_s=0.2)
+    received: list[tuple[bytes, str]] = []
+
+    async def handler(message: Message) -> None:
+        received.append((message.body, message.headers["seq"]))
+
+    try:
+        await bus.subscribe(EVENTS_EXCHANGE, [f"{prefix}.r"], handler, queue=queue)
+        await _close_broker_side(name)
+        batch = [(f"{prefix}.r", b"m%d" % i, {"seq": str(i)}) for i in range(200)]
+        await bus.publish_many(EVENTS_EXCHANGE, batch)
+        expected = [(b"m%d" % i, str(i)) for i in range(200)]
+        await assert_eventually(lambda: received == expected, timeout=10)
+    finally:
+        await bus.close()
+        await delete_rabbit_queues(queue)
+
+
 async def test_bind_and_unbind_a_pattern_on_a_named_queue(
     bus: EventBus, prefix: str, queue_name: str
 ) -> None:

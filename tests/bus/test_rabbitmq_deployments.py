@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from libs.common.bus import EVENTS_EXCHANGE, TRIGGERS_EXCHANGE, Message, create_bus
-from libs.common.rabbitmq import DEAD_LETTER_EXCHANGE, RabbitBus, dead_letter_queue
+from libs.common.rabbitmq import DEAD_LETTER_EXCHANGE, RabbitBus, _Acks, dead_letter_queue
 from libs.common.settings import CommonSettings
 from tests.helpers import assert_eventually
 from tests.infra_fixtures import RABBIT_URL, delete_rabbit_exchanges, delete_rabbit_queues
@@ -167,3 +167,25 @@ async def test_queue_depth_gauge_shows_the_real_backlog() -> None:
                 for e in ("heddle.events", "heddle.triggers", "heddle.logs", "heddle.dlx")
             )
         )
+
+
+def test_acks_are_coalesced_without_passing_a_delivery_in_its_handler() -> None:
+    acks = _Acks()
+    # 1-3 finished, 4 still in its handler, 5 and 6 finished: one ack up to 3, 5 and 6 alone.
+    acks.handled |= {1, 2, 3, 5, 6}
+    assert [(f.delivery_tag, f.multiple) for f in acks.frames()] == [
+        (3, True),
+        (5, False),
+        (6, False),
+    ]
+    # 4 nacked, 7 and 8 finished: the broker holds neither 4 nor 5-6 any more, so the ack
+    # names 8 and passes them.
+    acks.settled.add(4)
+    acks.handled |= {7, 8}
+    assert [(f.delivery_tag, f.multiple) for f in acks.frames()] == [(8, True)]
+    # 9 nacked alone: nothing to ack (a multiple ack naming 9 would close the channel).
+    acks.settled.add(9)
+    assert acks.frames() == []
+    acks.handled.add(10)
+    assert [(f.delivery_tag, f.multiple) for f in acks.frames()] == [(10, True)]
+    assert (acks.through, acks.handled, acks.settled) == (10, set(), set())

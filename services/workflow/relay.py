@@ -62,6 +62,7 @@ class OutboxRelay:
         sweep_interval_s: float = 5.0,
         mark_interval_s: float = 0.5,
         batch_size: int = 500,
+        max_in_flight: int = 2000,
     ) -> None:
         self._sessions = sessions
         self._db = sessions.kw["bind"]
@@ -70,6 +71,10 @@ class OutboxRelay:
         self._mark_interval_s = mark_interval_s
         self._first_sweep = True
         self._batch_size = batch_size
+        # Events handed over but not confirmed yet, at most (a whole execution's batch is
+        # never split, so one round may hold more): under a backlog the rest waits in the
+        # queue, not as publishes and confirm futures in flight.
+        self._max_in_flight = max_in_flight
         # (trace root of the execution, its events)
         self._queue: asyncio.Queue[tuple[str, Sequence[Any]]] = asyncio.Queue()
         self._to_mark: list[tuple[str, int]] = []
@@ -133,8 +138,10 @@ class OutboxRelay:
     async def _publish_loop(self) -> None:
         while True:
             groups = [await self._queue.get()]
-            while not self._queue.empty():
+            taken = len(groups[0][1])
+            while taken < self._max_in_flight and not self._queue.empty():
                 groups.append(self._queue.get_nowait())
+                taken += len(groups[-1][1])
             try:
                 await self._publish(_by_execution(groups))
             except asyncio.CancelledError:

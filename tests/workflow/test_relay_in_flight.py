@@ -1,0 +1,75 @@
+"""The outbox relay's publish loop under a backlog: bounded in flight, each execution in order."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Sequence
+
+from heddle.v1 import events_pb2
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from libs.common.bus import InProcessBus
+from libs.common.messages import OutgoingMessage
+from services.workflow.relay import OutboxRelay
+from tests.helpers import assert_eventually
+
+
+class SlowBus(InProcessBus):
+    """Holds every publish until released; records the events in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.release = asyncio.Event()
+        self.seqs: dict[str, list[int]] = {}
+
+    async def publish_many(self, exchange: str, messages: Sequence[OutgoingMessage]) -> None:
+        self.in_flight += len(messages)
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await self.release.wait()
+        self.in_flight -= len(messages)
+        for _, body, _ in messages:
+            event = events_pb2.Event.FromString(body)
+            self.seqs.setdefault(event.execution_id, []).append(event.seq)
+
+
+def _events(execution_id: str, first_seq: int, count: int) -> list[dict[str, object]]:
+    now = dt.datetime.now(dt.UTC)
+    return [
+        {
+            "execution_id": execution_id,
+            "seq": seq,
+            "type": "node.completed",
+            "node_id": "n",
+            "ts": now,
+            "data": {},
+            "trace_id": "",
+            "workflow_id": "w",
+            "tenant_id": "t",
+        }
+        for seq in range(first_seq, first_seq + count)
+    ]
+
+
+async def test_a_backlog_is_published_in_rounds_each_execution_in_order() -> None:
+    bus = SlowBus()
+    relay = OutboxRelay(async_sessionmaker(), bus, max_in_flight=1000)
+    # 20 batches of 100 events for each of 2 executions, handed over before any confirm.
+    for batch in range(20):
+        for execution_id in ("a", "b"):
+            relay.enqueue(_events(execution_id, batch * 100 + 1, 100))
+    loop = asyncio.create_task(relay._publish_loop())
+    try:
+        # A round takes batches until it holds max_in_flight events: 10 of 100 here; the
+        # next round waits for their confirms.
+        await assert_eventually(lambda: bus.in_flight == 1000)
+        await asyncio.sleep(0.1)
+        assert bus.in_flight == 1000
+        bus.release.set()
+        await assert_eventually(lambda: relay.published == 4000)
+    finally:
+        loop.cancel()
+    assert bus.most_in_flight == 1000
+    assert bus.seqs == {"a": list(range(1, 2001)), "b": list(range(1, 2001))}

@@ -32,6 +32,8 @@ from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, Va
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache, update_wrapper
+from itertools import chain, compress, repeat
+from operator import and_, eq, floordiv, is_not, itemgetter, methodcaller, mul, truth
 from typing import Any, Final
 
 from jinja2 import nodes
@@ -49,6 +51,7 @@ __all__ = [
     "TemplateInfo",
     "check",
     "clear_caches",
+    "dotted_paths",
     "evaluate",
     "inspect_templates",
     "is_templated",
@@ -678,6 +681,70 @@ def _dotted_info(source: str, bare: bool) -> TemplateInfo | None:
         names.add(path[0])
         paths.add(path)
     return TemplateInfo(frozenset(names), frozenset(paths), ())
+
+
+#: _DOTTED_BLOCK and _DOTTED_BARE with a path's root and the rest of it (".b.c", or "") apart.
+_DOTTED_PARTS: Final = re.compile(
+    r"\{\{[ \t\n]*(" + _IDENT + r")((?:\." + _IDENT + r")*)[ \t\n]*\}\}"
+)
+_DOTTED_BARE_PARTS: Final = re.compile(r"[ \t\n]*(" + _IDENT + r")((?:\." + _IDENT + r")*)[ \t\n]*")
+
+
+def dotted_paths(
+    sources: list[str], bare: bool
+) -> tuple[list[bool], list[int], list[str], list[str]]:
+    """``_dotted_info`` of many sources at once, in whole-list passes: a 100,000-node
+    definition has about as many distinct templates, and a Python call (or even a regex
+    call) per source costs more than the reading.
+
+    Returns whether each source is of that kind (its info is then: no error, the paths
+    below, their roots as names; ask ``inspect_templates`` about the others) and, flat, for
+    every block of those that are: the index of its source, its path's root, and the rest
+    of its path as written (``".b.c"``, ``""`` for none). A path may come more than once.
+    """
+    count = len(sources)
+    joined = "\x00".join(sources)
+    if bare:
+        matches = list(map(_DOTTED_BARE_PARTS.fullmatch, sources))
+        ok = list(map(is_not, matches, repeat(None)))
+        parts = list(map(methodcaller("groups"), compress(matches, ok)))
+        owners = list(compress(range(count), ok))
+    else:
+        braces = list(map(str.count, sources, repeat("{")))
+        # No block holds a NUL, so the blocks of the sources joined by NULs are those of
+        # each source, in order. A source holds at most braces/2 of them (the text around
+        # its blocks must hold no other '{', and there must be one): as many in all means
+        # that each holds exactly that many.
+        parts = _DOTTED_PARTS.findall(joined)
+        if 2 * len(parts) == sum(braces) and all(braces):
+            ok = [True] * count
+            halves = map(floordiv, braces, repeat(2))
+            owners = list(chain.from_iterable(map(repeat, range(count), halves)))
+        else:
+            found = list(map(_DOTTED_PARTS.findall, sources))
+            sizes = list(map(len, found))
+            ok = list(map(and_, map(truth, sizes), map(eq, braces, map(mul, sizes, repeat(2)))))
+            parts = list(chain.from_iterable(compress(found, ok)))
+            held = map(repeat, compress(range(count), ok), compress(sizes, ok))
+            owners = list(chain.from_iterable(held))
+    roots = list(map(itemgetter(0), parts))
+    rests = list(map(itemgetter(1), parts))
+    # (a private segment shows as "._" in the rests: segments are identifiers)
+    if "\r" not in joined and _NOT_A_REFERENCE.isdisjoint(roots) and "._" not in "".join(rests):
+        return ok, owners, roots, rests
+    declined = {i for i, source in enumerate(sources) if "\r" in source}
+    for owner, root, rest in zip(owners, roots, rests, strict=True):
+        if root in _NOT_A_REFERENCE or "._" in rest:
+            declined.add(owner)
+    for i in declined:
+        ok[i] = False
+    kept = [owner not in declined for owner in owners]
+    return (
+        ok,
+        list(compress(owners, kept)),
+        list(compress(roots, kept)),
+        list(compress(rests, kept)),
+    )
 
 
 #: A word of a template's source (not one inside another word, after a digit or an '_').

@@ -115,3 +115,23 @@ def test_the_dotted_fast_path_takes_the_common_templates() -> None:
     assert info is not None
     assert info.paths == {("n5", "text"), ("inputs", "topic")}
     assert expressions._dotted_info("{{ a.b[0] }}", False) is None
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_the_whole_list_dotted_reading_agrees_with_the_one_by_one(bare: bool) -> None:
+    # all the cases at once (the fallback to one by one), then only those of the kind (the
+    # one pass over the joined text)
+    cases = [source for source, _ in DOTTED_CASES]
+    taken = [source for source in cases if expressions._dotted_info(source, bare) is not None]
+    for sources in (cases, taken, list(reversed(taken)), []):
+        dotted, owners, roots, rests = expressions.dotted_paths(sources, bare)
+        for i, source in enumerate(sources):
+            info = expressions._dotted_info(source, bare)
+            assert dotted[i] == (info is not None), source
+            paths = {
+                (root, *rest.split(".")[1:])
+                for owner, root, rest in zip(owners, roots, rests, strict=True)
+                if owner == i
+            }
+            assert paths == (info.paths if info is not None else set()), source
+    assert len(taken) >= 2

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from services.node.registry import default_registry
 from services.workflow import validation
-from services.workflow.definition import node_id_problem
+from services.workflow.definition import WorkflowDefinition, node_id_problem
 from services.workflow.validation import (
     _compile_batch,
     _compile_fast,
@@ -188,3 +189,147 @@ def test_the_whole_list_node_checks_report_what_the_node_by_node_ones_do(
     assert quick.errors == slow.errors
     assert quick.warnings == slow.warnings
     assert quick.valid == (broken is None)
+
+
+#: (template of node t, whether it is fine): every way a reference can be right or wrong.
+_REFERENCES: list[tuple[str, bool]] = [
+    ("{{ a.text }} for {{ inputs.topic }}", True),
+    ("{{ a.text }}{{ a.text }} {{ a }}", True),
+    ("{{ g.text }}", True),  # a grandparent: the ancestors tell
+    ("{{ f.fallback }}", True),  # default_output's field
+    ("{{ e.error.message }}", True),  # the error port's output
+    ("{{ a.text.deep }} {{ a.text | upper }}", True),
+    ("{ not a template }", True),
+    ("{{ zz.text }}", False),
+    ("{{ c.text }}", False),  # not upstream
+    ("{{ t.text }}", False),
+    ("{{ env.HOME }}", False),
+    ("{{ inputs.nope }}", False),
+    ("{{ a.nope }}", False),
+    ("{{ f.nope }}", False),
+    ("{{ a.text ", False),
+    ("{{ a._x }}", False),
+    ("{{ range.x }}", True),  # a global, not a node
+    ("{{ a.text }}\r\n{{ zz.y }}", False),
+]
+
+
+def _references(template: str) -> dict[str, Any]:
+    """input -> g -> a -> t, with f (on_error continue) and e (fail_branch) into t, and c
+    beside; t's template, when, default_output and a transform and an output after it all
+    read what the case says."""
+    nodes: list[dict[str, Any]] = [
+        {"id": "start", "type": "input"},
+        _template_node("g", "{{ inputs.topic }}"),
+        _template_node("a", "{{ g.text }}"),
+        _template_node("c", "x"),
+        {**_template_node("f", "y"), "on_error": "continue", "default_output": {"fallback": 1}},
+        {**_template_node("e", "z"), "on_error": "fail_branch"},
+        {
+            **_template_node("t", template),
+            "when": template if "{{" in template else "a.text == 'x'",
+            "on_error": "continue",
+            "default_output": {"v": [template, 3, None]},
+        },
+        {"id": "x", "type": "transform", "params": {"expression": "t.text * 2"}},
+        {"id": "y", "type": "transform", "params": {"expression": "zz.q"}},
+        {"id": "z", "type": "condition", "params": {"expression": "{{ x.value }}"}},
+        {"id": "o", "type": "output", "params": {"value": {"k": template, "n": 1}}},
+        {"id": "d", "type": "delay", "params": {"seconds": 1}},
+    ]
+    edges = [("start", "g"), ("g", "a"), ("a", "t"), ("f", "t"), ("start", "c")]
+    edges += [("t", "x"), ("start", "y"), ("x", "z"), ("t", "o"), ("o", "d"), ("start", "f")]
+    raw_edges: list[dict[str, Any]] = [{"source": s, "target": t} for s, t in edges]
+    raw_edges.append({"source": "e", "source_port": "error", "target": "t"})
+    raw_edges.append({"source": "start", "target": "e"})
+    return {
+        "name": "references",
+        "inputs": {"topic": {"type": "string"}},
+        "nodes": nodes,
+        "edges": raw_edges,
+    }
+
+
+@pytest.mark.parametrize(("template", "fine"), _REFERENCES)
+def test_the_whole_list_reference_pass_reports_what_the_node_by_node_one_does(
+    template: str, fine: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = _references(template)
+    catalog = {spec.type: spec for spec in default_registry().specs()}
+    monkeypatch.setattr(validation, "_BULK_REFERENCES", 0)
+    quick = validate_definition(raw, catalog)
+    monkeypatch.setattr(validation, "_BULK_REFERENCES", 10**9)
+    slow = validate_definition(raw, catalog)
+    assert quick.errors == slow.errors
+    assert quick.warnings == slow.warnings
+    # y's zz.q is wrong in every case (the pass must find it among fine nodes); t's own
+    # references are wrong only where the case says so
+    assert "y" in {e.node_id for e in quick.errors}
+    assert ("t" in {e.node_id for e in quick.errors}) == (not fine)
+
+
+def test_the_whole_list_reference_pass_settles_the_bench_definition_itself() -> None:
+    # not a shortcut that never fires: on a valid layered DAG it leaves no node to look at
+    raw = _layered(1_000)
+    catalog = {spec.type: spec for spec in default_registry().specs()}
+    checker = _checked(raw, catalog)
+    assert checker._references_worth_a_look() == []
+    assert validate_definition(raw, catalog).valid
+    raw["nodes"][500]["params"] = {"template": "{{ n999.text }}"}  # downstream of n500
+    assert _checked(raw, catalog)._references_worth_a_look() == [500]
+
+
+def _layered(count: int) -> dict[str, Any]:
+    """A DAG of 10-wide layers as bench/plan_10k.py builds them: templates that read a
+    parent and the inputs, transforms, conditions and their ports, merges."""
+    nodes: list[dict[str, Any]] = [{"id": "start", "type": "input"}]
+    edges: list[dict[str, Any]] = []
+    previous = [("start", "input")]
+    while len(nodes) < count:
+        layer = []
+        for j in range(10):
+            node_id, (parent, kind) = f"n{len(nodes)}", previous[j % len(previous)]
+            field = {"input": "topic", "template": "text", "transform": "value"}.get(kind)
+            edge: dict[str, Any] = {"source": parent, "target": node_id}
+            if kind == "condition":
+                edge["source_port"] = "true"
+                params: dict[str, Any] = {"mode": "any"}
+                node_type = "merge"
+            elif j % 3 == 0 and field:
+                node_type, params = (
+                    "template",
+                    {"template": f"{{{{ {parent}.{field} }}}} {{{{ inputs.topic }}}}"},
+                )
+            elif j % 3 == 1 and field:
+                node_type, params = "transform", {"expression": f"{parent}.{field} * 2"}
+            elif field:
+                node_type = "condition"
+                params = {"expression": f"{{{{ {parent}.{field} | default(0) > 3 }}}}"}
+            else:
+                node_type, params = "noop", {}
+            nodes.append({"id": node_id, "type": node_type, "params": params})
+            edges.append(edge)
+            layer.append((node_id, node_type))
+        previous = layer
+    return {
+        "name": "layered",
+        "inputs": {"topic": {"type": "string"}},
+        "nodes": nodes,
+        "edges": edges,
+    }
+
+
+def _checked(raw: dict[str, Any], catalog: dict[str, Any]) -> Any:
+    definition = WorkflowDefinition.model_validate(raw)
+    checker = validation._Checker(
+        validation._Issues(),
+        catalog,
+        list(enumerate(definition.nodes)),
+        list(enumerate(definition.edges)),
+        definition.inputs,
+        definition.outputs,
+        set(),
+    )
+    checker.specs = checker._check_nodes()
+    checker._check_edges(checker.specs)
+    return checker

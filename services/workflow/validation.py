@@ -1203,6 +1203,12 @@ class _Checker:
         edge_target = self.edge_target = list(map(index.get, targets))
         raw = self.edge_raw
         error_edges: set[int] = set()
+        out_edges, in_edges, preds = self.out_edges, self.in_edges, self.preds
+        for e, source, target in zip(range(count), edge_source, edge_target, strict=True):
+            if source is not None and target is not None:
+                out_edges[source].append(e)
+                in_edges[target].append(e)
+                preds[target].append(source)
         if None in edge_source or None in edge_target:
             # an edge without both ends: the edges in order, as they come
             seen: dict[tuple[str, str | None, str, str | None], int] = {}
@@ -1223,8 +1229,10 @@ class _Checker:
                 if edge.source_port is not None or edge.target_port is not None:
                     self._check_ports(raw_index, edge, source, target, specs, error_edges)
         else:
-            keys = list(zip(sources, source_ports, targets, target_ports, strict=True))
-            if len(set(keys)) != count:
+            # no two edges between the same nodes (a set per node's parents: ~6x quicker
+            # than a set of 200,000 keys), or the keys tell which repeat
+            if sum(map(len, map(set, preds))) != count:
+                keys = list(zip(sources, source_ports, targets, target_ports, strict=True))
                 firsts: dict[tuple[str, str | None, str, str | None], int] = {}
                 for e, key in enumerate(keys):
                     first = firsts.setdefault(key, raw[e])
@@ -1240,12 +1248,6 @@ class _Checker:
             ends = cast(list[int], edge_source), cast(list[int], edge_target)  # all resolved
             for e in sorted(ported):
                 self._check_ports(raw[e], edges[e], ends[0][e], ends[1][e], specs, error_edges)
-        out_edges, in_edges, preds = self.out_edges, self.in_edges, self.preds
-        for e, source, target in zip(range(count), edge_source, edge_target, strict=True):
-            if source is not None and target is not None:
-                out_edges[source].append(e)
-                in_edges[target].append(e)
-                preds[target].append(source)
         if "fail_branch" not in map(_ON_ERROR, self.node_models):
             return
         for position, (raw_index, node) in enumerate(self.nodes):

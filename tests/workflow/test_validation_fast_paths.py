@@ -333,3 +333,19 @@ def _checked(raw: dict[str, Any], catalog: dict[str, Any]) -> Any:
     checker.specs = checker._check_nodes()
     checker._check_edges(checker.specs)
     return checker
+
+
+def test_a_repeated_edge_is_a_warning_and_the_same_ends_on_other_ports_are_not() -> None:
+    raw = _mixed()
+    edges = raw["edges"]
+    edges.append({"source": "start", "target": "n1"})  # repeats edges[1]
+    edges.append({"source": "n1", "target": "n2", "target_port": "in"})  # n2: a merge
+    edges.append({"source": "n1", "target": "n2"})  # same ends, another port: no repeat
+    report = validate_definition(raw, core_catalog())
+    assert report.errors == []
+    assert [(w.code, w.edge, w.message) for w in report.warnings] == [
+        ("duplicate_edge", 30, "edges[30] repeats edges[1]")
+    ]
+    edges.pop()  # only different ports between n1 and n2 now: nothing repeats at all
+    edges.pop(30)
+    assert [w.code for w in validate_definition(raw, core_catalog()).warnings] == []

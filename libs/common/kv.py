@@ -10,6 +10,9 @@ Both implement the `KV` protocol with the same semantics:
   leadership): it succeeds when the lease is free or already `owner`'s (and extends it);
   `renew_lease` extends only an owned lease, `release_lease` frees only an owned lease;
 - `rate_limit(key, rate_per_s, burst)` is a token bucket, atomic in Redis (one Lua script);
+  `rate_take(key, rate_per_s, burst, want)` takes up to `want` tokens of the same bucket at
+  once (as many as it holds, at least one when it holds one), for a caller that spends them
+  locally: one round trip per chunk instead of one per request;
 - `delete_prefix(prefix)` removes every key that starts with prefix (cache invalidation);
 - `incr(key, amount, ttl_s)` adds to an integer counter atomically and returns its new value;
   the TTL is set when the counter is created, never moved (a tenant's tokens of the day).
@@ -64,17 +67,17 @@ if tokens == nil then
     ts = now
 end
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local allowed = 0
+local granted = math.min(tonumber(ARGV[3]), math.floor(tokens))
 local retry_after = 0
-if tokens >= 1 then
-    tokens = tokens - 1
-    allowed = 1
+if granted >= 1 then
+    tokens = tokens - granted
 else
+    granted = 0
     retry_after = (1 - tokens) / rate
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {allowed, tostring(retry_after)}
+return {granted, tostring(retry_after)}
 """
 
 
@@ -113,6 +116,10 @@ class KV(Protocol):
 
     async def rate_limit(self, key: str, rate_per_s: float, burst: int) -> tuple[bool, float]: ...
 
+    async def rate_take(
+        self, key: str, rate_per_s: float, burst: int, want: int
+    ) -> tuple[int, float]: ...
+
     async def delete_prefix(self, prefix: str) -> int: ...
 
     async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int: ...
@@ -143,12 +150,27 @@ class _LockStore(Protocol):
     async def release_lease(self, name: str, owner: str) -> bool: ...
 
 
-def _check_rate(rate_per_s: float, burst: int) -> None:
+def _check_rate(rate_per_s: float, burst: int, want: int = 1) -> None:
     if rate_per_s <= 0 or burst < 1:
         raise ValueError("rate_limit needs rate_per_s > 0 and burst >= 1")
+    if want < 1:
+        raise ValueError("rate_take needs want >= 1")
 
 
-class MemoryKV:
+class _OneTokenRateLimit:
+    """rate_limit as a take of one token (both stores implement rate_take)."""
+
+    async def rate_take(
+        self, key: str, rate_per_s: float, burst: int, want: int
+    ) -> tuple[int, float]:
+        raise NotImplementedError
+
+    async def rate_limit(self, key: str, rate_per_s: float, burst: int) -> tuple[bool, float]:
+        granted, retry_after = await self.rate_take(key, rate_per_s, burst, 1)
+        return granted > 0, retry_after
+
+
+class MemoryKV(_OneTokenRateLimit):
     """In-process implementation (embedded mode, one process)."""
 
     def __init__(self) -> None:
@@ -211,16 +233,19 @@ class MemoryKV:
         value = self._live(name)
         return value if isinstance(value, str) else None
 
-    async def rate_limit(self, key: str, rate_per_s: float, burst: int) -> tuple[bool, float]:
-        _check_rate(rate_per_s, burst)
+    async def rate_take(
+        self, key: str, rate_per_s: float, burst: int, want: int
+    ) -> tuple[int, float]:
+        _check_rate(rate_per_s, burst, want)
         now = time.monotonic()
         tokens, ts = self._buckets.get(key, (float(burst), now))
         tokens = min(float(burst), tokens + max(0.0, now - ts) * rate_per_s)
-        if tokens >= 1:
-            self._buckets[key] = (tokens - 1, now)
-            return True, 0.0
+        granted = min(want, math.floor(tokens))
+        if granted >= 1:
+            self._buckets[key] = (tokens - granted, now)
+            return granted, 0.0
         self._buckets[key] = (tokens, now)
-        return False, (1 - tokens) / rate_per_s
+        return 0, (1 - tokens) / rate_per_s
 
     async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
         current = self._live(key)
@@ -247,7 +272,7 @@ class MemoryKV:
         return None
 
 
-class RedisKV:
+class RedisKV(_OneTokenRateLimit):
     """Redis implementation (redis.asyncio); keys are prefixed with `prefix`."""
 
     def __init__(self, url: str, *, prefix: str = "heddle:") -> None:
@@ -292,12 +317,14 @@ class RedisKV:
         value = await self._redis.get(self._key(name))
         return value.decode() if value is not None else None
 
-    async def rate_limit(self, key: str, rate_per_s: float, burst: int) -> tuple[bool, float]:
-        _check_rate(rate_per_s, burst)
-        allowed, retry_after = await self._bucket(
-            keys=[self._key(f"rate:{key}")], args=[repr(float(rate_per_s)), burst]
+    async def rate_take(
+        self, key: str, rate_per_s: float, burst: int, want: int
+    ) -> tuple[int, float]:
+        _check_rate(rate_per_s, burst, want)
+        granted, retry_after = await self._bucket(
+            keys=[self._key(f"rate:{key}")], args=[repr(float(rate_per_s)), burst, int(want)]
         )
-        return bool(allowed), float(retry_after)
+        return int(granted), float(retry_after)
 
     async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
         ttl = "" if ttl_s is None else str(_ms(ttl_s))

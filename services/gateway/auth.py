@@ -52,6 +52,7 @@ from services.gateway import repository as repo
 from services.gateway.audit_buffer import AuditBuffer
 from services.gateway.errors import dependency_unavailable, unavailable
 from services.gateway.models import ApiKeyRow, AuditRow, RoleGrantRow
+from services.gateway.rate_allowance import RateAllowances
 from services.gateway.roles import (
     ACTION_SCOPES,
     ROLES,
@@ -73,6 +74,8 @@ TOUCH_INTERVAL = dt.timedelta(seconds=60)
 #: After a failed rate-limit check, the store is asked again only after this long: requests
 #: meanwhile do not each wait for a connection attempt.
 RATE_STORE_RECHECK_S = 1.0
+#: Seconds a replica may spend rate-limit tokens it took from the shared bucket.
+RATE_ALLOWANCE_TTL_S = 1.0
 
 RATE_LIMIT_UNCHECKED = Counter(
     "heddle_gateway_rate_limit_unchecked",
@@ -234,6 +237,16 @@ class Security:
         )
         #: time.monotonic() until which the rate-limit store counts as down (0: up).
         self._rate_store_down_until = 0.0
+        # Tokens taken from the shared bucket per round trip (rate_allowance): a tenth of the
+        # burst at most, so that the tolerance it documents stays small against the limit.
+        # The in-process store costs no round trip and keeps the exact bucket; fail-closed
+        # asks the store on every request, so that its outage refuses the very next one.
+        self._rate_chunk = (
+            1
+            if isinstance(kv, MemoryKV) or settings.rate_limit_failure_mode == "closed"
+            else max(1, min(settings.rate_limit_lease, settings.rate_limit_burst // 10))
+        )
+        self._rate_allowances = RateAllowances(RATE_ALLOWANCE_TTL_S)
         self._jwt_key: Any = None
         self._jwt_algorithm = ""
         if settings.jwt_public_key:
@@ -343,16 +356,21 @@ class Security:
         """429 with Retry-After when the principal's token bucket is empty.
 
         While the store is unreachable: served unchecked (failure mode `open`) or 503
-        (`closed`); it is asked again RATE_STORE_RECHECK_S after each failure."""
+        (`closed`); it is asked again RATE_STORE_RECHECK_S after each failure. The tokens come
+        from the store in chunks of up to `_rate_chunk` (rate_allowance)."""
+        allowances = self._rate_allowances
+        if allowances.spend(principal.id):
+            return
         if time.monotonic() < self._rate_store_down_until:
             self._rate_store_unavailable(None)
             return
         try:
             async with asyncio.timeout(self.settings.rate_limit_timeout_s):
-                allowed, retry_after = await self.kv.rate_limit(
+                granted, retry_after = await self.kv.rate_take(
                     f"gateway:{principal.id}",
                     self.settings.rate_limit_per_s,
                     self.settings.rate_limit_burst,
+                    self._rate_chunk,
                 )
         except Exception as error:
             if not (isinstance(error, TimeoutError) or dependency_unavailable(error)):
@@ -371,7 +389,11 @@ class Security:
         if self._rate_store_down_until:
             self._rate_store_down_until = 0.0
             log.warning("rate-limit store reachable again: rate limits apply")
-        if not allowed:
+        if granted:
+            allowances.add(principal.id, granted - 1)
+            return
+        # A concurrent request of the same principal may have taken a chunk meanwhile.
+        if not allowances.spend(principal.id):
             wait = max(1, math.ceil(retry_after))
             raise HTTPException(
                 429,

@@ -118,6 +118,15 @@ class GatewaySettings(CommonSettings):
     rate_limit_burst: int = Field(
         default=100, ge=1, description="Requests a key may send at once above the sustained rate."
     )
+    rate_limit_lease: int = Field(
+        default=16,
+        ge=1,
+        description="Rate-limit tokens a gateway replica takes from the shared bucket (Redis) "
+        "per round trip and spends itself (at most a tenth of rate_limit_burst; 1: one round "
+        "trip per request, the exact bucket). Over any interval a principal may exceed its "
+        "bucket by at most this many requests minus one per replica; tokens not spent within "
+        "1 s are forfeited. Fail-closed rate limits (rate_limit_failure_mode) ask every time.",
+    )
     rate_limit_failure_mode: Literal["open", "closed"] = Field(
         default="open",
         description="What requests get while the rate-limit store (Redis) is unreachable: "

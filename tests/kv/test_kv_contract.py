@@ -125,6 +125,16 @@ async def test_rate_limit_token_bucket(kv: KV, key: str) -> None:
     await assert_eventually(refilled, timeout=2, interval=retry_after)
 
 
+async def test_rate_take_grants_what_the_bucket_holds(kv: KV, key: str) -> None:
+    # A chunk of the same bucket: as many as asked while it holds them, then the rest, then none.
+    assert await kv.rate_take(key, rate_per_s=0.01, burst=5, want=3) == (3, 0.0)
+    assert (await kv.rate_take(key, rate_per_s=0.01, burst=5, want=3))[0] == 2
+    granted, retry_after = await kv.rate_take(key, rate_per_s=0.01, burst=5, want=3)
+    assert granted == 0
+    assert retry_after > 0
+    assert not (await kv.rate_limit(key, rate_per_s=0.01, burst=5))[0]
+
+
 async def test_rate_limit_keys_are_independent(kv: KV, key: str) -> None:
     assert (await kv.rate_limit(key + "a", rate_per_s=1, burst=1))[0]
     assert not (await kv.rate_limit(key + "a", rate_per_s=1, burst=1))[0]

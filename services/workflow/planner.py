@@ -45,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter, methodcaller
 from typing import Final, Literal
 
 from libs.common.expressions import inspect_templates
@@ -124,9 +124,9 @@ _PORT_KINDS: Final[dict[str | None, int]] = {
 }
 _ID: Final = attrgetter("id")
 _TYPE: Final = attrgetter("type")
-_SOURCE: Final = attrgetter("source")
-_TARGET: Final = attrgetter("target")
-_SOURCE_PORT: Final = attrgetter("source_port")
+_SOURCE: Final = itemgetter("source")
+_TARGET: Final = itemgetter("target")
+_SOURCE_PORT: Final = methodcaller("get", "source_port")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -344,16 +344,16 @@ class ExecutionPlan:
         """``(source, source_port, target_port)`` of each edge into the node, in edge order."""
         edges = self.definition.edges
         return [
-            (edges[e].source, edges[e].source_port, edges[e].target_port)
-            for e in self._in_edges[self.index_of(node_id)]
+            (edge["source"], edge.get("source_port"), edge.get("target_port"))
+            for edge in map(edges.__getitem__, self._in_edges[self.index_of(node_id)])
         ]
 
     def outgoing(self, node_id: str) -> list[tuple[str | None, str, str | None]]:
         """``(source_port, target, target_port)`` of each edge out of the node, in edge order."""
         edges = self.definition.edges
         return [
-            (edges[e].source_port, edges[e].target, edges[e].target_port)
-            for e in self._out_edges[self.index_of(node_id)]
+            (edge.get("source_port"), edge["target"], edge.get("target_port"))
+            for edge in map(edges.__getitem__, self._out_edges[self.index_of(node_id)])
         ]
 
     def upstream(self, node_id: str) -> list[str]:
@@ -492,7 +492,7 @@ class PlanState:
         plan = self._plan
         edges = plan.definition.edges
         return [
-            (edges[e].source, edges[e].source_port, edges[e].target_port)
+            (edges[e]["source"], edges[e].get("source_port"), edges[e].get("target_port"))
             for e in plan._in_edges[plan.index_of(node_id)]
             if self._edge_state[e] == 1
         ]

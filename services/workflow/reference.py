@@ -58,16 +58,16 @@ def run_reference(
     nodes = {node.id: node for node in definition.nodes}
     incoming: dict[str, list[EdgeSpec]] = {node_id: [] for node_id in nodes}
     for edge in definition.edges:
-        incoming[edge.target].append(edge)
+        incoming[edge["target"]].append(edge)
     result = ReferenceResult()
     ports_taken: dict[str, frozenset[str] | None] = {}
 
     def edge_is_live(edge: EdgeSpec) -> bool:
-        source_status = status_of(edge.source)
-        port = edge.source_port
+        source_status = status_of(edge["source"])
+        port = edge.get("source_port")
         default = port is None or port == "out"
         if source_status == "succeeded":
-            taken = ports_taken[edge.source]
+            taken = ports_taken[edge["source"]]
             return default or (port != "error" and (taken is None or port in taken))
         if source_status == "failed_continue":
             return default
@@ -84,7 +84,7 @@ def run_reference(
         if edges and not live:
             status = "skipped"
         else:
-            inputs = [(e.source, e.source_port, e.target_port) for e in live]
+            inputs = [(e["source"], e.get("source_port"), e.get("target_port")) for e in live]
             result.live_inputs[node_id] = inputs
             behaviour = behave(node_id, inputs)
             if behaviour.result == "succeed":

@@ -16,14 +16,14 @@ import contextlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain, compress, repeat
-from operator import and_, attrgetter, eq, is_, is_not, itemgetter, ne, not_, or_
+from operator import and_, attrgetter, eq, is_, is_not, itemgetter, methodcaller, ne, not_, or_
 from typing import Any, Literal, cast
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError as BrokenSchema
 from jsonschema.exceptions import ValidationError as SchemaError
 from jsonschema.validators import validator_for
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from libs.common import jsonutil
 from libs.common.delegates import is_delegate
@@ -111,10 +111,12 @@ _NODE_PARAMS = attrgetter("params")
 _NODE_WHEN = attrgetter("when")
 _NODE_DEFAULT_OUTPUT = attrgetter("default_output")
 _ON_ERROR = attrgetter("on_error")
-_SOURCE = attrgetter("source")
-_TARGET = attrgetter("target")
-_SOURCE_PORT = attrgetter("source_port")
-_TARGET_PORT = attrgetter("target_port")
+_SOURCE = itemgetter("source")
+_EDGE: TypeAdapter[EdgeSpec] = TypeAdapter(EdgeSpec)
+_NOT_AN_EDGE = "Input should be a valid dictionary or instance of EdgeSpec"
+_TARGET = itemgetter("target")
+_SOURCE_PORT = methodcaller("get", "source_port")
+_TARGET_PORT = methodcaller("get", "target_port")
 _MAP_TYPE = "map"
 _SQL_TYPE = "sql"
 
@@ -713,6 +715,8 @@ def _add_model_errors(issues: _Issues, exc: ValidationError, raw: dict[str, Any]
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = f"unknown field '{loc[-1]}'"
+        elif error["type"] == "dict_type" and edge is not None and len(loc) == 2:
+            message = _NOT_AN_EDGE  # as when edges were models
         issues.add("invalid_field", f"{field}: {message}", node_id=node_id, edge=edge, field=field)
 
 
@@ -739,7 +743,7 @@ def _salvage(
     raw_edges = raw.get("edges")
     for index, item in enumerate(raw_edges if isinstance(raw_edges, list) else []):
         with contextlib.suppress(ValidationError):
-            edges.append((index, EdgeSpec.model_validate(item)))
+            edges.append((index, _EDGE.validate_python(item)))
     inputs: dict[str, InputSpec] = {}
     raw_inputs = raw.get("inputs")
     for name, item in (raw_inputs if isinstance(raw_inputs, dict) else {}).items():
@@ -1217,7 +1221,7 @@ class _Checker:
                 if source is None or target is None:
                     self._dangling(raw_index, edge)
                     continue
-                key = (edge.source, edge.source_port, edge.target, edge.target_port)
+                key = (sources[e], source_ports[e], targets[e], target_ports[e])
                 first = seen.setdefault(key, raw_index)
                 if first != raw_index:
                     issues.add(
@@ -1226,7 +1230,7 @@ class _Checker:
                         edge=raw_index,
                         warning=True,
                     )
-                if edge.source_port is not None or edge.target_port is not None:
+                if source_ports[e] is not None or target_ports[e] is not None:
                     self._check_ports(raw_index, edge, source, target, specs, error_edges)
         else:
             # no two edges between the same nodes (a set per node's parents: ~6x quicker
@@ -1262,7 +1266,7 @@ class _Checker:
                 )
 
     def _dangling(self, raw_index: int, edge: EdgeSpec) -> None:
-        for end, node_id in (("source", edge.source), ("target", edge.target)):
+        for end, node_id in (("source", edge["source"]), ("target", edge["target"])):
             if node_id not in self.index and node_id not in self.broken_ids:
                 self.issues.add(
                     "dangling_edge",
@@ -1282,16 +1286,18 @@ class _Checker:
     ) -> None:
         source_node = self.nodes[source][1]
         source_spec, target_spec = specs[source], specs[target]
-        port = edge.source_port
+        port = edge.get("source_port")
+        source_id, target_id = edge["source"], edge["target"]
+        target_port = edge.get("target_port")
         if port == ERROR_PORT:
             if source_node.on_error == "fail_branch":
                 error_edges.add(source)
             else:
                 self.issues.add(
                     "unknown_port",
-                    f"edges[{raw_index}] leaves the 'error' port of '{edge.source}', which "
+                    f"edges[{raw_index}] leaves the 'error' port of '{source_id}', which "
                     f"only exists with on_error 'fail_branch' (it is '{source_node.on_error}')",
-                    node_id=edge.source,
+                    node_id=source_id,
                     edge=raw_index,
                     field=f"edges[{raw_index}].source_port",
                 )
@@ -1300,22 +1306,22 @@ class _Checker:
             if port not in ports:
                 self.issues.add(
                     "unknown_port",
-                    f"edges[{raw_index}]: '{edge.source}' ({source_node.type}) has no output port "
+                    f"edges[{raw_index}]: '{source_id}' ({source_node.type}) has no output port "
                     f"'{port}'; it has {', '.join(repr(p) for p in ports) or 'none'}",
-                    node_id=edge.source,
+                    node_id=source_id,
                     edge=raw_index,
                     field=f"edges[{raw_index}].source_port",
                 )
-        if edge.target_port is not None and target_spec is not None:
+        if target_port is not None and target_spec is not None:
             target_ports = [*target_spec.input_ports, *target_spec.list_input_ports]
-            if edge.target_port not in target_ports:
+            if target_port not in target_ports:
                 target_node = self.nodes[target][1]
                 self.issues.add(
                     "unknown_port",
-                    f"edges[{raw_index}]: '{edge.target}' ({target_node.type}) has no input port "
-                    f"'{edge.target_port}'; it has "
+                    f"edges[{raw_index}]: '{target_id}' ({target_node.type}) has no input port "
+                    f"'{target_port}'; it has "
                     f"{', '.join(repr(p) for p in target_ports) or 'none'}",
-                    node_id=edge.target,
+                    node_id=target_id,
                     edge=raw_index,
                     field=f"edges[{raw_index}].target_port",
                 )

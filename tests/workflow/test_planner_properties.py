@@ -134,7 +134,7 @@ def test_random_completion_orders_match_the_reference(
     reference = run_reference(definition, lambda node_id, _inputs: scenario.behaviours[node_id])
     preds: dict[str, list[str]] = {n.id: [] for n in definition.nodes}
     for edge in definition.edges:
-        preds[edge.target].append(edge.source)
+        preds[edge["target"]].append(edge["source"])
 
     state = PlanState(plan)
     any_merges = [n for n in plan.node_ids if plan.is_any_merge(n)]
@@ -223,7 +223,7 @@ def test_topological_order_respects_every_edge(scenario: Scenario) -> None:
     rank = {node_id: i for i, node_id in enumerate(plan.topological_order())}
     assert sorted(rank) == sorted(plan.node_ids)
     for edge in scenario.definition.edges:
-        assert rank[edge.source] < rank[edge.target]
+        assert rank[edge["source"]] < rank[edge["target"]]
 
 
 # ---- the same scenarios through the execution core -------------------------------------

@@ -349,3 +349,45 @@ def test_a_repeated_edge_is_a_warning_and_the_same_ends_on_other_ports_are_not()
     edges.pop()  # only different ports between n1 and n2 now: nothing repeats at all
     edges.pop(30)
     assert [w.code for w in validate_definition(raw, core_catalog()).warnings] == []
+
+
+def test_edges_that_do_not_parse_are_located_as_when_they_were_models() -> None:
+    # edges are checked dicts now (EdgeSpec, a TypedDict): the errors read as before
+    raw = {
+        "name": "w",
+        "nodes": [{"id": "a", "type": "noop"}, {"id": "b", "type": "noop"}],
+        "edges": [
+            3,
+            {"source": 1, "target": "b"},
+            {"source": "", "target": "b"},
+            {"target": "b"},
+            {"source": "a", "target": "b", "zz": 1},
+            {"source": "a", "target": "b", "ui": []},
+            {"source": "a", "target": "b", "source_port": "x"},
+        ],
+    }
+    report = validate_definition(raw, core_catalog())
+    assert [(e.code, e.edge, e.field, e.message) for e in report.errors] == [
+        (
+            "invalid_field",
+            0,
+            "edges[0]",
+            "edges[0]: Input should be a valid dictionary or instance of EdgeSpec",
+        ),
+        ("invalid_field", 1, "edges[1].source", "edges[1].source: Input should be a valid string"),
+        (
+            "invalid_field",
+            2,
+            "edges[2].source",
+            "edges[2].source: String should have at least 1 character",
+        ),
+        ("invalid_field", 3, "edges[3].source", "edges[3].source: Field required"),
+        ("invalid_field", 4, "edges[4].zz", "edges[4].zz: unknown field 'zz'"),
+        ("invalid_field", 5, "edges[5].ui", "edges[5].ui: Input should be a valid dictionary"),
+        (
+            "unknown_port",
+            6,
+            "edges[6].source_port",
+            "edges[6]: 'a' (noop) has no output port 'x'; it has 'out'",
+        ),
+    ]

@@ -142,8 +142,9 @@ class MetricsMiddleware:
     """Counts requests and observes latency by route template (not raw path) and status.
 
     Each request is answered in a SERVER span `<method> <route template>`, child of the
-    caller's `traceparent` if any; the gRPC calls made meanwhile are its children. FastAPI
-    (0.16x) makes that span itself: it is only tagged here; without it, it is made here.
+    caller's `traceparent` if any; the gRPC calls made meanwhile are its children. It is made
+    here (create_app turns FastAPI's own telemetry off); were FastAPI's span there, it would
+    only be tagged.
     """
 
     def __init__(self, app: ASGIApp) -> None:

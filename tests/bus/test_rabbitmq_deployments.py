@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import aio_pika
 import aiormq
@@ -222,9 +221,9 @@ def test_publish_frames_are_the_bytes_pamqp_writes(
 ) -> None:
     # max_body 128: the 300-byte body goes out in three body frames, as aiormq splits it.
     properties = aiormq.spec.Basic.Properties(
-        delivery_mode=2, message_id="0123abcd", headers=dict(headers) if headers else None
+        delivery_mode=2, message_id="0123abcd", headers=headers or None
     )
-    frames: list[Any] = [
+    frames = [
         aiormq.spec.Basic.Publish(exchange="staging.heddle.events", routing_key="node.completed"),
         ContentHeader(properties=properties, body_size=len(body)),
         *(ContentBody(body[i : i + 128]) for i in range(0, len(body), 128)),

@@ -36,18 +36,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, cast
 
 import aio_pika
 import aiormq
 import aiormq.abc
-import pamqp.encode
-import pamqp.frame
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -57,6 +53,8 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError
 from aiormq.abc import ChannelFrame
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 
 from libs.common.errors import Unavailable
 from libs.common.messages import (
@@ -75,8 +73,6 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_EXCHANGE = "heddle.dlx"
 TOPIC_EXCHANGES = (EVENTS_EXCHANGE, TRIGGERS_EXCHANGE, LOGS_EXCHANGE)
 
-# (routing key, body, headers, message id) of a message to publish
-_Outgoing = tuple[str, bytes, dict[str, str] | None, str]
 # Messages of one publish_many written and awaited at a time (its later ones wait): bounds
 # the frames and confirm futures one call holds, and aiormq's walk of its confirmations on
 # each multiple ack.
@@ -91,98 +87,50 @@ def dead_letter_queue(queue: str) -> str:
 
 
 async def _send_batch(
-    channel: aiormq.Channel, exchange: str, items: Sequence[_Outgoing]
+    channel: aiormq.Channel,
+    exchange: str,
+    items: Sequence[tuple[str, bytes, aiormq.spec.Basic.Properties]],
 ) -> list[asyncio.Future[Any]]:
     """Publish items on channel as one write of their frames; returns their confirms.
 
     What aiormq's basic_publish does for one message (delivery tag, confirm future, frames),
-    done for all of them under one hold of its lock: one socket write per batch instead of a
-    task, a pamqp marshalling and a write per message. The broker's confirms resolve the
-    futures through aiormq's confirmations table; closing the channel rejects them.
+    done for all of them under one hold of its lock: one frame marshalling and one socket
+    write per batch instead of a task, a marshalling and a write per message. The broker's
+    confirms resolve the futures through aiormq's confirmations table; closing the channel
+    rejects them.
     """
     if channel.is_closed:
         raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+    frames: list[Any] = []
     confirms: list[asyncio.Future[Any]] = []
-    number, limit = channel.number, channel.max_content_size
+    limit = channel.max_content_size
     async with channel.lock:
-        payload = b"".join(
-            publish_frames(number, exchange, routing_key, body, headers, message_id, limit)
-            for routing_key, body, headers, message_id in items
-        )
-        for _ in items:
+        for routing_key, body, properties in items:
             channel.delivery_tag += 1
             confirm = channel.create_future()
             channel.confirmations[channel.delivery_tag] = confirm
             confirms.append(confirm)
-        await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
+            frames.append(aiormq.spec.Basic.Publish(exchange=exchange, routing_key=routing_key))
+            frames.append(ContentHeader(properties=properties, body_size=len(body)))
+            frames.extend(
+                ContentBody(body[offset : offset + limit]) for offset in range(0, len(body), limit)
+            )
+        await channel.write_queue.put(
+            ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+        )
     return confirms
-
-
-_FRAME_HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
-_FRAME_END = b"\xce"
-_CONTENT_HEAD = struct.Struct(">HHQH")  # class (basic), weight, body size, property flags
-_LONG = struct.Struct(">I")
-_BASIC_CLASS = 60
-_CONTENT_HEADER_FRAME, _CONTENT_BODY_FRAME = 2, 3
-# The Basic properties this bus sets (AMQP 0-9-1 property flags, encoded in this order).
-_HEADERS_FLAG, _DELIVERY_MODE_FLAG, _MESSAGE_ID_FLAG = 1 << 13, 1 << 12, 1 << 7
-
-
-@lru_cache(maxsize=1024)
-def _publish_method_frame(channel_number: int, exchange: str, routing_key: str) -> bytes:
-    method = aiormq.spec.Basic.Publish(exchange=exchange, routing_key=routing_key)
-    return pamqp.frame.marshal(method, channel_number)
-
-
-def _short_string(text: str) -> bytes:
-    raw = text.encode()
-    if len(raw) > 255:
-        raise ValueError(f"an AMQP short string is at most 255 bytes: {text[:40]!r}...")
-    return bytes((len(raw),)) + raw
-
-
-def _field_table(headers: dict[str, str]) -> bytes:
-    if not all(isinstance(value, str) for value in headers.values()):
-        return pamqp.encode.field_table(cast(Any, headers))
-    table = b"".join(
-        _short_string(key) + b"S" + _LONG.pack(len(raw)) + raw
-        for key, raw in ((key, value.encode()) for key, value in headers.items())
-    )
-    return _LONG.pack(len(table)) + table
-
-
-def publish_frames(
-    channel_number: int,
-    exchange: str,
-    routing_key: str,
-    body: bytes,
-    headers: dict[str, str] | None,
-    message_id: str,
-    max_body: int,
-) -> bytes:
-    """The wire frames of a persistent Basic.Publish with message_id and headers: the bytes
-    pamqp writes for them (tests/bus compares), without its per-property encoding."""
-    properties = bytes((PERSISTENT,)) + _short_string(message_id)
-    flags = _DELIVERY_MODE_FLAG | _MESSAGE_ID_FLAG
-    if headers:
-        properties = _field_table(headers) + properties
-        flags |= _HEADERS_FLAG
-    content = _CONTENT_HEAD.pack(_BASIC_CLASS, 0, len(body), flags) + properties
-    parts = [
-        _publish_method_frame(channel_number, exchange, routing_key),
-        _FRAME_HEAD.pack(_CONTENT_HEADER_FRAME, channel_number, len(content)),
-        content,
-        _FRAME_END,
-    ]
-    for offset in range(0, len(body), max_body):
-        chunk = body[offset : offset + max_body]
-        parts += [_FRAME_HEAD.pack(_CONTENT_BODY_FRAME, channel_number, len(chunk)), chunk]
-        parts.append(_FRAME_END)
-    return b"".join(parts)
 
 
 def _acked(confirm: asyncio.Future[Any]) -> bool:
     return confirm.done() and not confirm.cancelled() and confirm.exception() is None
+
+
+def _properties(headers: dict[str, str] | None) -> aiormq.spec.Basic.Properties:
+    return aiormq.spec.Basic.Properties(
+        delivery_mode=PERSISTENT,
+        message_id=uuid.uuid4().hex,
+        headers=dict(headers) if headers else None,
+    )
 
 
 def _headers_of(incoming: AbstractIncomingMessage) -> dict[str, str]:
@@ -335,7 +283,7 @@ class RabbitBus:
         if not messages:
             return
         target = await self._exchange(exchange)
-        pending = [(key, body, headers, uuid.uuid4().hex) for key, body, headers in messages]
+        pending = [(key, body, _properties(headers)) for key, body, headers in messages]
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         delay = 0.05

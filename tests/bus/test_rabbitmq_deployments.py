@@ -8,19 +8,10 @@ import uuid
 import aio_pika
 import aiormq
 import pytest
-from aiormq.abc import ChannelFrame
-from pamqp.body import ContentBody
-from pamqp.header import ContentHeader
 from prometheus_client import REGISTRY
 
 from libs.common.bus import EVENTS_EXCHANGE, TRIGGERS_EXCHANGE, Message, create_bus
-from libs.common.rabbitmq import (
-    DEAD_LETTER_EXCHANGE,
-    RabbitBus,
-    _Acks,
-    dead_letter_queue,
-    publish_frames,
-)
+from libs.common.rabbitmq import DEAD_LETTER_EXCHANGE, RabbitBus, _Acks, dead_letter_queue
 from libs.common.settings import CommonSettings
 from tests.helpers import assert_eventually
 from tests.infra_fixtures import RABBIT_URL, delete_rabbit_exchanges, delete_rabbit_queues
@@ -198,38 +189,3 @@ def test_acks_are_coalesced_without_passing_a_delivery_in_its_handler() -> None:
     acks.handled.add(10)
     assert [(f.delivery_tag, f.multiple) for f in acks.frames()] == [(10, True)]
     assert (acks.through, acks.handled, acks.settled) == (10, set(), set())
-
-
-@pytest.mark.parametrize(
-    ("headers", "body"),
-    [
-        (
-            {
-                "execution_id": "e1",
-                "seq": "17",
-                "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
-            },
-            b"x" * 180,
-        ),
-        ({"naïve": "déjà vu"}, b""),
-        (None, b"y" * 300),
-        ({}, b"z"),
-    ],
-)
-def test_publish_frames_are_the_bytes_pamqp_writes(
-    headers: dict[str, str] | None, body: bytes
-) -> None:
-    # max_body 128: the 300-byte body goes out in three body frames, as aiormq splits it.
-    properties = aiormq.spec.Basic.Properties(
-        delivery_mode=2, message_id="0123abcd", headers=headers or None
-    )
-    frames = [
-        aiormq.spec.Basic.Publish(exchange="staging.heddle.events", routing_key="node.completed"),
-        ContentHeader(properties=properties, body_size=len(body)),
-        *(ContentBody(body[i : i + 128]) for i in range(0, len(body), 128)),
-    ]
-    expected = ChannelFrame.marshall(channel_number=3, frames=frames).payload
-    assert (
-        publish_frames(3, "staging.heddle.events", "node.completed", body, headers, "0123abcd", 128)
-        == expected
-    )

@@ -19,6 +19,7 @@ import asyncio
 import datetime
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -168,6 +169,42 @@ class Flush:
     execution: dict[str, Any]
     nodes: list[NodeState]
     events: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class GroupCommit:
+    """Whether a batch holding only journal writes no attempt waits for (an agent's
+    tool_result) waits for the next message, to share its commit (at most cap_s).
+
+    It waits only while the run's last gap, from such a batch to the next message (the
+    step's acknowledged write: the model's next reply), fit in cap_s; else — a slower model,
+    or no gap seen yet — the batch is written at once, committed during the model call, and
+    the gap is measured from it to the next message. A wait that ran out just before that
+    write came would make the write queue behind this batch's commit, on the step's critical
+    path; and a tool_result waits uncommitted (lost with a crash of this replica: the tool
+    runs again, under its idempotency key) only while replies come faster than cap_s."""
+
+    cap_s: float
+    #: The last gap (math.inf: nothing came within cap_s); None: none seen yet.
+    gap_s: float | None = None
+    #: Loop time of a batch written at once, while its gap is being measured.
+    since: float | None = None
+
+    def wait_s(self, now: float) -> float:
+        """How long the batch in hand waits for the next message (0: written at once)."""
+        if self.cap_s and self.gap_s is not None and self.gap_s <= self.cap_s:
+            return self.cap_s
+        self.since = now
+        return 0.0
+
+    def arrived(self, now: float) -> None:
+        """A message came: the gap of a batch written at once ends here."""
+        if self.since is not None:
+            self.gap_s, self.since = now - self.since, None
+
+    def waited(self, gap_s: float) -> None:
+        """A wait ended: the next message came after gap_s (math.inf: not within cap_s)."""
+        self.gap_s = gap_s
 
 
 class Dispatcher(Protocol):
@@ -327,7 +364,7 @@ class ExecutionRunner:
         #: loaded a session into them (services/workflow/agent_dispatch.py).
         self.prepared: dict[str, agent_dispatch.Prepared] = {}
         #: Group commit of journal writes nobody waits for (journal_linger_ms).
-        self.linger_s = engine.settings.journal_linger_ms / 1000
+        self.group_commit = GroupCommit(engine.settings.journal_linger_ms / 1000)
         #: Whether what was applied since the last flush is only such writes.
         self._lingerable = False
         self.secret_refs = compiled.secrets
@@ -441,11 +478,12 @@ class ExecutionRunner:
                     self.parked = True
                     return
                 message = await self.inbox.get()
+                self.group_commit.arrived(asyncio.get_running_loop().time())
                 self._lingerable = True
                 self._apply(message)
                 while not self.inbox.empty():
                     self._apply(self.inbox.get_nowait())
-                if self._lingerable and self.linger_s:
+                if self._lingerable:
                     await self._linger()
                 await self._cycle()
             EXECUTIONS.labels(core.status.value).inc()
@@ -485,12 +523,20 @@ class ExecutionRunner:
 
     async def _linger(self) -> None:
         """Group commit: the batch holds only journal writes no attempt waits for (an
-        agent's tool_result): wait up to linger_s for the next message — the step's
-        acknowledged write, usually — so that both share one commit. Once, not again."""
-        try:
-            message = await asyncio.wait_for(self.inbox.get(), self.linger_s)
-        except TimeoutError:
+        agent's tool_result): wait for the next message — the step's acknowledged write,
+        usually — so that both share one commit, when GroupCommit says it comes soon."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        wait_s = self.group_commit.wait_s(began)
+        if not wait_s:
             return
+        try:
+            async with asyncio.timeout(wait_s):
+                message = await self.inbox.get()
+        except TimeoutError:
+            self.group_commit.waited(math.inf)
+            return
+        self.group_commit.waited(loop.time() - began)
         self._apply(message)
         while not self.inbox.empty():
             self._apply(self.inbox.get_nowait())
@@ -580,7 +626,9 @@ class ExecutionRunner:
 
     def _journal(self, outcome: node_pb2.NodeOutcome, progress: dict[str, Any]) -> None:
         """A checkpoint: kept on the node row; with an "ack" number, acknowledged to the
-        attempt once that row is committed (refused when the core fenced it off)."""
+        attempt once that row is committed. Accepted means the core kept every Checkpoint of
+        the report (Effects.checkpointed); it refuses a stale attempt's report and a journal
+        delta that does not extend the stored journal, and the attempt then stops (Fenced)."""
         event = str(progress.get("event") or "node.progress")
         rest = {
             k: v for k, v in progress.items() if k not in ("checkpoint", "journal", "ack", "event")
@@ -597,12 +645,13 @@ class ExecutionRunner:
         else:
             checkpoint, journal_at = progress["checkpoint"], None
         steps = rest.get("steps")
+        kept = True
         if journal_at is not None and isinstance(steps, list) and len(steps) == len(entries) > 1:
             # Several entries in one report ({"steps": [their events]}): one checkpoint
             # (and agent.step event) each, as if they had come one by one.
             for offset, (entry, step) in enumerate(zip(entries, steps, strict=True)):
                 data = step if isinstance(step, dict) else {}
-                self._feed(
+                kept &= self._feed(
                     Checkpoint(
                         outcome.node_id,
                         outcome.attempt,
@@ -611,28 +660,15 @@ class ExecutionRunner:
                         event,
                         journal_at + offset,
                     )
-                )
+                ).checkpointed
         else:
-            self._feed(
+            kept = self._feed(
                 Checkpoint(outcome.node_id, outcome.attempt, checkpoint, rest, event, journal_at)
-            )
+            ).checkpointed
         seq = progress.get("ack")
         if isinstance(seq, int):
-            node = self.core.nodes.get(outcome.node_id)
-            if journal_at is None:
-                accepted = node is not None and node.checkpoint is checkpoint
-            else:
-                stored = (node.checkpoint or {}).get("journal") if node is not None else None
-                accepted = (
-                    node is not None
-                    and node.attempt == outcome.attempt
-                    and node.status in _IN_FLIGHT
-                    and isinstance(stored, list)
-                    and len(stored) == journal_at + len(entries)
-                    and (not entries or stored[-1] is entries[-1])
-                )
             key = (outcome.execution_id, outcome.node_id, outcome.attempt)
-            self.batch.acks.append((key, seq, accepted))
+            self.batch.acks.append((key, seq, kept))
 
     def _feed(self, command: Command) -> Effects:
         """Apply one command to the core and perform (or gather) its effects."""
@@ -831,6 +867,12 @@ class ExecutionRunner:
         # (services/workflow/following.py), not from the database.
         for column, value in batch.execution.items():
             setattr(self.row, column, value)
+        # Journal writes committed: the attempts waiting to act are told first (before the
+        # relay's publishing of this batch's events, which would run ahead of the ack).
+        for attempt_key, seq, accepted in batch.acks:
+            for handle in self.handles:
+                if handle.ack(attempt_key, seq, accepted):
+                    break
         # Before the commit is announced: whoever sees the node's end reads its turns too.
         for session_id, prompt, output in batch.session_turns:
             try:
@@ -858,10 +900,6 @@ class ExecutionRunner:
             if len(self.handles) > 64:
                 self.handles = [h for h in self.handles if h.active()]
         self.engine.committed(flush)
-        for attempt_key, seq, accepted in batch.acks:
-            for handle in self.handles:
-                if handle.ack(attempt_key, seq, accepted):
-                    break
         for reply in batch.replies:
             if not reply.done():
                 reply.set_result(None)

@@ -163,11 +163,12 @@ class WorkflowSettings(CommonSettings):
     max_call_depth: int = Field(default=10, ge=1, description="Sub-workflow nesting limit.")
     max_page_size: int = Field(default=200, ge=1, description="Largest page a list call returns.")
     journal_linger_ms: float = Field(
-        default=3.0,
+        default=10.0,
         ge=0,
         description="Group commit of agent steps: a batch holding only journal writes no "
-        "attempt waits for (a tool's result) waits this long for the step's acknowledged "
-        "write, to share its commit; 0: written at once.",
+        "attempt waits for (a tool's result) waits up to this long for the step's "
+        "acknowledged write, to share its commit, while the run's last such write came "
+        "within it (a fast model); else it is written at once; 0: always at once.",
     )
     quota_max_concurrent_executions: int = Field(
         default=100,

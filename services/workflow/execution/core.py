@@ -520,6 +520,7 @@ class ExecutionCore:
             entries = command.checkpoint.get("journal") or []
             node.checkpoint = {**saved, "journal": [*journal, *entries]}
         self._dirty(node)
+        self._fx.checkpointed = True
         event = command.event if command.event in CHECKPOINT_EVENTS else "node.progress"
         self._event(event, node.node_id, {**command.progress, "attempt": node.attempt})
 

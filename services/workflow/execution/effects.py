@@ -67,3 +67,6 @@ class Effects:
     transitions: list[str] = field(default_factory=list)
     #: The execution's status after the command, when it changed.
     status: str | None = None
+    #: A Checkpoint command was kept (written with the batch); False: refused (a stale
+    #: attempt's report, or a journal delta that does not extend the stored journal).
+    checkpointed: bool = False

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from heddle.v1 import node_pb2
 
 from libs.common import jsonutil
@@ -22,6 +24,7 @@ from services.node.registry import default_registry
 from services.node.servicer import NodeServicer
 from services.workflow.execution import Begin, Checkpoint, StartAttempt
 from services.workflow.execution.history import decode_command, encode_command
+from services.workflow.runner import GroupCommit
 from tests.node.fakes import FakeAi, FakeTools
 from tests.workflow.execution.test_execution_core import T0, chain, core_for
 
@@ -131,6 +134,7 @@ def test_the_core_appends_a_journal_delta_and_refuses_a_gap() -> None:
     first, second = {"type": "model_call", "step": "0"}, {"type": "tool_call", "step": "0"}
     step = {"type": "model_call", "step": "0"}
     fx = core.apply(Checkpoint("a", 1, {"journal": [first]}, step, "agent.step", 0), T0)
+    assert fx.checkpointed  # what the runner acknowledges as accepted
     node = fx.nodes["a"]
     assert node.checkpoint == {"journal": [first]}
     # Once that row is committed, the writer sends only what is new (no checkpoint column).
@@ -141,7 +145,7 @@ def test_the_core_appends_a_journal_delta_and_refuses_a_gap() -> None:
     assert (row["checkpoint"], row["journal_append"], length) == (None, [second], 2)
     # A delta that does not extend the journal held (a lost report): refused, nothing changes.
     gap = core.apply(Checkpoint("a", 1, {"journal": [first]}, step, "agent.step", 5), T0)
-    assert not gap.nodes and not gap.events
+    assert not gap.nodes and not gap.events and not gap.checkpointed
     assert core.nodes["a"].checkpoint == {"journal": [first, second]}
     command = Checkpoint("a", 1, {"journal": [second]}, step, "agent.step", 2)
     assert decode_command(encode_command(command)) == command
@@ -149,3 +153,23 @@ def test_the_core_appends_a_journal_delta_and_refuses_a_gap() -> None:
     core.apply(Checkpoint("a", 1, {"journal": [first]}, {}, "agent.step"), T0)
     row, length = core.nodes["a"].write_row()
     assert (row["checkpoint"], row["journal_append"], length) == ({"journal": [first]}, None, 1)
+
+
+def test_group_commit_waits_for_the_next_write_only_while_it_came_within_the_cap() -> None:
+    policy = GroupCommit(cap_s=0.010)
+    # No gap seen yet: written at once, and the gap measured up to the next message.
+    assert policy.wait_s(now=1.000) == 0
+    policy.arrived(now=1.003)
+    assert policy.gap_s == pytest.approx(0.003)
+    # The next reply came within the cap: the following batch waits for it.
+    assert policy.wait_s(now=2.000) == 0.010
+    policy.waited(0.004)
+    assert policy.wait_s(now=3.000) == 0.010
+    # Nothing came within the cap (a slower model call): the next batch goes at once...
+    policy.waited(math.inf)
+    assert policy.wait_s(now=4.000) == 0
+    policy.arrived(now=4.200)
+    assert policy.wait_s(now=5.000) == 0  # ...and so on while replies take longer
+    policy.arrived(now=5.002)
+    assert policy.wait_s(now=6.000) == 0.010  # fast again: waits again
+    assert GroupCommit(cap_s=0).wait_s(now=1.0) == 0  # HEDDLE_JOURNAL_LINGER_MS=0: never

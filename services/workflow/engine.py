@@ -52,7 +52,13 @@ from services.workflow.models import ExecutionRequestRow, ExecutionRow, NodeRunR
 from services.workflow.parking import Parking
 from services.workflow.planner import DefinitionGraph
 from services.workflow.priority import Waiters
-from services.workflow.runner import ExecutionRunner, Flush, LostOwnership, NodeState
+from services.workflow.runner import (
+    ExecutionRunner,
+    Flush,
+    LostOwnership,
+    NodeState,
+    Unwritten,
+)
 from services.workflow.secrets import SecretStore
 from services.workflow.settings import WorkflowSettings
 from services.workflow.status import ACTIVE_EXECUTION_STATUSES, FINAL_EXECUTION_STATUSES
@@ -407,8 +413,38 @@ class Engine:
                     finished_at=previous.finished_at,
                 )
             node_rows.append(entry)
+        nodes = {
+            entry["node_id"]: NodeState(
+                node_id=entry["node_id"],
+                node_type=entry["node_type"],
+                status=entry["status"],
+                attempt=entry["attempt"],
+                output=entry.get("output"),
+                active_ports=entry.get("active_ports"),
+                attempts=list(entry.get("attempts") or []),
+                inputs=entry.get("inputs"),
+                started_at=entry.get("started_at"),
+                finished_at=entry.get("finished_at"),
+                checkpoint=entry.get("checkpoint"),
+            )
+            for entry in node_rows
+        }
+        # PostgreSQL, an id of its own (a child's derives from its key and may be held here
+        # already): the rows go in with the runner's first batch, one statement for the start
+        # and the first step; the start answers once it is committed. Nothing is dispatched
+        # before (the runner sends only what a committed batch says).
+        merged = self._writer is not None and not (parent_execution_id and idempotency_key)
         try:
-            if self._writer is not None:
+            if merged:
+                runner = self._launch(
+                    row,
+                    compiled,
+                    nodes,
+                    Unwritten({c.key: getattr(row, c.key) for c in _EXECUTION_COLUMNS}, node_rows),
+                )
+                assert runner.persisted is not None
+                await runner.persisted
+            elif self._writer is not None:
                 # One statement on the writer's own connection (the ORM's flush and
                 # executemany cost more CPU than the rest of a short execution).
                 await self._writer.insert_execution(
@@ -429,26 +465,11 @@ class Engine:
             if existing is None:
                 raise
             return existing, False
-        nodes = {
-            entry["node_id"]: NodeState(
-                node_id=entry["node_id"],
-                node_type=entry["node_type"],
-                status=entry["status"],
-                attempt=entry["attempt"],
-                output=entry.get("output"),
-                active_ports=entry.get("active_ports"),
-                attempts=list(entry.get("attempts") or []),
-                inputs=entry.get("inputs"),
-                started_at=entry.get("started_at"),
-                finished_at=entry.get("finished_at"),
-                checkpoint=entry.get("checkpoint"),
-            )
-            for entry in node_rows
-        }
         span.set_attribute("heddle.execution_id", row.id)
         span.end()
         EXECUTIONS_STARTED.labels(trigger).inc()
-        self._launch(row, compiled, nodes)
+        if not merged:
+            self._launch(row, compiled, nodes)
         return row, True
 
     async def _start_lookup(
@@ -489,9 +510,16 @@ class Engine:
             _quota_exceeded(limit)
 
     def _launch(
-        self, row: ExecutionRow, compiled: CompiledWorkflow, nodes: dict[str, NodeState]
+        self,
+        row: ExecutionRow,
+        compiled: CompiledWorkflow,
+        nodes: dict[str, NodeState],
+        unwritten: Unwritten | None = None,
     ) -> ExecutionRunner:
         runner = ExecutionRunner(self, row, compiled, nodes)
+        if unwritten is not None:
+            runner.unwritten = unwritten
+            runner.persisted = asyncio.get_running_loop().create_future()
         self.runners[row.id] = runner
         self._leases[row.id] = row.lease_expires_at or utcnow()
         EXECUTIONS_LOADED.inc()
@@ -715,7 +743,22 @@ class Engine:
             if not owned:
                 raise LostOwnership(execution_id)
 
-        await self.with_db_retries(write)
+        if flush.insert is not None:
+            # A new execution's first batch: its rows with the batch's changes applied,
+            # inserted with the batch's events. Not retried: a retry after a lost reply
+            # would meet its own row (the start fails; the lease lapses, recovery resumes it).
+            assert self._writer is not None
+            written = {node["node_id"]: node for node in nodes}
+            await self._writer.insert_execution(
+                {**flush.insert.execution, **execution_values},
+                [
+                    {**row, **written[row["node_id"]]} if row["node_id"] in written else row
+                    for row in flush.insert.nodes
+                ],
+                flush.events,
+            )
+        else:
+            await self.with_db_retries(write)
         for node, length in zip(flush.nodes, journals, strict=True):
             node.journal_written = length
         if extended is not None and execution_id in self._leases:
@@ -945,7 +988,12 @@ class Engine:
 
     async def _renew_leases(self) -> None:
         """Renew the leases of what this replica drives; stop driving what it lost."""
-        owned = [*self.runners, *self.parking.ids()]
+        # A started execution whose first batch is not written yet has no row to renew
+        # (its rows go in with that batch): not a lost lease.
+        owned = [
+            *(eid for eid, runner in self.runners.items() if runner.unwritten is None),
+            *self.parking.ids(),
+        ]
         if self._closing or not owned:
             return
         until = self._lease_until()

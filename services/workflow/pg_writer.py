@@ -134,33 +134,48 @@ _NEW_NODE_COLUMNS = (
     ("attempt", "int"),
     ("attempts", "jsonb"),
     ("output", "jsonb"),
+    ("error", "jsonb"),
     ("active_ports", "jsonb"),
     ("inputs", "jsonb"),
     ("started_at", "timestamptz"),
     ("finished_at", "timestamptz"),
+    ("waiting", "jsonb"),
+    ("due_at", "timestamptz"),
     ("checkpoint", "jsonb"),
 )
 
 
+_NEW_NODE_NAMES = tuple(name for name, _ in _NEW_NODE_COLUMNS)
+
+
 @lru_cache(maxsize=4)
 def _insert_statement(execution_columns: tuple[str, ...]) -> str:
-    # A new execution and all its node rows in one statement (one round trip, atomic).
+    # A new execution, all its node rows and the events of its first batch in one statement
+    # (one round trip, atomic): the start and the runner's first step share one commit.
     values = ", ".join(
         f"${i}::jsonb" if column in _EXECUTION_JSON else f"${i}"
         for i, column in enumerate(execution_columns, start=1)
     )
-    nodes = len(execution_columns) + 1
+    nodes, events = len(execution_columns) + 1, len(execution_columns) + 2
     names = ", ".join(name for name, _ in _NEW_NODE_COLUMNS)
     record = ", ".join(f"{name} {kind}" for name, kind in _NEW_NODE_COLUMNS)
     return f"""
 WITH execution AS (
     INSERT INTO executions ({", ".join(f'"{c}"' for c in execution_columns)})
     VALUES ({values})
-    RETURNING id
+    RETURNING id, trace_id, tenant_id, workflow_id
+), nodes AS (
+    INSERT INTO node_runs (execution_id, {names})
+    SELECT (SELECT id FROM execution), {names}
+    FROM jsonb_to_recordset(${nodes}::jsonb) AS u({record})
+    RETURNING 1
 )
-INSERT INTO node_runs (execution_id, {names})
-SELECT (SELECT id FROM execution), {names}
-FROM jsonb_to_recordset(${nodes}::jsonb) AS u({record})
+INSERT INTO execution_events
+    (execution_id, seq, type, node_id, ts, data, trace_id, tenant_id, workflow_id, published)
+SELECT x.id, e.seq, e.type, e.node_id, e.ts, e.data, x.trace_id, x.tenant_id, x.workflow_id,
+       false
+FROM execution AS x, jsonb_to_recordset(${events}::jsonb)
+    AS e(seq int, type text, node_id text, ts timestamptz, data jsonb)
 """
 
 
@@ -277,15 +292,20 @@ class BatchWriter:
         return bool(fenced)
 
     async def insert_execution(
-        self, execution: dict[str, Any], nodes: list[dict[str, Any]]
+        self,
+        execution: dict[str, Any],
+        nodes: list[dict[str, Any]],
+        events: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Insert a new execution row and its node rows. A duplicate (the idempotency key's
-        unique index) raises SQLAlchemy's IntegrityError, as the ORM path would."""
+        """Insert a new execution row, its node rows and its first events. A duplicate (the
+        idempotency key's unique index) raises SQLAlchemy's IntegrityError, as the ORM path
+        would."""
         columns = tuple(sorted(execution))
         args: list[Any] = [
             _json(execution[c]) if c in _EXECUTION_JSON else execution[c] for c in columns
         ]
-        args.append(_records(nodes, tuple(name for name, _ in _NEW_NODE_COLUMNS)))
+        args.append(_records(nodes, _NEW_NODE_NAMES))
+        args.append(_records(events or [], _EVENT_NAMES))
         try:
             await self._fetchrow(_insert_statement(columns), args)
         except asyncpg.UniqueViolationError as error:

@@ -31,7 +31,7 @@ from opentelemetry import trace
 from libs.common import jsonutil
 from libs.common.cache import CacheScope
 from libs.common.db import utcnow
-from libs.common.errors import FailedPrecondition, HeddleError
+from libs.common.errors import FailedPrecondition, HeddleError, Unavailable
 from libs.common.secrets import redact_outcome
 from libs.common.tracing import (
     context_from_traceparent,
@@ -169,6 +169,18 @@ class Flush:
     execution: dict[str, Any]
     nodes: list[NodeState]
     events: list[dict[str, Any]]
+    #: A new execution's row and node rows, not written yet: the first batch inserts them
+    #: with its own changes applied, in the same statement (Unwritten).
+    insert: Unwritten | None = None
+
+
+@dataclass
+class Unwritten:
+    """The rows of an execution a start made but did not write: its runner's first batch
+    inserts them (one statement for the start and the first step, instead of two)."""
+
+    execution: dict[str, Any]
+    nodes: list[dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -407,6 +419,10 @@ class ExecutionRunner:
         #: ended), with the loop time of its next timer (None: none).
         self.parked = False
         self.park_at: float | None = None
+        #: Set by a start (Engine.start_execution): the rows the first batch inserts, and
+        #: the future that tells the start they are committed (or why not).
+        self.unwritten: Unwritten | None = None
+        self.persisted: asyncio.Future[None] | None = None
 
     # ---- read by the engine -------------------------------------------------------------
 
@@ -492,11 +508,19 @@ class ExecutionRunner:
         except asyncio.CancelledError:
             raise
         except Exception as error:
+            if self.persisted is not None and not self.persisted.done():
+                # Failed before its rows were written: nothing to record; the start that
+                # waits for them answers with the error.
+                self.persisted.set_exception(error)
+                return
             log.exception("execution runner crashed", extra={"execution_id": self.id})
             # Never a loop of takeovers: the crash is counted, and the execution fails once
             # it has crashed too often (the guard's own failure is logged, not raised).
             await self.engine.runner_crashed(self.id, error, core.redactions)
         finally:
+            if self.persisted is not None and not self.persisted.done():
+                # Stopped (the replica stopping) before its first batch was written.
+                self.persisted.set_exception(Unavailable("the execution's start was interrupted"))
             EXECUTIONS_RUNNING.dec()
             self._stop_work()
             if self.recorder is not None:
@@ -725,7 +749,7 @@ class ExecutionRunner:
         """Start what can start, persist everything, then send the attempts out."""
         await self._take_ready()
         self._feed(Settle())
-        if self.batch:
+        if self.batch or self.unwritten is not None:
             await self._flush()
 
     async def _take_ready(self) -> None:
@@ -861,8 +885,12 @@ class ExecutionRunner:
             execution=batch.execution,
             nodes=list(batch.nodes.values()),
             events=batch.events,
+            insert=self.unwritten,
         )
-        await self.engine.persist(flush)
+        if flush.insert is None:
+            await self.engine.persist(flush)
+        else:
+            await self._persist_start(flush)
         # The row mirrors what is committed: a local waiter's final answer is read from it
         # (services/workflow/following.py), not from the database.
         for column, value in batch.execution.items():
@@ -905,6 +933,14 @@ class ExecutionRunner:
                 reply.set_result(None)
         for scope, key, value, ttl in batch.cache_writes:
             await self.engine.cache_set(scope, key, value, ttl)
+
+    async def _persist_start(self, flush: Flush) -> None:
+        """The first batch of a new execution, its rows inserted with it: the start waiting
+        on `persisted` answers once they are committed."""
+        await self.engine.persist(flush)  # a failure: see _run (the start gets it)
+        self.unwritten = None
+        if self.persisted is not None and not self.persisted.done():
+            self.persisted.set_result(None)
 
     # ---- helpers ------------------------------------------------------------------------
 

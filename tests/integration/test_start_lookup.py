@@ -6,6 +6,7 @@ tenant's quota of running executions is counted at every start."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -161,3 +162,62 @@ async def test_the_quota_count_reads_only_the_tenants_active_executions(pg_url: 
     finally:
         await connection.close()
     assert "ix_executions_active_tenant" in plan, plan
+
+
+async def test_a_start_is_committed_with_its_first_step_and_a_raced_key_starts_once(
+    pg_url: str,
+) -> None:
+    # PostgreSQL: the start's rows go in with the runner's first batch (one statement), so
+    # the start answers with the execution already running; two starts racing with one
+    # idempotency key still make one execution (the loser's insert is refused, its runner
+    # ends without a trace).
+    running = await start_stack({"database_url": pg_url}, ephemeral_ports=True)
+    headers = {"Authorization": f"Bearer {running.admin_key}"} if running.admin_key else {}
+    try:
+        async with httpx.AsyncClient(
+            base_url=running.gateway_url, timeout=30, headers=headers
+        ) as client:
+            workflow = (await client.post("/api/v1/workflows", json=SLOW)).json()["id"]
+            started = await client.post(f"/api/v1/workflows/{workflow}/execute", json={})
+            assert started.status_code == 202, started.text
+            assert started.json()["status"] == "running"
+            execution = started.json()["execution_id"]
+            detail = (await client.get(f"/api/v1/executions/{execution}")).json()
+            assert detail["status"] == "running"
+            nodes = {node["node_id"]: node["status"] for node in detail["nodes"]}
+            assert nodes["wait"] != "pending"
+
+            raced = await asyncio.gather(
+                *(
+                    client.post(
+                        f"/api/v1/workflows/{workflow}/execute",
+                        json={},
+                        headers={"Idempotency-Key": "raced"},
+                    )
+                    for _ in range(4)
+                )
+            )
+            assert all(reply.status_code in (200, 202) for reply in raced), raced
+            assert len({reply.json()["execution_id"] for reply in raced}) == 1
+            assert [reply.json()["created"] for reply in raced].count(True) == 1
+
+            # A lease renewal while a start's rows are not written yet: no row to renew is
+            # not a lost lease (it cancelled the runner, and the start never answered).
+            engine = running.services["workflow"].engine
+            insert = engine._writer.insert_execution
+
+            async def renew_first(*args: Any) -> None:
+                await engine._renew_leases()
+                await insert(*args)
+
+            engine._writer.insert_execution = renew_first
+            renewed = await client.post(f"/api/v1/workflows/{workflow}/execute", json={})
+            engine._writer.insert_execution = insert
+            assert renewed.status_code == 202, renewed.text
+            assert renewed.json()["execution_id"] in engine.runners
+            listed = (await client.get("/api/v1/executions", params={"limit": 50})).json()
+            assert len(listed["items"]) == 3, listed
+            for item in listed["items"]:
+                await client.post(f"/api/v1/executions/{item['id']}/cancel")
+    finally:
+        await running.stop()

@@ -23,7 +23,6 @@ from fastapi.responses import StreamingResponse
 from heddle.v1 import ai_pb2, tool_pb2, workflow_pb2
 from pydantic import BaseModel, Field, Strict
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
 
 from libs.common import agents as store
 from libs.common import jsonutil
@@ -49,6 +48,8 @@ from services.gateway.routes.common import (
     Tenant,
     checked_id,
     get_settings,
+    insert_version,
+    require_creator_or_admin,
 )
 from services.gateway.schemas import INT32_MAX, Page
 from services.gateway.streams import sse_body
@@ -317,13 +318,6 @@ async def _versions(guard: Security, tenant: str, agent_id: str) -> list[AgentRo
     return rows
 
 
-def _require_owner(caller: Principal, first: AgentRow) -> None:
-    if not caller.has_scope("write"):
-        raise PermissionDenied("this credential lacks the 'write' scope")
-    if not caller.admin and first.created_by != caller.id:
-        raise PermissionDenied("only the agent's creator or a tenant admin may change it")
-
-
 @router.get("/agents", summary="Registered agents (current versions)")
 async def list_agents(
     tenant: Tenant, paging: Paging, caller: Caller, guard: Guard
@@ -405,7 +399,7 @@ async def update_agent(
     guard: Guard,
 ) -> AgentOut:
     rows = await _versions(guard, tenant, agent_id)
-    _require_owner(caller, rows[-1])
+    require_creator_or_admin(caller, rows[-1].created_by, "agent")
     await _check(body, clients, guard, tenant)
     current = rows[0]
     row = AgentRow(
@@ -419,11 +413,7 @@ async def update_agent(
         created_by=caller.id,
         created_at=utcnow(),
     )
-    try:
-        async with guard.db.transaction() as session:
-            session.add(row)
-    except IntegrityError as error:  # two saves of one version: the primary key refuses one
-        raise Conflict("the agent changed meanwhile; read it again") from error
+    await insert_version(guard, row, "agent")
     return _out(row)
 
 
@@ -435,7 +425,7 @@ async def update_agent(
 )
 async def delete_agent(agent_id: str, tenant: Tenant, caller: Caller, guard: Guard) -> None:
     rows = await _versions(guard, tenant, agent_id)
-    _require_owner(caller, rows[-1])
+    require_creator_or_admin(caller, rows[-1].created_by, "agent")
     async with guard.db.transaction() as session:
         await store.delete_agent(session, tenant, rows[0].id)
 

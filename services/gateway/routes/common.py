@@ -10,10 +10,11 @@ import orjson
 import yaml
 from fastapi import Depends, Query, Request
 from heddle.v1 import common_pb2
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import HTTPConnection
 
 from libs.common import jsonutil
-from libs.common.errors import NotFound
+from libs.common.errors import Conflict, NotFound, PermissionDenied
 from services.gateway.auth import Principal, Security, authenticate_connection, get_security
 from services.gateway.clients import ServiceClients
 from services.gateway.errors import InvalidYaml, invalid_request, malformed_json
@@ -85,6 +86,25 @@ async def caller_tenant(principal: Caller) -> str:
 
 Clients = Annotated[ServiceClients, Depends(_clients_dependency)]
 Tenant = Annotated[str, Depends(caller_tenant)]
+
+
+def require_creator_or_admin(caller: Principal, created_by: str | None, what: str) -> None:
+    """A change to a tenant's shared object (an agent, a node preset): the 'write' scope, and
+    its creator or a tenant admin."""
+    if not caller.has_scope("write"):
+        raise PermissionDenied("this credential lacks the 'write' scope")
+    if not caller.admin and created_by != caller.id:
+        raise PermissionDenied(f"only the {what}'s creator or a tenant admin may change it")
+
+
+async def insert_version(guard: Security, row: object, what: str) -> None:
+    """Insert a new version row; two saves of one version meet the primary key, and the one
+    refused is told to read the object again (409)."""
+    try:
+        async with guard.db.transaction() as session:
+            session.add(row)
+    except IntegrityError as error:
+        raise Conflict(f"the {what} changed meanwhile; read it again") from error
 
 
 def checked_id(value: str, kind: str) -> str:

@@ -17,11 +17,10 @@ from fastapi import APIRouter, Query, Request, Response, status
 from heddle.v1 import node_pb2
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError
 
 from libs.common import jsonutil
-from libs.common.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
-from services.gateway.auth import Principal, Security
+from libs.common.errors import Conflict, InvalidArgument, NotFound
+from services.gateway.auth import Security
 from services.gateway.models import NodePresetRow
 from services.gateway.routes.common import (
     ERROR_RESPONSES,
@@ -31,6 +30,8 @@ from services.gateway.routes.common import (
     Paging,
     Tenant,
     checked_id,
+    insert_version,
+    require_creator_or_admin,
 )
 from services.gateway.schemas import INT32_MAX, Page
 
@@ -116,13 +117,6 @@ async def _versions(guard: Security, tenant: str, preset_id: str) -> list[NodePr
     if not found:
         raise NotFound(f"node preset {preset_id!r} not found")
     return found
-
-
-def _require_owner(caller: Principal, first: NodePresetRow) -> None:
-    if not caller.has_scope("write"):
-        raise PermissionDenied("this credential lacks the 'write' scope")
-    if not caller.admin and first.created_by != caller.id:
-        raise PermissionDenied("only the preset's creator or a tenant admin may change it")
 
 
 async def _name_taken(
@@ -260,7 +254,7 @@ async def update_preset(
 ) -> PresetOut:
     preset_id = checked_id(preset_id, "node preset")
     rows = await _versions(guard, tenant, preset_id)
-    _require_owner(caller, rows[-1])
+    require_creator_or_admin(caller, rows[-1].created_by, "preset")
     current = rows[0]
     name = body.name if body.name is not None else current.name
     await _check_params(clients, tenant, current.node_type, body.params)
@@ -278,11 +272,7 @@ async def update_preset(
         params=body.params,
         created_by=caller.id,
     )
-    try:
-        async with guard.db.transaction() as session:
-            session.add(row)
-    except IntegrityError as error:  # two saves of one version: the primary key refuses one
-        raise Conflict("the preset changed meanwhile; read it again") from error
+    await insert_version(guard, row, "preset")
     return _out(row)
 
 
@@ -295,7 +285,7 @@ async def update_preset(
 async def delete_preset(preset_id: str, tenant: Tenant, caller: Caller, guard: Guard) -> None:
     preset_id = checked_id(preset_id, "node preset")
     rows = await _versions(guard, tenant, preset_id)
-    _require_owner(caller, rows[-1])
+    require_creator_or_admin(caller, rows[-1].created_by, "preset")
     async with guard.db.transaction() as session:
         await session.execute(
             delete(NodePresetRow).where(

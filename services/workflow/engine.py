@@ -218,11 +218,12 @@ class Engine:
         it drives ended, but `compiled` (definitions by workflow version, at most 256) and
         `saved` (versions saved here and not run yet, at most 8). For
         tests and the memory snapshots of bench/waiters.py (libs/common/memdebug.py)."""
+        parking = self.parking.held()
         return {
             "runners": len(self.runners),
-            "parked": len(self.parking),
-            "parking_loading": len(self.parking._loading),
-            "parking_timers_due": len(self.parking._due),
+            "parked": parking["parked"],
+            "parking_loading": parking["loading"],
+            "parking_timers_due": parking["due"],
             "leases": len(self._leases),
             "starved": len(self._starved),
             "wanting": len(self._wanting),

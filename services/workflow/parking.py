@@ -63,6 +63,10 @@ class Parking:
     def __len__(self) -> int:
         return len(self._parked)
 
+    def held(self) -> dict[str, int]:
+        """Its registries' sizes (Engine.held): parked, being reloaded, timers firing."""
+        return {"parked": len(self._parked), "loading": len(self._loading), "due": len(self._due)}
+
     def ids(self) -> list[str]:
         return list(self._parked)
 

@@ -33,7 +33,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache, update_wrapper
 from itertools import chain, compress, repeat
-from operator import and_, eq, floordiv, is_not, itemgetter, methodcaller, mul, truth
+from operator import and_, eq, floordiv, is_not, itemgetter, mul, truth
 from typing import Any, Final
 
 from jinja2 import nodes
@@ -687,7 +687,16 @@ def _dotted_info(source: str, bare: bool) -> TemplateInfo | None:
 _DOTTED_PARTS: Final = re.compile(
     r"\{\{[ \t\n]*(" + _IDENT + r")((?:\." + _IDENT + r")*)[ \t\n]*\}\}"
 )
-_DOTTED_BARE_PARTS: Final = re.compile(r"[ \t\n]*(" + _IDENT + r")((?:\." + _IDENT + r")*)[ \t\n]*")
+#: A bare expression of dotted paths and numbers joined by arithmetic and comparison
+#: operators (``n17.value * 2``, ``a.b >= c``): the parser finds in it exactly its paths
+#: (an operand is a name, a getattr chain or a constant), each path's root a name.
+_ARITHMETIC_BARE: Final = re.compile(
+    r"[ \t\n]*(?:{o})(?:[ \t\n]*(?://|==|!=|<=|>=|[-+*/%<>])[ \t\n]*(?:{o}))*[ \t\n]*".format(
+        o=_DOTTED + r"|(?:[1-9][0-9]*|0)(?:\.[0-9]+)?"
+    )
+)
+#: A path's root and the rest of it, for findall over one of those expressions.
+_PATH_PARTS: Final = re.compile(r"(" + _IDENT + r")((?:\." + _IDENT + r")*)")
 
 
 def dotted_paths(
@@ -697,6 +706,10 @@ def dotted_paths(
     definition has about as many distinct templates, and a Python call (or even a regex
     call) per source costs more than the reading.
 
+    Bare sources may also be dotted paths and numbers joined by arithmetic and comparison
+    operators (``n17.value * 2``: a transform's usual expression), read as the parser reads
+    them (``_ARITHMETIC_BARE``).
+
     Returns whether each source is of that kind (its info is then: no error, the paths
     below, their roots as names; ask ``inspect_templates`` about the others) and, flat, for
     every block of those that are: the index of its source, its path's root, and the rest
@@ -704,11 +717,11 @@ def dotted_paths(
     """
     count = len(sources)
     joined = "\x00".join(sources)
-    if bare:
-        matches = list(map(_DOTTED_BARE_PARTS.fullmatch, sources))
-        ok = list(map(is_not, matches, repeat(None)))
-        parts = list(map(methodcaller("groups"), compress(matches, ok)))
-        owners = list(compress(range(count), ok))
+    if bare:  # a dotted path, or paths and numbers joined by operators
+        ok = list(map(is_not, map(_ARITHMETIC_BARE.fullmatch, sources), repeat(None)))
+        found = list(map(_PATH_PARTS.findall, compress(sources, ok)))
+        parts = list(chain.from_iterable(found))
+        owners = list(chain.from_iterable(map(repeat, compress(range(count), ok), map(len, found))))
     else:
         braces = list(map(str.count, sources, repeat("{")))
         # No block holds a NUL, so the blocks of the sources joined by NULs are those of

@@ -127,11 +127,65 @@ def test_the_whole_list_dotted_reading_agrees_with_the_one_by_one(bare: bool) ->
         dotted, owners, roots, rests = expressions.dotted_paths(sources, bare)
         for i, source in enumerate(sources):
             info = expressions._dotted_info(source, bare)
+            paths = _read_paths(i, owners, roots, rests)
+            if bare and dotted[i] and info is None:  # paths and numbers with operators
+                _assert_as_parsed(source, paths)
+                continue
             assert dotted[i] == (info is not None), source
-            paths = {
-                (root, *rest.split(".")[1:])
-                for owner, root, rest in zip(owners, roots, rests, strict=True)
-                if owner == i
-            }
             assert paths == (info.paths if info is not None else set()), source
     assert len(taken) >= 2
+
+
+def _read_paths(
+    i: int, owners: list[int], roots: list[str], rests: list[str]
+) -> set[tuple[str, ...]]:
+    return {
+        (root, *rest.split(".")[1:])
+        for owner, root, rest in zip(owners, roots, rests, strict=True)
+        if owner == i
+    }
+
+
+def _assert_as_parsed(source: str, paths: set[tuple[str, ...]]) -> None:
+    parsed = expressions._parsed_analysis(source, True).info
+    assert parsed.errors == (), source
+    assert paths == parsed.paths, source
+    assert {path[0] for path in paths} == parsed.names, source
+
+
+ARITHMETIC_CASES = [
+    ("n1.value * 2", True),
+    ("a.b*2", True),
+    ("a.b // c - 0.5", True),
+    ("a.b <= c.d != 3", True),
+    (" a.b\n% 2 ", True),
+    ("a + a.b > 10", True),
+    ("2 * 3", True),
+    ("a ** 2", False),
+    ("a.b * -2", False),
+    ("true * 2", False),
+    ("loop.index % 2", False),
+    ("range * 2", False),
+    ("a.__class__ * 2", False),
+    ("a._x + 1", False),
+    ("007 * a", False),
+    ("a.0 + 1", False),
+    ("a.b * 2.", False),
+    ("a.b = 2", False),
+    ("a.b * 2e5", False),
+    ("a.b ~ c", False),
+    ("a.b\r\n+ 1", False),
+    ("a and b", False),
+    ("a.b(1) + 2", False),
+]
+
+
+def test_the_whole_list_bare_reading_takes_arithmetic_as_the_parser_reads_it() -> None:
+    sources = [source for source, _ in ARITHMETIC_CASES]
+    dotted, owners, roots, rests = expressions.dotted_paths(sources, True)
+    assert dotted == [taken for _, taken in ARITHMETIC_CASES]
+    for i, source in enumerate(sources):
+        if dotted[i]:
+            _assert_as_parsed(source, _read_paths(i, owners, roots, rests))
+        else:
+            assert i not in owners, source

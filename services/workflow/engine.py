@@ -762,6 +762,7 @@ class Engine:
             await self.with_db_retries(write)
         for node, length in zip(flush.nodes, journals, strict=True):
             node.journal_written = length
+            node.row_written = True
         if extended is not None and execution_id in self._leases:
             self._leases[execution_id] = extended
 

@@ -65,8 +65,16 @@ _CHECKPOINT = """CASE
     END"""
 
 
+#: A journal-only row: a node whose other columns are as stored, so that the write appends
+#: its new journal entries and nothing else (an agent's step: the row's inputs and attempts
+#: are not sent nor rewritten). Fenced like the full rows: on the owner here, on the attempt
+#: by the core (it refuses a stale attempt's report). `at`, the stored journal's length the
+#: entries extend, makes a retry after a commit whose reply was lost append nothing.
+_JOURNAL_NAMES = ("node_id", "at", "journal_append")
+
+
 @lru_cache(maxsize=64)
-def _statement(execution_columns: tuple[str, ...]) -> str:
+def _statement(execution_columns: tuple[str, ...], full_rows: bool, journal_rows: bool) -> str:
     # $1 execution id, $2 owner, then the execution's columns, then the node rows and the
     # events as one JSON array each (jsonb_to_recordset): encoding one document with orjson
     # costs the client a fraction of what binding a dozen typed arrays does.
@@ -76,25 +84,31 @@ def _statement(execution_columns: tuple[str, ...]) -> str:
         cast = "::jsonb" if column in _EXECUTION_JSON else ""
         assignments.append(f'"{column}" = ${position}{cast}')
         position += 1
-    nodes, events, node_ids = position, position + 1, position + 2
-    node_record = ", ".join(
-        [
-            "node_id text",
-            *(f"{name} {kind}" for name, kind in _NODE_COLUMNS),
-            "journal_append jsonb",
-        ]
-    )
-    node_set = ", ".join(
-        f"{name} = u.{name}" if name != "checkpoint" else f"checkpoint = {_CHECKPOINT}"
-        for name, _ in _NODE_COLUMNS
-    )
-    scalars = position + 3
-    return f"""
+    events, scalars = position, position + 1
+    position += 4
+    parts = [
+        f"""
 WITH fence AS (
     UPDATE executions SET {", ".join(assignments)}
     WHERE id = $1 AND owner = $2
     RETURNING 1
-), nodes AS (
+)"""
+    ]
+    if full_rows:
+        nodes, node_ids = position, position + 1
+        position += 2
+        node_record = ", ".join(
+            [
+                "node_id text",
+                *(f"{name} {kind}" for name, kind in _NODE_COLUMNS),
+                "journal_append jsonb",
+            ]
+        )
+        node_set = ", ".join(
+            f"{name} = u.{name}" if name != "checkpoint" else f"checkpoint = {_CHECKPOINT}"
+            for name, _ in _NODE_COLUMNS
+        )
+        parts.append(f""", nodes AS (
     UPDATE node_runs AS n SET {node_set}
     FROM jsonb_to_recordset(${nodes}::jsonb) AS u({node_record})
     -- The ids again as an array: the index finds just these rows (joined on the records
@@ -102,7 +116,22 @@ WITH fence AS (
     WHERE n.execution_id = $1 AND n.node_id = ANY(${node_ids}::text[])
       AND n.node_id = u.node_id AND EXISTS (SELECT 1 FROM fence)
     RETURNING 1
-), events AS (
+)""")
+    if journal_rows:
+        journals, journal_ids = position, position + 1
+        parts.append(f""", journals AS (
+    UPDATE node_runs AS n SET checkpoint = CASE
+        WHEN jsonb_array_length(n.checkpoint -> 'journal') = j.at
+        THEN jsonb_set(n.checkpoint, '{{journal}}', (n.checkpoint -> 'journal') || j.journal_append)
+        ELSE n.checkpoint
+    END
+    FROM jsonb_to_recordset(${journals}::jsonb)
+        AS j(node_id text, at int, journal_append jsonb)
+    WHERE n.execution_id = $1 AND n.node_id = ANY(${journal_ids}::text[])
+      AND n.node_id = j.node_id AND EXISTS (SELECT 1 FROM fence)
+    RETURNING 1
+)""")
+    parts.append(f""", events AS (
     INSERT INTO execution_events
         (execution_id, seq, type, node_id, ts, data, trace_id, tenant_id, workflow_id, published)
     SELECT $1, e.seq, e.type, e.node_id, e.ts, e.data,
@@ -114,8 +143,9 @@ WITH fence AS (
     ON CONFLICT (execution_id, seq) DO NOTHING
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM nodes), (SELECT count(*) FROM events)
-"""
+SELECT (SELECT count(*) FROM fence)
+""")
+    return "".join(parts)
 
 
 def _json(value: Any) -> str | None:
@@ -284,11 +314,17 @@ class BatchWriter:
         for column in columns:
             value = execution_values[column]
             args.append(_json(value) if column in _EXECUTION_JSON else value)
-        args.append(_records(nodes, _NODE_NAMES))
         args.append(_records(events, _EVENT_NAMES))
-        args.append([node["node_id"] for node in nodes])
         args.extend([trace_id, tenant_id, workflow_id])
-        fenced, _, _ = await self._fetchrow(_statement(columns), args)
+        full = [node for node in nodes if "status" in node]
+        journal = [node for node in nodes if "status" not in node]
+        if full:
+            args.append(_records(full, _NODE_NAMES))
+            args.append([node["node_id"] for node in full])
+        if journal:
+            args.append(_records(journal, _JOURNAL_NAMES))
+            args.append([node["node_id"] for node in journal])
+        (fenced,) = await self._fetchrow(_statement(columns, bool(full), bool(journal)), args)
         return bool(fenced)
 
     async def insert_execution(

@@ -310,6 +310,36 @@ async def test_the_postgresql_batch_writer_round_trips_every_column(pg_url: str)
                 (e["seq"], e["type"], e["node_id"], e["data"], e["ts"]) for e in events
             ]
             assert {e.trace_id for e in stored_events} == {"trace-1"}
+
+        # An agent's step: b's journal appended and nothing else of its row (a journal-only
+        # row: `at` and the new entries), beside a full row for a; retried after a lost
+        # reply, the entries are not appended twice; through another owner's fence, nothing.
+        first, second = {"type": "model_call", "step": "0"}, {"type": "tool_call", "step": "0"}
+        journaled = {**nodes[1], "checkpoint": {"journal": [first], "k": 1}}
+        assert await writer.write(owner="replica-a", **{**write, "nodes": [journaled]})
+        step: dict[str, Any] = {
+            **write,
+            "execution_values": {"last_seq": 3},
+            "nodes": [
+                {**nodes[0], "status": "failed"},
+                {"node_id": "b", "at": 1, "journal_append": [second]},
+            ],
+            "events": [
+                {"seq": 3, "type": "agent.step", "node_id": "b", "ts": finished, "data": {}}
+            ],
+        }
+        assert await writer.write(owner="replica-a", **step)
+        assert await writer.write(owner="replica-a", **step)
+        assert not await writer.write(
+            owner="replica-b", **{**step, "nodes": [{**step["nodes"][1], "at": 2}]}
+        )
+        async with sessions() as session:
+            stored = {n.node_id: n for n in await repo.node_runs(session, execution_id)}
+            assert stored["a"].status == "failed"
+            got = stored["b"]
+            assert got.checkpoint == {"journal": [first, second], "k": 1}
+            assert (got.status, got.inputs, got.attempt) == ("running", None, 1)
+            assert [e.seq for e in await repo.events_after(session, execution_id, 2)] == [3]
     finally:
         await writer.close()
         await engine.dispose()

@@ -519,7 +519,7 @@ class ExecutionCore:
                 return  # not the journal it extends: refused (an acknowledged one fences)
             entries = command.checkpoint.get("journal") or []
             node.checkpoint = {**saved, "journal": [*journal, *entries]}
-        self._dirty(node)
+        self._dirty(node, journal_only=command.journal_at is not None)
         self._fx.checkpointed = True
         event = command.event if command.event in CHECKPOINT_EVENTS else "node.progress"
         self._event(event, node.node_id, {**command.progress, "attempt": node.attempt})
@@ -848,7 +848,9 @@ class ExecutionCore:
             self.ready.extend(node_ids)
             self._fx.ready.extend(node_ids)
 
-    def _dirty(self, node: NodeState) -> None:
+    def _dirty(self, node: NodeState, journal_only: bool = False) -> None:
+        if not journal_only:
+            node.row_written = False  # the next write carries the whole row
         self._fx.nodes[node.node_id] = node
 
     def _arm(self, key: str, kind: TimerKind, attempt: int, delay: float) -> None:

@@ -85,6 +85,10 @@ class NodeState:
     #: the rest of the checkpoint as it is (None: unknown, the next write stores it whole).
     #: The core resets it whenever it replaces the checkpoint other than by an append.
     journal_written: int | None = None
+    #: Not persisted: whether the stored row's columns other than the checkpoint are this
+    #: state's (set once a write is committed; the core clears it on any change but a
+    #: journal's append): then the next write may append the journal and nothing else.
+    row_written: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, NodeStatus):
@@ -111,13 +115,22 @@ class NodeState:
         """row() for a writer that appends journals (pg_writer), and the journal length it
         stores: with the stored journal known, ``checkpoint`` is None and ``journal_append``
         carries the new entries only; else ``journal_append`` is None (the whole checkpoint).
-        Set journal_written to the length once the row is committed."""
-        row = self.row()
+        When only the journal changed since the committed row (row_written), the row is
+        journal-only: ``at`` and ``journal_append``, no other column. Set journal_written to
+        the length, and row_written, once the row is committed."""
         journal = (self.checkpoint or {}).get("journal")
+        written = self.journal_written
+        if (
+            self.row_written
+            and isinstance(journal, list)
+            and written is not None
+            and written <= len(journal)
+        ):
+            return {"at": written, "journal_append": journal[written:]}, len(journal)
+        row = self.row()
         if not isinstance(journal, list):
             row["journal_append"] = None
             return row, None
-        written = self.journal_written
         if written is not None and written <= len(journal):
             row["checkpoint"] = None
             row["journal_append"] = journal[written:]

@@ -22,7 +22,7 @@ from services.node.attempts import NodeRunner
 from services.node.executors.base import Services
 from services.node.registry import default_registry
 from services.node.servicer import NodeServicer
-from services.workflow.execution import Begin, Checkpoint, StartAttempt
+from services.workflow.execution import Begin, Checkpoint, NodeResult, StartAttempt
 from services.workflow.execution.history import decode_command, encode_command
 from services.workflow.runner import GroupCommit
 from tests.node.fakes import FakeAi, FakeTools
@@ -143,16 +143,27 @@ def test_the_core_appends_a_journal_delta_and_refuses_a_gap() -> None:
     assert fx.nodes["a"].checkpoint == {"journal": [first, second]}
     row, length = fx.nodes["a"].write_row()
     assert (row["checkpoint"], row["journal_append"], length) == (None, [second], 2)
+    # Once the whole row is committed (Engine.persist sets row_written), an append that
+    # changed nothing else is written journal-only: the stored length and the new entries.
+    node.journal_written, node.row_written = 2, True
+    third = {"type": "tool_result", "step": "0"}
+    core.apply(Checkpoint("a", 1, {"journal": [third]}, step, "agent.step", 2), T0)
+    assert node.write_row() == ({"at": 2, "journal_append": [third]}, 3)
     # A delta that does not extend the journal held (a lost report): refused, nothing changes.
     gap = core.apply(Checkpoint("a", 1, {"journal": [first]}, step, "agent.step", 5), T0)
     assert not gap.nodes and not gap.events and not gap.checkpointed
-    assert core.nodes["a"].checkpoint == {"journal": [first, second]}
+    assert core.nodes["a"].checkpoint == {"journal": [first, second, third]}
     command = Checkpoint("a", 1, {"journal": [second]}, step, "agent.step", 2)
     assert decode_command(encode_command(command)) == command
     # A full checkpoint (a loop's, the old agent format) replaces it and is written whole.
     core.apply(Checkpoint("a", 1, {"journal": [first]}, {}, "agent.step"), T0)
     row, length = core.nodes["a"].write_row()
     assert (row["checkpoint"], row["journal_append"], length) == ({"journal": [first]}, None, 1)
+    # Any other change of the row (here the attempt's failure) makes the next write whole.
+    node.journal_written, node.row_written = 1, True
+    failed = core.apply(NodeResult("a", 1, "failed", error={"type": "E", "message": "m"}), T0)
+    row, length = failed.nodes["a"].write_row()
+    assert (row["status"], row["checkpoint"], row["journal_append"]) == ("failed", None, [])
 
 
 def test_group_commit_waits_for_the_next_write_only_while_it_came_within_the_cap() -> None:

@@ -665,7 +665,10 @@ def _add_nul_issues(issues: _Issues, raw: dict[str, Any]) -> None:
     """U+0000 cannot be stored (PostgreSQL text and jsonb refuse it): one located error per
     string or key that holds it. The scan is one C-speed encode unless there is one."""
     with contextlib.suppress(Exception):
-        if b"\\u0000" not in jsonutil.dumps(raw):
+        encoded = jsonutil.dumps(raw)
+        # a NUL is encoded escaped: without a backslash (one memchr, ~0.6 ms for the 19 MB
+        # of a 100,000-node definition) there is none; the 6-byte search (~14 ms) only then
+        if b"\\" not in encoded or b"\\u0000" not in encoded:
             return
     stack: list[tuple[tuple[Any, ...], Any]] = [((), raw)]
     found: list[tuple[Any, ...]] = []

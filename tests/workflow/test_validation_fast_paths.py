@@ -392,3 +392,20 @@ def test_edges_that_do_not_parse_are_located_as_when_they_were_models() -> None:
             "edges[6]: 'a' (noop) has no output port 'x'; it has 'out'",
         ),
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "located"),
+    [
+        ("a\x00b", True),  # the only backslash in the encoding is the NUL's
+        ('say "hi"\n\x00', True),  # others too
+        ('say "hi"\n', False),  # backslashes, no NUL
+        ("plain", False),  # no backslash at all
+    ],
+)
+def test_the_nul_scan_finds_a_nul_with_or_without_other_escapes(text: str, located: bool) -> None:
+    raw = {"name": "nul", "nodes": [{"id": "t", "type": "template", "params": {"template": text}}]}
+    report = validate_definition(raw, core_catalog())
+    nul = [(i.code, i.field) for i in report.errors if i.code == "nul_character"]
+    assert nul == ([("nul_character", "nodes[0].params.template")] if located else [])
+    assert report.valid is not located

@@ -655,7 +655,9 @@ class ExecutionRunner:
         delta that does not extend the stored journal, and the attempt then stops (Fenced)."""
         event = str(progress.get("event") or "node.progress")
         rest = {
-            k: v for k, v in progress.items() if k not in ("checkpoint", "journal", "ack", "event")
+            k: v
+            for k, v in progress.items()
+            if k not in ("checkpoint", "journal", "ack", "event", "step_fields")
         }
         delta = progress.get("journal")
         entries: list[Any] = []
@@ -668,11 +670,26 @@ class ExecutionRunner:
             checkpoint, journal_at = {"journal": entries}, at
         else:
             checkpoint, journal_at = progress["checkpoint"], None
-        steps = rest.get("steps")
+        fields = progress.get("step_fields")
+        derived = journal_at is not None and isinstance(fields, list) and bool(entries)
+        if derived and isinstance(fields, list):
+            # Each entry's event is its projection on the fields the node names (an agent's
+            # step: its type, name, text...): the entries travel once, not beside a copy.
+            steps: Any = [
+                {k: entry[k] for k in fields if k in entry} if isinstance(entry, dict) else {}
+                for entry in entries
+            ]
+        else:
+            steps = rest.get("steps")
         kept = True
-        if journal_at is not None and isinstance(steps, list) and len(steps) == len(entries) > 1:
-            # Several entries in one report ({"steps": [their events]}): one checkpoint
-            # (and agent.step event) each, as if they had come one by one.
+        if (
+            journal_at is not None
+            and isinstance(steps, list)
+            and len(steps) == len(entries)
+            and (derived or len(entries) > 1)
+        ):
+            # Several entries in one report ({"steps": [their events]}, or derived): one
+            # checkpoint (and agent.step event) each, as if they had come one by one.
             for offset, (entry, step) in enumerate(zip(entries, steps, strict=True)):
                 data = step if isinstance(step, dict) else {}
                 kept &= self._feed(

@@ -217,6 +217,11 @@ async def _check_resumed(
     assert kinds == {"model_call": LAST, "tool_call": LAST - 1, "tool_result": LAST - 1, "final": 1}
     assert all(step["tokens"] == 15 for step in steps if step["type"] == "model_call")
     assert all("duration_ms" in step for step in steps if step["type"] == "model_call")
+    # Derived from the journal entries by the workflow service: the event's fields, not the
+    # whole entry (no model reply, no tool arguments or result).
+    event_fields = {"step", "index", "type", "name", "tokens", "duration_ms", "text", "attempt"}
+    assert {key for step in steps for key in step} <= event_fields | {"child_execution_id"}
+    assert {"step", "type", "name", "attempt"} <= {key for step in steps for key in step}
     e2e.assert_no_crash()
 
 

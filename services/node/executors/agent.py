@@ -201,8 +201,6 @@ class Journal:
         self._by_key = {self._key(entry): entry for entry in self.entries}
         #: Steps of this attempt replayed from the journal rather than acted (tests, logs).
         self.replayed = 0
-        #: The agent.step events of the entries not reported yet (one per entry).
-        self._unsent: list[dict[str, Any]] = []
         self._flushing: asyncio.Handle | None = None
 
     @staticmethod
@@ -246,7 +244,6 @@ class Journal:
             AGENT_TOKENS.inc(int(entry.get("tokens") or 0))
         if not self.durable:
             return
-        self._unsent.append({k: entry[k] for k in _EVENT_FIELDS if k in entry})
         if acked:
             await save_checkpoint(self.request, self._report(), acked=True)
         elif self._flushing is None:
@@ -255,7 +252,11 @@ class Journal:
     def flush(self) -> None:
         """Report the entries not reported yet (also as the attempt ends: before its
         outcome). Not acknowledged: sent at once, as progress."""
-        if self._unsent and self.request.progress is not None:
+        if (
+            self.durable
+            and len(self.entries) > self._reported
+            and self.request.progress is not None
+        ):
             self.request.progress(self._report())
 
     def _report(self) -> dict[str, Any]:
@@ -263,16 +264,15 @@ class Journal:
             self._flushing.cancel()
             self._flushing = None
         # Append-only: the new entries and the length of the journal they extend (the
-        # workflow service appends them to the stored journal, refusing a gap), with one
-        # agent.step event per entry.
+        # workflow service appends them to the stored journal, refusing a gap), and the
+        # fields of an entry its agent.step event carries: the workflow service derives one
+        # event per entry from them (the entries travel once, not beside their events).
         delta = {"at": self._reported, "entries": self.entries[self._reported :]}
         self._reported = len(self.entries)
-        events, self._unsent = self._unsent, []
-        steps = events[0] if len(events) == 1 else {"steps": events}
-        return {"journal": delta, "event": "agent.step", **steps}
+        return {"journal": delta, "event": "agent.step", "step_fields": _EVENT_FIELDS}
 
 
-#: What an entry's agent.step event carries.
+#: What an entry's agent.step event carries (sent with each report: see Journal._report).
 _EVENT_FIELDS = (
     "step",
     "index",

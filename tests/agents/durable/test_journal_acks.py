@@ -84,7 +84,7 @@ async def test_a_journal_write_waits_for_its_ack_and_a_refusal_fences_the_attemp
             )
 
         def types(progress: dict[str, Any]) -> list[str]:
-            return [step["type"] for step in progress.get("steps", [progress])]
+            return [entry["type"] for entry in progress["journal"]["entries"]]
 
         # The model's reply rides its tool_call's acknowledged write (one agent.step each).
         outcome, progress = await next_outcome()

@@ -13,8 +13,19 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from libs.common.db import Base, utcnow
@@ -205,29 +216,45 @@ async def append_messages(
     execution_id: str = "",
     now: dt.datetime | None = None,
 ) -> None:
-    """Append (role, content) pairs; numbering is taken under a row lock on the session, so
-    two concurrent appends do not collide."""
+    """Append (role, content) pairs in the session's transaction (append_messages_on)."""
+    await append_messages_on(await session.connection(), session_id, messages, execution_id, now)
+
+
+async def append_messages_on(
+    connection: AsyncConnection,
+    session_id: str,
+    messages: Sequence[tuple[str, str]],
+    execution_id: str = "",
+    now: dt.datetime | None = None,
+) -> None:
+    """Append (role, content) pairs on connection, in its transaction (the workflow service's
+    batch that records the node's end, so that whoever sees the end reads the turns too);
+    numbering is taken under a row lock on the session, so two concurrent appends do not
+    collide. A session gone meanwhile takes nothing."""
     now = now or utcnow()
-    head = await session.scalar(
-        select(AgentSessionRow).where(AgentSessionRow.id == session_id).with_for_update()
+    count = await connection.scalar(
+        select(AgentSessionRow.message_count)
+        .where(AgentSessionRow.id == session_id)
+        .with_for_update()
     )
-    if head is None:
+    if count is None or not messages:
         return
-    seq = head.message_count
-    for role, content in messages:
-        seq += 1
-        session.add(
-            AgentMessageRow(
-                session_id=session_id,
-                seq=seq,
-                role=role,
-                content=content,
-                execution_id=execution_id,
-                created_at=now,
-            )
-        )
-    await session.execute(
+    await connection.execute(
+        insert(AgentMessageRow),
+        [
+            {
+                "session_id": session_id,
+                "seq": count + index,
+                "role": role,
+                "content": content,
+                "execution_id": execution_id,
+                "created_at": now,
+            }
+            for index, (role, content) in enumerate(messages, start=1)
+        ],
+    )
+    await connection.execute(
         update(AgentSessionRow)
         .where(AgentSessionRow.id == session_id)
-        .values(message_count=seq, updated_at=now)
+        .values(message_count=count + len(messages), updated_at=now)
     )

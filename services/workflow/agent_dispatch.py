@@ -21,7 +21,6 @@ from libs.common.agents import (
     AgentRow,
     AgentUnavailable,
     agent_versions,
-    append_messages,
     get_session,
     resolve_agent,
     session_messages,
@@ -223,20 +222,11 @@ def _render(value: Any, context: dict[str, Any]) -> Any:
         return value
 
 
-async def store_turns(
-    sessions: async_sessionmaker[AsyncSession],
-    session_id: str,
-    prompt: str,
-    output: Any,
-    execution_id: str,
-) -> None:
-    """Append the node's prompt (user) and its answer's text (assistant) to the session."""
+def turn_messages(prompt: str, output: Any) -> list[tuple[str, str]]:
+    """The node's prompt (user) and its answer's text (assistant), as a session's messages."""
     text = output.get("text") if isinstance(output, dict) else None
     answer = text if isinstance(text, str) else jsonutil.dumps(output).decode()
-    async with sessions() as session, session.begin():
-        await append_messages(
-            session, session_id, [("user", prompt), ("assistant", answer)], execution_id
-        )
+    return [("user", prompt), ("assistant", answer)]
 
 
 async def with_agent_references(

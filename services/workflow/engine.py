@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from libs.common.agents import append_messages_on
 from libs.common.cache import CacheScope, create_result_cache
 from libs.common.child_ids import child_execution_id
 from libs.common.db import utcnow
@@ -705,8 +706,12 @@ class Engine:
         # The PostgreSQL writer appends an agent's journal to the stored one (only the new
         # entries travel and are encoded); the SQLite path writes the checkpoint whole.
         journals: list[int | None] = []
+        # A batch ending a chat node appends its turns to the session in its own transaction:
+        # the generic path, whose connection both take (rare: a chat turn's end).
+        turns = flush.session_turns if flush.insert is None else []
+        fast = not turns
         for node in flush.nodes:
-            if self._writer is not None:
+            if self._writer is not None and fast:
                 row, length = node.write_row()
             else:
                 row, length = node.row(), None
@@ -714,7 +719,11 @@ class Engine:
             journals.append(length)
 
         async def write() -> None:
-            if self._writer is not None:
+            if not fast:
+                owned = await self._write_with_turns(
+                    execution_id, execution_values, nodes, flush.events, turns
+                )
+            elif self._writer is not None:
                 owned = await self._writer.write(
                     execution_id=execution_id,
                     owner=self.settings.replica_id,
@@ -734,13 +743,9 @@ class Engine:
                     events=flush.events,
                 )
             else:
-                async with self.db.begin() as connection:
-                    owned = await repo.fence_execution(
-                        connection, execution_id, self.settings.replica_id, execution_values
-                    )
-                    if owned:
-                        await repo.update_node_runs(connection, nodes)
-                        await repo.insert_event_rows(connection, flush.events)
+                owned = await self._write_with_turns(
+                    execution_id, execution_values, nodes, flush.events, []
+                )
             if not owned:
                 raise LostOwnership(execution_id)
 
@@ -758,6 +763,9 @@ class Engine:
                 ],
                 flush.events,
             )
+            for session_id, messages in flush.session_turns:  # a start's batch: after it
+                async with self.db.begin() as connection:
+                    await append_messages_on(connection, session_id, messages, execution_id)
         else:
             await self.with_db_retries(write)
         for node, length in zip(flush.nodes, journals, strict=True):
@@ -765,6 +773,27 @@ class Engine:
             node.row_written = True
         if extended is not None and execution_id in self._leases:
             self._leases[execution_id] = extended
+
+    async def _write_with_turns(
+        self,
+        execution_id: str,
+        execution_values: dict[str, Any],
+        nodes: list[dict[str, Any]],
+        events: list[dict[str, Any]],
+        turns: list[tuple[str, list[tuple[str, str]]]],
+    ) -> bool:
+        """The generic (SQLAlchemy Core) batch write, fenced, with chat turns appended to
+        their sessions in the same transaction; False when another replica owns it."""
+        async with self.db.begin() as connection:
+            owned = await repo.fence_execution(
+                connection, execution_id, self.settings.replica_id, execution_values
+            )
+            if owned:
+                await repo.update_node_runs(connection, nodes)
+                await repo.insert_event_rows(connection, events)
+                for session_id, messages in turns:
+                    await append_messages_on(connection, session_id, messages, execution_id)
+        return owned
 
     def committed(self, flush: Flush) -> None:
         """Hand a written batch's events to the relay and wake the stream followers. The

@@ -172,6 +172,9 @@ class Flush:
     #: A new execution's row and node rows, not written yet: the first batch inserts them
     #: with its own changes applied, in the same statement (Unwritten).
     insert: Unwritten | None = None
+    #: Chat turns of nodes that ended in this batch: (session id, messages), appended to
+    #: their sessions in the batch's transaction (whoever sees the node's end reads them).
+    session_turns: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
 
 
 @dataclass
@@ -903,6 +906,10 @@ class ExecutionRunner:
             nodes=list(batch.nodes.values()),
             events=batch.events,
             insert=self.unwritten,
+            session_turns=[
+                (session_id, agent_dispatch.turn_messages(prompt, output))
+                for session_id, prompt, output in batch.session_turns
+            ],
         )
         if flush.insert is None:
             await self.engine.persist(flush)
@@ -918,14 +925,6 @@ class ExecutionRunner:
             for handle in self.handles:
                 if handle.ack(attempt_key, seq, accepted):
                     break
-        # Before the commit is announced: whoever sees the node's end reads its turns too.
-        for session_id, prompt, output in batch.session_turns:
-            try:
-                await agent_dispatch.store_turns(
-                    self.engine.sessions, session_id, prompt, output, self.id
-                )
-            except Exception:  # the node's result stands; the session misses the turn
-                log.exception("could not store the turns of session %s", session_id)
         # Committed: send the attempts out first (the critical path of a chain), then
         # everything that only follows from the commit.
         if batch.to_send:

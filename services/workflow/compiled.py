@@ -8,9 +8,9 @@ from operator import attrgetter
 from typing import Any
 
 from libs.common import jsonutil
+from libs.common.definition import WorkflowDefinition, allocation_burst
 from libs.common.node_types import NodeTypeSpec
 from libs.common.secrets import referenced_secrets
-from services.workflow.definition import WorkflowDefinition, allocation_burst
 from services.workflow.planner import DefinitionGraph, ExecutionPlan
 
 __all__ = ["CompiledWorkflow", "compile_workflow"]

@@ -20,6 +20,7 @@ from libs.common.agents import append_messages_on
 from libs.common.cache import CacheScope, create_result_cache
 from libs.common.child_ids import child_execution_id
 from libs.common.db import utcnow
+from libs.common.definition import ON_FAILURE_NODE_ID, WorkflowDefinition
 from libs.common.errors import (
     FailedPrecondition,
     HeddleError,
@@ -43,7 +44,6 @@ from services.workflow import repository as repo
 from services.workflow.catalog import NodeCatalog
 from services.workflow.compiled import CompiledWorkflow, compile_workflow
 from services.workflow.completions import CompletionNotices
-from services.workflow.definition import ON_FAILURE_NODE_ID, WorkflowDefinition
 from services.workflow.dispatcher import NodeDispatcher
 from services.workflow.events import EventNotifier
 from services.workflow.inputs import validate_human_input, validate_inputs

@@ -8,8 +8,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from libs.common.artifacts import REF_SCHEME, is_ref
+from libs.common.definition import WorkflowDefinition
 from libs.common.errors import InvalidArgument
-from services.workflow.definition import WorkflowDefinition
 
 _FILE_REF = REF_SCHEME + "files/"
 _JSON_TYPES: dict[str, tuple[type, ...]] = {

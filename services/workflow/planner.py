@@ -48,14 +48,14 @@ from itertools import repeat
 from operator import attrgetter, itemgetter, methodcaller
 from typing import Final, Literal
 
-from libs.common.expressions import inspect_templates
-from libs.common.node_types import DEFAULT_PORT, ERROR_PORT, NodeTypeSpec
-from services.workflow.definition import (
+from libs.common.definition import (
     EdgeSpec,
     WorkflowDefinition,
     allocation_burst,
     expression_sources,
 )
+from libs.common.expressions import inspect_templates
+from libs.common.node_types import DEFAULT_PORT, ERROR_PORT, NodeTypeSpec
 
 __all__ = [
     "DefinitionGraph",

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from services.workflow.definition import EdgeSpec, WorkflowDefinition
+from libs.common.definition import EdgeSpec, WorkflowDefinition
 
 __all__ = ["Behaviour", "ReferenceResult", "run_reference"]
 

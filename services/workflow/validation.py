@@ -26,10 +26,7 @@ from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from libs.common import jsonutil
-from libs.common.delegates import is_delegate
-from libs.common.expressions import TemplateInfo, dotted_paths, inspect_templates, is_templated
-from libs.common.node_types import ERROR_PORT, NodeTypeSpec
-from services.workflow.definition import (
+from libs.common.definition import (
     BARE_EXPRESSION_PARAMS,
     LITERAL_PARAMS,
     NODE_ID_PATTERN,
@@ -44,6 +41,9 @@ from services.workflow.definition import (
     expression_sources,
     node_id_problem,
 )
+from libs.common.delegates import is_delegate
+from libs.common.expressions import TemplateInfo, dotted_paths, inspect_templates, is_templated
+from libs.common.node_types import ERROR_PORT, NodeTypeSpec
 from services.workflow.planner import DefinitionGraph, kahn_order
 
 __all__ = [

@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common.db import utcnow
+from libs.common.definition import WorkflowDefinition
 from libs.common.errors import InvalidArgument, NotFound, ResourceExhausted
 from services.workflow import repository as repo
 from services.workflow.agent_dispatch import with_agent_references
 from services.workflow.catalog import NodeCatalog
-from services.workflow.definition import WorkflowDefinition
 from services.workflow.models import WorkflowRow, WorkflowVersionRow
 from services.workflow.planner import DefinitionGraph
 from services.workflow.settings import WorkflowSettings

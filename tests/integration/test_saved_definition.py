@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from libs.cli.stack import Stack
+from libs.common.definition import WorkflowDefinition
 from services.workflow import engine as engine_module
-from services.workflow.definition import WorkflowDefinition
 from tests.integration.helpers import create_workflow, run, wait_final
 
 FLOW: dict[str, Any] = {

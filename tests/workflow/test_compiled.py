@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from libs.common import jsonutil
+from libs.common.definition import ON_FAILURE_NODE_ID
 from libs.common.secrets import referenced_secrets
 from services.workflow.compiled import compile_workflow
-from services.workflow.definition import ON_FAILURE_NODE_ID
 from services.workflow.validation import validate_definition
 from tests.workflow.catalog import core_catalog
 

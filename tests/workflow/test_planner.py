@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from services.workflow.definition import WorkflowDefinition
+from libs.common.definition import WorkflowDefinition
 from services.workflow.planner import (
     ExecutionPlan,
     Outcome,

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.workflow.definition import WorkflowDefinition
+from libs.common.definition import WorkflowDefinition
 from services.workflow.execution import (
     Begin,
     CoreConfig,

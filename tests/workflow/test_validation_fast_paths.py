@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from libs.common.definition import WorkflowDefinition, node_id_problem
 from services.node.registry import default_registry
 from services.workflow import validation
-from services.workflow.definition import WorkflowDefinition, node_id_problem
 from services.workflow.validation import (
     _compile_batch,
     _compile_fast,

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 from tenacity import RetryCallState, wait_exponential, wait_fixed, wait_random
 
 from libs.common import jsonutil
+from libs.common.definition import ON_FAILURE_NODE_ID, NodeSpec, WorkflowDefinition
 from libs.common.expressions import ExpressionError, render
 from libs.common.secrets import redact, redactable
-from services.workflow.definition import ON_FAILURE_NODE_ID, NodeSpec, WorkflowDefinition
 from services.workflow.execution.commands import (
     Begin,
     Checkpoint,

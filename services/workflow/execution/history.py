@@ -14,8 +14,8 @@ import enum
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from libs.common.definition import ON_FAILURE_NODE_ID, WorkflowDefinition
 from libs.common.node_types import NodeTypeSpec
-from services.workflow.definition import ON_FAILURE_NODE_ID, WorkflowDefinition
 from services.workflow.execution import commands as cmd
 from services.workflow.execution.core import CoreConfig, ExecutionCore, ExecutionInfo
 from services.workflow.execution.effects import Effects

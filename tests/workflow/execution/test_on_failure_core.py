@@ -7,7 +7,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from services.workflow.definition import ON_FAILURE_NODE_ID
+from libs.common.definition import ON_FAILURE_NODE_ID
 from services.workflow.execution import (
     Begin,
     Control,

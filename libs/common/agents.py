@@ -1,5 +1,7 @@
 """Registered agents and their conversation sessions (issue #15): the tables and their
-database access (async functions taking an AsyncSession; the caller owns the transaction).
+database access (async functions taking an AsyncSession, or for append_messages an
+AsyncConnection, which the workflow service's batch writes use; the caller owns the
+transaction).
 
 Shared by two services, so it lives here: the gateway's /api/v1/agents routes write them, the
 workflow service reads them when it dispatches an ``agent``/``llm`` node that names an
@@ -210,17 +212,6 @@ async def delete_session(session: AsyncSession, session_id: str) -> None:
 
 
 async def append_messages(
-    session: AsyncSession,
-    session_id: str,
-    messages: Sequence[tuple[str, str]],
-    execution_id: str = "",
-    now: dt.datetime | None = None,
-) -> None:
-    """Append (role, content) pairs in the session's transaction (append_messages_on)."""
-    await append_messages_on(await session.connection(), session_id, messages, execution_id, now)
-
-
-async def append_messages_on(
     connection: AsyncConnection,
     session_id: str,
     messages: Sequence[tuple[str, str]],

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from libs.common.agents import append_messages_on
+from libs.common.agents import append_messages
 from libs.common.cache import CacheScope, create_result_cache
 from libs.common.child_ids import child_execution_id
 from libs.common.db import utcnow
@@ -708,7 +708,7 @@ class Engine:
         journals: list[int | None] = []
         # A batch ending a chat node appends its turns to the session in its own transaction:
         # the generic path, whose connection both take (rare: a chat turn's end).
-        turns = flush.session_turns if flush.insert is None else []
+        turns = flush.session_turns
         fast = not turns
         for node in flush.nodes:
             if self._writer is not None and fast:
@@ -719,11 +719,7 @@ class Engine:
             journals.append(length)
 
         async def write() -> None:
-            if not fast:
-                owned = await self._write_with_turns(
-                    execution_id, execution_values, nodes, flush.events, turns
-                )
-            elif self._writer is not None:
+            if fast and self._writer is not None:
                 owned = await self._writer.write(
                     execution_id=execution_id,
                     owner=self.settings.replica_id,
@@ -734,7 +730,7 @@ class Engine:
                     tenant_id=flush.tenant_id,
                     workflow_id=flush.workflow_id,
                 )
-            elif self._sqlite_writer is not None:
+            elif fast and self._sqlite_writer is not None:
                 owned = await self._sqlite_writer.write(
                     execution_id=execution_id,
                     owner=self.settings.replica_id,
@@ -744,7 +740,7 @@ class Engine:
                 )
             else:
                 owned = await self._write_with_turns(
-                    execution_id, execution_values, nodes, flush.events, []
+                    execution_id, execution_values, nodes, flush.events, turns
                 )
             if not owned:
                 raise LostOwnership(execution_id)
@@ -753,7 +749,9 @@ class Engine:
             # A new execution's first batch: its rows with the batch's changes applied,
             # inserted with the batch's events. Not retried: a retry after a lost reply
             # would meet its own row (the start fails; the lease lapses, recovery resumes it).
-            assert self._writer is not None
+            # (Never a node's end, so no chat turns: a node ends after its dispatch, which
+            # comes after the first batch.)
+            assert self._writer is not None and not turns
             written = {node["node_id"]: node for node in nodes}
             await self._writer.insert_execution(
                 {**flush.insert.execution, **execution_values},
@@ -763,9 +761,6 @@ class Engine:
                 ],
                 flush.events,
             )
-            for session_id, messages in flush.session_turns:  # a start's batch: after it
-                async with self.db.begin() as connection:
-                    await append_messages_on(connection, session_id, messages, execution_id)
         else:
             await self.with_db_retries(write)
         for node, length in zip(flush.nodes, journals, strict=True):
@@ -792,7 +787,7 @@ class Engine:
                 await repo.update_node_runs(connection, nodes)
                 await repo.insert_event_rows(connection, events)
                 for session_id, messages in turns:
-                    await append_messages_on(connection, session_id, messages, execution_id)
+                    await append_messages(connection, session_id, messages, execution_id)
         return owned
 
     def committed(self, flush: Flush) -> None:

@@ -343,8 +343,8 @@ class _Batch:
     to_send: list[node_pb2.NodeTask] = field(default_factory=list)
     replies: list[asyncio.Future[None]] = field(default_factory=list)
     cache_writes: list[tuple[CacheScope, str, bytes, float | None]] = field(default_factory=list)
-    #: (session id, prompt, output): session turns to store once the completion is committed.
-    session_turns: list[tuple[str, str, Any]] = field(default_factory=list)
+    #: (session id, messages): chat turns written with the batch that ends their node.
+    session_turns: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
     #: Journal writes to acknowledge once committed: (attempt key, seq, accepted).
     acks: list[tuple[tuple[str, str, int], int, bool]] = field(default_factory=list)
 
@@ -629,7 +629,10 @@ class ExecutionRunner:
             prepared = self.prepared.pop(outcome.node_id, None)
             if prepared is not None and prepared.session_id is not None:
                 self.batch.session_turns.append(
-                    (prepared.session_id, prepared.prompt, result.output)
+                    (
+                        prepared.session_id,
+                        agent_dispatch.turn_messages(prepared.prompt, result.output),
+                    )
                 )
         elif result_kind == "waiting":
             result = NodeResult(
@@ -906,10 +909,7 @@ class ExecutionRunner:
             nodes=list(batch.nodes.values()),
             events=batch.events,
             insert=self.unwritten,
-            session_turns=[
-                (session_id, agent_dispatch.turn_messages(prompt, output))
-                for session_id, prompt, output in batch.session_turns
-            ],
+            session_turns=batch.session_turns,
         )
         if flush.insert is None:
             await self.engine.persist(flush)

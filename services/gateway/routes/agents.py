@@ -487,7 +487,7 @@ async def _new_session(
         session.add(row)
         if messages:
             await session.flush()
-            await store.append_messages(session, row.id, messages, now=now)
+            await store.append_messages(await session.connection(), row.id, messages, now=now)
             row.message_count = len(messages)
     return row
 

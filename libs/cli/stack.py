@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from libs.cli.invocation import cli_command
+from libs.cli.topology import free_port
 from libs.common.bus import EventBus, InProcessBus, create_bus
 from libs.common.kv import KV, create_kv
 from libs.common.logging import configure_logging
@@ -34,13 +35,6 @@ DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
 
 class _Stoppable(Protocol):
     async def stop(self) -> None: ...
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (for wiring services that name each other)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -73,8 +74,30 @@ class ProcessSpec:
         return f"{self.host}:{self.grpc_port}"
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A port free now, chosen at random BELOW the kernel's ephemeral range: a process is
+    started with it later, and a port the kernel handed out (bind to 0) is one it hands to
+    any outgoing connection meanwhile (seen: a worker's gRPC port taken between the pick and
+    the bind, on a machine busy with connections). Random, so that parallel callers rarely
+    pick the same one; bound once to check it is free."""
+    high = _ephemeral_low() - 1
+    low = max(1024, high - 12000)
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded range
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from libs.cli.topology import (
     TopologyPorts,
     add_arguments,
     default_topology,
+    free_port,
     tail,
 )
 from libs.common.settings import DEFAULT_PORTS, CommonSettings
@@ -134,3 +136,19 @@ def test_cli_arguments_and_log_tail(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert tail(log, 3) == "line 97\nline 98\nline 99"
     assert tail(tmp_path / "missing.log") == ""
+
+
+def test_free_ports_are_bindable_and_outside_the_ephemeral_range() -> None:
+    """free_port picks below the kernel's ephemeral range, which outgoing connections take
+    from (a port bound to 0 came from there and could be handed to one before the process
+    that was given it binds), and never a port in use."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    held = socket.socket()
+    held.bind(("127.0.0.1", free_port()))
+    try:
+        ports = {free_port() for _ in range(50)}
+        assert all(1024 <= port < low for port in ports), sorted(ports)
+        assert held.getsockname()[1] not in ports
+        assert len(ports) > 40  # random, so parallel callers rarely meet
+    finally:
+        held.close()

@@ -81,22 +81,31 @@ def _ephemeral_low() -> int:
         return 32768  # Linux's default
 
 
+#: Ports free_port gave this process: a topology's ~15 are picked before any is bound, and
+#: one picked twice made two of its processes fight for it.
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free now, chosen at random BELOW the kernel's ephemeral range: a process is
     started with it later, and a port the kernel handed out (bind to 0) is one it hands to
-    any outgoing connection meanwhile (seen: a worker's gRPC port taken between the pick and
-    the bind, on a machine busy with connections). Random, so that parallel callers rarely
-    pick the same one; bound once to check it is free."""
+    any outgoing connection meanwhile; and nothing held a picked port, so one call could
+    return what an earlier one had (seen twice: a worker's gRPC port taken when it bound).
+    Random, so that parallel callers rarely pick the same one, and never one it gave this
+    process before; bound once to check it is free."""
     high = _ephemeral_low() - 1
     low = max(1024, high - 12000)
     for _ in range(200):
         port = random.randint(low, high)
+        if port in _handed_out:  # free again once its caller's process went, but not ours
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded range
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

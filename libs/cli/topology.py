@@ -81,30 +81,37 @@ def _ephemeral_low() -> int:
         return 32768  # Linux's default
 
 
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 #: Ports free_port gave this process: a topology's ~15 are picked before any is bound, and
 #: one picked twice made two of its processes fight for it.
 _handed_out: set[int] = set()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = "127.0.0.1", companion: int = 0) -> int:
     """A port free now, chosen at random BELOW the kernel's ephemeral range: a process is
     started with it later, and a port the kernel handed out (bind to 0) is one it hands to
     any outgoing connection meanwhile; and nothing held a picked port, so one call could
     return what an earlier one had (seen twice: a worker's gRPC port taken when it bound).
     Random, so that parallel callers rarely pick the same one, and never one it gave this
-    process before; bound once to check it is free."""
+    process before; bound once to check it is free. With `companion`, port + companion (a
+    workflow replica's worker endpoint) is checked and handed out with it."""
     high = _ephemeral_low() - 1
     low = max(1024, high - 12000)
     for _ in range(200):
         port = random.randint(low, high)
-        if port in _handed_out:  # free again once its caller's process went, but not ours
+        ports = {port, port + companion}
+        # Free again once its caller's process went, but not ours to give twice.
+        if ports & _handed_out or not all(_bindable(host, p) for p in ports):
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-        _handed_out.add(port)
+        _handed_out.update(ports)
         return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded range
         sock.bind((host, 0))
@@ -145,7 +152,7 @@ class TopologyPorts:
             # A workflow replica also opens its worker endpoint at its port + worker_offset
             # (services/workflow/worker_server.py): no other process may get that one.
             while True:
-                port = free_port(host)
+                port = free_port(host, worker_offset)
                 if port not in taken and port + worker_offset not in taken:
                     taken.update({port, port + worker_offset})
                     return port

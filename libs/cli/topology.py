@@ -103,7 +103,7 @@ def free_port(host: str = "127.0.0.1", companion: int = 0) -> int:
     Random, so that parallel callers rarely pick the same one, and never one it gave this
     process before; bound once to check it is free. With `companion`, port + companion (a
     workflow replica's worker endpoint) is checked and handed out with it."""
-    high = _ephemeral_low() - 1
+    high = _ephemeral_low() - 1 - companion  # the companion below the range too
     low = max(1024, high - 12000)
     for _ in range(200):
         port = random.randint(low, high)

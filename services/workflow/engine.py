@@ -43,7 +43,7 @@ from services.workflow import pg_writer, sqlite_writer
 from services.workflow import repository as repo
 from services.workflow.catalog import NodeCatalog
 from services.workflow.compiled import CompiledWorkflow, compile_workflow
-from services.workflow.completions import CompletionNotices
+from services.workflow.completions import CHANNEL, CompletionNotices
 from services.workflow.dispatcher import NodeDispatcher
 from services.workflow.events import EventNotifier
 from services.workflow.inputs import validate_human_input, validate_inputs
@@ -87,7 +87,7 @@ __all__ = ["CompiledWorkflow", "Engine"]
 #: version is still kept: it is the one most likely to run next).
 _SAVED_NODES = 200_000
 
-_EXECUTION_COLUMNS = tuple(ExecutionRow.__table__.columns)
+_EXECUTION_KEYS = tuple(column.key for column in ExecutionRow.__table__.columns)
 
 
 #: Execution ids per lease-renewal statement.
@@ -140,6 +140,8 @@ class Engine:
         self.relay: OutboxRelay | None = None
         # Set by the server on PostgreSQL: tells the other replicas' followers of an end.
         self.completions: CompletionNotices | None = None
+        #: Ended executions whose final write NOTIFYd their end itself (no announce).
+        self._announced: set[str] = set()
         self.runners: dict[str, ExecutionRunner] = {}
         #: Executions this replica owns that only wait, unloaded (services/workflow/parking.py).
         self.parking = Parking(self._claim_and_resume)
@@ -307,32 +309,34 @@ class Engine:
         execution's trace is rooted in an `execution.start` span, a child of trace_parent
         (a retried execution continues its original's trace) or else of the current span.
         """
-        async with self.sessions() as session:
-            if parent_execution_id:
-                parent = await repo.get_execution(session, tenant_id, parent_execution_id)
-                if parent is None:
-                    raise NotFound(f"parent execution {parent_execution_id!r} not found")
-                depth = max(depth, parent.depth + 1)
-            if depth > self.settings.max_call_depth:
-                raise FailedPrecondition(
-                    f"sub-workflow call depth {depth} exceeds the limit of "
-                    f"{self.settings.max_call_depth}"
-                )
-            if idempotency_key:
-                existing = await repo.find_execution_by_key(session, tenant_id, idempotency_key)
-                if existing is not None:
-                    return existing, False
-            if self._writer is None:
-                workflow = await repo.get_workflow(session, tenant_id, workflow_id)
-                if workflow is None:
-                    raise NotFound(f"workflow {workflow_id!r} not found")
-                version = version or workflow.latest_version
-                version_row = await repo.get_version(session, workflow_id, version)
-                if version_row is None:
-                    raise NotFound(f"workflow {workflow_id!r} has no version {version}")
-                definition: dict[str, Any] | None = version_row.definition
-                if parent_execution_id is None:
-                    await self._check_concurrency_quota(session, tenant_id)
+        definition: dict[str, Any] | None = None
+        if parent_execution_id or idempotency_key or self._writer is None:
+            async with self.sessions() as session:
+                if parent_execution_id:
+                    parent = await repo.get_execution(session, tenant_id, parent_execution_id)
+                    if parent is None:
+                        raise NotFound(f"parent execution {parent_execution_id!r} not found")
+                    depth = max(depth, parent.depth + 1)
+                self._check_depth(depth)
+                if idempotency_key:
+                    existing = await repo.find_execution_by_key(session, tenant_id, idempotency_key)
+                    if existing is not None:
+                        return existing, False
+                if self._writer is None:
+                    workflow = await repo.get_workflow(session, tenant_id, workflow_id)
+                    if workflow is None:
+                        raise NotFound(f"workflow {workflow_id!r} not found")
+                    version = version or workflow.latest_version
+                    version_row = await repo.get_version(session, workflow_id, version)
+                    if version_row is None:
+                        raise NotFound(f"workflow {workflow_id!r} has no version {version}")
+                    definition = version_row.definition
+                    if parent_execution_id is None:
+                        await self._check_concurrency_quota(session, tenant_id)
+        else:
+            # PostgreSQL, a top-level start without a key: nothing to read through a session
+            # (the lookup below is one statement on the writer's connection).
+            self._check_depth(depth)
         if self._writer is not None:
             version, definition = await self._start_lookup(
                 tenant_id, workflow_id, version, top_level=parent_execution_id is None
@@ -353,7 +357,7 @@ class Engine:
             links=_current_link() if trace_parent else None,
             attributes={"heddle.workflow_id": workflow_id, "heddle.trigger": trigger},
         )
-        row = ExecutionRow(
+        given: dict[str, Any] = dict(
             # A child's id follows from its key: the parent node names it before it starts it.
             id=child_execution_id(tenant_id, idempotency_key)
             if parent_execution_id and idempotency_key
@@ -380,6 +384,11 @@ class Engine:
             crashes=0,
             priority=priority,
         )
+        row = ExecutionRow(**given)
+        # Every column, as the row holds them (the writer's insert names them all): built
+        # here, not read back from the ORM instance's attributes (~30 getattrs a start).
+        values = dict.fromkeys(_EXECUTION_KEYS)
+        values.update(given)
         node_rows = []
         for node in compiled.definition.nodes:
             previous = (reused or {}).get(node.id)
@@ -442,16 +451,14 @@ class Engine:
                     row,
                     compiled,
                     nodes,
-                    Unwritten({c.key: getattr(row, c.key) for c in _EXECUTION_COLUMNS}, node_rows),
+                    Unwritten(values, node_rows),
                 )
                 assert runner.persisted is not None
                 await runner.persisted
             elif self._writer is not None:
                 # One statement on the writer's own connection (the ORM's flush and
                 # executemany cost more CPU than the rest of a short execution).
-                await self._writer.insert_execution(
-                    {c.key: getattr(row, c.key) for c in _EXECUTION_COLUMNS}, node_rows
-                )
+                await self._writer.insert_execution(values, node_rows)
             else:
                 async with self.sessions() as session, session.begin():
                     session.add(row)
@@ -501,6 +508,13 @@ class Engine:
         if limit and (found.active or 0) >= limit:
             _quota_exceeded(limit)
         return version, found.definition
+
+    def _check_depth(self, depth: int) -> None:
+        if depth > self.settings.max_call_depth:
+            raise FailedPrecondition(
+                f"sub-workflow call depth {depth} exceeds the limit of "
+                f"{self.settings.max_call_depth}"
+            )
 
     async def _check_concurrency_quota(self, session: AsyncSession, tenant_id: str) -> None:
         # Children are not counted: a parent waiting on its child must not deadlock its tenant
@@ -718,6 +732,15 @@ class Engine:
             nodes.append({"execution_id": execution_id, "node_id": node.node_id, **row})
             journals.append(length)
 
+        # The final write of an execution announces its end in its own transaction (the
+        # completion notice's statement of its own, saved).
+        notify = (
+            CHANNEL
+            if self.completions is not None
+            and execution_values.get("status") in FINAL_EXECUTION_STATUSES
+            else None
+        )
+
         async def write() -> None:
             if fast and self._writer is not None:
                 owned = await self._writer.write(
@@ -729,7 +752,10 @@ class Engine:
                     trace_id=flush.trace_id,
                     tenant_id=flush.tenant_id,
                     workflow_id=flush.workflow_id,
+                    notify=notify,
                 )
+                if owned and notify is not None:
+                    self._announced.add(execution_id)
             elif fast and self._sqlite_writer is not None:
                 owned = await self._sqlite_writer.write(
                     execution_id=execution_id,
@@ -887,6 +913,8 @@ class Engine:
         return utcnow() + dt.timedelta(seconds=self.settings.lease_ttl_s)
 
     def runner_finished(self, runner: ExecutionRunner) -> None:
+        announced = runner.id in self._announced  # by its final write
+        self._announced.discard(runner.id)
         if self.runners.get(runner.id) is runner:
             del self.runners[runner.id]
             self._leases.pop(runner.id, None)
@@ -899,7 +927,7 @@ class Engine:
         if runner.parked:
             return
         self.notifier.notify(runner.id)
-        if self.completions is not None:
+        if self.completions is not None and not announced:
             self.completions.announce(runner.id)
 
     async def runner_crashed(

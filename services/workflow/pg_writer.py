@@ -74,7 +74,9 @@ _JOURNAL_NAMES = ("node_id", "at", "journal_append")
 
 
 @lru_cache(maxsize=64)
-def _statement(execution_columns: tuple[str, ...], full_rows: bool, journal_rows: bool) -> str:
+def _statement(
+    execution_columns: tuple[str, ...], full_rows: bool, journal_rows: bool, notify: bool = False
+) -> str:
     # $1 execution id, $2 owner, then the execution's columns, then the node rows and the
     # events as one JSON array each (jsonb_to_recordset): encoding one document with orjson
     # costs the client a fraction of what binding a dozen typed arrays does.
@@ -119,6 +121,7 @@ WITH fence AS (
 )""")
     if journal_rows:
         journals, journal_ids = position, position + 1
+        position += 2
         parts.append(f""", journals AS (
     UPDATE node_runs AS n SET checkpoint = CASE
         WHEN jsonb_array_length(n.checkpoint -> 'journal') = j.at
@@ -142,7 +145,17 @@ WITH fence AS (
     -- A retry after a commit whose reply was lost finds its events already there.
     ON CONFLICT (execution_id, seq) DO NOTHING
     RETURNING 1
+)""")
+    if notify:
+        # The execution's end announced to every replica's followers (completions.py) by
+        # the transaction that writes it: delivered at its commit, no statement of its own.
+        parts.append(f""", notice AS (
+    SELECT pg_notify(${position}, $1) FROM fence
 )
+SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM notice)
+""")
+    else:
+        parts.append("""
 SELECT (SELECT count(*) FROM fence)
 """)
     return "".join(parts)
@@ -305,10 +318,13 @@ class BatchWriter:
         trace_id: str,
         tenant_id: str,
         workflow_id: str,
+        notify: str | None = None,
     ) -> bool:
         """Write one batch; False (and nothing written) when owner no longer holds the
-        execution. A lost connection raises SQLAlchemy's OperationalError, as the rest of
-        the engine's database errors do, so that the caller's retries ride through outages."""
+        execution. With `notify` (a channel), the transaction also NOTIFYs it with the
+        execution's id. A lost connection raises SQLAlchemy's OperationalError, as the rest
+        of the engine's database errors do, so that the caller's retries ride through
+        outages."""
         columns = tuple(sorted(execution_values))
         args: list[Any] = [execution_id, owner]
         for column in columns:
@@ -324,8 +340,12 @@ class BatchWriter:
         if journal:
             args.append(_records(journal, _JOURNAL_NAMES))
             args.append([node["node_id"] for node in journal])
-        (fenced,) = await self._fetchrow(_statement(columns, bool(full), bool(journal)), args)
-        return bool(fenced)
+        if notify is not None:
+            args.append(notify)
+        row = await self._fetchrow(
+            _statement(columns, bool(full), bool(journal), notify is not None), args
+        )
+        return bool(row[0])
 
     async def insert_execution(
         self,

@@ -16,9 +16,10 @@ from sqlalchemy.engine import make_url
 from libs.common.db import create_engine, session_factory, utcnow
 from libs.migrations import upgrade
 from services.workflow import following
-from services.workflow.completions import CompletionNotices
+from services.workflow.completions import CHANNEL, CompletionNotices
 from services.workflow.events import EventNotifier
 from services.workflow.following import Follower
+from services.workflow.pg_writer import BatchWriter
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +106,37 @@ async def test_nothing_to_do_on_sqlite(sqlite_url: str) -> None:
     notices.start()
     notices.announce("anything")  # a no-op, not an error
     await notices.stop()
+
+
+async def test_the_final_write_notifies_the_end_in_its_own_transaction(
+    database: tuple[str, Any],
+) -> None:
+    """BatchWriter.write(notify=CHANNEL), the final write of an execution (Engine.persist):
+    the end is announced by the transaction that writes it, and not through another
+    replica's fence."""
+    url, _ = database
+    dsn = _dsn(url)
+    fenced, written = await _running_execution(dsn), await _running_execution(dsn)
+    listener = await asyncpg.connect(dsn)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(CHANNEL, lambda *args: heard.put_nowait(args[3]))
+    writer = BatchWriter(url)
+    try:
+        final: dict[str, Any] = {
+            "execution_values": {"status": "succeeded", "finished_at": utcnow()},
+            "nodes": [],
+            "events": [],
+            "trace_id": "",
+            "tenant_id": "default",
+            "workflow_id": "w",
+            "notify": CHANNEL,
+        }
+        assert not await writer.write(execution_id=fenced, owner="replica-b", **final)
+        assert await writer.write(execution_id=written, owner="replica-a", **final)
+        # Notices of one session arrive in commit order: the fenced write's would be first.
+        assert await asyncio.wait_for(heard.get(), 10) == written
+        row = await listener.fetchrow("SELECT status FROM executions WHERE id = $1", written)
+        assert row is not None and row["status"] == "succeeded"
+    finally:
+        await writer.close()
+        await listener.close()

@@ -2,7 +2,10 @@
 
 Events are written in the same transaction as the state change that causes them. Right after
 the commit the runner hands the same rows to the relay, which publishes them with confirms
-at once (no read-back on the hot path) and marks them published in coalesced batches. A
+(no read-back on the hot path) once they have lingered a few milliseconds, together with
+whatever else committed meanwhile (one publish, socket write and confirm for many batches:
+a chain's step commits two events, and a publish of two cost the workflow replica as much
+as the rest of the step), and marks them published in coalesced batches. A
 sweep of the table catches whatever a crash left behind: at start-up everything unpublished,
 then periodically what is older than a few seconds. A crash between publish and mark
 publishes an event twice, which consumers tolerate (each carries its execution's sequence
@@ -31,6 +34,9 @@ from services.workflow import repository as repo
 from services.workflow.metrics import EVENTS_PUBLISHED, OUTBOX_BACKLOG
 
 log = logging.getLogger(__name__)
+
+# How long a stopping relay tries to publish what it still holds (the sweep has the rest).
+_DRAIN_TIMEOUT_S = 3.0
 
 
 def event_to_proto(row: Any) -> events_pb2.Event:
@@ -63,6 +69,7 @@ class OutboxRelay:
         mark_interval_s: float = 0.5,
         batch_size: int = 500,
         max_in_flight: int = 2000,
+        linger_s: float = 0.0,
     ) -> None:
         self._sessions = sessions
         self._db = sessions.kw["bind"]
@@ -75,9 +82,12 @@ class OutboxRelay:
         # never split, so one round may hold more): under a backlog the rest waits in the
         # queue, not as publishes and confirm futures in flight.
         self._max_in_flight = max_in_flight
+        self._linger_s = linger_s
         # (trace root of the execution, its events)
         self._queue: asyncio.Queue[tuple[str, Sequence[Any]]] = asyncio.Queue()
         self._to_mark: list[tuple[str, int]] = []
+        # What the publish loop took from the queue and has not published yet.
+        self._round: list[tuple[str, Sequence[Any]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.published = 0
 
@@ -100,6 +110,8 @@ class OutboxRelay:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        with contextlib.suppress(Exception):
+            await self._drain()
         with contextlib.suppress(Exception):
             await self._mark()
 
@@ -137,20 +149,40 @@ class OutboxRelay:
 
     async def _publish_loop(self) -> None:
         while True:
-            groups = [await self._queue.get()]
-            taken = len(groups[0][1])
-            while taken < self._max_in_flight and not self._queue.empty():
-                groups.append(self._queue.get_nowait())
-                taken += len(groups[-1][1])
+            groups = self._round = [await self._queue.get()]
             try:
+                if self._linger_s > 0 and len(groups[0][1]) < self._max_in_flight:
+                    await asyncio.sleep(self._linger_s)
+                self._take_queued(groups)
                 await self._publish(_by_execution(groups))
             except asyncio.CancelledError:
-                raise
+                raise  # the round stays for _drain
             except Exception:
                 # Left unpublished in the table: the sweep will retry them.
                 log.warning("publishing events failed; the sweep will retry", exc_info=True)
             finally:
                 OUTBOX_BACKLOG.dec(sum(len(events) for _, events in groups))
+            self._round = []
+
+    def _take_queued(self, groups: list[tuple[str, Sequence[Any]]]) -> None:
+        """Add what is queued to a round, up to max_in_flight events (a batch is never split)."""
+        taken = sum(len(events) for _, events in groups)
+        while taken < self._max_in_flight and not self._queue.empty():
+            groups.append(self._queue.get_nowait())
+            taken += len(groups[-1][1])
+
+    async def _drain(self) -> None:
+        """At stop: publish what lingered or waited in the queue (else it would wait for a
+        sweep, another replica's, seconds later), for at most a few seconds."""
+        groups, self._round = self._round, []
+        queued = 0
+        while not self._queue.empty():
+            groups.append(self._queue.get_nowait())
+            queued += len(groups[-1][1])
+        OUTBOX_BACKLOG.dec(queued)
+        if groups:
+            async with asyncio.timeout(_DRAIN_TIMEOUT_S):
+                await self._publish(_by_execution(groups))
 
     async def _mark(self) -> None:
         keys, self._to_mark = self._to_mark, []

@@ -93,7 +93,7 @@ async def serve(
             completions.start()
             stack.callback(completions.stop)
             engine.completions = completions
-        relay = OutboxRelay(sessions, shared_bus)
+        relay = OutboxRelay(sessions, shared_bus, linger_s=settings.outbox_linger_ms / 1000)
         engine.relay = relay
         store = WorkflowStore(settings, sessions, catalog, on_saved=engine.remember_saved)
         workers = await start_workers(settings, sessions, dispatcher, catalog)

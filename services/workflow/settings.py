@@ -170,6 +170,15 @@ class WorkflowSettings(CommonSettings):
         "acknowledged write, to share its commit, while the run's last such write came "
         "within it (a fast model); else it is written at once; 0: always at once.",
     )
+    outbox_linger_ms: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long the outbox relay lets committed events gather before it "
+        "publishes them: one publish (one socket write, one confirm) for every batch that "
+        "committed meanwhile instead of one per batch (a chain's step writes two events); "
+        "what the broker's consumers (log service, webhooks) see comes this much later. "
+        "0: each batch at once.",
+    )
     quota_max_concurrent_executions: int = Field(
         default=100,
         ge=0,

@@ -73,3 +73,47 @@ async def test_a_backlog_is_published_in_rounds_each_execution_in_order() -> Non
         loop.cancel()
     assert bus.most_in_flight == 1000
     assert bus.seqs == {"a": list(range(1, 2001)), "b": list(range(1, 2001))}
+
+
+class RecordingBus(InProcessBus):
+    """Records the events of each publish_many call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[tuple[str, int]]] = []
+
+    async def publish_many(self, exchange: str, messages: Sequence[OutgoingMessage]) -> None:
+        events = [events_pb2.Event.FromString(body) for _, body, _ in messages]
+        self.calls.append([(event.execution_id, event.seq) for event in events])
+
+
+async def test_batches_committed_within_the_linger_go_out_in_one_publish() -> None:
+    bus = RecordingBus()
+    relay = OutboxRelay(async_sessionmaker(), bus, linger_s=0.2)
+    loop = asyncio.create_task(relay._publish_loop())
+    try:
+        # A chain's steps: a batch of two events, then the next ones while the first lingers.
+        relay.enqueue(_events("a", 1, 2))
+        await asyncio.sleep(0.05)
+        assert bus.calls == []
+        relay.enqueue(_events("a", 3, 2))
+        relay.enqueue(_events("b", 1, 1))
+        await assert_eventually(lambda: relay.published == 5)
+    finally:
+        loop.cancel()
+    assert sorted(map(sorted, bus.calls)) == [
+        [("a", 1), ("a", 2), ("a", 3), ("a", 4)],
+        [("b", 1)],
+    ]  # one publish_many per execution, both in the same round
+
+
+async def test_stop_publishes_what_lingers_and_what_is_queued() -> None:
+    bus = RecordingBus()
+    relay = OutboxRelay(async_sessionmaker(), bus, linger_s=30.0)
+    relay._tasks = [asyncio.create_task(relay._publish_loop())]
+    relay.enqueue(_events("a", 1, 2))
+    await asyncio.sleep(0.05)  # taken by the loop, lingering
+    relay.enqueue(_events("a", 3, 1))
+    await relay.stop()
+    assert [seq for call in bus.calls for _, seq in call] == [1, 2, 3]
+    assert relay.published == 3

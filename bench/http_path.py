@@ -219,8 +219,8 @@ async def delete_broker_names(prefix: str) -> None:
 
 async def infrastructure_pids(target: Target) -> dict[str, list[int]]:
     """The processes of the shared infrastructure that work for the production topology:
-    RabbitMQ (beam.smp: shared, so other engineers' traffic is in its figure too) and the
-    PostgreSQL backends connected to the bench's database (its own)."""
+    RabbitMQ (beam.smp) and Redis (shared, so other engineers' traffic is in their figures
+    too) and the PostgreSQL backends connected to the bench's database (its own)."""
     import asyncpg
 
     admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
@@ -235,9 +235,10 @@ async def infrastructure_pids(target: Target) -> dict[str, list[int]]:
 
 def _local_infrastructure(backends: list[int]) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = {}
-    found = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True)
-    if found.stdout.split():
-        groups["rabbitmq (shared)"] = [int(found.stdout.split()[0])]
+    for name, pattern in (("rabbitmq (shared)", "beam.smp"), ("redis (shared)", "redis-server")):
+        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+        if found.stdout.split():
+            groups[name] = [int(found.stdout.split()[0])]
     if backends and all(os.path.exists(f"/proc/{pid}") for pid in backends):  # a local server
         groups["postgres backends"] = backends
     return groups

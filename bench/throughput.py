@@ -12,7 +12,9 @@ Three figures per stack (started as bench/http_path.py starts them):
    time until every one of them ended.
 Prints the CPU calibration before and after, and after each figure the CPU each group of
 processes used per execution (gateway, workflow replicas, node replicas, log, the rest; the
-embedded stack is one process): steadier than wall time on a shared machine.
+embedded stack is one process): steadier than wall time on a shared machine; on the
+production topology also the infrastructure's (its PostgreSQL backends, RabbitMQ, Redis:
+the last two are shared with whatever else runs on the machine).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine import calibration_ms
-from http_path import client, create, run_and_wait, running
+from http_path import client, create, infrastructure_pids, run_and_wait, running
 
 TEMPLATE = {
     "name": "tp-template",
@@ -77,6 +79,28 @@ GROUPS = ("embedded", "gateway", "workflow", "node", "log")
 def cpu_line(before: dict[str, float], after: dict[str, float], executions: int) -> str:
     per = {g: (after[g] - before[g]) * 1000 / max(1, executions) for g in after}
     return "CPU ms/execution: " + ", ".join(f"{g} {per[g]:.2f}" for g in sorted(per))
+
+
+async def infrastructure_cpu(target: Any) -> dict[int, tuple[str, float]]:
+    """pid -> (group, CPU seconds so far) of the infrastructure working for the production
+    topology (http_path.infrastructure_pids: its PostgreSQL backends, RabbitMQ, Redis)."""
+    groups = await infrastructure_pids(target) if target.database else {}
+    return {pid: (name, _cpu_s(pid)) for name, pids in groups.items() for pid in pids}
+
+
+def infrastructure_line(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], executions: int
+) -> str:
+    per: dict[str, float] = {}
+    for pid, (name, seconds) in after.items():
+        # A backend that connected during the phase: all of its CPU is the phase's. One that
+        # disconnected during it is lost (the pools keep theirs).
+        per[name] = per.get(name, 0.0) + seconds - before.get(pid, (name, 0.0))[1]
+    if not per:
+        return ""
+    return "; infrastructure CPU ms/execution: " + ", ".join(
+        f"{name} {seconds * 1000 / max(1, executions):.2f}" for name, seconds in sorted(per.items())
+    )
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -173,9 +197,13 @@ async def bench(kind: str, args: argparse.Namespace) -> list[str]:
             lambda: concurrent(target, ten, args.clients, args.seconds),
             lambda: offered_rate(target, ten, args.rate, args.seconds),
         ):
+            infrastructure = await infrastructure_cpu(target)
             before = cpu_by_group(target.pids)
             line, executions = await phase()  # printed as each ends
             line += f"; {cpu_line(before, cpu_by_group(target.pids), executions)}"
+            line += infrastructure_line(
+                infrastructure, await infrastructure_cpu(target), executions
+            )
             print(f"  {kind:10} {line}", flush=True)
             lines.append(line)
     return lines

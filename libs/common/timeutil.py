@@ -3,7 +3,6 @@ naive datetime it is given is taken as UTC (what SQLite hands back for a UTC col
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 from typing import Any
 
@@ -17,11 +16,16 @@ def as_utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def to_timestamp(value: dt.datetime) -> Timestamp:
     """A Timestamp of `value` (naive = UTC). Done directly rather than with FromDatetime,
-    which is pure Python and shows in the event relay's profile."""
-    utc = as_utc(value)
-    return Timestamp(seconds=calendar.timegm(utc.utctimetuple()), nanos=utc.microsecond * 1000)
+    which is pure Python and shows in the event relay's profile; as the difference from
+    the epoch (exact), not through a time tuple (a third of the CPU; ~10 calls an
+    execution in the workflow replica: its events, its answer)."""
+    since = (value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)) - _EPOCH
+    return Timestamp(seconds=since.days * 86400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def optional_timestamp(value: dt.datetime | None) -> Timestamp | None:

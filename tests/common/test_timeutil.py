@@ -45,3 +45,20 @@ def test_unset_fields_and_none_stay_none() -> None:
     assert field_datetime(event, "ts") is None
     event.ts.CopyFrom(to_timestamp(dt.datetime(2026, 1, 1, tzinfo=dt.UTC)))
     assert field_datetime(event, "ts") == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def test_every_instant_is_what_protobuf_makes_of_it() -> None:
+    # to_timestamp computes the difference from the epoch itself: before it (negative
+    # seconds, nanos still 0-999,999,999), offsets either side of UTC, naive = UTC.
+    east, west = dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(-dt.timedelta(hours=8))
+    for value in (
+        dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=dt.UTC),
+        dt.datetime(1900, 2, 28, 1, 2, 3, 999999, tzinfo=east),
+        dt.datetime(2038, 1, 19, 3, 14, 8, 500000, tzinfo=west),
+        dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 3, 11, 40, 0, 42),  # noqa: DTZ001 - naive = UTC
+    ):
+        expected = Timestamp()
+        expected.FromDatetime(as_utc(value))
+        assert to_timestamp(value) == expected, value

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import uuid
 from collections import OrderedDict
@@ -302,13 +303,33 @@ class Engine:
         trace_parent: str = "",
         priority: int = DEFAULT_PRIORITY,
         forked_from: tuple[str, str] | None = None,
+        guess: bool = True,
     ) -> tuple[ExecutionRow, bool]:
         """Persist a new execution with every node pending, then start running it.
 
         With an idempotency key that was seen before, returns that execution instead. The
         execution's trace is rooted in an `execution.start` span, a child of trace_parent
         (a retried execution continues its original's trace) or else of the current span.
+        `guess=False` (a start whose guess failed, again) always looks the workflow up.
         """
+        again = functools.partial(
+            self.start_execution,
+            tenant_id=tenant_id,
+            workflow_id=workflow_id,
+            version=version,
+            inputs=inputs,
+            idempotency_key=idempotency_key,
+            parent_execution_id=parent_execution_id,
+            parent_node_id=parent_node_id,
+            trigger=trigger,
+            depth=depth,
+            retry_of=retry_of,
+            reused=reused,
+            trace_parent=trace_parent,
+            priority=priority,
+            forked_from=forked_from,
+            guess=False,
+        )
         definition: dict[str, Any] | None = None
         if parent_execution_id or idempotency_key or self._writer is None:
             async with self.sessions() as session:
@@ -337,7 +358,19 @@ class Engine:
             # PostgreSQL, a top-level start without a key: nothing to read through a session
             # (the lookup below is one statement on the writer's connection).
             self._check_depth(depth)
-        if self._writer is not None:
+        # PostgreSQL, a version held compiled here (the named one, else the newest held):
+        # not looked up, its insert checks what the lookup would have (StartGuard) and
+        # inserts nothing when it fails, and the start is made again with the lookup.
+        merged = self._writer is not None and not (parent_execution_id and idempotency_key)
+        guessed = self._held_version(workflow_id, version) if guess and merged else None
+        guard: pg_writer.StartGuard | None = None
+        if guessed is not None:
+            quota = self.settings.quota_for(tenant_id).max_concurrent_executions
+            guard = pg_writer.StartGuard(
+                explicit=bool(version), limit=0 if parent_execution_id else quota
+            )
+            version = guessed
+        elif self._writer is not None:
             version, definition = await self._start_lookup(
                 tenant_id, workflow_id, version, top_level=parent_execution_id is None
             )
@@ -349,7 +382,12 @@ class Engine:
                 raise NotFound(f"workflow {workflow_id!r} has no version {version}")
             definition = version_row.definition
         compiled = await self.compiled(workflow_id, version, definition or {}, tenant_id)
-        resolved_inputs = validate_inputs(compiled.definition, inputs)
+        try:
+            resolved_inputs = validate_inputs(compiled.definition, inputs)
+        except InvalidArgument:
+            if guard is None:
+                raise
+            return await again()  # refused by the version guessed: is it the one to run?
         now = utcnow()
         span = _TRACER.start_span(
             "execution.start",
@@ -444,15 +482,9 @@ class Engine:
         # already): the rows go in with the runner's first batch, one statement for the start
         # and the first step; the start answers once it is committed. Nothing is dispatched
         # before (the runner sends only what a committed batch says).
-        merged = self._writer is not None and not (parent_execution_id and idempotency_key)
         try:
             if merged:
-                runner = self._launch(
-                    row,
-                    compiled,
-                    nodes,
-                    Unwritten(values, node_rows),
-                )
+                runner = self._launch(row, compiled, nodes, Unwritten(values, node_rows, guard))
                 assert runner.persisted is not None
                 await runner.persisted
             elif self._writer is not None:
@@ -474,12 +506,26 @@ class Engine:
             if existing is None:
                 raise
             return existing, False
+        except _GuessFailed:
+            span.end()
+            return await again()
         span.set_attribute("heddle.execution_id", row.id)
         span.end()
         EXECUTIONS_STARTED.labels(trigger).inc()
         if not merged:
             self._launch(row, compiled, nodes)
         return row, True
+
+    def _held_version(self, workflow_id: str, version: int) -> int | None:
+        """The version a start of workflow_id (version 0: the latest) would run, when this
+        replica holds it compiled or saved: the one named, else the newest held."""
+        if version:
+            key = (workflow_id, version)
+            return version if key in self._compiled or key in self._saved else None
+        return max(
+            (held for wid, held in [*self._compiled, *self._saved] if wid == workflow_id),
+            default=None,
+        )
 
     async def _start_lookup(
         self, tenant_id: str, workflow_id: str, version: int, *, top_level: bool
@@ -779,14 +825,17 @@ class Engine:
             # comes after the first batch.)
             assert self._writer is not None and not turns
             written = {node["node_id"]: node for node in nodes}
-            await self._writer.insert_execution(
+            inserted = await self._writer.insert_execution(
                 {**flush.insert.execution, **execution_values},
                 [
                     {**row, **written[row["node_id"]]} if row["node_id"] in written else row
                     for row in flush.insert.nodes
                 ],
                 flush.events,
+                flush.insert.guard,
             )
+            if flush.insert.guard is not None and not inserted:
+                raise _GuessFailed(execution_id)
         else:
             await self.with_db_retries(write)
         for node, length in zip(flush.nodes, journals, strict=True):
@@ -1075,6 +1124,11 @@ class Engine:
             ):
                 log.warning("lost lease", extra={"execution_id": execution_id})
                 runner.task.cancel()
+
+
+class _GuessFailed(Exception):
+    """A start's guard did not hold (a newer version, the workflow deleted, the quota
+    reached): nothing was inserted; the start is made again with the lookup."""
 
 
 def _quota_exceeded(limit: int) -> NoReturn:

@@ -191,8 +191,19 @@ _NEW_NODE_COLUMNS = (
 _NEW_NODE_NAMES = tuple(name for name, _ in _NEW_NODE_COLUMNS)
 
 
-@lru_cache(maxsize=4)
-def _insert_statement(execution_columns: tuple[str, ...]) -> str:
+@dataclass(frozen=True)
+class StartGuard:
+    """What a start took from what its replica holds instead of looking it up
+    (start_lookup): its insert checks it, and inserts nothing when it no longer holds."""
+
+    #: The start named its version (else the version must still be the workflow's latest).
+    explicit: bool
+    #: The tenant's quota of active top-level executions (0: none counted).
+    limit: int
+
+
+@lru_cache(maxsize=8)
+def _insert_statement(execution_columns: tuple[str, ...], guarded: bool = False) -> str:
     # A new execution, all its node rows and the events of its first batch in one statement
     # (one round trip, atomic): the start and the runner's first step share one commit.
     values = ", ".join(
@@ -202,9 +213,11 @@ def _insert_statement(execution_columns: tuple[str, ...]) -> str:
     nodes, events = len(execution_columns) + 1, len(execution_columns) + 2
     names = ", ".join(name for name, _ in _NEW_NODE_COLUMNS)
     record = ", ".join(f"{name} {kind}" for name, kind in _NEW_NODE_COLUMNS)
-    return f"""
+    columns = ", ".join(f'"{c}"' for c in execution_columns)
+    if not guarded:
+        return f"""
 WITH execution AS (
-    INSERT INTO executions ({", ".join(f'"{c}"' for c in execution_columns)})
+    INSERT INTO executions ({columns})
     VALUES ({values})
     RETURNING id, trace_id, tenant_id, workflow_id
 ), nodes AS (
@@ -219,6 +232,50 @@ SELECT x.id, e.seq, e.type, e.node_id, e.ts, e.data, x.trace_id, x.tenant_id, x.
        false
 FROM execution AS x, jsonb_to_recordset(${events}::jsonb)
     AS e(seq int, type text, node_id text, ts timestamptz, data jsonb)
+"""
+    # start_lookup's checks, on the execution's own workflow_id, tenant_id and version:
+    # the workflow is the tenant's and not deleted, the version exists (and is the latest
+    # when the start named none), the tenant is under its quota (the statuses written out,
+    # as ix_executions_active_tenant's predicate is).
+    workflow, tenant, version = (
+        f"${execution_columns.index(c) + 1}"
+        for c in ("workflow_id", "tenant_id", "workflow_version")
+    )
+    explicit, limit = events + 1, events + 2
+    return f"""
+WITH guard AS (
+    SELECT 1 FROM workflows AS w
+    WHERE w.id = {workflow} AND w.tenant_id = {tenant} AND w.deleted_at IS NULL
+      AND (${explicit}::boolean OR w.latest_version = {version})
+      AND EXISTS (
+          SELECT 1 FROM workflow_versions AS v
+          WHERE v.workflow_id = w.id AND v.version = {version}
+      )
+      AND (${limit}::int = 0 OR (
+          SELECT count(*) FROM executions AS e
+          WHERE e.tenant_id = {tenant} AND {ACTIVE_TOP_LEVEL}
+      ) < ${limit}::int)
+), execution AS (
+    INSERT INTO executions ({columns})
+    SELECT {values} WHERE EXISTS (SELECT 1 FROM guard)
+    RETURNING id, trace_id, tenant_id, workflow_id
+), nodes AS (
+    INSERT INTO node_runs (execution_id, {names})
+    SELECT (SELECT id FROM execution), {names}
+    FROM jsonb_to_recordset(${nodes}::jsonb) AS u({record})
+    WHERE EXISTS (SELECT 1 FROM execution)
+    RETURNING 1
+), events AS (
+    INSERT INTO execution_events
+        (execution_id, seq, type, node_id, ts, data, trace_id, tenant_id, workflow_id,
+         published)
+    SELECT x.id, e.seq, e.type, e.node_id, e.ts, e.data, x.trace_id, x.tenant_id,
+           x.workflow_id, false
+    FROM execution AS x, jsonb_to_recordset(${events}::jsonb)
+        AS e(seq int, type text, node_id text, ts timestamptz, data jsonb)
+    RETURNING 1
+)
+SELECT count(*) FROM execution
 """
 
 
@@ -352,20 +409,24 @@ class BatchWriter:
         execution: dict[str, Any],
         nodes: list[dict[str, Any]],
         events: list[dict[str, Any]] | None = None,
-    ) -> None:
-        """Insert a new execution row, its node rows and its first events. A duplicate (the
-        idempotency key's unique index) raises SQLAlchemy's IntegrityError, as the ORM path
-        would."""
+        guard: StartGuard | None = None,
+    ) -> bool:
+        """Insert a new execution row, its node rows and its first events; with a guard,
+        only when it holds (False: nothing inserted). A duplicate (the idempotency key's
+        unique index) raises SQLAlchemy's IntegrityError, as the ORM path would."""
         columns = tuple(sorted(execution))
         args: list[Any] = [
             _json(execution[c]) if c in _EXECUTION_JSON else execution[c] for c in columns
         ]
         args.append(_records(nodes, _NEW_NODE_NAMES))
         args.append(_records(events or [], _EVENT_NAMES))
+        if guard is not None:
+            args.extend([guard.explicit, guard.limit])
         try:
-            await self._fetchrow(_insert_statement(columns), args)
+            row = await self._fetchrow(_insert_statement(columns, guard is not None), args)
         except asyncpg.UniqueViolationError as error:
             raise IntegrityError("insert_execution", None, error) from error
+        return guard is None or bool(row[0])
 
     async def start_lookup(
         self,

@@ -95,6 +95,7 @@ if TYPE_CHECKING:
     from services.workflow.compiled import CompiledWorkflow
     from services.workflow.dispatcher import DispatchHandle, FailureHandler, OutcomeHandler
     from services.workflow.models import ExecutionRow
+    from services.workflow.pg_writer import StartGuard
     from services.workflow.settings import WorkflowSettings
 
 __all__ = [
@@ -184,6 +185,8 @@ class Unwritten:
 
     execution: dict[str, Any]
     nodes: list[dict[str, Any]]
+    #: What the start took as held instead of looking it up, checked by the insert.
+    guard: StartGuard | None = None
 
 
 @dataclass(slots=True)

@@ -13,10 +13,11 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from libs.cli.stack import Stack, start_stack
-from libs.common.db import create_engine, session_factory
+from libs.common.db import create_engine, session_factory, utcnow
 from libs.migrations import upgrade
 from services.workflow.models import ExecutionRow, WorkflowRow, WorkflowVersionRow
 from services.workflow.pg_writer import _START_LOOKUP, BatchWriter
@@ -206,9 +207,9 @@ async def test_a_start_is_committed_with_its_first_step_and_a_raced_key_starts_o
             engine = running.services["workflow"].engine
             insert = engine._writer.insert_execution
 
-            async def renew_first(*args: Any) -> None:
+            async def renew_first(*args: Any) -> bool:
                 await engine._renew_leases()
-                await insert(*args)
+                return await insert(*args)
 
             engine._writer.insert_execution = renew_first
             renewed = await client.post(f"/api/v1/workflows/{workflow}/execute", json={})
@@ -220,4 +221,66 @@ async def test_a_start_is_committed_with_its_first_step_and_a_raced_key_starts_o
             for item in listed["items"]:
                 await client.post(f"/api/v1/executions/{item['id']}/cancel")
     finally:
+        await running.stop()
+
+
+async def test_a_start_of_a_version_held_here_is_checked_by_its_insert(pg_url: str) -> None:
+    # PostgreSQL: a start of a version this replica holds compiled (or saved) is not
+    # looked up; its insert checks what the lookup would (StartGuard) and inserts nothing
+    # when that fails: a version saved by another replica, the workflow deleted. The start
+    # is then made again with the lookup.
+    running = await start_stack({"database_url": pg_url}, ephemeral_ports=True)
+    headers = {"Authorization": f"Bearer {running.admin_key}"} if running.admin_key else {}
+    engine = running.services["workflow"].engine
+    lookup = engine._writer.start_lookup
+    lookups: list[int] = []
+
+    async def counted(**kwargs: Any) -> Any:
+        lookups.append(kwargs["version"])
+        return await lookup(**kwargs)
+
+    engine._writer.start_lookup = counted
+    database = create_engine(pg_url)
+    try:
+        async with httpx.AsyncClient(
+            base_url=running.gateway_url, timeout=30, headers=headers
+        ) as client:
+            workflow = (await client.post("/api/v1/workflows", json=_echo("one"))).json()["id"]
+            first = await _run(client, workflow)
+            assert first.status_code == 200 and first.json()["outputs"] == {"done": "one"}
+            assert lookups == []  # saved through this replica: held
+
+            # Version 2 saved through another replica: this one still holds only 1.
+            async with session_factory(database)() as session, session.begin():
+                session.add(
+                    WorkflowVersionRow(workflow_id=workflow, version=2, definition=_echo("two"))
+                )
+                row = await session.get(WorkflowRow, workflow)
+                assert row is not None
+                row.latest_version = 2
+            second = await _run(client, workflow)
+            assert second.status_code == 200 and second.json()["outputs"] == {"done": "two"}
+            assert lookups == [0]  # the guess of version 1 refused, looked up
+            third = await _run(client, workflow)
+            assert third.json()["outputs"] == {"done": "two"} and lookups == [0]
+            named = await _run(client, workflow, version=1)  # held, named: runs as it is
+            assert named.json()["outputs"] == {"done": "one"} and lookups == [0]
+
+            # Deleted by another replica: refused by the insert, then a 404 from the lookup.
+            async with session_factory(database)() as session, session.begin():
+                row = await session.get(WorkflowRow, workflow)
+                assert row is not None
+                row.deleted_at = utcnow()
+            gone = await _run(client, workflow)
+            assert gone.status_code == 404, gone.text
+            assert lookups == [0, 0]
+            async with session_factory(database)() as session:
+                count = await session.scalar(
+                    select(func.count())
+                    .select_from(ExecutionRow)
+                    .where(ExecutionRow.workflow_id == workflow)
+                )
+            assert count == 4  # no row of the refused guesses
+    finally:
+        await database.dispose()
         await running.stop()

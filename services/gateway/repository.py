@@ -7,8 +7,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy import Integer, String, Table, delete, func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -91,6 +90,28 @@ async def delete_grants(session: AsyncSession, tenant_id: str, workflow_id: str)
 
 
 _AUDIT_TABLE = cast(Table, AuditRow.__table__)
+_AUDIT_COLUMNS = tuple(column.name for column in _AUDIT_TABLE.columns)
+
+
+def _array_type(column: Any) -> str:
+    if isinstance(column.type, Integer):
+        return "int4[]"
+    if isinstance(column.type, String):
+        return "varchar[]"
+    return "timestamptz[]"  # ts, the only other column (UTCDateTime: aware, UTC)
+
+
+#: The records as one array per column, unnested into rows: one statement whatever their
+#: number, prepared once per connection by asyncpg, with no SQLAlchemy construct to build,
+#: compile and look up per call (a one-record batch: ~0.39 -> ~0.30 ms of CPU).
+_AUDIT_UNNEST = (
+    f"INSERT INTO {_AUDIT_TABLE.name} ({', '.join(_AUDIT_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(
+        f"${index}::{_array_type(column)}"
+        for index, column in enumerate(_AUDIT_TABLE.columns, start=1)
+    )
+    + ") ON CONFLICT (id) DO NOTHING"
+)
 
 
 async def insert_audit(
@@ -98,10 +119,15 @@ async def insert_audit(
 ) -> None:
     """Insert audit records in one statement; a record already stored (a retry after a
     commit whose outcome was lost with the connection) is skipped, not an error. The insert
-    is on the table (Core), not the ORM's bulk path: the records are plain rows."""
-    bind = session if isinstance(session, AsyncConnection) else session.get_bind()
-    insert_into = postgresql_insert if bind.dialect.name == "postgresql" else sqlite_insert
-    statement = insert_into(_AUDIT_TABLE).on_conflict_do_nothing(index_elements=["id"])
+    is on the table (Core), not the ORM's bulk path: the records are plain rows; on
+    PostgreSQL it is the driver's SQL (_AUDIT_UNNEST), through SQLAlchemy still (its error
+    mapping, and a broken connection is dropped from the pool)."""
+    connection = session if isinstance(session, AsyncConnection) else await session.connection()
+    if connection.dialect.name == "postgresql":
+        columns = tuple([record[name] for record in records] for name in _AUDIT_COLUMNS)
+        await connection.exec_driver_sql(_AUDIT_UNNEST, columns)
+        return
+    statement = sqlite_insert(_AUDIT_TABLE).on_conflict_do_nothing(index_elements=["id"])
     await session.execute(statement, records)
 
 

@@ -15,6 +15,7 @@ from libs.common import jsonutil
 from libs.common.claimcheck import ClaimCheck
 from libs.common.errors import Unavailable, from_rpc_error
 from services.gateway.auth import Principal, Security
+from services.gateway.clients import let_end
 from services.gateway.convert import (
     execution_out,
     grant_out,
@@ -351,7 +352,9 @@ async def _run_and_wait(
     finally:
         # The service ends the stream right after `finished`: cancelling it then would only
         # send a RST_STREAM (a write) for a call its trailers end anyway.
-        if not finished:
+        if finished:
+            let_end(call)
+        else:
             call.cancel()
     if started is None:  # the stream ended without a reply: not a workflow service's answer
         raise Unavailable("the workflow service ended the run without starting it")

@@ -6,7 +6,8 @@ tool services run as separate processes on a fresh PostgreSQL database; the mode
 in this process. Prints the median run of each variant, the difference per step (target
 <= 1 ms), the CPU per step of each variant (every service process and this one: the wall
 time is noisy on a shared machine, the CPU much less so) and split by process (ai, tool,
-node, workflow, this one: which process spends a journaled step's extra CPU), the machine's
+node, workflow, this one: which process spends a journaled step's extra CPU; and the
+PostgreSQL backends of the bench's database, not in the CPU per step above), the machine's
 calibration loop and the database's one-row commit latency.
 
     .venv/bin/python bench/agent_steps.py [--runs 15] [--steps 20]
@@ -106,18 +107,43 @@ def _self_cpu() -> float:
 
 
 async def _node_row_writes(database_url: str) -> int:
-    """Updates of node_runs rows so far: each batch a workflow replica writes for the agent
-    node updates its row once, so their difference over a variant's runs counts its writes."""
+    """Updates of node_runs rows and inserts of node_journal rows so far: each batch a
+    workflow replica writes for the agent node updates its row once or (a journal-only
+    write) inserts one journal row, so their difference over a variant's runs counts its
+    writes."""
     connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
     try:
         # The statistics reach the view up to a second after a transaction ends.
         await asyncio.sleep(1.5)
         value = await connection.fetchval(
-            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'node_runs'"
+            "SELECT sum(CASE relname WHEN 'node_runs' THEN n_tup_upd ELSE n_tup_ins END)"
+            " FROM pg_stat_user_tables WHERE relname IN ('node_runs', 'node_journal')"
         )
         return int(value or 0)
     finally:
         await connection.close()
+
+
+async def _backend_cpu(database_url: str) -> dict[int, float]:
+    """pid -> CPU seconds so far of the PostgreSQL backends connected to the bench's
+    database (a local server): the variants run one after the other, so what the backends
+    spend during a variant's runs is that variant's (the other's replicas only poll)."""
+    name = database_url.rsplit("/", 1)[1]
+    connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        rows = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+    finally:
+        await connection.close()
+    found = {}
+    for row in rows:
+        try:
+            found[row["pid"]] = _cpu_seconds([row["pid"]])
+        except OSError:  # gone meanwhile, or another machine's server
+            continue
+    return found
 
 
 async def _commit_ms(database_url: str) -> float:
@@ -235,7 +261,7 @@ async def main() -> None:
             # a journaled step's extra CPU.
             roles = ("ai", "tool", "node", "workflow", "bench")
             by_role: dict[bool, dict[str, float]] = {
-                j: dict.fromkeys(roles, 0.0) for j in (True, False)
+                j: dict.fromkeys((*roles, "postgres"), 0.0) for j in (True, False)
             }
             writes: dict[bool, int] = {True: 0, False: 0}
             for _round in range(2):  # alternate, so drift of the machine hits both
@@ -247,11 +273,17 @@ async def main() -> None:
                     writes_before = await _node_row_writes(database_url)
                     cpu_before = _cpu_seconds(pids) + _self_cpu()
                     role_before = [_cpu_seconds([pid]) for pid in pids] + [_self_cpu()]
+                    backends_before = await _backend_cpu(database_url)
                     times[journal] += await _time_runs(stub, workflow_id, args.runs)
                     cpu[journal] += _cpu_seconds(pids) + _self_cpu() - cpu_before
                     role_after = [_cpu_seconds([pid]) for pid in pids] + [_self_cpu()]
                     for role, start, end in zip(roles, role_before, role_after, strict=True):
                         by_role[journal][role] += end - start
+                    # A backend that connected meanwhile: all of its CPU is the variant's.
+                    by_role[journal]["postgres"] += sum(
+                        seconds - backends_before.get(pid, 0.0)
+                        for pid, seconds in (await _backend_cpu(database_url)).items()
+                    )
                     writes[journal] += await _node_row_writes(database_url) - writes_before
             after = calibration_ms()
             commit_ms = await _commit_ms(database_url)
@@ -276,7 +308,7 @@ async def main() -> None:
                 + ", ".join(
                     f"{role} {by_role[True][role] / steps_run[True] * 1000:.2f}"
                     f" - {by_role[False][role] / steps_run[False] * 1000:.2f}"
-                    for role in roles
+                    for role in (*roles, "postgres")
                 ),
                 flush=True,
             )

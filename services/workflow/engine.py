@@ -860,6 +860,11 @@ class Engine:
             )
             if owned:
                 await repo.update_node_runs(connection, nodes)
+                await repo.delete_journal_appends(
+                    connection,
+                    execution_id,
+                    [node["node_id"] for node in nodes if node.get("checkpoint") is not None],
+                )
                 await repo.insert_event_rows(connection, events)
                 for session_id, messages in turns:
                     await append_messages(connection, session_id, messages, execution_id)

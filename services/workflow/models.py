@@ -144,6 +144,23 @@ class NodeRunRow(Base):
     checkpoint: Mapped[Any] = mapped_column(default=None, nullable=True)
 
 
+class NodeJournalRow(Base):
+    """Journal entries of an agent's node appended since its row's checkpoint was written
+    whole: one row per journal-only write, `at` the journal length its entries extend (the
+    PostgreSQL writer inserts them instead of rewriting the checkpoint; its next write of the
+    whole row folds them in). A node's journal is its checkpoint's, then these in `at` order
+    (repository.node_runs reads it so)."""
+
+    __tablename__ = "node_journal"
+
+    execution_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entries: Mapped[Any] = mapped_column()
+
+
 class EventRow(Base):
     __tablename__ = "execution_events"
 

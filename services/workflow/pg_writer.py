@@ -58,24 +58,41 @@ _NODE_NAMES = ("node_id", *(name for name, _ in _NODE_COLUMNS), "journal_append"
 _EVENT_NAMES = ("seq", "type", "node_id", "ts", "data")
 
 
-_CHECKPOINT = """CASE
+#: The entries a node's journal-only writes appended since its checkpoint was stored (rows of
+#: node_journal, in journal order): a write of the whole row folds them into the checkpoint.
+_APPENDED = "d.execution_id = n.execution_id AND d.node_id = n.node_id"
+_CHECKPOINT = f"""CASE
         WHEN u.journal_append IS NULL THEN u.checkpoint
-        WHEN jsonb_array_length(u.journal_append) = 0 THEN n.checkpoint
-        ELSE jsonb_set(n.checkpoint, '{journal}', (n.checkpoint -> 'journal') || u.journal_append)
+        WHEN jsonb_array_length(u.journal_append) = 0
+            AND NOT EXISTS (SELECT 1 FROM node_journal AS d WHERE {_APPENDED})
+        THEN n.checkpoint
+        ELSE jsonb_set(n.checkpoint, '{{journal}}', (n.checkpoint -> 'journal') || COALESCE((
+            SELECT jsonb_agg(e.entry ORDER BY d.at, e.position)
+            FROM node_journal AS d
+            CROSS JOIN LATERAL jsonb_array_elements(d.entries) WITH ORDINALITY
+                AS e(entry, position)
+            WHERE {_APPENDED}
+        ), '[]'::jsonb) || u.journal_append)
     END"""
 
 
 #: A journal-only row: a node whose other columns are as stored, so that the write appends
 #: its new journal entries and nothing else (an agent's step: the row's inputs and attempts
-#: are not sent nor rewritten). Fenced like the full rows: on the owner here, on the attempt
-#: by the core (it refuses a stale attempt's report). `at`, the stored journal's length the
-#: entries extend, makes a retry after a commit whose reply was lost append nothing.
+#: are not sent nor rewritten): inserted as a node_journal row, the node row is not touched
+#: (rewriting its checkpoint with the entries appended cost O(journal) per step). Fenced like
+#: the full rows: on the owner here, on the attempt by the core (it refuses a stale attempt's
+#: report). `at`, the journal length the entries extend, is the row's key: a retry after a
+#: commit whose reply was lost appends nothing.
 _JOURNAL_NAMES = ("node_id", "at", "journal_append")
 
 
 @lru_cache(maxsize=64)
 def _statement(
-    execution_columns: tuple[str, ...], full_rows: bool, journal_rows: bool, notify: bool = False
+    execution_columns: tuple[str, ...],
+    full_rows: bool,
+    journal_rows: bool,
+    notify: bool = False,
+    folded: bool = False,
 ) -> str:
     # $1 execution id, $2 owner, then the execution's columns, then the node rows and the
     # events as one JSON array each (jsonb_to_recordset): encoding one document with orjson
@@ -119,19 +136,29 @@ WITH fence AS (
       AND n.node_id = u.node_id AND EXISTS (SELECT 1 FROM fence)
     RETURNING 1
 )""")
+    if folded:
+        # The full rows that store a checkpoint: what their journal-only writes appended is
+        # in it now (_CHECKPOINT folds it, or the checkpoint was replaced whole). Every CTE
+        # reads the statement's snapshot: the fold still sees the rows deleted here.
+        folded_ids = position
+        position += 1
+        parts.append(f""", folded AS (
+    DELETE FROM node_journal AS d
+    WHERE d.execution_id = $1 AND d.node_id = ANY(${folded_ids}::text[])
+      AND EXISTS (SELECT 1 FROM fence)
+    RETURNING 1
+)""")
     if journal_rows:
-        journals, journal_ids = position, position + 1
-        position += 2
+        journals = position
+        position += 1
         parts.append(f""", journals AS (
-    UPDATE node_runs AS n SET checkpoint = CASE
-        WHEN jsonb_array_length(n.checkpoint -> 'journal') = j.at
-        THEN jsonb_set(n.checkpoint, '{{journal}}', (n.checkpoint -> 'journal') || j.journal_append)
-        ELSE n.checkpoint
-    END
+    INSERT INTO node_journal (execution_id, node_id, at, entries)
+    SELECT $1, j.node_id, j.at, j.journal_append
     FROM jsonb_to_recordset(${journals}::jsonb)
         AS j(node_id text, at int, journal_append jsonb)
-    WHERE n.execution_id = $1 AND n.node_id = ANY(${journal_ids}::text[])
-      AND n.node_id = j.node_id AND EXISTS (SELECT 1 FROM fence)
+    WHERE EXISTS (SELECT 1 FROM fence) AND jsonb_array_length(j.journal_append) > 0
+    -- A retry after a commit whose reply was lost finds its entries already there.
+    ON CONFLICT (execution_id, node_id, at) DO NOTHING
     RETURNING 1
 )""")
     parts.append(f""", events AS (
@@ -394,13 +421,20 @@ class BatchWriter:
         if full:
             args.append(_records(full, _NODE_NAMES))
             args.append([node["node_id"] for node in full])
+        folded = [
+            node["node_id"]
+            for node in full
+            if node.get("checkpoint") is not None or node.get("journal_append") is not None
+        ]
+        if folded:
+            args.append(folded)
         if journal:
             args.append(_records(journal, _JOURNAL_NAMES))
-            args.append([node["node_id"] for node in journal])
         if notify is not None:
             args.append(notify)
         row = await self._fetchrow(
-            _statement(columns, bool(full), bool(journal), notify is not None), args
+            _statement(columns, bool(full), bool(journal), notify is not None, bool(folded)),
+            args,
         )
         return bool(row[0])
 

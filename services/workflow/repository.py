@@ -21,12 +21,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from libs.common.db import utcnow
 from services.workflow.models import (
     EventRow,
     ExecutionRequestRow,
     ExecutionRow,
+    NodeJournalRow,
     NodeRunRow,
     SecretRow,
     WebhookBindingRow,
@@ -160,8 +162,48 @@ async def child_executions(session: AsyncSession, execution_id: str) -> dict[str
 
 
 async def node_runs(session: AsyncSession, execution_id: str) -> Sequence[NodeRunRow]:
+    """The execution's node rows, each checkpoint's journal with the entries its journal-only
+    writes appended since (node_journal: looked up only when some row holds a journal)."""
     rows = await session.scalars(select(NodeRunRow).where(NodeRunRow.execution_id == execution_id))
-    return rows.all()
+    found = rows.all()
+    journaled = {
+        row.node_id: row
+        for row in found
+        if isinstance(row.checkpoint, dict) and isinstance(row.checkpoint.get("journal"), list)
+    }
+    if journaled:
+        appended = await session.execute(
+            select(NodeJournalRow.node_id, NodeJournalRow.at, NodeJournalRow.entries)
+            .where(
+                NodeJournalRow.execution_id == execution_id,
+                NodeJournalRow.node_id.in_(journaled),
+            )
+            .order_by(NodeJournalRow.node_id, NodeJournalRow.at)
+        )
+        extended: dict[str, list[Any]] = {}
+        for node_id, at, entries in appended:
+            row = journaled[node_id]
+            journal = extended.setdefault(node_id, list(row.checkpoint["journal"]))
+            if at == len(journal) and isinstance(entries, list):
+                journal.extend(entries)
+        for node_id, journal in extended.items():
+            row = journaled[node_id]
+            # As loaded (not a change to flush): the row in the database is still its base.
+            set_committed_value(row, "checkpoint", {**row.checkpoint, "journal": journal})
+    return found
+
+
+async def delete_journal_appends(
+    connection: AsyncConnection, execution_id: str, node_ids: list[str]
+) -> None:
+    """Drop what journal-only writes appended to these nodes' journals: their checkpoints are
+    being written whole (the generic write path; the PostgreSQL writer folds them itself)."""
+    if node_ids:
+        await connection.execute(
+            delete(NodeJournalRow).where(
+                NodeJournalRow.execution_id == execution_id, NodeJournalRow.node_id.in_(node_ids)
+            )
+        )
 
 
 async def insert_node_runs(session: AsyncSession, rows: list[dict[str, Any]]) -> None:

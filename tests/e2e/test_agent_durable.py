@@ -139,13 +139,19 @@ DEFINITION = {
 
 
 async def _journal(e2e: E2E, execution_id: str) -> list[dict[str, Any]]:
+    """The agent's journal as committed: its row's checkpoint, then what the journal-only
+    writes appended since (node_journal rows, in order)."""
     rows = await e2e.fetch(
-        "SELECT checkpoint FROM node_runs WHERE execution_id = $1 AND node_id = 'agent'",
+        "SELECT checkpoint, (SELECT jsonb_agg(entries ORDER BY at) FROM node_journal AS j"
+        " WHERE j.execution_id = n.execution_id AND j.node_id = n.node_id) AS appended"
+        " FROM node_runs AS n WHERE execution_id = $1 AND node_id = 'agent'",
         execution_id,
     )
     if not rows or rows[0]["checkpoint"] is None:
         return []
     journal: list[dict[str, Any]] = json.loads(rows[0]["checkpoint"])["journal"]
+    for entries in json.loads(rows[0]["appended"] or "[]"):
+        journal.extend(entries)
     return journal
 
 

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from libs.common.db import create_engine, create_schema, session_factory, utcnow
@@ -340,6 +341,35 @@ async def test_the_postgresql_batch_writer_round_trips_every_column(pg_url: str)
             assert got.checkpoint == {"journal": [first, second], "k": 1}
             assert (got.status, got.inputs, got.attempt) == ("running", None, 1)
             assert [e.seq for e in await repo.events_after(session, execution_id, 2)] == [3]
+
+        async def stored_b() -> tuple[Any, int]:
+            """b's checkpoint as the row holds it, and its node_journal rows."""
+            async with engine.connect() as connection:
+                row = await connection.execute(
+                    text(
+                        "SELECT checkpoint, (SELECT count(*) FROM node_journal"
+                        " WHERE execution_id = :e AND node_id = 'b') FROM node_runs"
+                        " WHERE execution_id = :e AND node_id = 'b'"
+                    ),
+                    {"e": execution_id},
+                )
+                checkpoint, appended = row.one()
+                return checkpoint, appended
+
+        # The journal-only write left b's row alone: its entry is a node_journal row.
+        assert await stored_b() == ({"journal": [first], "k": 1}, 1)
+        # The next write of b's whole row folds what was appended (then its own new entries)
+        # into the checkpoint, and the journal rows go.
+        third = {"type": "final", "step": "end"}
+        ended = {**nodes[1], "status": "succeeded", "checkpoint": None, "journal_append": [third]}
+        assert await writer.write(owner="replica-a", **{**write, "nodes": [ended]})
+        assert await stored_b() == ({"journal": [first, second, third], "k": 1}, 0)
+        # A checkpoint written whole (a takeover's first write) replaces what was appended.
+        assert await writer.write(owner="replica-a", **{**step, "nodes": [step["nodes"][1]]})
+        assert (await stored_b())[1] == 1
+        whole = {**nodes[1], "checkpoint": {"journal": [second]}, "journal_append": None}
+        assert await writer.write(owner="replica-a", **{**write, "nodes": [whole]})
+        assert await stored_b() == ({"journal": [second]}, 0)
     finally:
         await writer.close()
         await engine.dispose()

@@ -7,10 +7,19 @@ import datetime as dt
 from collections.abc import Sequence
 
 from heddle.v1 import events_pb2
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from libs.common.bus import InProcessBus
 from libs.common.messages import OutgoingMessage
+from libs.common.tracing import (
+    configure_tracing,
+    current_traceparent,
+    remove_span_processor,
+    tracer,
+)
 from services.workflow.relay import OutboxRelay
 from tests.helpers import assert_eventually
 
@@ -101,10 +110,10 @@ async def test_batches_committed_within_the_linger_go_out_in_one_publish() -> No
         await assert_eventually(lambda: relay.published == 5)
     finally:
         loop.cancel()
-    assert sorted(map(sorted, bus.calls)) == [
-        [("a", 1), ("a", 2), ("a", 3), ("a", 4)],
-        [("b", 1)],
-    ]  # one publish_many per execution, both in the same round
+    # One publish_many for the round: both executions, each in order.
+    assert len(bus.calls) == 1
+    assert [key for key in bus.calls[0] if key[0] == "a"] == [("a", seq) for seq in (1, 2, 3, 4)]
+    assert sorted(bus.calls[0]) == [("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 1)]
 
 
 async def test_stop_publishes_what_lingers_and_what_is_queued() -> None:
@@ -117,3 +126,48 @@ async def test_stop_publishes_what_lingers_and_what_is_queued() -> None:
     await relay.stop()
     assert [seq for call in bus.calls for _, seq in call] == [1, 2, 3]
     assert relay.published == 3
+
+
+class HeaderBus(InProcessBus):
+    """Records each published event's (execution id, traceparent header)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: list[tuple[str, str]] = []
+
+    async def publish_many(self, exchange: str, messages: Sequence[OutgoingMessage]) -> None:
+        for _, body, headers in messages:
+            event = events_pb2.Event.FromString(body)
+            self.headers.append((event.execution_id, headers.get("traceparent", "")))
+
+
+async def test_each_execution_of_a_round_has_its_own_producer_span() -> None:
+    memory = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(memory)
+    configure_tracing("heddle", processor=processor)
+    try:
+        with tracer(__name__).start_as_current_span("execution a") as root:
+            trace_parent = current_traceparent(root)
+        bus = HeaderBus()
+        relay = OutboxRelay(async_sessionmaker(), bus)
+        # One round: a traced execution, then one without a trace root.
+        await relay._publish([(trace_parent, _events("a", 1, 2)), ("", _events("b", 1, 1))])
+    finally:
+        remove_span_processor(processor)
+    producers = {
+        (span.attributes or {}).get("messaging.batch.message_count", 1): span
+        for span in memory.get_finished_spans()
+        if span.name == "publish heddle.events"
+    }
+    assert set(producers) == {2, 1}
+    a, b = producers[2], producers[1]
+    assert a.parent is not None and a.parent.span_id == root.get_span_context().span_id
+    assert b.parent is None  # a root, not a child of a's span
+    assert a.context.trace_id != b.context.trace_id
+    assert bus.headers == [("a", _traceparent(a)), ("a", _traceparent(a)), ("b", _traceparent(b))]
+
+
+def _traceparent(span: ReadableSpan) -> str:
+    context = span.context
+    assert context is not None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"

@@ -39,7 +39,7 @@ from services.gateway.routes import (
     webhooks,
     workflows,
 )
-from services.gateway.routes.common import refuse_nul_characters
+from services.gateway.routes.common import authenticated_request
 from services.gateway.routes.console import install_console
 from services.gateway.settings import GatewaySettings
 
@@ -73,7 +73,7 @@ def create_app(
     app.include_router(health.router)
     # Every /api/v1 route authenticates (and rate-limits) first; the WebSocket does it itself.
     # Then U+0000 anywhere in the request is a located 422 (PostgreSQL cannot store it).
-    authenticated = [Depends(authenticate_connection), Depends(refuse_nul_characters)]
+    authenticated = [Depends(authenticated_request)]
     for router in (
         workflows.router,
         executions.router,

@@ -34,6 +34,7 @@ from services.gateway.routes.common import (
     Guard,
     Paging,
     Tenant,
+    authenticated_context,
     checked_id,
     read_definition,
 )
@@ -211,16 +212,13 @@ async def execute_workflow(
     workflow_id: str,
     request: Request,
     response: Response,
-    clients: Clients,
-    tenant: Tenant,
-    caller: Caller,
-    guard: Guard,
     body: Annotated[ExecuteRequest | None, Body()] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)] = None,
 ) -> ExecutionStarted:
     workflow_id = checked_id(workflow_id, "workflow")
+    clients, guard, caller = authenticated_context(request)
     reply = await _start(
-        workflow_id, body, idempotency_key, clients, tenant, caller, guard, request.app
+        workflow_id, body, idempotency_key, clients, caller.tenant_id, caller, guard, request.app
     )
     response.headers["Location"] = f"/api/v1/executions/{reply.execution_id}"
     return ExecutionStarted(
@@ -382,10 +380,6 @@ async def _run_and_wait(
 async def run_workflow(
     workflow_id: str,
     request: Request,
-    clients: Clients,
-    tenant: Tenant,
-    caller: Caller,
-    guard: Guard,
     body: Annotated[ExecuteRequest | None, Body()] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)] = None,
     wait: Annotated[
@@ -394,6 +388,8 @@ async def run_workflow(
     ] = 30.0,
 ) -> ExecutionOut:
     workflow_id = checked_id(workflow_id, "workflow")
+    clients, guard, caller = authenticated_context(request)
+    tenant = caller.tenant_id
     start = await _start_request(
         workflow_id, body, idempotency_key, clients, tenant, caller, guard, request.app
     )

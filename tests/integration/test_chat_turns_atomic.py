@@ -2,8 +2,10 @@
 written in the transaction that records the agent node's completion, so whoever sees the end
 (an SSE or WebSocket follower, a poll of the execution's events on any replica) reads the
 turns too. Checked on PostgreSQL by the rows' transaction ids (xmin): the messages and the
-node.completed event came from one transaction. (They were appended in a transaction of
-their own after that commit, and a follower's poll could see the end first.)"""
+agent node's succeeded row came from one transaction (the node.completed event's row would
+do too, but the relay's mark of it as published, an UPDATE, gives it a new xmin). (They
+were appended in a transaction of their own after that commit, and a follower's poll could
+see the end first.)"""
 
 from __future__ import annotations
 
@@ -57,8 +59,8 @@ async def test_the_turns_are_written_with_the_nodes_end(
         ends = {
             row["execution_id"]: row["tx"]
             for row in await connection.fetch(
-                "SELECT execution_id, xmin::text AS tx FROM execution_events"
-                " WHERE type = 'node.completed' AND node_id = 'agent'"
+                "SELECT execution_id, xmin::text AS tx FROM node_runs"
+                " WHERE node_id = 'agent' AND status = 'succeeded'"
             )
         }
     finally:

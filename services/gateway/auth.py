@@ -114,29 +114,44 @@ def unauthenticated(message: str) -> HTTPException:
 
 class GatewayDatabase:
     """The gateway's engine, created and migrated on first use (tests that never touch a
-    gateway-owned table never open a database)."""
+    gateway-owned table never open a database).
+
+    The migration runs in a task of its own that callers await shielded: a caller's deadline
+    (a /readyz check has one second) or cancellation does not cancel it midway (on SQLite,
+    DDL is not transactional: a migration cut short would leave its tables half made)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
-        self._lock = asyncio.Lock()
+        self._opening: asyncio.Future[None] | None = None
 
     async def sessions(self) -> async_sessionmaker[AsyncSession]:
         if self._sessions is None:
-            async with self._lock:
-                if self._sessions is None:
-                    from libs.migrations import upgrade
-
-                    engine = create_engine(self.url)
-                    try:
-                        await upgrade(engine)
-                    except BaseException:
-                        await engine.dispose()
-                        raise
-                    self._engine = engine
-                    self._sessions = session_factory(engine)
+            if self._opening is None:
+                self._opening = asyncio.ensure_future(self._open())
+                self._opening.add_done_callback(self._opened)
+            await asyncio.shield(self._opening)
+        assert self._sessions is not None
         return self._sessions
+
+    async def _open(self) -> None:
+        from libs.migrations import upgrade
+
+        engine = create_engine(self.url)
+        try:
+            await upgrade(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        self._engine = engine
+        self._sessions = session_factory(engine)
+
+    def _opened(self, opening: asyncio.Future[None]) -> None:
+        # A failed opening is tried again by the next caller (its error reached the callers
+        # that awaited it; retrieved here for the case that every one of them was cancelled).
+        if opening.cancelled() or opening.exception() is not None:
+            self._opening = None
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -165,6 +180,10 @@ class GatewayDatabase:
                 yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
     async def close(self) -> None:
+        opening, self._opening = self._opening, None
+        if opening is not None and not opening.done():
+            opening.cancel()
+            await asyncio.wait([opening])
         if self._engine is not None:
             await self._engine.dispose()
         self._engine = self._sessions = None

@@ -8,6 +8,7 @@ from services.gateway.app import create_app
 from services.gateway.clients import ServiceClients
 from services.gateway.settings import GatewaySettings
 from tests.gateway.conftest import HELLO, Fakes, create_workflow, start_execution, unused_address
+from tests.helpers import assert_eventually
 
 
 async def test_execution_detail_has_every_node(client: httpx.AsyncClient) -> None:
@@ -184,9 +185,13 @@ async def test_webhook_trigger(client: httpx.AsyncClient, fakes: Fakes) -> None:
 
 async def test_health_ready_and_metrics(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
-    ready = await client.get("/readyz")
-    assert ready.status_code == 200
-    body = ready.json()
+
+    async def ready() -> bool:
+        # 503 while the gateway's fresh database migrates (on first use; each check has 1 s)
+        return (await client.get("/readyz")).status_code == 200
+
+    await assert_eventually(ready, timeout=30, interval=0.1, message="/readyz never said ready")
+    body = (await client.get("/readyz")).json()
     assert body["status"] == "ready"
     services = {"workflow", "node", "ai", "tool", "scheduler", "log"}
     assert set(body["dependencies"]) == services | {"database"}  # redis: memory:// here

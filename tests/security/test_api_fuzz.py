@@ -187,7 +187,9 @@ async def test_schemathesis_all_checks_find_no_server_error_and_no_contract_viol
 
 async def _hello_workflow(stack: Stack) -> str:
     headers = {"Authorization": f"Bearer {stack.admin_key}"}
-    async with httpx.AsyncClient(base_url=stack.gateway_url, headers=headers) as http:
+    # The stack's first authenticated write (lazy imports and caches of every service, in this
+    # one event loop) took over httpx's default 5 s on a loaded machine (the fresh clone).
+    async with httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=30) as http:
         response = await http.post("/api/v1/workflows", json=HELLO)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])

@@ -365,9 +365,9 @@ class Engine:
         guessed = self._held_version(workflow_id, version) if guess and merged else None
         guard: pg_writer.StartGuard | None = None
         if guessed is not None:
-            quota = self.settings.quota_for(tenant_id).max_concurrent_executions
             guard = pg_writer.StartGuard(
-                explicit=bool(version), limit=0 if parent_execution_id else quota
+                explicit=bool(version),
+                limit=self._quota_limit(tenant_id, top_level=parent_execution_id is None),
             )
             version = guessed
         elif self._writer is not None:
@@ -522,10 +522,17 @@ class Engine:
         if version:
             key = (workflow_id, version)
             return version if key in self._compiled or key in self._saved else None
-        return max(
-            (held for wid, held in [*self._compiled, *self._saved] if wid == workflow_id),
-            default=None,
-        )
+        return max(self._held_versions(workflow_id), default=None)
+
+    def _held_versions(self, workflow_id: str) -> list[int]:
+        """The versions of workflow_id held compiled or saved here (a saved one is held too:
+        its first compile takes the saved definition)."""
+        return [held for wid, held in [*self._compiled, *self._saved] if wid == workflow_id]
+
+    def _quota_limit(self, tenant_id: str, *, top_level: bool) -> int:
+        """The tenant's quota of active top-level executions a start checks (0: none, as
+        for a child: a parent waiting on its child must not deadlock its tenant)."""
+        return self.settings.quota_for(tenant_id).max_concurrent_executions if top_level else 0
 
     async def _start_lookup(
         self, tenant_id: str, workflow_id: str, version: int, *, top_level: bool
@@ -535,15 +542,12 @@ class Engine:
         statement on the writer's connection (the ORM's three reads cost more CPU than the
         rest of a start)."""
         assert self._writer is not None
-        limit = self.settings.quota_for(tenant_id).max_concurrent_executions if top_level else 0
+        limit = self._quota_limit(tenant_id, top_level=top_level)
         found = await self._writer.start_lookup(
             workflow_id=workflow_id,
             tenant_id=tenant_id,
             version=version,
-            # a saved version is held too: its first compile takes the saved definition
-            held_versions=[
-                held for wid, held in [*self._compiled, *self._saved] if wid == workflow_id
-            ],
+            held_versions=self._held_versions(workflow_id),
             count_active=bool(limit),
         )
         if found is None:

@@ -241,36 +241,18 @@ def _insert_statement(execution_columns: tuple[str, ...], guarded: bool = False)
     names = ", ".join(name for name, _ in _NEW_NODE_COLUMNS)
     record = ", ".join(f"{name} {kind}" for name, kind in _NEW_NODE_COLUMNS)
     columns = ", ".join(f'"{c}"' for c in execution_columns)
-    if not guarded:
-        return f"""
-WITH execution AS (
-    INSERT INTO executions ({columns})
-    VALUES ({values})
-    RETURNING id, trace_id, tenant_id, workflow_id
-), nodes AS (
-    INSERT INTO node_runs (execution_id, {names})
-    SELECT (SELECT id FROM execution), {names}
-    FROM jsonb_to_recordset(${nodes}::jsonb) AS u({record})
-    RETURNING 1
-)
-INSERT INTO execution_events
-    (execution_id, seq, type, node_id, ts, data, trace_id, tenant_id, workflow_id, published)
-SELECT x.id, e.seq, e.type, e.node_id, e.ts, e.data, x.trace_id, x.tenant_id, x.workflow_id,
-       false
-FROM execution AS x, jsonb_to_recordset(${events}::jsonb)
-    AS e(seq int, type text, node_id text, ts timestamptz, data jsonb)
-"""
-    # start_lookup's checks, on the execution's own workflow_id, tenant_id and version:
-    # the workflow is the tenant's and not deleted, the version exists (and is the latest
-    # when the start named none), the tenant is under its quota (the statuses written out,
-    # as ix_executions_active_tenant's predicate is).
-    workflow, tenant, version = (
-        f"${execution_columns.index(c) + 1}"
-        for c in ("workflow_id", "tenant_id", "workflow_version")
-    )
-    explicit, limit = events + 1, events + 2
-    return f"""
-WITH guard AS (
+    guard = ""
+    if guarded:
+        # start_lookup's checks, on the execution's own workflow_id, tenant_id and version:
+        # the workflow is the tenant's and not deleted, the version exists (and is the latest
+        # when the start named none), the tenant is under its quota (the statuses written out,
+        # as ix_executions_active_tenant's predicate is). Nothing is inserted when they fail.
+        workflow, tenant, version = (
+            f"${execution_columns.index(c) + 1}"
+            for c in ("workflow_id", "tenant_id", "workflow_version")
+        )
+        explicit, limit = events + 1, events + 2
+        guard = f"""guard AS (
     SELECT 1 FROM workflows AS w
     WHERE w.id = {workflow} AND w.tenant_id = {tenant} AND w.deleted_at IS NULL
       AND (${explicit}::boolean OR w.latest_version = {version})
@@ -282,9 +264,12 @@ WITH guard AS (
           SELECT count(*) FROM executions AS e
           WHERE e.tenant_id = {tenant} AND {ACTIVE_TOP_LEVEL}
       ) < ${limit}::int)
-), execution AS (
+), """
+    # The count of executions inserted: 1, or 0 when the guard refused.
+    return f"""
+WITH {guard}execution AS (
     INSERT INTO executions ({columns})
-    SELECT {values} WHERE EXISTS (SELECT 1 FROM guard)
+    SELECT {values}{" WHERE EXISTS (SELECT 1 FROM guard)" if guarded else ""}
     RETURNING id, trace_id, tenant_id, workflow_id
 ), nodes AS (
     INSERT INTO node_runs (execution_id, {names})
@@ -460,7 +445,7 @@ class BatchWriter:
             row = await self._fetchrow(_insert_statement(columns, guard is not None), args)
         except asyncpg.UniqueViolationError as error:
             raise IntegrityError("insert_execution", None, error) from error
-        return guard is None or bool(row[0])
+        return bool(row[0])
 
     async def start_lookup(
         self,

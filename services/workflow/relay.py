@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -152,7 +153,7 @@ class OutboxRelay:
             try:
                 if self._linger_s > 0 and len(groups[0][1]) < self._max_in_flight:
                     await asyncio.sleep(self._linger_s)
-                self._take_queued(groups)
+                self._take_queued(groups, self._max_in_flight)
                 await self._publish(_by_execution(groups))
             except asyncio.CancelledError:
                 raise  # the round stays for _drain
@@ -163,22 +164,22 @@ class OutboxRelay:
                 OUTBOX_BACKLOG.dec(sum(len(events) for _, events in groups))
             self._round = []
 
-    def _take_queued(self, groups: list[tuple[str, Sequence[Any]]]) -> None:
-        """Add what is queued to a round, up to max_in_flight events (a batch is never split)."""
+    def _take_queued(self, groups: list[tuple[str, Sequence[Any]]], limit: float) -> int:
+        """Add what is queued to a round, up to `limit` events in it (a batch is never
+        split); returns how many events it took from the queue."""
         taken = sum(len(events) for _, events in groups)
-        while taken < self._max_in_flight and not self._queue.empty():
+        queued = 0
+        while taken < limit and not self._queue.empty():
             groups.append(self._queue.get_nowait())
             taken += len(groups[-1][1])
+            queued += len(groups[-1][1])
+        return queued
 
     async def _drain(self) -> None:
         """At stop: publish what lingered or waited in the queue (else it would wait for a
         sweep, another replica's, seconds later), for at most a few seconds."""
         groups, self._round = self._round, []
-        queued = 0
-        while not self._queue.empty():
-            groups.append(self._queue.get_nowait())
-            queued += len(groups[-1][1])
-        OUTBOX_BACKLOG.dec(queued)
+        OUTBOX_BACKLOG.dec(self._take_queued(groups, math.inf))
         if groups:
             async with asyncio.timeout(_DRAIN_TIMEOUT_S):
                 await self._publish(_by_execution(groups))

@@ -21,9 +21,12 @@ from tests.security.support import bearer, new_key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
-SIZE = 40 * 1024 * 1024
-#: 64 MB for 200 MB (the acceptance bound) is 12.8 MB in proportion; 16 MB allows allocator noise.
-BOUND = 16 * 1024 * 1024
+SIZE = 64 * 1024 * 1024
+#: Streamed, the growth does not follow the file's size (~9.5 MB alone, allocator and first
+#: use); one buffered copy of the file is 64 MB or more. The RSS is the whole test process's:
+#: in a suite's worker, what earlier tests left running in the package's stack counts too
+#: (19.3 MB was seen at 40 MB). bench/files.py measures the acceptance's 200 MB per process.
+BOUND = 28 * 1024 * 1024
 CHUNK = b"abcdefghij" * 6554  # ~64 KB
 
 

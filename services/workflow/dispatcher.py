@@ -101,9 +101,26 @@ class _WorkStream:
         self._replica = replica
         self._metadata = metadata
         self._call: grpc.aio.StreamStreamCall | None = None
-        self._outbox: asyncio.Queue[node_pb2.WorkRequest] = asyncio.Queue()
+        #: What the next message carries: everything sent, cancelled or acknowledged since
+        #: the writer's last write, so the attempts of one loop turn (and those sent while a
+        #: write is in flight) travel as one WorkRequest, one gRPC write.
+        self._tasks: list[node_pb2.NodeTask] = []
+        self._cancels: list[node_pb2.AttemptRef] = []
+        self._acks: list[node_pb2.JournalAck] = []
+        #: Resolved by the first addition to an empty message: the writer waits on it.
+        self._wakeup: asyncio.Future[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self.pending: dict[AttemptKey, _Entry] = {}
+
+    @property
+    def unsent(self) -> bool:
+        """Whether attempts wait for the writer: more sent now share their message."""
+        return bool(self._tasks) and self._call is not None
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     def send(
         self,
@@ -124,14 +141,16 @@ class _WorkStream:
         DISPATCH_IN_FLIGHT.inc(len(tasks))
         if self._call is None:
             self._open()
-        self._outbox.put_nowait(node_pb2.WorkRequest(tasks=tasks))
+        self._tasks.extend(tasks)
+        self._wake()
 
     def cancel(self, key: AttemptKey) -> None:
         """Forget an attempt and tell the replica to stop it."""
         if self._take(key) is not None and self._call is not None:
             execution_id, node_id, attempt = key
             ref = node_pb2.AttemptRef(execution_id=execution_id, node_id=node_id, attempt=attempt)
-            self._outbox.put_nowait(node_pb2.WorkRequest(cancel=[ref]))
+            self._cancels.append(ref)
+            self._wake()
 
     def ack(self, key: AttemptKey, seq: int, accepted: bool) -> None:
         if key in self.pending and self._call is not None:
@@ -143,7 +162,8 @@ class _WorkStream:
                 seq=seq,
                 accepted=accepted,
             )
-            self._outbox.put_nowait(node_pb2.WorkRequest(acks=[ack]))
+            self._acks.append(ack)
+            self._wake()
 
     def _take(self, key: AttemptKey) -> _Entry | None:
         entry = self.pending.pop(key, None)
@@ -169,24 +189,28 @@ class _WorkStream:
         finally:
             otel_context.detach(token)
         self._call = call
-        self._outbox = asyncio.Queue()
+        # What was meant for the previous stream went with its attempts (failed over).
+        self._tasks, self._cancels, self._acks = [], [], []
         self._workers = [
-            asyncio.create_task(self._write(call, self._outbox)),
+            asyncio.create_task(self._write(call)),
             asyncio.create_task(self._read(call)),
         ]
 
-    async def _write(
-        self, call: grpc.aio.StreamStreamCall, outbox: asyncio.Queue[node_pb2.WorkRequest]
-    ) -> None:
+    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                request = await outbox.get()
-                if not outbox.empty():
-                    merged = node_pb2.WorkRequest()
-                    merged.MergeFrom(request)
-                    while not outbox.empty():
-                        merged.MergeFrom(outbox.get_nowait())
-                    request = merged
+                if not (self._tasks or self._cancels or self._acks):
+                    self._wakeup = loop.create_future()
+                    await self._wakeup
+                    self._wakeup = None
+                    if self._call is not call:
+                        return
+                request = node_pb2.WorkRequest(
+                    tasks=self._tasks, cancel=self._cancels, acks=self._acks
+                )
+                self._tasks, self._cancels, self._acks = [], [], []
+                self._replica.writes += 1
                 await call.write(request)
         except Exception as error:  # whatever broke the stream, its attempts go elsewhere
             self._broken(call, f"write failed: {error!r}")
@@ -271,6 +295,7 @@ class _Replica:
     benched_until: float = 0.0
     in_flight: int = 0
     calls: int = 0
+    writes: int = 0  # messages written on its work stream
     stream: _WorkStream | None = None
     origin: str = ""  # the dns target it was resolved from
     retired: bool = False  # no longer resolved: gets no new work, dropped once idle
@@ -346,6 +371,7 @@ class NodeDispatcher:
             for target in resolved or [address]:  # unresolvable now: let gRPC retry the name
                 self._add(target, self._tls_for(name[0]), origin=address)
         self._turn = 0
+        self._last: _Replica | None = None  # the last _pick_shared
         self._batch_size = batch_size
         self._default_timeout_s = default_timeout_s
         self._metadata = ((AUTH_METADATA_KEY, service_token),) if service_token else ()
@@ -438,7 +464,13 @@ class NodeDispatcher:
                 self._start_call(handle, [task], task.timeout_s + 1.0, on_outcomes, on_failure)
             else:
                 batch.append(task)
-        if batch:
+        if 0 < len(batch) < 8:
+            # A step or a few: they join the attempts another execution sent this loop turn
+            # (or while that stream's write is in flight), one message for all of them.
+            self._stream(self._pick_shared()).send(
+                batch, handle, self._default_timeout_s, on_outcomes, on_failure
+            )
+        elif batch:
             # Spread a large wave evenly: a share per replica rather than one big message.
             parts = min(len(self._replicas), max(1, len(batch) // 8))
             for index in range(parts):
@@ -450,6 +482,23 @@ class NodeDispatcher:
         if custom and self.workers is not None:
             self.workers.dispatch(custom, handle, on_outcomes, on_failure)
         return handle
+
+    def _pick_shared(self) -> _Replica:
+        """The replica picked last while its stream holds attempts not written yet (and it
+        still takes work), else the next one in turn: with many executions each sending a
+        step, the steps of one loop turn go out as one message to one replica (one gRPC
+        write here, one read and one reply there) instead of one message each, spread."""
+        last = self._last
+        if (
+            last is not None
+            and last.stream is not None
+            and last.stream.unsent
+            and not last.retired
+            and last.benched_until <= time.monotonic()
+        ):
+            return last
+        self._last = replica = self._pick()
+        return replica
 
     def _stream(self, replica: _Replica) -> _WorkStream:
         if replica.stream is None:

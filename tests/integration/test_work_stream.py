@@ -84,6 +84,34 @@ async def test_a_wave_travels_on_both_streams_and_every_attempt_gets_its_outcome
         await dispatcher.close()
 
 
+async def test_steps_of_one_loop_turn_share_one_message_and_later_ones_take_turns(
+    replicas: list[NodeService],
+) -> None:
+    """Many executions each sending a step in the same loop turn: one write, to one replica
+    (not a message each, spread); steps of later turns still go round the replicas."""
+    dispatcher = NodeDispatcher(_addresses(replicas), service_token=TOKEN)
+    seen = Recorder()
+    try:
+        dispatcher.dispatch([_task("warm")], seen.on_outcomes, seen.on_failure)
+        await assert_eventually(lambda: len(seen.outcomes) == 1)
+        writes = {r.address: r.writes for r in dispatcher._replicas}
+        for i in range(6):
+            dispatcher.dispatch([_task(f"s{i}")], seen.on_outcomes, seen.on_failure)
+        await assert_eventually(lambda: len(seen.outcomes) == 7)
+        grown = {r.address: r.writes - writes[r.address] for r in dispatcher._replicas}
+        assert sorted(grown.values()) == [0, 1], grown
+        assert {o.node_id for o in seen.outcomes} == {"warm", *(f"s{i}" for i in range(6))}
+        for step in range(4):
+            dispatcher.dispatch([_task(f"c{step}")], seen.on_outcomes, seen.on_failure)
+            await assert_eventually(functools.partial(last_outcome_is, seen, f"c{step}"))
+        assert all(r.writes > writes[r.address] + 1 for r in dispatcher._replicas), [
+            (r.address, r.writes) for r in dispatcher._replicas
+        ]
+        assert not seen.failures
+    finally:
+        await dispatcher.close()
+
+
 async def test_cancelling_a_dispatch_stops_the_attempt_on_the_replica(
     replicas: list[NodeService],
 ) -> None:
@@ -133,10 +161,14 @@ async def test_a_replica_dying_hands_its_attempts_back_and_benches_it(
     dispatcher = NodeDispatcher(_addresses(replicas), service_token=TOKEN)
     seen = Recorder()
     try:
-        # One attempt per replica (round-robin), both still running when one replica dies.
-        for name in ("a", "b"):
+        # One attempt per replica (round-robin: each sent once the one before went out, as
+        # steps of one turn share a message), both still running when one replica dies.
+        for count, name in enumerate(("a", "b"), 1):
             dispatcher.dispatch(
                 [_task(name, "delay", seconds=30)], seen.on_outcomes, seen.on_failure
+            )
+            await assert_eventually(
+                lambda: doomed.servicer.in_flight + survivor.servicer.in_flight == count  # noqa: B023 - awaited here
             )
         await assert_eventually(
             lambda: doomed.servicer.in_flight == 1 and survivor.servicer.in_flight == 1
@@ -225,10 +257,13 @@ async def test_a_replica_whose_channel_cannot_connect_gets_no_work_until_it_can(
         dispatcher.dispatch([_task(f"w{i}") for i in range(16)], seen.on_outcomes, seen.on_failure)
         await assert_eventually(lambda: len(seen.outcomes) == 16)
         await doomed.stop(grace=0)
-        # Its open stream breaks; dispatches go on (the next to it, if any, fails too).
+        # Its open stream breaks; dispatches go on (the next to it, if any, fails too), one
+        # at a time (the steps of one turn would share one replica's message).
         for step in range(4):
             dispatcher.dispatch([_task(f"d{step}")], seen.on_outcomes, seen.on_failure)
-        await assert_eventually(lambda: len(seen.outcomes) + len(seen.failures) >= 20)
+            await assert_eventually(
+                lambda: len(seen.outcomes) + len(seen.failures) >= 17 + step  # noqa: B023 - awaited here
+            )
         failed_while_down = len(seen.failures)
         assert failed_while_down >= 1, "nothing was on the stopped replica's stream?"
         await assert_eventually(

@@ -37,6 +37,9 @@ OutcomeHandler = Callable[[Sequence[node_pb2.NodeOutcome]], None]
 FailureHandler = Callable[[Sequence[node_pb2.NodeTask], str], None]
 
 _BENCH_S = 2.0
+#: A dispatch of fewer attempts joins the message of the replica picked last; a wave of
+#: this many or more is spread, a share of at least this many per replica.
+_WAVE = 8
 #: Node types that report progress while they run: they always travel on a stream.
 STREAMING_TYPES = frozenset({"llm"})
 #: Node types that journal their steps with acknowledged writes (WorkRequest.acks): they
@@ -464,7 +467,7 @@ class NodeDispatcher:
                 self._start_call(handle, [task], task.timeout_s + 1.0, on_outcomes, on_failure)
             else:
                 batch.append(task)
-        if 0 < len(batch) < 8:
+        if 0 < len(batch) < _WAVE:
             # A step or a few: they join the attempts another execution sent this loop turn
             # (or while that stream's write is in flight), one message for all of them.
             self._stream(self._pick_shared()).send(
@@ -472,7 +475,7 @@ class NodeDispatcher:
             )
         elif batch:
             # Spread a large wave evenly: a share per replica rather than one big message.
-            parts = min(len(self._replicas), max(1, len(batch) // 8))
+            parts = min(len(self._replicas), max(1, len(batch) // _WAVE))
             for index in range(parts):
                 for start in range(0, len(batch[index::parts]), self._batch_size):
                     part = batch[index::parts][start : start + self._batch_size]

@@ -3,10 +3,11 @@
 A batch and its items are rows (models.BatchRow, BatchItemRow). The gateway replica that
 accepts a batch drives it: it starts an execution per item with the item's idempotency key
 (so a start repeated after a crash or a re-post finds the same execution), and starts the next
-one when a running one ends (WaitExecution). It holds the batch by a lease it renews; a batch
-whose driver died is taken over by the next replica that reads or re-posts it
-(`ensure_driven`). The batch id is derived from the tenant, the workflow and the item keys:
-the same batch posted again is the same batch and starts nothing new.
+one when a running one ends (WaitExecution); up to `concurrency` starts are in flight at once.
+It holds the batch by a lease it renews; a batch whose driver died is taken over by the next
+replica that reads or re-posts it (`ensure_driven`). The batch id is derived from the tenant,
+the workflow and the item keys: the same batch posted again is the same batch and starts
+nothing new.
 """
 
 from __future__ import annotations
@@ -93,16 +94,13 @@ class BatchDriver:
                     )
                 ).scalars()
                 todo = [item for item in items if item.status not in FINAL | {"rejected"}]
+            # Each item waits for a slot, then starts and follows its execution; the slots
+            # are taken in the items' order (a semaphore's waiters are woken first in, first
+            # out), and up to `concurrency` starts are in flight at once, not one at a time.
             slots = asyncio.Semaphore(batch.concurrency)
-            followers: list[asyncio.Task[None]] = []
-            for item in todo:
-                await slots.acquire()
-                started = await self._start(batch, item)
-                if not started:
-                    slots.release()
-                    continue
-                followers.append(asyncio.create_task(self._follow(batch, item, slots)))
-            await asyncio.gather(*followers)
+            async with asyncio.TaskGroup() as group:
+                for item in todo:
+                    group.create_task(self._run(batch, item, slots))
             async with self.db.transaction() as session:
                 await session.execute(
                     update(BatchRow)
@@ -156,23 +154,25 @@ class BatchDriver:
         await self._set(batch.id, item.position, execution_id=reply.execution_id, status="running")
         return True
 
-    async def _follow(self, batch: BatchRow, item: BatchItemRow, slots: asyncio.Semaphore) -> None:
-        try:
-            status = ""
-            while status not in FINAL:
-                try:
-                    execution = await self.clients.workflow.WaitExecution(
-                        workflow_pb2.WaitExecutionRequest(
-                            id=item.execution_id or "", tenant_id=batch.tenant_id, summary=True
-                        ),
-                        timeout=self.clients.settings.event_stream_max_s,
-                    )
-                    status = execution.status
-                except Exception:  # a deadline or a restart of the workflow service
-                    await asyncio.sleep(1.0)
-            await self._set(batch.id, item.position, status=status)
-        finally:
-            slots.release()
+    async def _run(self, batch: BatchRow, item: BatchItemRow, slots: asyncio.Semaphore) -> None:
+        async with slots:
+            if await self._start(batch, item):
+                await self._follow(batch, item)
+
+    async def _follow(self, batch: BatchRow, item: BatchItemRow) -> None:
+        status = ""
+        while status not in FINAL:
+            try:
+                execution = await self.clients.workflow.WaitExecution(
+                    workflow_pb2.WaitExecutionRequest(
+                        id=item.execution_id or "", tenant_id=batch.tenant_id, summary=True
+                    ),
+                    timeout=self.clients.settings.event_stream_max_s,
+                )
+                status = execution.status
+            except Exception:  # a deadline or a restart of the workflow service
+                await asyncio.sleep(1.0)
+        await self._set(batch.id, item.position, status=status)
 
     async def _set(self, batch_id: str, position: int, **values: Any) -> None:
         async with self.db.transaction() as session:

@@ -81,8 +81,9 @@ class NodeServiceSettings(CommonSettings):
     agent_journal: bool = Field(
         default=True,
         description="Journal every agent step durably (acknowledged checkpoints) so a run "
-        "resumes after a crash; off: the steps are kept in memory only (bench/agent_steps.py's "
-        "baseline).",
+        "resumes after a crash; off: nothing is stored or waited for (a lost attempt starts "
+        "the run again), the steps are still published as agent.step events "
+        "(bench/agent_steps.py's baseline).",
     )
 
     quota_max_agent_tokens_per_day: int = Field(

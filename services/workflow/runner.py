@@ -661,13 +661,16 @@ class ExecutionRunner:
         """A checkpoint: kept on the node row; with an "ack" number, acknowledged to the
         attempt once that row is committed. Accepted means the core kept every Checkpoint of
         the report (Effects.checkpointed); it refuses a stale attempt's report and a journal
-        delta that does not extend the stored journal, and the attempt then stops (Fenced)."""
+        delta that does not extend the stored journal, and the attempt then stops (Fenced).
+        A report with "durable": false (an agent run not journaling its steps) is only
+        published: its entries' events, nothing kept."""
         event = str(progress.get("event") or "node.progress")
         rest = {
             k: v
             for k, v in progress.items()
-            if k not in ("checkpoint", "journal", "ack", "event", "step_fields")
+            if k not in ("checkpoint", "journal", "ack", "event", "step_fields", "durable")
         }
+        durable = progress.get("durable") is not False
         delta = progress.get("journal")
         entries: list[Any] = []
         if isinstance(delta, dict):  # {"at": length extended, "entries": [...]}: appended
@@ -709,11 +712,14 @@ class ExecutionRunner:
                         data,
                         event,
                         journal_at + offset,
+                        durable,
                     )
                 ).checkpointed
         else:
             kept = self._feed(
-                Checkpoint(outcome.node_id, outcome.attempt, checkpoint, rest, event, journal_at)
+                Checkpoint(
+                    outcome.node_id, outcome.attempt, checkpoint, rest, event, journal_at, durable
+                )
             ).checkpointed
         seq = progress.get("ack")
         if isinstance(seq, int):

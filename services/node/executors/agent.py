@@ -185,7 +185,12 @@ class TenantTokens:
 
 
 class Journal:
-    """The agent run's steps so far: replayed from the checkpoint, extended durably."""
+    """The agent run's steps so far: replayed from the checkpoint, extended durably.
+
+    Not `durable` (HEDDLE_AGENT_JOURNAL=false): the steps are reported all the same, for
+    their agent.step events, but marked ``"durable": false`` — the workflow service
+    publishes them and keeps nothing — and no write is waited for: a crashed attempt starts
+    the run again."""
 
     def __init__(
         self, request: NodeRequest, logs: list[dict[str, Any]], durable: bool = True
@@ -242,21 +247,17 @@ class Journal:
         AGENT_STEPS.labels(entry["type"]).inc()
         if entry["type"] == "model_call":
             AGENT_TOKENS.inc(int(entry.get("tokens") or 0))
-        if not self.durable:
-            return
-        if acked:
+        if acked and self.durable:
             await save_checkpoint(self.request, self._report(), acked=True)
+        elif acked:
+            self.flush()  # sent before the act, not waited for
         elif self._flushing is None:
             self._flushing = asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         """Report the entries not reported yet (also as the attempt ends: before its
         outcome). Not acknowledged: sent at once, as progress."""
-        if (
-            self.durable
-            and len(self.entries) > self._reported
-            and self.request.progress is not None
-        ):
+        if len(self.entries) > self._reported and self.request.progress is not None:
             self.request.progress(self._report())
 
     def _report(self) -> dict[str, Any]:
@@ -269,7 +270,14 @@ class Journal:
         # event per entry from them (the entries travel once, not beside their events).
         delta = {"at": self._reported, "entries": self.entries[self._reported :]}
         self._reported = len(self.entries)
-        return {"journal": delta, "event": "agent.step", "step_fields": _EVENT_FIELDS}
+        report: dict[str, Any] = {
+            "journal": delta,
+            "event": "agent.step",
+            "step_fields": _EVENT_FIELDS,
+        }
+        if not self.durable:
+            report["durable"] = False  # published only: nothing kept
+        return report
 
 
 #: What an entry's agent.step event carries (sent with each report: see Journal._report).

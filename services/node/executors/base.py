@@ -215,7 +215,8 @@ class NodeSettings(BaseModel):
     )
     agent_journal: bool = Field(
         default=True,
-        description="Journal agent steps durably (off: in memory only, not resumable).",
+        description="Journal agent steps durably (off: published as agent.step events only, "
+        "not stored: not resumable).",
     )
     agent_tenant_daily_tokens: int = Field(
         default=0, ge=0, description="Model tokens a tenant's agent runs may use per UTC day."

@@ -77,6 +77,9 @@ class Checkpoint:
     #: Not None: `checkpoint` is {"journal": [new entries]}, to append to the stored journal,
     #: which must have this length (an agent's append-only journal; else it is refused).
     journal_at: int | None = None
+    #: False: nothing is kept, `progress` is only published (an agent run that does not
+    #: journal its steps, HEDDLE_AGENT_JOURNAL=false: its agent.step events still stream).
+    kept: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -509,6 +509,10 @@ class ExecutionCore:
         node = self.nodes.get(command.node_id)
         if node is None or node.attempt != command.attempt or node.status != _S.RUNNING:
             return  # a stale attempt's report: never overwrite what the current one reached
+        event = command.event if command.event in CHECKPOINT_EVENTS else "node.progress"
+        if not command.kept:  # published only: no row written for it
+            self._event(event, node.node_id, {**command.progress, "attempt": node.attempt})
+            return
         if command.journal_at is None:
             node.checkpoint = command.checkpoint
             node.journal_written = None  # written whole next time
@@ -521,7 +525,6 @@ class ExecutionCore:
             node.checkpoint = {**saved, "journal": [*journal, *entries]}
         self._dirty(node, journal_only=command.journal_at is not None)
         self._fx.checkpointed = True
-        event = command.event if command.event in CHECKPOINT_EVENTS else "node.progress"
         self._event(event, node.node_id, {**command.progress, "attempt": node.attempt})
 
     def _queued(self, command: Queued) -> None:

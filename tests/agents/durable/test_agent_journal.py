@@ -12,8 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
-from services.node.executors.agent import AgentExecutor, Journal
-from services.node.executors.base import NodeError, NodeRequest, NodeResult, Services
+from services.node.executors.agent import AgentExecutor
+from services.node.executors.base import (
+    NodeError,
+    NodeRequest,
+    NodeResult,
+    NodeSettings,
+    Services,
+)
 from tests.node.conftest import make_request
 from tests.node.fakes import FakeAi, FakeTools, FakeWorkflows
 
@@ -297,13 +303,32 @@ async def test_a_workflow_tool_dispatch_did_not_resolve_fails_the_node_clearly()
     assert ai.calls == []
 
 
-async def test_a_journal_that_is_not_durable_reports_nothing() -> None:
-    # HEDDLE_AGENT_JOURNAL=false: the steps stay in memory, no report reaches the workflow.
-    recorder = Recorder([])
-    request = dataclasses.replace(
-        make_request("agent", {"model": "m", "prompt": "go"}), progress=recorder.progress
-    )
-    journal = Journal(request, [], durable=False)
-    await journal.write({"type": "model_call", "step": "0", "tokens": 1})
-    journal.flush()
-    assert (len(journal.entries), recorder.writes) == (1, [])
+async def test_a_journal_that_is_not_durable_reports_its_steps_for_their_events_only() -> None:
+    # HEDDLE_AGENT_JOURNAL=false: every step still reaches the workflow service (its
+    # agent.step events stream), marked not durable (published, nothing kept), and no write
+    # is waited for (the tool acts without an acknowledged commit).
+    order: list[str] = []
+    recorder = Recorder(order)
+    request: NodeRequest = make_request("agent", {"model": "m", "prompt": "go", "tools": ["add"]})
+    request = dataclasses.replace(request, journal=recorder.journal, progress=recorder.progress)
+    ai = FakeAi([tool_reply(1), {"text": "2"}])
+    async with httpx.AsyncClient() as http:
+        services = Services(
+            ai=ai,
+            tools=counting_tools(order),
+            workflows=None,  # type: ignore[arg-type]
+            http=http,
+            settings=NodeSettings(agent_journal=False),
+        )
+        result = await AgentExecutor().execute(request, services)
+    assert result.output["text"] == "2"
+    assert order == [
+        "sent model_call 0 + tool_call 0",  # not acknowledged: the tool does not wait
+        "tool 1",
+        "sent tool_result 0",
+        "sent model_call 1 + final end",
+    ]
+    assert all(write["durable"] is False for write in recorder.writes)
+    assert [e["type"] for e in recorder.entries] == [
+        "model_call", "tool_call", "tool_result", "model_call", "final"
+    ]  # fmt: skip

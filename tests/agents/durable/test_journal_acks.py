@@ -127,6 +127,24 @@ def test_the_core_publishes_an_agent_step_checkpoint_as_agent_step() -> None:
     assert [e["type"] for e in other.events] == ["node.progress"]
 
 
+def test_the_core_publishes_a_step_not_kept_and_stores_nothing() -> None:
+    # An agent run with HEDDLE_AGENT_JOURNAL=false: its steps are events, not a journal.
+    core = core_for(chain("a"))
+    core.apply(Begin(), T0)
+    core.apply(StartAttempt("a"), T0)
+    step = {"type": "model_call", "step": "0"}
+    command = Checkpoint("a", 1, {"journal": [step]}, step, "agent.step", 0, kept=False)
+    fx = core.apply(command, T0)
+    assert [(e["type"], e["data"]) for e in fx.events] == [
+        ("agent.step", {"type": "model_call", "step": "0", "attempt": 1})
+    ]
+    assert not fx.nodes and not fx.checkpointed and core.nodes["a"].checkpoint is None
+    assert decode_command(encode_command(command)) == command
+    # A stale attempt's step is not published.
+    stale = core.apply(Checkpoint("a", 2, {}, step, "agent.step", kept=False), T0)
+    assert not stale.events
+
+
 def test_the_core_appends_a_journal_delta_and_refuses_a_gap() -> None:
     core = core_for(chain("a"))
     core.apply(Begin(), T0)

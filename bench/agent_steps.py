@@ -1,16 +1,20 @@
 """Overhead of a durable agent step (issue #15): a 20-step agent (19 rounds of one tool call,
 then the answer) against an instant local OpenAI-compatible model, journaled (every model call,
-tool call and tool result an acknowledged checkpoint committed to PostgreSQL before the next
-act) vs not (HEDDLE_AGENT_JOURNAL=false: the steps in memory only). Workflow, node, ai and
-tool services run as separate processes on a fresh PostgreSQL database; the model server runs
-in this process. Prints the median run of each variant, the difference per step (target
-<= 1 ms), the CPU per step of each variant (every service process and this one: the wall
-time is noisy on a shared machine, the CPU much less so) and split by process (ai, tool,
-node, workflow, this one: which process spends a journaled step's extra CPU; and the
-PostgreSQL backends of the bench's database, not in the CPU per step above), the machine's
-calibration loop and the database's one-row commit latency.
+tool call and tool result journaled in PostgreSQL, the tool_call committed before the tool
+acts) vs not (HEDDLE_AGENT_JOURNAL=false: the same agent.step events, nothing stored or waited
+for). Workflow, node, ai and tool services run as separate processes on a fresh PostgreSQL
+database (two workflow + node pairs, one per variant); the model server runs in this process.
 
-    .venv/bin/python bench/agent_steps.py [--runs 15] [--steps 20]
+The runs alternate variant by variant (plain, journaled, journaled, plain, ...: the order
+flips every pair), so the machine's drift hits both alike, and the overhead per step is the
+median of the pairs' differences (journaled - plain, / steps; target <= 1 ms), printed with
+its quartiles, extremes and how many pairs met the target; the older definition (median of
+one variant's runs minus the other's) beside it. Also: the CPU per step of each variant (every
+service process and this one), split by process, and of the PostgreSQL backends of the bench's
+database; the node-row writes and agent.step events per step (a short block of runs per
+variant after the pairs); the machine's calibration loop and a one-row commit's latency.
+
+    .venv/bin/python bench/agent_steps.py [--runs 30] [--steps 20]
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ from libs.cli.stack import free_port  # noqa: E402
 from libs.common import jsonutil  # noqa: E402
 from libs.common.grpcutil import create_channel  # noqa: E402
 
+#: Runs per variant of the block after the pairs that counts writes and events per step.
+BLOCK = 3
+
 
 def model_app(steps: int) -> Starlette:
     """Step n (1 + the tool answers so far) calls the calculator until `steps`, then answers."""
@@ -81,24 +88,30 @@ def model_app(steps: int) -> Starlette:
     return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
 
 
-async def _time_runs(
-    stub: workflow_pb2_grpc.WorkflowServiceStub, workflow_id: str, runs: int
-) -> list[float]:
-    times = []
-    for index in range(runs + 1):  # the first run warms connections and caches
-        start = time.perf_counter()
-        started = await stub.StartExecution(
-            workflow_pb2.StartExecutionRequest(workflow_id=workflow_id), timeout=60
-        )
-        done = await stub.WaitExecution(
-            workflow_pb2.WaitExecutionRequest(id=started.execution_id, summary=True), timeout=120
-        )
-        elapsed = time.perf_counter() - start
-        if done.status != "succeeded":
-            raise SystemExit(f"execution {done.id} ended {done.status}: {done.error.message}")
-        if index:
-            times.append(elapsed)
-    return times
+async def _run_once(stub: workflow_pb2_grpc.WorkflowServiceStub, workflow_id: str) -> float:
+    """One execution, start to end (seconds)."""
+    start = time.perf_counter()
+    started = await stub.StartExecution(
+        workflow_pb2.StartExecutionRequest(workflow_id=workflow_id), timeout=60
+    )
+    done = await stub.WaitExecution(
+        workflow_pb2.WaitExecutionRequest(id=started.execution_id, summary=True), timeout=120
+    )
+    elapsed = time.perf_counter() - start
+    if done.status != "succeeded":
+        raise SystemExit(f"execution {done.id} ended {done.status}: {done.error.message}")
+    return elapsed
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    low, mid, high = statistics.quantiles(values, n=4, method="inclusive")
+    return low, mid, high
+
+
+def _load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def _self_cpu() -> float:
@@ -118,6 +131,18 @@ async def _node_row_writes(database_url: str) -> int:
         value = await connection.fetchval(
             "SELECT sum(CASE relname WHEN 'node_runs' THEN n_tup_upd ELSE n_tup_ins END)"
             " FROM pg_stat_user_tables WHERE relname IN ('node_runs', 'node_journal')"
+        )
+        return int(value or 0)
+    finally:
+        await connection.close()
+
+
+async def _step_events(database_url: str) -> int:
+    """agent.step events stored so far (both variants publish one per journal entry)."""
+    connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        value = await connection.fetchval(
+            "SELECT count(*) FROM execution_events WHERE type = 'agent.step'"
         )
         return int(value or 0)
     finally:
@@ -164,7 +189,7 @@ async def _commit_ms(database_url: str) -> float:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--runs", type=int, default=30, help="interleaved pairs of runs")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
 
@@ -251,31 +276,30 @@ async def main() -> None:
                 workflows[journal] = created.id
             print(
                 f"agent step benchmark: {args.steps} model calls ({args.steps - 1} tool calls) "
-                f"per run, PostgreSQL, {args.runs} runs per variant and round (after 1 warm-up)",
+                f"per run, PostgreSQL, {args.runs} interleaved pairs of runs (after 1 warm-up "
+                "run per variant), then a block of "
+                f"{BLOCK} runs per variant for the writes and events",
                 flush=True,
             )
+            for journal in (False, True):  # warm connections and caches
+                await _run_once(stubs[journal], workflows[journal])
             before = calibration_ms()
+            started_at = time.strftime("%H:%M:%S", time.gmtime())
             times: dict[bool, list[float]] = {True: [], False: []}
-            cpu: dict[bool, float] = {True: 0.0, False: 0.0}
-            # The same CPU per process (ai, tool, node, workflow, this one), to see who spends
-            # a journaled step's extra CPU.
+            # CPU per process (ai, tool, node, workflow, this one, the PostgreSQL backends of
+            # the bench's database), summed over a variant's runs: a run of one variant is
+            # never beside a run of the other, so what every process spends meanwhile is its.
             roles = ("ai", "tool", "node", "workflow", "bench")
             by_role: dict[bool, dict[str, float]] = {
                 j: dict.fromkeys((*roles, "postgres"), 0.0) for j in (True, False)
             }
-            writes: dict[bool, int] = {True: 0, False: 0}
-            for _round in range(2):  # alternate, so drift of the machine hits both
-                for journal in (False, True):
-                    stub, workflow_id = stubs[journal], workflows[journal]
-                    # The variants run one after the other: the CPU of every process of the
-                    # system (this one's model server and client included) is theirs.
+            for index in range(args.runs):
+                # The order flips every pair: neither variant always runs second.
+                for journal in (False, True) if index % 2 == 0 else (True, False):
                     pids = shared + own[journal]
-                    writes_before = await _node_row_writes(database_url)
-                    cpu_before = _cpu_seconds(pids) + _self_cpu()
                     role_before = [_cpu_seconds([pid]) for pid in pids] + [_self_cpu()]
                     backends_before = await _backend_cpu(database_url)
-                    times[journal] += await _time_runs(stub, workflow_id, args.runs)
-                    cpu[journal] += _cpu_seconds(pids) + _self_cpu() - cpu_before
+                    times[journal].append(await _run_once(stubs[journal], workflows[journal]))
                     role_after = [_cpu_seconds([pid]) for pid in pids] + [_self_cpu()]
                     for role, start, end in zip(roles, role_before, role_after, strict=True):
                         by_role[journal][role] += end - start
@@ -284,48 +308,76 @@ async def main() -> None:
                         seconds - backends_before.get(pid, 0.0)
                         for pid, seconds in (await _backend_cpu(database_url)).items()
                     )
-                    writes[journal] += await _node_row_writes(database_url) - writes_before
             after = calibration_ms()
+            # Writes and events per step: the statistics reach pg_stat_user_tables up to a
+            # second after a transaction, too slow to read per run; a block per variant.
+            writes: dict[bool, float] = {}
+            events: dict[bool, float] = {}
+            for journal in (False, True):
+                writes_before = await _node_row_writes(database_url)
+                events_before = await _step_events(database_url)
+                for _ in range(BLOCK):
+                    await _run_once(stubs[journal], workflows[journal])
+                writes[journal] = (await _node_row_writes(database_url) - writes_before) / (
+                    BLOCK * args.steps
+                )
+                events[journal] = (await _step_events(database_url) - events_before) / (
+                    BLOCK * args.steps
+                )
             commit_ms = await _commit_ms(database_url)
-            plain, durable = statistics.median(times[False]), statistics.median(times[True])
-            per_step = (durable - plain) / args.steps * 1000
-            # Warm-up runs included (one per variant and round): a fraction of a percent.
-            steps_run = {j: (args.runs + 1) * 2 * args.steps for j in (True, False)}
-            cpu_step = {j: cpu[j] / steps_run[j] * 1000 for j in (True, False)}
-            for label, value, series, journal in (
-                ("not journaled", plain, times[False], False),
-                ("journaled", durable, times[True], True),
-            ):
+            load = _load_average()
+            steps_run = args.runs * args.steps
+            cpu_step = {
+                j: sum(by_role[j][role] for role in roles) / steps_run * 1000 for j in (True, False)
+            }
+            for label, journal in (("not journaled", False), ("journaled", True)):
+                series = times[journal]
+                value = statistics.median(series)
                 print(
                     f"{label:<16} median {value * 1000:8.1f} ms   min {min(series) * 1000:8.1f}"
                     f"   max {max(series) * 1000:8.1f}   ({value * 1000 / args.steps:.2f} ms/step,"
                     f" CPU {cpu_step[journal]:.2f} ms/step, "
-                    f"{writes[journal] / steps_run[journal]:.2f} node-row writes/step)",
+                    f"{writes[journal]:.2f} node-row writes/step, "
+                    f"{events[journal]:.2f} agent.step events/step)",
                     flush=True,
                 )
             print(
                 "CPU per step by process (ms, journaled - not journaled): "
                 + ", ".join(
-                    f"{role} {by_role[True][role] / steps_run[True] * 1000:.2f}"
-                    f" - {by_role[False][role] / steps_run[False] * 1000:.2f}"
+                    f"{role} {by_role[True][role] / steps_run * 1000:.2f}"
+                    f" - {by_role[False][role] / steps_run * 1000:.2f}"
                     for role in (*roles, "postgres")
                 ),
                 flush=True,
             )
+            paired = [
+                (durable - plain) / args.steps * 1000
+                for plain, durable in zip(times[False], times[True], strict=True)
+            ]
+            low, per_step, high = _quartiles(paired)
+            met = sum(1 for value in paired if value <= 1.0)
             verdict = "meets" if per_step <= 1.0 else "MISSES"
             print(
-                f"durable step overhead: {per_step:.3f} ms per step wall ({verdict} target 1 ms "
-                f"per step), {cpu_step[True] - cpu_step[False]:.3f} ms CPU per step; a step "
-                "journals 3 entries (the model's reply and the tool_call in one acknowledged "
-                "write; the tool_result before it, in the same commit when the next model "
-                "reply comes within HEDDLE_JOURNAL_LINGER_MS), each write carrying only its "
-                "new entries"
+                f"durable step overhead: {per_step:.3f} ms per step wall, median of "
+                f"{len(paired)} paired differences ({verdict} target 1 ms per step); quartiles "
+                f"{low:.3f} / {high:.3f}, min {min(paired):.3f}, max {max(paired):.3f}; "
+                f"{met} of {len(paired)} pairs <= 1 ms; "
+                f"{cpu_step[True] - cpu_step[False]:.3f} ms CPU per step (the services and "
+                "this process; PostgreSQL's above)"
+            )
+            old = (statistics.median(times[True]) - statistics.median(times[False])) / args.steps
+            print(
+                f"  (older definition, median journaled - median not journaled: "
+                f"{old * 1000:.3f} ms per step.) A journaled step: its 3 entries reported in 2 "
+                "writes (the model's reply and the tool_call acknowledged before the tool acts; "
+                "the tool_result sharing the next commit when the next reply comes within "
+                "HEDDLE_JOURNAL_LINGER_MS); not journaled: the same reports, published only"
             )
             print(
-                f"machine speed: calibration loop {before:.0f} ms before, {after:.0f} ms after "
-                "(~175 ms is this VM at full speed); PostgreSQL: a one-row commit takes "
-                f"{commit_ms:.2f} ms (median of 50; ~0.5 ms on an idle machine): a journaled "
-                "step waits for one commit"
+                f"machine: pairs from {started_at} UTC, load average {load} at the "
+                f"end; calibration loop {before:.0f} ms before, {after:.0f} ms after "
+                "(~120-175 ms is this VM at full speed); PostgreSQL: a one-row commit takes "
+                f"{commit_ms:.2f} ms (median of 50; ~0.2-0.5 ms on an idle machine)"
             )
         finally:
             for process in processes:

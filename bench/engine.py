@@ -137,14 +137,14 @@ def calibration_ms() -> float:
 
 
 async def _settle(database_url: str) -> None:
-    """Let the previous benchmark's tail end (events still to relay and mark published,
+    """Let the previous benchmark's tail end (events still to relay and clear from the outbox,
     autovacuum of the rows it wrote) pass before timing the next one."""
     if database_url.startswith("postgresql"):
         dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
         connection = await asyncpg.connect(dsn)
         try:
             for _ in range(150):  # at most 30 s
-                query = "SELECT count(*) FROM execution_events WHERE NOT published"
+                query = "SELECT count(*) FROM event_outbox"
                 if not await connection.fetchval(query):
                     break
                 await asyncio.sleep(0.2)

@@ -419,9 +419,7 @@ class Bench:
     async def _relayed(self) -> bool:
         connection = await asyncpg.connect(self.dsn)
         try:
-            left: int = await connection.fetchval(
-                "SELECT count(*) FROM execution_events WHERE NOT published"
-            )
+            left: int = await connection.fetchval("SELECT count(*) FROM event_outbox")
         finally:
             await connection.close()
         return left == 0

@@ -173,10 +173,22 @@ class EventRow(Base):
     trace_id: Mapped[str] = mapped_column(String(32), default="")
     tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT)
     workflow_id: Mapped[str] = mapped_column(String(36), default="")
-    # Outbox flag: false until the relay has the broker's confirm.
-    published: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    __table_args__ = (Index("ix_events_unpublished", "published", "execution_id"),)
+
+class OutboxRow(Base):
+    """A committed batch of an execution's events not yet confirmed by the broker: inserted
+    with the events (same statement or transaction), deleted by the relay once the broker
+    has confirmed them, read by the sweep when a crash left it behind. The event rows are
+    never rewritten (a `published` flag on each cost an UPDATE of every event row, not HOT:
+    the flag was indexed)."""
+
+    __tablename__ = "event_outbox"
+
+    execution_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    #: The batch's first and last sequence numbers (its events are those between).
+    low_seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    high_seq: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class SecretRow(Base):

@@ -57,6 +57,16 @@ _NODE_COLUMNS = (
 _NODE_NAMES = ("node_id", *(name for name, _ in _NODE_COLUMNS), "journal_append")
 _EVENT_NAMES = ("seq", "type", "node_id", "ts", "data")
 
+#: The outbox row of the batch's events (models.OutboxRow), after the `events` CTE: the
+#: relay deletes it once the broker has confirmed them, the sweep publishes what a crash
+#: left. None when no event was inserted (a retry after a commit whose reply was lost).
+#: A batch's events are one run of the execution's sequence numbers.
+_OUTBOX = """, outbox AS (
+    INSERT INTO event_outbox (execution_id, low_seq, high_seq, created_at)
+    SELECT {execution}, min(seq), max(seq), now() FROM events HAVING count(*) > 0
+    RETURNING 1
+)"""
+
 
 #: The entries a node's journal-only writes appended since its checkpoint was stored (rows of
 #: node_journal, in journal order): a write of the whole row folds them into the checkpoint.
@@ -163,16 +173,16 @@ WITH fence AS (
 )""")
     parts.append(f""", events AS (
     INSERT INTO execution_events
-        (execution_id, seq, type, node_id, ts, data, trace_id, tenant_id, workflow_id, published)
+        (execution_id, seq, type, node_id, ts, data, trace_id, tenant_id, workflow_id)
     SELECT $1, e.seq, e.type, e.node_id, e.ts, e.data,
-           ${scalars}, ${scalars + 1}, ${scalars + 2}, false
+           ${scalars}, ${scalars + 1}, ${scalars + 2}
     FROM jsonb_to_recordset(${events}::jsonb)
         AS e(seq int, type text, node_id text, ts timestamptz, data jsonb)
     WHERE EXISTS (SELECT 1 FROM fence)
     -- A retry after a commit whose reply was lost finds its events already there.
     ON CONFLICT (execution_id, seq) DO NOTHING
-    RETURNING 1
-)""")
+    RETURNING seq
+){_OUTBOX.format(execution="$1")}""")
     if notify:
         # The execution's end announced to every replica's followers (completions.py) by
         # the transaction that writes it: delivered at its commit, no statement of its own.
@@ -279,14 +289,13 @@ WITH {guard}execution AS (
     RETURNING 1
 ), events AS (
     INSERT INTO execution_events
-        (execution_id, seq, type, node_id, ts, data, trace_id, tenant_id, workflow_id,
-         published)
+        (execution_id, seq, type, node_id, ts, data, trace_id, tenant_id, workflow_id)
     SELECT x.id, e.seq, e.type, e.node_id, e.ts, e.data, x.trace_id, x.tenant_id,
-           x.workflow_id, false
+           x.workflow_id
     FROM execution AS x, jsonb_to_recordset(${events}::jsonb)
         AS e(seq int, type text, node_id text, ts timestamptz, data jsonb)
-    RETURNING 1
-)
+    RETURNING seq
+){_OUTBOX.format(execution="(SELECT id FROM execution)")}
 SELECT count(*) FROM execution
 """
 

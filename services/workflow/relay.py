@@ -1,15 +1,16 @@
-"""The outbox relay: publishes committed events to the broker, then marks them published.
+"""The outbox relay: publishes committed events to the broker, then clears their outbox rows.
 
-Events are written in the same transaction as the state change that causes them. Right after
-the commit the runner hands the same rows to the relay, which publishes them with confirms
-(no read-back on the hot path) once they have lingered a few milliseconds, together with
-whatever else committed meanwhile (one publish, socket write and confirm for many batches:
-a chain's step commits two events, and a publish of two cost the workflow replica as much
-as the rest of the step), and marks them published in coalesced batches. A
-sweep of the table catches whatever a crash left behind: at start-up everything unpublished,
-then periodically what is older than a few seconds. A crash between publish and mark
-publishes an event twice, which consumers tolerate (each carries its execution's sequence
-number).
+Events are written in the same transaction as the state change that causes them, with an
+outbox row naming the batch (models.OutboxRow: the execution and its range of sequence
+numbers). Right after the commit the runner hands the same rows to the relay, which
+publishes them with confirms (no read-back on the hot path) once they have lingered a few
+milliseconds, together with whatever else committed meanwhile (one publish, socket write and
+confirm for many batches: a chain's step commits two events, and a publish of two cost the
+workflow replica as much as the rest of the step), and deletes the confirmed batches'
+outbox rows in coalesced statements. The event rows are never rewritten. A sweep of the
+outbox catches whatever a crash left behind: at start-up every row, then periodically those
+older than a few seconds. A crash between publish and delete publishes an event twice,
+which consumers tolerate (each carries its execution's sequence number).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class OutboxRelay:
         self._linger_s = linger_s
         # (trace root of the execution, its events)
         self._queue: asyncio.Queue[tuple[str, Sequence[Any]]] = asyncio.Queue()
-        self._to_mark: list[tuple[str, int]] = []
+        # (execution id, low seq, high seq) of the batches confirmed, outbox rows to delete.
+        self._to_clear: list[tuple[str, int, int]] = []
         # What the publish loop took from the queue and has not published yet.
         self._round: list[tuple[str, Sequence[Any]]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -121,10 +123,9 @@ class OutboxRelay:
         """Publish a round: every execution's events, each in order, in ONE publish_many
         (one write, one wait for all the confirms; a publish_many per execution cost as many
         writes, channel locks, timeouts and waits: with 20 clients running small executions
-        that was a quarter of the workflow replica's CPU). What fails stays unpublished for
-        the sweep."""
+        that was a quarter of the workflow replica's CPU). What fails stays in the outbox
+        for the sweep."""
         messages: list[OutgoingMessage] = []
-        keys: list[tuple[str, int]] = []
         with contextlib.ExitStack() as spans:
             for trace_parent, events in groups:
                 protos = [event_to_proto(event) for event in events]
@@ -141,11 +142,14 @@ class OutboxRelay:
                     messages.append(
                         (proto.type, proto.SerializeToString(), headers | trace_headers)
                     )
-                    keys.append((proto.execution_id, proto.seq))
             await self._bus.publish_many(EVENTS_EXCHANGE, messages)
-        self._to_mark.extend(keys)
-        self.published += len(keys)
-        EVENTS_PUBLISHED.inc(len(keys))
+        self.published += len(messages)
+        EVENTS_PUBLISHED.inc(len(messages))
+
+    async def _publish_batches(self, groups: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Publish batches handed over by the runner; their outbox rows are deleted next."""
+        await self._publish(_by_execution(groups))
+        self._to_clear.extend(_ranges(groups))
 
     async def _publish_loop(self) -> None:
         while True:
@@ -154,11 +158,11 @@ class OutboxRelay:
                 if self._linger_s > 0 and len(groups[0][1]) < self._max_in_flight:
                     await asyncio.sleep(self._linger_s)
                 self._take_queued(groups, self._max_in_flight)
-                await self._publish(_by_execution(groups))
+                await self._publish_batches(groups)
             except asyncio.CancelledError:
                 raise  # the round stays for _drain
             except Exception:
-                # Left unpublished in the table: the sweep will retry them.
+                # Left in the outbox: the sweep will retry them.
                 log.warning("publishing events failed; the sweep will retry", exc_info=True)
             finally:
                 OUTBOX_BACKLOG.dec(sum(len(events) for _, events in groups))
@@ -182,34 +186,47 @@ class OutboxRelay:
         OUTBOX_BACKLOG.dec(self._take_queued(groups, math.inf))
         if groups:
             async with asyncio.timeout(_DRAIN_TIMEOUT_S):
-                await self._publish(_by_execution(groups))
+                await self._publish_batches(groups)
 
     async def _mark(self) -> None:
-        keys, self._to_mark = self._to_mark, []
-        if not keys:
+        """Delete the outbox rows of the batches confirmed since the last call (one
+        statement)."""
+        ranges, self._to_clear = self._to_clear, []
+        if not ranges:
             return
         try:
             async with self._db.begin() as connection:
-                await repo.mark_published(connection, keys)
+                await repo.delete_outbox(connection, ranges)
         except Exception:
-            self._to_mark.extend(keys)
+            self._to_clear.extend(ranges)
             raise
 
     async def sweep(self, older_than: dt.datetime | None) -> int:
-        """Publish events a crash left unpublished; returns how many."""
+        """Publish the events of outbox rows a crash left behind (committed before
+        older_than when given), then delete those rows; returns how many events."""
         total = 0
         while True:
             async with self._sessions() as session:
-                rows = await repo.unpublished_events(session, self._batch_size, older_than)
-                if not rows:
+                # PostgreSQL: the rows stay locked until this transaction deletes them; a
+                # relay sweeping the same backlog skips them, and this relay's own deletes
+                # of the same batches (the start-up sweep sees the batches in flight) wait.
+                due = await repo.due_outbox(session, self._batch_size, older_than)
+                if not due:
                     return total
+                rows = await repo.outbox_events(session, due)
                 roots = await repo.trace_parents(session, {row.execution_id for row in rows})
-            await self._publish(
-                _by_execution([(roots.get(row.execution_id, ""), [row]) for row in rows])
-            )
-            await self._mark()
+                if self._db.dialect.name != "postgresql":
+                    # SQLite locks no rows; a read transaction held over the publish would
+                    # fail to become the delete's write transaction once the writer wrote.
+                    await session.commit()
+                if rows:
+                    await self._publish(
+                        _by_execution([(roots.get(row.execution_id, ""), [row]) for row in rows])
+                    )
+                await repo.delete_outbox(await session.connection(), due)
+                await session.commit()
             total += len(rows)
-            if len(rows) < self._batch_size:
+            if len(due) < self._batch_size:
                 return total
 
     async def _sweep_once(self) -> None:
@@ -221,7 +238,7 @@ class OutboxRelay:
         self._first_sweep = False
         swept = await self.sweep(older_than)
         if swept:
-            log.info("relayed events left unpublished", extra={"count": swept})
+            log.info("relayed events left in the outbox", extra={"count": swept})
 
 
 def _by_execution(groups: Sequence[tuple[str, Sequence[Any]]]) -> list[tuple[str, list[Any]]]:
@@ -232,3 +249,15 @@ def _by_execution(groups: Sequence[tuple[str, Sequence[Any]]]) -> list[tuple[str
             execution_id = event["execution_id"] if isinstance(event, dict) else event.execution_id
             merged.setdefault(execution_id, (trace_parent, []))[1].append(event)
     return list(merged.values())
+
+
+def _ranges(groups: Sequence[tuple[str, Sequence[Any]]]) -> list[tuple[str, int, int]]:
+    """(execution id, low seq, high seq) of each batch handed over: its outbox row's key and
+    range (a batch is one execution's)."""
+    ranges = []
+    for _, events in groups:
+        seqs = [event["seq"] if isinstance(event, dict) else event.seq for event in events]
+        first = events[0]
+        execution_id = first["execution_id"] if isinstance(first, dict) else first.execution_id
+        ranges.append((execution_id, min(seqs), max(seqs)))
+    return ranges

@@ -18,6 +18,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -30,6 +31,7 @@ from services.workflow.models import (
     ExecutionRow,
     NodeJournalRow,
     NodeRunRow,
+    OutboxRow,
     SecretRow,
     WebhookBindingRow,
     WorkflowRow,
@@ -213,6 +215,7 @@ async def insert_node_runs(session: AsyncSession, rows: list[dict[str, Any]]) ->
 
 _NODE_RUNS = cast(Table, NodeRunRow.__table__)
 _EVENTS = cast(Table, EventRow.__table__)
+_OUTBOX = cast(Table, OutboxRow.__table__)
 _EXECUTIONS = cast(Table, ExecutionRow.__table__)
 
 
@@ -247,8 +250,10 @@ async def update_node_runs(connection: AsyncConnection, changes: Iterable[dict[s
 
 
 async def insert_event_rows(connection: AsyncConnection, events: list[dict[str, Any]]) -> None:
+    """Insert committed-to-be events and their outbox rows (the caller's transaction)."""
     if events:
         await connection.execute(insert(_EVENTS), events)
+        await connection.execute(insert(_OUTBOX), outbox_rows(events, utcnow()))
 
 
 async def fence_execution(
@@ -276,16 +281,48 @@ async def events_after(
     return rows.all()
 
 
-async def unpublished_events(
+async def due_outbox(
     session: AsyncSession, limit: int, older_than: dt.datetime | None = None
-) -> Sequence[EventRow]:
-    query = select(EventRow).where(EventRow.published.is_(False))
+) -> list[tuple[str, int, int]]:
+    """The oldest outbox rows (execution id, low seq, high seq), committed before older_than
+    when given: the sweep's. On PostgreSQL they are locked for the session's transaction
+    and rows another relay's sweep holds are skipped (two replicas sweeping one backlog take
+    disjoint parts: no lock waits between them, no deadlock, no duplicates)."""
+    query = select(_OUTBOX.c.execution_id, _OUTBOX.c.low_seq, _OUTBOX.c.high_seq)
     if older_than is not None:
-        query = query.where(EventRow.ts < older_than)
-    rows = await session.scalars(
-        query.order_by(EventRow.ts, EventRow.execution_id, EventRow.seq).limit(limit)
+        query = query.where(_OUTBOX.c.created_at < older_than)
+    query = (
+        query.order_by(_OUTBOX.c.created_at, _OUTBOX.c.execution_id, _OUTBOX.c.low_seq)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # not rendered on SQLite (no row locks)
     )
-    return rows.all()
+    return [(row[0], row[1], row[2]) for row in (await session.execute(query)).all()]
+
+
+async def outbox_events(
+    session: AsyncSession, rows: Sequence[tuple[str, int, int]]
+) -> Sequence[EventRow]:
+    """The events the outbox rows name, each execution's in order (an execution deleted
+    since has none left)."""
+    if not rows:
+        return []
+    query = (
+        select(EventRow)
+        .join(
+            OutboxRow,
+            and_(
+                OutboxRow.execution_id == EventRow.execution_id,
+                EventRow.seq.between(OutboxRow.low_seq, OutboxRow.high_seq),
+            ),
+        )
+        .where(
+            tuple_(OutboxRow.execution_id, OutboxRow.low_seq).in_(
+                [(execution_id, low) for execution_id, low, _ in rows]
+            )
+        )
+        .order_by(EventRow.execution_id, EventRow.seq)
+    )
+    return (await session.scalars(query)).all()
 
 
 async def trace_parents(session: AsyncSession, execution_ids: Iterable[str]) -> dict[str, str]:
@@ -298,46 +335,67 @@ async def trace_parents(session: AsyncSession, execution_ids: Iterable[str]) -> 
     return {execution_id: trace_parent for execution_id, trace_parent in rows.all()}
 
 
-# PostgreSQL: every execution's range of one relay batch in one statement.
-_MARK_RANGES = text(
-    "UPDATE execution_events AS e SET published = true"
-    " FROM unnest(CAST(:ids AS varchar[]), CAST(:lows AS integer[]),"
+def outbox_rows(events: Iterable[dict[str, Any]], now: dt.datetime) -> list[dict[str, Any]]:
+    """The outbox rows of committed events: one per execution and run of consecutive
+    sequence numbers (a batch of the runner is one run of one execution)."""
+    by_execution: dict[str, list[int]] = {}
+    for event in events:
+        by_execution.setdefault(event["execution_id"], []).append(event["seq"])
+    rows = []
+    for execution_id, seqs in by_execution.items():
+        seqs.sort()
+        low = high = seqs[0]
+        for seq in seqs[1:]:
+            if seq != high + 1:
+                rows.append(_outbox_row(execution_id, low, high, now))
+                low = seq
+            high = seq
+        rows.append(_outbox_row(execution_id, low, high, now))
+    return rows
+
+
+def _outbox_row(execution_id: str, low: int, high: int, now: dt.datetime) -> dict[str, Any]:
+    return {"execution_id": execution_id, "low_seq": low, "high_seq": high, "created_at": now}
+
+
+# PostgreSQL: the outbox rows within every range of a relay round in one statement.
+_CLEAR_RANGES = text(
+    "DELETE FROM event_outbox AS o"
+    " USING unnest(CAST(:ids AS varchar[]), CAST(:lows AS integer[]),"
     " CAST(:highs AS integer[])) AS k(execution_id, low, high)"
-    " WHERE e.execution_id = k.execution_id AND e.seq BETWEEN k.low AND k.high"
-    " AND NOT e.published"
+    " WHERE o.execution_id = k.execution_id AND o.low_seq BETWEEN k.low AND k.high"
+    " AND o.high_seq <= k.high"
+)
+_CLEAR_RANGE = delete(_OUTBOX).where(
+    _OUTBOX.c.execution_id == bindparam("k_id"),
+    _OUTBOX.c.low_seq.between(bindparam("k_low"), bindparam("k_high")),
+    _OUTBOX.c.high_seq <= bindparam("k_high"),
 )
 
 
-async def mark_published(connection: AsyncConnection, keys: list[tuple[str, int]]) -> None:
-    """Flag events as relayed, by each execution's range of sequence numbers (what one relay
-    batch holds of an execution is contiguous or nearly so). On PostgreSQL the contiguous
-    ranges of every execution are one statement (the relay marks a few executions' events
-    every half second); a range with gaps, and SQLite, take a statement per execution."""
-    by_execution: dict[str, list[int]] = {}
-    for execution_id, seq in keys:
-        by_execution.setdefault(execution_id, []).append(seq)
-    events = _EVENTS
-    ranges: tuple[list[str], list[int], list[int]] = ([], [], [])
-    postgres = connection.dialect.name == "postgresql"
-    # In the order of the primary key, so that two relays marking the same events (the
-    # replicas' sweeps of a backlog) take their row locks in one order, not into a deadlock.
-    for execution_id, seqs in sorted(by_execution.items()):
-        low, high = min(seqs), max(seqs)
-        contiguous = len(set(seqs)) == high - low + 1
-        if postgres and contiguous:
-            ranges[0].append(execution_id)
-            ranges[1].append(low)
-            ranges[2].append(high)
-            continue
-        condition = events.c.seq.between(low, high) if contiguous else events.c.seq.in_(seqs)
+async def delete_outbox(
+    connection: AsyncConnection, ranges: Iterable[tuple[str, int, int]]
+) -> None:
+    """Delete the outbox rows of relayed events: those lying within one of the ranges
+    (execution id, low seq, high seq) the broker confirmed. One statement on PostgreSQL
+    (by primary key: the execution and the batch's first seq); an executemany on SQLite.
+    The ranges in the primary key's order, so that two relays' deletes take their row locks
+    in one order."""
+    keys = sorted(set(ranges))
+    if not keys:
+        return
+    if connection.dialect.name == "postgresql":
         await connection.execute(
-            update(events)
-            .where(events.c.execution_id == execution_id, condition)
-            .values(published=True)
+            _CLEAR_RANGES,
+            {
+                "ids": [key[0] for key in keys],
+                "lows": [key[1] for key in keys],
+                "highs": [key[2] for key in keys],
+            },
         )
-    if ranges[0]:
+    else:
         await connection.execute(
-            _MARK_RANGES, {"ids": ranges[0], "lows": ranges[1], "highs": ranges[2]}
+            _CLEAR_RANGE, [{"k_id": key[0], "k_low": key[1], "k_high": key[2]} for key in keys]
         )
 
 
@@ -578,7 +636,6 @@ async def fail_execution(
         "trace_id": row.trace_id,
         "tenant_id": row.tenant_id,
         "workflow_id": row.workflow_id,
-        "published": False,
     }
-    await connection.execute(insert(_EVENTS), [event])
+    await insert_event_rows(connection, [event])
     return event, row.trace_parent

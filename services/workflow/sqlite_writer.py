@@ -24,7 +24,9 @@ from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
-from services.workflow.models import EventRow, ExecutionRow, NodeRunRow
+from libs.common.db import utcnow
+from services.workflow.models import EventRow, ExecutionRow, NodeRunRow, OutboxRow
+from services.workflow.repository import outbox_rows
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 _EXECUTIONS = cast(Table, ExecutionRow.__table__)
 _NODE_RUNS = cast(Table, NodeRunRow.__table__)
 _EVENTS = cast(Table, EventRow.__table__)
+_OUTBOX = cast(Table, OutboxRow.__table__)
 _EVENT_COLUMNS = tuple(column.name for column in _EVENTS.columns)
 
 Processor = Callable[[Any], Any]
@@ -60,6 +63,10 @@ _INSERT_EVENTS = "INSERT INTO execution_events ({}) VALUES ({})".format(
     ", ".join(f'"{column}"' for column in _EVENT_COLUMNS), ", ".join("?" for _ in _EVENT_COLUMNS)
 )
 _OWNED = "SELECT 1 FROM executions WHERE id = ? AND owner = ?"
+_OUTBOX_COLUMNS = ("execution_id", "low_seq", "high_seq", "created_at")
+_INSERT_OUTBOX = "INSERT INTO event_outbox ({}) VALUES ({})".format(
+    ", ".join(f'"{column}"' for column in _OUTBOX_COLUMNS), ", ".join("?" for _ in _OUTBOX_COLUMNS)
+)
 
 
 def _processors(table: Table, dialect: Dialect) -> dict[str, Processor | None]:
@@ -88,6 +95,7 @@ class SQLiteBatchWriter:
         self._node = _processors(_NODE_RUNS, dialect)
         self._event = _processors(_EVENTS, dialect)
         self._event_defaults = _defaults(_EVENTS)
+        self._outbox = _processors(_OUTBOX, dialect)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._connection: sqlite3.Connection | None = None  # opened on the thread
 
@@ -136,9 +144,14 @@ class SQLiteBatchWriter:
             ]
             for event in events
         ]
+        # The batch's outbox row (the relay deletes it once the broker confirmed the events).
+        outbox = [
+            [_bind(self._outbox, column, row[column]) for column in _OUTBOX_COLUMNS]
+            for row in outbox_rows(events, utcnow())
+        ]
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._thread, self._write, fence_sql, fence, updates, rows
+            self._thread, self._write, fence_sql, fence, updates, rows, outbox
         )
 
     def _open(self) -> sqlite3.Connection:
@@ -158,6 +171,7 @@ class SQLiteBatchWriter:
         fence: list[Any],
         updates: list[tuple[str, list[list[Any]]]],
         events: list[list[Any]],
+        outbox: list[list[Any]],
     ) -> bool:
         try:
             if self._connection is None:
@@ -174,6 +188,7 @@ class SQLiteBatchWriter:
                         connection.executemany(sql, params)
                     if events:
                         connection.executemany(_INSERT_EVENTS, events)
+                        connection.executemany(_INSERT_OUTBOX, outbox)
                     connection.execute("COMMIT")
                 else:
                     connection.execute("ROLLBACK")

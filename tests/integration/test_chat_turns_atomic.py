@@ -1,9 +1,9 @@
 """A chat turn is stored with the node's end (issue #15): the session's two new messages are
 written in the transaction that records the agent node's completion, so whoever sees the end
 (an SSE or WebSocket follower, a poll of the execution's events on any replica) reads the
-turns too. Checked on PostgreSQL by the rows' transaction ids (xmin): the messages and the
-agent node's succeeded row came from one transaction (the node.completed event's row would
-do too, but the relay's mark of it as published, an UPDATE, gives it a new xmin). (They
+turns too. Checked on PostgreSQL by the rows' transaction ids (xmin): the messages, the
+agent node's succeeded row and its node.completed event came from one transaction (event
+rows are never rewritten: the relay deletes their outbox row, it does not mark them). (They
 were appended in a transaction of their own after that commit, and a follower's poll could
 see the end first.)"""
 
@@ -63,6 +63,13 @@ async def test_the_turns_are_written_with_the_nodes_end(
                 " WHERE node_id = 'agent' AND status = 'succeeded'"
             )
         }
+        completed = {
+            row["execution_id"]: row["tx"]
+            for row in await connection.fetch(
+                "SELECT execution_id, xmin::text AS tx FROM execution_events"
+                " WHERE node_id = 'agent' AND type = 'node.completed'"
+            )
+        }
     finally:
         await connection.close()
     assert [(m["role"], m["content"]) for m in messages][0::2] == [
@@ -72,3 +79,4 @@ async def test_the_turns_are_written_with_the_nodes_end(
     assert len(messages) == 4 and len({m["execution_id"] for m in messages}) == 2, messages
     for row in messages:
         assert row["tx"] == ends[row["execution_id"]], (dict(row), ends)
+        assert row["tx"] == completed[row["execution_id"]], (dict(row), completed)

@@ -22,6 +22,20 @@ from services.workflow.models import (
 from services.workflow.pg_writer import BatchWriter
 
 
+def _event(execution_id: str, seq: int, data: Any = None, workflow_id: str = "") -> dict[str, Any]:
+    return {
+        "execution_id": execution_id,
+        "seq": seq,
+        "type": "node.started",
+        "node_id": "n0",
+        "ts": utcnow(),
+        "data": data,
+        "trace_id": "",
+        "tenant_id": "t1",
+        "workflow_id": workflow_id,
+    }
+
+
 async def test_execution_state_round_trip(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
@@ -78,21 +92,7 @@ async def test_execution_state_round_trip(database_url: str) -> None:
             )
             await repo.insert_event_rows(
                 connection,
-                [
-                    {
-                        "execution_id": execution_id,
-                        "seq": seq,
-                        "type": "node.started",
-                        "node_id": "n0",
-                        "ts": utcnow(),
-                        "data": {"seq": seq},
-                        "trace_id": "",
-                        "tenant_id": "t1",
-                        "workflow_id": workflow_id,
-                        "published": False,
-                    }
-                    for seq in (1, 2)
-                ],
+                [_event(execution_id, seq, {"seq": seq}, workflow_id) for seq in (1, 2)],
             )
         # Another replica cannot write through the fence.
         async with engine.begin() as connection:
@@ -114,12 +114,15 @@ async def test_execution_state_round_trip(database_url: str) -> None:
             events = await repo.events_after(session, execution_id, 0)
             assert [e.seq for e in events] == [1, 2]
             assert [e.seq for e in await repo.events_after(session, execution_id, 1)] == [2]
-            assert len(await repo.unpublished_events(session, 10)) == 2
+            # The batch's outbox row, naming both events, until the relay deletes it.
+            due = await repo.due_outbox(session, 10)
+            assert due == [(execution_id, 1, 2)]
+            assert [e.seq for e in await repo.outbox_events(session, due)] == [1, 2]
 
         async with engine.begin() as connection:
-            await repo.mark_published(connection, [(execution_id, 1), (execution_id, 2)])
+            await repo.delete_outbox(connection, [(execution_id, 1, 2)])
         async with sessions() as session:
-            assert await repo.unpublished_events(session, 10) == []
+            assert await repo.due_outbox(session, 10) == []
             rows, total = await repo.list_executions(session, "t1", 0, 10, status="running")
             assert total == 1 and rows[0].id == execution_id
             assert (await repo.list_executions(session, "t1", 0, 10, status="failed"))[1] == 0
@@ -127,43 +130,43 @@ async def test_execution_state_round_trip(database_url: str) -> None:
         await engine.dispose()
 
 
-async def test_mark_published_flags_exactly_the_relayed_events(database_url: str) -> None:
-    # Three executions in one relay batch: a contiguous range, a range with gaps, one event
-    # (on PostgreSQL the contiguous ranges are one statement, the gapped one its own).
+async def test_the_outbox_keeps_exactly_the_batches_not_relayed(database_url: str) -> None:
+    # Three executions' batches; the relay confirmed some (one range may cover two batches,
+    # on PostgreSQL every range is one statement): the others stay for the sweep.
     engine = create_engine(database_url)
     try:
         await create_schema(engine)
         sessions = session_factory(engine)
-        a, b, c = (str(uuid.uuid4()) for _ in range(3))
-        async with engine.begin() as connection:
-            await repo.insert_event_rows(
-                connection,
-                [
-                    {
-                        "execution_id": execution_id,
-                        "seq": seq,
-                        "type": "node.started",
-                        "node_id": "n0",
-                        "ts": utcnow(),
-                        "data": None,
-                        "trace_id": "",
-                        "tenant_id": "t1",
-                        "workflow_id": "",
-                        "published": False,
-                    }
-                    for execution_id in (a, b, c)
-                    for seq in range(1, 6)
-                ],
-            )
-        relayed = [(a, 2), (a, 1), (a, 3), (b, 2), (b, 4), (c, 5)]
-        async with engine.begin() as connection:
-            await repo.mark_published(connection, relayed)
+        a, b, c = sorted(str(uuid.uuid4()) for _ in range(3))
+        batches = {a: [(1, 2), (3, 5)], b: [(1, 1), (2, 3), (4, 5)], c: [(1, 5)]}
+        for execution_id, ranges in batches.items():
+            for low, high in ranges:
+                async with engine.begin() as connection:
+                    await repo.insert_event_rows(
+                        connection, [_event(execution_id, seq) for seq in range(low, high + 1)]
+                    )
         async with sessions() as session:
-            left = {
-                (row.execution_id, row.seq) for row in await repo.unpublished_events(session, 100)
-            }
-        every = {(execution_id, seq) for execution_id in (a, b, c) for seq in range(1, 6)}
-        assert left == every - set(relayed)
+            every = await repo.due_outbox(session, 100)
+            later = await repo.due_outbox(session, 100, utcnow() - dt.timedelta(seconds=60))
+        assert sorted(every) == sorted(
+            (execution_id, low, high)
+            for execution_id, ranges in batches.items()
+            for low, high in ranges
+        )
+        assert later == []  # none is older than a minute
+        # a's two batches in one range, b's middle one; c's range falls short of its batch.
+        async with engine.begin() as connection:
+            await repo.delete_outbox(connection, [(b, 2, 3), (a, 1, 5), (c, 1, 4)])
+        async with sessions() as session:
+            left = await repo.due_outbox(session, 100)
+            assert sorted(left) == [(b, 1, 1), (b, 4, 5), (c, 1, 5)]
+            events = await repo.outbox_events(session, left)
+        assert [(e.execution_id, e.seq) for e in events] == [
+            (b, 1),
+            (b, 4),
+            (b, 5),
+            *((c, seq) for seq in range(1, 6)),
+        ]
     finally:
         await engine.dispose()
 
@@ -311,6 +314,8 @@ async def test_the_postgresql_batch_writer_round_trips_every_column(pg_url: str)
                 (e["seq"], e["type"], e["node_id"], e["data"], e["ts"]) for e in events
             ]
             assert {e.trace_id for e in stored_events} == {"trace-1"}
+            # One outbox row for the batch; the retry, whose events were there, adds none.
+            assert await repo.due_outbox(session, 10) == [(execution_id, 1, 2)]
 
         # An agent's step: b's journal appended and nothing else of its row (a journal-only
         # row: `at` and the new entries), beside a full row for a; retried after a lost
@@ -341,6 +346,10 @@ async def test_the_postgresql_batch_writer_round_trips_every_column(pg_url: str)
             assert got.checkpoint == {"journal": [first, second], "k": 1}
             assert (got.status, got.inputs, got.attempt) == ("running", None, 1)
             assert [e.seq for e in await repo.events_after(session, execution_id, 2)] == [3]
+            assert sorted(await repo.due_outbox(session, 10)) == [
+                (execution_id, 1, 2),
+                (execution_id, 3, 3),
+            ]
 
         async def stored_b() -> tuple[Any, int]:
             """b's checkpoint as the row holds it, and its node_journal rows."""
@@ -436,7 +445,11 @@ async def test_the_postgresql_writer_inserts_an_execution_with_its_nodes(pg_url:
             },
         ]
         first = str(uuid.uuid4())
-        await writer.insert_execution(execution(first), nodes)
+        started: list[dict[str, Any]] = [
+            {"seq": seq, "type": "node.started", "node_id": "a", "ts": created, "data": {}}
+            for seq in (1, 2)
+        ]
+        await writer.insert_execution(execution(first), nodes, started)
         # The same idempotency key again: the unique index refuses it, as the ORM would.
         with pytest.raises(IntegrityError):
             await writer.insert_execution(execution(str(uuid.uuid4())), nodes)
@@ -457,6 +470,9 @@ async def test_the_postgresql_writer_inserts_an_execution_with_its_nodes(pg_url:
             }
             _, total = await repo.list_executions(session, "t1", 0, 10)
             assert total == 1  # the refused duplicate left nothing behind
+            # The first batch's events and their outbox row went in with the execution.
+            assert [e.seq for e in await repo.events_after(session, first, 0)] == [1, 2]
+            assert await repo.due_outbox(session, 10) == [(first, 1, 2)]
         # The writer's connection survived the refused statement.
         assert len(writer._idle) == 1
     finally:

@@ -6,6 +6,7 @@ import base64
 import uuid
 from typing import Any
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -17,7 +18,7 @@ import services.tool.knowledge.models
 import services.workflow.models
 import services.workflow.worker_models  # noqa: F401
 from libs.common.db import Base, create_engine
-from libs.migrations import upgrade
+from libs.migrations import alembic_config, upgrade
 
 
 def _diff(connection: Any) -> list[Any]:
@@ -73,5 +74,48 @@ async def test_forks_recorded_in_the_trigger_move_to_the_forked_from_columns(
             ("api-1", "api", None, None),
             ("fork-1", "fork", str(source), "first"),
         ]
+    finally:
+        await engine.dispose()
+
+
+def _downgrade(connection: Any, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
+
+
+async def test_unpublished_events_move_to_the_outbox_and_back(database_url: str) -> None:
+    # Before 0024_p17 each event carried a published flag; after, the outbox names what the
+    # broker has not confirmed.
+    engine = create_engine(database_url)
+    insert = text(
+        "INSERT INTO execution_events (execution_id, seq, type, ts, trace_id, tenant_id,"
+        " workflow_id, published) VALUES ('x', :seq, 'node.started', CURRENT_TIMESTAMP,"
+        " '', 't', 'w', :published)"
+    )
+    try:
+        await upgrade(engine, "0023_p15")
+        async with engine.begin() as connection:
+            for seq, published in ((1, True), (2, False), (3, True), (4, False)):
+                await connection.execute(insert, {"seq": seq, "published": published})
+        await upgrade(engine)
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                text("SELECT execution_id, low_seq, high_seq FROM event_outbox ORDER BY low_seq")
+            )
+            assert [tuple(row) for row in rows] == [("x", 2, 2), ("x", 4, 4)]
+            await connection.execute(text("DELETE FROM event_outbox WHERE low_seq = 4"))
+            await connection.run_sync(_downgrade, "0023_p15")
+            await connection.commit()
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                text("SELECT seq, published FROM execution_events ORDER BY seq")
+            )
+            assert [(seq, bool(flag)) for seq, flag in rows] == [
+                (1, True),
+                (2, False),
+                (3, True),
+                (4, True),
+            ]
     finally:
         await engine.dispose()

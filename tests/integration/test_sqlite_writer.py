@@ -86,7 +86,6 @@ def _batch() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]
             "trace_id": "trace-1",
             "tenant_id": "t1",
             "workflow_id": WORKFLOW_ID,
-            "published": False,
         }
         for seq, kind, node_id, data in (
             (1, "node.completed", "a", {"o": {"é": 1}}),
@@ -101,6 +100,11 @@ def _rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         return {
             table: connection.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
             for table in ("executions", "node_runs", "execution_events")
+        } | {
+            # The batch's outbox row (its created_at is the write's own time).
+            "event_outbox": connection.execute(
+                "SELECT execution_id, low_seq, high_seq FROM event_outbox ORDER BY 1, 2"
+            ).fetchall()
         }
 
 
@@ -124,6 +128,7 @@ async def test_the_sqlite_writer_writes_what_the_core_path_writes(tmp_path: Path
             events=events,
         )
         assert _rows(tmp_path / "fast.db") == _rows(tmp_path / "core.db")
+        assert _rows(tmp_path / "fast.db")["event_outbox"] == [(EXECUTION_ID, 1, 2)]
 
         # Another replica writes nothing through the fence, with or without columns.
         before = _rows(tmp_path / "fast.db")

@@ -892,7 +892,6 @@ class ExecutionCore:
                 "trace_id": info.trace_id,
                 "tenant_id": info.tenant_id,
                 "workflow_id": info.workflow_id,
-                "published": False,
             }
         )
 

@@ -42,7 +42,7 @@ _COMMANDS: dict[str, type] = {
 }
 _TUPLE_FIELDS = {("StartAttempt", "secret_values"), ("NodeResult", "ports"), ("NodeResult", "logs")}
 #: Event fields that are the same on every event of an execution (left out of the record).
-_CONSTANT_EVENT_FIELDS = ("execution_id", "trace_id", "tenant_id", "workflow_id", "published")
+_CONSTANT_EVENT_FIELDS = ("execution_id", "trace_id", "tenant_id", "workflow_id")
 
 
 def plain(value: Any) -> Any:

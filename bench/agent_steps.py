@@ -126,8 +126,10 @@ async def _node_row_writes(database_url: str) -> int:
     writes."""
     connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
     try:
-        # The statistics reach the view up to a second after a transaction ends.
-        await asyncio.sleep(1.5)
+        # A backend's counts reach the view when it flushes them: PostgreSQL 15 flushes an
+        # idle backend's within 10 s (1.5 s of waiting counted 0.28 writes per step of the
+        # 1.48 that 12 s counted).
+        await asyncio.sleep(11)
         value = await connection.fetchval(
             "SELECT sum(CASE relname WHEN 'node_runs' THEN n_tup_upd ELSE n_tup_ins END)"
             " FROM pg_stat_user_tables WHERE relname IN ('node_runs', 'node_journal')"
@@ -313,17 +315,14 @@ async def main() -> None:
             # second after a transaction, too slow to read per run; a block per variant.
             writes: dict[bool, float] = {}
             events: dict[bool, float] = {}
+            counted = await _node_row_writes(database_url), await _step_events(database_url)
             for journal in (False, True):
-                writes_before = await _node_row_writes(database_url)
-                events_before = await _step_events(database_url)
                 for _ in range(BLOCK):
                     await _run_once(stubs[journal], workflows[journal])
-                writes[journal] = (await _node_row_writes(database_url) - writes_before) / (
-                    BLOCK * args.steps
-                )
-                events[journal] = (await _step_events(database_url) - events_before) / (
-                    BLOCK * args.steps
-                )
+                now = await _node_row_writes(database_url), await _step_events(database_url)
+                writes[journal] = (now[0] - counted[0]) / (BLOCK * args.steps)
+                events[journal] = (now[1] - counted[1]) / (BLOCK * args.steps)
+                counted = now
             commit_ms = await _commit_ms(database_url)
             load = _load_average()
             steps_run = args.runs * args.steps

@@ -192,11 +192,14 @@ async def bench(kind: str, args: argparse.Namespace) -> list[str]:
     async with running(kind) as target, client(target) as http:
         template = await create(http, TEMPLATE)
         ten = await create(http, ten_nodes())
-        for phase in (
-            lambda: sequential(http, template, args.sequential),
-            lambda: concurrent(target, ten, args.clients, args.seconds),
-            lambda: offered_rate(target, ten, args.rate, args.seconds),
-        ):
+        phases = {
+            "sequential": lambda: sequential(http, template, args.sequential),
+            "clients": lambda: concurrent(target, ten, args.clients, args.seconds),
+            "rate": lambda: offered_rate(target, ten, args.rate, args.seconds),
+        }
+        for name, phase in phases.items():
+            if name not in args.phases:
+                continue
             infrastructure = await infrastructure_cpu(target)
             before = cpu_by_group(target.pids)
             line, executions = await phase()  # printed as each ends
@@ -227,6 +230,13 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=200, help="sequential runs")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--rate", type=float, default=100.0, help="offered executions/s")
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        choices=["sequential", "clients", "rate"],
+        default=["sequential", "clients", "rate"],
+        help="which figures to take (sequential: the run-and-wait p50/p99 alone)",
+    )
     args = parser.parse_args()
     asyncio.run(main_async(args))
 

@@ -300,19 +300,33 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
         self, request: workflow_pb2.RunExecutionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[workflow_pb2.RunExecutionReply]:
         started = await self.StartExecution(request.start, context)
-        yield workflow_pb2.RunExecutionReply(started=started)
-        if request.wait_s <= 0:
-            return
-        try:
-            # Started here, so driven here (unless an idempotency key found one driven
-            # elsewhere): its end is the runner's in-memory event.
-            async with asyncio.timeout(request.wait_s):
-                row = await self.follower.wait_final(
-                    _tenant(request.start.tenant_id), started.execution_id
-                )
-        except TimeoutError:
+        wait_s = request.wait_s
+        quiet_s = min(max(0.0, request.started_after_s), wait_s)
+        if quiet_s <= 0:
+            yield workflow_pb2.RunExecutionReply(started=started)
+            if wait_s <= 0:
+                return
+        # Started here, so driven here (unless an idempotency key found one driven
+        # elsewhere): its end is the runner's in-memory event (wait_final shields it: a
+        # timeout cancels only this wait).
+        tenant = _tenant(request.start.tenant_id)
+        row = await self._final_within(tenant, started.execution_id, quiet_s or wait_s)
+        if row is None and quiet_s > 0:
+            yield workflow_pb2.RunExecutionReply(started=started)
+            row = await self._final_within(tenant, started.execution_id, wait_s - quiet_s)
+        if row is None:
             return  # still running: the caller answers with the id
         yield workflow_pb2.RunExecutionReply(finished=execution_to_proto(row))
+
+    async def _final_within(
+        self, tenant: str, execution_id: str, wait_s: float
+    ) -> ExecutionRow | None:
+        """The execution's row once it ended, or None when wait_s ran out first."""
+        try:
+            async with asyncio.timeout(wait_s):
+                return await self.follower.wait_final(tenant, execution_id)
+        except TimeoutError:
+            return None
 
     async def _load_execution(self, tenant_id: str, execution_id: str) -> workflow_pb2.Execution:
         async with self.sessions() as session:

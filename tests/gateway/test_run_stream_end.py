@@ -6,7 +6,9 @@ The service has sent its status by then, so only the client side can tell: Call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc.aio._call
@@ -15,7 +17,7 @@ from heddle.v1 import workflow_pb2, workflow_pb2_grpc
 
 from libs.common.grpcutil import start_grpc_server
 from services.gateway.clients import _ENDING, ServiceClients
-from services.gateway.routes.workflows import _run_and_wait
+from services.gateway.routes.workflows import _STARTED_AFTER_S, _run_and_wait
 from services.gateway.settings import GatewaySettings
 
 
@@ -29,6 +31,28 @@ class _Runs(workflow_pb2_grpc.WorkflowServiceServicer):
         )
 
 
+@contextlib.asynccontextmanager
+async def _clients_of(
+    servicer: workflow_pb2_grpc.WorkflowServiceServicer,
+) -> AsyncIterator[ServiceClients]:
+    """The gateway's clients of a WorkflowService served by `servicer` on port 0."""
+    server = await start_grpc_server(
+        "runs",
+        ["heddle.v1.WorkflowService"],
+        lambda grpc_server: workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(
+            servicer, grpc_server
+        ),
+    )
+    clients = ServiceClients.connect(
+        GatewaySettings(workflow_address=f"127.0.0.1:{server.port}", grpc_deadline_s=5)
+    )
+    try:
+        yield clients
+    finally:
+        await clients.close()
+        await server.stop(grace=0)
+
+
 async def test_a_finished_run_is_not_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
     cancels: list[str] = []
     cancel = grpc.aio._call.Call._cancel
@@ -40,22 +64,11 @@ async def test_a_finished_run_is_not_cancelled(monkeypatch: pytest.MonkeyPatch) 
         return cancel(call, details)
 
     monkeypatch.setattr(grpc.aio._call.Call, "_cancel", counted)
-    runs = _Runs()
-    server = await start_grpc_server(
-        "runs",
-        ["heddle.v1.WorkflowService"],
-        lambda grpc_server: workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(
-            runs, grpc_server
-        ),
-    )
-    clients = ServiceClients.connect(
-        GatewaySettings(workflow_address=f"127.0.0.1:{server.port}", grpc_deadline_s=5)
-    )
-    try:
+    async with _clients_of(_Runs()) as clients:
         for _ in range(5):
             start = workflow_pb2.StartExecutionRequest(workflow_id="w1", tenant_id="default")
             started, finished = await _run_and_wait(clients, start, "default", 10.0)
-            assert started.execution_id == "e1"
+            assert started is not None and started.execution_id == "e1"
             assert finished is not None and finished.status == "succeeded"
         await asyncio.sleep(0.2)  # every call's status has arrived
         # The route holds no call any more: whatever is left of them goes now (one collection:
@@ -63,6 +76,26 @@ async def test_a_finished_run_is_not_cancelled(monkeypatch: pytest.MonkeyPatch) 
         gc.collect()
         assert cancels == []
         assert not _ENDING  # each left once its status arrived
-    finally:
-        await clients.close()
-        await server.stop(grace=0)
+
+
+class _Quick(workflow_pb2_grpc.WorkflowServiceServicer):
+    """A run that ended within started_after_s: `finished` alone."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+
+    async def RunExecution(self, request: Any, context: Any) -> Any:
+        self.asked.append(request.started_after_s)
+        yield workflow_pb2.RunExecutionReply(
+            finished=workflow_pb2.Execution(id="e2", status="succeeded")
+        )
+
+
+async def test_a_run_that_ended_soon_is_answered_by_finished_alone() -> None:
+    quick = _Quick()
+    async with _clients_of(quick) as clients:
+        start = workflow_pb2.StartExecutionRequest(workflow_id="w1", tenant_id="default")
+        started, finished = await _run_and_wait(clients, start, "default", 10.0)
+        assert started is None
+        assert finished is not None and finished.id == "e2" and finished.status == "succeeded"
+        assert quick.asked == [_STARTED_AFTER_S] and _STARTED_AFTER_S > 0

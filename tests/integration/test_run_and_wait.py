@@ -9,7 +9,8 @@ import httpx
 from heddle.v1 import workflow_pb2, workflow_pb2_grpc
 
 from libs.cli.stack import Stack
-from libs.common.grpcutil import start_grpc_server
+from libs.common.grpcutil import create_channel, start_grpc_server
+from services.gateway.routes.workflows import _STARTED_AFTER_S
 from services.workflow.servicer import WorkflowServicer
 from services.workflow.workflows import WorkflowStore
 from tests.helpers import assert_eventually
@@ -123,7 +124,9 @@ async def test_run_waits_on_when_the_workflow_service_connection_goes_away(
     service = stack.services["workflow"]
     engine = service.engine
     await assert_eventually(lambda: len(engine.runners) == 1, message="never started")
-    await asyncio.sleep(0.2)  # the gateway's WaitExecution is in flight now
+    # The gateway has the id (RunExecution's `started`, sent once the run went on for
+    # _STARTED_AFTER_S) and its WaitExecution is in flight now.
+    await asyncio.sleep(0.2 + _STARTED_AFTER_S)
     await service.grpc.stop(grace=0)
     await asyncio.sleep(0.3)
     servicer = WorkflowServicer(
@@ -142,3 +145,33 @@ async def test_run_waits_on_when_the_workflow_service_connection_goes_away(
         assert response.json()["outputs"] == {"done": "woke"}
     finally:
         await replacement.stop(grace=0)
+
+
+async def test_run_execution_sends_started_only_for_a_run_that_goes_on(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    """With started_after_s, a run that ends sooner is one message (`finished`); one that
+    goes on gets `started` (its id) first; without it `started` comes at once."""
+    workflow = workflow_pb2_grpc.WorkflowServiceStub(
+        create_channel(stack.settings["workflow_address"])
+    )
+    quick = await create_workflow(client, DIVIDE)
+    slow = await create_workflow(client, SLOW)
+
+    async def replies(workflow_id: str, inputs: bytes, started_after_s: float) -> list[str]:
+        start = workflow_pb2.StartExecutionRequest(
+            workflow_id=workflow_id, inputs_json=inputs, tenant_id="default"
+        )
+        request = workflow_pb2.RunExecutionRequest(
+            start=start, wait_s=20, started_after_s=started_after_s
+        )
+        kinds = []
+        async for reply in workflow.RunExecution(request, timeout=30):
+            kinds.append(reply.WhichOneof("reply"))
+            if reply.HasField("finished"):
+                assert reply.finished.status == "succeeded", reply.finished
+        return kinds
+
+    assert await replies(quick, b'{"d": 4}', 10.0) == ["finished"]
+    assert await replies(quick, b'{"d": 4}', 0.0) == ["started", "finished"]
+    assert await replies(slow, b"{}", 0.3) == ["started", "finished"]

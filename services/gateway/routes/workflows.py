@@ -287,6 +287,11 @@ async def _start_request(
 
 RUN_WAIT_MAX_S = 300.0
 _REWAIT_S = 5.0
+#: RunExecution's `started` only when the run has not ended this long after its start: a
+#: short run is one message (its `finished`), not two. The id is needed only to wait again
+#: on a stream broken after the start; one broken within this answers 503 (as one broken
+#: before the start's reply always did), and the execution runs on.
+_STARTED_AFTER_S = 0.1
 
 
 async def _wait_final(
@@ -321,15 +326,19 @@ async def _wait_final(
 
 async def _run_and_wait(
     clients: Clients, start: workflow_pb2.StartExecutionRequest, tenant: str, wait_s: float
-) -> tuple[workflow_pb2.StartExecutionResponse, workflow_pb2.Execution | None]:
+) -> tuple[workflow_pb2.StartExecutionResponse | None, workflow_pb2.Execution | None]:
     """Start, then wait up to wait_s for the end, in one RunExecution call: the replica that
     starts the execution drives it, so the wait is an in-memory event there (a second call
     went to the other replica half the time, to be woken by a notice between replicas).
+    (started, finished): finished None when the wait ran out (started is then given);
+    started None when the run ended within _STARTED_AFTER_S (finished alone came).
     Once the start was answered, a broken stream is waited on as a read (WaitExecution);
     a workflow service without RunExecution gets StartExecution and WaitExecution."""
     deadline = time.monotonic() + wait_s
     call = clients.run_execution(
-        workflow_pb2.RunExecutionRequest(start=start, wait_s=wait_s),
+        workflow_pb2.RunExecutionRequest(
+            start=start, wait_s=wait_s, started_after_s=_STARTED_AFTER_S
+        ),
         timeout=wait_s + clients.settings.grpc_deadline_s,
     )
     started: workflow_pb2.StartExecutionResponse | None = None
@@ -339,8 +348,7 @@ async def _run_and_wait(
             if reply.HasField("started"):
                 started = reply.started
             elif reply.HasField("finished"):
-                assert started is not None
-                finished = True
+                finished = True  # with no `started` when it ended within _STARTED_AFTER_S
                 return started, reply.finished
     except grpc.RpcError as error:
         if started is None:
@@ -395,6 +403,7 @@ async def run_workflow(
     )
     started, finished = await _run_and_wait(clients, start, tenant, wait)
     if finished is None:
+        assert started is not None
         location = f"/api/v1/executions/{started.execution_id}"
         still_running = ExecutionStarted(
             execution_id=started.execution_id, status=started.status, created=started.created

@@ -168,12 +168,14 @@ class StartExecutionResponse(_message.Message):
     def __init__(self, execution_id: _Optional[str] = ..., status: _Optional[str] = ..., created: bool = ...) -> None: ...
 
 class RunExecutionRequest(_message.Message):
-    __slots__ = ("start", "wait_s")
+    __slots__ = ("start", "wait_s", "started_after_s")
     START_FIELD_NUMBER: _ClassVar[int]
     WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AFTER_S_FIELD_NUMBER: _ClassVar[int]
     start: StartExecutionRequest
     wait_s: float
-    def __init__(self, start: _Optional[_Union[StartExecutionRequest, _Mapping]] = ..., wait_s: _Optional[float] = ...) -> None: ...
+    started_after_s: float
+    def __init__(self, start: _Optional[_Union[StartExecutionRequest, _Mapping]] = ..., wait_s: _Optional[float] = ..., started_after_s: _Optional[float] = ...) -> None: ...
 
 class RunExecutionReply(_message.Message):
     __slots__ = ("started", "finished")

@@ -233,8 +233,10 @@ class WorkflowServiceServicer(object):
     def RunExecution(self, request, context):
         """Start and wait in one call (run-and-wait): first a message with `started` (the id, once
         the execution is persisted), then, when it ends within `wait_s`, one with `finished`
-        (the summary, no per-node records); the stream ends either way. The wait is on the
-        replica that drives the execution: an in-memory event, no notice between replicas.
+        (the summary, no per-node records); the stream ends either way. With `started_after_s`
+        the `started` message is sent only when the execution has not ended that long after
+        its start: a run that ends sooner gets `finished` alone. The wait is on the replica
+        that drives the execution: an in-memory event, no notice between replicas.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
@@ -21,6 +22,20 @@ def init_process(service: str, settings: CommonSettings, *, metrics: bool = True
     configure_tracing(service)
     if metrics:
         serve_metrics(settings.metrics_port, settings.bind_host)
+    freeze_heap()
+
+
+def freeze_heap() -> None:
+    """Move every object alive now (the imported modules, the service's wiring) out of the
+    garbage collector's reach: they live as long as the process, and a full collection
+    walked all of them (100,000-170,000 objects: a 30-110 ms pause of the event loop here,
+    every request waiting meanwhile). The objects made later are collected as before.
+    Not with HEDDLE_DEBUG_TRACEMALLOC: its live-object counts (gc.get_objects) would leave
+    the frozen ones out."""
+    if memdebug.enabled():
+        return
+    gc.collect()
+    gc.freeze()
 
 
 T = TypeVar("T")
@@ -65,6 +80,7 @@ def run_service(
         # HEDDLE_DEBUG_TRACEMALLOC: memory snapshots on SIGUSR1 (off by default).
         memdebug.install(name)
         service = await serve(settings)
+        freeze_heap()  # and what serving built (pools, channels, registries)
         try:
             await run_until_signalled()
         finally:

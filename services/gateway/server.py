@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 
 from libs.common.kv import KV
-from libs.common.runtime import init_process, run
+from libs.common.runtime import freeze_heap, init_process, run
 from libs.common.service import ServiceStack, start_service
 from services.gateway.app import create_app
 from services.gateway.auth import GatewayDatabase, Security
@@ -162,7 +162,12 @@ async def serve(settings: GatewaySettings, *, ready: asyncio.Event | None = None
 
 
 async def _serve_until_signal(settings: GatewaySettings) -> None:
-    task = asyncio.create_task(serve(settings))
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve(settings, ready=ready))
+    # Once serving, what start-up built (the app, its routes and models, the pools) is out
+    # of the garbage collector's way (libs/common/runtime.freeze_heap).
+    started = asyncio.ensure_future(ready.wait())
+    started.add_done_callback(lambda waited: None if waited.cancelled() else freeze_heap())
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, task.cancel)

@@ -14,7 +14,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from libs.common import jsonutil
-from libs.common.artifacts import ArtifactMissing
+from libs.common.artifacts import REF_SCHEME, ArtifactMissing
 from libs.common.claimcheck import ClaimCheck, ForeignReference, wanted_by
 from libs.common.expressions import ExpressionError, evaluate
 from libs.common.logging import attempt_var, execution_id_var, node_id_var, tenant_id_var
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 _TRACER = tracer("node")
 
 Outcome = node_pb2.NodeOutcome
+#: In the JSON of a context that holds an artifact reference (claimcheck: `{"$ref":
+#: "artifact://...", ...}`; jsonutil encodes it as written, "/" unescaped).
+_REF_MARK = REF_SCHEME.encode()
 #: Reports a checkpoint and returns once it is committed (see NodeRequest.journal).
 Journal = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -50,7 +53,10 @@ def _failed(task: node_pb2.NodeTask, error: NodeError, started: float) -> Outcom
     )
 
 
-def _done(task: node_pb2.NodeTask, result: NodeResult, started: float) -> Outcome:
+def _done(
+    task: node_pb2.NodeTask, result: NodeResult, started: float, output_json: bytes = b""
+) -> Outcome:
+    """`output_json`: the output already encoded (the claim check measured it)."""
     outcome = Outcome(
         execution_id=task.execution_id,
         node_id=task.node_id,
@@ -64,7 +70,7 @@ def _done(task: node_pb2.NodeTask, result: NodeResult, started: float) -> Outcom
         outcome.waiting_json = jsonutil.dumps(result.waiting)
         return outcome
     outcome.kind = Outcome.SUCCEEDED
-    outcome.output_json = jsonutil.dumps(result.output)
+    outcome.output_json = output_json or jsonutil.dumps(result.output)
     if result.active_ports is None:
         outcome.all_ports = True
     else:
@@ -150,7 +156,9 @@ class NodeRunner:
         tenant_id_var.set(task.tenant_id)
         try:
             context = jsonutil.loads(task.context_json) or {}
-            if self.claims is not None:
+            if self.claims is not None and _REF_MARK in task.context_json:
+                # (Without the mark, no value of the context is a reference: nothing to
+                # resolve, and no value encoded again to look for one.)
                 context = await self._resolve(task, context)
             if task.when:
                 try:
@@ -199,9 +207,14 @@ class NodeRunner:
                     ) from error
             else:
                 result = await executor.execute(request, self.services)
-            if self.claims is not None and result.waiting is None:
+            if result.waiting is not None:
+                return _done(task, result, started)
+            # Encoded once: the claim check's size test and the outcome share the bytes.
+            output_json = jsonutil.dumps(result.output)
+            if self.claims is not None and len(output_json) > self.claims.threshold:
                 result.output = await self.claims.check_out(result.output, task.tenant_id)
-            return _done(task, result, started)
+                output_json = jsonutil.dumps(result.output)
+            return _done(task, result, started, output_json)
         except NodeError as error:
             return _failed(task, error, started)
         except Exception as error:

@@ -116,6 +116,11 @@ class _WorkStream:
         self.pending: dict[AttemptKey, _Entry] = {}
 
     @property
+    def open(self) -> bool:
+        """Whether the stream's call is open (not broken, not closed)."""
+        return self._call is not None
+
+    @property
     def unsent(self) -> bool:
         """Whether attempts wait for the writer: more sent now share their message."""
         return bool(self._tasks) and self._call is not None
@@ -439,7 +444,12 @@ class NodeDispatcher:
         for _ in range(len(live)):
             self._turn += 1
             replica = live[self._turn % len(live)]
-            if replica.benched_until <= now and _connectable(replica.channel):
+            if replica.benched_until <= now and (
+                # A replica whose work stream is open is reached (a failing channel breaks
+                # the stream, which benches the replica): no channel state asked per pick.
+                (replica.stream is not None and replica.stream.open)
+                or _connectable(replica.channel)
+            ):
                 return replica
         # Every replica is benched or cannot connect: rather than stall, try one that can
         # connect, else the least recently benched.

@@ -4,8 +4,8 @@ batches, takes over executions whose owner died, and bounds concurrency."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
-import functools
 import logging
 import uuid
 from collections import OrderedDict
@@ -303,17 +303,14 @@ class Engine:
         trace_parent: str = "",
         priority: int = DEFAULT_PRIORITY,
         forked_from: tuple[str, str] | None = None,
-        guess: bool = True,
     ) -> tuple[ExecutionRow, bool]:
         """Persist a new execution with every node pending, then start running it.
 
         With an idempotency key that was seen before, returns that execution instead. The
         execution's trace is rooted in an `execution.start` span, a child of trace_parent
         (a retried execution continues its original's trace) or else of the current span.
-        `guess=False` (a start whose guess failed, again) always looks the workflow up.
         """
-        again = functools.partial(
-            self.start_execution,
+        start = _Start(
             tenant_id=tenant_id,
             workflow_id=workflow_id,
             version=version,
@@ -328,32 +325,47 @@ class Engine:
             trace_parent=trace_parent,
             priority=priority,
             forked_from=forked_from,
-            guess=False,
         )
+        try:
+            return await self._start(start, guess=True)
+        except _GuessFailed:
+            # The version guessed refused it (its insert's guard, or its inputs): nothing
+            # was inserted; made again with the lookup, which names what to run or refuses.
+            return await self._start(start, guess=False)
+
+    async def _start(self, start: _Start, *, guess: bool) -> tuple[ExecutionRow, bool]:
+        """start_execution's one attempt. `guess`: on PostgreSQL, a version held compiled
+        here is not looked up (_GuessFailed when its guard or its inputs refuse it);
+        without it the workflow is always looked up."""
+        version, depth = start.version, start.depth
         definition: dict[str, Any] | None = None
-        if parent_execution_id or idempotency_key or self._writer is None:
+        if start.parent_execution_id or start.idempotency_key or self._writer is None:
             async with self.sessions() as session:
-                if parent_execution_id:
-                    parent = await repo.get_execution(session, tenant_id, parent_execution_id)
+                if start.parent_execution_id:
+                    parent = await repo.get_execution(
+                        session, start.tenant_id, start.parent_execution_id
+                    )
                     if parent is None:
-                        raise NotFound(f"parent execution {parent_execution_id!r} not found")
+                        raise NotFound(f"parent execution {start.parent_execution_id!r} not found")
                     depth = max(depth, parent.depth + 1)
                 self._check_depth(depth)
-                if idempotency_key:
-                    existing = await repo.find_execution_by_key(session, tenant_id, idempotency_key)
+                if start.idempotency_key:
+                    existing = await repo.find_execution_by_key(
+                        session, start.tenant_id, start.idempotency_key
+                    )
                     if existing is not None:
                         return existing, False
                 if self._writer is None:
-                    workflow = await repo.get_workflow(session, tenant_id, workflow_id)
+                    workflow = await repo.get_workflow(session, start.tenant_id, start.workflow_id)
                     if workflow is None:
-                        raise NotFound(f"workflow {workflow_id!r} not found")
+                        raise NotFound(f"workflow {start.workflow_id!r} not found")
                     version = version or workflow.latest_version
-                    version_row = await repo.get_version(session, workflow_id, version)
+                    version_row = await repo.get_version(session, start.workflow_id, version)
                     if version_row is None:
-                        raise NotFound(f"workflow {workflow_id!r} has no version {version}")
+                        raise NotFound(f"workflow {start.workflow_id!r} has no version {version}")
                     definition = version_row.definition
-                    if parent_execution_id is None:
-                        await self._check_concurrency_quota(session, tenant_id)
+                    if start.parent_execution_id is None:
+                        await self._check_concurrency_quota(session, start.tenant_id)
         else:
             # PostgreSQL, a top-level start without a key: nothing to read through a session
             # (the lookup below is one statement on the writer's connection).
@@ -361,58 +373,67 @@ class Engine:
         # PostgreSQL, a version held compiled here (the named one, else the newest held):
         # not looked up, its insert checks what the lookup would have (StartGuard) and
         # inserts nothing when it fails, and the start is made again with the lookup.
-        merged = self._writer is not None and not (parent_execution_id and idempotency_key)
-        guessed = self._held_version(workflow_id, version) if guess and merged else None
+        merged = self._writer is not None and not (
+            start.parent_execution_id and start.idempotency_key
+        )
+        guessed = self._held_version(start.workflow_id, version) if guess and merged else None
         guard: pg_writer.StartGuard | None = None
         if guessed is not None:
             guard = pg_writer.StartGuard(
                 explicit=bool(version),
-                limit=self._quota_limit(tenant_id, top_level=parent_execution_id is None),
+                limit=self._quota_limit(
+                    start.tenant_id, top_level=start.parent_execution_id is None
+                ),
             )
             version = guessed
         elif self._writer is not None:
             version, definition = await self._start_lookup(
-                tenant_id, workflow_id, version, top_level=parent_execution_id is None
+                start.tenant_id,
+                start.workflow_id,
+                version,
+                top_level=start.parent_execution_id is None,
             )
-        held = (workflow_id, version)
+        held = (start.workflow_id, version)
         if definition is None and held not in self._compiled and held not in self._saved:
             async with self.sessions() as session:  # evicted since the lookup: read it again
-                version_row = await repo.get_version(session, workflow_id, version)
+                version_row = await repo.get_version(session, start.workflow_id, version)
             if version_row is None:
-                raise NotFound(f"workflow {workflow_id!r} has no version {version}")
+                raise NotFound(f"workflow {start.workflow_id!r} has no version {version}")
             definition = version_row.definition
-        compiled = await self.compiled(workflow_id, version, definition or {}, tenant_id)
+        compiled = await self.compiled(
+            start.workflow_id, version, definition or {}, start.tenant_id
+        )
         try:
-            resolved_inputs = validate_inputs(compiled.definition, inputs)
+            resolved_inputs = validate_inputs(compiled.definition, start.inputs)
         except InvalidArgument:
             if guard is None:
                 raise
-            return await again()  # refused by the version guessed: is it the one to run?
+            raise _GuessFailed("") from None  # refused by the version guessed: the one to run?
         now = utcnow()
         span = _TRACER.start_span(
             "execution.start",
-            context=context_from_traceparent(trace_parent),
-            links=_current_link() if trace_parent else None,
-            attributes={"heddle.workflow_id": workflow_id, "heddle.trigger": trigger},
+            context=context_from_traceparent(start.trace_parent),
+            links=_current_link() if start.trace_parent else None,
+            attributes={"heddle.workflow_id": start.workflow_id, "heddle.trigger": start.trigger},
         )
         given: dict[str, Any] = dict(
             # A child's id follows from its key: the parent node names it before it starts it.
-            id=child_execution_id(tenant_id, idempotency_key)
-            if parent_execution_id and idempotency_key
+            id=child_execution_id(start.tenant_id, start.idempotency_key)
+            if start.parent_execution_id and start.idempotency_key
             else str(uuid.uuid4()),
-            tenant_id=tenant_id,
-            workflow_id=workflow_id,
+            tenant_id=start.tenant_id,
+            workflow_id=start.workflow_id,
             workflow_version=version,
             status="pending",
             inputs=resolved_inputs,
-            idempotency_key=idempotency_key,
-            parent_execution_id=parent_execution_id,
-            parent_node_id=parent_node_id,
+            idempotency_key=start.idempotency_key,
+            parent_execution_id=start.parent_execution_id,
+            parent_node_id=start.parent_node_id,
             depth=depth,
-            trigger=trigger,
-            retry_of=retry_of,
-            forked_from_execution_id=forked_from[0] if forked_from else None,
-            forked_from_node=forked_from[1] if forked_from else None,
+            trigger=start.trigger,
+            retry_of=start.retry_of,
+            forked_from_execution_id=start.forked_from[0] if start.forked_from else None,
+            forked_from_node=start.forked_from[1] if start.forked_from else None,
             trace_id=trace_id_of(span),
             trace_parent=current_traceparent(span),
             created_at=now,
@@ -420,7 +441,7 @@ class Engine:
             lease_expires_at=self._lease_until(),
             last_seq=0,
             crashes=0,
-            priority=priority,
+            priority=start.priority,
         )
         row = ExecutionRow(**given)
         # Every column, as the row holds them (the writer's insert names them all): built
@@ -429,7 +450,7 @@ class Engine:
         values.update(given)
         node_rows = []
         for node in compiled.definition.nodes:
-            previous = (reused or {}).get(node.id)
+            previous = (start.reused or {}).get(node.id)
             entry: dict[str, Any] = {
                 "execution_id": row.id,
                 "node_id": node.id,
@@ -501,17 +522,17 @@ class Engine:
             # Two requests with one idempotency key raced: the other one won.
             async with self.sessions() as session:
                 existing = await repo.find_execution_by_key(
-                    session, tenant_id, idempotency_key or ""
+                    session, start.tenant_id, start.idempotency_key or ""
                 )
             if existing is None:
                 raise
             return existing, False
         except _GuessFailed:
             span.end()
-            return await again()
+            raise
         span.set_attribute("heddle.execution_id", row.id)
         span.end()
-        EXECUTIONS_STARTED.labels(trigger).inc()
+        EXECUTIONS_STARTED.labels(start.trigger).inc()
         if not merged:
             self._launch(row, compiled, nodes)
         return row, True
@@ -1133,6 +1154,26 @@ class Engine:
             ):
                 log.warning("lost lease", extra={"execution_id": execution_id})
                 runner.task.cancel()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Start:
+    """What a start was asked (Engine.start_execution's arguments)."""
+
+    tenant_id: str
+    workflow_id: str
+    version: int
+    inputs: Any
+    idempotency_key: str | None
+    parent_execution_id: str | None
+    parent_node_id: str | None
+    trigger: str
+    depth: int
+    retry_of: str | None
+    reused: dict[str, NodeRunRow] | None
+    trace_parent: str
+    priority: int
+    forked_from: tuple[str, str] | None
 
 
 class _GuessFailed(Exception):

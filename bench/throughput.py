@@ -4,7 +4,8 @@
 
 Three figures per stack (started as bench/http_path.py starts them):
 1. sequential run-and-wait of `input -> template -> output`: p50/p99 of one
-   `POST /run` after another (one client);
+   `POST /run` after another (one client, httpx), and beside it, the two taking turns, the
+   same through a raw socket (the server's share without httpx's per-request work);
 2. throughput of a 10-node workflow (input -> 8 noop -> output) with 20 clients, each
    running run-and-wait in a loop: executions/s and the p50/p99 of a run;
 3. submit latency at a fixed offered rate (100 executions/s, open loop: a submit is sent on
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import sys
 import time
@@ -33,7 +35,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine import calibration_ms
-from http_path import client, create, infrastructure_pids, run_and_wait, running
+from http_path import RUN_WAIT_S, client, create, infrastructure_pids, run_and_wait, running
 
 TEMPLATE = {
     "name": "tp-template",
@@ -115,11 +117,63 @@ def ms(values: list[float]) -> str:
     )
 
 
-async def sequential(http: httpx.AsyncClient, workflow_id: str, count: int) -> tuple[str, int]:
-    for _ in range(5):
-        await run_and_wait(http, workflow_id, {"name": "warm"})
-    times = [(await run_and_wait(http, workflow_id, {"name": "Ada"}))[0] for _ in range(count)]
-    return f"sequential run-and-wait input->template->output: {ms(times)}", len(times)
+class RawRun:
+    """POST /run of one workflow on a keep-alive HTTP/1.1 connection of its own, the request
+    one write of prepared bytes, the answer read by its Content-Length: what the server's
+    side of a run costs without a client library's (httpx's) per-request work."""
+
+    def __init__(self, target: Any, workflow_id: str, inputs: dict[str, Any]) -> None:
+        self.url = httpx.URL(target.url)
+        body = json.dumps({"inputs": inputs}).encode()
+        self.request = (
+            f"POST /api/v1/workflows/{workflow_id}/run?wait={RUN_WAIT_S:g} HTTP/1.1\r\n"
+            f"host: {self.url.host}\r\nauthorization: Bearer {target.key}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def run(self) -> float:
+        """Seconds from the request's write to the end of the answer (a 200 that succeeded)."""
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(self.url.host, self.url.port)
+        reader, writer = self.streams
+        start = time.perf_counter()
+        writer.write(self.request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        fields = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+        body = await reader.readexactly(int(fields["content-length"]))
+        elapsed = time.perf_counter() - start
+        if lines[0].split()[1] != "200" or json.loads(body)["status"] != "succeeded":
+            raise SystemExit(f"run answered {lines[0]}: {body[:300]!r}")
+        return elapsed
+
+    async def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+
+
+async def sequential(
+    target: Any, http: httpx.AsyncClient, workflow_id: str, count: int
+) -> tuple[str, int]:
+    """One run after another, httpx's and a raw socket's (RawRun) taking turns, so that both
+    figures meet the same load: their difference is the client library's share."""
+    raw = RawRun(target, workflow_id, {"name": "Ada"})
+    try:
+        for _ in range(5):
+            await run_and_wait(http, workflow_id, {"name": "warm"})
+            await raw.run()
+        times: list[float] = []
+        raw_times: list[float] = []
+        for _ in range(count):
+            times.append((await run_and_wait(http, workflow_id, {"name": "Ada"}))[0])
+            raw_times.append(await raw.run())
+    finally:
+        await raw.close()
+    return (
+        f"sequential run-and-wait input->template->output: {ms(times)} "
+        f"(raw-socket client in turn: {ms(raw_times)})"
+    ), len(times) + len(raw_times)
 
 
 async def concurrent(
@@ -193,7 +247,7 @@ async def bench(kind: str, args: argparse.Namespace) -> list[str]:
         template = await create(http, TEMPLATE)
         ten = await create(http, ten_nodes())
         phases = {
-            "sequential": lambda: sequential(http, template, args.sequential),
+            "sequential": lambda: sequential(target, http, template, args.sequential),
             "clients": lambda: concurrent(target, ten, args.clients, args.seconds),
             "rate": lambda: offered_rate(target, ten, args.rate, args.seconds),
         }

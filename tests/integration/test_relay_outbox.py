@@ -10,15 +10,33 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
 from heddle.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from libs.cli.stack import start_stack
 from libs.common.bus import InProcessBus
 from libs.common.db import create_engine, create_schema, session_factory, utcnow
 from libs.common.messages import OutgoingMessage
 from services.workflow import repository as repo
 from services.workflow.relay import OutboxRelay
 from tests.helpers import assert_eventually
+
+# input -> 6 noop -> merge -> output: a fan-out's batches and a chain's.
+FAN_OUT = {
+    "name": "outbox-fan-out",
+    "nodes": [
+        {"id": "start", "type": "input"},
+        *({"id": f"n{i}", "type": "noop"} for i in range(6)),
+        {"id": "join", "type": "merge"},
+        {"id": "done", "type": "output", "params": {"value": "ok"}},
+    ],
+    "edges": [
+        *({"source": "start", "target": f"n{i}"} for i in range(6)),
+        *({"source": f"n{i}", "target": "join"} for i in range(6)),
+        {"source": "join", "target": "done"},
+    ],
+}
 
 
 class HeldBus(InProcessBus):
@@ -136,3 +154,39 @@ async def test_two_relays_sweeping_one_backlog_take_disjoint_parts(pg_url: str) 
         assert await _outbox(engine) == []
     finally:
         await engine.dispose()
+
+
+async def test_a_stacks_runs_leave_no_outbox_row_for_the_sweep(pg_url: str) -> None:
+    # The embedded stack on PostgreSQL: every batch its runs commit (the start's first
+    # batch with the execution's insert, each step's, a fan-out's) is cleared by the relay's
+    # hot path within its mark interval, well before the periodic sweep (every 5 s, only
+    # rows older than 5 s) could publish it again.
+    stack = await start_stack({"database_url": pg_url}, ephemeral_ports=True)
+    engine = create_engine(pg_url)
+    try:
+        headers = {"Authorization": f"Bearer {stack.admin_key}"} if stack.admin_key else {}
+        async with httpx.AsyncClient(
+            base_url=stack.gateway_url, timeout=30, headers=headers
+        ) as client:
+            created = await client.post("/api/v1/workflows", json=FAN_OUT)
+            assert created.status_code == 201, created.text
+            workflow_id = created.json()["id"]
+            runs = await asyncio.gather(
+                *(
+                    client.post(
+                        f"/api/v1/workflows/{workflow_id}/run",
+                        params={"wait": 20},
+                        json={},
+                    )
+                    for _ in range(5)
+                )
+            )
+        assert [run.status_code for run in runs] == [200] * 5, [run.text for run in runs]
+
+        async def cleared() -> bool:
+            return await _outbox(engine) == []
+
+        await assert_eventually(cleared, timeout=3.0, message="outbox rows left for the sweep")
+    finally:
+        await engine.dispose()
+        await stack.stop()

@@ -301,7 +301,9 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
     ) -> AsyncIterator[workflow_pb2.RunExecutionReply]:
         started = await self.StartExecution(request.start, context)
         wait_s = request.wait_s
-        quiet_s = min(max(0.0, request.started_after_s), wait_s)
+        # Only a start made here is quiet: one an idempotency key found may be driven by
+        # another replica, whose wait (reads, a notice) is not cut short for it.
+        quiet_s = min(max(0.0, request.started_after_s), wait_s) if started.created else 0.0
         if quiet_s <= 0:
             yield workflow_pb2.RunExecutionReply(started=started)
             if wait_s <= 0:

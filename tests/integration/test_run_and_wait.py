@@ -151,16 +151,19 @@ async def test_run_execution_sends_started_only_for_a_run_that_goes_on(
     stack: Stack, client: httpx.AsyncClient
 ) -> None:
     """With started_after_s, a run that ends sooner is one message (`finished`); one that
-    goes on gets `started` (its id) first; without it `started` comes at once."""
+    goes on gets `started` (its id) first; without it, or for a start its idempotency key
+    found, `started` comes at once."""
     workflow = workflow_pb2_grpc.WorkflowServiceStub(
         create_channel(stack.settings["workflow_address"])
     )
     quick = await create_workflow(client, DIVIDE)
     slow = await create_workflow(client, SLOW)
 
-    async def replies(workflow_id: str, inputs: bytes, started_after_s: float) -> list[str]:
+    async def replies(
+        workflow_id: str, inputs: bytes, started_after_s: float, key: str = ""
+    ) -> list[str]:
         start = workflow_pb2.StartExecutionRequest(
-            workflow_id=workflow_id, inputs_json=inputs, tenant_id="default"
+            workflow_id=workflow_id, inputs_json=inputs, tenant_id="default", idempotency_key=key
         )
         request = workflow_pb2.RunExecutionRequest(
             start=start, wait_s=20, started_after_s=started_after_s
@@ -175,3 +178,6 @@ async def test_run_execution_sends_started_only_for_a_run_that_goes_on(
     assert await replies(quick, b'{"d": 4}', 10.0) == ["finished"]
     assert await replies(quick, b'{"d": 4}', 0.0) == ["started", "finished"]
     assert await replies(slow, b"{}", 0.3) == ["started", "finished"]
+    # A start an idempotency key found (perhaps driven elsewhere): `started` at once.
+    assert await replies(quick, b'{"d": 4}', 10.0, key="k-quiet") == ["finished"]
+    assert await replies(quick, b'{"d": 4}', 10.0, key="k-quiet") == ["started", "finished"]

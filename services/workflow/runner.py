@@ -20,6 +20,7 @@ import datetime
 import hashlib
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 from heddle.v1 import node_pb2
 from opentelemetry import trace
 
-from libs.common import jsonutil
+from libs.common import expressions, jsonutil
+from libs.common.artifacts import REF_SCHEME
 from libs.common.cache import CacheScope
 from libs.common.db import utcnow
 from libs.common.errors import FailedPrecondition, HeddleError, Unavailable
@@ -118,6 +120,12 @@ _TRACER = tracer("workflow")
 _IN_FLIGHT = frozenset({"running", "queued"})
 #: Statuses of a node that waits for the world (an event, input, a timer): parkable.
 _PARKED_NODE = frozenset({"waiting", "retrying"})
+#: Node types whose attempt the runner ends itself when it can (ExecutionRunner._run_here).
+_RUN_HERE = frozenset({"input", "output"})
+#: An output `value` rendered here: one path, `{{ node.field }}` (no filter, no operator).
+_PATH_TEMPLATE = re.compile(r"\{\{\s*[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\s*\}\}")
+#: In the JSON of a context that holds an artifact reference (a replica resolves those).
+_REF_MARK = REF_SCHEME.encode()
 _RESULT_KINDS: dict[int, Literal["succeeded", "failed", "waiting", "skipped"]] = {
     node_pb2.NodeOutcome.SUCCEEDED: "succeeded",
     node_pb2.NodeOutcome.FAILED: "failed",
@@ -844,7 +852,58 @@ class ExecutionRunner:
             )
         )
         for attempt in fx.attempts:
-            self._send_later(attempt, secrets)
+            if not self._run_here(attempt, secrets):
+                self._send_later(attempt, secrets)
+
+    def _run_here(self, attempt: StartedAttempt, secrets: dict[str, str] | None) -> bool:
+        """An input or output node's attempt ends here, in the turn it started, with what
+        the node replica's executor of that type would answer: an input node's output is the
+        execution's inputs; an output node's is its `value`, a literal or one `{{ a.b }}`
+        path (rendered as the replica renders it, against the context as JSON gives it).
+        Only a node with no `when`, no timeout and no secrets, whose params are just those,
+        whose context holds no artifact reference and whose output is under the claim
+        check's threshold (the replica would store it by reference); anything else (another
+        template, a render that fails) goes to a node replica as before. The core gets the
+        result a replica's outcome would have given; per execution, one work-stream message
+        each way and one batch write fewer per such node: the node after it starts (or the
+        execution ends) in the same turn."""
+        spec = self.specs[attempt.node_id]
+        if spec.type not in _RUN_HERE or spec.when or spec.timeout_s or secrets is not None:
+            return False
+        if spec.type == "input":
+            if self.params_json[spec.id] != b"{}":
+                return False
+            output = attempt.context.get("inputs", {})
+        else:
+            params = jsonutil.loads(self.params_json[spec.id])
+            if not isinstance(params, dict) or list(params) != ["value"]:
+                return False
+            value = params["value"]
+            if not expressions.is_templated(self.params_json[spec.id].decode()):
+                output = value
+            elif isinstance(value, str) and _PATH_TEMPLATE.fullmatch(value):
+                context_json = jsonutil.dumps(attempt.context)
+                if _REF_MARK in context_json:
+                    return False
+                try:
+                    output = expressions.render(value, jsonutil.loads(context_json))
+                except expressions.ExpressionError:
+                    return False  # the replica fails the node, with its own message
+            else:
+                return False
+        encoded = jsonutil.dumps(output)
+        if len(encoded) > self.engine.settings.claim_check_bytes:
+            return False
+        self._feed(
+            NodeResult(
+                attempt.node_id,
+                attempt.attempt,
+                "succeeded",
+                output=jsonutil.loads(encoded),  # a copy, as decoded from a replica's answer
+                output_size=len(encoded),
+            )
+        )
+        return True
 
     def _send_later(self, attempt: StartedAttempt, secrets: dict[str, str] | None) -> None:
         spec = self.specs[attempt.node_id]

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from libs.cli.stack import Stack
+from libs.cli.stack import Stack, start_stack
 from tests.integration import helpers
 
 
@@ -59,3 +59,40 @@ async def test_input_and_output_nodes_end_in_the_workflow_replica(
     stream = await helpers.events(client, execution["id"])
     for node_id in ("start", "done"):
         assert helpers.event_types(stream, node_id) == ["node.started", "node.completed"], node_id
+
+
+async def test_an_execution_of_input_and_output_only_ends_in_its_first_batch(
+    database_url: str,
+) -> None:
+    """Nothing goes to a node replica: the start's insert is also the execution's end (on
+    both databases), and run-and-wait and the detail answer it."""
+    running = await start_stack({"database_url": database_url}, ephemeral_ports=True)
+    headers = {"Authorization": f"Bearer {running.admin_key}"} if running.admin_key else {}
+    try:
+        async with httpx.AsyncClient(
+            base_url=running.gateway_url, timeout=30, headers=headers
+        ) as client:
+            workflow_id = await helpers.create_workflow(
+                client,
+                {
+                    "name": "inputs-back",
+                    "nodes": [
+                        {"id": "start", "type": "input"},
+                        {"id": "done", "type": "output", "params": {"value": "{{ start.x }}"}},
+                    ],
+                    "edges": [{"source": "start", "target": "done"}],
+                },
+            )
+            dispatcher = running.services["workflow"].dispatcher
+            before = sum(dispatcher.stats().values())
+            response = await client.post(
+                f"/api/v1/workflows/{workflow_id}/run", json={"inputs": {"x": [7]}}
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["status"] == "succeeded"
+            assert response.json()["outputs"] == {"done": [7]}
+            execution = await helpers.wait_final(client, response.json()["id"])
+            assert helpers.node(execution, "done")["output"] == [7]
+            assert sum(dispatcher.stats().values()) == before
+    finally:
+        await running.stop()

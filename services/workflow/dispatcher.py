@@ -214,6 +214,12 @@ class _WorkStream:
                     self._wakeup = None
                     if self._call is not call:
                         return
+                    if len(self.pending) > len(self._tasks):
+                        # Other attempts are out on this stream (many executions): one more
+                        # loop turn lets the steps their outcomes release join this message.
+                        await asyncio.sleep(0)
+                        if self._call is not call:
+                            return
                 request = node_pb2.WorkRequest(
                     tasks=self._tasks, cancel=self._cancels, acks=self._acks
                 )

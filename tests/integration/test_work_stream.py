@@ -112,6 +112,32 @@ async def test_steps_of_one_loop_turn_share_one_message_and_later_ones_take_turn
         await dispatcher.close()
 
 
+async def test_with_attempts_out_steps_of_two_loop_turns_share_one_message(
+    replicas: list[NodeService],
+) -> None:
+    """While the stream has other attempts out (many executions running), the writer waits
+    one more loop turn: a step sent in the next turn joins the message; one stream alone
+    (a chain, nothing else out) writes at once (the test above)."""
+    dispatcher = NodeDispatcher(_addresses(replicas[:1]), service_token=TOKEN)
+    [replica] = dispatcher._replicas
+    seen = Recorder()
+    try:
+        held = dispatcher.dispatch(
+            [_task("held", "delay", seconds=30)], seen.on_outcomes, seen.on_failure
+        )
+        await assert_eventually(lambda: replica.writes == 1)
+        dispatcher.dispatch([_task("a")], seen.on_outcomes, seen.on_failure)
+        await asyncio.sleep(0)  # the next loop turn
+        dispatcher.dispatch([_task("b")], seen.on_outcomes, seen.on_failure)
+        await assert_eventually(lambda: len(seen.outcomes) == 2)
+        assert {o.node_id for o in seen.outcomes} == {"a", "b"}
+        assert replica.writes == 2  # "a" and "b" in one message
+        held.cancel()
+        assert not seen.failures
+    finally:
+        await dispatcher.close()
+
+
 async def test_cancelling_a_dispatch_stops_the_attempt_on_the_replica(
     replicas: list[NodeService],
 ) -> None:

@@ -894,6 +894,11 @@ class ExecutionRunner:
         encoded = jsonutil.dumps(output)
         if len(encoded) > self.engine.settings.claim_check_bytes:
             return False
+        # In the trace and the node duration metric like any attempt (_end_attempt ends
+        # both when the result below is applied); its span has no node.execute child.
+        observed = self.observed.setdefault(attempt.node_id, _Observed())
+        observed.span = self._attempt_span(attempt, **{"heddle.ran_in": "workflow"})
+        observed.sent_at = time.perf_counter()
         self._feed(
             NodeResult(
                 attempt.node_id,
@@ -905,6 +910,22 @@ class ExecutionRunner:
         )
         return True
 
+    def _attempt_span(self, attempt: StartedAttempt, **attributes: Any) -> trace.Span | None:
+        """The attempt's span in the execution's trace (ended with its outcome)."""
+        if not spans_wanted():
+            return None
+        return _TRACER.start_span(
+            f"node.attempt {attempt.node_id}",
+            context=self._trace_root,
+            attributes={
+                "heddle.execution_id": self.id,
+                "heddle.node_id": attempt.node_id,
+                "heddle.node_type": attempt.node_type,
+                "heddle.attempt": attempt.attempt,
+                **attributes,
+            },
+        )
+
     def _send_later(self, attempt: StartedAttempt, secrets: dict[str, str] | None) -> None:
         spec = self.specs[attempt.node_id]
         context = attempt.context
@@ -912,20 +933,7 @@ class ExecutionRunner:
             # Secrets join the context sent to the node, never node.inputs (which is stored).
             context = {**context, "secrets": secrets}
         observed = self.observed.setdefault(attempt.node_id, _Observed())
-        span = observed.span = (
-            None
-            if not spans_wanted()
-            else _TRACER.start_span(
-                f"node.attempt {attempt.node_id}",
-                context=self._trace_root,
-                attributes={
-                    "heddle.execution_id": self.id,
-                    "heddle.node_id": attempt.node_id,
-                    "heddle.node_type": attempt.node_type,
-                    "heddle.attempt": attempt.attempt,
-                },
-            )
-        )
+        span = observed.span = self._attempt_span(attempt)
         self.batch.to_send.append(
             node_pb2.NodeTask(
                 execution_id=self.id,

@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
+from yarl import URL
 
 from services.ai.providers.base import (
     ChatRequest,
@@ -143,14 +143,8 @@ class OpenAIProvider(HttpProvider):
         body: dict[str, Any] = {"model": model, "input": list(texts), "encoding_format": "float"}
         if dimensions:
             body["dimensions"] = dimensions
+        data = await self.post_json(URL(self.base_url + "/embeddings"), body)
         try:
-            response = await self._client.post("/embeddings", json=body)
-        except httpx.HTTPError as error:
-            raise self._transport_error(error) from error
-        if response.status_code >= 400:
-            raise self._status_error(response)
-        try:
-            data = response.json()
             rows = sorted(data["data"], key=lambda item: int(item.get("index", 0)))
             vectors = [[float(x) for x in row["embedding"]] for row in rows]
         except (ValueError, KeyError, TypeError, AttributeError) as error:

@@ -1,7 +1,7 @@
 """Routes a completion through its fallback chain, with retries and a breaker per provider.
 
 For each model of the chain, in order: skip it when its provider's breaker is open; else
-call it, retrying 429/5xx/timeouts (exponential backoff with jitter, or the
+call it, retrying 429/5xx/timeouts (tenacity, exponential backoff with jitter, or the
 provider's Retry-After when it sends one); the first model that answers serves the call
 and the answer names it, with the models tried before it. Streams fall back the same way
 until the first token has been sent; after that a failure ends the stream.
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,13 @@ from functools import partial
 from typing import Any, TypeVar
 
 from prometheus_client import Counter, Histogram
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    wait_exponential,
+    wait_random,
+)
 
 from libs.common import jsonutil
 from libs.common.errors import (
@@ -196,12 +202,6 @@ def _error_logs(logs: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]
             break
         kept.append(record)
     return kept
-
-
-def _backoff(attempt: int, initial_s: float, max_s: float) -> float:
-    """Seconds before attempt+1: exponential (initial_s * 2**(attempt-1), at most max_s)
-    plus up to initial_s of jitter, so that replicas don't retry in lock-step."""
-    return min(initial_s * 2 ** min(attempt - 1, 64), max_s) + random.uniform(0, initial_s)
 
 
 def _short(text: str) -> str:
@@ -491,52 +491,52 @@ class Router:
             attempts = max(1, min(attempts, call.max_attempts))
         if route.slot.breaker.state is BreakerState.HALF_OPEN:
             attempts = 1
-        # A plain loop, not tenacity's AsyncRetrying: its per-call set-up (retry state,
-        # wrapped callables, inspect checks) was a fifth of Complete's Python samples under
-        # bench/agent_steps.py, where nearly every call succeeds at once.
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await operation()
-            except ProviderError as error:
-                if not error.retryable or self._stop(attempt, attempts, error, call, config):
-                    raise
-                if error.retry_after is not None:
-                    delay = error.retry_after
-                else:
-                    delay = _backoff(attempt, config.backoff_initial_s, config.backoff_max_s)
-                LLM_RETRIES.labels(route.model, route.slot.name).inc()
-                shown = round(delay, 3)
-                _note(
-                    call,
-                    logging.WARNING,
-                    f"LLM call to {_label(route)} failed (attempt {attempt} of "
-                    f"{attempts}): {_short(error.message)}; retrying in {shown:g} s",
-                    route,
-                    attempt=attempt,
-                    max_attempts=attempts,
-                    delay_s=shown,
-                )
-                await self._sleep(delay)
+        # Exponential backoff with jitter, so that replicas don't retry in lock-step.
+        backoff = wait_exponential(
+            multiplier=config.backoff_initial_s, max=config.backoff_max_s
+        ) + wait_random(0, config.backoff_initial_s)
 
-    def _stop(
-        self,
-        attempt: int,
-        attempts: int,
-        error: ProviderError,
-        call: CompletionCall,
-        config: ProviderConfig,
-    ) -> bool:
-        """No retry after this failed attempt: out of attempts, a Retry-After not worth
-        waiting for (the fallback may answer now), or the deadline past by then."""
-        if attempt >= attempts:
-            return True
-        if error.retry_after is not None:
-            if error.retry_after > config.retry_after_max_s:
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, ProviderError) and error.retry_after is not None:
+                return error.retry_after
+            return float(backoff(state))
+
+        def stop(state: RetryCallState) -> bool:
+            if state.attempt_number >= attempts:
                 return True
-            return self._past_deadline(call, error.retry_after)
-        return self._past_deadline(call, 0.0)
+            error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, ProviderError) and error.retry_after is not None:
+                if error.retry_after > config.retry_after_max_s:
+                    return True  # not worth the wait: the fallback may answer now
+                return self._past_deadline(call, error.retry_after)
+            return self._past_deadline(call, 0.0)
+
+        def before_sleep(state: RetryCallState) -> None:
+            LLM_RETRIES.labels(route.model, route.slot.name).inc()
+            error = state.outcome.exception() if state.outcome else None
+            text = _short(error.message if isinstance(error, ProviderError) else str(error))
+            delay = round(state.upcoming_sleep, 3)
+            _note(
+                call,
+                logging.WARNING,
+                f"LLM call to {_label(route)} failed (attempt {state.attempt_number} of "
+                f"{attempts}): {text}; retrying in {delay:g} s",
+                route,
+                attempt=state.attempt_number,
+                max_attempts=attempts,
+                delay_s=delay,
+            )
+
+        retrying = AsyncRetrying(
+            stop=stop,
+            wait=wait,
+            retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and e.retryable),
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return await retrying(operation)
 
     def _past_deadline(self, call: CompletionCall, wait: float) -> bool:
         return call.deadline is not None and self._clock() + wait >= call.deadline

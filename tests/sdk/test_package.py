@@ -57,7 +57,8 @@ def test_pip_install_alone_builds_and_imports_without_server_code(tmp_path: Path
     found = json.loads(probe.stdout)
     assert found["version"] == "0.2.0"
     assert found["importable"] == []
-    assert found["requires"] == ["grpcio", "httpx", "protobuf", "pydantic"]
+    # sniffio: httpcore asks it for the running loop on every async request (8c5ea4c).
+    assert found["requires"] == ["grpcio", "httpx", "protobuf", "pydantic", "sniffio"]
     assert found["extras"] == ["uvloop"]  # heddle-sdk[uvloop]: the worker's faster loop
     assert found["schema"] == ["text"]
     assert found["message"] == "x"

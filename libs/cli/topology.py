@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +95,36 @@ def _bindable(host: str, port: int) -> bool:
 #: one picked twice made two of its processes fight for it.
 _handed_out: set[int] = set()
 
+#: Claims of ports picked by any process of this machine (a file per port): two processes
+#: starting topologies at once (pytest's workers, a benchmark beside the suite) pick from one
+#: range, and a port both picked before either bound it failed one's service at start
+#: ("cannot bind gRPC port"). A claim holds for _CLAIM_S, the time from a pick to the bind.
+_CLAIMS = Path(tempfile.gettempdir()) / "heddle-port-claims"
+_CLAIM_S = 120.0
+
+
+def _claim(port: int) -> bool:
+    """Claim the port for this process unless another's claim on it is younger than
+    _CLAIM_S; an older claim is stale and taken over (renamed away first: of two processes
+    taking one over, one rename succeeds)."""
+    _CLAIMS.mkdir(exist_ok=True)
+    path = _CLAIMS / str(port)
+    for _ in range(2):
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return True
+        except FileExistsError:
+            pass
+        try:
+            if time.time() - path.stat().st_mtime < _CLAIM_S:
+                return False
+            stale = path.with_name(f"{port}.stale.{os.getpid()}")
+            os.rename(path, stale)
+            stale.unlink()
+        except FileNotFoundError:
+            return False  # another process took the stale claim over first
+    return False
+
 
 def free_port(host: str = "127.0.0.1", companion: int = 0) -> int:
     """A port free now, chosen at random BELOW the kernel's ephemeral range: a process is
@@ -101,7 +132,8 @@ def free_port(host: str = "127.0.0.1", companion: int = 0) -> int:
     any outgoing connection meanwhile; and nothing held a picked port, so one call could
     return what an earlier one had (seen twice: a worker's gRPC port taken when it bound).
     Random, so that parallel callers rarely pick the same one, and never one it gave this
-    process before; bound once to check it is free. With `companion`, port + companion (a
+    process before, nor one another process of this machine claimed in the last two minutes
+    (_claim); bound once to check it is free. With `companion`, port + companion (a
     workflow replica's worker endpoint) is checked and handed out with it."""
     high = _ephemeral_low() - 1 - companion  # the companion below the range too
     low = max(1024, high - 12000)
@@ -110,6 +142,8 @@ def free_port(host: str = "127.0.0.1", companion: int = 0) -> int:
         ports = {port, port + companion}
         # Free again once its caller's process went, but not ours to give twice.
         if ports & _handed_out or not all(_bindable(host, p) for p in ports):
+            continue
+        if not all(_claim(p) for p in sorted(ports)):
             continue
         _handed_out.update(ports)
         return port

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from libs.cli import topology
 from libs.cli.topology import (
     LOCAL_DATABASE_URL,
     TopologyPorts,
@@ -18,6 +22,8 @@ from libs.cli.topology import (
 )
 from libs.common.settings import DEFAULT_PORTS, CommonSettings
 from services.workflow.settings import WorkflowSettings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_default_topology_runs_the_production_shape() -> None:
@@ -136,6 +142,35 @@ def test_cli_arguments_and_log_tail(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert tail(log, 3) == "line 97\nline 98\nline 99"
     assert tail(tmp_path / "missing.log") == ""
+
+
+def test_a_port_another_process_just_claimed_is_not_picked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two processes picking at once (pytest's workers, a benchmark beside the suite) do not
+    get the same port: a pick is claimed machine-wide until its process has had the time to
+    bind it; a claim older than that is taken over."""
+    first, second = free_port(), free_port()
+    claim = f"from libs.cli import topology; print(topology._claim({first}), end='')"
+    other = subprocess.run(
+        [sys.executable, "-c", claim], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert other.stdout == "False"  # this process claimed it when it picked it
+    path = topology._CLAIMS / str(first)
+    path.unlink()
+    other = subprocess.run(
+        [sys.executable, "-c", claim], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert other.stdout == "True"
+    (topology._CLAIMS / str(second)).unlink()  # this process's own pick, given back
+    topology._handed_out.difference_update({first, second})
+    picks = iter([first, second])
+    monkeypatch.setattr(topology.random, "randint", lambda low, high: next(picks))
+    assert free_port() == second  # the other process's claim on `first` holds
+    os.utime(path, (0, 0))  # the claim has aged past the time a bind takes
+    topology._handed_out.discard(first)
+    picks = iter([first])
+    assert free_port() == first
 
 
 def test_free_ports_are_bindable_and_outside_the_ephemeral_range() -> None:

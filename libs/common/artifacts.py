@@ -35,6 +35,9 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, Field, SecretStr
 
 REF_SCHEME = "artifact://"
+#: In the JSON of a value that holds a reference anywhere (jsonutil writes "/" unescaped):
+#: without it, no value inside is a reference and none needs resolving.
+REF_MARK = REF_SCHEME.encode()
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 #: Size of the chunks `open_stream` yields.
 CHUNK_BYTES = 256 * 1024

@@ -14,7 +14,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from libs.common import jsonutil
-from libs.common.artifacts import REF_SCHEME, ArtifactMissing
+from libs.common.artifacts import REF_MARK, ArtifactMissing
 from libs.common.claimcheck import ClaimCheck, ForeignReference, wanted_by
 from libs.common.expressions import ExpressionError, evaluate
 from libs.common.logging import attempt_var, execution_id_var, node_id_var, tenant_id_var
@@ -28,9 +28,6 @@ log = logging.getLogger(__name__)
 _TRACER = tracer("node")
 
 Outcome = node_pb2.NodeOutcome
-#: In the JSON of a context that holds an artifact reference (claimcheck: `{"$ref":
-#: "artifact://...", ...}`; jsonutil encodes it as written, "/" unescaped).
-_REF_MARK = REF_SCHEME.encode()
 #: Reports a checkpoint and returns once it is committed (see NodeRequest.journal).
 Journal = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -156,7 +153,7 @@ class NodeRunner:
         tenant_id_var.set(task.tenant_id)
         try:
             context = jsonutil.loads(task.context_json) or {}
-            if self.claims is not None and _REF_MARK in task.context_json:
+            if self.claims is not None and REF_MARK in task.context_json:
                 # (Without the mark, no value of the context is a reference: nothing to
                 # resolve, and no value encoded again to look for one.)
                 context = await self._resolve(task, context)

@@ -30,7 +30,7 @@ from heddle.v1 import node_pb2
 from opentelemetry import trace
 
 from libs.common import expressions, jsonutil
-from libs.common.artifacts import REF_SCHEME
+from libs.common.artifacts import REF_MARK
 from libs.common.cache import CacheScope
 from libs.common.db import utcnow
 from libs.common.errors import FailedPrecondition, HeddleError, Unavailable
@@ -124,8 +124,6 @@ _PARKED_NODE = frozenset({"waiting", "retrying"})
 _RUN_HERE = frozenset({"input", "output"})
 #: An output `value` rendered here: one path, `{{ node.field }}` (no filter, no operator).
 _PATH_TEMPLATE = re.compile(r"\{\{\s*[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\s*\}\}")
-#: In the JSON of a context that holds an artifact reference (a replica resolves those).
-_REF_MARK = REF_SCHEME.encode()
 _RESULT_KINDS: dict[int, Literal["succeeded", "failed", "waiting", "skipped"]] = {
     node_pb2.NodeOutcome.SUCCEEDED: "succeeded",
     node_pb2.NodeOutcome.FAILED: "failed",
@@ -883,7 +881,7 @@ class ExecutionRunner:
                 output = value
             elif isinstance(value, str) and _PATH_TEMPLATE.fullmatch(value):
                 context_json = jsonutil.dumps(attempt.context)
-                if _REF_MARK in context_json:
+                if REF_MARK in context_json:  # a replica resolves references
                     return False
                 try:
                     output = expressions.render(value, jsonutil.loads(context_json))

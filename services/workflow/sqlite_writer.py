@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
@@ -59,14 +59,15 @@ def _update_sql(table: str, columns: tuple[str, ...], keys: tuple[str, ...]) -> 
     return f'UPDATE "{table}" SET {assignments} WHERE {where}'
 
 
-_INSERT_EVENTS = "INSERT INTO execution_events ({}) VALUES ({})".format(
-    ", ".join(f'"{column}"' for column in _EVENT_COLUMNS), ", ".join("?" for _ in _EVENT_COLUMNS)
-)
+def _insert_sql(table: str, columns: Sequence[str]) -> str:
+    names = ", ".join(f'"{column}"' for column in columns)
+    return f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" for _ in columns)})'
+
+
+_INSERT_EVENTS = _insert_sql("execution_events", _EVENT_COLUMNS)
 _OWNED = "SELECT 1 FROM executions WHERE id = ? AND owner = ?"
 _OUTBOX_COLUMNS = ("execution_id", "low_seq", "high_seq", "created_at")
-_INSERT_OUTBOX = "INSERT INTO event_outbox ({}) VALUES ({})".format(
-    ", ".join(f'"{column}"' for column in _OUTBOX_COLUMNS), ", ".join("?" for _ in _OUTBOX_COLUMNS)
-)
+_INSERT_OUTBOX = _insert_sql("event_outbox", _OUTBOX_COLUMNS)
 
 
 def _processors(table: Table, dialect: Dialect) -> dict[str, Processor | None]:

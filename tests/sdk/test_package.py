@@ -58,7 +58,15 @@ def test_pip_install_alone_builds_and_imports_without_server_code(tmp_path: Path
     assert found["version"] == "0.2.0"
     assert found["importable"] == []
     # sniffio: httpcore asks it for the running loop on every async request (8c5ea4c).
-    assert found["requires"] == ["grpcio", "httpx", "protobuf", "pydantic", "sniffio"]
+    # httpx-aiohttp: the client's transport, httpx's API on aiohttp's HTTP/1.1.
+    assert found["requires"] == [
+        "grpcio",
+        "httpx",
+        "httpx-aiohttp",
+        "protobuf",
+        "pydantic",
+        "sniffio",
+    ]
     assert found["extras"] == ["uvloop"]  # heddle-sdk[uvloop]: the worker's faster loop
     assert found["schema"] == ["text"]
     assert found["message"] == "x"

@@ -1,6 +1,10 @@
 """Clients of Heddle's HTTP API: `AsyncClient` (asyncio, on httpx) and `Client` (blocking:
 the same AsyncClient, driven on a private event loop thread, so there is one implementation).
 
+httpx's API over aiohttp's HTTP/1.1 (httpx-aiohttp's transport) unless a transport is given:
+httpx's own transport (httpcore, anyio's streams, two writes a request) cost ~0.25 ms more
+client CPU per request here (bench/README.md, "Run-and-wait and the gateway, 2026-12-07").
+
 Every method maps to one route of /api/v1 and raises a typed `APIError` (with the API's
 code, message and details) when the gateway refuses. `events()` follows an execution's
 Server-Sent Events, resuming by sequence number (`?after=`) when the stream drops; `wait()`
@@ -24,6 +28,7 @@ from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from httpx_aiohttp import HttpxAiohttpClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from heddle_sdk import __version__
@@ -228,7 +233,9 @@ class AsyncClient(_Base):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(server, api_key)
-        self.http = httpx.AsyncClient(
+        # An httpx.AsyncClient whose default transports (and proxies' from the environment)
+        # are aiohttp's; a transport given here is used as it is.
+        self.http: httpx.AsyncClient = HttpxAiohttpClient(
             base_url=self.server, headers=self._headers(), timeout=timeout, transport=transport
         )
 

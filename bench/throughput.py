@@ -4,10 +4,11 @@
 
 Three figures per stack (started as bench/http_path.py starts them):
 1. sequential run-and-wait of `input -> template -> output`: p50/p99 of one
-   `POST /run` after another (one client, httpx), and beside it, the two taking turns, the
-   same through a raw socket (the server's share without httpx's per-request work);
+   `POST /run` after another (one client: the SDK's `AsyncClient.run`, where a user stands),
+   and beside it, the two taking turns, the same through a raw socket (the server's share
+   without a client library's per-request work);
 2. throughput of a 10-node workflow (input -> 8 noop -> output) with 20 clients, each
-   running run-and-wait in a loop: executions/s and the p50/p99 of a run;
+   running run-and-wait (the SDK's) in a loop: executions/s and the p50/p99 of a run;
 3. submit latency at a fixed offered rate (100 executions/s, open loop: a submit is sent on
    schedule whether or not the previous one answered): p50/p99 of `POST /execute`, then the
    time until every one of them ended.
@@ -31,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from heddle_sdk import AsyncClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine import calibration_ms
-from http_path import RUN_WAIT_S, client, create, infrastructure_pids, run_and_wait, running
+from http_path import RUN_WAIT_S, client, create, infrastructure_pids, running
 
 TEMPLATE = {
     "name": "tp-template",
@@ -153,25 +155,34 @@ class RawRun:
             self.streams[1].close()
 
 
-async def sequential(
-    target: Any, http: httpx.AsyncClient, workflow_id: str, count: int
-) -> tuple[str, int]:
-    """One run after another, httpx's and a raw socket's (RawRun) taking turns, so that both
-    figures meet the same load: their difference is the client library's share."""
+async def sdk_run(sdk: AsyncClient, workflow_id: str, inputs: dict[str, Any]) -> float:
+    """Seconds of one `AsyncClient.run` (POST /run, the answer parsed into an Execution)."""
+    start = time.perf_counter()
+    execution = await sdk.run(workflow_id, inputs, timeout=RUN_WAIT_S)
+    elapsed = time.perf_counter() - start
+    if execution.status != "succeeded":
+        raise SystemExit(f"execution {execution.id} {execution.status}: {execution.error}")
+    return elapsed
+
+
+async def sequential(target: Any, workflow_id: str, count: int) -> tuple[str, int]:
+    """One run after another, the SDK's and a raw socket's (RawRun) taking turns, so that
+    both figures meet the same load: their difference is the client library's share."""
     raw = RawRun(target, workflow_id, {"name": "Ada"})
     try:
-        for _ in range(5):
-            await run_and_wait(http, workflow_id, {"name": "warm"})
-            await raw.run()
-        times: list[float] = []
-        raw_times: list[float] = []
-        for _ in range(count):
-            times.append((await run_and_wait(http, workflow_id, {"name": "Ada"}))[0])
-            raw_times.append(await raw.run())
+        async with AsyncClient(target.url, target.key, timeout=RUN_WAIT_S + 30) as sdk:
+            for _ in range(5):
+                await sdk_run(sdk, workflow_id, {"name": "warm"})
+                await raw.run()
+            times: list[float] = []
+            raw_times: list[float] = []
+            for _ in range(count):
+                times.append(await sdk_run(sdk, workflow_id, {"name": "Ada"}))
+                raw_times.append(await raw.run())
     finally:
         await raw.close()
     return (
-        f"sequential run-and-wait input->template->output: {ms(times)} "
+        f"sequential run-and-wait input->template->output, SDK AsyncClient: {ms(times)} "
         f"(raw-socket client in turn: {ms(raw_times)})"
     ), len(times) + len(raw_times)
 
@@ -183,9 +194,9 @@ async def concurrent(
     times: list[float] = []
 
     async def one_client() -> None:
-        async with client(target) as http:
+        async with AsyncClient(target.url, target.key, timeout=RUN_WAIT_S + 30) as sdk:
             while time.perf_counter() < deadline:
-                times.append((await run_and_wait(http, workflow_id))[0])
+                times.append(await sdk_run(sdk, workflow_id, {}))
 
     start = time.perf_counter()
     await asyncio.gather(*(one_client() for _ in range(clients)))
@@ -247,7 +258,7 @@ async def bench(kind: str, args: argparse.Namespace) -> list[str]:
         template = await create(http, TEMPLATE)
         ten = await create(http, ten_nodes())
         phases = {
-            "sequential": lambda: sequential(target, http, template, args.sequential),
+            "sequential": lambda: sequential(target, template, args.sequential),
             "clients": lambda: concurrent(target, ten, args.clients, args.seconds),
             "rate": lambda: offered_rate(target, ten, args.rate, args.seconds),
         }

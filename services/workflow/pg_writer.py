@@ -198,6 +198,102 @@ SELECT (SELECT count(*) FROM fence)
     return "".join(parts)
 
 
+#: The execution columns a batch writes (the core's status changes, the runner's last_seq, the
+#: engine's lease): a batch setting any other goes alone, through `_statement`.
+_GROUP_COLUMNS = (
+    ("status", "text"),
+    ("started_at", "timestamptz"),
+    ("finished_at", "timestamptz"),
+    ("owner", "text"),
+    ("lease_expires_at", "timestamptz"),
+    ("last_seq", "int"),
+    ("outputs", "jsonb"),
+    ("error", "jsonb"),
+)
+_GROUP_NAMES = frozenset(name for name, _ in _GROUP_COLUMNS)
+_GROUP_EVENT_NAMES = ("execution_id", *_EVENT_NAMES)
+_GROUP_NODE_NAMES = ("execution_id", *_NODE_NAMES)
+_GROUP_JOURNAL_NAMES = ("execution_id", *_JOURNAL_NAMES)
+
+
+def _group_statement() -> str:
+    """Several executions' batches in ONE statement (group commit): the same writes as
+    `_statement`'s, each batch fenced on its own execution's owner (`fence` returns the
+    executions whose owner held; every other write joins it, so a batch fenced out writes
+    nothing while the others commit), one outbox row per execution whose events were
+    inserted, a NOTIFY per final batch. One text whatever the group's size or shapes: a
+    column a batch does not set is written back as stored (an unchanged indexed column keeps
+    the update HOT)."""
+    record = ", ".join(f"{name} {kind}" for name, kind in _GROUP_COLUMNS)
+    assignments = ", ".join(
+        f"{name} = CASE WHEN b.given ? '{name}' THEN b.{name} ELSE x.{name} END"
+        for name, _ in _GROUP_COLUMNS
+    )
+    node_record = ", ".join(
+        [
+            "execution_id text",
+            "node_id text",
+            *(f"{name} {kind}" for name, kind in _NODE_COLUMNS),
+            "journal_append jsonb",
+        ]
+    )
+    node_set = ", ".join(
+        f"{name} = u.{name}" if name != "checkpoint" else f"checkpoint = {_CHECKPOINT}"
+        for name, _ in _NODE_COLUMNS
+    )
+    return f"""
+WITH b AS (
+    SELECT * FROM jsonb_to_recordset($1::jsonb) AS b(
+        id text, fence_owner text, given jsonb, notify boolean,
+        trace_id text, tenant_id text, workflow_id text, {record})
+), fence AS (
+    UPDATE executions AS x SET {assignments}
+    FROM b
+    -- The ids again as an array: the index finds just these rows (joined on the records
+    -- alone, the generic plan reads every execution).
+    WHERE x.id = ANY($8::text[]) AND x.id = b.id AND x.owner = b.fence_owner
+    RETURNING x.id, b.notify
+), nodes AS (
+    UPDATE node_runs AS n SET {node_set}
+    FROM jsonb_to_recordset($2::jsonb) AS u({node_record})
+    WHERE n.execution_id = u.execution_id AND n.node_id = u.node_id
+      AND u.execution_id IN (SELECT id FROM fence)
+), folded AS (
+    DELETE FROM node_journal AS d
+    USING unnest($3::text[], $4::text[]) AS f(execution_id, node_id)
+    WHERE d.execution_id = f.execution_id AND d.node_id = f.node_id
+      AND f.execution_id IN (SELECT id FROM fence)
+), journals AS (
+    INSERT INTO node_journal (execution_id, node_id, at, entries)
+    SELECT j.execution_id, j.node_id, j.at, j.journal_append
+    FROM jsonb_to_recordset($5::jsonb)
+        AS j(execution_id text, node_id text, at int, journal_append jsonb)
+    WHERE j.execution_id IN (SELECT id FROM fence) AND jsonb_array_length(j.journal_append) > 0
+    ON CONFLICT (execution_id, node_id, at) DO NOTHING
+), events AS (
+    INSERT INTO execution_events
+        (execution_id, seq, type, node_id, ts, data, trace_id, tenant_id, workflow_id)
+    SELECT e.execution_id, e.seq, e.type, e.node_id, e.ts, e.data,
+           b.trace_id, b.tenant_id, b.workflow_id
+    FROM jsonb_to_recordset($6::jsonb)
+        AS e(execution_id text, seq int, type text, node_id text, ts timestamptz, data jsonb)
+    JOIN b ON b.id = e.execution_id
+    WHERE e.execution_id IN (SELECT id FROM fence)
+    ON CONFLICT (execution_id, seq) DO NOTHING
+    RETURNING execution_id, seq
+), outbox AS (
+    INSERT INTO event_outbox (execution_id, low_seq, high_seq, created_at)
+    SELECT execution_id, min(seq), max(seq), now() FROM events GROUP BY execution_id
+), notice AS (
+    SELECT pg_notify($7, id) FROM fence WHERE notify
+)
+SELECT array(SELECT id FROM fence), (SELECT count(*) FROM notice)
+"""
+
+
+_GROUP = _group_statement()
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else jsonutil.dumps_str(value)
 
@@ -361,16 +457,100 @@ SELECT array(SELECT id FROM renewed)
 """
 
 
+@dataclass
+class _Batch:
+    """One runner's batch, as `BatchWriter.write` got it; `future` set while it is queued."""
+
+    execution_id: str
+    owner: str
+    execution_values: dict[str, Any]
+    nodes: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    trace_id: str
+    tenant_id: str
+    workflow_id: str
+    notify: str | None
+    future: asyncio.Future[bool] | None = None
+
+
+def _settle(batch: _Batch, owned: bool = False, error: BaseException | None = None) -> None:
+    future = batch.future
+    if future is None or future.done():
+        return
+    if isinstance(error, asyncio.CancelledError):
+        future.cancel()
+    elif error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(owned)
+
+
+def _folded(full: list[dict[str, Any]]) -> list[str]:
+    """The full rows that store a checkpoint (see `_statement`'s `folded`)."""
+    return [
+        node["node_id"]
+        for node in full
+        if node.get("checkpoint") is not None or node.get("journal_append") is not None
+    ]
+
+
+def _group_args(group: list[_Batch], channels: set[str]) -> list[Any]:
+    batches: list[dict[str, Any]] = []
+    full: list[dict[str, Any]] = []
+    journal: list[dict[str, Any]] = []
+    folded_executions: list[str] = []
+    folded_nodes: list[str] = []
+    events: list[dict[str, Any]] = []
+    for batch in group:
+        execution_id = batch.execution_id
+        batches.append(
+            {
+                "id": execution_id,
+                "fence_owner": batch.owner,
+                "given": list(batch.execution_values),
+                "notify": batch.notify is not None,
+                "trace_id": batch.trace_id,
+                "tenant_id": batch.tenant_id,
+                "workflow_id": batch.workflow_id,
+                **batch.execution_values,
+            }
+        )
+        rows = [node for node in batch.nodes if "status" in node]
+        full.extend({**node, "execution_id": execution_id} for node in rows)
+        journal.extend(
+            {**node, "execution_id": execution_id} for node in batch.nodes if "status" not in node
+        )
+        for node_id in _folded(rows):
+            folded_executions.append(execution_id)
+            folded_nodes.append(node_id)
+        events.extend({**event, "execution_id": execution_id} for event in batch.events)
+    return [
+        jsonutil.dumps_str(batches),
+        _records(full, _GROUP_NODE_NAMES),
+        folded_executions,
+        folded_nodes,
+        _records(journal, _GROUP_JOURNAL_NAMES),
+        _records(events, _GROUP_EVENT_NAMES),
+        next(iter(channels), ""),
+        [batch.execution_id for batch in group],
+    ]
+
+
 class BatchWriter:
     """A few asyncpg connections reserved for the hot-path statements (`write`, and
     `insert_execution` when an execution starts); one statement at a time on each."""
 
-    def __init__(self, database_url: str, size: int = 4) -> None:
+    def __init__(self, database_url: str, size: int = 4, group_limit: int = 1) -> None:
         url = make_url(database_url).set(drivername="postgresql")
         self._dsn = url.render_as_string(hide_password=False)
         self._slots = asyncio.Semaphore(size)
         self._idle: list[asyncpg.Connection] = []
         self._closed = False
+        #: Batch writes in flight (alone or a group) and the batches waiting for one to end.
+        self._group_limit = group_limit
+        self._writing = 0
+        self._queue: list[_Batch] = []
+        self._groups: set[asyncio.Task[None]] = set()
 
     async def _connect(self) -> asyncpg.Connection:
         # These connections run only the statements above, whose rows are found by primary
@@ -402,32 +582,117 @@ class BatchWriter:
         execution. With `notify` (a channel), the transaction also NOTIFYs it with the
         execution's id. A lost connection raises SQLAlchemy's OperationalError, as the rest
         of the engine's database errors do, so that the caller's retries ride through
-        outages."""
-        columns = tuple(sorted(execution_values))
-        args: list[Any] = [execution_id, owner]
+        outages.
+
+        Group commit: a batch that finds `group_limit` writes in flight waits for one of them
+        to end, and the batches that queued meanwhile (other executions') go out together in
+        one statement (`_GROUP`); a batch that finds fewer goes out at once, alone (a
+        sequential run or a chain never waits)."""
+        batch = _Batch(
+            execution_id,
+            owner,
+            execution_values,
+            nodes,
+            events,
+            trace_id,
+            tenant_id,
+            workflow_id,
+            notify,
+        )
+        if self._writing < self._group_limit and not self._queue:
+            self._writing += 1
+            try:
+                return await self._write_alone(batch)
+            finally:
+                self._writing -= 1
+                self._next_group()
+        batch.future = asyncio.get_running_loop().create_future()
+        self._queue.append(batch)
+        # Cancelled while queued: _next_group skips it; while its group is in flight, the
+        # group goes on for the others (as a cancelled statement may have committed).
+        return await batch.future
+
+    def _next_group(self) -> None:
+        """Send what queued while the writes in flight ran, as one group."""
+        if not self._queue or self._writing >= self._group_limit:
+            return
+        queued, self._queue = self._queue, []
+        group = [batch for batch in queued if batch.future is not None and not batch.future.done()]
+        if group:
+            self._writing += 1
+            task = asyncio.get_running_loop().create_task(self._write_group(group))
+            self._groups.add(task)
+            task.add_done_callback(self._groups.discard)
+
+    async def _write_group(self, group: list[_Batch]) -> None:
+        try:
+            together: list[_Batch] = []
+            alone: list[_Batch] = []
+            seen: set[str] = set()
+            channels = {batch.notify for batch in group if batch.notify is not None}
+            for batch in group:
+                if (
+                    batch.execution_id in seen
+                    or len(channels) > 1
+                    or not _GROUP_NAMES.issuperset(batch.execution_values)
+                ):
+                    alone.append(batch)
+                else:
+                    together.append(batch)
+                    seen.add(batch.execution_id)
+            if len(together) == 1:
+                alone[:0] = together
+            elif together:
+                try:
+                    row = await self._fetchrow(_GROUP, _group_args(together, channels))
+                except asyncpg.PostgresError:
+                    # One batch's reason (a unique violation, a bad value) must not fail the
+                    # others: each is written by itself, and only that one fails.
+                    alone[:0] = together
+                except BaseException as error:
+                    for batch in together:
+                        _settle(batch, error=error)
+                    if not isinstance(error, Exception):
+                        raise
+                else:
+                    owned = set(row[0] or ())
+                    for batch in together:
+                        _settle(batch, batch.execution_id in owned)
+            for batch in alone:
+                try:
+                    result = await self._write_alone(batch)
+                except Exception as error:
+                    _settle(batch, error=error)
+                else:
+                    _settle(batch, result)
+        finally:
+            for batch in group:  # cancelled on the way: its caller must not wait forever
+                _settle(batch, error=asyncio.CancelledError())
+            self._writing -= 1
+            self._next_group()
+
+    async def _write_alone(self, batch: _Batch) -> bool:
+        columns = tuple(sorted(batch.execution_values))
+        args: list[Any] = [batch.execution_id, batch.owner]
         for column in columns:
-            value = execution_values[column]
+            value = batch.execution_values[column]
             args.append(_json(value) if column in _EXECUTION_JSON else value)
-        args.append(_records(events, _EVENT_NAMES))
-        args.extend([trace_id, tenant_id, workflow_id])
-        full = [node for node in nodes if "status" in node]
-        journal = [node for node in nodes if "status" not in node]
+        args.append(_records(batch.events, _EVENT_NAMES))
+        args.extend([batch.trace_id, batch.tenant_id, batch.workflow_id])
+        full = [node for node in batch.nodes if "status" in node]
+        journal = [node for node in batch.nodes if "status" not in node]
         if full:
             args.append(_records(full, _NODE_NAMES))
             args.append([node["node_id"] for node in full])
-        folded = [
-            node["node_id"]
-            for node in full
-            if node.get("checkpoint") is not None or node.get("journal_append") is not None
-        ]
+        folded = _folded(full)
         if folded:
             args.append(folded)
         if journal:
             args.append(_records(journal, _JOURNAL_NAMES))
-        if notify is not None:
-            args.append(notify)
+        if batch.notify is not None:
+            args.append(batch.notify)
         row = await self._fetchrow(
-            _statement(columns, bool(full), bool(journal), notify is not None, bool(folded)),
+            _statement(columns, bool(full), bool(journal), batch.notify is not None, bool(folded)),
             args,
         )
         return bool(row[0])

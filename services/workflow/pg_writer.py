@@ -70,6 +70,9 @@ _OUTBOX = """, outbox AS (
 
 #: The entries a node's journal-only writes appended since its checkpoint was stored (rows of
 #: node_journal, in journal order): a write of the whole row folds them into the checkpoint.
+#: Only the rows that continue the journal without a gap, as repository.node_runs reads it: from
+#: the stored journal's length, the row at that length, then the one at the length it leaves,
+#: and so on (a row past a gap, or one overlapping entries already taken, is left out).
 _APPENDED = "d.execution_id = n.execution_id AND d.node_id = n.node_id"
 _CHECKPOINT = f"""CASE
         WHEN u.journal_append IS NULL THEN u.checkpoint
@@ -77,11 +80,19 @@ _CHECKPOINT = f"""CASE
             AND NOT EXISTS (SELECT 1 FROM node_journal AS d WHERE {_APPENDED})
         THEN n.checkpoint
         ELSE jsonb_set(n.checkpoint, '{{journal}}', (n.checkpoint -> 'journal') || COALESCE((
-            SELECT jsonb_agg(e.entry ORDER BY d.at, e.position)
-            FROM node_journal AS d
-            CROSS JOIN LATERAL jsonb_array_elements(d.entries) WITH ORDINALITY
+            WITH RECURSIVE chain(length, entries) AS (
+                SELECT jsonb_array_length(n.checkpoint -> 'journal'), NULL::jsonb
+                UNION ALL
+                SELECT c.length + jsonb_array_length(d.entries), d.entries
+                FROM chain AS c
+                JOIN node_journal AS d ON {_APPENDED} AND d.at = c.length
+                WHERE jsonb_typeof(d.entries) = 'array' AND jsonb_array_length(d.entries) > 0
+            )
+            SELECT jsonb_agg(e.entry ORDER BY c.length, e.position)
+            FROM chain AS c
+            CROSS JOIN LATERAL jsonb_array_elements(c.entries) WITH ORDINALITY
                 AS e(entry, position)
-            WHERE {_APPENDED}
+            WHERE c.entries IS NOT NULL
         ), '[]'::jsonb) || u.journal_append)
     END"""
 

@@ -1,5 +1,6 @@
-"""Group commit in the PostgreSQL batch writer: batches of several executions that queue while
-a write is in flight go out in one statement, each fenced on its own execution's owner."""
+"""The PostgreSQL batch writer: group commit (batches of several executions that queue while a
+write is in flight go out in one statement, each fenced on its own execution's owner) and the
+fold of an agent's appended journal into its checkpoint."""
 
 from __future__ import annotations
 
@@ -70,7 +71,9 @@ async def _executions(writer: BatchWriter, workflow_id: str, count: int) -> list
         )
         values = {c.key: getattr(row, c.key) for c in ExecutionRow.__table__.columns}
         node = {"node_id": "a", "node_type": "noop", "status": "pending", "attempt": 0}
-        await writer.insert_execution(values, [{**node, "attempts": []}])
+        await writer.insert_execution(
+            values, [{**node, "attempts": [], "checkpoint": {"journal": ["j0"], "k": 1}}]
+        )
         ids.append(row.id)
     return ids
 
@@ -231,3 +234,28 @@ async def test_a_batch_cancelled_while_queued_is_not_written(
     assert spy.sent == ["alone"]
     async with session_factory(engine)() as session:
         assert await repo.events_after(session, dropped, 0) == []
+
+
+async def test_the_fold_takes_the_journal_rows_without_a_gap_as_the_reader_does(
+    setup: tuple[BatchWriter, str, Any],
+) -> None:
+    """On a stored journal of one entry, journal-only rows at 1, 2 and 3 (two entries) continue
+    it to 5 entries; the row at 4 overlaps them, the one at 7 is past a gap. The reader
+    (repository.node_runs) takes 1, 2 and 3 and leaves the other two out; the next write of
+    the whole row folds the same entries into the checkpoint."""
+    writer, workflow_id, engine = setup
+    [execution_id] = await _executions(writer, workflow_id, 1)
+    rows = ((1, ["j1"]), (2, ["j2"]), (4, ["overlap"]), (7, ["past a gap"]), (3, ["j3", "j4"]))
+    for at, entries in rows:
+        journal = {"node_id": "a", "at": at, "journal_append": entries}
+        assert await writer.write(**{**_batch(execution_id, workflow_id, at), "nodes": [journal]})
+    read = ["j0", "j1", "j2", "j3", "j4"]
+    async with session_factory(engine)() as session:
+        [node] = await repo.node_runs(session, execution_id)
+        assert node.checkpoint == {"journal": read, "k": 1}
+    ended = _batch(execution_id, workflow_id, 9)
+    ended["nodes"][0] |= {"checkpoint": None, "journal_append": ["end"]}
+    assert await writer.write(**ended)
+    async with session_factory(engine)() as session:
+        [node] = await repo.node_runs(session, execution_id)
+        assert node.checkpoint == {"journal": [*read, "end"], "k": 1}

@@ -70,7 +70,6 @@ def create_app(
     )
     app.state.security = guard
     app.state.artifacts = create_artifact_store(artifact_settings_of(settings))
-    app.include_router(health.router)
     # Every /api/v1 route authenticates (and rate-limits) first; the WebSocket does it itself.
     # Then U+0000 anywhere in the request is a located 422 (PostgreSQL cannot store it).
     authenticated = [Depends(authenticated_request)]
@@ -93,6 +92,9 @@ def create_app(
         artifacts.router,
     ):
         app.include_router(router, dependencies=authenticated)
+    # After the API's routers: a request is matched against the routes in the order they were
+    # added, and a probe's or a scrape's is rarer than a POST /run (no path is in both).
+    app.include_router(health.router)
     # A signed download URL carries its own proof (a browser's link sends no credential).
     app.include_router(artifacts.public_router)
     # Uploads stream their body: no NUL scan of it (which would read it whole).

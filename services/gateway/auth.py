@@ -720,9 +720,9 @@ async def authenticate_connection(connection: HTTPConnection) -> Principal:
     if not security.enabled:
         principal = ANONYMOUS
     else:
-        streaming = connection.scope["type"] == "websocket" or connection.url.path.endswith(
-            "/events"
-        )
+        # The scope's path, not connection.url (a URL object built per request).
+        scope = connection.scope
+        streaming = scope["type"] == "websocket" or scope["path"].endswith("/events")
         token = bearer_token(connection, allow_query=streaming)
         if token is None:
             raise unauthenticated("authentication required: send Authorization: Bearer <key>")

@@ -219,12 +219,27 @@ async def run(
         await writer.close()
 
 
+def _hot_updates(dsn: str) -> Any:
+    async def counts() -> dict[str, tuple[int, int]]:
+        connection = await asyncpg.connect(dsn)
+        try:
+            rows = await connection.fetch(
+                "SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+            )
+        finally:
+            await connection.close()
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    return counts
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--executions", type=int, default=300)
     parser.add_argument("--clients", default="1,8")
     parser.add_argument("--shapes", default="chain,fanout,journal,final")
     parser.add_argument("--group-limit", type=int, default=None)
+    parser.add_argument("--fillfactor", type=int, default=None, help="of node_runs, executions")
     args = parser.parse_args()
     print(f"calibration {calibration_ms():.0f} ms, load {os.getloadavg()[0]:.1f}")
     admin = await asyncpg.connect(ADMIN)
@@ -238,6 +253,9 @@ async def main() -> None:
         await engine.dispose()
         conn = await asyncpg.connect(f"postgresql://{host}/{name}")
         workflow_id = str(uuid.uuid4())
+        if args.fillfactor:
+            for table in ("node_runs", "executions"):
+                await conn.execute(f"ALTER TABLE {table} SET (fillfactor = {args.fillfactor})")
         await conn.execute(
             "INSERT INTO workflows (id, tenant_id, name, description, created_at,"
             " updated_at, latest_version)"
@@ -245,6 +263,8 @@ async def main() -> None:
             workflow_id,
         )
         await conn.close()
+        hot = _hot_updates(f"postgresql://{host}/{name}")
+        before = await hot()
         for clients in [int(c) for c in args.clients.split(",")]:
             for shape in args.shapes.split(","):
                 r = await run(
@@ -263,6 +283,13 @@ async def main() -> None:
                     f"backends CPU {r['backend_cpu_us']:.0f} us, statements "
                     f"{r['statements_per_batch']:.2f} per batch"
                 )
+        await asyncio.sleep(0.5)  # the writers' connections report their counts as they close
+        after = await hot()
+        for table, (updates, hot_updates) in sorted(after.items()):
+            updates -= before.get(table, (0, 0))[0]
+            hot_updates -= before.get(table, (0, 0))[1]
+            if updates:
+                print(f"{table}: {updates} updates, {hot_updates / updates:.0%} HOT")
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

@@ -115,11 +115,15 @@ class ExecutionRow(Base):
             postgresql_where=text(ACTIVE_TOP_LEVEL),
             sqlite_where=text(ACTIVE_TOP_LEVEL),
         ),
+        # Room on each page for the fence's update of every step to stay HOT (0025).
+        {"postgresql_with": {"fillfactor": 80}},
     )
 
 
 class NodeRunRow(Base):
     __tablename__ = "node_runs"
+    # Room on each page for a node's start and end to update its row HOT (0025).
+    __table_args__ = {"postgresql_with": {"fillfactor": 80}}
 
     execution_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True

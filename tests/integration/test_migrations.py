@@ -17,7 +17,7 @@ import services.scheduler.models
 import services.tool.knowledge.models
 import services.workflow.models
 import services.workflow.worker_models  # noqa: F401
-from libs.common.db import Base, create_engine
+from libs.common.db import Base, create_engine, create_schema
 from libs.migrations import alembic_config, upgrade
 
 
@@ -119,3 +119,30 @@ async def test_unpublished_events_move_to_the_outbox_and_back(database_url: str)
             ]
     finally:
         await engine.dispose()
+
+
+async def test_the_hot_path_tables_leave_room_for_hot_updates(pg_url: str) -> None:
+    """executions and node_runs keep a fifth of each page free (0025), whether the schema
+    comes from the migrations or from the models."""
+    migrated, created = create_engine(pg_url), create_engine(pg_url)
+    try:
+        await upgrade(migrated)
+        async with migrated.connect() as connection:
+            await connection.execute(text("DROP TABLE node_runs"))
+            await connection.commit()
+        await create_schema(created)  # the models create the table dropped
+        async with migrated.connect() as connection:
+            rows = await connection.execute(
+                text(
+                    "SELECT relname, reloptions FROM pg_class"
+                    " WHERE relname IN ('executions', 'node_runs', 'execution_events')"
+                )
+            )
+            assert dict(rows.all()) == {
+                "executions": ["fillfactor=80"],
+                "node_runs": ["fillfactor=80"],
+                "execution_events": None,
+            }
+    finally:
+        await migrated.dispose()
+        await created.dispose()

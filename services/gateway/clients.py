@@ -38,6 +38,7 @@ from services.gateway.settings import DEPENDENCIES, GatewaySettings
 Response = TypeVar("Response")
 
 _RUN_EXECUTION = "/heddle.v1.WorkflowService/RunExecution"
+_RUN_EXECUTION_ONCE = "/heddle.v1.WorkflowService/RunExecutionOnce"
 
 #: Streaming calls whose last message was read, held until their status arrives: one
 #: dropped before that is cancelled by its __del__ (a RST_STREAM written and a status built
@@ -113,6 +114,24 @@ class ServiceClients:
         if span is not None:
             call.add_done_callback(lambda done: end_stream_span(span, done))
         return call
+
+    async def run_execution_once(
+        self, request: workflow_pb2.RunExecutionRequest, deadline_s: float
+    ) -> workflow_pb2.RunExecutionReply:
+        """WorkflowService.RunExecutionOnce (POST /run's first call), as run_execution: on the
+        channel without interceptors, with the metadata and CLIENT span they would give.
+        Raises grpc.RpcError (UNIMPLEMENTED from a workflow service without it)."""
+        if self.workflow_direct is None:  # clients put together by hand (tests)
+            reply: workflow_pb2.RunExecutionReply = await self.workflow.RunExecutionOnce(
+                request, timeout=deadline_s
+            )
+            return reply
+        span, metadata = outgoing_metadata(self.settings.service_token, _RUN_EXECUTION_ONCE)
+        call = self.workflow_direct.RunExecutionOnce(request, timeout=deadline_s, metadata=metadata)
+        if span is not None:
+            call.add_done_callback(lambda done: end_stream_span(span, done))
+        reply = await call
+        return reply
 
     async def close(self) -> None:
         await asyncio.gather(*(channel.close() for channel in self.channels))

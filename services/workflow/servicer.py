@@ -320,6 +320,21 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
             return  # still running: the caller answers with the id
         yield workflow_pb2.RunExecutionReply(finished=execution_to_proto(row))
 
+    async def RunExecutionOnce(
+        self, request: workflow_pb2.RunExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> workflow_pb2.RunExecutionReply:
+        started = await self.StartExecution(request.start, context)
+        if not started.created:  # maybe driven elsewhere: the caller waits with a read
+            return workflow_pb2.RunExecutionReply(started=started)
+        quiet_s = request.started_after_s
+        wait_s = min(quiet_s, request.wait_s) if quiet_s > 0 else request.wait_s
+        row = await self._final_within(
+            _tenant(request.start.tenant_id), started.execution_id, max(0.0, wait_s)
+        )
+        if row is None:
+            return workflow_pb2.RunExecutionReply(started=started)
+        return workflow_pb2.RunExecutionReply(finished=execution_to_proto(row))
+
     async def _final_within(
         self, tenant: str, execution_id: str, wait_s: float
     ) -> ExecutionRow | None:

@@ -42,6 +42,25 @@ SLOW = {
 }
 
 
+async def _stub_and_workflows(
+    stack: Stack, client: httpx.AsyncClient
+) -> tuple[workflow_pb2_grpc.WorkflowServiceStub, str, str]:
+    """A stub of the stack's workflow service, a quick workflow's id and a slow one's."""
+    workflow = workflow_pb2_grpc.WorkflowServiceStub(
+        create_channel(stack.settings["workflow_address"])
+    )
+    return workflow, await create_workflow(client, DIVIDE), await create_workflow(client, SLOW)
+
+
+def _run_request(
+    workflow_id: str, inputs: bytes, started_after_s: float, key: str = ""
+) -> workflow_pb2.RunExecutionRequest:
+    start = workflow_pb2.StartExecutionRequest(
+        workflow_id=workflow_id, inputs_json=inputs, tenant_id="default", idempotency_key=key
+    )
+    return workflow_pb2.RunExecutionRequest(start=start, wait_s=20, started_after_s=started_after_s)
+
+
 async def test_run_answers_with_the_outputs_when_the_execution_ends(
     client: httpx.AsyncClient,
 ) -> None:
@@ -153,21 +172,12 @@ async def test_run_execution_sends_started_only_for_a_run_that_goes_on(
     """With started_after_s, a run that ends sooner is one message (`finished`); one that
     goes on gets `started` (its id) first; without it, or for a start its idempotency key
     found, `started` comes at once."""
-    workflow = workflow_pb2_grpc.WorkflowServiceStub(
-        create_channel(stack.settings["workflow_address"])
-    )
-    quick = await create_workflow(client, DIVIDE)
-    slow = await create_workflow(client, SLOW)
+    workflow, quick, slow = await _stub_and_workflows(stack, client)
 
     async def replies(
         workflow_id: str, inputs: bytes, started_after_s: float, key: str = ""
     ) -> list[str]:
-        start = workflow_pb2.StartExecutionRequest(
-            workflow_id=workflow_id, inputs_json=inputs, tenant_id="default", idempotency_key=key
-        )
-        request = workflow_pb2.RunExecutionRequest(
-            start=start, wait_s=20, started_after_s=started_after_s
-        )
+        request = _run_request(workflow_id, inputs, started_after_s, key)
         kinds = []
         async for reply in workflow.RunExecution(request, timeout=30):
             kinds.append(reply.WhichOneof("reply"))
@@ -181,3 +191,35 @@ async def test_run_execution_sends_started_only_for_a_run_that_goes_on(
     # A start an idempotency key found (perhaps driven elsewhere): `started` at once.
     assert await replies(quick, b'{"d": 4}', 10.0, key="k-quiet") == ["finished"]
     assert await replies(quick, b'{"d": 4}', 10.0, key="k-quiet") == ["started", "finished"]
+
+
+async def test_run_execution_once_answers_finished_or_started(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    """RunExecutionOnce (POST /run's unary call): `finished` for a run that ends within
+    started_after_s, `started` (the id, the run going on) for one that does not, and
+    `started` at once for a start its idempotency key found."""
+    workflow, quick, slow = await _stub_and_workflows(stack, client)
+
+    async def reply(
+        workflow_id: str, inputs: bytes, started_after_s: float, key: str = ""
+    ) -> workflow_pb2.RunExecutionReply:
+        request = _run_request(workflow_id, inputs, started_after_s, key)
+        answer: workflow_pb2.RunExecutionReply = await workflow.RunExecutionOnce(
+            request, timeout=30
+        )
+        return answer
+
+    done = await reply(quick, b'{"d": 4}', 10.0)
+    assert done.WhichOneof("reply") == "finished"
+    assert (done.finished.status, done.finished.outputs_json) == ("succeeded", b'{"ratio":2.5}')
+    going_on = await reply(slow, b"{}", 0.3)
+    assert going_on.WhichOneof("reply") == "started"
+    assert going_on.started.created
+    final = await wait_final(client, going_on.started.execution_id)
+    assert final["status"] == "succeeded"
+    first = await reply(quick, b'{"d": 4}', 10.0, key="k-once")
+    assert first.WhichOneof("reply") == "finished"
+    found = await reply(quick, b'{"d": 4}', 10.0, key="k-once")
+    assert found.WhichOneof("reply") == "started"
+    assert (found.started.execution_id, found.started.created) == (first.finished.id, False)

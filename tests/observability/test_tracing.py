@@ -240,7 +240,7 @@ def test_unread_spans_are_not_recorded_but_still_carry_real_ids() -> None:
 async def test_run_and_wait_is_one_trace_through_its_direct_call(
     exporter: InMemorySpanExporter, client: httpx.AsyncClient
 ) -> None:
-    """POST /run calls RunExecution on a channel without interceptors (the gateway's hot
+    """POST /run calls RunExecutionOnce on a channel without interceptors (the gateway's hot
     path): the call still has its CLIENT span under the request, ended with its status, and
     the workflow service's SERVER span under it (the trace context and token were sent)."""
     definition = {
@@ -259,7 +259,7 @@ async def test_run_and_wait_is_one_trace_through_its_direct_call(
     assert ran.status_code == 200, ran.text
     assert ran.json()["status"] == "succeeded"
     trace_id = ran.json()["trace_id"]
-    name = "grpc.client heddle.v1.WorkflowService/RunExecution"
+    name = "grpc.client heddle.v1.WorkflowService/RunExecutionOnce"
 
     def in_trace() -> list[Span]:
         return [s for s in exporter.get_finished_spans() if _hex(s.context.trace_id) == trace_id]
@@ -267,7 +267,7 @@ async def test_run_and_wait_is_one_trace_through_its_direct_call(
     await assert_eventually(
         lambda: any(s.name == name for s in in_trace()),
         timeout=10,
-        message="the RunExecution call's CLIENT span never ended",
+        message="the RunExecutionOnce call's CLIENT span never ended",
     )
     spans = in_trace()
     request = _one(spans, "POST /api/v1/workflows/{workflow_id}/run")
@@ -275,6 +275,6 @@ async def test_run_and_wait_is_one_trace_through_its_direct_call(
     assert call.kind == SpanKind.CLIENT
     assert _descends(call, request, spans)
     assert call.attributes["rpc.grpc.status_code"] == 0
-    served = _one(spans, "heddle.v1.WorkflowService/RunExecution")
+    served = _one(spans, "heddle.v1.WorkflowService/RunExecutionOnce")
     assert served.kind == SpanKind.SERVER and served.attributes["heddle.service"] == "workflow"
     assert served.parent is not None and served.parent.span_id == call.context.span_id

@@ -378,6 +378,36 @@ async def _wait_final(
 async def _run_and_wait(
     clients: Clients, start: workflow_pb2.StartExecutionRequest, tenant: str, wait_s: float
 ) -> tuple[workflow_pb2.StartExecutionResponse | None, workflow_pb2.Execution | None]:
+    """Start, and wait up to wait_s for the end: one unary RunExecutionOnce, which answers
+    `finished` for a run that ends within _STARTED_AFTER_S (most: one call, its message and
+    status in one exchange) and otherwise `started`, after which the wait is a read
+    (WaitExecution). (started, finished) as _run_and_wait_stream's; a workflow service
+    without RunExecutionOnce gets the RunExecution stream."""
+    deadline = time.monotonic() + wait_s
+    request = workflow_pb2.RunExecutionRequest(
+        start=start, wait_s=wait_s, started_after_s=_STARTED_AFTER_S
+    )
+    try:
+        reply = await clients.run_execution_once(
+            request, min(wait_s, _STARTED_AFTER_S) + clients.settings.grpc_deadline_s
+        )
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+            raise from_rpc_error(error) from None
+        return await _run_and_wait_stream(clients, start, tenant, wait_s)
+    if reply.HasField("finished"):
+        return None, reply.finished
+    if not reply.HasField("started"):  # not a workflow service's answer
+        raise Unavailable("the workflow service answered the run without starting it")
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return reply.started, None
+    return reply.started, await _wait_final(clients, reply.started.execution_id, tenant, remaining)
+
+
+async def _run_and_wait_stream(
+    clients: Clients, start: workflow_pb2.StartExecutionRequest, tenant: str, wait_s: float
+) -> tuple[workflow_pb2.StartExecutionResponse | None, workflow_pb2.Execution | None]:
     """Start, then wait up to wait_s for the end, in one RunExecution call: the replica that
     starts the execution drives it, so the wait is an in-memory event there (a second call
     went to the other replica half the time, to be woken by a notice between replicas).

@@ -113,6 +113,11 @@ class WorkflowServiceStub(object):
                 request_serializer=heddle_dot_v1_dot_workflow__pb2.RunExecutionRequest.SerializeToString,
                 response_deserializer=heddle_dot_v1_dot_workflow__pb2.RunExecutionReply.FromString,
                 _registered_method=True)
+        self.RunExecutionOnce = channel.unary_unary(
+                '/heddle.v1.WorkflowService/RunExecutionOnce',
+                request_serializer=heddle_dot_v1_dot_workflow__pb2.RunExecutionRequest.SerializeToString,
+                response_deserializer=heddle_dot_v1_dot_workflow__pb2.RunExecutionReply.FromString,
+                _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/heddle.v1.WorkflowService/StreamEvents',
                 request_serializer=heddle_dot_v1_dot_workflow__pb2.StreamEventsRequest.SerializeToString,
@@ -242,6 +247,17 @@ class WorkflowServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunExecutionOnce(self, request, context):
+        """RunExecution's first reply as one unary call (POST /run's: a unary call costs both
+        sides less than a stream's messages and its separate status): `finished` when the
+        execution ends within `started_after_s` (`wait_s` when that is 0 or less) after its
+        start, else `started` (the caller waits on with WaitExecution). A start that an
+        idempotency key found (created false) is answered `started` at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamEvents(self, request, context):
         """Replays the stored events after `after_seq`, then follows new ones until the
         execution is terminal and every event was sent.
@@ -350,6 +366,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
             ),
             'RunExecution': grpc.unary_stream_rpc_method_handler(
                     servicer.RunExecution,
+                    request_deserializer=heddle_dot_v1_dot_workflow__pb2.RunExecutionRequest.FromString,
+                    response_serializer=heddle_dot_v1_dot_workflow__pb2.RunExecutionReply.SerializeToString,
+            ),
+            'RunExecutionOnce': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunExecutionOnce,
                     request_deserializer=heddle_dot_v1_dot_workflow__pb2.RunExecutionRequest.FromString,
                     response_serializer=heddle_dot_v1_dot_workflow__pb2.RunExecutionReply.SerializeToString,
             ),
@@ -784,6 +805,33 @@ class WorkflowService(object):
             request,
             target,
             '/heddle.v1.WorkflowService/RunExecution',
+            heddle_dot_v1_dot_workflow__pb2.RunExecutionRequest.SerializeToString,
+            heddle_dot_v1_dot_workflow__pb2.RunExecutionReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunExecutionOnce(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/heddle.v1.WorkflowService/RunExecutionOnce',
             heddle_dot_v1_dot_workflow__pb2.RunExecutionRequest.SerializeToString,
             heddle_dot_v1_dot_workflow__pb2.RunExecutionReply.FromString,
             options,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import resource
 import statistics
@@ -115,10 +116,24 @@ def _load_average() -> str:
 
 
 def _uptime_min() -> float:
-    """Minutes since the machine booted: on 2026-12-07 a fresh VM ran the services slower
-    in its first half hour (the plain variant's CPU per step 7.06 ms 6 min after boot, 4.01
-    at 27 min, load 1-4) while the calibration loop ran at full speed from the start."""
+    """Minutes since the machine booted (a session's VM is new: its first runs are beside
+    the other engineers' start-up)."""
     return float(Path("/proc/uptime").read_text().split()[0]) / 60
+
+
+#: The libraries on the step's path whose versions the venv does not pin: a new venv may
+#: bring other releases than the figures of an earlier sitting ran with.
+_LIBRARIES = ("grpcio", "protobuf", "uvloop", "asyncpg", "aiohttp", "orjson", "opentelemetry-sdk")
+
+
+def _versions() -> str:
+    found = []
+    for name in _LIBRARIES:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{name} -")
+    return ", ".join(found)
 
 
 def _self_cpu() -> float:
@@ -384,7 +399,8 @@ async def main() -> None:
                 f"average {load} at the end; calibration loop {before:.0f} ms before, "
                 f"{after:.0f} ms after "
                 "(~120-175 ms is this VM at full speed); PostgreSQL: a one-row commit takes "
-                f"{commit_ms:.2f} ms (median of 50; ~0.2-0.5 ms on an idle machine)"
+                f"{commit_ms:.2f} ms (median of 50; ~0.2-0.5 ms on an idle machine); "
+                f"Python {sys.version.split()[0]}, {_versions()}"
             )
         finally:
             for process in processes:

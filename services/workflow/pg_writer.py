@@ -310,6 +310,9 @@ SELECT array(SELECT id FROM fence), (SELECT count(*) FROM notice)
 
 _GROUP = _group_statement()
 
+#: A batch of more rows (nodes and events) goes alone, beside the writes in flight.
+_LARGE = 200
+
 
 def _json(value: Any) -> str | None:
     return None if value is None else jsonutil.dumps_str(value)
@@ -604,7 +607,8 @@ class BatchWriter:
         Group commit: a batch that finds `group_limit` writes in flight waits for one of them
         to end, and the batches that queued meanwhile (other executions') go out together in
         one statement (`_GROUP`); a batch that finds fewer goes out at once, alone (a
-        sequential run or a chain never waits)."""
+        sequential run or a chain never waits), and so does a large one (`_LARGE`), beside
+        the writes in flight and not counted among them."""
         batch = _Batch(
             execution_id,
             owner,
@@ -616,6 +620,10 @@ class BatchWriter:
             workflow_id,
             notify,
         )
+        if len(nodes) + len(events) > _LARGE:
+            # A fan-out's wave: its own statement's cost dwarfs the commit's, and the other
+            # executions' writes must not wait behind it.
+            return await self._write_alone(batch)
         if self._writing < self._group_limit and not self._queue:
             self._writing += 1
             try:

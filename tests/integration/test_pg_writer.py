@@ -259,3 +259,24 @@ async def test_the_fold_takes_the_journal_rows_without_a_gap_as_the_reader_does(
     async with session_factory(engine)() as session:
         [node] = await repo.node_runs(session, execution_id)
         assert node.checkpoint == {"journal": [*read, "end"], "k": 1}
+
+
+async def test_a_large_batch_does_not_hold_the_others(setup: tuple[BatchWriter, str, Any]) -> None:
+    """A fan-out's wave in flight: another execution's small batch goes out beside it at once,
+    not queued behind it."""
+    writer, workflow_id, _ = setup
+    wide, small = await _executions(writer, workflow_id, 2)
+    spy = _Spy(writer)
+    wave = _batch(wide, workflow_id, 1)
+    now = utcnow()
+    wave["events"] = [
+        {"seq": seq, "type": "node.started", "node_id": "a", "ts": now, "data": {}}
+        for seq in range(1, pg_writer._LARGE + 2)
+    ]
+    large = asyncio.ensure_future(writer.write(**wave))
+    await asyncio.sleep(0)
+    assert spy.sent == ["alone"]
+    beside = asyncio.ensure_future(writer.write(**_batch(small, workflow_id, 1)))
+    await asyncio.sleep(0)
+    assert spy.sent == ["alone", "alone"]
+    assert await large and await beside

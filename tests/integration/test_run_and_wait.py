@@ -35,7 +35,7 @@ SLOW = {
     "name": "slow",
     "nodes": [
         {"id": "start", "type": "input"},
-        {"id": "sleepy", "type": "delay", "params": {"seconds": 1.5}},
+        {"id": "sleepy", "type": "delay", "params": {"seconds": 2.5}},
         {"id": "done", "type": "output", "params": {"value": "woke"}},
     ],
     "edges": [{"source": "start", "target": "sleepy"}, {"source": "sleepy", "target": "done"}],

@@ -684,6 +684,8 @@ class BatchWriter:
                     for batch in together:
                         _settle(batch, batch.execution_id in owned)
             for batch in alone:
+                if batch.future is not None and batch.future.done():
+                    continue  # its caller was cancelled meanwhile: as if still queued
                 try:
                     result = await self._write_alone(batch)
                 except Exception as error:

@@ -278,7 +278,10 @@ WITH b AS (
 ), folded AS (
     DELETE FROM node_journal AS d
     USING unnest($3::text[], $4::text[]) AS f(execution_id, node_id)
-    WHERE d.execution_id = f.execution_id AND d.node_id = f.node_id
+    -- Most groups fold nothing: a one-time filter then, so that node_journal is not read
+    -- (the generic plan, made once per connection, may have found it empty: a seq scan).
+    WHERE cardinality($3::text[]) > 0 AND d.execution_id = ANY($3::text[])
+      AND d.execution_id = f.execution_id AND d.node_id = f.node_id
       AND f.execution_id IN (SELECT id FROM fence)
 ), journals AS (
     INSERT INTO node_journal (execution_id, node_id, at, entries)

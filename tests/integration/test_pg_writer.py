@@ -280,3 +280,42 @@ async def test_a_large_batch_does_not_hold_the_others(setup: tuple[BatchWriter, 
     await asyncio.sleep(0)
     assert spy.sent == ["alone", "alone"]
     assert await large and await beside
+
+
+async def test_a_group_folds_the_journal_of_its_batches_only(
+    setup: tuple[BatchWriter, str, Any],
+) -> None:
+    """Two executions with journal-only rows; a group of three batches where one ends its
+    agent node (the whole row, folding its journal) and one only appends: the folding one's
+    node_journal rows are in its checkpoint and gone, the other's stay and read as before."""
+    writer, workflow_id, engine = setup
+    first, folding, appending = await _executions(writer, workflow_id, 3)
+    for execution_id in (folding, appending):
+        journal = {"node_id": "a", "at": 1, "journal_append": ["j1"]}
+        batch = {**_batch(execution_id, workflow_id, 1), "nodes": [journal]}
+        assert await writer.write(**batch)
+    spy = _Spy(writer)
+    ended = _batch(folding, workflow_id, 2)
+    ended["nodes"][0] |= {"checkpoint": None, "journal_append": ["end"]}
+    more = {"node_id": "a", "at": 2, "journal_append": ["j2"]}
+    results = await asyncio.gather(
+        writer.write(**_batch(first, workflow_id, 1)),
+        writer.write(**ended),
+        writer.write(**{**_batch(appending, workflow_id, 2), "nodes": [more]}),
+    )
+    assert results == [True, True, True]
+    assert spy.sent == ["alone", "group"]
+    async with session_factory(engine)() as session:
+        [node] = await repo.node_runs(session, folding)
+        assert node.checkpoint == {"journal": ["j0", "j1", "end"], "k": 1}
+        [other] = await repo.node_runs(session, appending)
+        assert other.checkpoint == {"journal": ["j0", "j1", "j2"], "k": 1}
+    dsn = make_url(str(engine.url)).set(drivername="postgresql").render_as_string(False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT execution_id, at FROM node_journal ORDER BY execution_id, at"
+        )
+    finally:
+        await connection.close()
+    assert [(row[0], row[1]) for row in rows] == [(appending, 1), (appending, 2)]

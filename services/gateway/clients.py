@@ -23,9 +23,10 @@ from heddle.v1 import (
     workflow_pb2,
     workflow_pb2_grpc,
 )
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from libs.common import jsonutil
-from libs.common.errors import from_rpc_error
+from libs.common.errors import ERROR_TRAILER, from_rpc_error
 from libs.common.grpcutil import (
     TlsFiles,
     check_health,
@@ -45,6 +46,36 @@ _RUN_EXECUTION_ONCE = "/heddle.v1.WorkflowService/RunExecutionOnce"
 #: for a call that ends by itself, ~4 % of the gateway's CPU per POST /run). Each leaves at
 #: its end, at the latest at its deadline.
 _ENDING: set[grpc.aio.Call] = set()
+
+
+#: Statuses of a call that may have broken on the way (the replica gone, a connection reset,
+#: the deadline) rather than been answered by the service: a start so ended may or may not
+#: have committed.
+_BROKEN = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
+
+#: How long a start with a chosen id is sent again while its calls break (then: 503).
+RESTART_S = 5.0
+
+
+def broken_call(error: grpc.RpcError) -> bool:
+    """Whether a failed call broke on the way, not with a status the service chose (an error
+    it raised carries its trailer). UNAVAILABLE always: the service's own says the same (its
+    replica stopping interrupted the start)."""
+    code = error.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return True
+    if code not in _BROKEN:
+        return False
+    trailers = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    return not any(key == ERROR_TRAILER for key, _ in trailers or ())
 
 
 def let_end(call: grpc.aio.Call) -> None:
@@ -132,6 +163,34 @@ class ServiceClients:
             call.add_done_callback(lambda done: end_stream_span(span, done))
         reply = await call
         return reply
+
+    async def start_execution(
+        self, request: workflow_pb2.StartExecutionRequest
+    ) -> workflow_pb2.StartExecutionResponse:
+        """WorkflowService.StartExecution. A start that names its execution_id is idempotent
+        by it (a repeat answers the same execution), so it is sent again while its calls
+        break (broken_call), for up to RESTART_S; failures raise HeddleError."""
+        if not request.execution_id:
+            return await self.call(self.workflow.StartExecution, request)
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(
+                    lambda error: isinstance(error, grpc.RpcError) and broken_call(error)
+                ),
+                wait=wait_exponential(multiplier=0.05, max=1.0),
+                stop=stop_after_delay(RESTART_S),
+                reraise=True,
+            ):
+                with attempt:
+                    started: workflow_pb2.StartExecutionResponse = (
+                        await self.workflow.StartExecution(
+                            request, timeout=self.settings.grpc_deadline_s
+                        )
+                    )
+                    return started
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def close(self) -> None:
         await asyncio.gather(*(channel.close() for channel in self.channels))

@@ -23,6 +23,7 @@ from libs.common.child_ids import child_execution_id
 from libs.common.db import utcnow
 from libs.common.definition import ON_FAILURE_NODE_ID, WorkflowDefinition
 from libs.common.errors import (
+    Conflict,
     FailedPrecondition,
     HeddleError,
     InvalidArgument,
@@ -303,10 +304,13 @@ class Engine:
         trace_parent: str = "",
         priority: int = DEFAULT_PRIORITY,
         forked_from: tuple[str, str] | None = None,
+        execution_id: str | None = None,
     ) -> tuple[ExecutionRow, bool]:
         """Persist a new execution with every node pending, then start running it.
 
-        With an idempotency key that was seen before, returns that execution instead. The
+        With an idempotency key that was seen before, returns that execution instead; so
+        with an execution_id (the caller's choice, a UUID) that exists for the same tenant
+        and workflow (Conflict when it is another tenant's or workflow's). The
         execution's trace is rooted in an `execution.start` span, a child of trace_parent
         (a retried execution continues its original's trace) or else of the current span.
         """
@@ -325,6 +329,7 @@ class Engine:
             trace_parent=trace_parent,
             priority=priority,
             forked_from=forked_from,
+            execution_id=execution_id,
         )
         try:
             return await self._start(start, guess=True)
@@ -418,9 +423,11 @@ class Engine:
         )
         given: dict[str, Any] = dict(
             # A child's id follows from its key: the parent node names it before it starts it.
+            # A caller that chose one (POST /run) waits or starts again by it after a broken
+            # call.
             id=child_execution_id(start.tenant_id, start.idempotency_key)
             if start.parent_execution_id and start.idempotency_key
-            else str(uuid.uuid4()),
+            else start.execution_id or str(uuid.uuid4()),
             tenant_id=start.tenant_id,
             workflow_id=start.workflow_id,
             workflow_version=version,
@@ -499,10 +506,18 @@ class Engine:
             )
             for entry in node_rows
         }
+        if start.execution_id is not None and (
+            start.execution_id in self.runners or start.execution_id in self.parking
+        ):
+            # The chosen id is held here (a start sent again): a second runner under it must
+            # not take its place in `runners` (nothing awaited between this and _launch).
+            span.end()
+            return await self._start_held(start, guess=guess)
         # PostgreSQL, an id of its own (a child's derives from its key and may be held here
-        # already): the rows go in with the runner's first batch, one statement for the start
-        # and the first step; the start answers once it is committed. Nothing is dispatched
-        # before (the runner sends only what a committed batch says).
+        # already; a chosen one is not, see above): the rows go in with the runner's first
+        # batch, one statement for the start and the first step; the start answers once it
+        # is committed. Nothing is dispatched before (the runner sends only what a committed
+        # batch says): a duplicate id's insert fails and its runner ends without a trace.
         try:
             if merged:
                 runner = self._launch(row, compiled, nodes, Unwritten(values, node_rows, guard))
@@ -519,11 +534,19 @@ class Engine:
                     await repo.insert_node_runs(session, node_rows)
         except IntegrityError:
             span.end()
-            # Two requests with one idempotency key raced: the other one won.
+            # Two requests with one idempotency key (or one chosen id) raced: the other won.
             async with self.sessions() as session:
-                existing = await repo.find_execution_by_key(
-                    session, start.tenant_id, start.idempotency_key or ""
+                existing = (
+                    await repo.find_execution_by_key(
+                        session, start.tenant_id, start.idempotency_key
+                    )
+                    if start.idempotency_key
+                    else None
                 )
+                if existing is None and start.execution_id is not None:
+                    taken = await session.get(ExecutionRow, start.execution_id)
+                    if taken is not None:
+                        return _same_start(start, taken), False
             if existing is None:
                 raise
             return existing, False
@@ -536,6 +559,24 @@ class Engine:
         if not merged:
             self._launch(row, compiled, nodes)
         return row, True
+
+    async def _start_held(self, start: _Start, *, guess: bool) -> tuple[ExecutionRow, bool]:
+        """A start whose chosen id is held here: that execution once its own start is
+        committed (made again when that start failed, having written nothing)."""
+        assert start.execution_id is not None
+        runner = self.runners.get(start.execution_id)
+        if runner is not None and runner.persisted is not None:
+            try:
+                await asyncio.shield(runner.persisted)
+            except Exception:
+                return await self._start(start, guess=guess)
+        if runner is not None:
+            return _same_start(start, runner.row), False
+        async with self.sessions() as session:  # parked here: its row is written
+            taken = await session.get(ExecutionRow, start.execution_id)
+        if taken is None:  # unparked and ended meanwhile, then deleted: start it anew
+            return await self._start(start, guess=guess)
+        return _same_start(start, taken), False
 
     def _held_version(self, workflow_id: str, version: int) -> int | None:
         """The version a start of workflow_id (version 0: the latest) would run, when this
@@ -1174,6 +1215,19 @@ class _Start:
     trace_parent: str
     priority: int
     forked_from: tuple[str, str] | None
+    #: The id the caller chose (a UUID), or None: one is made.
+    execution_id: str | None = None
+
+
+def _same_start(start: _Start, taken: ExecutionRow) -> ExecutionRow:
+    """The execution a start's chosen id names, when it is this tenant's run of this
+    workflow; Conflict otherwise, saying nothing of it (whose it is, what it runs)."""
+    if taken.tenant_id != start.tenant_id or taken.workflow_id != start.workflow_id:
+        raise Conflict(
+            f"execution_id {start.execution_id!r} is taken by another execution: choose a "
+            "new one (a uuid4) for a new start"
+        )
+    return taken
 
 
 class _GuessFailed(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -71,6 +72,28 @@ def _priority(request: workflow_pb2.StartExecutionRequest) -> int:
     if not 0 <= request.priority <= 9:
         raise InvalidArgument(f"priority must be 0-9, got {request.priority}")
     return request.priority
+
+
+def _execution_id(request: workflow_pb2.StartExecutionRequest) -> str | None:
+    """The execution id the caller chose (None: the engine makes one), checked."""
+    chosen = request.execution_id
+    if not chosen:
+        return None
+    try:
+        canonical = str(uuid.UUID(chosen))
+    except ValueError:
+        canonical = ""
+    if canonical != chosen:
+        raise InvalidArgument(
+            f"StartExecutionRequest.execution_id must be a UUID in its canonical form "
+            f"(lowercase 8-4-4-4-12 hex digits), got {chosen[:64]!r}"
+        )
+    if request.parent_execution_id and request.idempotency_key:
+        raise InvalidArgument(
+            "StartExecutionRequest.execution_id cannot be given with parent_execution_id and "
+            "idempotency_key: a sub-workflow's id follows from its key"
+        )
+    return chosen
 
 
 def _loads_field(data: bytes, field: str) -> Any:
@@ -291,6 +314,7 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
             forked_from=(request.forked_from_execution_id, request.forked_from_node)
             if request.forked_from_execution_id
             else None,
+            execution_id=_execution_id(request),
         )
         return workflow_pb2.StartExecutionResponse(
             execution_id=row.id, status=row.status, created=created
@@ -302,8 +326,10 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
         started = await self.StartExecution(request.start, context)
         wait_s = request.wait_s
         # Only a start made here is quiet: one an idempotency key found may be driven by
-        # another replica, whose wait (reads, a notice) is not cut short for it.
-        quiet_s = min(max(0.0, request.started_after_s), wait_s) if started.created else 0.0
+        # another replica, whose wait (reads, a notice) is not cut short for it. A caller
+        # that chose the id needs no `started` to wait again by it.
+        quiet_after = wait_s if request.start.execution_id else request.started_after_s
+        quiet_s = min(max(0.0, quiet_after), wait_s) if started.created else 0.0
         if quiet_s <= 0:
             yield workflow_pb2.RunExecutionReply(started=started)
             if wait_s <= 0:
@@ -326,7 +352,10 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
         started = await self.StartExecution(request.start, context)
         if not started.created:  # maybe driven elsewhere: the caller waits with a read
             return workflow_pb2.RunExecutionReply(started=started)
-        quiet_s = request.started_after_s
+        # A caller that chose the id waits the whole wait_s here: after a broken call it
+        # waits again by that id, so it needs no early `started` (only an older gateway,
+        # which does not choose it, gets one after started_after_s).
+        quiet_s = 0.0 if request.start.execution_id else request.started_after_s
         wait_s = min(quiet_s, request.wait_s) if quiet_s > 0 else request.wait_s
         row = await self._final_within(
             _tenant(request.start.tenant_id), started.execution_id, max(0.0, wait_s)

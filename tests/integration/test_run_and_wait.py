@@ -1,16 +1,24 @@
 """POST /api/v1/workflows/{id}/run: start, wait for the end, answer with the outcome (200),
-or with the id when the wait runs out (202)."""
+or with the id when the wait runs out (202). The gateway chooses the execution's id, so a
+call broken at any point is waited on, or started again, by it."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
+import grpc
 import httpx
+import pytest
 from heddle.v1 import workflow_pb2, workflow_pb2_grpc
+from sqlalchemy import func, select
 
-from libs.cli.stack import Stack
+from libs.cli.stack import Stack, start_stack
+from libs.common import jsonutil
 from libs.common.grpcutil import create_channel, start_grpc_server
-from services.gateway.routes.workflows import _STARTED_AFTER_S
+from services.workflow.models import ExecutionRow
 from services.workflow.servicer import WorkflowServicer
 from services.workflow.workflows import WorkflowStore
 from tests.helpers import assert_eventually
@@ -53,12 +61,59 @@ async def _stub_and_workflows(
 
 
 def _run_request(
-    workflow_id: str, inputs: bytes, started_after_s: float, key: str = ""
+    workflow_id: str, inputs: bytes, started_after_s: float, key: str = "", execution_id: str = ""
 ) -> workflow_pb2.RunExecutionRequest:
     start = workflow_pb2.StartExecutionRequest(
-        workflow_id=workflow_id, inputs_json=inputs, tenant_id="default", idempotency_key=key
+        workflow_id=workflow_id,
+        inputs_json=inputs,
+        tenant_id="default",
+        idempotency_key=key,
+        execution_id=execution_id,
     )
     return workflow_pb2.RunExecutionRequest(start=start, wait_s=20, started_after_s=started_after_s)
+
+
+@pytest.fixture
+async def any_stack(database_url: str) -> AsyncIterator[Stack]:
+    """The embedded stack on SQLite and on PostgreSQL (where a start's rows go in with its
+    runner's first batch)."""
+    running = await start_stack(
+        {"database_url": database_url, "http_allow_hosts": ["127.0.0.1"]}, ephemeral_ports=True
+    )
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def _client_of(stack: Stack) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {stack.admin_key}"} if stack.admin_key else {}
+    return httpx.AsyncClient(base_url=stack.gateway_url, timeout=30, headers=headers)
+
+
+async def _executions(stack: Stack) -> int:
+    """How many executions the database holds, of every tenant."""
+    async with stack.services["workflow"].engine.sessions() as session:
+        count: int = await session.scalar(select(func.count()).select_from(ExecutionRow))
+    return count
+
+
+async def _restart_grpc(stack: Stack, down_s: float) -> Any:
+    """Stop the workflow service's gRPC server at once (its calls broken), and serve the same
+    engine again on the same port down_s later: the replacement server."""
+    service = stack.services["workflow"]
+    engine = service.engine
+    await service.grpc.stop(grace=0)
+    await asyncio.sleep(down_s)
+    servicer = WorkflowServicer(
+        engine, WorkflowStore(engine.settings, engine.sessions, engine.catalog)
+    )
+    return await start_grpc_server(
+        "workflow",
+        [workflow_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
+        lambda server: workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(servicer, server),
+        port=service.grpc.port,
+    )
 
 
 async def test_run_answers_with_the_outputs_when_the_execution_ends(
@@ -131,39 +186,122 @@ async def test_run_refuses_a_wait_out_of_range_and_an_unknown_workflow(
     assert missing.status_code == 404, missing.text
 
 
-async def test_run_waits_on_when_the_workflow_service_connection_goes_away(
-    stack: Stack, client: httpx.AsyncClient
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # as production runs
+@pytest.mark.parametrize("broken_at", ["before the commit", 0.2, 1.5])
+async def test_a_run_whose_call_breaks_still_answers_its_outputs(
+    any_stack: Stack, monkeypatch: pytest.MonkeyPatch, broken_at: str | float
 ) -> None:
-    """The wait is a read: a connection dropped under it (a replica restarting, the
-    channel's maximum connection age) makes the gateway wait again, not answer 503."""
-    workflow_id = await create_workflow(client, SLOW)
-    running = asyncio.create_task(
-        client.post(f"/api/v1/workflows/{workflow_id}/run", params={"wait": 30})
+    """The workflow service's calls break (a replica restarting, a connection reset) at any
+    point of a run: before its start committed (the start is sent again with its id), 0.2 s
+    into it (within the 1 s the gateway once had to wait for the id: that answered 503) or
+    later (the wait by id rides it). The answer is the run's outputs, and one execution
+    exists."""
+    engine = any_stack.services["workflow"].engine
+    breaking: list[asyncio.Task[Any]] = []
+    if broken_at == "before the commit":
+        start_execution = engine.start_execution
+
+        async def broken_before_commit(**start: Any) -> Any:
+            if not breaking:  # the first start's call breaks before it writes anything
+                breaking.append(asyncio.create_task(_restart_grpc(any_stack, 0.3)))
+                await asyncio.Event().wait()  # cancelled by the server's stop
+            return await start_execution(**start)
+
+        monkeypatch.setattr(engine, "start_execution", broken_before_commit)
+    async with _client_of(any_stack) as client:
+        workflow_id = await create_workflow(client, SLOW)
+        running = asyncio.create_task(
+            client.post(f"/api/v1/workflows/{workflow_id}/run", params={"wait": 30})
+        )
+        if isinstance(broken_at, float):
+            await assert_eventually(lambda: len(engine.runners) == 1, message="never started")
+            await asyncio.sleep(broken_at)
+            breaking.append(asyncio.create_task(_restart_grpc(any_stack, 0.3)))
+        await assert_eventually(lambda: bool(breaking), message="the call never broke")
+        replacement = await breaking[0]
+        try:
+            response = await running
+            assert response.status_code == 200, response.text
+            assert response.json()["status"] == "succeeded"
+            assert response.json()["outputs"] == {"done": "woke"}
+            assert await _executions(any_stack) == 1
+        finally:
+            await replacement.stop(grace=0)
+
+
+async def test_a_start_sent_again_with_its_id_answers_the_same_execution(
+    any_stack: Stack,
+) -> None:
+    """A start names the id the execution takes; sent again with it (a running execution,
+    held by its runner, or a finished one, only in the database), it answers that execution
+    (created false) and writes nothing. RunExecutionOnce with a chosen id waits the whole
+    wait: its caller knows the id, so no `started` comes before the end."""
+    async with _client_of(any_stack) as client:
+        workflow, quick, slow = await _stub_and_workflows(any_stack, client)
+    slow_id, quick_id = str(uuid.uuid4()), str(uuid.uuid4())
+    slow_start = _run_request(slow, b"{}", 0.3, execution_id=slow_id).start
+    first = await workflow.StartExecution(slow_start, timeout=10)
+    again = await workflow.StartExecution(slow_start, timeout=10)  # running, held here
+    assert (first.execution_id, first.created) == (slow_id, True)
+    assert (again.execution_id, again.created) == (slow_id, False)
+    ran = await workflow.RunExecutionOnce(
+        _run_request(quick, b'{"d": 4}', 0.3, execution_id=quick_id), timeout=30
     )
-    service = stack.services["workflow"]
-    engine = service.engine
-    await assert_eventually(lambda: len(engine.runners) == 1, message="never started")
-    # The gateway has the id (RunExecution's `started`, sent once the run went on for
-    # _STARTED_AFTER_S) and its WaitExecution is in flight now.
-    await asyncio.sleep(0.2 + _STARTED_AFTER_S)
-    await service.grpc.stop(grace=0)
-    await asyncio.sleep(0.3)
-    servicer = WorkflowServicer(
-        engine, WorkflowStore(engine.settings, engine.sessions, engine.catalog)
+    assert ran.WhichOneof("reply") == "finished" and ran.finished.id == quick_id
+    # The quick one ended (its runner gone): the repeat meets its row.
+    repeat = await workflow.RunExecutionOnce(
+        _run_request(quick, b'{"d": 4}', 0.3, execution_id=quick_id), timeout=30
     )
-    replacement = await start_grpc_server(
-        "workflow",
-        [workflow_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
-        lambda server: workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(servicer, server),
-        port=service.grpc.port,
+    assert repeat.WhichOneof("reply") == "started"
+    assert (repeat.started.execution_id, repeat.started.created) == (quick_id, False)
+    assert await _executions(any_stack) == 2
+    # A slow run with a chosen id: `finished` alone, though it outlasts started_after_s.
+    waited = await workflow.RunExecutionOnce(
+        _run_request(slow, b"{}", 0.3, execution_id=str(uuid.uuid4())), timeout=30
     )
-    try:
-        response = await running
-        assert response.status_code == 200, response.text
-        assert response.json()["status"] == "succeeded"
-        assert response.json()["outputs"] == {"done": "woke"}
-    finally:
-        await replacement.stop(grace=0)
+    assert waited.WhichOneof("reply") == "finished"
+    assert waited.finished.status == "succeeded"
+
+
+async def test_a_start_with_another_tenants_or_workflows_execution_id_is_refused(
+    any_stack: Stack,
+) -> None:
+    """An id another tenant's execution (or another workflow's) has is refused with a
+    conflict that names neither; nothing is written. A malformed id is an invalid argument
+    that says which field and what it must be."""
+    async with _client_of(any_stack) as client:
+        workflow, quick, slow = await _stub_and_workflows(any_stack, client)
+        taken = str(uuid.uuid4())
+        await workflow.RunExecutionOnce(
+            _run_request(quick, b'{"d": 4}', 0.3, execution_id=taken), timeout=30
+        )
+        other = await workflow.CreateWorkflow(
+            workflow_pb2.CreateWorkflowRequest(
+                tenant_id="other-tenant", definition_json=jsonutil.dumps(DIVIDE)
+            ),
+            timeout=10,
+        )
+        starts = [
+            workflow_pb2.StartExecutionRequest(
+                workflow_id=other.id, inputs_json=b'{"d": 4}', tenant_id="other-tenant"
+            ),
+            _run_request(slow, b"{}", 0.3).start,  # the same tenant, another workflow
+        ]
+        for start in starts:
+            start.execution_id = taken
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await workflow.StartExecution(start, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+            message = refused.value.details() or ""
+            assert "taken" in message and quick not in message and "default" not in message
+        assert await _executions(any_stack) == 1
+        for malformed in ("not-a-uuid", taken.upper(), f"{{{taken}}}", "x" * 300):
+            start = _run_request(quick, b'{"d": 4}', 0.3, execution_id=malformed).start
+            with pytest.raises(grpc.aio.AioRpcError) as invalid:
+                await workflow.StartExecution(start, timeout=10)
+            assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "execution_id must be a UUID" in (invalid.value.details() or "")
+        assert await _executions(any_stack) == 1
 
 
 async def test_run_execution_sends_started_only_for_a_run_that_goes_on(

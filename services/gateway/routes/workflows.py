@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Annotated, Any
 
 import grpc
@@ -13,9 +14,9 @@ from heddle.v1 import node_pb2, workflow_pb2
 
 from libs.common import jsonutil
 from libs.common.claimcheck import ClaimCheck
-from libs.common.errors import Unavailable, from_rpc_error
+from libs.common.errors import NotFound, Unavailable, from_rpc_error
 from services.gateway.auth import Principal, Security
-from services.gateway.clients import let_end
+from services.gateway.clients import broken_call, let_end
 from services.gateway.convert import (
     execution_out,
     grant_out,
@@ -291,7 +292,7 @@ async def _start(
     request = await _start_request(
         workflow_id, body, idempotency_key, clients, tenant, caller, guard, app
     )
-    return await clients.call(clients.workflow.StartExecution, request)
+    return await clients.start_execution(request)  # sent again while it breaks: see its id
 
 
 async def _start_request(
@@ -304,7 +305,9 @@ async def _start_request(
     guard: Security,
     app: Any = None,
 ) -> workflow_pb2.StartExecutionRequest:
-    """The start, checked (the caller's role, snapshot, file inputs and claim checks)."""
+    """The start, checked (the caller's role, snapshot, file inputs and claim checks), with
+    the id the execution is to take: chosen here, so that a call broken before its answer
+    can be waited on, or sent again, by it without starting a second execution."""
     body = body or ExecuteRequest()
     await guard.require_workflow(caller, workflow_id, "execute")
     inputs = body.inputs
@@ -334,18 +337,23 @@ async def _start_request(
         tenant_id=tenant,
         trigger="api",
         priority=body.priority,
+        execution_id=str(uuid.uuid4()),
     )
 
 
 _REWAIT_S = 5.0
-#: RunExecution(Once)'s `started` only when the run has not ended this long after its start:
-#: a run that ends sooner is one unary exchange, waited on in memory by the replica that drives
-#: it. After `started` the wait is a WaitExecution on any replica (another one reads the row
-#: again on each of the execution's writes): with 0.1 s, 20 clients' 10-node runs (0.3-0.4 s
-#: each on this machine) cost the workflow replicas ~2.4 ms more CPU per execution. The id is
-#: needed only to wait again on a call broken after the start; one broken within this answers
-#: 503 (as one broken before the start's reply always did), and the execution runs on.
+#: For a workflow service older than the start's execution_id (which it ignores): its
+#: RunExecution(Once)'s `started` only when the run has not ended this long after its start.
+#: A service that takes the id waits the whole wait on the replica that drives the run (an
+#: in-memory event) and answers `finished` at the end: the gateway knows the id, so it needs
+#: no `started` to wait again after a broken call. (After `started` the wait is a
+#: WaitExecution on any replica, which reads the row again on each of the execution's
+#: writes: with 0.1 s, 20 clients' 10-node runs of 0.3-0.4 s cost the workflow replicas
+#: ~2.4 ms more CPU per execution.)
 _STARTED_AFTER_S = 1.0
+#: How many times a broken POST /run sends its start again after its wait by id found no
+#: execution (the start never committed); each is idempotent by the id.
+_RESENDS = 3
 
 
 async def _wait_final(
@@ -367,13 +375,12 @@ async def _wait_final(
             )
             return finished
         except grpc.RpcError as error:
-            code = error.code()
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 return None
             now = time.monotonic()
             unavailable_since = unavailable_since or now
-            # Unavailable for this long: the workflow service is down, not one connection.
-            if code != grpc.StatusCode.UNAVAILABLE or now - unavailable_since > _REWAIT_S:
+            # Broken for this long: the workflow service is down, not one connection.
+            if not broken_call(error) or now - unavailable_since > _REWAIT_S:
                 raise from_rpc_error(error) from None
             await asyncio.sleep(min(0.2, max(0.0, deadline - now)))
 
@@ -381,23 +388,32 @@ async def _wait_final(
 async def _run_and_wait(
     clients: Clients, start: workflow_pb2.StartExecutionRequest, tenant: str, wait_s: float
 ) -> tuple[workflow_pb2.StartExecutionResponse | None, workflow_pb2.Execution | None]:
-    """Start, and wait up to wait_s for the end: one unary RunExecutionOnce, which answers
-    `finished` for a run that ends within _STARTED_AFTER_S (most: one call, its message and
-    status in one exchange) and otherwise `started`, after which the wait is a read
-    (WaitExecution). (started, finished) as _run_and_wait_stream's; a workflow service
-    without RunExecutionOnce gets the RunExecution stream."""
+    """Start, and wait up to wait_s for the end: one unary RunExecutionOnce, which the
+    replica that drives the run answers with `finished` at its end (one call, its message and
+    status in one exchange), or `started` when the wait ran out there or the start found an
+    execution (its idempotency key or id: maybe driven elsewhere, waited on with a read,
+    WaitExecution). A call broken on the way is recovered by the start's execution_id
+    (_recover_run). (started, finished) as _run_and_wait_stream's; a workflow service without
+    RunExecutionOnce gets the RunExecution stream."""
     deadline = time.monotonic() + wait_s
     request = workflow_pb2.RunExecutionRequest(
         start=start, wait_s=wait_s, started_after_s=_STARTED_AFTER_S
     )
     try:
-        reply = await clients.run_execution_once(
-            request, min(wait_s, _STARTED_AFTER_S) + clients.settings.grpc_deadline_s
-        )
+        reply = await clients.run_execution_once(request, wait_s + clients.settings.grpc_deadline_s)
     except grpc.RpcError as error:
-        if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+        if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return await _run_and_wait_stream(clients, start, tenant, wait_s)
+        if not start.execution_id or not broken_call(error):
             raise from_rpc_error(error) from None
-        return await _run_and_wait_stream(clients, start, tenant, wait_s)
+        return await _recover_run(clients, start, tenant, deadline)
+    return await _after_reply(clients, reply, tenant, deadline)
+
+
+async def _after_reply(
+    clients: Clients, reply: workflow_pb2.RunExecutionReply, tenant: str, deadline: float
+) -> tuple[workflow_pb2.StartExecutionResponse | None, workflow_pb2.Execution | None]:
+    """RunExecutionOnce's answer: `finished`, or `started` and then a wait by its id."""
     if reply.HasField("finished"):
         return None, reply.finished
     if not reply.HasField("started"):  # not a workflow service's answer
@@ -406,6 +422,42 @@ async def _run_and_wait(
     if remaining <= 0:
         return reply.started, None
     return reply.started, await _wait_final(clients, reply.started.execution_id, tenant, remaining)
+
+
+async def _recover_run(
+    clients: Clients, start: workflow_pb2.StartExecutionRequest, tenant: str, deadline: float
+) -> tuple[workflow_pb2.StartExecutionResponse | None, workflow_pb2.Execution | None]:
+    """A RunExecutionOnce broken before its answer (the replica gone, a reset): its start may
+    or may not have committed. Waited on by the id it carries; when no execution has it (the
+    start never committed), the start is sent again with it (a repeat answers the same
+    execution) and waited on again, within the request's wait. Once the wait ran out the
+    start is made sure of (sent again, idempotent by the id) before answering with the id.
+    Unavailable (503) when the workflow service stays down."""
+    for _ in range(_RESENDS):
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            try:
+                finished = await _wait_final(clients, start.execution_id, tenant, remaining)
+            except NotFound:
+                finished = None  # the start never committed: sent again below
+            if finished is not None:
+                return None, finished
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return await clients.start_execution(start), None
+        again = workflow_pb2.RunExecutionRequest(
+            start=start, wait_s=remaining, started_after_s=_STARTED_AFTER_S
+        )
+        try:
+            reply = await clients.run_execution_once(
+                again, remaining + clients.settings.grpc_deadline_s
+            )
+        except grpc.RpcError as error:
+            if not broken_call(error):
+                raise from_rpc_error(error) from None
+            continue  # broken again: wait by the id again
+        return await _after_reply(clients, reply, tenant, deadline)
+    raise Unavailable("the workflow service kept breaking the run's calls")
 
 
 async def _run_and_wait_stream(

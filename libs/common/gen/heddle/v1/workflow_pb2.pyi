@@ -128,7 +128,7 @@ class DeleteWorkflowResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class StartExecutionRequest(_message.Message):
-    __slots__ = ("workflow_id", "version", "inputs_json", "idempotency_key", "parent_execution_id", "parent_node_id", "tenant_id", "trigger", "depth", "priority", "reuse_json", "forked_from_execution_id", "forked_from_node")
+    __slots__ = ("workflow_id", "version", "inputs_json", "idempotency_key", "parent_execution_id", "parent_node_id", "tenant_id", "trigger", "depth", "priority", "reuse_json", "forked_from_execution_id", "forked_from_node", "execution_id")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +142,7 @@ class StartExecutionRequest(_message.Message):
     REUSE_JSON_FIELD_NUMBER: _ClassVar[int]
     FORKED_FROM_EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     FORKED_FROM_NODE_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     version: int
     inputs_json: bytes
@@ -155,7 +156,8 @@ class StartExecutionRequest(_message.Message):
     reuse_json: bytes
     forked_from_execution_id: str
     forked_from_node: str
-    def __init__(self, workflow_id: _Optional[str] = ..., version: _Optional[int] = ..., inputs_json: _Optional[bytes] = ..., idempotency_key: _Optional[str] = ..., parent_execution_id: _Optional[str] = ..., parent_node_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., trigger: _Optional[str] = ..., depth: _Optional[int] = ..., priority: _Optional[int] = ..., reuse_json: _Optional[bytes] = ..., forked_from_execution_id: _Optional[str] = ..., forked_from_node: _Optional[str] = ...) -> None: ...
+    execution_id: str
+    def __init__(self, workflow_id: _Optional[str] = ..., version: _Optional[int] = ..., inputs_json: _Optional[bytes] = ..., idempotency_key: _Optional[str] = ..., parent_execution_id: _Optional[str] = ..., parent_node_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., trigger: _Optional[str] = ..., depth: _Optional[int] = ..., priority: _Optional[int] = ..., reuse_json: _Optional[bytes] = ..., forked_from_execution_id: _Optional[str] = ..., forked_from_node: _Optional[str] = ..., execution_id: _Optional[str] = ...) -> None: ...
 
 class StartExecutionResponse(_message.Message):
     __slots__ = ("execution_id", "status", "created")

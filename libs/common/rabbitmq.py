@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from typing import Any, cast
 import aio_pika
 import aiormq
 import aiormq.abc
+import pamqp.frame
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -86,6 +88,24 @@ def dead_letter_queue(queue: str) -> str:
     return f"{queue}.dlq"
 
 
+# The marshalled method frame of a publish, by (channel number, exchange, routing key): the
+# same bytes for every message of one routing key, marshalled once by pamqp (an event type is
+# a routing key: a few dozen keys per process).
+_PUBLISH_FRAMES: dict[tuple[int, str, str], bytes] = {}
+
+
+def _publish_frame(channel_number: int, exchange: str, routing_key: str) -> bytes:
+    key = (channel_number, exchange, routing_key)
+    frame = _PUBLISH_FRAMES.get(key)
+    if frame is None:
+        if len(_PUBLISH_FRAMES) >= 4096:
+            _PUBLISH_FRAMES.clear()  # routing keys made of data: never an unbounded cache
+        frame = _PUBLISH_FRAMES[key] = pamqp.frame.marshal(
+            aiormq.spec.Basic.Publish(exchange=exchange, routing_key=routing_key), channel_number
+        )
+    return frame
+
+
 async def _send_batch(
     channel: aiormq.Channel,
     exchange: str,
@@ -95,29 +115,31 @@ async def _send_batch(
 
     What aiormq's basic_publish does for one message (delivery tag, confirm future, frames),
     done for all of them under one hold of its lock: one frame marshalling and one socket
-    write per batch instead of a task, a marshalling and a write per message. The broker's
-    confirms resolve the futures through aiormq's confirmations table; closing the channel
-    rejects them.
+    write per batch instead of a task, a marshalling and a write per message. Every frame is
+    pamqp's; a routing key's method frame is marshalled once (`_publish_frame`). The
+    broker's confirms resolve the futures through aiormq's confirmations table; closing the
+    channel rejects them.
     """
     if channel.is_closed:
         raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
-    frames: list[Any] = []
+    parts: list[bytes] = []
     confirms: list[asyncio.Future[Any]] = []
     limit = channel.max_content_size
+    number = channel.number
+    marshal = pamqp.frame.marshal
     async with channel.lock:
         for routing_key, body, properties in items:
             channel.delivery_tag += 1
             confirm = channel.create_future()
             channel.confirmations[channel.delivery_tag] = confirm
             confirms.append(confirm)
-            frames.append(aiormq.spec.Basic.Publish(exchange=exchange, routing_key=routing_key))
-            frames.append(ContentHeader(properties=properties, body_size=len(body)))
-            frames.extend(
-                ContentBody(body[offset : offset + limit]) for offset in range(0, len(body), limit)
+            parts.append(_publish_frame(number, exchange, routing_key))
+            parts.append(marshal(ContentHeader(properties=properties, body_size=len(body)), number))
+            parts.extend(
+                marshal(ContentBody(body[offset : offset + limit]), number)
+                for offset in range(0, len(body), limit)
             )
-        await channel.write_queue.put(
-            ChannelFrame.marshall(channel_number=channel.number, frames=frames)
-        )
+        await channel.write_queue.put(ChannelFrame(payload=b"".join(parts), should_close=False))
     return confirms
 
 
@@ -125,12 +147,19 @@ def _acked(confirm: asyncio.Future[Any]) -> bool:
     return confirm.done() and not confirm.cancelled() and confirm.exception() is None
 
 
-def _properties(headers: dict[str, str] | None) -> aiormq.spec.Basic.Properties:
+def _properties(headers: dict[str, str] | None, message_id: str) -> aiormq.spec.Basic.Properties:
     return aiormq.spec.Basic.Properties(
         delivery_mode=PERSISTENT,
-        message_id=uuid.uuid4().hex,
+        message_id=message_id,
         headers=dict(headers) if headers else None,
     )
+
+
+def _message_ids(count: int) -> list[str]:
+    """count random 128-bit message ids (32 hex digits, as uuid4().hex was) from one
+    os.urandom call: uuid4 made a getrandom system call per message."""
+    digits = os.urandom(16 * count).hex()
+    return [digits[start : start + 32] for start in range(0, 32 * count, 32)]
 
 
 def _headers_of(incoming: AbstractIncomingMessage) -> dict[str, str]:
@@ -283,7 +312,12 @@ class RabbitBus:
         if not messages:
             return
         target = await self._exchange(exchange)
-        pending = [(key, body, _properties(headers)) for key, body, headers in messages]
+        pending = [
+            (key, body, _properties(headers, message_id))
+            for (key, body, headers), message_id in zip(
+                messages, _message_ids(len(messages)), strict=True
+            )
+        ]
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         delay = 0.05

@@ -347,3 +347,33 @@ async def test_bind_and_unbind_a_pattern_on_a_named_queue(
     await assert_eventually(lambda: on_queue == [b"m1", b"bound", b"m2"] and len(witness) == 5)
     if isinstance(bus, InProcessBus):
         assert bus.bindings(queue_name) == [(EVENTS_EXCHANGE, f"{prefix}.marker")]
+
+
+async def test_rabbitmq_repeated_routing_keys_and_distinct_message_ids(prefix: str) -> None:
+    """A batch repeating routing keys (a round of events: a few types, many messages) is
+    routed per message, in order, across two batches; every message carries its own
+    32-hex-digit message id (a retry's duplicate is recognised by it)."""
+    bus = RabbitBus(RABBIT_URL)
+    await bus.connect()
+    connection = await aio_pika.connect(RABBIT_URL)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(bus.broker_name(EVENTS_EXCHANGE), f"{prefix}.#")
+        keys = [f"{prefix}.{name}" for name in ("started", "succeeded") * 3]
+        for batch in range(2):
+            await bus.publish_many(
+                EVENTS_EXCHANGE, [(key, f"{batch}-{i}".encode(), {}) for i, key in enumerate(keys)]
+            )
+        received = []
+        while (message := await queue.get(fail=False, no_ack=True, timeout=5)) is not None:
+            received.append(message)
+        assert [(m.routing_key, m.body) for m in received] == [
+            (key, f"{batch}-{i}".encode()) for batch in range(2) for i, key in enumerate(keys)
+        ]
+        ids = [m.message_id or "" for m in received]
+        assert len(set(ids)) == len(ids)
+        assert all(len(id_) == 32 and int(id_, 16) >= 0 for id_ in ids)
+    finally:
+        await connection.close()
+        await bus.close()

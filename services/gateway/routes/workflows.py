@@ -410,14 +410,27 @@ async def _run_and_wait(
     return await _after_reply(clients, reply, tenant, deadline)
 
 
+def _created_here(started: workflow_pb2.StartExecutionResponse, start_id: str) -> None:
+    """A start sent again after a broken call finds the execution its first send made: the
+    id this request chose is this request's execution, created by it (not another request's
+    that an idempotency key found)."""
+    if start_id and started.execution_id == start_id:
+        started.created = True
+
+
 async def _after_reply(
-    clients: Clients, reply: workflow_pb2.RunExecutionReply, tenant: str, deadline: float
+    clients: Clients,
+    reply: workflow_pb2.RunExecutionReply,
+    tenant: str,
+    deadline: float,
+    start_id: str = "",
 ) -> tuple[workflow_pb2.StartExecutionResponse | None, workflow_pb2.Execution | None]:
     """RunExecutionOnce's answer: `finished`, or `started` and then a wait by its id."""
     if reply.HasField("finished"):
         return None, reply.finished
     if not reply.HasField("started"):  # not a workflow service's answer
         raise Unavailable("the workflow service answered the run without starting it")
+    _created_here(reply.started, start_id)
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         return reply.started, None
@@ -444,7 +457,9 @@ async def _recover_run(
                 return None, finished
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return await clients.start_execution(start), None
+            started = await clients.start_execution(start)
+            _created_here(started, start.execution_id)
+            return started, None
         again = workflow_pb2.RunExecutionRequest(
             start=start, wait_s=remaining, started_after_s=_STARTED_AFTER_S
         )
@@ -456,7 +471,7 @@ async def _recover_run(
             if not broken_call(error):
                 raise from_rpc_error(error) from None
             continue  # broken again: wait by the id again
-        return await _after_reply(clients, reply, tenant, deadline)
+        return await _after_reply(clients, reply, tenant, deadline, start.execution_id)
     raise Unavailable("the workflow service kept breaking the run's calls")
 
 

@@ -131,37 +131,36 @@ class ServiceClients:
         self.channels.append(channel)
         return channel
 
+    def _direct(self, method: str, path: str, request: Any, timeout: float) -> Any:
+        """A WorkflowService call of POST /run's hot path on the channel without the
+        interceptors: the token, trace context and CLIENT span they would give are given here
+        (outgoing_metadata), for an extra task and an async generator less per call."""
+        if self.workflow_direct is None:  # clients put together by hand (tests)
+            return getattr(self.workflow, method)(request, timeout=timeout)
+        span, metadata = outgoing_metadata(self.settings.service_token, path)
+        call = getattr(self.workflow_direct, method)(request, timeout=timeout, metadata=metadata)
+        if span is not None:
+            call.add_done_callback(lambda done: end_stream_span(span, done))
+        return call
+
     def run_execution(
         self, request: workflow_pb2.RunExecutionRequest, timeout: float
     ) -> grpc.aio.UnaryStreamCall:
-        """WorkflowService.RunExecution (POST /run, the hot path) without the interceptors:
-        the token, trace context and CLIENT span they would give are given here
-        (outgoing_metadata), for an extra task and an async generator less per call."""
-        if self.workflow_direct is None:  # clients put together by hand (tests)
-            call: grpc.aio.UnaryStreamCall = self.workflow.RunExecution(request, timeout=timeout)
-            return call
-        span, metadata = outgoing_metadata(self.settings.service_token, _RUN_EXECUTION)
-        call = self.workflow_direct.RunExecution(request, timeout=timeout, metadata=metadata)
-        if span is not None:
-            call.add_done_callback(lambda done: end_stream_span(span, done))
+        """WorkflowService.RunExecution (the stream of a workflow service without
+        RunExecutionOnce)."""
+        call: grpc.aio.UnaryStreamCall = self._direct(
+            "RunExecution", _RUN_EXECUTION, request, timeout
+        )
         return call
 
     async def run_execution_once(
         self, request: workflow_pb2.RunExecutionRequest, deadline_s: float
     ) -> workflow_pb2.RunExecutionReply:
-        """WorkflowService.RunExecutionOnce (POST /run's first call), as run_execution: on the
-        channel without interceptors, with the metadata and CLIENT span they would give.
-        Raises grpc.RpcError (UNIMPLEMENTED from a workflow service without it)."""
-        if self.workflow_direct is None:  # clients put together by hand (tests)
-            reply: workflow_pb2.RunExecutionReply = await self.workflow.RunExecutionOnce(
-                request, timeout=deadline_s
-            )
-            return reply
-        span, metadata = outgoing_metadata(self.settings.service_token, _RUN_EXECUTION_ONCE)
-        call = self.workflow_direct.RunExecutionOnce(request, timeout=deadline_s, metadata=metadata)
-        if span is not None:
-            call.add_done_callback(lambda done: end_stream_span(span, done))
-        reply = await call
+        """WorkflowService.RunExecutionOnce (POST /run's first call). Raises grpc.RpcError
+        (UNIMPLEMENTED from a workflow service without it)."""
+        reply: workflow_pb2.RunExecutionReply = await self._direct(
+            "RunExecutionOnce", _RUN_EXECUTION_ONCE, request, deadline_s
+        )
         return reply
 
     async def start_execution(

@@ -113,6 +113,17 @@ _CHECKPOINT = f"""CASE
 _JOURNAL_NAMES = ("node_id", "at", "journal_append")
 
 
+#: A node row's record in the batch's JSON (jsonb_to_recordset), and its update of node_runs
+#: (the checkpoint with the journal-only writes folded in): one batch's and a group's alike.
+_NODE_RECORD = ", ".join(
+    ["node_id text", *(f"{name} {kind}" for name, kind in _NODE_COLUMNS), "journal_append jsonb"]
+)
+_NODE_SET = ", ".join(
+    f"{name} = u.{name}" if name != "checkpoint" else f"checkpoint = {_CHECKPOINT}"
+    for name, _ in _NODE_COLUMNS
+)
+
+
 @lru_cache(maxsize=64)
 def _statement(
     execution_columns: tuple[str, ...],
@@ -143,20 +154,9 @@ WITH fence AS (
     if full_rows:
         nodes, node_ids = position, position + 1
         position += 2
-        node_record = ", ".join(
-            [
-                "node_id text",
-                *(f"{name} {kind}" for name, kind in _NODE_COLUMNS),
-                "journal_append jsonb",
-            ]
-        )
-        node_set = ", ".join(
-            f"{name} = u.{name}" if name != "checkpoint" else f"checkpoint = {_CHECKPOINT}"
-            for name, _ in _NODE_COLUMNS
-        )
         parts.append(f""", nodes AS (
-    UPDATE node_runs AS n SET {node_set}
-    FROM jsonb_to_recordset(${nodes}::jsonb) AS u({node_record})
+    UPDATE node_runs AS n SET {_NODE_SET}
+    FROM jsonb_to_recordset(${nodes}::jsonb) AS u({_NODE_RECORD})
     -- The ids again as an array: the index finds just these rows (joined on the records
     -- alone, the planner may read every node row of the execution, O(nodes) per write).
     WHERE n.execution_id = $1 AND n.node_id = ANY(${node_ids}::text[])
@@ -246,18 +246,6 @@ def _group_statement() -> str:
         f"{name} = CASE WHEN b.given ? '{name}' THEN b.{name} ELSE x.{name} END"
         for name, _ in _GROUP_COLUMNS
     )
-    node_record = ", ".join(
-        [
-            "execution_id text",
-            "node_id text",
-            *(f"{name} {kind}" for name, kind in _NODE_COLUMNS),
-            "journal_append jsonb",
-        ]
-    )
-    node_set = ", ".join(
-        f"{name} = u.{name}" if name != "checkpoint" else f"checkpoint = {_CHECKPOINT}"
-        for name, _ in _NODE_COLUMNS
-    )
     return f"""
 WITH b AS (
     SELECT * FROM jsonb_to_recordset($1::jsonb) AS b(
@@ -271,8 +259,8 @@ WITH b AS (
     WHERE x.id = ANY($8::text[]) AND x.id = b.id AND x.owner = b.fence_owner
     RETURNING x.id, b.notify
 ), nodes AS (
-    UPDATE node_runs AS n SET {node_set}
-    FROM jsonb_to_recordset($2::jsonb) AS u({node_record})
+    UPDATE node_runs AS n SET {_NODE_SET}
+    FROM jsonb_to_recordset($2::jsonb) AS u(execution_id text, {_NODE_RECORD})
     WHERE n.execution_id = u.execution_id AND n.node_id = u.node_id
       AND u.execution_id IN (SELECT id FROM fence)
 ), folded AS (
